@@ -1,0 +1,1 @@
+//! A thread-per-core mail transfer agent for bulk sending.
