@@ -1,1 +1,16 @@
 //! A thread-per-core mail transfer agent for bulk sending.
+//!
+//! The map of the crate, in the order mail flows through it:
+//! - [`smtp`]: the SMTP protocol, sans-IO (commands, replies, paths, DATA/BDAT decoding).
+//! - [`server`]: inbound sessions of one shard (accept, parse, hand to the spool).
+//! - [`spool`]: the per-shard append-only store with group commit, and its recovery.
+//! - [`config`]: the TOML configuration and its defaults.
+//! - [`shutdown`]: signals and the per-shard stop notice.
+//! - [`shard`]: the one place that wires a shard together and runs them all.
+
+pub mod config;
+pub mod server;
+pub mod shard;
+pub mod shutdown;
+pub mod smtp;
+pub mod spool;

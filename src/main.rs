@@ -1,1 +1,186 @@
-fn main() {}
+//! The `mta` command: run the MTA, check a configuration, look at the queue.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+
+use mta::config::Config;
+use mta::shutdown::SignalWatch;
+use mta::spool::{self, QueueId};
+
+#[derive(Parser)]
+#[command(
+    name = "mta",
+    version,
+    about = "A thread-per-core mail transfer agent for bulk sending"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Run the MTA (built-in defaults when no file is given).
+    Run {
+        /// Configuration file (TOML).
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+    },
+    /// Validate a configuration and print the effective configuration.
+    CheckConfig {
+        /// Configuration file (TOML).
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+    },
+    /// Inspect the queue by reading the spool (works while the MTA is stopped).
+    Queue {
+        #[command(subcommand)]
+        what: QueueCmd,
+    },
+}
+
+#[derive(Subcommand)]
+enum QueueCmd {
+    /// One line per queued message: id, sender, recipients, size, age.
+    List {
+        /// Configuration file (TOML).
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+    },
+    /// The accounting totals, per recipient: accepted, delivered, bounced, expired, queued.
+    Count {
+        /// Configuration file (TOML).
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("MTA_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .init();
+    let config_path = match &cli.command {
+        Cmd::Run { config } | Cmd::CheckConfig { config } => config.clone(),
+        Cmd::Queue { what } => match what {
+            QueueCmd::List { config } | QueueCmd::Count { config } => config.clone(),
+        },
+    };
+    let config = match config_path {
+        Some(path) => Config::load(&path),
+        None => Config::parse(""),
+    };
+    let config = match config {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("mta: configuration error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let result = match cli.command {
+        Cmd::Run { .. } => run(config),
+        Cmd::CheckConfig { .. } => {
+            print!("{}", config.to_toml());
+            Ok(())
+        }
+        Cmd::Queue { what } => match what {
+            QueueCmd::List { .. } => queue_list(&config),
+            QueueCmd::Count { .. } => queue_count(&config),
+        },
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("mta: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(config: Config) -> anyhow::Result<()> {
+    let signals = SignalWatch::install().context("installing signal handlers")?;
+    let shards = config.effective_shards();
+    let summary = mta::shard::run(config, signals, |addrs| {
+        for addr in addrs {
+            tracing::info!("listening on {addr}");
+        }
+        tracing::info!(shards, "ready");
+    })?;
+    tracing::info!(
+        messages = summary.messages_accepted,
+        recipients = summary.recipients_accepted,
+        "stopped"
+    );
+    Ok(())
+}
+
+fn queue_list(config: &Config) -> anyhow::Result<()> {
+    let queue = spool::read_offline(&config.spool.path)
+        .with_context(|| format!("reading spool {}", config.spool.path.display()))?;
+    let now_ms = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64);
+    println!(
+        "{:<16}  {:>10}  {:>8}  {:<32}  recipients",
+        "id", "size", "age", "sender"
+    );
+    for m in &queue.messages {
+        let msg = &m.message;
+        let pending: Vec<&str> = msg
+            .recipients
+            .iter()
+            .zip(&m.states)
+            .filter(|(_, s)| !s.as_ref().is_some_and(spool::RecipientState::is_final))
+            .map(|(r, _)| r.address.as_str())
+            .collect();
+        let sender = if msg.reverse_path.is_empty() {
+            "<>"
+        } else {
+            msg.reverse_path.as_str()
+        };
+        println!(
+            "{:<16}  {:>10}  {:>8}  {:<32}  {}",
+            QueueId(msg.id).to_string(),
+            msg.body.len(),
+            age(now_ms.saturating_sub(msg.arrival_unix_ms)),
+            sender,
+            pending.join(", ")
+        );
+    }
+    println!("{} message(s) queued", queue.messages.len());
+    Ok(())
+}
+
+fn queue_count(config: &Config) -> anyhow::Result<()> {
+    let queue = spool::read_offline(&config.spool.path)
+        .with_context(|| format!("reading spool {}", config.spool.path.display()))?;
+    let s = &queue.stats;
+    let queued = s
+        .recipients_total
+        .saturating_sub(s.delivered + s.bounced + s.expired);
+    println!("accepted  {}", s.recipients_total);
+    println!("delivered {}", s.delivered);
+    println!("bounced   {}", s.bounced);
+    println!("expired   {}", s.expired);
+    println!("queued    {queued}");
+    println!("messages  {}", queue.messages.len());
+    Ok(())
+}
+
+fn age(ms: u64) -> String {
+    let s = ms / 1000;
+    match s {
+        0..60 => format!("{s}s"),
+        60..3600 => format!("{}m", s / 60),
+        3600..86400 => format!("{}h", s / 3600),
+        _ => format!("{}d", s / 86400),
+    }
+}

@@ -1,0 +1,430 @@
+//! The MTA's configuration: a TOML file whose every key has a built-in default.
+//!
+//! What it does: defines the configuration tree with its defaults, loads and validates a file
+//! (errors name the key and the problem), and prints the effective configuration back as TOML.
+//!
+//! What it does not do: no reloading, no I/O besides reading the file, no interpretation of
+//! policies (the server and the spool read their sections).
+//!
+//! Invariants: a `Config` returned by [`Config::load`] or [`Config::default`] has passed
+//! [`Config::validate`]; `config/mta.toml` documents the same defaults as this module.
+
+mod units;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use ipnet::IpNet;
+use serde::{Deserialize, Serialize};
+
+pub use units::{ByteSize, HumanDuration};
+
+use crate::smtp::BareLineEnding;
+
+/// Why a configuration was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML or a value has the wrong type or an unknown key.
+    #[error("{path}: {message}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// The parser's message, naming the key and its line.
+        message: String,
+    },
+    /// A value is well-formed but not acceptable.
+    #[error("invalid value for `{key}`: {problem}")]
+    Invalid {
+        /// The dotted key, e.g. `smtp.max_recipients`.
+        key: String,
+        /// What is wrong with it.
+        problem: String,
+    },
+}
+
+/// Whether the spool waits for `fdatasync` before acknowledging mail.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum SyncMode {
+    /// Group commit: a `250` only after the `fdatasync` covering the message has returned.
+    #[default]
+    Always,
+    /// Never sync. Loses acknowledged mail on a crash: exists only to measure what syncing costs.
+    Never,
+}
+
+/// The whole configuration.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Our host name: greeting, EHLO reply, `Received:` header. Default: the system host name.
+    pub hostname: String,
+    /// Number of shards (executors, one pinned per CPU). 0 = one per available CPU.
+    pub shards: usize,
+    /// io_uring registered buffer memory per shard (needs that much locked memory).
+    pub io_memory: ByteSize,
+    /// Where inbound SMTP is accepted. Every shard binds every listener (SO_REUSEPORT).
+    pub listeners: Vec<ListenerConfig>,
+    /// The spool.
+    pub spool: SpoolSection,
+    /// Inbound SMTP limits and behaviour.
+    pub smtp: SmtpSection,
+    /// Who may send mail to where.
+    pub relay: RelaySection,
+    /// Graceful shutdown.
+    pub shutdown: ShutdownSection,
+}
+
+/// One listening socket.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListenerConfig {
+    /// Address and port, e.g. `"127.0.0.1:2525"` or `"[::]:25"`.
+    pub address: SocketAddr,
+}
+
+/// `[spool]`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SpoolSection {
+    /// Spool directory; each shard uses `<path>/shard-<n>/`.
+    pub path: PathBuf,
+    /// `"always"` (group commit) or `"never"` (benchmarks only: unsafe).
+    pub sync: SyncMode,
+    /// A segment file is closed and a new one started past this size.
+    pub segment_size: ByteSize,
+    /// Below this much free space on the spool's file system new mail gets `452 4.3.1`.
+    pub min_free_space: ByteSize,
+    /// Below this share of free space (percent of the file system) new mail gets `452 4.3.1`.
+    pub min_free_percent: f64,
+}
+
+/// `[smtp]`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SmtpSection {
+    /// Largest message accepted (advertised with SIZE, enforced while reading).
+    pub max_message_size: ByteSize,
+    /// Recipients per message; extra RCPTs get `452 4.5.3`.
+    pub max_recipients: usize,
+    /// Errors per session before `421 4.7.0` and close.
+    pub max_errors: u32,
+    /// Concurrent inbound connections per shard; over it: `421 4.7.0` at the greeting.
+    pub max_connections: usize,
+    /// Longest command line in octets, CRLF included (RFC 5321 4.5.3.1.4: at least 512).
+    pub max_command_line: usize,
+    /// `"reject"` (default) or `"normalize"`: what to do with a bare CR or LF in message data.
+    pub bare_line_ending: BareLineEnding,
+    /// Inbound timeouts.
+    pub timeouts: TimeoutsSection,
+}
+
+/// `[smtp.timeouts]`: how long the server waits for the client (RFC 5321 4.5.3.2).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TimeoutsSection {
+    /// From the greeting to the client's first command.
+    pub greeting: HumanDuration,
+    /// Between commands (RFC 5321 4.5.3.2.7 server timeout: 5 minutes).
+    pub command: HumanDuration,
+    /// Between two reads while receiving DATA or BDAT bytes (4.5.3.2.5: 3 minutes).
+    pub data_block: HumanDuration,
+    /// The whole of one DATA or BDAT transfer, from `354` to the end of data (4.5.3.2.6).
+    pub data_termination: HumanDuration,
+}
+
+/// `[relay]`: the relay policy applied at RCPT.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RelaySection {
+    /// Domains this host accepts mail for from anyone (it relays them on: it has no mailboxes).
+    pub local_domains: Vec<String>,
+    /// Domains this host relays for from anyone (backup MX style).
+    pub relay_domains: Vec<String>,
+    /// Client networks that may send to any domain.
+    pub trusted_networks: Vec<IpNet>,
+}
+
+/// `[shutdown]`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ShutdownSection {
+    /// How long transactions in progress may take to finish after SIGTERM/SIGINT.
+    pub grace: HumanDuration,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            hostname: system_hostname(),
+            shards: 0,
+            io_memory: ByteSize::mib(2),
+            listeners: vec![ListenerConfig {
+                address: SocketAddr::from(([127, 0, 0, 1], 2525)),
+            }],
+            spool: SpoolSection::default(),
+            smtp: SmtpSection::default(),
+            relay: RelaySection::default(),
+            shutdown: ShutdownSection::default(),
+        }
+    }
+}
+
+impl Default for SpoolSection {
+    fn default() -> Self {
+        SpoolSection {
+            path: PathBuf::from("./spool"),
+            sync: SyncMode::Always,
+            segment_size: ByteSize::mib(64),
+            min_free_space: ByteSize::mib(256),
+            min_free_percent: 1.0,
+        }
+    }
+}
+
+impl Default for SmtpSection {
+    fn default() -> Self {
+        SmtpSection {
+            max_message_size: ByteSize::mib(25),
+            max_recipients: 1000,
+            max_errors: 20,
+            max_connections: 1000,
+            max_command_line: 512,
+            bare_line_ending: BareLineEnding::Reject,
+            timeouts: TimeoutsSection::default(),
+        }
+    }
+}
+
+impl Default for TimeoutsSection {
+    fn default() -> Self {
+        TimeoutsSection {
+            greeting: HumanDuration::secs(300),
+            command: HumanDuration::secs(300),
+            data_block: HumanDuration::secs(180),
+            data_termination: HumanDuration::secs(600),
+        }
+    }
+}
+
+impl Default for RelaySection {
+    fn default() -> Self {
+        RelaySection {
+            local_domains: Vec::new(),
+            relay_domains: Vec::new(),
+            trusted_networks: vec![
+                "127.0.0.0/8".parse().expect("literal network"),
+                "::1/128".parse().expect("literal network"),
+            ],
+        }
+    }
+}
+
+impl Default for ShutdownSection {
+    fn default() -> Self {
+        ShutdownSection {
+            grace: HumanDuration::secs(30),
+        }
+    }
+}
+
+impl Config {
+    /// Reads, parses and validates a configuration file.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Config::parse(&text).map_err(|e| match e {
+            ConfigError::Parse { message, .. } => ConfigError::Parse {
+                path: path.to_owned(),
+                message,
+            },
+            other => other,
+        })
+    }
+
+    /// Parses and validates configuration text.
+    pub fn parse(text: &str) -> Result<Config, ConfigError> {
+        let config: Config = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: PathBuf::from("<config>"),
+            message: e.to_string().trim_end().to_owned(),
+        })?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// The number of shards to run: `shards`, or one per available CPU when it is 0.
+    pub fn effective_shards(&self) -> usize {
+        if self.shards == 0 {
+            std::thread::available_parallelism().map_or(1, |n| n.get())
+        } else {
+            self.shards
+        }
+    }
+
+    /// Checks every value that serde cannot check by type.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |key: &str, problem: &str| {
+            Err(ConfigError::Invalid {
+                key: key.to_owned(),
+                problem: problem.to_owned(),
+            })
+        };
+        if !is_hostname(&self.hostname) {
+            return invalid("hostname", "must be a fully qualified domain name");
+        }
+        if self.shards > 1024 {
+            return invalid("shards", "at most 1024 shards");
+        }
+        if self.io_memory.0 < 64 * 1024 {
+            return invalid("io_memory", "at least 64KiB");
+        }
+        if self.listeners.is_empty() {
+            return invalid("listeners", "at least one listener is needed");
+        }
+        if self.spool.path.as_os_str().is_empty() {
+            return invalid("spool.path", "must not be empty");
+        }
+        if self.spool.segment_size.0 < 1 << 20 {
+            return invalid("spool.segment_size", "at least 1MiB");
+        }
+        if !(0.0..100.0).contains(&self.spool.min_free_percent) {
+            return invalid("spool.min_free_percent", "must be from 0 to less than 100");
+        }
+        let smtp = &self.smtp;
+        if smtp.max_message_size.0 < 1024 || smtp.max_message_size.0 > 4 << 30 {
+            return invalid("smtp.max_message_size", "must be from 1KiB to 4GiB");
+        }
+        if smtp.max_recipients == 0 {
+            return invalid("smtp.max_recipients", "must be at least 1");
+        }
+        if smtp.max_errors == 0 {
+            return invalid("smtp.max_errors", "must be at least 1");
+        }
+        if smtp.max_connections == 0 {
+            return invalid("smtp.max_connections", "must be at least 1");
+        }
+        if !(512..=65536).contains(&smtp.max_command_line) {
+            return invalid(
+                "smtp.max_command_line",
+                "must be from 512 (RFC 5321 4.5.3.1.4) to 65536",
+            );
+        }
+        let t = &smtp.timeouts;
+        for (key, value) in [
+            ("smtp.timeouts.greeting", t.greeting),
+            ("smtp.timeouts.command", t.command),
+            ("smtp.timeouts.data_block", t.data_block),
+            ("smtp.timeouts.data_termination", t.data_termination),
+        ] {
+            if value.0.as_secs() < 1 {
+                return invalid(key, "must be at least 1s");
+            }
+        }
+        for (key, list) in [
+            ("relay.local_domains", &self.relay.local_domains),
+            ("relay.relay_domains", &self.relay.relay_domains),
+        ] {
+            for d in list {
+                let name = d.strip_prefix("*.").unwrap_or(d);
+                if !is_hostname(name) {
+                    return invalid(
+                        key,
+                        &format!("{d:?} is not a domain or a \"*.domain\" pattern"),
+                    );
+                }
+            }
+        }
+        if self.shutdown.grace.0.as_secs() > 3600 {
+            return invalid("shutdown.grace", "at most 1h");
+        }
+        Ok(())
+    }
+
+    /// The effective configuration as TOML (what `mta check-config` prints).
+    pub fn to_toml(&self) -> String {
+        toml::to_string_pretty(self).expect("configuration serializes")
+    }
+}
+
+/// True for a syntactically valid host name: dot-separated labels of letters, digits and
+/// hyphens, 1-63 octets each, 253 in all.
+pub fn is_hostname(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 253
+        && s.split('.').all(|l| {
+            !l.is_empty()
+                && l.len() <= 63
+                && !l.starts_with('-')
+                && !l.ends_with('-')
+                && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        })
+}
+
+/// The system's host name (gethostname), or `localhost.localdomain` if it is unusable.
+pub fn system_hostname() -> String {
+    let mut buf = [0u8; 256];
+    // SAFETY: the buffer is valid for its length; gethostname NUL-terminates on success.
+    let rc = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) };
+    if rc == 0 {
+        let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
+        if let Ok(name) = std::str::from_utf8(&buf[..end])
+            && is_hostname(name)
+        {
+            return name.to_ascii_lowercase();
+        }
+    }
+    "localhost.localdomain".to_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn empty_file_is_the_defaults() {
+        let c = Config::parse("").unwrap();
+        assert_eq!(c.listeners[0].address.port(), 2525);
+        assert_eq!(c.smtp.max_message_size, ByteSize::mib(25));
+        assert_eq!(c.smtp.max_recipients, 1000);
+        assert_eq!(c.spool.sync, SyncMode::Always);
+    }
+
+    #[test]
+    fn values_are_parsed_with_units() {
+        let c = Config::parse(
+            "[smtp]\nmax_message_size = \"10MiB\"\n[smtp.timeouts]\ncommand = \"30s\"\n",
+        )
+        .unwrap();
+        assert_eq!(c.smtp.max_message_size.0, 10 << 20);
+        assert_eq!(c.smtp.timeouts.command, HumanDuration::secs(30));
+    }
+
+    #[test]
+    fn errors_name_the_key() {
+        let e = Config::parse("[smtp]\nmax_recipients = 0\n").unwrap_err();
+        assert!(e.to_string().contains("smtp.max_recipients"), "{e}");
+        let e = Config::parse("[smtp]\nmax_message_size = \"lots\"\n").unwrap_err();
+        assert!(e.to_string().contains("max_message_size"), "{e}");
+        let e = Config::parse("[smtp]\nmax_recipents = 3\n").unwrap_err();
+        assert!(e.to_string().contains("max_recipents"), "{e}");
+        let e = Config::parse("[relay]\nlocal_domains = [\"bad domain\"]\n").unwrap_err();
+        assert!(e.to_string().contains("relay.local_domains"), "{e}");
+    }
+
+    #[test]
+    fn effective_config_round_trips() {
+        let c = Config::default();
+        let again = Config::parse(&c.to_toml()).unwrap();
+        assert_eq!(again.to_toml(), c.to_toml());
+    }
+}

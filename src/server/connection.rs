@@ -1,0 +1,197 @@
+//! One inbound connection: the I/O loop around a sans-IO session.
+//!
+//! What it does: reads into one buffer per connection (no copy: glommio reads straight into
+//! it), lets the session consume whole commands and data, writes each batch of replies in one
+//! write (RFC 2920), spools complete messages and awaits their group commit before the `250`,
+//! and enforces the inbound timeouts and the shutdown deadline.
+//!
+//! What it does not do: no protocol parsing (the session does it), no delivery.
+//!
+//! Invariants: a `250` for a message is written only after `Spool::append_message` returned
+//! Ok; at most one read is outstanding; the buffer grows only when a single command cannot fit
+//! (never past twice the command-line limit).
+
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::time::{Duration, Instant, SystemTime};
+
+use futures_lite::{AsyncReadExt, AsyncWriteExt};
+use glommio::net::TcpStream;
+
+use super::ServerContext;
+use super::replies;
+use super::session::{Action, Phase, Session, SessionEnv};
+use crate::spool::QueueId;
+
+const READ_BUFFER: usize = 64 * 1024;
+
+/// The session's view of the shard.
+struct Env<'a> {
+    ctx: &'a ServerContext,
+}
+
+impl SessionEnv for Env<'_> {
+    fn now(&self) -> SystemTime {
+        SystemTime::now()
+    }
+    fn next_queue_id(&mut self) -> QueueId {
+        self.ctx.ids.borrow_mut().next(SystemTime::now())
+    }
+    fn storage_available(&self) -> u64 {
+        self.ctx.storage_available.get()
+    }
+}
+
+/// Decrements the shard's open-connection count when the connection ends.
+struct Active(Rc<ServerContext>);
+
+impl Drop for Active {
+    fn drop(&mut self) {
+        self.0.active.set(self.0.active.get() - 1);
+    }
+}
+
+/// Serves one accepted connection to its end.
+pub async fn serve(ctx: Rc<ServerContext>, stream: TcpStream, peer: SocketAddr) {
+    ctx.active.set(ctx.active.get() + 1);
+    let _active = Active(ctx.clone());
+    let mut stream = stream;
+    if let Err(e) = run(&ctx, &mut stream, peer).await {
+        tracing::debug!(%peer, error = %e, "connection ended");
+    }
+    let _ = stream.shutdown(std::net::Shutdown::Both).await;
+}
+
+/// Answers `421 4.7.0` to a connection over the shard's limit and closes it.
+pub async fn refuse(ctx: Rc<ServerContext>, mut stream: TcpStream) {
+    let _ = stream.set_nodelay(true);
+    let mut out = Vec::new();
+    replies::too_many_connections(&ctx.session.hostname).write_to(&mut out);
+    let _ = stream.write_all(&out).await;
+    let _ = stream.shutdown(std::net::Shutdown::Both).await;
+}
+
+async fn run(ctx: &ServerContext, stream: &mut TcpStream, peer: SocketAddr) -> std::io::Result<()> {
+    stream.set_nodelay(true)?;
+    let mut session = Session::new(ctx.session.clone(), peer);
+    let mut env = Env { ctx };
+    let mut buf = vec![0u8; READ_BUFFER.max(2 * ctx.session.max_command_line)];
+    let (mut start, mut end) = (0usize, 0usize);
+    let mut out = Vec::with_capacity(1024);
+    let mut data_deadline: Option<Instant> = None;
+    session.greeting(&mut out);
+    write(stream, &mut out).await?;
+    loop {
+        loop {
+            let (n, action) = session.feed(&buf[start..end], &mut env, &mut out);
+            start += n;
+            match action {
+                Action::Read => break,
+                Action::Flush => write(stream, &mut out).await?,
+                Action::Queue(record) => {
+                    let id = QueueId(record.id);
+                    let result = ctx.spool.append_message(&record).await;
+                    match &result {
+                        Ok(()) => {
+                            let stats = &ctx.stats;
+                            stats
+                                .messages_accepted
+                                .set(stats.messages_accepted.get() + 1);
+                            stats.recipients_accepted.set(
+                                stats.recipients_accepted.get() + record.recipients.len() as u64,
+                            );
+                        }
+                        Err(e) => {
+                            ctx.stats
+                                .spool_failures
+                                .set(ctx.stats.spool_failures.get() + 1);
+                            tracing::warn!(%peer, queue_id = %id, error = %e, "spool append failed");
+                        }
+                    }
+                    session.queued(id, result.map_err(drop), &mut out);
+                }
+                Action::Close => return write(stream, &mut out).await,
+            }
+        }
+        write(stream, &mut out).await?;
+        if start == end {
+            (start, end) = (0, 0);
+        } else if start > 0 {
+            buf.copy_within(start..end, 0);
+            end -= start;
+            start = 0;
+        }
+        if end == buf.len() {
+            // The session always consumes a full buffer (long lines are discarded, data is
+            // decoded), so this only happens with a pathological limit; grow once, bounded.
+            let cap = 4 * READ_BUFFER.max(2 * ctx.session.max_command_line);
+            if buf.len() >= cap {
+                return Err(std::io::Error::other("input not consumed"));
+            }
+            buf.resize(buf.len() * 2, 0);
+        }
+        let now = Instant::now();
+        let phase = session.phase();
+        let t = &ctx.timeouts;
+        let mut wait = match phase {
+            Phase::Greeting => t.greeting,
+            Phase::Command => {
+                data_deadline = None;
+                t.command
+            }
+            Phase::Data => {
+                let deadline = *data_deadline.get_or_insert(now + t.data_termination);
+                t.data_block.min(deadline.saturating_duration_since(now))
+            }
+        };
+        let stopping = ctx.shutdown.started();
+        if stopping {
+            let deadline = ctx.shutdown.deadline().expect("started");
+            if !session.in_transaction() || now >= deadline {
+                replies::shutting_down(&ctx.session.hostname).write_to(&mut out);
+                return write(stream, &mut out).await;
+            }
+            wait = wait.min(deadline - now);
+        }
+        if wait.is_zero() {
+            replies::timeout(&ctx.session.hostname).write_to(&mut out);
+            return write(stream, &mut out).await;
+        }
+        stream.set_read_timeout(Some(wait.max(Duration::from_millis(1))))?;
+        let read = async { Some(stream.read(&mut buf[end..]).await) };
+        let result = if stopping || session.in_transaction() {
+            read.await
+        } else {
+            futures_lite::future::or(read, async {
+                ctx.shutdown.wait().await;
+                None
+            })
+            .await
+        };
+        match result {
+            None => continue,
+            Some(Ok(0)) => return Ok(()),
+            Some(Ok(n)) => end += n,
+            Some(Err(e)) if e.kind() == std::io::ErrorKind::TimedOut => {
+                let reply = if ctx.shutdown.started() {
+                    replies::shutting_down(&ctx.session.hostname)
+                } else {
+                    replies::timeout(&ctx.session.hostname)
+                };
+                reply.write_to(&mut out);
+                return write(stream, &mut out).await;
+            }
+            Some(Err(e)) => return Err(e),
+        }
+    }
+}
+
+/// Writes all of `out` (one write in the common case) and clears it.
+async fn write(stream: &mut TcpStream, out: &mut Vec<u8>) -> std::io::Result<()> {
+    if out.is_empty() {
+        return Ok(());
+    }
+    stream.write_all(out).await?;
+    out.clear();
+    Ok(())
+}

@@ -1,0 +1,105 @@
+//! The inbound SMTP server of one shard: accept loop, connections and sessions.
+//!
+//! What it does: accepts connections on the shard's own listeners, runs one task per
+//! connection that drives a sans-IO [`session::Session`] over the socket, and hands complete
+//! messages to the shard's spool; the reply `250` goes out only once the spool says the message
+//! is durable.
+//!
+//! What it does not do: no delivery (accepted messages leave through a value handed to the
+//! shard, never by a call into delivery), no cross-shard state.
+//!
+//! Invariants: everything here lives on one executor thread (`Rc`, `Cell`, `RefCell`, no
+//! borrow held across `.await`); every socket has TCP_NODELAY.
+
+pub mod connection;
+pub mod listener;
+pub mod received;
+pub mod relay;
+pub mod replies;
+pub mod session;
+pub mod transaction;
+
+use std::cell::{Cell, RefCell};
+use std::rc::Rc;
+use std::time::Duration;
+
+use crate::config::Config;
+use crate::shutdown::Shutdown;
+use crate::spool::{QueueIdGenerator, Spool};
+use session::SessionConfig;
+
+/// Inbound timeouts (RFC 5321 4.5.3.2), from `[smtp.timeouts]`.
+#[derive(Clone, Copy, Debug)]
+pub struct Timeouts {
+    /// From the greeting to the first command.
+    pub greeting: Duration,
+    /// Between commands.
+    pub command: Duration,
+    /// Between reads of message data.
+    pub data_block: Duration,
+    /// The whole of one DATA or BDAT transfer.
+    pub data_termination: Duration,
+}
+
+/// Counters of one shard's server (read by tests and, later, metrics).
+#[derive(Debug, Default)]
+pub struct ServerStats {
+    /// Connections accepted (including those refused for the connection limit).
+    pub connections: Cell<u64>,
+    /// Connections refused with `421` for the connection limit.
+    pub refused: Cell<u64>,
+    /// Messages acknowledged with `250` after their spool sync.
+    pub messages_accepted: Cell<u64>,
+    /// Recipients of those messages.
+    pub recipients_accepted: Cell<u64>,
+    /// Messages refused with `452 4.3.1` because the spool failed.
+    pub spool_failures: Cell<u64>,
+}
+
+/// Everything a shard's connections share.
+pub struct ServerContext {
+    /// Session settings.
+    pub session: Rc<SessionConfig>,
+    /// Inbound timeouts.
+    pub timeouts: Timeouts,
+    /// Connection limit of this shard.
+    pub max_connections: usize,
+    /// Transactions in progress may run this long after a stop request.
+    pub grace: Duration,
+    /// This shard's spool.
+    pub spool: Spool,
+    /// Queue ids of this shard.
+    pub ids: RefCell<QueueIdGenerator>,
+    /// Octets of new mail the spool's file system can take (kept fresh by a monitor task).
+    pub storage_available: Cell<u64>,
+    /// The shard's stop notice.
+    pub shutdown: Rc<Shutdown>,
+    /// Connections open now.
+    pub active: Cell<usize>,
+    /// Counters.
+    pub stats: ServerStats,
+}
+
+impl ServerContext {
+    /// The server context of one shard.
+    pub fn new(config: &Config, shard: u16, spool: Spool, shutdown: Rc<Shutdown>) -> Self {
+        let t = &config.smtp.timeouts;
+        ServerContext {
+            session: Rc::new(SessionConfig::from_config(config)),
+            timeouts: Timeouts {
+                greeting: t.greeting.0,
+                command: t.command.0,
+                data_block: t.data_block.0,
+                data_termination: t.data_termination.0,
+            },
+            max_connections: config.smtp.max_connections,
+            grace: config.shutdown.grace.0,
+            spool,
+            ids: RefCell::new(QueueIdGenerator::new(shard)),
+            storage_available: Cell::new(u64::MAX),
+            shutdown,
+            active: Cell::new(0),
+            stats: ServerStats::default(),
+        }
+    }
+}

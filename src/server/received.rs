@@ -1,0 +1,132 @@
+//! The `Received:` trace header this MTA prepends to every message (RFC 5321 4.4, RFC 5322
+//! 3.6.7), and the RFC 5322 date it carries.
+//!
+//! What it does: formats `Received: from <helo> ([ip]) by <host> with <protocol> id <id>
+//! [for <rcpt>]; <date>`, folded over lines with a leading tab, CRLF-terminated.
+//!
+//! What it does not do: no reverse DNS (the client's address is given as a literal, which RFC
+//! 5321 4.4 allows), no reading of the clock: the caller passes the time.
+//!
+//! Invariants: the header contains only printable ASCII (or the UTF-8 the client sent in an
+//! SMTPUTF8 transaction), never a bare CR or LF; the EHLO name has been validated by the
+//! command parser (no control characters, no spaces).
+
+use std::fmt::Write;
+use std::net::IpAddr;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+/// The facts a `Received:` header is made from.
+pub struct Trace<'a> {
+    /// The name the client gave in EHLO/HELO.
+    pub helo: &'a str,
+    /// The client's IP address.
+    pub client_ip: IpAddr,
+    /// Our host name.
+    pub hostname: &'a str,
+    /// The `with` protocol (RFC 3848): SMTP, ESMTP, ESMTPS, ESMTPA, ESMTPSA, UTF8SMTP...
+    pub protocol: &'a str,
+    /// The queue id.
+    pub id: &'a str,
+    /// The recipient, when the message has exactly one.
+    pub single_recipient: Option<&'a str>,
+    /// When the message was received.
+    pub date: SystemTime,
+}
+
+impl Trace<'_> {
+    /// Appends the header, CRLF-terminated, to `out`.
+    pub fn write_to(&self, out: &mut Vec<u8>) {
+        let mut h = String::with_capacity(192);
+        let ip = match self.client_ip {
+            IpAddr::V4(a) => format!("[{a}]"),
+            IpAddr::V6(a) => format!("[IPv6:{a}]"),
+        };
+        let _ = write!(
+            h,
+            "Received: from {} ({})\r\n\tby {} with {} id {}",
+            self.helo, ip, self.hostname, self.protocol, self.id
+        );
+        if let Some(rcpt) = self.single_recipient {
+            let _ = write!(h, "\r\n\tfor {rcpt}");
+        }
+        let _ = write!(h, ";\r\n\t{}\r\n", rfc5322_date(self.date));
+        out.extend_from_slice(h.as_bytes());
+    }
+}
+
+/// `Sat, 28 Nov 2026 06:41:38 +0000` (RFC 5322 3.3), in UTC.
+pub fn rfc5322_date(t: SystemTime) -> String {
+    let secs = t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    let days = secs / 86_400;
+    let rem = secs % 86_400;
+    let (year, month, day) = civil_from_days(days as i64);
+    const WEEKDAYS: [&str; 7] = ["Thu", "Fri", "Sat", "Sun", "Mon", "Tue", "Wed"];
+    const MONTHS: [&str; 12] = [
+        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+    ];
+    format!(
+        "{}, {} {} {} {:02}:{:02}:{:02} +0000",
+        WEEKDAYS[(days % 7) as usize],
+        day,
+        MONTHS[(month - 1) as usize],
+        year,
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
+/// Days since 1970-01-01 to (year, month 1-12, day 1-31), proleptic Gregorian
+/// (H. Hinnant's `civil_from_days`).
+fn civil_from_days(z: i64) -> (i64, u32, u32) {
+    let z = z + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    (year, month, day)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn dates() {
+        let at = |s| UNIX_EPOCH + Duration::from_secs(s);
+        assert_eq!(rfc5322_date(at(0)), "Thu, 1 Jan 1970 00:00:00 +0000");
+        assert_eq!(
+            rfc5322_date(at(1_795_848_098)),
+            "Sat, 28 Nov 2026 06:41:38 +0000"
+        );
+        assert_eq!(
+            rfc5322_date(at(951_782_400)),
+            "Tue, 29 Feb 2000 00:00:00 +0000"
+        );
+    }
+
+    #[test]
+    fn header() {
+        let mut out = Vec::new();
+        Trace {
+            helo: "client.example",
+            client_ip: "192.0.2.1".parse().unwrap(),
+            hostname: "mx.example.net",
+            protocol: "ESMTP",
+            id: "0123456789ABCDEF",
+            single_recipient: Some("<a@example.org>"),
+            date: UNIX_EPOCH,
+        }
+        .write_to(&mut out);
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "Received: from client.example ([192.0.2.1])\r\n\tby mx.example.net with ESMTP id \
+             0123456789ABCDEF\r\n\tfor <a@example.org>;\r\n\tThu, 1 Jan 1970 00:00:00 +0000\r\n"
+        );
+    }
+}

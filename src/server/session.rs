@@ -1,0 +1,529 @@
+//! The inbound ESMTP session as a sans-IO state machine (RFC 5321 with PIPELINING, SIZE,
+//! 8BITMIME, SMTPUTF8, ENHANCEDSTATUSCODES and CHUNKING).
+//!
+//! What it does: takes the bytes a client sent, answers every command with its RFC reply
+//! (written into an output buffer), receives message bodies by DATA or BDAT, and hands a
+//! complete message out as a spool record ([`Action::Queue`]); the caller spools it and reports
+//! the result with [`Session::queued`].
+//!
+//! What it does not do: no sockets, no clock, no spool, no delivery. Time and queue ids come
+//! from a [`SessionEnv`]; timeouts are enforced by the connection, which asks [`Session::phase`].
+//!
+//! Invariants:
+//! - Replies are produced in command order; the caller flushes them when the session returns
+//!   [`Action::Read`] (input exhausted: RFC 2920 "the server may send replies when its input
+//!   buffer is empty"), [`Action::Flush`] (after `354`) or [`Action::Close`].
+//! - Nothing after the end of data (or BDAT LAST) is interpreted before the message's own
+//!   reply is written: [`Action::Queue`] stops the session until [`Session::queued`].
+//! - The bytes of every BDAT chunk are consumed by count, even when the command is refused, so
+//!   chunk data is never read as commands.
+//! - A message with a bare CR or LF is refused or normalised per policy; end of data is only
+//!   `<CRLF>.<CRLF>` (anti-smuggling, RFC 5321 4.1.1.4).
+
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::time::SystemTime;
+
+use super::received::Trace;
+use super::relay::RelayPolicy;
+use super::replies;
+use super::transaction::Transaction;
+use crate::config::Config;
+use crate::smtp::command::parse_command;
+use crate::smtp::data::ChunkChecker;
+use crate::smtp::params::Body;
+use crate::smtp::{
+    BareLineEnding, Command, DataDecoder, DataEvent, ForwardPath, Line, LineReader, Reply,
+};
+use crate::spool::{MessageRecord, QueueId};
+
+/// What the session needs from its surroundings.
+pub trait SessionEnv {
+    /// The current time.
+    fn now(&self) -> SystemTime;
+    /// A fresh queue id.
+    fn next_queue_id(&mut self) -> QueueId;
+    /// Octets of new mail the spool can take now; 0 refuses new transactions (`452 4.3.1`).
+    fn storage_available(&self) -> u64;
+}
+
+/// The session's settings, shared by all sessions of a shard.
+#[derive(Clone, Debug)]
+pub struct SessionConfig {
+    /// Our host name.
+    pub hostname: String,
+    /// Largest message accepted, in octets.
+    pub max_message_size: u64,
+    /// Recipients per transaction.
+    pub max_recipients: usize,
+    /// Error replies before the session is closed.
+    pub max_errors: u32,
+    /// Longest command line, CRLF included.
+    pub max_command_line: usize,
+    /// What to do with bare CR/LF in message data.
+    pub bare_line_ending: BareLineEnding,
+    /// Who may relay where.
+    pub relay: RelayPolicy,
+}
+
+impl SessionConfig {
+    /// The session settings of a configuration.
+    pub fn from_config(config: &Config) -> Self {
+        SessionConfig {
+            hostname: config.hostname.clone(),
+            max_message_size: config.smtp.max_message_size.0,
+            max_recipients: config.smtp.max_recipients,
+            max_errors: config.smtp.max_errors,
+            max_command_line: config.smtp.max_command_line,
+            bare_line_ending: config.smtp.bare_line_ending,
+            relay: RelayPolicy::new(&config.relay),
+        }
+    }
+}
+
+/// What the caller must do next.
+#[derive(Debug)]
+pub enum Action {
+    /// All complete input was handled: write the pending replies, then read more.
+    Read,
+    /// Write the pending replies now, then call [`Session::feed`] again with the rest.
+    Flush,
+    /// A message is complete: append it to the spool, then call [`Session::queued`].
+    Queue(Box<MessageRecord>),
+    /// Write the pending replies and close the connection.
+    Close,
+}
+
+/// Which timeout applies while waiting for the client.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Phase {
+    /// Before the first command.
+    Greeting,
+    /// Between commands.
+    Command,
+    /// Inside DATA or a BDAT chunk.
+    Data,
+}
+
+enum Mode {
+    Command,
+    Data(DataDecoder),
+    Chunk(Chunk),
+}
+
+/// A BDAT chunk being read (RFC 3030).
+struct Chunk {
+    size: u64,
+    remaining: u64,
+    last: bool,
+    /// The reply this chunk gets instead of success, decided at the command or while reading.
+    refusal: Option<Reply>,
+}
+
+struct Helo {
+    name: String,
+    extended: bool,
+}
+
+/// One inbound SMTP session.
+pub struct Session {
+    cfg: Rc<SessionConfig>,
+    client: SocketAddr,
+    trusted: bool,
+    lines: LineReader,
+    mode: Mode,
+    helo: Option<Helo>,
+    tx: Option<Transaction>,
+    errors: u32,
+    seen_command: bool,
+    closing: bool,
+}
+
+impl Session {
+    /// A new session for a client; the caller then sends [`Session::greeting`].
+    pub fn new(cfg: Rc<SessionConfig>, client: SocketAddr) -> Self {
+        let trusted = cfg.relay.is_trusted(client.ip());
+        Session {
+            lines: LineReader::new(cfg.max_command_line),
+            cfg,
+            client,
+            trusted,
+            mode: Mode::Command,
+            helo: None,
+            tx: None,
+            errors: 0,
+            seen_command: false,
+            closing: false,
+        }
+    }
+
+    /// Writes the `220` greeting.
+    pub fn greeting(&self, out: &mut Vec<u8>) {
+        replies::greeting(&self.cfg.hostname).write_to(out);
+    }
+
+    /// Which timeout applies now.
+    pub fn phase(&self) -> Phase {
+        match self.mode {
+            Mode::Data(_) | Mode::Chunk(_) => Phase::Data,
+            Mode::Command if !self.seen_command => Phase::Greeting,
+            Mode::Command => Phase::Command,
+        }
+    }
+
+    /// True while a transaction is open (MAIL given and not yet finished).
+    pub fn in_transaction(&self) -> bool {
+        self.tx.is_some() || !matches!(self.mode, Mode::Command)
+    }
+
+    /// True once the session has decided to close.
+    pub fn is_closing(&self) -> bool {
+        self.closing
+    }
+
+    /// Handles as much of `input` as possible. Returns how many octets were consumed (the
+    /// caller keeps the rest and presents it again, with more appended) and what to do next.
+    pub fn feed(
+        &mut self,
+        input: &[u8],
+        env: &mut dyn SessionEnv,
+        out: &mut Vec<u8>,
+    ) -> (usize, Action) {
+        let mut pos = 0;
+        loop {
+            if self.closing {
+                return (pos, Action::Close);
+            }
+            let rest = &input[pos..];
+            match &mut self.mode {
+                Mode::Command => {
+                    let (n, line) = self.lines.next(rest);
+                    pos += n;
+                    match line {
+                        None => return (pos, Action::Read),
+                        Some(Line::TooLong) => {
+                            self.error(replies::line_too_long(self.cfg.max_command_line), out)
+                        }
+                        Some(Line::BareLf) => self.error(replies::bare_lf_command(), out),
+                        Some(Line::Command(bytes)) => {
+                            self.seen_command = true;
+                            if let Some(action) = self.command(bytes, env, out) {
+                                return (pos, action);
+                            }
+                        }
+                    }
+                }
+                Mode::Data(decoder) => {
+                    let tx = self.tx.as_mut().expect("DATA mode has a transaction");
+                    match decoder.decode(rest, &mut tx.body) {
+                        DataEvent::NeedMore => return (input.len(), Action::Read),
+                        DataEvent::End { consumed } => {
+                            pos += consumed;
+                            if let Some(action) = self.end_of_data(out) {
+                                return (pos, action);
+                            }
+                        }
+                    }
+                }
+                Mode::Chunk(chunk) => {
+                    let take = chunk.remaining.min(rest.len() as u64) as usize;
+                    chunk.remaining -= take as u64;
+                    pos += take;
+                    if chunk.refusal.is_none() {
+                        let tx = self.tx.as_mut().expect("accepted chunk has a transaction");
+                        if tx.message_octets() + take as u64 > self.cfg.max_message_size {
+                            chunk.refusal = Some(replies::too_large(self.cfg.max_message_size));
+                        } else {
+                            let checker = tx.chunks.as_mut().expect("BDAT transaction");
+                            checker.push(&rest[..take], &mut tx.body);
+                        }
+                    }
+                    if chunk.remaining > 0 {
+                        return (pos, Action::Read);
+                    }
+                    if let Some(action) = self.end_of_chunk(out) {
+                        return (pos, action);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Reports the spool's answer for the message last handed out by [`Action::Queue`].
+    pub fn queued(&mut self, id: QueueId, result: Result<(), ()>, out: &mut Vec<u8>) {
+        match result {
+            Ok(()) => replies::queued(&id.to_string()).write_to(out),
+            Err(()) => replies::insufficient_storage().write_to(out),
+        }
+    }
+
+    fn reply(&mut self, reply: Reply, out: &mut Vec<u8>) {
+        reply.write_to(out);
+    }
+
+    /// Sends an error reply and counts it; past the limit the session closes.
+    fn error(&mut self, reply: Reply, out: &mut Vec<u8>) {
+        reply.write_to(out);
+        self.errors += 1;
+        if self.errors >= self.cfg.max_errors {
+            replies::too_many_errors(&self.cfg.hostname).write_to(out);
+            self.closing = true;
+        }
+    }
+
+    fn command(
+        &mut self,
+        line: &[u8],
+        env: &mut dyn SessionEnv,
+        out: &mut Vec<u8>,
+    ) -> Option<Action> {
+        let utf8 = self.tx.as_ref().is_some_and(|t| t.params.smtputf8);
+        let command = match parse_command(line, utf8) {
+            Ok(c) => c,
+            Err(e) => {
+                let is_rcpt = line.len() >= 4 && line[..4].eq_ignore_ascii_case(b"RCPT");
+                self.error(e.reply(is_rcpt), out);
+                return None;
+            }
+        };
+        match command {
+            Command::Ehlo(name) => self.hello(name, true, out),
+            Command::Helo(name) => self.hello(name, false, out),
+            Command::Mail(path, params) => self.mail(path, params, env, out),
+            Command::Rcpt(path, params) => self.rcpt(path, params, out),
+            Command::Data => return self.data(env, out),
+            Command::Bdat { size, last } => self.bdat(size, last, env),
+            Command::Rset => {
+                self.tx = None;
+                self.reply(replies::ok(), out);
+            }
+            Command::Noop => self.reply(replies::ok(), out),
+            Command::Quit => {
+                replies::bye(&self.cfg.hostname).write_to(out);
+                self.closing = true;
+            }
+            Command::Vrfy(_) => self.reply(replies::cannot_vrfy(), out),
+            Command::Expn(_) => self.error(replies::not_implemented("EXPN"), out),
+            Command::Help(_) => self.reply(replies::help(), out),
+            Command::StartTls => self.error(replies::not_implemented("STARTTLS"), out),
+            Command::Auth { .. } => self.error(replies::not_implemented("AUTH"), out),
+        }
+        None
+    }
+
+    /// EHLO/HELO (RFC 5321 4.1.1.1): resets any transaction.
+    fn hello(&mut self, name: String, extended: bool, out: &mut Vec<u8>) {
+        self.tx = None;
+        let host = &self.cfg.hostname;
+        if extended {
+            let lines = vec![
+                format!("{host} Hello {name} [{}]", self.client.ip()),
+                "PIPELINING".to_owned(),
+                format!("SIZE {}", self.cfg.max_message_size),
+                "8BITMIME".to_owned(),
+                "SMTPUTF8".to_owned(),
+                "ENHANCEDSTATUSCODES".to_owned(),
+                "CHUNKING".to_owned(),
+            ];
+            Reply::multiline(250, None, lines).write_to(out);
+        } else {
+            Reply::multiline(250, None, vec![format!("{host} Hello {name}")]).write_to(out);
+        }
+        self.helo = Some(Helo { name, extended });
+    }
+
+    fn mail(
+        &mut self,
+        path: crate::smtp::ReversePath,
+        params: crate::smtp::params::MailParams,
+        env: &mut dyn SessionEnv,
+        out: &mut Vec<u8>,
+    ) {
+        let Some(helo) = &self.helo else {
+            return self.error(replies::bad_sequence("send EHLO or HELO first"), out);
+        };
+        if self.tx.is_some() {
+            return self.error(replies::bad_sequence("nested MAIL command"), out);
+        }
+        let has_params = params != Default::default();
+        if has_params && !helo.extended {
+            return self.error(
+                replies::param_not_offered("ESMTP parameters after HELO are"),
+                out,
+            );
+        }
+        if params.body == Some(Body::BinaryMime) {
+            return self.error(replies::param_not_offered("BODY=BINARYMIME is"), out);
+        }
+        if params
+            .size
+            .is_some_and(|size| size > self.cfg.max_message_size)
+        {
+            return self.error(replies::too_large(self.cfg.max_message_size), out);
+        }
+        let available = env.storage_available();
+        if available == 0 || params.size.is_some_and(|s| s > available) {
+            return self.reply(replies::insufficient_storage(), out);
+        }
+        self.tx = Some(Transaction::new(path, params));
+        self.reply(replies::sender_ok(), out);
+    }
+
+    fn rcpt(
+        &mut self,
+        path: ForwardPath,
+        params: crate::smtp::params::RcptParams,
+        out: &mut Vec<u8>,
+    ) {
+        let Some(tx) = &mut self.tx else {
+            return self.error(replies::bad_sequence("need MAIL command"), out);
+        };
+        if tx.body_begun() {
+            return self.error(replies::bad_sequence("RCPT after BDAT"), out);
+        }
+        if tx.recipients.len() >= self.cfg.max_recipients {
+            return self.reply(replies::too_many_recipients(), out);
+        }
+        if !self.cfg.relay.allows(self.trusted, &path) {
+            return self.error(replies::relay_denied(&path.to_string()), out);
+        }
+        tx.recipients.push((path, params));
+        self.reply(replies::recipient_ok(), out);
+    }
+
+    fn data(&mut self, env: &mut dyn SessionEnv, out: &mut Vec<u8>) -> Option<Action> {
+        let Some(tx) = &self.tx else {
+            self.error(replies::bad_sequence("need MAIL command"), out);
+            return None;
+        };
+        if tx.body_begun() {
+            self.error(replies::bad_sequence("DATA after BDAT"), out);
+            return None;
+        }
+        if tx.recipients.is_empty() {
+            self.error(replies::no_valid_recipients(), out);
+            return None;
+        }
+        self.begin_body(env);
+        self.mode = Mode::Data(DataDecoder::new(
+            self.cfg.max_message_size,
+            self.cfg.bare_line_ending,
+        ));
+        replies::start_data().write_to(out);
+        Some(Action::Flush)
+    }
+
+    /// BDAT (RFC 3030): the chunk is always read; whether it is accepted is decided here.
+    fn bdat(&mut self, size: u64, last: bool, env: &mut dyn SessionEnv) {
+        let refusal = match &self.tx {
+            None => Some(replies::bad_sequence("need MAIL command")),
+            Some(tx) if tx.recipients.is_empty() => Some(replies::no_valid_recipients()),
+            Some(tx) if tx.body_begun() && tx.chunks.is_none() => {
+                Some(replies::bad_sequence("BDAT after DATA"))
+            }
+            Some(tx) if tx.message_octets().saturating_add(size) > self.cfg.max_message_size => {
+                Some(replies::too_large(self.cfg.max_message_size))
+            }
+            Some(_) => None,
+        };
+        if refusal.is_none() && !self.tx.as_ref().is_some_and(Transaction::body_begun) {
+            self.begin_body(env);
+            let tx = self.tx.as_mut().expect("checked above");
+            tx.chunks = Some(ChunkChecker::new(self.cfg.bare_line_ending));
+            tx.body
+                .reserve(size.min(self.cfg.max_message_size) as usize);
+        }
+        self.mode = Mode::Chunk(Chunk {
+            size,
+            remaining: size,
+            last,
+            refusal,
+        });
+    }
+
+    /// Assigns the queue id and writes our trace header at the start of the body.
+    fn begin_body(&mut self, env: &mut dyn SessionEnv) {
+        let id = env.next_queue_id();
+        let now = env.now();
+        let helo = self.helo.as_ref().expect("a transaction follows EHLO/HELO");
+        let tx = self.tx.as_mut().expect("body of an open transaction");
+        let protocol = match (helo.extended, tx.params.smtputf8) {
+            (false, _) => "SMTP",
+            (true, false) => "ESMTP",
+            (true, true) => "UTF8SMTP",
+        };
+        let single = match tx.recipients.as_slice() {
+            [(path, _)] => Some(path.to_string()),
+            _ => None,
+        };
+        let id_text = id.to_string();
+        Trace {
+            helo: &helo.name,
+            client_ip: self.client.ip(),
+            hostname: &self.cfg.hostname,
+            protocol,
+            id: &id_text,
+            single_recipient: single.as_deref(),
+            date: now,
+        }
+        .write_to(&mut tx.body);
+        tx.header_len = tx.body.len();
+        tx.id = Some(id);
+        tx.arrival = now;
+    }
+
+    fn end_of_data(&mut self, out: &mut Vec<u8>) -> Option<Action> {
+        let Mode::Data(decoder) = std::mem::replace(&mut self.mode, Mode::Command) else {
+            unreachable!("end_of_data outside DATA");
+        };
+        let refusal = if decoder.too_large() {
+            Some(replies::too_large(self.cfg.max_message_size))
+        } else if decoder.bare_line_ending_seen()
+            && self.cfg.bare_line_ending == BareLineEnding::Reject
+        {
+            Some(replies::bare_line_ending_data())
+        } else {
+            None
+        };
+        self.finish_message(refusal, out)
+    }
+
+    fn end_of_chunk(&mut self, out: &mut Vec<u8>) -> Option<Action> {
+        let Mode::Chunk(chunk) = std::mem::replace(&mut self.mode, Mode::Command) else {
+            unreachable!("end_of_chunk outside BDAT");
+        };
+        if let Some(refusal) = chunk.refusal {
+            // RFC 3030 2: a failed chunk fails the transaction; chunks already pipelined
+            // behind it are read and refused with 503.
+            self.tx = None;
+            self.error(refusal, out);
+            return None;
+        }
+        if !chunk.last {
+            replies::chunk_received(chunk.size).write_to(out);
+            return None;
+        }
+        let tx = self.tx.as_mut().expect("accepted chunk has a transaction");
+        let mut checker = tx.chunks.take().expect("BDAT transaction");
+        checker.finish(&mut tx.body);
+        let refusal = (checker.bare_line_ending_seen()
+            && self.cfg.bare_line_ending == BareLineEnding::Reject)
+            .then(replies::bare_line_ending_data);
+        self.finish_message(refusal, out)
+    }
+
+    /// Ends the transaction: either refuses the message or hands it to the spool.
+    fn finish_message(&mut self, refusal: Option<Reply>, out: &mut Vec<u8>) -> Option<Action> {
+        let tx = self.tx.take().expect("a message ends an open transaction");
+        if let Some(reply) = refusal {
+            self.reply(reply, out);
+            return None;
+        }
+        let helo = self.helo.as_ref().map_or("", |h| h.name.as_str());
+        Some(Action::Queue(Box::new(tx.into_record(self.client, helo))))
+    }
+}
+
+#[cfg(test)]
+#[path = "session_tests.rs"]
+mod tests;

@@ -1,0 +1,360 @@
+//! Session tests: bytes in, replies out, no sockets.
+
+use super::*;
+use crate::config::Config;
+use std::time::{Duration, UNIX_EPOCH};
+
+struct FakeEnv {
+    next: u64,
+    storage: u64,
+}
+
+impl SessionEnv for FakeEnv {
+    fn now(&self) -> SystemTime {
+        UNIX_EPOCH + Duration::from_secs(1_795_848_098)
+    }
+    fn next_queue_id(&mut self) -> QueueId {
+        self.next += 1;
+        QueueId(self.next)
+    }
+    fn storage_available(&self) -> u64 {
+        self.storage
+    }
+}
+
+/// Drives a session over a whole input, as the connection would, accepting every message.
+struct Harness {
+    session: Session,
+    env: FakeEnv,
+    queued: Vec<MessageRecord>,
+    out: Vec<u8>,
+    closed: bool,
+    spool_fails: bool,
+}
+
+fn config(edit: impl FnOnce(&mut Config)) -> Rc<SessionConfig> {
+    let mut c = Config {
+        hostname: "mx.test".into(),
+        ..Config::default()
+    };
+    c.relay.local_domains = vec!["local.test".into()];
+    c.relay.trusted_networks = vec!["10.0.0.0/8".parse().unwrap()];
+    edit(&mut c);
+    Rc::new(SessionConfig::from_config(&c))
+}
+
+impl Harness {
+    fn new(client: &str) -> Self {
+        Self::with(client, config(|_| {}))
+    }
+
+    fn with(client: &str, cfg: Rc<SessionConfig>) -> Self {
+        let session = Session::new(cfg, client.parse().unwrap());
+        let mut out = Vec::new();
+        session.greeting(&mut out);
+        Harness {
+            session,
+            env: FakeEnv {
+                next: 0,
+                storage: u64::MAX,
+            },
+            queued: Vec::new(),
+            out,
+            closed: false,
+            spool_fails: false,
+        }
+    }
+
+    /// Feeds `input` in reads of `chunk` octets; returns the replies written since the last call.
+    fn send_split(&mut self, input: &[u8], chunk: usize) -> String {
+        let mut buf: Vec<u8> = Vec::new();
+        for piece in input.chunks(chunk.max(1)) {
+            buf.extend_from_slice(piece);
+            loop {
+                if self.closed {
+                    break;
+                }
+                let (n, action) = self.session.feed(&buf, &mut self.env, &mut self.out);
+                buf.drain(..n);
+                match action {
+                    Action::Read => break,
+                    Action::Flush => {}
+                    Action::Close => self.closed = true,
+                    Action::Queue(rec) => {
+                        let id = QueueId(rec.id);
+                        let result = if self.spool_fails { Err(()) } else { Ok(()) };
+                        if result.is_ok() {
+                            self.queued.push(*rec);
+                        }
+                        self.session.queued(id, result, &mut self.out);
+                    }
+                }
+            }
+        }
+        String::from_utf8(std::mem::take(&mut self.out)).unwrap()
+    }
+
+    fn send(&mut self, input: &str) -> String {
+        self.send_split(input.as_bytes(), usize::MAX)
+    }
+}
+
+fn codes(replies: &str) -> Vec<&str> {
+    replies
+        .split("\r\n")
+        .filter(|l| l.len() >= 4 && l.as_bytes()[3] == b' ')
+        .map(|l| &l[..3])
+        .collect()
+}
+
+const TX: &str = "EHLO c.test\r\nMAIL FROM:<a@b.test>\r\nRCPT TO:<u@local.test>\r\nDATA\r\n";
+
+#[test]
+fn greeting_and_ehlo() {
+    let mut h = Harness::new("192.0.2.1:1000");
+    let greeting = h.send("");
+    assert_eq!(greeting, "220 mx.test ESMTP ready\r\n");
+    let ehlo = h.send("EHLO c.test\r\n");
+    assert!(
+        ehlo.starts_with("250-mx.test Hello c.test [192.0.2.1]\r\n"),
+        "{ehlo}"
+    );
+    for kw in [
+        "PIPELINING",
+        "SIZE 26214400",
+        "8BITMIME",
+        "SMTPUTF8",
+        "ENHANCEDSTATUSCODES",
+    ] {
+        assert!(ehlo.contains(kw), "{kw} in {ehlo}");
+    }
+    assert!(ehlo.ends_with("250 CHUNKING\r\n"), "{ehlo}");
+}
+
+#[test]
+fn pipelined_transaction_is_queued_with_envelope_and_trace() {
+    let mut h = Harness::new("192.0.2.1:1000");
+    h.send("");
+    let r = h.send(&format!(
+        "{TX}Subject: hi\r\n\r\n..dot\r\nbody\r\n.\r\nQUIT\r\n"
+    ));
+    assert_eq!(codes(&r), ["250", "250", "250", "354", "250", "221"], "{r}");
+    assert!(
+        r.contains("250 2.0.0 Ok: queued as 0000000000000001\r\n"),
+        "{r}"
+    );
+    assert!(h.closed);
+    let m = &h.queued[0];
+    assert_eq!(m.reverse_path, "a@b.test");
+    assert_eq!(m.recipients[0].address, "u@local.test");
+    assert_eq!(m.helo, "c.test");
+    assert_eq!(m.client_addr, "192.0.2.1:1000");
+    let body = String::from_utf8(m.body.clone()).unwrap();
+    assert!(body.starts_with("Received: from c.test ([192.0.2.1])\r\n\tby mx.test with ESMTP id 0000000000000001\r\n\tfor <u@local.test>;\r\n\t"), "{body}");
+    assert!(
+        body.ends_with("\r\nSubject: hi\r\n\r\n.dot\r\nbody\r\n"),
+        "{body}"
+    );
+}
+
+#[test]
+fn every_split_gives_the_same_replies_and_message() {
+    let input = format!(
+        "{TX}line one\r\n.\r\nMAIL FROM:<>\r\nRCPT TO:<postmaster>\r\nBDAT 5\r\nab\r\ncBDAT 3 LAST\r\nxyzQUIT\r\n"
+    );
+    let mut reference = Harness::new("10.0.0.1:5");
+    let want = reference.send(&input);
+    assert_eq!(reference.queued.len(), 2, "{want}");
+    assert_eq!(reference.queued[1].reverse_path, "");
+    assert!(reference.queued[1].body.ends_with(b"ab\r\ncxyz"));
+    for chunk in 1..input.len() {
+        let mut h = Harness::new("10.0.0.1:5");
+        let got = h.send_split(input.as_bytes(), chunk);
+        assert_eq!(got, want, "split {chunk}");
+        let bodies: Vec<_> = h.queued.iter().map(|m| m.body.clone()).collect();
+        let want_bodies: Vec<_> = reference.queued.iter().map(|m| m.body.clone()).collect();
+        assert_eq!(bodies, want_bodies, "split {chunk}");
+    }
+}
+
+#[test]
+fn sequence_errors() {
+    let mut h = Harness::new("192.0.2.1:1");
+    h.send("");
+    assert!(h.send("MAIL FROM:<a@b.test>\r\n").starts_with("503 5.5.1"));
+    h.send("EHLO c\r\n");
+    assert!(
+        h.send("RCPT TO:<u@local.test>\r\n")
+            .starts_with("503 5.5.1")
+    );
+    assert!(h.send("DATA\r\n").starts_with("503 5.5.1"));
+    h.send("MAIL FROM:<a@b.test>\r\n");
+    assert!(h.send("MAIL FROM:<a@b.test>\r\n").starts_with("503 5.5.1"));
+    assert!(h.send("DATA\r\n").starts_with("554 5.5.1"));
+    assert!(h.send("RSET\r\n").starts_with("250 2.0.0"));
+    assert!(h.send("FROB\r\n").starts_with("500 5.5.1"));
+    assert!(h.send("MAIL FROM:a@b.test\r\n").starts_with("501"));
+    assert!(h.send("NOOP\r\n").starts_with("250 2.0.0"));
+    assert!(h.send("VRFY x\r\n").starts_with("252"));
+}
+
+#[test]
+fn relay_policy_at_rcpt() {
+    let mut h = Harness::new("192.0.2.1:1");
+    h.send("EHLO c\r\nMAIL FROM:<a@b.test>\r\n");
+    assert!(
+        h.send("RCPT TO:<u@elsewhere.test>\r\n")
+            .starts_with("554 5.7.1")
+    );
+    assert!(
+        h.send("RCPT TO:<u@LOCAL.test>\r\n")
+            .starts_with("250 2.1.5")
+    );
+    assert!(h.send("RCPT TO:<Postmaster>\r\n").starts_with("250 2.1.5"));
+    let mut trusted = Harness::new("10.9.9.9:1");
+    trusted.send("EHLO c\r\nMAIL FROM:<a@b.test>\r\n");
+    assert!(
+        trusted
+            .send("RCPT TO:<u@elsewhere.test>\r\n")
+            .starts_with("250 2.1.5")
+    );
+}
+
+#[test]
+fn recipient_limit() {
+    let mut h = Harness::with("10.0.0.1:1", config(|c| c.smtp.max_recipients = 2));
+    h.send("EHLO c\r\nMAIL FROM:<a@b.test>\r\n");
+    let r = h.send("RCPT TO:<a@x.test>\r\nRCPT TO:<b@x.test>\r\nRCPT TO:<c@x.test>\r\n");
+    assert_eq!(codes(&r), ["250", "250", "452"]);
+    assert!(r.contains("452 4.5.3"));
+}
+
+#[test]
+fn size_limits() {
+    let mut h = Harness::with(
+        "10.0.0.1:1",
+        config(|c| c.smtp.max_message_size = config_size(2048)),
+    );
+    h.send("EHLO c\r\n");
+    assert!(
+        h.send("MAIL FROM:<a@b.test> SIZE=4096\r\n")
+            .starts_with("552 5.3.4")
+    );
+    h.send("MAIL FROM:<a@b.test>\r\nRCPT TO:<u@x.test>\r\nDATA\r\n");
+    let big = "x".repeat(100);
+    let mut data = String::new();
+    for _ in 0..40 {
+        data.push_str(&big);
+        data.push_str("\r\n");
+    }
+    let r = h.send(&format!("{data}.\r\nNOOP\r\n"));
+    assert_eq!(codes(&r), ["552", "250"], "{r}");
+    assert!(h.queued.is_empty());
+    // BDAT over the limit: the chunk is read and refused, the next chunk gets 503.
+    h.send("MAIL FROM:<a@b.test>\r\nRCPT TO:<u@x.test>\r\n");
+    let r = h.send(&format!(
+        "BDAT 3000\r\n{}BDAT 1 LAST\r\nxNOOP\r\n",
+        "y".repeat(3000)
+    ));
+    assert_eq!(codes(&r), ["552", "503", "250"], "{r}");
+}
+
+fn config_size(n: u64) -> crate::config::ByteSize {
+    crate::config::ByteSize(n)
+}
+
+#[test]
+fn bare_line_endings_are_refused_by_default() {
+    let mut h = Harness::new("10.0.0.1:1");
+    let r = h.send(&format!("{TX}a\nb\r\n.\r\n"));
+    assert!(
+        r.ends_with(
+            "550 5.6.0 Message refused: bare CR or LF in message data; lines must end with CRLF\r\n"
+        ),
+        "{r}"
+    );
+    // A smuggled "\n.\n" is neither the end of data nor a message boundary.
+    let r = h.send(&format!("{TX}a\r\n\n.\nMAIL FROM:<evil@x.test>\r\n.\r\n"));
+    assert_eq!(codes(&r).last(), Some(&"550"), "{r}");
+    assert!(h.queued.is_empty());
+    // Commands ended by a bare LF are refused too.
+    assert!(h.send("NOOP\n").starts_with("500 5.5.2"));
+}
+
+#[test]
+fn bare_line_endings_normalised_on_request() {
+    let cfg = config(|c| c.smtp.bare_line_ending = BareLineEnding::Normalize);
+    let mut h = Harness::with("10.0.0.1:1", cfg);
+    let r = h.send(&format!("{TX}a\nb\rc\r\n.\r\n"));
+    assert!(r.contains("250 2.0.0 Ok: queued"), "{r}");
+    assert!(h.queued[0].body.ends_with(b"\r\na\r\nb\r\nc\r\n"));
+}
+
+#[test]
+fn too_many_errors_closes() {
+    let mut h = Harness::with("10.0.0.1:1", config(|c| c.smtp.max_errors = 3));
+    let r = h.send("A\r\nB\r\nC\r\nD\r\n");
+    assert_eq!(codes(&r), ["220", "500", "500", "500", "421"], "{r}");
+    assert!(r.contains("421 4.7.0"));
+    assert!(h.closed);
+}
+
+#[test]
+fn long_line_is_refused_and_session_continues() {
+    let mut h = Harness::new("10.0.0.1:1");
+    h.send("");
+    let r = h.send(&format!("NOOP {}\r\nNOOP\r\n", "x".repeat(600)));
+    assert_eq!(codes(&r), ["500", "250"], "{r}");
+    assert!(r.starts_with("500 5.5.2"));
+}
+
+#[test]
+fn spool_failure_is_452() {
+    let mut h = Harness::new("10.0.0.1:1");
+    h.spool_fails = true;
+    let r = h.send(&format!("{TX}x\r\n.\r\n"));
+    assert!(
+        r.ends_with("452 4.3.1 Insufficient system storage, try again later\r\n"),
+        "{r}"
+    );
+}
+
+#[test]
+fn low_storage_refuses_mail() {
+    let mut h = Harness::new("10.0.0.1:1");
+    h.env.storage = 0;
+    let r = h.send("EHLO c\r\nMAIL FROM:<a@b.test>\r\n");
+    assert!(
+        r.ends_with("452 4.3.1 Insufficient system storage, try again later\r\n"),
+        "{r}"
+    );
+}
+
+#[test]
+fn bdat_mixed_with_data_is_503() {
+    let mut h = Harness::new("10.0.0.1:1");
+    h.send("EHLO c\r\nMAIL FROM:<a@b.test>\r\nRCPT TO:<u@x.test>\r\n");
+    let r = h.send("BDAT 2\r\nabDATA\r\n");
+    assert_eq!(codes(&r), ["250", "503"], "{r}");
+}
+
+#[test]
+fn bdat_without_transaction_consumes_its_chunk() {
+    let mut h = Harness::new("10.0.0.1:1");
+    h.send("EHLO c\r\n");
+    let r = h.send("BDAT 6 LAST\r\nQUIT\r\nNOOP\r\n");
+    assert_eq!(codes(&r), ["503", "250"], "{r}");
+    assert!(!h.closed);
+}
+
+#[test]
+fn utf8_addresses_need_smtputf8() {
+    let mut h = Harness::new("10.0.0.1:1");
+    h.send("EHLO c\r\n");
+    assert!(h.send("MAIL FROM:<jö@b.test>\r\n").starts_with("553 5.6.7"));
+    assert!(
+        h.send("MAIL FROM:<jö@b.test> SMTPUTF8\r\n")
+            .starts_with("250")
+    );
+    assert!(h.send("RCPT TO:<ü@x.test>\r\n").starts_with("250"));
+}

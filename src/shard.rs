@@ -1,0 +1,289 @@
+//! Wires the shards together: one pinned glommio executor per core, each with its own
+//! listeners, spool and server, and the process-level start and stop around them.
+//!
+//! What it does: resolves listener ports (port 0 gets one port shared by all shards), starts
+//! the executors, opens each shard's spool (recovery), binds every listener on every shard with
+//! SO_REUSEPORT, watches the spool's free space, and on a stop request drains the sessions and
+//! closes the spool.
+//!
+//! What it does not do: no protocol, no storage format, no policy: those live in `server`,
+//! `spool` and `config`. This is the only module that knows how the pieces fit.
+//!
+//! Invariants: a shard shares nothing mutable with another; the only cross-thread values are
+//! the configuration (read-only), the stop request (one atomic) and the start-up channel.
+
+use std::net::{SocketAddr, TcpListener as StdListener};
+use std::path::Path;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use glommio::net::TcpListener;
+use glommio::{CpuSet, LocalExecutorPoolBuilder, PoolPlacement};
+
+use crate::config::{Config, SyncMode};
+use crate::server::{ServerContext, listener};
+use crate::shutdown::{Shutdown, SignalWatch};
+use crate::spool::{self, Spool, SpoolConfig};
+
+/// Why the MTA could not run.
+#[derive(Debug, thiserror::Error)]
+pub enum ShardError {
+    /// A listener could not be bound.
+    #[error("cannot listen on {addr}: {source}")]
+    Listen {
+        /// The address.
+        addr: SocketAddr,
+        /// The error.
+        source: std::io::Error,
+    },
+    /// The executors could not be started.
+    #[error("cannot start shards: {0}")]
+    Executor(String),
+    /// A shard failed.
+    #[error("shard {shard}: {message}")]
+    Shard {
+        /// The shard index.
+        shard: usize,
+        /// What failed.
+        message: String,
+    },
+}
+
+/// What a run of the MTA did, summed over shards.
+#[derive(Debug, Default, Clone)]
+pub struct RunSummary {
+    /// Messages acknowledged.
+    pub messages_accepted: u64,
+    /// Recipients of those messages.
+    pub recipients_accepted: u64,
+}
+
+/// Runs the MTA until a stop is requested through `signals`. `on_ready` is called with the
+/// bound listener addresses once every shard accepts connections.
+pub fn run(
+    config: Config,
+    signals: SignalWatch,
+    on_ready: impl FnOnce(&[SocketAddr]),
+) -> Result<RunSummary, ShardError> {
+    let shards = config.effective_shards();
+    let (addrs, placeholders) = resolve_listeners(&config)?;
+    let config = Arc::new(config);
+    let next_index = Arc::new(AtomicUsize::new(0));
+    let (ready_tx, ready_rx) = mpsc::channel::<Result<(), String>>();
+    let placement = match CpuSet::online() {
+        Ok(cpus) if cpus.len() >= shards => PoolPlacement::MaxSpread(shards, Some(cpus)),
+        Ok(cpus) => PoolPlacement::Fenced(shards, cpus),
+        Err(_) => PoolPlacement::Unbound(shards),
+    };
+    let shard_addrs = addrs.clone();
+    let shard_signals = signals.clone();
+    let handles = LocalExecutorPoolBuilder::new(placement)
+        .name("shard")
+        .io_memory(config.io_memory.0 as usize)
+        .on_all_shards(move || {
+            let index = next_index.fetch_add(1, Ordering::SeqCst);
+            let config = config.clone();
+            let addrs = shard_addrs.clone();
+            let signals = shard_signals.clone();
+            let ready = ready_tx.clone();
+            async move { shard_main(index, config, addrs, signals, ready).await }
+        })
+        .map_err(|e| ShardError::Executor(e.to_string()))?;
+    let mut startup_error = None;
+    for _ in 0..shards {
+        match ready_rx.recv() {
+            Ok(Ok(())) => {}
+            Ok(Err(message)) => {
+                startup_error.get_or_insert(message);
+            }
+            Err(_) => {
+                startup_error.get_or_insert_with(|| "a shard stopped during start-up".into());
+                break;
+            }
+        }
+    }
+    drop(placeholders);
+    match &startup_error {
+        None => on_ready(&addrs),
+        Some(_) => signals.request(),
+    }
+    let mut summary = RunSummary::default();
+    let mut failure = None;
+    for (shard, result) in handles.join_all().into_iter().enumerate() {
+        match result {
+            Ok(Ok(s)) => {
+                summary.messages_accepted += s.messages_accepted;
+                summary.recipients_accepted += s.recipients_accepted;
+            }
+            Ok(Err(e)) => {
+                failure.get_or_insert(e);
+            }
+            Err(e) => {
+                failure.get_or_insert(ShardError::Shard {
+                    shard,
+                    message: e.to_string(),
+                });
+            }
+        }
+    }
+    if let Some(message) = startup_error {
+        return Err(failure.unwrap_or(ShardError::Shard { shard: 0, message }));
+    }
+    failure.map_or(Ok(summary), Err)
+}
+
+/// Checks that every listener can be bound and gives port-0 listeners a concrete port. The
+/// returned placeholder sockets (bound with SO_REUSEPORT, not listening) hold those ports until
+/// the shards have bound them.
+fn resolve_listeners(
+    config: &Config,
+) -> Result<(Vec<SocketAddr>, Vec<socket2::Socket>), ShardError> {
+    let mut addrs = Vec::new();
+    let mut placeholders = Vec::new();
+    for l in &config.listeners {
+        let addr = l.address;
+        let err = |source| ShardError::Listen { addr, source };
+        if addr.port() == 0 {
+            let domain = socket2::Domain::for_address(addr);
+            let sock = socket2::Socket::new(domain, socket2::Type::STREAM, None).map_err(err)?;
+            sock.set_reuse_port(true).map_err(err)?;
+            sock.bind(&addr.into()).map_err(err)?;
+            let bound = sock
+                .local_addr()
+                .map_err(err)?
+                .as_socket()
+                .expect("an inet socket");
+            addrs.push(bound);
+            placeholders.push(sock);
+        } else {
+            // A plain bind fails if anything else holds the port, even with SO_REUSEPORT.
+            drop(StdListener::bind(addr).map_err(err)?);
+            addrs.push(addr);
+        }
+    }
+    Ok((addrs, placeholders))
+}
+
+async fn shard_main(
+    index: usize,
+    config: Arc<Config>,
+    addrs: Vec<SocketAddr>,
+    signals: SignalWatch,
+    ready: mpsc::Sender<Result<(), String>>,
+) -> Result<RunSummary, ShardError> {
+    let fail = |message: String| ShardError::Shard {
+        shard: index,
+        message,
+    };
+    let spool_config = SpoolConfig {
+        dir: config.spool.path.join(format!("shard-{index}")),
+        shard: index as u16,
+        sync: match config.spool.sync {
+            SyncMode::Always => spool::SyncMode::Always,
+            SyncMode::Never => spool::SyncMode::Never,
+        },
+        segment_size: config.spool.segment_size.0,
+        max_batch_bytes: 8 << 20,
+    };
+    let (spool, recovered) = match Spool::open(spool_config).await {
+        Ok(opened) => opened,
+        Err(e) => {
+            let message = format!("cannot open spool: {e}");
+            let _ = ready.send(Err(message.clone()));
+            return Err(fail(message));
+        }
+    };
+    tracing::info!(
+        shard = index,
+        queued = recovered.messages.len(),
+        segments = recovered.stats.segments,
+        truncated_bytes = recovered.stats.truncated_bytes,
+        "spool recovered"
+    );
+    let shutdown = Rc::new(Shutdown::default());
+    let ctx = Rc::new(ServerContext::new(
+        &config,
+        index as u16,
+        spool.clone(),
+        shutdown.clone(),
+    ));
+    let mut accepting = Vec::new();
+    for addr in &addrs {
+        match TcpListener::bind(addr) {
+            Ok(l) => accepting.push(glommio::spawn_local(listener::accept_loop(ctx.clone(), l))),
+            Err(e) => {
+                let message = format!("cannot listen on {addr}: {e}");
+                let _ = ready.send(Err(message.clone()));
+                return Err(fail(message));
+            }
+        }
+    }
+    let monitor = glommio::spawn_local(storage_monitor(ctx.clone(), config.clone()));
+    let _ = ready.send(Ok(()));
+
+    while !signals.requested() {
+        glommio::timer::sleep(Duration::from_millis(50)).await;
+    }
+    shutdown.start(config.shutdown.grace.0);
+    for task in accepting {
+        task.await;
+    }
+    // Sessions close themselves by the grace deadline; allow a little more for their writes.
+    let give_up = Instant::now() + config.shutdown.grace.0 + Duration::from_secs(5);
+    while ctx.active.get() > 0 && Instant::now() < give_up {
+        glommio::timer::sleep(Duration::from_millis(20)).await;
+    }
+    drop(monitor.cancel());
+    spool
+        .close()
+        .await
+        .map_err(|e| fail(format!("closing spool: {e}")))?;
+    tracing::info!(
+        shard = index,
+        accepted = ctx.stats.messages_accepted.get(),
+        "shard stopped"
+    );
+    Ok(RunSummary {
+        messages_accepted: ctx.stats.messages_accepted.get(),
+        recipients_accepted: ctx.stats.recipients_accepted.get(),
+    })
+}
+
+/// Keeps `storage_available` fresh: free space on the spool's file system above the floor
+/// (`spool.min_free_space` and `spool.min_free_percent`, whichever is larger).
+async fn storage_monitor(ctx: Rc<ServerContext>, config: Arc<Config>) {
+    loop {
+        let available = match free_space(&config.spool.path) {
+            Some((free, total)) => {
+                let floor = config
+                    .spool
+                    .min_free_space
+                    .0
+                    .max((total as f64 * config.spool.min_free_percent / 100.0) as u64);
+                free.saturating_sub(floor)
+            }
+            None => u64::MAX,
+        };
+        if available == 0 && ctx.storage_available.get() != 0 {
+            tracing::warn!(path = %config.spool.path.display(), "spool below its free-space floor: refusing new mail with 452 4.3.1");
+        }
+        ctx.storage_available.set(available);
+        glommio::timer::sleep(Duration::from_secs(1)).await;
+    }
+}
+
+/// (free octets for unprivileged users, total octets) of the file system holding `path`.
+fn free_space(path: &Path) -> Option<(u64, u64)> {
+    use std::os::unix::ffi::OsStrExt;
+    let c = std::ffi::CString::new(path.as_os_str().as_bytes()).ok()?;
+    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+    // SAFETY: `c` is NUL-terminated and `st` is a valid out-pointer.
+    if unsafe { libc::statvfs(c.as_ptr(), &mut st) } != 0 {
+        return None;
+    }
+    let unit = st.f_frsize as u64;
+    Some((st.f_bavail as u64 * unit, st.f_blocks as u64 * unit))
+}

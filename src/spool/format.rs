@@ -1,0 +1,498 @@
+//! On-disk format of a spool segment: the 32-byte header, record framing, and the one walker
+//! ([`RecordIter`]) that both recovery and the offline reader use.
+//!
+//! What it does: encodes headers and frames, and walks a segment's bytes yielding records that
+//! passed every check (frame fits, reserved bytes zero, CRC32C, known kind, rkyv bytecheck),
+//! stopping at the first one that does not and reporting where valid data ends and why.
+//!
+//! What it does not do: no file I/O, no decisions (truncation, deletion, accounting live in
+//! `recovery.rs` and `ledger.rs`). It never resynchronises after a bad frame: a message body
+//! could contain a well-formed frame, and trusting it would let a client forge records.
+//!
+//! Invariants: frames start at 8-byte aligned offsets (the header is 32 bytes and every frame
+//! is padded to a multiple of 8); `len` never exceeds [`MAX_RECORD_LEN`]; an all-zero frame
+//! header ends the segment.
+
+use rkyv::rancor;
+use rkyv::util::AlignedVec;
+
+use super::SpoolError;
+use super::model::{ArchivedMessageRecord, MessageRecord, RetireRecord, StateRecord};
+
+/// Segment file magic.
+pub const MAGIC: &[u8; 8] = b"MTASPOOL";
+/// Current format version (header field).
+pub const FORMAT_VERSION: u32 = 1;
+/// Segment header length.
+pub const HEADER_LEN: usize = 32;
+/// Frame header length (`len: u32`, `crc: u32`, `kind: u8`, 3 reserved zero bytes).
+pub const FRAME_HEADER_LEN: usize = 12;
+/// Largest payload accepted on write and on read (256 MiB).
+pub const MAX_RECORD_LEN: usize = 256 << 20;
+/// Record kind of a [`MessageRecord`].
+pub const KIND_MESSAGE: u8 = 1;
+/// Record kind of a [`StateRecord`].
+pub const KIND_STATE: u8 = 2;
+/// Record kind of a [`RetireRecord`].
+pub const KIND_RETIRE: u8 = 3;
+
+/// Encodes a segment header.
+pub fn encode_header(shard: u32, segment: u64) -> [u8; HEADER_LEN] {
+    let mut h = [0u8; HEADER_LEN];
+    h[..8].copy_from_slice(MAGIC);
+    h[8..12].copy_from_slice(&FORMAT_VERSION.to_le_bytes());
+    h[12..16].copy_from_slice(&shard.to_le_bytes());
+    h[16..24].copy_from_slice(&segment.to_le_bytes());
+    h
+}
+
+/// Result of checking a segment header.
+#[derive(Debug, PartialEq, Eq)]
+pub enum HeaderCheck {
+    /// A valid header for the expected shard and segment.
+    Valid,
+    /// Shorter than a header, or an all-zero header: the file was created but its first write
+    /// never reached the disk (a crash while opening a segment). Holds no records.
+    Missing,
+    /// Not a segment of this shard/number/version: a foreign or misplaced file.
+    Bad(String),
+}
+
+/// Checks the header of a segment file's bytes against the expected shard and number.
+pub fn check_header(bytes: &[u8], shard: u32, segment: u64) -> HeaderCheck {
+    if bytes.len() < HEADER_LEN || bytes[..HEADER_LEN].iter().all(|&b| b == 0) {
+        return HeaderCheck::Missing;
+    }
+    let h = &bytes[..HEADER_LEN];
+    if &h[..8] != MAGIC {
+        return HeaderCheck::Bad("bad magic".into());
+    }
+    let version = u32::from_le_bytes(h[8..12].try_into().unwrap());
+    if version != FORMAT_VERSION {
+        return HeaderCheck::Bad(format!("unsupported format version {version}"));
+    }
+    let s = u32::from_le_bytes(h[12..16].try_into().unwrap());
+    if s != shard {
+        return HeaderCheck::Bad(format!("header says shard {s}, expected {shard}"));
+    }
+    let n = u64::from_le_bytes(h[16..24].try_into().unwrap());
+    if n != segment {
+        return HeaderCheck::Bad(format!(
+            "header says segment {n:016x}, file name {segment:016x}"
+        ));
+    }
+    if h[24..].iter().any(|&b| b != 0) {
+        return HeaderCheck::Bad("reserved header bytes are not zero".into());
+    }
+    HeaderCheck::Valid
+}
+
+/// Size of a frame holding `payload_len` bytes, padding included.
+pub fn frame_len(payload_len: usize) -> usize {
+    (FRAME_HEADER_LEN + payload_len).next_multiple_of(8)
+}
+
+fn frame_crc(kind: u8, payload: &[u8]) -> u32 {
+    crc32c::crc32c_append(crc32c::crc32c(&[kind, 0, 0, 0]), payload)
+}
+
+/// Appends one frame (header, payload, zero padding) to `buf`.
+pub fn push_frame(buf: &mut Vec<u8>, kind: u8, payload: &[u8]) -> Result<(), SpoolError> {
+    if payload.len() > MAX_RECORD_LEN {
+        return Err(SpoolError::RecordTooLarge);
+    }
+    let total = frame_len(payload.len());
+    buf.reserve(total);
+    buf.extend_from_slice(&(payload.len() as u32).to_le_bytes());
+    buf.extend_from_slice(&frame_crc(kind, payload).to_le_bytes());
+    buf.extend_from_slice(&[kind, 0, 0, 0]);
+    buf.extend_from_slice(payload);
+    buf.resize(buf.len() + total - FRAME_HEADER_LEN - payload.len(), 0);
+    Ok(())
+}
+
+fn encode_err(e: rancor::Error) -> SpoolError {
+    SpoolError::Encode(e.to_string())
+}
+
+/// Serializes a message record payload.
+pub fn encode_message(msg: &MessageRecord) -> Result<AlignedVec, SpoolError> {
+    rkyv::to_bytes::<rancor::Error>(msg).map_err(encode_err)
+}
+/// Serializes a state record payload.
+pub fn encode_state(rec: &StateRecord) -> Result<AlignedVec, SpoolError> {
+    rkyv::to_bytes::<rancor::Error>(rec).map_err(encode_err)
+}
+/// Serializes a retire record payload.
+pub fn encode_retire(rec: &RetireRecord) -> Result<AlignedVec, SpoolError> {
+    rkyv::to_bytes::<rancor::Error>(rec).map_err(encode_err)
+}
+
+/// A record that passed every check.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Record {
+    /// A message record at `offset` (frame start); decode it with [`decode_message_at`].
+    Message {
+        /// Frame offset in the segment.
+        offset: u64,
+        /// `QueueId.0`.
+        id: u64,
+        /// Number of recipients.
+        recipients: u32,
+    },
+    /// A state record.
+    State {
+        /// Frame offset in the segment.
+        offset: u64,
+        /// The record.
+        rec: StateRecord,
+    },
+    /// A retire record.
+    Retire {
+        /// Frame offset in the segment.
+        offset: u64,
+        /// The record.
+        rec: RetireRecord,
+    },
+}
+
+/// Why a walk stopped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stop {
+    /// The bytes ended exactly at a frame boundary.
+    Clean,
+    /// An all-zero frame header (zero-filled tail).
+    ZeroTail,
+    /// A frame header or payload runs past the end of the bytes (torn write).
+    Torn,
+    /// A frame failed a check.
+    Invalid(&'static str),
+}
+
+/// Walks the records of one segment (the whole file's bytes, header included; the header is
+/// checked separately with [`check_header`]).
+pub struct RecordIter<'a> {
+    bytes: &'a [u8],
+    pos: usize,
+    stop: Option<Stop>,
+    scratch: AlignedVec,
+}
+
+impl<'a> RecordIter<'a> {
+    /// Starts at the first frame (offset 32).
+    pub fn new(bytes: &'a [u8]) -> Self {
+        RecordIter {
+            bytes,
+            pos: HEADER_LEN.min(bytes.len()),
+            stop: None,
+            scratch: AlignedVec::new(),
+        }
+    }
+    /// Offset just past the last valid record (the truncation point).
+    pub fn valid_end(&self) -> u64 {
+        self.pos as u64
+    }
+    /// Why the walk stopped (`None` while it has not).
+    pub fn stop(&self) -> Option<Stop> {
+        self.stop
+    }
+
+    fn step(&mut self) -> Result<Option<Record>, Stop> {
+        let rest = &self.bytes[self.pos..];
+        if rest.is_empty() {
+            return Err(Stop::Clean);
+        }
+        // A zero `len` and `crc` (the first 8 bytes) mark the zero-filled tail.
+        let head = &rest[..rest.len().min(8)];
+        if head.iter().all(|&b| b == 0) {
+            return Err(Stop::ZeroTail);
+        }
+        if rest.len() < FRAME_HEADER_LEN {
+            return Err(Stop::Torn);
+        }
+        let len = u32::from_le_bytes(rest[0..4].try_into().unwrap()) as usize;
+        let crc = u32::from_le_bytes(rest[4..8].try_into().unwrap());
+        let kind = rest[8];
+        if rest[9..12] != [0, 0, 0] {
+            return Err(Stop::Invalid("reserved frame bytes are not zero"));
+        }
+        if len == 0 || len > MAX_RECORD_LEN {
+            return Err(Stop::Invalid("bad length"));
+        }
+        let total = frame_len(len);
+        if rest.len() < FRAME_HEADER_LEN + len {
+            return Err(Stop::Torn);
+        }
+        let payload = &rest[FRAME_HEADER_LEN..FRAME_HEADER_LEN + len];
+        if frame_crc(kind, payload) != crc {
+            return Err(Stop::Invalid("crc mismatch"));
+        }
+        if rest.len() < total {
+            // Padding missing: the write was torn inside the padding.
+            return Err(Stop::Torn);
+        }
+        let offset = self.pos as u64;
+        self.scratch.clear();
+        self.scratch.extend_from_slice(payload);
+        let rec = match kind {
+            KIND_MESSAGE => {
+                let m = rkyv::access::<ArchivedMessageRecord, rancor::Error>(&self.scratch)
+                    .map_err(|_| Stop::Invalid("message fails validation"))?;
+                let recipients = u32::try_from(m.recipients.len())
+                    .map_err(|_| Stop::Invalid("too many recipients"))?;
+                Record::Message {
+                    offset,
+                    id: m.id.to_native(),
+                    recipients,
+                }
+            }
+            KIND_STATE => Record::State {
+                offset,
+                rec: rkyv::from_bytes::<StateRecord, rancor::Error>(&self.scratch)
+                    .map_err(|_| Stop::Invalid("state fails validation"))?,
+            },
+            KIND_RETIRE => Record::Retire {
+                offset,
+                rec: rkyv::from_bytes::<RetireRecord, rancor::Error>(&self.scratch)
+                    .map_err(|_| Stop::Invalid("retire fails validation"))?,
+            },
+            _ => return Err(Stop::Invalid("unknown kind")),
+        };
+        self.pos += total;
+        Ok(Some(rec))
+    }
+}
+
+impl Iterator for RecordIter<'_> {
+    type Item = Record;
+    fn next(&mut self) -> Option<Record> {
+        if self.stop.is_some() {
+            return None;
+        }
+        match self.step() {
+            Ok(r) => r,
+            Err(s) => {
+                self.stop = Some(s);
+                None
+            }
+        }
+    }
+}
+
+/// Decodes (validates and deserializes) the message record whose frame starts at `offset` in
+/// `bytes` (a segment's bytes). Used to load queued messages after the walk.
+pub fn decode_message_at(bytes: &[u8], offset: u64) -> Result<MessageRecord, String> {
+    let off = usize::try_from(offset).map_err(|_| "offset out of range".to_string())?;
+    let mut it = RecordIter {
+        bytes,
+        pos: off,
+        stop: None,
+        scratch: AlignedVec::new(),
+    };
+    match it.step() {
+        Ok(Some(Record::Message { .. })) => {
+            rkyv::from_bytes::<MessageRecord, rancor::Error>(&it.scratch).map_err(|e| e.to_string())
+        }
+        Ok(_) => Err(format!("no message record at offset {offset}")),
+        Err(stop) => Err(format!("invalid record at offset {offset}: {stop:?}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::spool::model::{Recipient, RecipientState, Totals};
+
+    pub(crate) fn msg(id: u64, rcpts: usize, body: usize) -> MessageRecord {
+        MessageRecord {
+            id,
+            reverse_path: "sender@example.com".into(),
+            mail_params: vec![("BODY".into(), Some("8BITMIME".into()))],
+            recipients: (0..rcpts)
+                .map(|i| Recipient::new(format!("r{i}@example.org")))
+                .collect(),
+            arrival_unix_ms: 1_700_000_000_000,
+            client_addr: "192.0.2.1:4242".into(),
+            helo: "client.example.com".into(),
+            tls: Some("TLSv1.3 TLS_AES_128_GCM_SHA256".into()),
+            auth: None,
+            body: (0..body).map(|i| b'a' + (i % 26) as u8).collect(),
+        }
+    }
+
+    /// A segment with a mix of records; returns the bytes and each record's (start, unpadded
+    /// end, padded end).
+    type Spans = Vec<(usize, usize, usize)>;
+
+    fn sample() -> (Vec<u8>, Vec<Record>, Spans) {
+        let mut b = encode_header(3, 7).to_vec();
+        let mut recs = Vec::new();
+        let mut spans = Vec::new();
+        let mut push = |b: &mut Vec<u8>, kind, payload: &[u8], rec: Record| {
+            let start = b.len();
+            push_frame(b, kind, payload).unwrap();
+            spans.push((start, start + FRAME_HEADER_LEN + payload.len(), b.len()));
+            recs.push(rec);
+        };
+        for (i, body) in [0usize, 1, 7, 100].into_iter().enumerate() {
+            let m = msg(100 + i as u64, i + 1, body);
+            let off = b.len() as u64;
+            push(
+                &mut b,
+                KIND_MESSAGE,
+                &encode_message(&m).unwrap(),
+                Record::Message {
+                    offset: off,
+                    id: m.id,
+                    recipients: m.recipients.len() as u32,
+                },
+            );
+            let s = StateRecord {
+                id: m.id,
+                recipient: 0,
+                state: RecipientState::Deferred {
+                    at_unix_ms: 5,
+                    next_attempt_unix_ms: 6,
+                    attempts: i as u32,
+                },
+            };
+            let off = b.len() as u64;
+            push(
+                &mut b,
+                KIND_STATE,
+                &encode_state(&s).unwrap(),
+                Record::State {
+                    offset: off,
+                    rec: s,
+                },
+            );
+        }
+        let r = RetireRecord {
+            segments: vec![1, 2],
+            totals: Totals {
+                accepted: 9,
+                delivered: 8,
+                bounced: 1,
+                expired: 0,
+            },
+        };
+        let off = b.len() as u64;
+        push(
+            &mut b,
+            KIND_RETIRE,
+            &encode_retire(&r).unwrap(),
+            Record::Retire {
+                offset: off,
+                rec: r,
+            },
+        );
+        (b, recs, spans)
+    }
+
+    #[test]
+    fn framing_round_trip() {
+        let (b, recs, spans) = sample();
+        assert_eq!(check_header(&b, 3, 7), HeaderCheck::Valid);
+        assert!(matches!(check_header(&b, 4, 7), HeaderCheck::Bad(_)));
+        assert!(matches!(check_header(&b, 3, 8), HeaderCheck::Bad(_)));
+        assert_eq!(check_header(&b[..31], 3, 7), HeaderCheck::Missing);
+        assert_eq!(check_header(&[0u8; 64], 3, 7), HeaderCheck::Missing);
+        for (s, _, e) in &spans {
+            assert_eq!(s % 8, 0);
+            assert_eq!(e % 8, 0);
+        }
+        let mut it = RecordIter::new(&b);
+        let got: Vec<Record> = it.by_ref().collect();
+        assert_eq!(got, recs);
+        assert_eq!(it.stop(), Some(Stop::Clean));
+        assert_eq!(it.valid_end(), b.len() as u64);
+        let Record::Message { offset, .. } = recs[6] else {
+            panic!()
+        };
+        assert_eq!(decode_message_at(&b, offset).unwrap(), msg(103, 4, 100));
+        assert!(decode_message_at(&b, offset + 8).is_err());
+    }
+
+    #[test]
+    fn cut_at_every_offset_keeps_exactly_the_whole_records() {
+        let (b, recs, spans) = sample();
+        for cut in HEADER_LEN..=b.len() {
+            let mut it = RecordIter::new(&b[..cut]);
+            let n = it.by_ref().count();
+            let want = spans.iter().filter(|(_, _, e)| *e <= cut).count();
+            assert_eq!(n, want, "cut at {cut}");
+            assert_eq!(
+                it.valid_end() as usize,
+                if want == 0 {
+                    HEADER_LEN
+                } else {
+                    spans[want - 1].2
+                }
+            );
+            assert_eq!(
+                RecordIter::new(&b[..cut]).collect::<Vec<_>>(),
+                recs[..want].to_vec()
+            );
+        }
+    }
+
+    #[test]
+    fn zeros_or_garbage_after_every_offset() {
+        let (b, _, spans) = sample();
+        let mut seed = 0x9E37_79B9_7F4A_7C15u64;
+        for cut in HEADER_LEN..=b.len() {
+            // A record survives iff its bytes are intact: the cut is after its payload (padding
+            // is not checked) or what was appended happens to equal what was cut (e.g. an
+            // archive ending in zero bytes, cut inside those zeros, then zero-filled).
+            let intact = |v: &[u8]| {
+                spans
+                    .iter()
+                    .take_while(|(s, p, _)| v.len() >= *p && v[*s..*p] == b[*s..*p])
+                    .count()
+            };
+            let mut z = b[..cut].to_vec();
+            z.resize(cut + 64, 0);
+            let want = intact(&z);
+            assert!(want >= spans.iter().filter(|(_, p, _)| *p <= cut).count());
+            assert!(want <= spans.iter().filter(|(s, _, _)| *s < cut).count() + 1);
+            assert_eq!(RecordIter::new(&z).count(), want, "zeros after {cut}");
+            let mut g = b[..cut].to_vec();
+            for _ in 0..64 {
+                seed ^= seed << 13;
+                seed ^= seed >> 7;
+                seed ^= seed << 17;
+                g.push(seed as u8);
+            }
+            assert_eq!(
+                RecordIter::new(&g).count(),
+                intact(&g),
+                "garbage after {cut}"
+            );
+        }
+    }
+
+    #[test]
+    fn any_flipped_byte_ends_the_segment_there() {
+        let (b, _, spans) = sample();
+        for (i, (start, end, _)) in spans.iter().enumerate() {
+            for pos in *start..*end {
+                let mut c = b.clone();
+                c[pos] ^= 0x10;
+                let mut it = RecordIter::new(&c);
+                assert_eq!(it.by_ref().count(), i, "flip at {pos}");
+                assert_eq!(it.valid_end() as usize, *start);
+                assert_ne!(it.stop(), Some(Stop::Clean));
+            }
+        }
+    }
+
+    #[test]
+    fn oversized_records_are_refused() {
+        let mut b = Vec::new();
+        assert!(matches!(
+            push_frame(&mut b, KIND_MESSAGE, &vec![0; MAX_RECORD_LEN + 1]),
+            Err(SpoolError::RecordTooLarge)
+        ));
+        assert!(b.is_empty());
+    }
+}

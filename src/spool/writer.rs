@@ -1,0 +1,696 @@
+//! The live spool of one shard: [`Spool`] handles and the committer task (group commit).
+//!
+//! What it does: `append_*` frames a record into the back batch of the pending queue, registers
+//! a oneshot waiter and wakes the committer. The committer pops the front batch (new appends go
+//! to the next one meanwhile), writes it at the segment's tail with one `write_at` (short
+//! writes continued), `fdatasync`s, applies the batch to the [`Ledger`], and completes every
+//! waiter. Segments whose recipients are all final (and not pinned) are retired: a
+//! [`RetireRecord`] is committed first, then the files are unlinked and the directory synced.
+//!
+//! What it does not do: no reading of message bodies after recovery, no scheduling, no retry of
+//! a failed batch (the callers decide), no copy-forward of stragglers yet (hook: `seal`).
+//!
+//! Invariants:
+//! - A waiter gets `Ok` only after the fdatasync covering its record returned (and, for a new
+//!   segment, the directory sync). [`SyncMode::Never`] skips both and exists only to measure.
+//! - After a write/sync error the segment is abandoned: never written or synced again; it is
+//!   kept for recovery if it holds committed records (so a record of the failed batch may come
+//!   back after a restart: at-least-once), and removed if it holds none.
+//! - The ledger only ever sees durable records; a segment is unlinked only after the retire
+//!   record naming it is durable; the current segment is never retired.
+//! - No `RefCell` borrow is held across an `.await`: the committer owns the file handles, the
+//!   shared state is only touched in short synchronous sections.
+
+use std::cell::{Cell, RefCell};
+use std::collections::VecDeque;
+use std::io;
+use std::path::Path;
+use std::rc::Rc;
+use std::task::{Poll, Waker};
+
+use futures_channel::oneshot;
+use glommio::io::{BufferedFile, Directory, OpenOptions};
+use tracing::{error, warn};
+
+use super::SpoolError;
+use super::config::{SpoolConfig, SpoolCounts, SpoolStats, SyncMode};
+use super::format::{self, HEADER_LEN, KIND_MESSAGE, KIND_RETIRE, KIND_STATE, Stop};
+use super::ledger::{Ledger, StateOutcome};
+use super::model::{MAX_SHARDS, MessageRecord, QueueId, RetireRecord, StateRecord};
+use super::recovery::{self, Recovered, segment_file_name};
+
+enum Effect {
+    Message { id: u64, recipients: u32 },
+    State(StateRecord),
+}
+
+struct Waiter {
+    tx: oneshot::Sender<Result<(), SpoolError>>,
+    effect: Effect,
+    /// Frame offset inside the batch buffer.
+    offset: u64,
+}
+
+#[derive(Default)]
+struct Batch {
+    buf: Vec<u8>,
+    waiters: Vec<Waiter>,
+}
+
+struct State {
+    batches: VecDeque<Batch>,
+    spare: Vec<u8>,
+    ledger: Ledger,
+    /// Deletable segments awaiting a durable retire record.
+    retire_queue: Vec<u64>,
+    /// A retire-only commit failed: retry only together with the next real batch.
+    retire_blocked: bool,
+    /// Retired segments whose unlink failed: named again by every retire record until gone,
+    /// so that recovery never counts them twice.
+    lingering: Vec<u64>,
+    /// Segment being written (None between an abandon/roll and the next batch).
+    current: Option<u64>,
+    closing: bool,
+}
+
+struct Inner {
+    cfg: SpoolConfig,
+    st: RefCell<State>,
+    stats: Cell<SpoolStats>,
+    waker: Cell<Option<Waker>>,
+    done: RefCell<Option<oneshot::Receiver<Result<(), SpoolError>>>>,
+    #[cfg(test)]
+    fail_syncs: Cell<u32>,
+}
+
+impl Inner {
+    fn wake(&self) {
+        if let Some(w) = self.waker.take() {
+            w.wake();
+        }
+    }
+    fn bump(&self, f: impl FnOnce(&mut SpoolStats)) {
+        let mut s = self.stats.get();
+        f(&mut s);
+        self.stats.set(s);
+    }
+}
+
+/// Handle to one shard's spool (cheap to clone; all clones share the spool).
+#[derive(Clone)]
+pub struct Spool(Rc<Inner>);
+
+impl Spool {
+    /// Creates the shard dir if needed, recovers every segment (validating each record: CRC,
+    /// then rkyv check; the first torn/zero/invalid record ends the segment and the file is
+    /// truncated there), deletes segments in which every recipient is final, and opens a
+    /// fresh segment numbered max(existing)+1. Also spawns the committer task on the current
+    /// executor (glommio::spawn_local).
+    pub async fn open(cfg: SpoolConfig) -> Result<(Spool, Recovered), SpoolError> {
+        if cfg.shard >= MAX_SHARDS {
+            return Err(SpoolError::InvalidConfig(format!(
+                "shard {} >= 1024",
+                cfg.shard
+            )));
+        }
+        if cfg.segment_size < HEADER_LEN as u64 || cfg.max_batch_bytes == 0 {
+            return Err(SpoolError::InvalidConfig(
+                "segment_size/max_batch_bytes too small".into(),
+            ));
+        }
+        std::fs::create_dir_all(&cfg.dir)?;
+        let scan = recovery::scan_shard(&cfg.dir, u32::from(cfg.shard))?;
+        let durable = cfg.sync == SyncMode::Always;
+        let mut removed_any = false;
+        for seg in &scan.segments {
+            if seg.empty || scan.leftovers.contains(&seg.number) {
+                // Never reached the disk, or already counted by a durable retire record.
+                std::fs::remove_file(&seg.path)?;
+                removed_any = true;
+                continue;
+            }
+            if durable {
+                // A killed process leaves written-but-unsynced data in the page cache: make
+                // what we are about to trust durable before acting on it.
+                std::fs::File::open(&seg.path)?.sync_data()?;
+            }
+            if seg.valid_end < seg.file_len {
+                cut_tail(&cfg, seg)?;
+            }
+        }
+        if removed_any && durable {
+            std::fs::File::open(&cfg.dir)?.sync_all()?;
+        }
+        let messages = recovery::load_queued(&scan)?;
+        let next = scan
+            .segments
+            .iter()
+            .map(|s| s.number + 1)
+            .max()
+            .unwrap_or(1);
+        let retire_queue = scan.retirable();
+        let stats = scan.stats;
+        let (done_tx, done_rx) = oneshot::channel();
+        let inner = Rc::new(Inner {
+            st: RefCell::new(State {
+                batches: VecDeque::new(),
+                spare: Vec::new(),
+                ledger: scan.ledger,
+                retire_queue,
+                retire_blocked: false,
+                lingering: Vec::new(),
+                current: None,
+                closing: false,
+            }),
+            stats: Cell::new(SpoolStats::default()),
+            waker: Cell::new(None),
+            done: RefCell::new(Some(done_rx)),
+            cfg,
+            #[cfg(test)]
+            fail_syncs: Cell::new(0),
+        });
+        let dir = Directory::open(&inner.cfg.dir).await?;
+        let mut c = Committer {
+            inner: inner.clone(),
+            dir,
+            seg: None,
+            next,
+        };
+        // The fresh segment must exist (and be durable) before we serve; then retire what
+        // recovery found fully final, so the deletion happens within `open`.
+        c.create_segment().await?;
+        c.commit(Batch::default()).await;
+        glommio::spawn_local(async move {
+            let r = c.run().await;
+            let _ = done_tx.send(r);
+        })
+        .detach();
+        Ok((Spool(inner), Recovered { messages, stats }))
+    }
+
+    /// Appends a message record and resolves once a fdatasync covering it has returned
+    /// (group commit). Err → the caller answers 452 4.3.1; the message must then be treated as
+    /// not accepted.
+    pub async fn append_message(&self, msg: &MessageRecord) -> Result<(), SpoolError> {
+        let recipients = u32::try_from(msg.recipients.len())
+            .map_err(|_| SpoolError::InvalidRecord("too many recipients"))?;
+        if recipients == 0 {
+            return Err(SpoolError::InvalidRecord("message without recipients"));
+        }
+        let payload = format::encode_message(msg)?;
+        {
+            let st = self.0.st.borrow();
+            if st.ledger.contains(msg.id) {
+                return Err(SpoolError::DuplicateId(msg.queue_id()));
+            }
+        }
+        let effect = Effect::Message {
+            id: msg.id,
+            recipients,
+        };
+        self.submit(KIND_MESSAGE, &payload, effect).await
+    }
+
+    /// Same for a state record (used by delivery). Errors without writing anything if the
+    /// message is not tracked or has no such recipient. A state for an already-final
+    /// recipient is written (it is part of the record) but changes nothing: final is final.
+    pub async fn append_state(&self, rec: &StateRecord) -> Result<(), SpoolError> {
+        match self.0.st.borrow().ledger.check_state(rec.id, rec.recipient) {
+            StateOutcome::UnknownMessage => return Err(SpoolError::UnknownMessage(rec.queue_id())),
+            StateOutcome::NoSuchRecipient => {
+                return Err(SpoolError::NoSuchRecipient {
+                    id: rec.queue_id(),
+                    recipient: rec.recipient,
+                });
+            }
+            StateOutcome::AlreadyFinal | StateOutcome::Applied { .. } => {}
+        }
+        let payload = format::encode_state(rec)?;
+        self.submit(KIND_STATE, &payload, Effect::State(rec.clone()))
+            .await
+    }
+
+    async fn submit(&self, kind: u8, payload: &[u8], effect: Effect) -> Result<(), SpoolError> {
+        let rx = {
+            let mut st = self.0.st.borrow_mut();
+            if st.closing {
+                return Err(SpoolError::Closed);
+            }
+            let frame = format::frame_len(payload.len());
+            let max = self.0.cfg.max_batch_bytes;
+            let need_new = st
+                .batches
+                .back()
+                .is_none_or(|b| !b.buf.is_empty() && b.buf.len() + frame > max);
+            if need_new {
+                let buf = std::mem::take(&mut st.spare);
+                st.batches.push_back(Batch {
+                    buf,
+                    waiters: Vec::new(),
+                });
+            }
+            let b = st.batches.back_mut().expect("a batch was just ensured");
+            let offset = b.buf.len() as u64;
+            format::push_frame(&mut b.buf, kind, payload)?;
+            let (tx, rx) = oneshot::channel();
+            b.waiters.push(Waiter { tx, effect, offset });
+            rx
+        };
+        self.0.wake();
+        rx.await.unwrap_or(Err(SpoolError::Closed))
+    }
+
+    /// Counters for metrics/tests: commits (fdatasync calls), records committed, bytes.
+    pub fn stats(&self) -> SpoolStats {
+        self.0.stats.get()
+    }
+
+    /// Queued messages/recipients of this shard and its lifetime accounting
+    /// (`totals.accepted = delivered + bounced + expired + recipients`).
+    pub fn counts(&self) -> SpoolCounts {
+        let st = self.0.st.borrow();
+        let mut totals = st.ledger.retired();
+        totals.add(&st.ledger.live());
+        SpoolCounts {
+            messages: st.ledger.queued_messages(),
+            recipients: totals.queued(),
+            totals,
+        }
+    }
+
+    /// Whether a message is tracked (appended and not yet retired with its segment).
+    pub fn contains(&self, id: QueueId) -> bool {
+        self.0.st.borrow().ledger.contains(id.0)
+    }
+
+    /// The largest queue id recovered or appended; seed a `QueueIdGenerator::resume` with it.
+    pub fn last_id(&self) -> Option<QueueId> {
+        self.0.st.borrow().ledger.last_id().map(QueueId)
+    }
+
+    /// Segment numbers on disk that the spool tracks (including the current one).
+    pub fn segments(&self) -> Vec<u64> {
+        self.0.st.borrow().ledger.segments().collect()
+    }
+
+    /// The shard number.
+    pub fn shard(&self) -> u16 {
+        self.0.cfg.shard
+    }
+
+    /// The shard directory.
+    pub fn dir(&self) -> &Path {
+        &self.0.cfg.dir
+    }
+
+    /// Bytes appended but not yet durable (queued batches, not counting the one being
+    /// written): a backpressure signal for the server (answer `452 4.3.1` above a budget).
+    pub fn pending_bytes(&self) -> usize {
+        self.0.st.borrow().batches.iter().map(|b| b.buf.len()).sum()
+    }
+
+    /// Whether `close` was called.
+    pub fn is_closed(&self) -> bool {
+        self.0.st.borrow().closing
+    }
+
+    /// Flushes what is pending, syncs, stops the committer. Appends after close fail.
+    pub async fn close(&self) -> Result<(), SpoolError> {
+        self.0.st.borrow_mut().closing = true;
+        self.0.wake();
+        let rx = self.0.done.borrow_mut().take();
+        match rx {
+            Some(rx) => rx.await.unwrap_or(Err(SpoolError::Closed)),
+            None => Ok(()),
+        }
+    }
+
+    /// Test hook: the next `n` syncs fail (after their write) as if the disk returned EIO.
+    #[cfg(test)]
+    pub(crate) fn fail_next_syncs(&self, n: u32) {
+        self.0.fail_syncs.set(n);
+    }
+}
+
+/// Cuts a torn tail found by recovery, unless it is too large to be one unsynced batch (then
+/// it is media damage: leave the bytes for inspection; the file is never appended to again).
+fn cut_tail(cfg: &SpoolConfig, seg: &recovery::SegmentScan) -> Result<(), SpoolError> {
+    let tail = seg.file_len - seg.valid_end;
+    if tail > cfg.max_batch_bytes as u64 && !matches!(seg.stop, Stop::Torn | Stop::ZeroTail) {
+        error!(
+            path = %seg.path.display(),
+            valid_end = seg.valid_end,
+            discarded = tail,
+            stop = ?seg.stop,
+            "spool segment damaged before its end; records after the damage are lost, bytes kept"
+        );
+        return Ok(());
+    }
+    warn!(path = %seg.path.display(), valid_end = seg.valid_end, discarded = tail, stop = ?seg.stop,
+        "truncating torn spool segment tail");
+    let f = std::fs::OpenOptions::new().write(true).open(&seg.path)?;
+    f.set_len(seg.valid_end)?;
+    if cfg.sync == SyncMode::Always {
+        f.sync_data()?;
+    }
+    Ok(())
+}
+
+/// The segments a batch's retire record names.
+#[derive(Default)]
+struct Retiring {
+    /// Retired by this record (their totals are added).
+    new: Vec<u64>,
+    /// Every segment the record names (`new` plus lingering ones).
+    listed: Vec<u64>,
+}
+
+struct OpenSegment {
+    number: u64,
+    file: BufferedFile,
+    tail: u64,
+    /// Whether any batch was committed to it (an abandoned segment without is removed).
+    committed: bool,
+}
+
+struct Committer {
+    inner: Rc<Inner>,
+    dir: Directory,
+    seg: Option<OpenSegment>,
+    next: u64,
+}
+
+fn io_err(e: glommio::GlommioError<()>) -> io::Error {
+    e.into()
+}
+
+impl Committer {
+    async fn run(mut self) -> Result<(), SpoolError> {
+        loop {
+            let work = futures_lite::future::poll_fn(|cx| {
+                let mut st = self.inner.st.borrow_mut();
+                if let Some(b) = st.batches.pop_front() {
+                    return Poll::Ready(Some(b));
+                }
+                if !st.retire_queue.is_empty() && !st.retire_blocked {
+                    return Poll::Ready(Some(Batch::default()));
+                }
+                if st.closing {
+                    return Poll::Ready(None);
+                }
+                self.inner.waker.set(Some(cx.waker().clone()));
+                Poll::Pending
+            })
+            .await;
+            match work {
+                Some(batch) => self.commit(batch).await,
+                None => break,
+            }
+        }
+        if let Some(seg) = self.seg.take() {
+            seg.file.close().await.map_err(io_err)?;
+        }
+        Ok(())
+    }
+
+    /// Creates segment `self.next` (header written, file and directory synced).
+    async fn create_segment(&mut self) -> Result<(), io::Error> {
+        let number = self.next;
+        self.next += 1;
+        let path = self.inner.cfg.dir.join(segment_file_name(number));
+        let file = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .buffered_open(&path)
+            .await
+            .map_err(io_err)?;
+        let header = format::encode_header(u32::from(self.inner.cfg.shard), number);
+        let r = async {
+            write_all(&file, &header, 0).await?;
+            if self.inner.cfg.sync == SyncMode::Always {
+                file.fdatasync().await.map_err(io_err)?;
+                self.dir.sync().await.map_err(io_err)?;
+            }
+            Ok::<(), io::Error>(())
+        }
+        .await;
+        if let Err(e) = r {
+            let _ = file.remove().await;
+            let _ = file.close().await;
+            return Err(e);
+        }
+        self.inner.bump(|s| s.segments_created += 1);
+        self.inner.st.borrow_mut().ledger.ensure_segment(number);
+        self.inner.st.borrow_mut().current = Some(number);
+        self.seg = Some(OpenSegment {
+            number,
+            file,
+            tail: HEADER_LEN as u64,
+            committed: false,
+        });
+        Ok(())
+    }
+
+    /// Writes and syncs one batch (plus a retire record if segments await deletion), then
+    /// completes its waiters and performs deletions. Never fails: errors go to the waiters.
+    async fn commit(&mut self, mut batch: Batch) {
+        let retiring = self.add_retire_record(&mut batch);
+        if batch.buf.is_empty() {
+            return;
+        }
+        let n_records = batch.waiters.len() as u64 + u64::from(!retiring.listed.is_empty());
+        let result = self.write_batch(&batch.buf).await;
+        match result {
+            Ok((segment, base)) => {
+                self.inner.bump(|s| {
+                    s.batches += 1;
+                    s.records += n_records;
+                    s.bytes += batch.buf.len() as u64;
+                });
+                let mut candidates = vec![];
+                {
+                    let mut st = self.inner.st.borrow_mut();
+                    st.retire_blocked = false;
+                    for w in batch.waiters.drain(..) {
+                        let r = match w.effect {
+                            Effect::Message { id, recipients } => {
+                                if st
+                                    .ledger
+                                    .add_message(segment, base + w.offset, id, recipients)
+                                {
+                                    Ok(())
+                                } else {
+                                    Err(SpoolError::DuplicateId(QueueId(id)))
+                                }
+                            }
+                            Effect::State(rec) => {
+                                if let Some((home, _, _)) = st.ledger.location(rec.id) {
+                                    candidates.push(home);
+                                }
+                                st.ledger.apply_state(segment, &rec);
+                                Ok(())
+                            }
+                        };
+                        let _ = w.tx.send(r);
+                    }
+                }
+                if !retiring.listed.is_empty() {
+                    candidates.extend(self.delete_segments(&retiring).await);
+                }
+                if self
+                    .seg
+                    .as_ref()
+                    .is_some_and(|s| s.tail >= self.inner.cfg.segment_size)
+                {
+                    candidates.push(segment);
+                    self.seal().await;
+                }
+                self.queue_retirements(candidates);
+            }
+            Err(e) => {
+                warn!(error = %e, shard = self.inner.cfg.shard, "spool commit failed; abandoning segment");
+                self.inner.bump(|s| s.failed_batches += 1);
+                let segment = self.seg.as_ref().map(|s| s.number);
+                let name = segment.map_or_else(|| "(new)".to_string(), segment_file_name);
+                for w in batch.waiters.drain(..) {
+                    let msg = format!("spool commit to segment {name} failed: {e}");
+                    let _ =
+                        w.tx.send(Err(SpoolError::Io(io::Error::new(e.kind(), msg))));
+                }
+                {
+                    let mut st = self.inner.st.borrow_mut();
+                    st.retire_blocked = true;
+                    st.retire_queue.extend(retiring.new.iter().copied());
+                    st.lingering
+                        .extend(retiring.listed.iter().filter(|n| !retiring.new.contains(n)));
+                }
+                self.abandon().await;
+                self.queue_retirements(segment.into_iter().collect());
+            }
+        }
+        batch.buf.clear();
+        let mut st = self.inner.st.borrow_mut();
+        if batch.buf.capacity() <= self.inner.cfg.max_batch_bytes * 2 {
+            st.spare = batch.buf;
+        }
+    }
+
+    /// Takes the retire queue and appends the retire record to the batch (naming the new
+    /// segments plus the lingering ones; totals add only the new ones).
+    fn add_retire_record(&self, batch: &mut Batch) -> Retiring {
+        let mut st = self.inner.st.borrow_mut();
+        if st.retire_queue.is_empty() {
+            return Retiring::default();
+        }
+        let mut new = std::mem::take(&mut st.retire_queue);
+        new.sort_unstable();
+        new.dedup();
+        let mut totals = st.ledger.retired();
+        for s in &new {
+            totals.add(&st.ledger.segment_totals(*s));
+        }
+        let mut listed = new.clone();
+        listed.append(&mut st.lingering);
+        listed.sort_unstable();
+        listed.dedup();
+        let rec = RetireRecord {
+            segments: listed.clone(),
+            totals,
+        };
+        let ok = format::encode_retire(&rec)
+            .and_then(|p| format::push_frame(&mut batch.buf, KIND_RETIRE, &p));
+        if let Err(e) = ok {
+            error!(error = %e, "cannot encode retire record");
+            st.lingering = listed.into_iter().filter(|n| !new.contains(n)).collect();
+            st.retire_queue = new;
+            return Retiring::default();
+        }
+        Retiring { new, listed }
+    }
+
+    /// Writes `buf` at the tail of the current segment (creating one if needed) and syncs.
+    /// Returns (segment, offset where `buf` starts).
+    async fn write_batch(&mut self, buf: &[u8]) -> Result<(u64, u64), io::Error> {
+        if self.seg.is_none() {
+            self.create_segment().await?;
+        }
+        let seg = self.seg.as_mut().expect("segment just ensured");
+        let base = seg.tail;
+        write_all(&seg.file, buf, base).await?;
+        seg.tail += buf.len() as u64;
+        #[cfg(test)]
+        if self.inner.fail_syncs.get() > 0 {
+            self.inner.fail_syncs.set(self.inner.fail_syncs.get() - 1);
+            return Err(io::Error::other("injected fdatasync failure"));
+        }
+        if self.inner.cfg.sync == SyncMode::Always {
+            seg.file.fdatasync().await.map_err(io_err)?;
+            self.inner.bump(|s| s.commits += 1);
+        }
+        seg.committed = true;
+        Ok((seg.number, base))
+    }
+
+    /// The current segment is full: the next batch goes to a new one.
+    /// HOOK (copy-forward): this is where long-lived stragglers of old segments would be
+    /// re-appended to the new segment so the old ones can be retired.
+    async fn seal(&mut self) {
+        if let Some(seg) = self.seg.take()
+            && let Err(e) = seg.file.close().await
+        {
+            warn!(error = %e, segment = seg.number, "closing sealed spool segment failed");
+        }
+        self.inner.st.borrow_mut().current = None;
+    }
+
+    /// After a failed write/sync: never touch this segment again. Removed if nothing in it
+    /// was ever acknowledged, kept for recovery otherwise.
+    async fn abandon(&mut self) {
+        let Some(seg) = self.seg.take() else { return };
+        self.inner.st.borrow_mut().current = None;
+        if !seg.committed {
+            match seg.file.remove().await {
+                Ok(()) => {
+                    self.inner
+                        .st
+                        .borrow_mut()
+                        .ledger
+                        .remove_segment(seg.number, true);
+                }
+                Err(e) => {
+                    warn!(error = %e, segment = seg.number, "cannot remove abandoned segment")
+                }
+            }
+        }
+        let _ = seg.file.close().await;
+    }
+
+    /// Queues the deletable ones among `candidates` for retirement.
+    fn queue_retirements(&self, candidates: Vec<u64>) {
+        let mut st = self.inner.st.borrow_mut();
+        for c in candidates {
+            if Some(c) != st.current && st.ledger.is_deletable(c) && !st.retire_queue.contains(&c) {
+                st.retire_queue.push(c);
+            }
+        }
+        if !st.retire_queue.is_empty() {
+            drop(st);
+            self.inner.wake();
+        }
+    }
+
+    /// The retire record is durable: forget the newly retired segments and unlink every
+    /// listed one. Returns segments whose pins dropped to zero (next candidates).
+    async fn delete_segments(&mut self, r: &Retiring) -> Vec<u64> {
+        let mut unpinned = Vec::new();
+        for &n in &r.new {
+            unpinned.extend(self.inner.st.borrow_mut().ledger.remove_segment(n, true));
+        }
+        for &n in &r.listed {
+            let path = self.inner.cfg.dir.join(segment_file_name(n));
+            let r = async {
+                let f = BufferedFile::open(&path).await.map_err(io_err)?;
+                let r = f.remove().await.map_err(io_err);
+                let _ = f.close().await;
+                r
+            }
+            .await;
+            match r {
+                Ok(()) => self.inner.bump(|s| s.segments_deleted += 1),
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                // Named again by the next retire record; recovery deletes it uncounted.
+                Err(e) => {
+                    warn!(error = %e, segment = n, "cannot delete retired spool segment");
+                    self.inner.st.borrow_mut().lingering.push(n);
+                }
+            }
+        }
+        if self.inner.cfg.sync == SyncMode::Always
+            && let Err(e) = self.dir.sync().await
+        {
+            warn!(error = %e, "spool directory sync after deletion failed");
+        }
+        unpinned
+    }
+}
+
+/// `write_at` until all of `data` is written (continuing short writes). `write_at` consumes
+/// its buffer, so each call gets a copy of what is left; the caller keeps `data` for reuse.
+async fn write_all(file: &BufferedFile, data: &[u8], mut pos: u64) -> io::Result<()> {
+    let mut done = 0;
+    while done < data.len() {
+        let n = file
+            .write_at(data[done..].to_vec(), pos)
+            .await
+            .map_err(io_err)?;
+        if n == 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::WriteZero,
+                "segment write returned 0",
+            ));
+        }
+        done += n;
+        pos += n as u64;
+    }
+    Ok(())
+}

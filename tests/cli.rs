@@ -1,0 +1,77 @@
+//! The `mta` command line: check-config, the documented config file, and the offline queue
+//! reader against a spool written by a real run.
+
+mod common;
+
+use std::process::Command;
+
+use common::{Client, Mta, tempdir, write_config};
+
+fn mta(args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_mta"))
+        .args(args)
+        .output()
+        .expect("run mta")
+}
+
+#[test]
+fn documented_config_file_is_the_defaults() {
+    let file = concat!(env!("CARGO_MANIFEST_DIR"), "/config/mta.toml");
+    let out = mta(&["check-config", "--config", file]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let defaults = mta(&["check-config"]);
+    assert!(defaults.status.success());
+    assert_eq!(
+        out.stdout, defaults.stdout,
+        "config/mta.toml must match the built-in defaults"
+    );
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(text.contains("max_message_size = \"25MiB\""), "{text}");
+}
+
+#[test]
+fn bad_config_exits_2_naming_the_key() {
+    let dir = tempdir();
+    let path = dir.path().join("bad.toml");
+    std::fs::write(&path, "[smtp]\nmax_recipients = 0\n").unwrap();
+    let out = mta(&["check-config", "--config", path.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("smtp.max_recipients"));
+    std::fs::write(&path, "[smtp]\nmax_message_size = \"big\"\n").unwrap();
+    let out = mta(&["run", "--config", path.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("max_message_size"));
+}
+
+#[test]
+fn queue_list_and_count_read_the_spool() {
+    let dir = tempdir();
+    let config = write_config(dir.path(), "", "");
+    let mut server = Mta::start(dir.path(), &config);
+    let mut c = Client::connect(server.addr);
+    c.codes(1);
+    c.send(b"EHLO c.test\r\nMAIL FROM:<sender@c.test>\r\nRCPT TO:<a@d.test>\r\nRCPT TO:<b@d.test>\r\nDATA\r\n");
+    assert_eq!(c.codes(5), [250, 250, 250, 250, 354]);
+    c.send(b"Subject: q\r\n\r\nx\r\n.\r\nQUIT\r\n");
+    let queued = c.reply().unwrap();
+    let id = queued.trim().rsplit(' ').next().unwrap().to_owned();
+    assert!(server.stop().success());
+    let cfg = config.to_str().unwrap();
+    let list = mta(&["queue", "list", "--config", cfg]);
+    assert!(list.status.success());
+    let text = String::from_utf8(list.stdout).unwrap();
+    assert!(
+        text.contains(&id) && text.contains("sender@c.test") && text.contains("a@d.test, b@d.test"),
+        "{text}"
+    );
+    let count = mta(&["queue", "count", "--config", cfg]);
+    let text = String::from_utf8(count.stdout).unwrap();
+    assert!(
+        text.contains("accepted  2") && text.contains("queued    2"),
+        "{text}"
+    );
+}

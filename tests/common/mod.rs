@@ -1,0 +1,221 @@
+//! Shared helpers for the integration tests: start the `mta` binary on a temporary spool
+//! with a generated configuration, find its port, talk raw SMTP, and stop it by PID.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+/// A running `mta run` process.
+pub struct Mta {
+    pub child: Child,
+    pub addr: SocketAddr,
+    pub dir: PathBuf,
+    pub config: PathBuf,
+    log: mpsc::Receiver<String>,
+    pub log_lines: Vec<String>,
+}
+
+/// A temporary directory kept for the life of a test.
+pub fn tempdir() -> tempfile::TempDir {
+    tempfile::Builder::new()
+        .prefix("mta-test")
+        .tempdir()
+        .expect("tempdir")
+}
+
+/// Writes a configuration listening on 127.0.0.1:0 with the spool in `dir`; `extra` is
+/// appended verbatim (TOML sections).
+pub fn write_config(dir: &Path, top: &str, extra: &str) -> PathBuf {
+    let path = dir.join("mta.toml");
+    let text = format!(
+        "hostname = \"mx.test\"\nshards = 2\n{top}\n[[listeners]]\naddress = \"127.0.0.1:0\"\n\
+         [spool]\npath = \"{}\"\nmin_free_space = 0\nmin_free_percent = 0.0\n{extra}\n",
+        dir.join("spool").display()
+    );
+    std::fs::write(&path, text).expect("write config");
+    path
+}
+
+impl Mta {
+    /// Starts `mta run --config <config>` and waits until it listens.
+    pub fn start(dir: &Path, config: &Path) -> Mta {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_mta"))
+            .args(["run", "--config"])
+            .arg(config)
+            .env("MTA_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn mta");
+        let stderr = child.stderr.take().expect("stderr");
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines() {
+                let Ok(line) = line else { break };
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let mut mta = Mta {
+            child,
+            addr: "0.0.0.0:0".parse().unwrap(),
+            dir: dir.to_owned(),
+            config: config.to_owned(),
+            log: rx,
+            log_lines: Vec::new(),
+        };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let mut addr = None;
+        while Instant::now() < deadline {
+            match mta.log.recv_timeout(Duration::from_millis(100)) {
+                Ok(line) => {
+                    if let Some(i) = line.find("listening on ") {
+                        let a = line[i + 13..].split_whitespace().next().unwrap();
+                        addr = Some(a.parse().expect("listen address"));
+                    }
+                    let ready = line.contains(" ready");
+                    mta.log_lines.push(line);
+                    if let (true, Some(a)) = (ready, addr) {
+                        mta.addr = a;
+                        return mta;
+                    }
+                }
+                Err(mpsc::RecvTimeoutError::Timeout) => {
+                    if let Ok(Some(status)) = mta.child.try_wait() {
+                        panic!("mta exited during start-up: {status}: {:?}", mta.log_lines);
+                    }
+                }
+                Err(mpsc::RecvTimeoutError::Disconnected) => break,
+            }
+        }
+        let _ = mta.child.kill();
+        panic!("mta did not become ready: {:?}", mta.log_lines);
+    }
+
+    /// Collects log lines printed so far.
+    pub fn drain_log(&mut self) -> &[String] {
+        while let Ok(line) = self.log.try_recv() {
+            self.log_lines.push(line);
+        }
+        &self.log_lines
+    }
+
+    /// Sends a signal to the process (by its PID).
+    pub fn signal(&self, sig: i32) {
+        // SAFETY: kill(2) on the PID of a child we started.
+        unsafe { libc::kill(self.child.id() as i32, sig) };
+    }
+
+    /// Waits for the process to exit, at most `limit`.
+    pub fn wait(&mut self, limit: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = Instant::now() + limit;
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+
+    /// SIGKILL and reap.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// SIGTERM and wait for a clean exit.
+    pub fn stop(&mut self) -> std::process::ExitStatus {
+        self.signal(libc::SIGTERM);
+        match self.wait(Duration::from_secs(40)) {
+            Some(status) => status,
+            None => {
+                self.kill();
+                panic!("mta did not stop after SIGTERM");
+            }
+        }
+    }
+}
+
+impl Drop for Mta {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            self.kill();
+        }
+    }
+}
+
+/// A raw SMTP client over a plain socket.
+pub struct Client {
+    pub stream: TcpStream,
+    buf: Vec<u8>,
+}
+
+impl Client {
+    /// Connects and returns the client (the greeting is left unread).
+    pub fn connect(addr: SocketAddr) -> Client {
+        let stream = TcpStream::connect_timeout(&addr, Duration::from_secs(5)).expect("connect");
+        stream
+            .set_read_timeout(Some(Duration::from_secs(20)))
+            .unwrap();
+        stream.set_nodelay(true).unwrap();
+        Client {
+            stream,
+            buf: Vec::new(),
+        }
+    }
+
+    /// Sends raw bytes.
+    pub fn send(&mut self, bytes: &[u8]) {
+        self.stream.write_all(bytes).expect("send");
+    }
+
+    /// Reads one complete (possibly multi-line) reply; returns its text with CRLFs. `None` on
+    /// EOF.
+    pub fn reply(&mut self) -> Option<String> {
+        let mut text = String::new();
+        loop {
+            let line = self.line()?;
+            let last = line.len() < 4 || line.as_bytes()[3] == b' ';
+            text.push_str(&line);
+            if last {
+                return Some(text);
+            }
+        }
+    }
+
+    /// Reads `n` replies and returns their codes.
+    pub fn codes(&mut self, n: usize) -> Vec<u16> {
+        (0..n)
+            .map(|_| {
+                let r = self.reply().expect("reply");
+                r[..3].parse().expect("reply code")
+            })
+            .collect()
+    }
+
+    fn line(&mut self) -> Option<String> {
+        loop {
+            if let Some(i) = self.buf.windows(2).position(|w| w == b"\r\n") {
+                let line: Vec<u8> = self.buf.drain(..i + 2).collect();
+                return Some(String::from_utf8_lossy(&line).into_owned());
+            }
+            let mut chunk = [0u8; 4096];
+            match self.stream.read(&mut chunk) {
+                Ok(0) | Err(_) => return None,
+                Ok(n) => self.buf.extend_from_slice(&chunk[..n]),
+            }
+        }
+    }
+
+    /// True if the server closed the connection (EOF with nothing buffered).
+    pub fn closed(&mut self) -> bool {
+        self.line().is_none()
+    }
+}
