@@ -12,7 +12,8 @@
 //! Invariants: a shard shares nothing mutable with another; the only cross-thread values are
 //! the configuration (read-only), the stop request (one atomic) and the start-up channel.
 
-use std::net::{SocketAddr, TcpListener as StdListener};
+use std::net::SocketAddr;
+use std::os::fd::{FromRawFd, IntoRawFd};
 use std::path::Path;
 use std::rc::Rc;
 use std::sync::Arc;
@@ -32,7 +33,7 @@ use crate::spool::{self, Spool, SpoolConfig};
 #[derive(Debug, thiserror::Error)]
 pub enum ShardError {
     /// A listener could not be bound.
-    #[error("cannot listen on {addr}: {source}")]
+    #[error("cannot listen on {addr}")]
     Listen {
         /// The address.
         addr: SocketAddr,
@@ -147,10 +148,7 @@ fn resolve_listeners(
         let addr = l.address;
         let err = |source| ShardError::Listen { addr, source };
         if addr.port() == 0 {
-            let domain = socket2::Domain::for_address(addr);
-            let sock = socket2::Socket::new(domain, socket2::Type::STREAM, None).map_err(err)?;
-            sock.set_reuse_port(true).map_err(err)?;
-            sock.bind(&addr.into()).map_err(err)?;
+            let sock = socket(addr, true).map_err(err)?;
             let bound = sock
                 .local_addr()
                 .map_err(err)?
@@ -159,12 +157,26 @@ fn resolve_listeners(
             addrs.push(bound);
             placeholders.push(sock);
         } else {
-            // A plain bind fails if anything else holds the port, even with SO_REUSEPORT.
-            drop(StdListener::bind(addr).map_err(err)?);
+            // Without SO_REUSEPORT the bind fails if anything else holds the port.
+            drop(socket(addr, false).map_err(err)?);
             addrs.push(addr);
         }
     }
     Ok((addrs, placeholders))
+}
+
+/// A TCP socket bound to `addr` with SO_REUSEADDR (so connections in TIME_WAIT from a
+/// previous run do not block a restart) and, if `share`, SO_REUSEPORT (every shard binds the
+/// same address and the kernel spreads connections).
+fn socket(addr: SocketAddr, share: bool) -> std::io::Result<socket2::Socket> {
+    let domain = socket2::Domain::for_address(addr);
+    let sock = socket2::Socket::new(domain, socket2::Type::STREAM, Some(socket2::Protocol::TCP))?;
+    sock.set_reuse_address(true)?;
+    if share {
+        sock.set_reuse_port(true)?;
+    }
+    sock.bind(&addr.into())?;
+    Ok(sock)
 }
 
 async fn shard_main(
@@ -212,7 +224,12 @@ async fn shard_main(
     ));
     let mut accepting = Vec::new();
     for addr in &addrs {
-        match TcpListener::bind(addr) {
+        let bound = socket(*addr, true).and_then(|sock| {
+            sock.listen(1024)?;
+            // SAFETY: a bound, listening TCP socket whose ownership moves to glommio.
+            Ok(unsafe { TcpListener::from_raw_fd(sock.into_raw_fd()) })
+        });
+        match bound {
             Ok(l) => accepting.push(glommio::spawn_local(listener::accept_loop(ctx.clone(), l))),
             Err(e) => {
                 let message = format!("cannot listen on {addr}: {e}");
