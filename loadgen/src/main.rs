@@ -1,0 +1,243 @@
+//! `loadgen`: the load generator and sink for benchmarking SMTP servers (this MTA or any other).
+//!
+//! - `loadgen send`: drive SMTP load at a server and report reply counts and latencies.
+//! - `loadgen sink`: a fast counting SMTP server that can act like a difficult mailbox provider.
+
+mod conn;
+mod message;
+mod report;
+mod send;
+mod sink;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(
+    name = "loadgen",
+    version,
+    about = "SMTP load generator and sink (loopback only)"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Send messages to an SMTP server and measure the replies.
+    Send(SendArgs),
+    /// Run a counting SMTP sink.
+    Sink(SinkArgs),
+}
+
+#[derive(clap::Args)]
+struct SendArgs {
+    /// Target host:port (loopback only).
+    #[arg(long, default_value = "127.0.0.1:2525")]
+    target: SocketAddr,
+    /// Concurrent connections.
+    #[arg(long, short = 'c', default_value_t = 50)]
+    connections: usize,
+    /// Total messages (ignored with --duration).
+    #[arg(long, short = 'n', default_value_t = 10_000)]
+    messages: u64,
+    /// Run for this long instead ("30s", "2m").
+    #[arg(long, value_parser = humantime::parse_duration)]
+    duration: Option<Duration>,
+    /// Message body size in octets.
+    #[arg(long, short = 's', default_value_t = 4096)]
+    size: usize,
+    /// Recipients per message.
+    #[arg(long, default_value_t = 1)]
+    recipients: usize,
+    /// Recipient domains: a comma-separated list.
+    #[arg(long, value_delimiter = ',', default_value = "example.net")]
+    domains: Vec<String>,
+    /// Instead of --domains: N generated domains d0.loadgen.test .. d(N-1).loadgen.test.
+    #[arg(long)]
+    generated_domains: Option<usize>,
+    /// Do not pipeline even if offered.
+    #[arg(long)]
+    no_pipelining: bool,
+    /// Use BDAT when the server offers CHUNKING.
+    #[arg(long)]
+    bdat: bool,
+    /// Executors (threads), each pinned to a core. Default: one per core.
+    #[arg(long)]
+    threads: Option<usize>,
+    /// Open loop: messages per second in total (latency from the intended send time).
+    #[arg(long)]
+    rate: Option<f64>,
+    /// Messages per connection before reconnecting (0 = unlimited).
+    #[arg(long, default_value_t = 0)]
+    per_connection: u64,
+    /// Envelope sender.
+    #[arg(long, default_value = "loadgen@loadgen.test")]
+    from: String,
+    /// Write the report as JSON to this file ("-" = standard output).
+    #[arg(long)]
+    json: Option<PathBuf>,
+    /// Exit with status 1 if more than this share of messages failed (0-1).
+    #[arg(long, default_value_t = 0.0)]
+    max_error_rate: f64,
+    /// No progress lines.
+    #[arg(long, short)]
+    quiet: bool,
+}
+
+#[derive(clap::Args)]
+struct SinkArgs {
+    /// Listen address (loopback; port 0 picks one and prints it).
+    #[arg(long, default_value = "127.0.0.1:2526")]
+    listen: SocketAddr,
+    /// Executors (threads). Default: one per core.
+    #[arg(long)]
+    threads: Option<usize>,
+    /// Inject failures: [domain=]rcpt|data:CODE:PERCENT (repeatable), e.g. rcpt:451:10.
+    #[arg(long)]
+    fault: Vec<sink::Fault>,
+    /// Percent of connections answered 421 at the greeting.
+    #[arg(long, default_value_t = 0.0)]
+    greeting_421: f64,
+    /// Delay before RCPT and end-of-data replies ("20ms").
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "0s")]
+    delay: Duration,
+    /// Extra random delay up to this.
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "0s")]
+    delay_jitter: Duration,
+    /// Concurrent connections per thread (0 = unlimited); over it: 421.
+    #[arg(long, default_value_t = 0)]
+    max_connections: usize,
+    /// Percent of DATA transfers on which the connection is dropped.
+    #[arg(long, default_value_t = 0.0)]
+    drop_mid_data: f64,
+    /// Do not advertise PIPELINING.
+    #[arg(long)]
+    no_pipelining: bool,
+    /// Do not advertise CHUNKING.
+    #[arg(long)]
+    no_chunking: bool,
+    /// Do not advertise SIZE.
+    #[arg(long)]
+    no_size: bool,
+    /// Stop after this many messages.
+    #[arg(long, default_value_t = 0)]
+    count: u64,
+    /// Stop after this long without a message (once one arrived), e.g. "5s".
+    #[arg(long, value_parser = humantime::parse_duration)]
+    idle: Option<Duration>,
+    /// Write the counts as JSON to this file ("-" = standard output).
+    #[arg(long)]
+    json: Option<PathBuf>,
+}
+
+fn write_json(path: &PathBuf, value: &serde_json::Value) -> anyhow::Result<()> {
+    let text = serde_json::to_string_pretty(value)?;
+    if path.as_os_str() == "-" {
+        println!("{text}");
+    } else {
+        std::fs::write(path, text + "\n")?;
+    }
+    Ok(())
+}
+
+/// glommio's error type is not `Sync`; carry its message instead.
+pub(crate) fn gerr<T>(e: glommio::GlommioError<T>) -> anyhow::Error {
+    anyhow::anyhow!("{e}")
+}
+
+fn cores() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
+fn main() -> ExitCode {
+    match run(Cli::parse()) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("loadgen: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Cmd::Send(a) => {
+            let domains = match a.generated_domains {
+                Some(n) => (0..n.max(1))
+                    .map(|i| format!("d{i}.loadgen.test"))
+                    .collect(),
+                None => a.domains,
+            };
+            let opts = send::SendOptions {
+                target: a.target,
+                connections: a.connections.max(1),
+                messages: a.messages,
+                duration: a.duration,
+                size: a.size,
+                recipients: a.recipients.max(1),
+                domains,
+                pipelining: !a.no_pipelining,
+                bdat: a.bdat,
+                threads: a.threads.unwrap_or_else(cores),
+                rate: a.rate,
+                per_connection: a.per_connection,
+                from: a.from,
+                timeout: Duration::from_secs(60),
+            };
+            let report = send::run(opts, !a.quiet)?;
+            print!("{}", report.text());
+            if let Some(path) = &a.json {
+                write_json(path, &report.json())?;
+            }
+            Ok(if report.error_rate() > a.max_error_rate {
+                eprintln!(
+                    "loadgen: error rate {:.4} above --max-error-rate {}",
+                    report.error_rate(),
+                    a.max_error_rate
+                );
+                ExitCode::from(1)
+            } else {
+                ExitCode::SUCCESS
+            })
+        }
+        Cmd::Sink(a) => {
+            let opts = sink::SinkOptions {
+                listen: a.listen,
+                threads: a.threads.unwrap_or_else(cores),
+                faults: a.fault,
+                greeting_421: a.greeting_421,
+                delay: a.delay,
+                delay_jitter: a.delay_jitter,
+                max_connections: a.max_connections,
+                drop_mid_data: a.drop_mid_data,
+                pipelining: !a.no_pipelining,
+                chunking: !a.no_chunking,
+                size: !a.no_size,
+                stop_after: a.count,
+                idle: a.idle.unwrap_or(Duration::ZERO),
+            };
+            let control = sink::Control::new();
+            let mut signals = signal_hook::iterator::Signals::new([libc::SIGTERM, libc::SIGINT])?;
+            let c2 = control.clone();
+            std::thread::spawn(move || {
+                if signals.forever().next().is_some() {
+                    c2.stop.store(true, std::sync::atomic::Ordering::SeqCst);
+                }
+            });
+            let stats = sink::run(opts, control, |addr| {
+                eprintln!("loadgen sink: listening on {addr}");
+            })?;
+            print!("{}", stats.text());
+            if let Some(path) = &a.json {
+                write_json(path, &stats.json())?;
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
