@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# Records a named scenario with `perf record` (software cpu-clock event: works on VMs without
+# hardware counters) and renders an SVG flamegraph with inferno.
+#
+# usage: flamegraphs/record.sh SCENARIO [N]
+#   accept   mta (2 shards, sync on) receiving N pipelined 4 KiB messages
+#            from `loadgen send` (50 connections)                       default N=60000
+# Output: flamegraphs/<scenario>.svg ; perf data stays in /tmp (never committed).
+# Needs: perf (Debian package linux-perf), inferno (`cargo install inferno`), a release build.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+SCENARIO=${1:?scenario (accept)}
+N=${2:-60000}
+command -v perf >/dev/null || { echo "need perf (apt-get install linux-perf)"; exit 2; }
+command -v inferno-flamegraph >/dev/null || cargo install inferno --version 0.12.3
+cargo build --release --workspace -q
+WORK=$(mktemp -d /tmp/flame.XXXXXX)
+trap 'kill $MTA 2>/dev/null || true; rm -rf "$WORK/spool"' EXIT
+case $SCENARIO in
+  accept)
+    cat > "$WORK/mta.toml" <<EOT
+hostname = "flame.test"
+shards = 2
+[[listeners]]
+address = "127.0.0.1:0"
+[spool]
+path = "$WORK/spool"
+EOT
+    target/release/mta run --config "$WORK/mta.toml" 2> "$WORK/mta.log" &
+    MTA=$!
+    for _ in $(seq 100); do grep -q ready "$WORK/mta.log" && break; sleep 0.1; done
+    ADDR=$(grep -o 'listening on [0-9.:]*' "$WORK/mta.log" | head -1 | awk '{print $3}')
+    perf record -e cpu-clock -F 999 -g -p "$MTA" -o "$WORK/perf.data" -- sleep 600 > /dev/null 2>&1 &
+    PERF=$!
+    sleep 0.5
+    target/release/loadgen send --target "$ADDR" -c 50 -n "$N" -s 4096 --threads 1 -q
+    kill -INT $PERF; wait $PERF || true
+    ;;
+  *) echo "unknown scenario $SCENARIO"; exit 2;;
+esac
+perf script -i "$WORK/perf.data" 2>/dev/null | inferno-collapse-perf > "$WORK/folded"
+inferno-flamegraph --title "mta: $SCENARIO ($N x 4 KiB, $(git rev-parse --short HEAD))" \
+  < "$WORK/folded" > "flamegraphs/$SCENARIO.svg"
+echo "wrote flamegraphs/$SCENARIO.svg"
