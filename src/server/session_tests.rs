@@ -358,3 +358,44 @@ fn utf8_addresses_need_smtputf8() {
     );
     assert!(h.send("RCPT TO:<ü@x.test>\r\n").starts_with("250"));
 }
+
+mod hostile {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn fragment() -> impl Strategy<Value = Vec<u8>> {
+        prop_oneof![
+            Just(b"EHLO x\r\n".to_vec()),
+            Just(b"MAIL FROM:<a@b.test>\r\n".to_vec()),
+            Just(b"RCPT TO:<u@x.test>\r\n".to_vec()),
+            Just(b"DATA\r\n".to_vec()),
+            Just(b"BDAT 3\r\n".to_vec()),
+            Just(b"BDAT 2 LAST\r\n".to_vec()),
+            Just(b".\r\n".to_vec()),
+            Just(b"\r\n.\r\n".to_vec()),
+            Just(b"RSET\r\n".to_vec()),
+            Just(b"\n".to_vec()),
+            Just(b"\r".to_vec()),
+            Just(b"\0".to_vec()),
+            proptest::collection::vec(any::<u8>(), 0..40),
+        ]
+    }
+
+    proptest! {
+        /// Any byte sequence, in any split: no panic, every output line is a reply line, and
+        /// every queued message has recipients and was produced after a 354 or a BDAT.
+        #[test]
+        fn arbitrary_input_gets_only_replies(parts in proptest::collection::vec(fragment(), 0..40), chunk in 1usize..64) {
+            let input: Vec<u8> = parts.concat();
+            let mut h = Harness::with("10.0.0.1:1", config(|c| c.smtp.max_errors = 1000));
+            let out = h.send_split(&input, chunk);
+            for line in out.split("\r\n").filter(|l| !l.is_empty()) {
+                let b = line.as_bytes();
+                prop_assert!(b.len() >= 4 && b[..3].iter().all(u8::is_ascii_digit) && (b[3] == b' ' || b[3] == b'-'), "{line:?}");
+            }
+            for m in &h.queued {
+                prop_assert!(!m.recipients.is_empty());
+            }
+        }
+    }
+}
