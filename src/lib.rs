@@ -1,1 +1,3 @@
 //! A thread-per-core mail transfer agent for bulk sending.
+
+pub mod dns;
