@@ -12,10 +12,10 @@
 //! Invariants: a shard shares nothing mutable with another; the only cross-thread values are
 //! the configuration (read-only), the stop request (one atomic) and the start-up channel.
 
+use std::cell::RefCell;
 use std::net::SocketAddr;
 use std::os::fd::{FromRawFd, IntoRawFd};
 use std::path::Path;
-use std::cell::RefCell;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};

@@ -45,7 +45,11 @@ impl Scripted {
                 std::thread::spawn(move || serve(stream, &g, &d, chunking, defer_times));
             }
         });
-        Scripted { port, got, connections }
+        Scripted {
+            port,
+            got,
+            connections,
+        }
     }
 
     fn wait_for(&self, n: usize, limit: Duration) -> Vec<Received> {
@@ -60,8 +64,16 @@ impl Scripted {
     }
 }
 
-fn serve(stream: TcpStream, got: &Mutex<Vec<Received>>, deferred: &AtomicUsize, chunking: bool, defer_times: usize) {
-    stream.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+fn serve(
+    stream: TcpStream,
+    got: &Mutex<Vec<Received>>,
+    deferred: &AtomicUsize,
+    chunking: bool,
+    defer_times: usize,
+) {
+    stream
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
     let mut w = stream.try_clone().unwrap();
     let mut r = BufReader::new(stream);
     let _ = w.write_all(b"220 scripted.test ESMTP\r\n");
@@ -79,14 +91,28 @@ fn serve(stream: TcpStream, got: &Mutex<Vec<Received>>, deferred: &AtomicUsize, 
             }
             e + "250 8BITMIME\r\n"
         } else if upper.starts_with("MAIL FROM:") {
-            from = line[10..].trim().trim_start_matches('<').split('>').next().unwrap().to_owned();
+            from = line[10..]
+                .trim()
+                .trim_start_matches('<')
+                .split('>')
+                .next()
+                .unwrap()
+                .to_owned();
             to.clear();
             "250 2.1.0 ok\r\n".into()
         } else if upper.starts_with("RCPT TO:") {
-            let rcpt = line[8..].trim().trim_start_matches('<').split('>').next().unwrap().to_owned();
+            let rcpt = line[8..]
+                .trim()
+                .trim_start_matches('<')
+                .split('>')
+                .next()
+                .unwrap()
+                .to_owned();
             if rcpt.starts_with("bad") {
                 "550 5.1.1 no such user\r\n".into()
-            } else if rcpt.starts_with("slow") && deferred.fetch_add(1, Ordering::SeqCst) < defer_times {
+            } else if rcpt.starts_with("slow")
+                && deferred.fetch_add(1, Ordering::SeqCst) < defer_times
+            {
                 "451 4.3.0 try later\r\n".into()
             } else {
                 to.push(rcpt);
@@ -106,10 +132,18 @@ fn serve(stream: TcpStream, got: &Mutex<Vec<Received>>, deferred: &AtomicUsize, 
                     if l == b".\r\n" {
                         break;
                     }
-                    let l = if l.starts_with(b"..") { l[1..].to_vec() } else { l };
+                    let l = if l.starts_with(b"..") {
+                        l[1..].to_vec()
+                    } else {
+                        l
+                    };
                     body.extend_from_slice(&l);
                 }
-                got.lock().unwrap().push(Received { from: from.clone(), to: to.clone(), body: String::from_utf8_lossy(&body).into() });
+                got.lock().unwrap().push(Received {
+                    from: from.clone(),
+                    to: to.clone(),
+                    body: String::from_utf8_lossy(&body).into(),
+                });
                 "250 2.0.0 queued\r\n".into()
             }
         } else if upper.starts_with("BDAT") {
@@ -119,7 +153,11 @@ fn serve(stream: TcpStream, got: &Mutex<Vec<Received>>, deferred: &AtomicUsize, 
             if to.is_empty() {
                 "554 5.5.1 no valid recipients\r\n".into()
             } else {
-                got.lock().unwrap().push(Received { from: from.clone(), to: to.clone(), body: String::from_utf8_lossy(&body).into() });
+                got.lock().unwrap().push(Received {
+                    from: from.clone(),
+                    to: to.clone(),
+                    body: String::from_utf8_lossy(&body).into(),
+                });
                 "250 2.0.0 queued\r\n".into()
             }
         } else if upper.starts_with("RSET") || upper.starts_with("NOOP") {
@@ -183,22 +221,51 @@ fn relays_over_reused_connections_and_books_balance() {
         c.send(b"EHLO c.test\r\n");
         c.reply();
         for i in 0..50 {
-            let r = send(&mut c, "a@src.test", &["u1@dest.test", "u2@dest.test"], &format!("Subject: {i}\r\n\r\n.dot line\r\nbody {i}\r\n"));
+            let r = send(
+                &mut c,
+                "a@src.test",
+                &["u1@dest.test", "u2@dest.test"],
+                &format!("Subject: {i}\r\n\r\n..dot line\r\nbody {i}\r\n"),
+            );
             assert!(r.starts_with("250 2.0.0 Ok: queued"), "{r}");
         }
         let got = sink.wait_for(50, Duration::from_secs(30));
         assert_eq!(got.len(), 50, "chunking={chunking}");
-        assert!(got.iter().all(|m| m.to == ["u1@dest.test", "u2@dest.test"] && m.from == "a@src.test"));
-        assert!(got.iter().all(|m| m.body.contains("\r\n.dot line\r\n") && m.body.starts_with("Received: ")));
+        assert!(
+            got.iter()
+                .all(|m| m.to == ["u1@dest.test", "u2@dest.test"] && m.from == "a@src.test")
+        );
+        assert!(
+            got.iter()
+                .all(|m| m.body.contains("\r\n.dot line\r\n") && m.body.starts_with("Received: ")),
+            "{:?}",
+            got[0]
+        );
         // 50 messages went over at most max_connections x shards connections.
-        assert!(sink.connections.load(Ordering::SeqCst) <= 4, "{}", sink.connections.load(Ordering::SeqCst));
+        assert!(
+            sink.connections.load(Ordering::SeqCst) <= 4,
+            "{}",
+            sink.connections.load(Ordering::SeqCst)
+        );
         std::thread::sleep(Duration::from_millis(500));
         assert!(mta.stop().success());
         let counts = queue_count(&cfg);
-        assert!(counts.contains("accepted  100") && counts.contains("delivered 100") && counts.contains("queued    0"), "{counts}");
-        let log = std::fs::read_to_string(dir.path().join("log/delivery-0.jsonl")).unwrap_or_default()
+        assert!(
+            counts.contains("accepted  100")
+                && counts.contains("delivered 100")
+                && counts.contains("queued    0"),
+            "{counts}"
+        );
+        let log = std::fs::read_to_string(dir.path().join("log/delivery-0.jsonl"))
+            .unwrap_or_default()
             + &std::fs::read_to_string(dir.path().join("log/delivery-1.jsonl")).unwrap_or_default();
-        assert_eq!(log.lines().filter(|l| l.contains("\"type\":\"Delivery\"")).count(), 100, "{log}");
+        assert_eq!(
+            log.lines()
+                .filter(|l| l.contains("\"type\":\"Delivery\""))
+                .count(),
+            100,
+            "{log}"
+        );
     }
 }
 
@@ -212,16 +279,34 @@ fn temporary_failures_are_retried_and_permanent_ones_bounce_with_a_dsn() {
     c.codes(1);
     c.send(b"EHLO c.test\r\n");
     c.reply();
-    let r = send(&mut c, "sender@src.test", &["slow@dest.test", "bad@dest.test", "ok@dest.test"], "Subject: mixed\r\n\r\nhello\r\n");
+    let r = send(
+        &mut c,
+        "sender@src.test",
+        &["slow@dest.test", "bad@dest.test", "ok@dest.test"],
+        "Subject: mixed\r\n\r\nhello\r\n",
+    );
     assert!(r.starts_with("250"), "{r}");
     // First attempt: ok delivered, bad bounced, slow deferred; then the DSN to the sender,
     // then the retry of slow (after about 1s).
     let got = sink.wait_for(3, Duration::from_secs(30));
     assert_eq!(got.len(), 3, "{got:?}");
-    let dsn = got.iter().find(|m| m.from.is_empty()).expect("a DSN with a null reverse path");
+    let dsn = got
+        .iter()
+        .find(|m| m.from.is_empty())
+        .expect("a DSN with a null reverse path");
     assert_eq!(dsn.to, ["sender@src.test"]);
-    assert!(dsn.body.contains("Content-Type: multipart/report; report-type=delivery-status"), "{}", dsn.body);
-    assert!(dsn.body.contains("Final-Recipient: rfc822; bad@dest.test\r\nAction: failed\r\nStatus: 5.1.1"), "{}", dsn.body);
+    assert!(
+        dsn.body
+            .contains("Content-Type: multipart/report; report-type=delivery-status"),
+        "{}",
+        dsn.body
+    );
+    assert!(
+        dsn.body
+            .contains("Final-Recipient: rfc822; bad@dest.test\r\nAction: failed\r\nStatus: 5.1.1"),
+        "{}",
+        dsn.body
+    );
     assert!(!dsn.body.contains("Final-Recipient: rfc822; slow@dest.test"));
     assert!(got.iter().any(|m| m.to == ["slow@dest.test"]), "retried");
     assert!(got.iter().any(|m| m.to == ["ok@dest.test"]));
@@ -229,7 +314,13 @@ fn temporary_failures_are_retried_and_permanent_ones_bounce_with_a_dsn() {
     assert!(mta.stop().success());
     let counts = queue_count(&cfg);
     // 3 original recipients + 1 DSN recipient: 3 delivered, 1 bounced.
-    assert!(counts.contains("accepted  4") && counts.contains("delivered 3") && counts.contains("bounced   1") && counts.contains("queued    0"), "{counts}");
+    assert!(
+        counts.contains("accepted  4")
+            && counts.contains("delivered 3")
+            && counts.contains("bounced   1")
+            && counts.contains("queued    0"),
+        "{counts}"
+    );
 }
 
 #[test]
@@ -247,7 +338,10 @@ fn null_sender_never_bounces_and_unreachable_destination_defers() {
     std::thread::sleep(Duration::from_millis(1500));
     assert!(mta.stop().success());
     let counts = queue_count(&cfg);
-    assert!(counts.contains("accepted  1") && counts.contains("queued    1"), "{counts}");
+    assert!(
+        counts.contains("accepted  1") && counts.contains("queued    1"),
+        "{counts}"
+    );
     let log = std::fs::read_to_string(dir.path().join("log/delivery-0.jsonl")).unwrap_or_default()
         + &std::fs::read_to_string(dir.path().join("log/delivery-1.jsonl")).unwrap_or_default();
     assert!(log.contains("\"type\":\"TransientFailure\""), "{log}");

@@ -282,18 +282,21 @@ impl DeliverySection {
     /// Checks what serde cannot.
     pub fn validate(&self) -> Result<(), (String, String)> {
         let err = |k: &str, p: String| Err((format!("delivery.{k}"), p));
-        if let Some(h) = &self.helo_name {
-            if !is_hostname(h) {
-                return err("helo_name", "must be a fully qualified domain name".into());
-            }
+        if let Some(h) = &self.helo_name
+            && !is_hostname(h)
+        {
+            return err("helo_name", "must be a fully qualified domain name".into());
         }
-        if let Some(r) = &self.relay_host {
-            if let Err(p) = parse_next_hop(r) {
-                return err("relay_host", p);
-            }
+        if let Some(r) = &self.relay_host
+            && let Err(p) = parse_next_hop(r)
+        {
+            return err("relay_host", p);
         }
         if self.max_recipients_per_transaction == 0 {
-            return err("max_recipients_per_transaction", "must be at least 1".into());
+            return err(
+                "max_recipients_per_transaction",
+                "must be at least 1".into(),
+            );
         }
         if self.max_connections == 0 {
             return err("max_connections", "must be at least 1".into());
@@ -315,7 +318,10 @@ impl DeliverySection {
             return err("retry.lifetime", "must be > 0".into());
         }
         if self.suspend.after_connect_failures == 0 {
-            return err("suspend.after_connect_failures", "must be at least 1".into());
+            return err(
+                "suspend.after_connect_failures",
+                "must be at least 1".into(),
+            );
         }
         Ok(())
     }
@@ -339,7 +345,10 @@ impl RouteConfig {
             parse_next_hop(h).map_err(|p| (format!("{key}.hosts"), p))?;
         }
         if self.max_connections == Some(0) {
-            return Err((format!("{key}.max_connections"), "must be at least 1".into()));
+            return Err((
+                format!("{key}.max_connections"),
+                "must be at least 1".into(),
+            ));
         }
         Ok(())
     }
@@ -360,8 +369,14 @@ mod tests {
 
     #[test]
     fn next_hops() {
-        assert_eq!(parse_next_hop("127.0.0.1:2526").unwrap(), ("127.0.0.1".into(), 2526));
-        assert_eq!(parse_next_hop("mx.Example.com").unwrap(), ("mx.example.com".into(), 25));
+        assert_eq!(
+            parse_next_hop("127.0.0.1:2526").unwrap(),
+            ("127.0.0.1".into(), 2526)
+        );
+        assert_eq!(
+            parse_next_hop("mx.Example.com").unwrap(),
+            ("mx.example.com".into(), 25)
+        );
         assert_eq!(parse_next_hop("[::1]:26").unwrap(), ("::1".into(), 26));
         assert_eq!(parse_next_hop("::1").unwrap(), ("::1".into(), 25));
         assert!(parse_next_hop("bad host:25").is_err());

@@ -396,7 +396,12 @@ impl Config {
                 ("relay.relay_domains", &self.relay.relay_domains),
             ] {
                 for d in list {
-                    if self.route_for(d.strip_prefix("*.").unwrap_or(d)).is_none() {
+                    // A "*.x" entry is covered by a route for "*.x" or a broader pattern.
+                    let probe = match d.strip_prefix("*.") {
+                        Some(suffix) => format!("0.{suffix}"),
+                        None => d.clone(),
+                    };
+                    if self.route_for(&probe).is_none() {
                         return invalid(
                             key,
                             &format!(
@@ -516,7 +521,12 @@ mod tests {
         assert_eq!(c.route_for("A.test").unwrap().domain, "a.test");
         assert_eq!(c.route_for("x.b.test").unwrap().domain, "*.b.test");
         assert!(c.route_for("b.test").is_none());
-        assert!(Config::parse("[delivery]\nrelay_host = \"127.0.0.1:25\"\n[relay]\nlocal_domains = [\"a.test\"]\n").is_ok());
+        assert!(
+            Config::parse(
+                "[delivery]\nrelay_host = \"127.0.0.1:25\"\n[relay]\nlocal_domains = [\"a.test\"]\n"
+            )
+            .is_ok()
+        );
     }
 
     #[test]

@@ -115,21 +115,38 @@ mod tests {
     #[test]
     fn table() {
         let s = EnhancedStatus::new;
-        assert!(matches!(Outcome::of_reply(&reply(250, None)), Outcome::Delivered { .. }));
+        assert!(matches!(
+            Outcome::of_reply(&reply(250, None)),
+            Outcome::Delivered { .. }
+        ));
         assert_eq!(
             Outcome::of_reply(&reply(451, Some(s(4, 7, 1)))),
-            Outcome::Deferred { status: s(4, 7, 1), diagnostic: "451 4.7.1 text".into() }
+            Outcome::Deferred {
+                status: s(4, 7, 1),
+                diagnostic: "451 4.7.1 text".into()
+            }
         );
         assert_eq!(
             Outcome::of_reply(&reply(550, None)),
-            Outcome::Bounced { status: s(5, 0, 0), diagnostic: "550 text".into() }
+            Outcome::Bounced {
+                status: s(5, 0, 0),
+                diagnostic: "550 text".into()
+            }
         );
         assert_eq!(
             Outcome::of_reply(&reply(554, Some(s(5, 7, 1)))),
-            Outcome::Bounced { status: s(5, 7, 1), diagnostic: "554 5.7.1 text".into() }
+            Outcome::Bounced {
+                status: s(5, 7, 1),
+                diagnostic: "554 5.7.1 text".into()
+            }
         );
-        assert!(matches!(Outcome::of_reply(&reply(354, None)), Outcome::Deferred { .. }));
+        assert!(matches!(
+            Outcome::of_reply(&reply(354, None)),
+            Outcome::Deferred { .. }
+        ));
         let e = ClientError::Timeout { stage: "DATA" };
-        assert!(matches!(Outcome::of_error(&e), Outcome::Deferred { status, .. } if status == s(4, 4, 2)));
+        assert!(
+            matches!(Outcome::of_error(&e), Outcome::Deferred { status, .. } if status == s(4, 4, 2))
+        );
     }
 }

@@ -172,26 +172,25 @@ impl Connection {
     ) -> Result<Connection, ClientError> {
         let connect = async {
             match source {
-                None => TcpStream::connect(addr).await,
+                None => TcpStream::connect(addr)
+                    .await
+                    .map_err(|e| std::io::Error::other(e.to_string())),
                 Some(ip) => connect_from(addr, ip).await,
             }
         };
-        let stream = match glommio::timer::timeout(timeouts.connect, async {
-            Ok(connect.await)
-        })
-        .await
-        {
-            Ok(Ok(s)) => s,
-            Ok(Err(e)) => {
-                return Err(ClientError::Connect {
-                    addr,
-                    source: std::io::Error::other(e.to_string()),
-                });
-            }
-            Err(_) => {
-                return Err(ClientError::Timeout { stage: "connect" });
-            }
-        };
+        let stream =
+            match glommio::timer::timeout(timeouts.connect, async { Ok(connect.await) }).await {
+                Ok(Ok(s)) => s,
+                Ok(Err(e)) => {
+                    return Err(ClientError::Connect {
+                        addr,
+                        source: std::io::Error::other(e.to_string()),
+                    });
+                }
+                Err(_) => {
+                    return Err(ClientError::Timeout { stage: "connect" });
+                }
+            };
         let _ = stream.set_nodelay(true);
         let mut c = Connection {
             stream,
@@ -216,13 +215,15 @@ impl Connection {
             });
         }
         c.greeting = greeting.text();
-        c.out.extend_from_slice(format!("EHLO {helo_name}\r\n").as_bytes());
+        c.out
+            .extend_from_slice(format!("EHLO {helo_name}\r\n").as_bytes());
         c.flush("EHLO").await?;
         let ehlo = c.read_reply("EHLO", timeouts.command).await?;
         if ehlo.is_positive_completion() {
             c.ext = Extensions::from_reply(&ehlo);
         } else {
-            c.out.extend_from_slice(format!("HELO {helo_name}\r\n").as_bytes());
+            c.out
+                .extend_from_slice(format!("HELO {helo_name}\r\n").as_bytes());
             c.flush("HELO").await?;
             let helo = c.read_reply("HELO", timeouts.command).await?;
             if !helo.is_positive_completion() {
@@ -280,16 +281,16 @@ impl Connection {
         } else {
             Some(self.read_reply("MAIL", self.timeouts.command).await?)
         };
-        if let Some(m) = &mail {
-            if !m.is_positive_completion() {
-                let rcpts = vec![m.clone(); env.recipients.len()];
-                self.rset_after_failure().await;
-                return Ok(TransactionReplies {
-                    mail: m.clone(),
-                    rcpts,
-                    data: None,
-                });
-            }
+        if let Some(m) = &mail
+            && !m.is_positive_completion()
+        {
+            let rcpts = vec![m.clone(); env.recipients.len()];
+            self.rset_after_failure().await;
+            return Ok(TransactionReplies {
+                mail: m.clone(),
+                rcpts,
+                data: None,
+            });
         }
         let mut rcpts = Vec::with_capacity(env.recipients.len());
         for (addr, params) in &env.recipients {
@@ -308,9 +309,8 @@ impl Connection {
             }
         }
         if chunking {
-            self.out.extend_from_slice(
-                format!("BDAT {} LAST\r\n", env.body.len()).as_bytes(),
-            );
+            self.out
+                .extend_from_slice(format!("BDAT {} LAST\r\n", env.body.len()).as_bytes());
             if pipelining || rcpts.iter().any(Reply::is_positive_completion) {
                 self.out.extend_from_slice(env.body);
                 self.flush("BDAT").await?;
@@ -330,13 +330,16 @@ impl Connection {
                 rcpts.push(self.read_reply("RCPT", self.timeouts.command).await?);
             }
         }
-        let any_rcpt = mail.is_positive_completion()
-            && rcpts.iter().any(Reply::is_positive_completion);
+        let any_rcpt =
+            mail.is_positive_completion() && rcpts.iter().any(Reply::is_positive_completion);
         let data = if chunking {
             if !pipelining && !any_rcpt {
                 None
             } else {
-                Some(self.read_reply("BDAT", self.timeouts.data_termination).await?)
+                Some(
+                    self.read_reply("BDAT", self.timeouts.data_termination)
+                        .await?,
+                )
             }
         } else {
             let go = self.read_reply("DATA", self.timeouts.data_init).await?;
@@ -346,11 +349,17 @@ impl Connection {
                 // RFC 2920 3.1: the server should have refused DATA; end an empty message.
                 self.out.extend_from_slice(b".\r\n");
                 self.flush("DATA").await?;
-                Some(self.read_reply("end of data", self.timeouts.data_termination).await?)
+                Some(
+                    self.read_reply("end of data", self.timeouts.data_termination)
+                        .await?,
+                )
             } else {
                 dot_stuff(env.body, &mut self.out);
                 self.flush("message data").await?;
-                Some(self.read_reply("end of data", self.timeouts.data_termination).await?)
+                Some(
+                    self.read_reply("end of data", self.timeouts.data_termination)
+                        .await?,
+                )
             }
         };
         let replies = TransactionReplies { mail, rcpts, data };
@@ -492,7 +501,10 @@ impl Connection {
             }
             self.stream
                 .set_read_timeout(Some(limit))
-                .map_err(|source| ClientError::Io { stage, source })?;
+                .map_err(|e| ClientError::Io {
+                    stage,
+                    source: std::io::Error::other(e.to_string()),
+                })?;
             match self.stream.read(&mut self.buf[self.end..]).await {
                 Ok(0) => {
                     self.usable = false;
@@ -530,17 +542,15 @@ async fn connect_from(addr: SocketAddr, source: IpAddr) -> std::io::Result<TcpSt
     sock.set_nonblocking(true)?;
     match sock.connect(&addr.into()) {
         Ok(()) => {}
-        Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => {
-            loop {
-                if let Some(e) = sock.take_error()? {
-                    return Err(e);
-                }
-                if sock.peer_addr().is_ok() {
-                    break;
-                }
-                glommio::timer::sleep(Duration::from_millis(2)).await;
+        Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => loop {
+            if let Some(e) = sock.take_error()? {
+                return Err(e);
             }
-        }
+            if sock.peer_addr().is_ok() {
+                break;
+            }
+            glommio::timer::sleep(Duration::from_millis(2)).await;
+        },
         Err(e) => return Err(e),
     }
     sock.set_nonblocking(false)?;

@@ -99,8 +99,14 @@ pub struct DsnInput<'a> {
 
 /// Builds the report message.
 pub fn build(input: &DsnInput<'_>) -> Vec<u8> {
-    let failed = input.recipients.iter().any(|r| r.action == DsnAction::Failed);
-    let delayed = input.recipients.iter().any(|r| r.action == DsnAction::Delayed);
+    let failed = input
+        .recipients
+        .iter()
+        .any(|r| r.action == DsnAction::Failed);
+    let delayed = input
+        .recipients
+        .iter()
+        .any(|r| r.action == DsnAction::Delayed);
     let subject = if failed {
         "Undelivered Mail Returned to Sender"
     } else if delayed {
@@ -271,7 +277,9 @@ mod tests {
         assert!(m.contains("Content-Type: multipart/report; report-type=delivery-status;"));
         assert!(m.contains("Reporting-MTA: dns; mx.test\r\n"));
         assert!(m.contains("Original-Envelope-Id: env-1\r\n"));
-        assert!(m.contains("Final-Recipient: rfc822; u@dest.test\r\nAction: failed\r\nStatus: 5.1.1\r\n"));
+        assert!(m.contains(
+            "Final-Recipient: rfc822; u@dest.test\r\nAction: failed\r\nStatus: 5.1.1\r\n"
+        ));
         assert!(m.contains("Original-Recipient: rfc822;U@dest.test\r\n"));
         assert!(m.contains("Diagnostic-Code: smtp; 550 5.1.1 no such user  here\r\n"));
         assert!(m.contains("Content-Type: message/rfc822\r\n\r\nSubject: hi\r\n"));
@@ -283,7 +291,9 @@ mod tests {
     #[test]
     fn headers_only() {
         let m = String::from_utf8(sample(Return::Headers)).unwrap();
-        assert!(m.contains("Content-Type: text/rfc822-headers\r\n\r\nSubject: hi\r\nFrom: a@src.test\r\n\r\n"));
+        assert!(m.contains(
+            "Content-Type: text/rfc822-headers\r\n\r\nSubject: hi\r\nFrom: a@src.test\r\n\r\n"
+        ));
         assert!(!m.contains("body\r\n"));
     }
 }

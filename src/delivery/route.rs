@@ -69,7 +69,11 @@ async fn hops(resolver: &Resolver, specs: &[String]) -> Result<Vec<(String, Sock
             continue;
         }
         match resolver.host_addrs(&host).await {
-            Ok(addrs) => out.extend(addrs.into_iter().map(|a| (host.clone(), SocketAddr::new(a, port)))),
+            Ok(addrs) => out.extend(
+                addrs
+                    .into_iter()
+                    .map(|a| (host.clone(), SocketAddr::new(a, port))),
+            ),
             Err(e) => last_err = Some(e),
         }
     }
@@ -110,12 +114,17 @@ pub async fn route(config: &Config, resolver: &Resolver, domain: &str) -> Routed
             format!("{domain} does not accept mail (null MX, RFC 7505)"),
         )),
         Ok(MailRoute::Hosts(hosts)) => {
-            let mut names: Vec<String> = hosts.iter().map(|h| h.name.to_ascii_lowercase()).collect();
+            let mut names: Vec<String> =
+                hosts.iter().map(|h| h.name.to_ascii_lowercase()).collect();
             names.sort();
             names.dedup();
             let hops: Vec<(String, SocketAddr)> = hosts
                 .iter()
-                .flat_map(|h| h.addrs.iter().map(|a| (h.name.clone(), SocketAddr::new(*a, 25))))
+                .flat_map(|h| {
+                    h.addrs
+                        .iter()
+                        .map(|a| (h.name.clone(), SocketAddr::new(*a, 25)))
+                })
                 .collect();
             if hops.is_empty() {
                 return Routed::Failed(Outcome::defer(
@@ -130,14 +139,12 @@ pub async fn route(config: &Config, resolver: &Resolver, domain: &str) -> Routed
                 limits: limits(config, None, None),
             }))
         }
-        Err(e @ DnsError::NotFound(_)) => Routed::Failed(Outcome::bounce(
-            EnhancedStatus::new(5, 1, 2),
-            e.to_string(),
-        )),
-        Err(e) if e.is_permanent() => Routed::Failed(Outcome::bounce(
-            EnhancedStatus::new(5, 1, 2),
-            e.to_string(),
-        )),
+        Err(e @ DnsError::NotFound(_)) => {
+            Routed::Failed(Outcome::bounce(EnhancedStatus::new(5, 1, 2), e.to_string()))
+        }
+        Err(e) if e.is_permanent() => {
+            Routed::Failed(Outcome::bounce(EnhancedStatus::new(5, 1, 2), e.to_string()))
+        }
         Err(e) => Routed::Failed(Outcome::defer(EnhancedStatus::new(4, 4, 3), e.to_string())),
     }
 }

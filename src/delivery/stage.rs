@@ -32,7 +32,7 @@ use super::notify::Notify;
 use super::route::{Routed, Target, route};
 use crate::config::Config;
 use crate::dns::Resolver;
-use crate::queue::{DeferOutcome, DestinationKey, Job, RetryPolicy, Scheduler};
+use crate::queue::{DeferOutcome, DestinationKey, FailurePolicy, Job, RetryPolicy, Scheduler};
 use crate::smtp::EnhancedStatus;
 use crate::spool::{
     MessageRecord, QueueId, QueueIdGenerator, Recipient, RecipientState, Spool, StateRecord,
@@ -89,7 +89,8 @@ pub struct Stage {
 }
 
 fn unix_ms(t: SystemTime) -> u64 {
-    t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+    t.duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
 }
 
 fn param<'a>(params: &'a [(String, Option<String>)], key: &str) -> Option<&'a str> {
@@ -101,7 +102,10 @@ fn param<'a>(params: &'a [(String, Option<String>)], key: &str) -> Option<&'a st
 
 fn domain_of(r: &Recipient, hostname: &str) -> String {
     match r.address.rsplit_once('@') {
-        Some((_, d)) => d.trim_start_matches('[').trim_end_matches(']').to_ascii_lowercase(),
+        Some((_, d)) => d
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_ascii_lowercase(),
         None => hostname.to_owned(),
     }
 }
@@ -133,14 +137,23 @@ impl Stage {
             data_termination: t.data_termination.0,
         };
         let seed = unix_ms(SystemTime::now()) ^ (shard as u64).wrapping_mul(0x9e37_79b9);
+        let mut sched = Scheduler::new(retry, seed);
+        sched.set_failure_policy(FailurePolicy {
+            threshold: d.suspend.after_connect_failures,
+            backoff: d.suspend.backoff.0,
+            max_backoff: d.suspend.max_backoff.0,
+        });
         Ok(Rc::new(Stage {
-            helo: d.helo_name.clone().unwrap_or_else(|| config.hostname.clone()),
+            helo: d
+                .helo_name
+                .clone()
+                .unwrap_or_else(|| config.hostname.clone()),
             log: DeliveryLog::new(&config.log.dir, shard)?,
             config,
             spool,
             resolver,
             ids,
-            sched: RefCell::new(Scheduler::new(retry, seed)),
+            sched: RefCell::new(sched),
             messages: RefCell::new(HashMap::new()),
             targets: RefCell::new(HashMap::new()),
             wake: Notify::default(),
@@ -163,20 +176,33 @@ impl Stage {
     }
 
     /// Takes a message: newly accepted (`states` None) or recovered from the spool.
-    pub fn intake(self: &Rc<Self>, record: MessageRecord, states: Option<Vec<Option<RecipientState>>>) {
+    pub fn intake(
+        self: &Rc<Self>,
+        record: MessageRecord,
+        states: Option<Vec<Option<RecipientState>>>,
+    ) {
         let n = record.recipients.len();
         let states = states.unwrap_or_else(|| vec![None; n]);
         let now_ms = unix_ms(SystemTime::now());
         let age = Duration::from_millis(now_ms.saturating_sub(record.arrival_unix_ms));
         let arrival = Instant::now().checked_sub(age).unwrap_or_else(Instant::now);
-        let attempts: Vec<u32> = states.iter().map(|s| s.as_ref().map_or(0, RecipientState::attempts)).collect();
-        let pending = states.iter().filter(|s| !s.as_ref().is_some_and(RecipientState::is_final)).count();
+        let attempts: Vec<u32> = states
+            .iter()
+            .map(|s| s.as_ref().map_or(0, RecipientState::attempts))
+            .collect();
+        let pending = states
+            .iter()
+            .filter(|s| !s.as_ref().is_some_and(RecipientState::is_final))
+            .count();
         if pending == 0 {
             return;
         }
         let eight_bit = record.body.iter().any(|&b| b >= 0x80);
         let smtputf8 = param(&record.mail_params, "SMTPUTF8").is_some()
-            || record.mail_params.iter().any(|(k, _)| k.eq_ignore_ascii_case("SMTPUTF8"));
+            || record
+                .mail_params
+                .iter()
+                .any(|(k, _)| k.eq_ignore_ascii_case("SMTPUTF8"));
         let id = record.id;
         let q = Rc::new(Queued {
             record,
@@ -192,9 +218,11 @@ impl Stage {
         for (i, (r, s)) in q.record.recipients.iter().zip(&states).enumerate() {
             match s {
                 Some(s) if s.is_final() => {}
-                Some(RecipientState::Deferred { next_attempt_unix_ms, attempts, .. })
-                    if *next_attempt_unix_ms > now_ms =>
-                {
+                Some(RecipientState::Deferred {
+                    next_attempt_unix_ms,
+                    attempts,
+                    ..
+                }) if *next_attempt_unix_ms > now_ms => {
                     let at = Instant::now() + Duration::from_millis(next_attempt_unix_ms - now_ms);
                     let job = Job {
                         message: id,
@@ -212,7 +240,11 @@ impl Stage {
             }
         }
         for (domain, recipients) in now_by_domain {
-            let attempts = recipients.iter().map(|&i| q.attempts.borrow()[i as usize]).max().unwrap_or(0);
+            let attempts = recipients
+                .iter()
+                .map(|&i| q.attempts.borrow()[i as usize])
+                .max()
+                .unwrap_or(0);
             self.route_and_submit(Job {
                 message: id,
                 recipients,
@@ -231,14 +263,20 @@ impl Stage {
             match route(&stage.config, &stage.resolver, &job.domain).await {
                 Routed::Target(target) => {
                     let key = target.key.clone();
-                    stage.targets.borrow_mut().insert(key.clone(), target.clone());
+                    stage
+                        .targets
+                        .borrow_mut()
+                        .insert(key.clone(), target.clone());
                     let mut sched = stage.sched.borrow_mut();
                     sched.set_limits(&key, target.limits.clone());
                     sched.submit(&key, job, Instant::now());
                 }
                 Routed::Failed(outcome) => {
-                    let recipients: Vec<(u32, Outcome)> =
-                        job.recipients.iter().map(|&i| (i, outcome.clone())).collect();
+                    let recipients: Vec<(u32, Outcome)> = job
+                        .recipients
+                        .iter()
+                        .map(|&i| (i, outcome.clone()))
+                        .collect();
                     stage.finish_job(&job, &recipients, "", "", 0).await;
                 }
             }
@@ -302,8 +340,11 @@ impl Stage {
             loop {
                 let job = self.sched.borrow_mut().next_job(&dest, Instant::now());
                 let Some(job) = job else { break };
-                let recipients: Vec<(u32, Outcome)> =
-                    job.recipients.iter().map(|&i| (i, outcome.clone())).collect();
+                let recipients: Vec<(u32, Outcome)> = job
+                    .recipients
+                    .iter()
+                    .map(|&i| (i, outcome.clone()))
+                    .collect();
                 self.finish_job(&job, &recipients, &dest.0, "", 0).await;
             }
             self.wake.notify();
@@ -350,22 +391,28 @@ impl Stage {
         host: &str,
         job: Job,
     ) -> Option<Job> {
-        let Some(q) = self.messages.borrow().get(&job.message).cloned() else {
-            return None;
-        };
+        let q = self.messages.borrow().get(&job.message).cloned()?;
         let rec = &q.record;
         let started = Instant::now();
         let ext = conn.extensions().clone();
-        let all = |o: Outcome| job.recipients.iter().map(|&i| (i, o.clone())).collect::<Vec<_>>();
-        if let Some(Some(limit)) = ext.size {
-            if rec.body.len() as u64 > limit {
-                let o = Outcome::bounce(
-                    EnhancedStatus::new(5, 3, 4),
-                    format!("message size {} exceeds the limit of {host} ({limit})", rec.body.len()),
-                );
-                self.finish_job(&job, &all(o), &dest.0, host, 0).await;
-                return None;
-            }
+        let all = |o: Outcome| {
+            job.recipients
+                .iter()
+                .map(|&i| (i, o.clone()))
+                .collect::<Vec<_>>()
+        };
+        if let Some(Some(limit)) = ext.size
+            && rec.body.len() as u64 > limit
+        {
+            let o = Outcome::bounce(
+                EnhancedStatus::new(5, 3, 4),
+                format!(
+                    "message size {} exceeds the limit of {host} ({limit})",
+                    rec.body.len()
+                ),
+            );
+            self.finish_job(&job, &all(o), &dest.0, host, 0).await;
+            return None;
         }
         if q.smtputf8 && !ext.smtputf8 {
             let o = Outcome::bounce(
@@ -421,7 +468,9 @@ impl Stage {
                     .any(|r| r.code == 421);
                 if saw_421 {
                     let until = Instant::now() + self.config.delivery.suspend.after_421.0;
-                    self.sched.borrow_mut().suspend(dest, until, format!("421 from {host}"));
+                    self.sched
+                        .borrow_mut()
+                        .suspend(dest, until, format!("421 from {host}"));
                 }
                 job.recipients
                     .iter()
@@ -463,9 +512,8 @@ impl Stage {
             let rcpt = &q.record.recipients[*i as usize];
             let (status, text) = match outcome {
                 Outcome::Delivered { reply } => (EnhancedStatus::new(2, 0, 0), reply.as_str()),
-                Outcome::Deferred { status, diagnostic } | Outcome::Bounced { status, diagnostic } => {
-                    (*status, diagnostic.as_str())
-                }
+                Outcome::Deferred { status, diagnostic }
+                | Outcome::Bounced { status, diagnostic } => (*status, diagnostic.as_str()),
             };
             self.log.record(&Event {
                 kind: outcome.kind(),
@@ -508,13 +556,18 @@ impl Stage {
             let decided = self.sched.borrow_mut().defer(job, Instant::now());
             match decided {
                 DeferOutcome::Scheduled { at } => {
-                    let next = at_ms + at.saturating_duration_since(Instant::now()).as_millis() as u64;
+                    let next =
+                        at_ms + at.saturating_duration_since(Instant::now()).as_millis() as u64;
                     for (i, _) in &retry {
                         let attempts = q.attempts.borrow()[*i as usize];
                         self.record_state(
                             id,
                             *i,
-                            RecipientState::Deferred { at_unix_ms: at_ms, next_attempt_unix_ms: next, attempts },
+                            RecipientState::Deferred {
+                                at_unix_ms: at_ms,
+                                next_attempt_unix_ms: next,
+                                attempts,
+                            },
                         );
                     }
                 }
@@ -568,7 +621,12 @@ impl Stage {
     }
 
     /// Queues a DSN (RFC 3464) to the sender for failed recipients that asked for one.
-    async fn send_dsn(self: &Rc<Self>, q: &Queued, failed: &[(u32, EnhancedStatus, String, DsnAction)], host: &str) {
+    async fn send_dsn(
+        self: &Rc<Self>,
+        q: &Queued,
+        failed: &[(u32, EnhancedStatus, String, DsnAction)],
+        host: &str,
+    ) {
         let rec = &q.record;
         if rec.reverse_path.is_empty() {
             return;
@@ -577,7 +635,8 @@ impl Stage {
             .iter()
             .filter(|(i, ..)| {
                 let r = &rec.recipients[*i as usize];
-                param(&r.params, "NOTIFY").is_none_or(|n| n.to_ascii_uppercase().contains("FAILURE"))
+                param(&r.params, "NOTIFY")
+                    .is_none_or(|n| n.to_ascii_uppercase().contains("FAILURE"))
             })
             .map(|(i, status, diag, action)| {
                 let r = &rec.recipients[*i as usize];
@@ -595,7 +654,10 @@ impl Stage {
         if wanted.is_empty() {
             return;
         }
-        let ret = match param(&rec.mail_params, "RET").map(str::to_ascii_uppercase).as_deref() {
+        let ret = match param(&rec.mail_params, "RET")
+            .map(str::to_ascii_uppercase)
+            .as_deref()
+        {
             Some("HDRS") => Return::Headers,
             Some("FULL") => Return::Full,
             // Not specified: the whole message if it is small, as Postfix does.
