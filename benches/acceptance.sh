@@ -16,6 +16,8 @@ address = "127.0.0.1:2527"
 [spool]
 path = "/tmp/bench/spool"
 sync = "${SYNC:-always}"
+[delivery]
+hold = true
 EOT
 for r in $(seq 1 $RUNS); do
   smtp-sink -u postfix -c 127.0.0.1:2526 1000 > /tmp/bench/sink.out 2>&1 & SINK=$!

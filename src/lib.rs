@@ -4,11 +4,17 @@
 //! - [`smtp`]: the SMTP protocol, sans-IO (commands, replies, paths, DATA/BDAT decoding).
 //! - [`server`]: inbound sessions of one shard (accept, parse, hand to the spool).
 //! - [`spool`]: the per-shard append-only store with group commit, and its recovery.
+//! - [`queue`]: the delivery scheduler (pure: destinations, retries, limits).
+//! - [`dns`]: the per-shard DNS client (MX and address lookups, cache).
+//! - [`delivery`]: outbound connections, outcome classification, records, DSNs.
 //! - [`config`]: the TOML configuration and its defaults.
 //! - [`shutdown`]: signals and the per-shard stop notice.
 //! - [`shard`]: the one place that wires a shard together and runs them all.
 
 pub mod config;
+pub mod delivery;
+pub mod dns;
+pub mod queue;
 pub mod server;
 pub mod shard;
 pub mod shutdown;

@@ -12,6 +12,7 @@
 //! Invariants: a shard shares nothing mutable with another; the only cross-thread values are
 //! the configuration (read-only), the stop request (one atomic) and the start-up channel.
 
+use std::cell::RefCell;
 use std::net::SocketAddr;
 use std::os::fd::{FromRawFd, IntoRawFd};
 use std::path::Path;
@@ -25,9 +26,11 @@ use glommio::net::TcpListener;
 use glommio::{CpuSet, LocalExecutorPoolBuilder, PoolPlacement};
 
 use crate::config::{Config, SyncMode};
+use crate::delivery::Stage;
+use crate::dns::{DnsConfig, Resolver};
 use crate::server::{ServerContext, listener};
 use crate::shutdown::{Shutdown, SignalWatch};
-use crate::spool::{self, Spool, SpoolConfig};
+use crate::spool::{self, QueueIdGenerator, Spool, SpoolConfig};
 
 /// Why the MTA could not run.
 #[derive(Debug, thiserror::Error)]
@@ -216,10 +219,62 @@ async fn shard_main(
         "spool recovered"
     );
     let shutdown = Rc::new(Shutdown::default());
+    let ids = Rc::new(RefCell::new(QueueIdGenerator::resume(
+        index as u16,
+        spool.last_id(),
+    )));
+    let stage = if config.delivery.hold {
+        tracing::info!(shard = index, "delivery on hold: mail stays queued");
+        None
+    } else {
+        let d = &config.dns;
+        let dns = DnsConfig {
+            servers: d.servers.clone(),
+            timeout: d.timeout.0,
+            attempts: d.attempts,
+            min_ttl: d.min_ttl.0,
+            max_ttl: d.max_ttl.0,
+            negative_max_ttl: d.negative_max_ttl.0,
+            cache_size: d.cache_size,
+        };
+        let resolver = match Resolver::new(dns) {
+            Ok(r) => r,
+            Err(e) => {
+                let message = format!("DNS: {e}");
+                let _ = ready.send(Err(message.clone()));
+                return Err(fail(message));
+            }
+        };
+        let stage = match Stage::new(config.clone(), index, spool.clone(), resolver, ids.clone()) {
+            Ok(s) => s,
+            Err(e) => {
+                let message = format!("delivery log: {e}");
+                let _ = ready.send(Err(message.clone()));
+                return Err(fail(message));
+            }
+        };
+        for m in recovered.messages {
+            stage.intake(m.message, Some(m.states));
+        }
+        Some(stage)
+    };
+    let accepted = stage.as_ref().map(|stage| {
+        let (tx, rx) = glommio::channels::local_channel::new_unbounded();
+        let stage = stage.clone();
+        glommio::spawn_local(async move {
+            while let Some(record) = rx.recv().await {
+                stage.intake(record, None);
+            }
+        })
+        .detach();
+        tx
+    });
+    let delivering = stage.clone().map(|s| glommio::spawn_local(s.run()));
     let ctx = Rc::new(ServerContext::new(
         &config,
-        index as u16,
         spool.clone(),
+        ids,
+        accepted,
         shutdown.clone(),
     ));
     let mut accepting = Vec::new();
@@ -253,7 +308,16 @@ async fn shard_main(
     while ctx.active.get() > 0 && Instant::now() < give_up {
         glommio::timer::sleep(Duration::from_millis(20)).await;
     }
-    drop(monitor.cancel());
+    drop(monitor);
+    if let (Some(stage), Some(task)) = (&stage, delivering) {
+        stage.stop();
+        task.await;
+        // Let transactions in flight end (bounded); anything cut off is retried after restart.
+        let give_up = Instant::now() + Duration::from_secs(10);
+        while stage.stats.open.get() > 0 && Instant::now() < give_up {
+            glommio::timer::sleep(Duration::from_millis(20)).await;
+        }
+    }
     spool
         .close()
         .await

@@ -14,7 +14,9 @@ fn smtplib_messages_are_spooled_byte_exact() {
     let config = write_config(
         dir.path(),
         "",
-        "[relay]\nlocal_domains = [\"local.test\"]\nrelay_domains = [\"*.relay.test\"]\ntrusted_networks = []\n",
+        "[relay]\nlocal_domains = [\"local.test\"]\nrelay_domains = [\"*.relay.test\"]\n\
+         trusted_networks = []\n[[routes]]\ndomain = \"local.test\"\nhosts = [\"127.0.0.1:9\"]\n\
+         [[routes]]\ndomain = \"*.relay.test\"\nhosts = [\"127.0.0.1:9\"]\n",
     );
     let mut mta = Mta::start(dir.path(), &config);
     let script = concat!(

@@ -9,6 +9,7 @@
 //! Invariants: a `Config` returned by [`Config::load`] or [`Config::default`] has passed
 //! [`Config::validate`]; `config/mta.toml` documents the same defaults as this module.
 
+mod delivery;
 mod units;
 
 use std::net::SocketAddr;
@@ -17,6 +18,10 @@ use std::path::{Path, PathBuf};
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 
+pub use delivery::{
+    ClientTimeoutsSection, DeliverySection, DnsSection, RateSpec, RetrySection, RouteConfig,
+    SuspendSection, parse_next_hop,
+};
 pub use units::{ByteSize, HumanDuration};
 
 use crate::smtp::BareLineEnding;
@@ -82,6 +87,30 @@ pub struct Config {
     pub relay: RelaySection,
     /// Graceful shutdown.
     pub shutdown: ShutdownSection,
+    /// Outbound delivery.
+    pub delivery: DeliverySection,
+    /// DNS resolution for delivery.
+    pub dns: DnsSection,
+    /// Static routes: domains whose mail goes to given hosts instead of their MX hosts.
+    pub routes: Vec<RouteConfig>,
+    /// Logs.
+    pub log: LogSection,
+}
+
+/// `[log]`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LogSection {
+    /// Directory of the delivery logs (`delivery-<shard>.jsonl`).
+    pub dir: PathBuf,
+}
+
+impl Default for LogSection {
+    fn default() -> Self {
+        LogSection {
+            dir: PathBuf::from("./log"),
+        }
+    }
 }
 
 /// One listening socket.
@@ -175,6 +204,10 @@ impl Default for Config {
             smtp: SmtpSection::default(),
             relay: RelaySection::default(),
             shutdown: ShutdownSection::default(),
+            delivery: DeliverySection::default(),
+            dns: DnsSection::default(),
+            routes: Vec::new(),
+            log: LogSection::default(),
         }
     }
 }
@@ -348,7 +381,60 @@ impl Config {
         if self.shutdown.grace.0.as_secs() > 3600 {
             return invalid("shutdown.grace", "at most 1h");
         }
+        let keyed = |(key, problem): (String, String)| ConfigError::Invalid { key, problem };
+        self.delivery.validate().map_err(keyed)?;
+        for (i, route) in self.routes.iter().enumerate() {
+            route.validate(i).map_err(keyed)?;
+        }
+        if self.dns.attempts == 0 || self.dns.timeout.0.is_zero() {
+            return invalid("dns", "attempts and timeout must be at least 1");
+        }
+        // This MTA has no mailboxes: mail it accepts for its own domains must go somewhere.
+        if self.delivery.relay_host.is_none() {
+            for (key, list) in [
+                ("relay.local_domains", &self.relay.local_domains),
+                ("relay.relay_domains", &self.relay.relay_domains),
+            ] {
+                for d in list {
+                    // A "*.x" entry is covered by a route for "*.x" or a broader pattern.
+                    let probe = match d.strip_prefix("*.") {
+                        Some(suffix) => format!("0.{suffix}"),
+                        None => d.clone(),
+                    };
+                    if self.route_for(&probe).is_none() {
+                        return invalid(
+                            key,
+                            &format!(
+                                "{d:?} has no route: add a [[routes]] entry for it or set \
+                                 delivery.relay_host (this MTA has no mailboxes)"
+                            ),
+                        );
+                    }
+                }
+            }
+        }
         Ok(())
+    }
+
+    /// The configured route for `domain` (exact entries win over `*.` patterns, then the
+    /// longest pattern).
+    pub fn route_for(&self, domain: &str) -> Option<&RouteConfig> {
+        let domain = domain.trim_end_matches('.').to_ascii_lowercase();
+        let mut best: Option<(&RouteConfig, usize)> = None;
+        for r in &self.routes {
+            let pattern = r.domain.to_ascii_lowercase();
+            let score = match pattern.strip_prefix('*') {
+                None if pattern == domain => usize::MAX,
+                Some(suffix) if domain.len() > suffix.len() && domain.ends_with(suffix) => {
+                    suffix.len()
+                }
+                _ => continue,
+            };
+            if best.is_none_or(|(_, s)| score > s) {
+                best = Some((r, score));
+            }
+        }
+        best.map(|(r, _)| r)
     }
 
     /// The effective configuration as TOML (what `mta check-config` prints).
@@ -420,6 +506,27 @@ mod tests {
         assert!(e.to_string().contains("max_recipents"), "{e}");
         let e = Config::parse("[relay]\nlocal_domains = [\"bad domain\"]\n").unwrap_err();
         assert!(e.to_string().contains("relay.local_domains"), "{e}");
+    }
+
+    #[test]
+    fn own_domains_need_a_route() {
+        let e = Config::parse("[relay]\nlocal_domains = [\"a.test\"]\n").unwrap_err();
+        assert!(e.to_string().contains("has no route"), "{e}");
+        let c = Config::parse(
+            "[relay]\nlocal_domains = [\"a.test\", \"*.b.test\"]\n\
+             [[routes]]\ndomain = \"a.test\"\nhosts = [\"127.0.0.1:2526\"]\n\
+             [[routes]]\ndomain = \"*.b.test\"\nhosts = [\"127.0.0.1\"]\n",
+        )
+        .unwrap();
+        assert_eq!(c.route_for("A.test").unwrap().domain, "a.test");
+        assert_eq!(c.route_for("x.b.test").unwrap().domain, "*.b.test");
+        assert!(c.route_for("b.test").is_none());
+        assert!(
+            Config::parse(
+                "[delivery]\nrelay_host = \"127.0.0.1:25\"\n[relay]\nlocal_domains = [\"a.test\"]\n"
+            )
+            .is_ok()
+        );
     }
 
     #[test]

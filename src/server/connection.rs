@@ -108,7 +108,13 @@ async fn run(ctx: &ServerContext, stream: &mut TcpStream, peer: SocketAddr) -> s
                             tracing::warn!(%peer, queue_id = %id, error = %e, "spool append failed");
                         }
                     }
+                    let ok = result.is_ok();
                     session.queued(id, result.map_err(drop), &mut out);
+                    if ok && let Some(next) = &ctx.accepted {
+                        // Unbounded local channel: fails only if the stage is gone (shutdown);
+                        // the message is safe in the spool either way.
+                        let _ = next.try_send(*record);
+                    }
                 }
                 Action::Close => return write(stream, &mut out).await,
             }

@@ -25,7 +25,7 @@ use std::time::Duration;
 
 use crate::config::Config;
 use crate::shutdown::Shutdown;
-use crate::spool::{QueueIdGenerator, Spool};
+use crate::spool::{MessageRecord, QueueIdGenerator, Spool};
 use session::SessionConfig;
 
 /// Inbound timeouts (RFC 5321 4.5.3.2), from `[smtp.timeouts]`.
@@ -68,8 +68,10 @@ pub struct ServerContext {
     pub grace: Duration,
     /// This shard's spool.
     pub spool: Spool,
-    /// Queue ids of this shard.
-    pub ids: RefCell<QueueIdGenerator>,
+    /// Queue ids of this shard (shared with the delivery stage, which queues DSNs).
+    pub ids: Rc<RefCell<QueueIdGenerator>>,
+    /// Where acknowledged messages go next (the shard's delivery stage); None = hold them.
+    pub accepted: Option<glommio::channels::local_channel::LocalSender<MessageRecord>>,
     /// Octets of new mail the spool's file system can take (kept fresh by a monitor task).
     pub storage_available: Cell<u64>,
     /// The shard's stop notice.
@@ -82,7 +84,13 @@ pub struct ServerContext {
 
 impl ServerContext {
     /// The server context of one shard.
-    pub fn new(config: &Config, shard: u16, spool: Spool, shutdown: Rc<Shutdown>) -> Self {
+    pub fn new(
+        config: &Config,
+        spool: Spool,
+        ids: Rc<RefCell<QueueIdGenerator>>,
+        accepted: Option<glommio::channels::local_channel::LocalSender<MessageRecord>>,
+        shutdown: Rc<Shutdown>,
+    ) -> Self {
         let t = &config.smtp.timeouts;
         ServerContext {
             session: Rc::new(SessionConfig::from_config(config)),
@@ -95,7 +103,8 @@ impl ServerContext {
             max_connections: config.smtp.max_connections,
             grace: config.shutdown.grace.0,
             spool,
-            ids: RefCell::new(QueueIdGenerator::new(shard)),
+            ids,
+            accepted,
             storage_available: Cell::new(u64::MAX),
             shutdown,
             active: Cell::new(0),

@@ -27,13 +27,21 @@ pub fn tempdir() -> tempfile::TempDir {
         .expect("tempdir")
 }
 
-/// Writes a configuration listening on 127.0.0.1:0 with the spool in `dir`; `extra` is
-/// appended verbatim (TOML sections).
+/// Writes a configuration listening on 127.0.0.1:0 with the spool and logs in `dir`; `extra`
+/// is appended verbatim (TOML sections). Unless `extra` has a `[delivery]` section, delivery is
+/// on hold (acceptance tests never look anything up in DNS).
 pub fn write_config(dir: &Path, top: &str, extra: &str) -> PathBuf {
     let path = dir.join("mta.toml");
+    let hold = if extra.contains("[delivery]") {
+        ""
+    } else {
+        "[delivery]\nhold = true\n"
+    };
     let text = format!(
         "hostname = \"mx.test\"\nshards = 2\n{top}\n[[listeners]]\naddress = \"127.0.0.1:0\"\n\
-         [spool]\npath = \"{}\"\nmin_free_space = 0\nmin_free_percent = 0.0\n{extra}\n",
+         [log]\ndir = \"{}\"\n[spool]\npath = \"{}\"\nmin_free_space = 0\nmin_free_percent = 0.0\n\
+         {hold}{extra}\n",
+        dir.join("log").display(),
         dir.join("spool").display()
     );
     std::fs::write(&path, text).expect("write config");

@@ -1,0 +1,570 @@
+//! The outbound SMTP client: one connection to one receiving server, reused across messages.
+//!
+//! What it does: connects (optionally from a given source address), reads the greeting, says
+//! EHLO (HELO if EHLO is refused), and sends transactions: with PIPELINING, MAIL, every RCPT and
+//! DATA (or BDAT with the body, when CHUNKING is offered) go out in one write (RFC 2920, RFC
+//! 3030); without CHUNKING the body is dot-stuffed while writing (RFC 5321 4.5.2). SIZE is
+//! declared when offered, 8BITMIME and SMTPUTF8 are requested when the message needs them.
+//! Each command waits at most its RFC 5321 4.5.3.2 timeout.
+//!
+//! What it does not do: no decision about what a reply means for a recipient (that is
+//! `classify`), no retries, no pooling, no DNS.
+//!
+//! Invariants: replies are matched to commands in order; a connection that saw a protocol
+//! error, a timeout or an I/O error is not reused (`usable()` turns false).
+
+use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
+
+use futures_lite::{AsyncReadExt, AsyncWriteExt};
+use glommio::net::TcpStream;
+
+use crate::smtp::data::dot_stuff;
+use crate::smtp::ehlo::Extensions;
+use crate::smtp::reply::{ReplyError, ReplyParser};
+use crate::smtp::{EnhancedStatus, Reply};
+
+/// Client-side timeouts (RFC 5321 4.5.3.2).
+#[derive(Clone, Copy, Debug)]
+pub struct ClientTimeouts {
+    /// TCP connect.
+    pub connect: Duration,
+    /// Greeting (4.5.3.2.1: 5 minutes).
+    pub greeting: Duration,
+    /// EHLO, MAIL, RCPT, RSET, QUIT (4.5.3.2.2-3: 5 minutes).
+    pub command: Duration,
+    /// DATA initiation (4.5.3.2.4: 2 minutes).
+    pub data_init: Duration,
+    /// Each block of data written (4.5.3.2.5: 3 minutes).
+    pub data_block: Duration,
+    /// The reply after the end of data (4.5.3.2.6: 10 minutes).
+    pub data_termination: Duration,
+}
+
+impl Default for ClientTimeouts {
+    fn default() -> Self {
+        ClientTimeouts {
+            connect: Duration::from_secs(30),
+            greeting: Duration::from_secs(300),
+            command: Duration::from_secs(300),
+            data_init: Duration::from_secs(120),
+            data_block: Duration::from_secs(180),
+            data_termination: Duration::from_secs(600),
+        }
+    }
+}
+
+/// Why a connection or a transaction failed as a whole.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// The TCP connection could not be made.
+    #[error("connect to {addr}: {source}")]
+    Connect {
+        /// The address.
+        addr: SocketAddr,
+        /// The error.
+        source: std::io::Error,
+    },
+    /// The server did not answer in time.
+    #[error("timeout waiting for the reply to {stage}")]
+    Timeout {
+        /// What we were waiting for.
+        stage: &'static str,
+    },
+    /// Reading or writing failed, or the server closed the connection.
+    #[error("{stage}: {source}")]
+    Io {
+        /// What we were doing.
+        stage: &'static str,
+        /// The error.
+        source: std::io::Error,
+    },
+    /// The server's reply could not be parsed.
+    #[error("malformed reply to {stage}: {source}")]
+    Protocol {
+        /// What we were waiting for.
+        stage: &'static str,
+        /// The parse error.
+        source: ReplyError,
+    },
+    /// The server refused us at the greeting or at EHLO/HELO.
+    #[error("{stage} refused: {reply}")]
+    Refused {
+        /// Greeting or EHLO.
+        stage: &'static str,
+        /// Its reply.
+        reply: Reply,
+    },
+}
+
+impl ClientError {
+    /// True when no reply was received at all (network-level), as opposed to a server refusal.
+    pub fn is_network(&self) -> bool {
+        !matches!(self, ClientError::Refused { .. })
+    }
+}
+
+/// What to send in one transaction.
+pub struct Envelope<'a> {
+    /// Reverse path without brackets ("" = null).
+    pub reverse_path: &'a str,
+    /// Forward paths without brackets, with their DSN parameters in wire form (may be empty).
+    pub recipients: Vec<(&'a str, String)>,
+    /// MAIL parameters to add besides SIZE/BODY/SMTPUTF8 (e.g. `RET=HDRS ENVID=x`), wire form.
+    pub extra_mail_params: String,
+    /// The message (header + body) with CRLF line endings, not dot-stuffed.
+    pub body: &'a [u8],
+    /// The message contains 8-bit octets (request BODY=8BITMIME when offered).
+    pub eight_bit: bool,
+    /// The envelope or headers need SMTPUTF8.
+    pub smtputf8: bool,
+}
+
+/// The replies of one transaction.
+#[derive(Debug)]
+pub struct TransactionReplies {
+    /// Reply to MAIL.
+    pub mail: Reply,
+    /// One reply per recipient, in order.
+    pub rcpts: Vec<Reply>,
+    /// Reply to the end of data (or BDAT LAST), if the data phase happened.
+    pub data: Option<Reply>,
+}
+
+impl TransactionReplies {
+    /// The reply that decides recipient `i`'s fate: MAIL's if it failed, else its RCPT reply
+    /// if that failed, else the data reply.
+    pub fn for_recipient(&self, i: usize) -> &Reply {
+        if !self.mail.is_positive_completion() {
+            return &self.mail;
+        }
+        let rcpt = &self.rcpts[i];
+        if !rcpt.is_positive_completion() {
+            return rcpt;
+        }
+        self.data.as_ref().unwrap_or(rcpt)
+    }
+}
+
+/// One open client connection.
+pub struct Connection {
+    stream: TcpStream,
+    peer: SocketAddr,
+    buf: Vec<u8>,
+    start: usize,
+    end: usize,
+    parser: ReplyParser,
+    ext: Extensions,
+    timeouts: ClientTimeouts,
+    out: Vec<u8>,
+    transactions: u32,
+    usable: bool,
+    greeting: String,
+}
+
+impl Connection {
+    /// Connects, reads the greeting and introduces itself with `helo_name`.
+    pub async fn open(
+        addr: SocketAddr,
+        source: Option<IpAddr>,
+        helo_name: &str,
+        timeouts: ClientTimeouts,
+    ) -> Result<Connection, ClientError> {
+        let connect = async {
+            match source {
+                None => TcpStream::connect(addr)
+                    .await
+                    .map_err(|e| std::io::Error::other(e.to_string())),
+                Some(ip) => connect_from(addr, ip).await,
+            }
+        };
+        let stream =
+            match glommio::timer::timeout(timeouts.connect, async { Ok(connect.await) }).await {
+                Ok(Ok(s)) => s,
+                Ok(Err(e)) => {
+                    return Err(ClientError::Connect {
+                        addr,
+                        source: std::io::Error::other(e.to_string()),
+                    });
+                }
+                Err(_) => {
+                    return Err(ClientError::Timeout { stage: "connect" });
+                }
+            };
+        let _ = stream.set_nodelay(true);
+        let mut c = Connection {
+            stream,
+            peer: addr,
+            buf: vec![0; 16 * 1024],
+            start: 0,
+            end: 0,
+            parser: ReplyParser::new(),
+            ext: Extensions::default(),
+            timeouts,
+            out: Vec::with_capacity(8 * 1024),
+            transactions: 0,
+            usable: true,
+            greeting: String::new(),
+        };
+        let greeting = c.read_reply("greeting", timeouts.greeting).await?;
+        if greeting.code != 220 {
+            c.usable = false;
+            return Err(ClientError::Refused {
+                stage: "greeting",
+                reply: greeting,
+            });
+        }
+        c.greeting = greeting.text();
+        c.out
+            .extend_from_slice(format!("EHLO {helo_name}\r\n").as_bytes());
+        c.flush("EHLO").await?;
+        let ehlo = c.read_reply("EHLO", timeouts.command).await?;
+        if ehlo.is_positive_completion() {
+            c.ext = Extensions::from_reply(&ehlo);
+        } else {
+            c.out
+                .extend_from_slice(format!("HELO {helo_name}\r\n").as_bytes());
+            c.flush("HELO").await?;
+            let helo = c.read_reply("HELO", timeouts.command).await?;
+            if !helo.is_positive_completion() {
+                c.usable = false;
+                return Err(ClientError::Refused {
+                    stage: "EHLO",
+                    reply: helo,
+                });
+            }
+        }
+        Ok(c)
+    }
+
+    /// The server's extensions.
+    pub fn extensions(&self) -> &Extensions {
+        &self.ext
+    }
+
+    /// The remote address.
+    pub fn peer(&self) -> SocketAddr {
+        self.peer
+    }
+
+    /// Transactions completed on this connection.
+    pub fn transactions(&self) -> u32 {
+        self.transactions
+    }
+
+    /// False once the connection must not be used again.
+    pub fn usable(&self) -> bool {
+        self.usable
+    }
+
+    /// Sends one transaction and returns every reply.
+    pub async fn send(&mut self, env: &Envelope<'_>) -> Result<TransactionReplies, ClientError> {
+        let result = self.transaction(env).await;
+        if result.is_err() {
+            self.usable = false;
+        }
+        self.transactions += 1;
+        result
+    }
+
+    async fn transaction(&mut self, env: &Envelope<'_>) -> Result<TransactionReplies, ClientError> {
+        let pipelining = self.ext.pipelining;
+        let chunking = self.ext.chunking;
+        self.write_mail(env);
+        if !pipelining {
+            self.flush("MAIL").await?;
+        }
+        let mut rcpt_lines = 0;
+        // Without PIPELINING each command waits for its reply (RFC 5321 lock-step).
+        let mail = if pipelining {
+            None
+        } else {
+            Some(self.read_reply("MAIL", self.timeouts.command).await?)
+        };
+        if let Some(m) = &mail
+            && !m.is_positive_completion()
+        {
+            let rcpts = vec![m.clone(); env.recipients.len()];
+            self.rset_after_failure().await;
+            return Ok(TransactionReplies {
+                mail: m.clone(),
+                rcpts,
+                data: None,
+            });
+        }
+        let mut rcpts = Vec::with_capacity(env.recipients.len());
+        for (addr, params) in &env.recipients {
+            self.out.extend_from_slice(b"RCPT TO:<");
+            self.out.extend_from_slice(addr.as_bytes());
+            self.out.push(b'>');
+            if !params.is_empty() && self.ext.dsn {
+                self.out.push(b' ');
+                self.out.extend_from_slice(params.as_bytes());
+            }
+            self.out.extend_from_slice(b"\r\n");
+            rcpt_lines += 1;
+            if !pipelining {
+                self.flush("RCPT").await?;
+                rcpts.push(self.read_reply("RCPT", self.timeouts.command).await?);
+            }
+        }
+        if chunking {
+            self.out
+                .extend_from_slice(format!("BDAT {} LAST\r\n", env.body.len()).as_bytes());
+            if pipelining || rcpts.iter().any(Reply::is_positive_completion) {
+                self.out.extend_from_slice(env.body);
+                self.flush("BDAT").await?;
+            } else {
+                self.out.clear();
+            }
+        } else {
+            self.out.extend_from_slice(b"DATA\r\n");
+            self.flush("DATA").await?;
+        }
+        let mail = match mail {
+            Some(m) => m,
+            None => self.read_reply("MAIL", self.timeouts.command).await?,
+        };
+        if pipelining {
+            for _ in 0..rcpt_lines {
+                rcpts.push(self.read_reply("RCPT", self.timeouts.command).await?);
+            }
+        }
+        let any_rcpt =
+            mail.is_positive_completion() && rcpts.iter().any(Reply::is_positive_completion);
+        let data = if chunking {
+            if !pipelining && !any_rcpt {
+                None
+            } else {
+                Some(
+                    self.read_reply("BDAT", self.timeouts.data_termination)
+                        .await?,
+                )
+            }
+        } else {
+            let go = self.read_reply("DATA", self.timeouts.data_init).await?;
+            if go.code != 354 {
+                Some(go)
+            } else if !any_rcpt {
+                // RFC 2920 3.1: the server should have refused DATA; end an empty message.
+                self.out.extend_from_slice(b".\r\n");
+                self.flush("DATA").await?;
+                Some(
+                    self.read_reply("end of data", self.timeouts.data_termination)
+                        .await?,
+                )
+            } else {
+                dot_stuff(env.body, &mut self.out);
+                self.flush("message data").await?;
+                Some(
+                    self.read_reply("end of data", self.timeouts.data_termination)
+                        .await?,
+                )
+            }
+        };
+        let replies = TransactionReplies { mail, rcpts, data };
+        let ok = replies
+            .data
+            .as_ref()
+            .is_some_and(Reply::is_positive_completion);
+        if !ok {
+            self.rset_after_failure().await;
+        }
+        Ok(replies)
+    }
+
+    fn write_mail(&mut self, env: &Envelope<'_>) {
+        self.out.extend_from_slice(b"MAIL FROM:<");
+        self.out.extend_from_slice(env.reverse_path.as_bytes());
+        self.out.push(b'>');
+        if self.ext.size.is_some() {
+            self.out
+                .extend_from_slice(format!(" SIZE={}", env.body.len()).as_bytes());
+        }
+        if env.eight_bit && self.ext.eight_bit_mime {
+            self.out.extend_from_slice(b" BODY=8BITMIME");
+        }
+        if env.smtputf8 && self.ext.smtputf8 {
+            self.out.extend_from_slice(b" SMTPUTF8");
+        }
+        if !env.extra_mail_params.is_empty() && self.ext.dsn {
+            self.out.push(b' ');
+            self.out.extend_from_slice(env.extra_mail_params.as_bytes());
+        }
+        self.out.extend_from_slice(b"\r\n");
+    }
+
+    /// After a failed transaction the server's state is reset so the connection can be reused.
+    async fn rset_after_failure(&mut self) {
+        if self.rset().await.is_err() {
+            self.usable = false;
+        }
+    }
+
+    /// RSET (RFC 5321 4.1.1.5).
+    pub async fn rset(&mut self) -> Result<(), ClientError> {
+        self.out.extend_from_slice(b"RSET\r\n");
+        self.flush("RSET").await?;
+        let r = self.read_reply("RSET", self.timeouts.command).await?;
+        if !r.is_positive_completion() {
+            self.usable = false;
+        }
+        Ok(())
+    }
+
+    /// NOOP, to check that a pooled connection is still alive.
+    pub async fn noop(&mut self) -> Result<(), ClientError> {
+        self.out.extend_from_slice(b"NOOP\r\n");
+        self.flush("NOOP").await?;
+        let r = self.read_reply("NOOP", self.timeouts.command).await?;
+        if r.is_positive_completion() {
+            Ok(())
+        } else {
+            self.usable = false;
+            Err(ClientError::Refused {
+                stage: "NOOP",
+                reply: r,
+            })
+        }
+    }
+
+    /// QUIT and close, ignoring errors.
+    pub async fn quit(mut self) {
+        if self.usable {
+            self.out.extend_from_slice(b"QUIT\r\n");
+            if self.flush("QUIT").await.is_ok() {
+                let _ = self.read_reply("QUIT", Duration::from_secs(5)).await;
+            }
+        }
+        let _ = self.stream.shutdown(std::net::Shutdown::Both).await;
+    }
+
+    async fn flush(&mut self, stage: &'static str) -> Result<(), ClientError> {
+        if self.out.is_empty() {
+            return Ok(());
+        }
+        let block = self.timeouts.data_block;
+        let stream = &mut self.stream;
+        let out = &self.out;
+        let r = glommio::timer::timeout(block, async {
+            stream
+                .write_all(out)
+                .await
+                .map_err(glommio::GlommioError::from)
+        })
+        .await;
+        self.out.clear();
+        match r {
+            Ok(()) => Ok(()),
+            Err(glommio::GlommioError::TimedOut(_)) => {
+                self.usable = false;
+                Err(ClientError::Timeout { stage })
+            }
+            Err(e) => {
+                self.usable = false;
+                Err(ClientError::Io {
+                    stage,
+                    source: std::io::Error::other(e.to_string()),
+                })
+            }
+        }
+    }
+
+    async fn read_reply(
+        &mut self,
+        stage: &'static str,
+        limit: Duration,
+    ) -> Result<Reply, ClientError> {
+        loop {
+            match self.parser.parse(&self.buf[self.start..self.end]) {
+                Ok(Some((reply, used))) => {
+                    self.start += used;
+                    if self.start == self.end {
+                        self.start = 0;
+                        self.end = 0;
+                    }
+                    return Ok(reply);
+                }
+                Ok(None) => {}
+                Err(source) => {
+                    self.usable = false;
+                    return Err(ClientError::Protocol { stage, source });
+                }
+            }
+            if self.start > 0 {
+                self.buf.copy_within(self.start..self.end, 0);
+                self.end -= self.start;
+                self.start = 0;
+            }
+            if self.end == self.buf.len() {
+                self.buf.resize(self.buf.len() * 2, 0);
+            }
+            self.stream
+                .set_read_timeout(Some(limit))
+                .map_err(|e| ClientError::Io {
+                    stage,
+                    source: std::io::Error::other(e.to_string()),
+                })?;
+            match self.stream.read(&mut self.buf[self.end..]).await {
+                Ok(0) => {
+                    self.usable = false;
+                    return Err(ClientError::Io {
+                        stage,
+                        source: std::io::ErrorKind::UnexpectedEof.into(),
+                    });
+                }
+                Ok(n) => self.end += n,
+                Err(e) if e.kind() == std::io::ErrorKind::TimedOut => {
+                    self.usable = false;
+                    return Err(ClientError::Timeout { stage });
+                }
+                Err(source) => {
+                    self.usable = false;
+                    return Err(ClientError::Io { stage, source });
+                }
+            }
+        }
+    }
+
+    /// The greeting text (for logs).
+    pub fn greeting(&self) -> &str {
+        &self.greeting
+    }
+}
+
+/// Connects from a given local address (per-route source address).
+async fn connect_from(addr: SocketAddr, source: IpAddr) -> std::io::Result<TcpStream> {
+    // glommio has no bind-before-connect; bind and connect a std socket (non-blocking connect
+    // on loopback/LAN completes quickly), then hand the fd to glommio.
+    let domain = socket2::Domain::for_address(addr);
+    let sock = socket2::Socket::new(domain, socket2::Type::STREAM, None)?;
+    sock.bind(&SocketAddr::new(source, 0).into())?;
+    sock.set_nonblocking(true)?;
+    match sock.connect(&addr.into()) {
+        Ok(()) => {}
+        Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => loop {
+            if let Some(e) = sock.take_error()? {
+                return Err(e);
+            }
+            if sock.peer_addr().is_ok() {
+                break;
+            }
+            glommio::timer::sleep(Duration::from_millis(2)).await;
+        },
+        Err(e) => return Err(e),
+    }
+    sock.set_nonblocking(false)?;
+    let std_stream: std::net::TcpStream = sock.into();
+    use std::os::fd::{FromRawFd, IntoRawFd};
+    // SAFETY: the fd is a connected TCP socket we own; ownership moves to the glommio stream.
+    Ok(unsafe { TcpStream::from_raw_fd(std_stream.into_raw_fd()) })
+}
+
+/// An enhanced status to use when the server gave none: by reply class (RFC 3463).
+pub fn default_status(reply: &Reply) -> EnhancedStatus {
+    reply.status.unwrap_or(match reply.code / 100 {
+        2 => EnhancedStatus::new(2, 0, 0),
+        4 => EnhancedStatus::new(4, 0, 0),
+        _ => EnhancedStatus::new(5, 0, 0),
+    })
+}

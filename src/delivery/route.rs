@@ -1,0 +1,150 @@
+//! Where a recipient domain's mail goes: a configured route, the smarthost, or the domain's MX
+//! hosts (RFC 5321 5.1), and which destination queue that makes.
+//!
+//! What it does: turns a domain into a `Target` (the destination key, the next hops with their
+//! addresses in order, the source address and the limits), or a permanent or temporary failure.
+//! Destinations of DNS-routed mail are keyed by their MX host set, so domains that share MX
+//! hosts share one queue and its limits.
+//!
+//! What it does not do: no connections, no caching of its own (the DNS client caches).
+//!
+//! Invariants: a configured route (exact entries before `*.` patterns) wins over the smarthost,
+//! which wins over DNS; a null MX (RFC 7505) and a non-existent domain are permanent; DNS
+//! timeouts and SERVFAIL are temporary.
+
+use std::net::{IpAddr, SocketAddr};
+use std::rc::Rc;
+
+use crate::config::{Config, RateSpec, parse_next_hop};
+use crate::dns::{DnsError, MailRoute, Resolver};
+use crate::queue::{DestinationKey, Limits, Rate};
+use crate::smtp::EnhancedStatus;
+
+use super::classify::Outcome;
+
+/// A resolved destination.
+#[derive(Debug)]
+pub struct Target {
+    /// The queue key.
+    pub key: DestinationKey,
+    /// Next hops in the order to try: (host name, address).
+    pub hops: Vec<(String, SocketAddr)>,
+    /// Local address to connect from.
+    pub source: Option<IpAddr>,
+    /// Limits of the destination.
+    pub limits: Limits,
+}
+
+/// The result of routing a domain.
+pub enum Routed {
+    /// Deliver through this target.
+    Target(Rc<Target>),
+    /// Cannot be delivered now or ever.
+    Failed(Outcome),
+}
+
+fn limits(config: &Config, max_connections: Option<usize>, rate: Option<RateSpec>) -> Limits {
+    let d = &config.delivery;
+    Limits {
+        max_connections: max_connections.unwrap_or(d.max_connections),
+        max_messages_per_connection: d.max_messages_per_connection,
+        max_recipients_per_transaction: d.max_recipients_per_transaction,
+        rate: rate.or(d.rate).map(|r| Rate {
+            messages: r.messages,
+            per: r.per,
+        }),
+    }
+}
+
+/// Resolves configured next hops (`host:port` strings) to addresses.
+async fn hops(resolver: &Resolver, specs: &[String]) -> Result<Vec<(String, SocketAddr)>, Outcome> {
+    let mut out = Vec::new();
+    let mut last_err = None;
+    for spec in specs {
+        let Ok((host, port)) = parse_next_hop(spec) else {
+            continue;
+        };
+        if let Ok(ip) = host.parse::<IpAddr>() {
+            out.push((host.clone(), SocketAddr::new(ip, port)));
+            continue;
+        }
+        match resolver.host_addrs(&host).await {
+            Ok(addrs) => out.extend(
+                addrs
+                    .into_iter()
+                    .map(|a| (host.clone(), SocketAddr::new(a, port))),
+            ),
+            Err(e) => last_err = Some(e),
+        }
+    }
+    if out.is_empty() {
+        let why = last_err.map_or_else(|| "no usable next hop".to_owned(), |e| e.to_string());
+        return Err(Outcome::defer(EnhancedStatus::new(4, 4, 3), why));
+    }
+    Ok(out)
+}
+
+/// Routes `domain` (lower-case).
+pub async fn route(config: &Config, resolver: &Resolver, domain: &str) -> Routed {
+    if let Some(r) = config.route_for(domain) {
+        return match hops(resolver, &r.hosts).await {
+            Ok(hops) => Routed::Target(Rc::new(Target {
+                key: DestinationKey(format!("route:{}", r.domain.to_ascii_lowercase())),
+                hops,
+                source: r.source,
+                limits: limits(config, r.max_connections, r.rate),
+            })),
+            Err(o) => Routed::Failed(o),
+        };
+    }
+    if let Some(relay) = &config.delivery.relay_host {
+        return match hops(resolver, std::slice::from_ref(relay)).await {
+            Ok(hops) => Routed::Target(Rc::new(Target {
+                key: DestinationKey(format!("relay:{relay}")),
+                hops,
+                source: None,
+                limits: limits(config, None, None),
+            })),
+            Err(o) => Routed::Failed(o),
+        };
+    }
+    match resolver.mail_route(domain).await {
+        Ok(MailRoute::NullMx) => Routed::Failed(Outcome::bounce(
+            EnhancedStatus::new(5, 1, 10),
+            format!("{domain} does not accept mail (null MX, RFC 7505)"),
+        )),
+        Ok(MailRoute::Hosts(hosts)) => {
+            let mut names: Vec<String> =
+                hosts.iter().map(|h| h.name.to_ascii_lowercase()).collect();
+            names.sort();
+            names.dedup();
+            let hops: Vec<(String, SocketAddr)> = hosts
+                .iter()
+                .flat_map(|h| {
+                    h.addrs
+                        .iter()
+                        .map(|a| (h.name.clone(), SocketAddr::new(*a, 25)))
+                })
+                .collect();
+            if hops.is_empty() {
+                return Routed::Failed(Outcome::defer(
+                    EnhancedStatus::new(4, 4, 3),
+                    format!("{domain}: no address for any MX host"),
+                ));
+            }
+            Routed::Target(Rc::new(Target {
+                key: DestinationKey(format!("mx:{}", names.join(","))),
+                hops,
+                source: None,
+                limits: limits(config, None, None),
+            }))
+        }
+        Err(e @ DnsError::NotFound(_)) => {
+            Routed::Failed(Outcome::bounce(EnhancedStatus::new(5, 1, 2), e.to_string()))
+        }
+        Err(e) if e.is_permanent() => {
+            Routed::Failed(Outcome::bounce(EnhancedStatus::new(5, 1, 2), e.to_string()))
+        }
+        Err(e) => Routed::Failed(Outcome::defer(EnhancedStatus::new(4, 4, 3), e.to_string())),
+    }
+}

@@ -1,0 +1,702 @@
+//! The delivery stage of one shard: takes accepted (and recovered) messages, routes each
+//! recipient domain to a destination, lets the scheduler decide what goes when, runs the
+//! outbound connections, and records every result.
+//!
+//! What it does: owns the shard's queued messages (bodies in memory), its scheduler, its DNS
+//! client and its outbound connections. Per destination it opens up to the scheduler's limit of
+//! connections, reuses each for many messages (RSET between failed transactions), and closes it
+//! after `max_messages_per_connection` or `idle_timeout`. Every recipient result is classified
+//! once, appended to the spool (crossing the recipient off, or recording its next attempt),
+//! written to the delivery log, and permanent failures produce a DSN to the sender.
+//!
+//! What it does not do: no protocol (the client), no timing policy (the scheduler), no storage
+//! format (the spool).
+//!
+//! Invariants: single-threaded (Rc/RefCell, no borrow held across `.await`); a recipient leaves
+//! memory only when a final state was appended for it; a message with a null reverse path never
+//! causes a DSN; a connection that failed before any transaction succeeded on it counts as a
+//! connection failure, a reused connection that dies before MAIL is accepted is replaced without
+//! counting an attempt.
+
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use super::classify::Outcome;
+use super::client::{ClientError, ClientTimeouts, Connection, Envelope};
+use super::dsn::{self, DsnAction, DsnRecipient, Return};
+use super::log::{DeliveryLog, Event};
+use super::notify::Notify;
+use super::route::{Routed, Target, route};
+use crate::config::Config;
+use crate::dns::Resolver;
+use crate::queue::{DeferOutcome, DestinationKey, FailurePolicy, Job, RetryPolicy, Scheduler};
+use crate::smtp::EnhancedStatus;
+use crate::spool::{
+    MessageRecord, QueueId, QueueIdGenerator, Recipient, RecipientState, Spool, StateRecord,
+};
+
+/// Counters of the stage.
+#[derive(Debug, Default)]
+pub struct DeliveryStats {
+    /// Recipients delivered.
+    pub delivered: Cell<u64>,
+    /// Attempts deferred.
+    pub deferred: Cell<u64>,
+    /// Recipients bounced.
+    pub bounced: Cell<u64>,
+    /// Recipients expired.
+    pub expired: Cell<u64>,
+    /// DSNs queued.
+    pub dsns: Cell<u64>,
+    /// Connections opened.
+    pub connections: Cell<u64>,
+    /// Outbound connections open now.
+    pub open: Cell<usize>,
+}
+
+fn bump(c: &Cell<u64>) {
+    c.set(c.get() + 1);
+}
+
+struct Queued {
+    record: MessageRecord,
+    arrival: Instant,
+    attempts: RefCell<Vec<u32>>,
+    pending: Cell<usize>,
+    eight_bit: bool,
+    smtputf8: bool,
+}
+
+/// One shard's delivery stage.
+pub struct Stage {
+    config: Arc<Config>,
+    spool: Spool,
+    resolver: Resolver,
+    ids: Rc<RefCell<QueueIdGenerator>>,
+    sched: RefCell<Scheduler>,
+    messages: RefCell<HashMap<u64, Rc<Queued>>>,
+    targets: RefCell<HashMap<DestinationKey, Rc<Target>>>,
+    wake: Notify,
+    log: DeliveryLog,
+    timeouts: ClientTimeouts,
+    helo: String,
+    stopping: Cell<bool>,
+    /// Counters.
+    pub stats: DeliveryStats,
+}
+
+fn unix_ms(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+fn param<'a>(params: &'a [(String, Option<String>)], key: &str) -> Option<&'a str> {
+    params
+        .iter()
+        .find(|(k, _)| k.eq_ignore_ascii_case(key))
+        .and_then(|(_, v)| v.as_deref())
+}
+
+fn domain_of(r: &Recipient, hostname: &str) -> String {
+    match r.address.rsplit_once('@') {
+        Some((_, d)) => d
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_ascii_lowercase(),
+        None => hostname.to_owned(),
+    }
+}
+
+impl Stage {
+    /// Builds the stage of a shard.
+    pub fn new(
+        config: Arc<Config>,
+        shard: usize,
+        spool: Spool,
+        resolver: Resolver,
+        ids: Rc<RefCell<QueueIdGenerator>>,
+    ) -> std::io::Result<Rc<Stage>> {
+        let d = &config.delivery;
+        let retry = RetryPolicy {
+            first: d.retry.first.0,
+            max: d.retry.max.0,
+            multiplier: d.retry.multiplier,
+            jitter: d.retry.jitter,
+            lifetime: d.retry.lifetime.0,
+        };
+        let t = &d.timeouts;
+        let timeouts = ClientTimeouts {
+            connect: t.connect.0,
+            greeting: t.greeting.0,
+            command: t.command.0,
+            data_init: t.data_init.0,
+            data_block: t.data_block.0,
+            data_termination: t.data_termination.0,
+        };
+        let seed = unix_ms(SystemTime::now()) ^ (shard as u64).wrapping_mul(0x9e37_79b9);
+        let mut sched = Scheduler::new(retry, seed);
+        sched.set_failure_policy(FailurePolicy {
+            threshold: d.suspend.after_connect_failures,
+            backoff: d.suspend.backoff.0,
+            max_backoff: d.suspend.max_backoff.0,
+        });
+        Ok(Rc::new(Stage {
+            helo: d
+                .helo_name
+                .clone()
+                .unwrap_or_else(|| config.hostname.clone()),
+            log: DeliveryLog::new(&config.log.dir, shard)?,
+            config,
+            spool,
+            resolver,
+            ids,
+            sched: RefCell::new(sched),
+            messages: RefCell::new(HashMap::new()),
+            targets: RefCell::new(HashMap::new()),
+            wake: Notify::default(),
+            timeouts,
+            stopping: Cell::new(false),
+            stats: DeliveryStats::default(),
+        }))
+    }
+
+    /// Messages held.
+    pub fn queued_messages(&self) -> usize {
+        self.messages.borrow().len()
+    }
+
+    /// Stops opening connections; open ones finish their transaction and close.
+    pub fn stop(&self) {
+        self.stopping.set(true);
+        self.wake.notify();
+        self.log.flush();
+    }
+
+    /// Takes a message: newly accepted (`states` None) or recovered from the spool.
+    pub fn intake(
+        self: &Rc<Self>,
+        record: MessageRecord,
+        states: Option<Vec<Option<RecipientState>>>,
+    ) {
+        let n = record.recipients.len();
+        let states = states.unwrap_or_else(|| vec![None; n]);
+        let now_ms = unix_ms(SystemTime::now());
+        let age = Duration::from_millis(now_ms.saturating_sub(record.arrival_unix_ms));
+        let arrival = Instant::now().checked_sub(age).unwrap_or_else(Instant::now);
+        let attempts: Vec<u32> = states
+            .iter()
+            .map(|s| s.as_ref().map_or(0, RecipientState::attempts))
+            .collect();
+        let pending = states
+            .iter()
+            .filter(|s| !s.as_ref().is_some_and(RecipientState::is_final))
+            .count();
+        if pending == 0 {
+            return;
+        }
+        let eight_bit = record.body.iter().any(|&b| b >= 0x80);
+        let smtputf8 = param(&record.mail_params, "SMTPUTF8").is_some()
+            || record
+                .mail_params
+                .iter()
+                .any(|(k, _)| k.eq_ignore_ascii_case("SMTPUTF8"));
+        let id = record.id;
+        let q = Rc::new(Queued {
+            record,
+            arrival,
+            attempts: RefCell::new(attempts),
+            pending: Cell::new(pending),
+            eight_bit,
+            smtputf8,
+        });
+        self.messages.borrow_mut().insert(id, q.clone());
+        // Group the pending recipients by domain and by "ready now" vs "deferred until".
+        let mut now_by_domain: HashMap<String, Vec<u32>> = HashMap::new();
+        for (i, (r, s)) in q.record.recipients.iter().zip(&states).enumerate() {
+            match s {
+                Some(s) if s.is_final() => {}
+                Some(RecipientState::Deferred {
+                    next_attempt_unix_ms,
+                    attempts,
+                    ..
+                }) if *next_attempt_unix_ms > now_ms => {
+                    let at = Instant::now() + Duration::from_millis(next_attempt_unix_ms - now_ms);
+                    let job = Job {
+                        message: id,
+                        recipients: vec![i as u32],
+                        domain: domain_of(r, &self.config.hostname),
+                        attempts: *attempts,
+                        arrival,
+                    };
+                    self.sched.borrow_mut().defer_until(job, at);
+                }
+                _ => now_by_domain
+                    .entry(domain_of(r, &self.config.hostname))
+                    .or_default()
+                    .push(i as u32),
+            }
+        }
+        for (domain, recipients) in now_by_domain {
+            let attempts = recipients
+                .iter()
+                .map(|&i| q.attempts.borrow()[i as usize])
+                .max()
+                .unwrap_or(0);
+            self.route_and_submit(Job {
+                message: id,
+                recipients,
+                domain,
+                attempts,
+                arrival,
+            });
+        }
+        self.wake.notify();
+    }
+
+    /// Routes a job's domain (DNS may take a while) and queues it, or fails its recipients.
+    fn route_and_submit(self: &Rc<Self>, job: Job) {
+        let stage = self.clone();
+        glommio::spawn_local(async move {
+            match route(&stage.config, &stage.resolver, &job.domain).await {
+                Routed::Target(target) => {
+                    let key = target.key.clone();
+                    stage
+                        .targets
+                        .borrow_mut()
+                        .insert(key.clone(), target.clone());
+                    let mut sched = stage.sched.borrow_mut();
+                    sched.set_limits(&key, target.limits.clone());
+                    sched.submit(&key, job, Instant::now());
+                }
+                Routed::Failed(outcome) => {
+                    let recipients: Vec<(u32, Outcome)> = job
+                        .recipients
+                        .iter()
+                        .map(|&i| (i, outcome.clone()))
+                        .collect();
+                    stage.finish_job(&job, &recipients, "", "", 0).await;
+                }
+            }
+            stage.wake.notify();
+        })
+        .detach();
+    }
+
+    /// The scheduling loop: runs until `stop`.
+    pub async fn run(self: Rc<Self>) {
+        let mut last_flush = Instant::now();
+        while !self.stopping.get() {
+            let now = Instant::now();
+            let poll = self.sched.borrow_mut().poll(now);
+            for job in poll.due {
+                self.route_and_submit(job);
+            }
+            for dest in poll.open {
+                let stage = self.clone();
+                glommio::spawn_local(async move { stage.connection(dest).await }).detach();
+            }
+            if last_flush.elapsed() >= Duration::from_secs(1) {
+                self.log.flush();
+                last_flush = Instant::now();
+            }
+            let wait = poll
+                .next_wakeup
+                .map_or(Duration::from_secs(1), |t| t.saturating_duration_since(now))
+                .clamp(Duration::from_millis(1), Duration::from_secs(1));
+            futures_lite::future::or(glommio::timer::sleep(wait), self.wake.wait()).await;
+        }
+        self.log.flush();
+    }
+
+    /// One outbound connection to `dest`, reused until the queue is empty for `idle_timeout`.
+    async fn connection(self: Rc<Self>, dest: DestinationKey) {
+        let Some(target) = self.targets.borrow().get(&dest).cloned() else {
+            self.sched.borrow_mut().connection_open_failed(&dest);
+            return;
+        };
+        let mut conn = None;
+        let mut last_error = String::new();
+        for (name, addr) in &target.hops {
+            match Connection::open(*addr, target.source, &self.helo, self.timeouts).await {
+                Ok(c) => {
+                    conn = Some((c, format!("{name}[{}]", addr.ip())));
+                    break;
+                }
+                Err(e) => last_error = format!("{name}[{}]: {e}", addr.ip()),
+            }
+        }
+        let Some((mut conn, host)) = conn else {
+            let now = Instant::now();
+            {
+                let mut sched = self.sched.borrow_mut();
+                sched.connection_open_failed(&dest);
+                sched.connect_failed(&dest, now);
+            }
+            // Nothing can go out now: every waiting job of the destination is deferred.
+            let outcome = Outcome::defer(EnhancedStatus::new(4, 4, 1), last_error.clone());
+            loop {
+                let job = self.sched.borrow_mut().next_job(&dest, Instant::now());
+                let Some(job) = job else { break };
+                let recipients: Vec<(u32, Outcome)> = job
+                    .recipients
+                    .iter()
+                    .map(|&i| (i, outcome.clone()))
+                    .collect();
+                self.finish_job(&job, &recipients, &dest.0, "", 0).await;
+            }
+            self.wake.notify();
+            return;
+        };
+        {
+            let mut sched = self.sched.borrow_mut();
+            sched.connection_opened(&dest);
+            sched.connect_succeeded(&dest);
+        }
+        bump(&self.stats.connections);
+        self.stats.open.set(self.stats.open.get() + 1);
+        let idle = self.config.delivery.idle_timeout.0;
+        let max_messages = target.limits.max_messages_per_connection;
+        let mut idle_since = Instant::now();
+        while conn.usable() && conn.transactions() < max_messages && !self.stopping.get() {
+            let job = self.sched.borrow_mut().next_job(&dest, Instant::now());
+            let Some(job) = job else {
+                if idle_since.elapsed() >= idle {
+                    break;
+                }
+                glommio::timer::sleep(Duration::from_millis(10)).await;
+                continue;
+            };
+            let requeue = self.deliver(&mut conn, &dest, &host, job).await;
+            if let Some(job) = requeue {
+                // A reused connection died before the server accepted anything: not an attempt.
+                self.sched.borrow_mut().submit(&dest, job, Instant::now());
+                break;
+            }
+            idle_since = Instant::now();
+        }
+        conn.quit().await;
+        self.stats.open.set(self.stats.open.get() - 1);
+        self.sched.borrow_mut().connection_closed(&dest);
+        self.wake.notify();
+    }
+
+    /// Sends one job; returns it back if it must be retried at once on a fresh connection.
+    async fn deliver(
+        self: &Rc<Self>,
+        conn: &mut Connection,
+        dest: &DestinationKey,
+        host: &str,
+        job: Job,
+    ) -> Option<Job> {
+        let q = self.messages.borrow().get(&job.message).cloned()?;
+        let rec = &q.record;
+        let started = Instant::now();
+        let ext = conn.extensions().clone();
+        let all = |o: Outcome| {
+            job.recipients
+                .iter()
+                .map(|&i| (i, o.clone()))
+                .collect::<Vec<_>>()
+        };
+        if let Some(Some(limit)) = ext.size
+            && rec.body.len() as u64 > limit
+        {
+            let o = Outcome::bounce(
+                EnhancedStatus::new(5, 3, 4),
+                format!(
+                    "message size {} exceeds the limit of {host} ({limit})",
+                    rec.body.len()
+                ),
+            );
+            self.finish_job(&job, &all(o), &dest.0, host, 0).await;
+            return None;
+        }
+        if q.smtputf8 && !ext.smtputf8 {
+            let o = Outcome::bounce(
+                EnhancedStatus::new(5, 6, 7),
+                format!("{host} does not support SMTPUTF8, which this message needs"),
+            );
+            self.finish_job(&job, &all(o), &dest.0, host, 0).await;
+            return None;
+        }
+        let rcpt_params: Vec<String> = job
+            .recipients
+            .iter()
+            .map(|&i| {
+                let r = &rec.recipients[i as usize];
+                let mut p = Vec::new();
+                if let Some(n) = param(&r.params, "NOTIFY") {
+                    p.push(format!("NOTIFY={n}"));
+                }
+                if let Some(o) = param(&r.params, "ORCPT") {
+                    p.push(format!("ORCPT={o}"));
+                }
+                p.join(" ")
+            })
+            .collect();
+        let mut extra = Vec::new();
+        if let Some(r) = param(&rec.mail_params, "RET") {
+            extra.push(format!("RET={r}"));
+        }
+        if let Some(e) = param(&rec.mail_params, "ENVID") {
+            extra.push(format!("ENVID={e}"));
+        }
+        let env = Envelope {
+            reverse_path: &rec.reverse_path,
+            recipients: job
+                .recipients
+                .iter()
+                .zip(&rcpt_params)
+                .map(|(&i, p)| (rec.recipients[i as usize].address.as_str(), p.clone()))
+                .collect(),
+            extra_mail_params: extra.join(" "),
+            body: &rec.body,
+            eight_bit: q.eight_bit,
+            smtputf8: q.smtputf8,
+        };
+        let reused = conn.transactions() > 0;
+        let result = conn.send(&env).await;
+        let ms = started.elapsed().as_millis() as u64;
+        let outcomes: Vec<(u32, Outcome)> = match &result {
+            Ok(replies) => {
+                let saw_421 = std::iter::once(&replies.mail)
+                    .chain(&replies.rcpts)
+                    .chain(&replies.data)
+                    .any(|r| r.code == 421);
+                if saw_421 {
+                    let until = Instant::now() + self.config.delivery.suspend.after_421.0;
+                    self.sched
+                        .borrow_mut()
+                        .suspend(dest, until, format!("421 from {host}"));
+                }
+                job.recipients
+                    .iter()
+                    .enumerate()
+                    .map(|(k, &i)| (i, Outcome::of_reply(replies.for_recipient(k))))
+                    .collect()
+            }
+            Err(ClientError::Io { stage, .. }) if reused && *stage == "MAIL" => return Some(job),
+            Err(e) => all(Outcome::of_error(e)),
+        };
+        self.finish_job(&job, &outcomes, &dest.0, host, ms).await;
+        None
+    }
+
+    /// Records the outcome of every recipient of a job: states, log, retries, DSNs.
+    async fn finish_job(
+        self: &Rc<Self>,
+        job: &Job,
+        outcomes: &[(u32, Outcome)],
+        dest: &str,
+        host: &str,
+        ms: u64,
+    ) {
+        let Some(q) = self.messages.borrow().get(&job.message).cloned() else {
+            return;
+        };
+        let id = QueueId(job.message);
+        let id_text = id.to_string();
+        let now = SystemTime::now();
+        let at_ms = unix_ms(now);
+        let mut retry = Vec::new();
+        let mut failed: Vec<(u32, EnhancedStatus, String, DsnAction)> = Vec::new();
+        for (i, outcome) in outcomes {
+            let attempt = {
+                let mut a = q.attempts.borrow_mut();
+                a[*i as usize] += 1;
+                a[*i as usize]
+            };
+            let rcpt = &q.record.recipients[*i as usize];
+            let (status, text) = match outcome {
+                Outcome::Delivered { reply } => (EnhancedStatus::new(2, 0, 0), reply.as_str()),
+                Outcome::Deferred { status, diagnostic }
+                | Outcome::Bounced { status, diagnostic } => (*status, diagnostic.as_str()),
+            };
+            self.log.record(&Event {
+                kind: outcome.kind(),
+                queue_id: &id_text,
+                sender: &q.record.reverse_path,
+                recipient: &rcpt.address,
+                destination: dest,
+                host,
+                reply: text,
+                status: &status.to_string(),
+                attempt,
+                duration_ms: ms,
+                size: q.record.body.len(),
+            });
+            match outcome {
+                Outcome::Delivered { .. } => {
+                    bump(&self.stats.delivered);
+                    self.record_state(id, *i, RecipientState::Delivered { at_unix_ms: at_ms });
+                }
+                Outcome::Bounced { status, diagnostic } => {
+                    bump(&self.stats.bounced);
+                    self.record_state(id, *i, RecipientState::Bounced { at_unix_ms: at_ms });
+                    failed.push((*i, *status, diagnostic.clone(), DsnAction::Failed));
+                }
+                Outcome::Deferred { .. } => {
+                    bump(&self.stats.deferred);
+                    retry.push((*i, text.to_owned()));
+                }
+            }
+        }
+        let mut finals = outcomes.len() - retry.len();
+        if !retry.is_empty() {
+            let job = Job {
+                message: job.message,
+                recipients: retry.iter().map(|(i, _)| *i).collect(),
+                domain: job.domain.clone(),
+                attempts: job.attempts + 1,
+                arrival: q.arrival,
+            };
+            let decided = self.sched.borrow_mut().defer(job, Instant::now());
+            match decided {
+                DeferOutcome::Scheduled { at } => {
+                    let next =
+                        at_ms + at.saturating_duration_since(Instant::now()).as_millis() as u64;
+                    for (i, _) in &retry {
+                        let attempts = q.attempts.borrow()[*i as usize];
+                        self.record_state(
+                            id,
+                            *i,
+                            RecipientState::Deferred {
+                                at_unix_ms: at_ms,
+                                next_attempt_unix_ms: next,
+                                attempts,
+                            },
+                        );
+                    }
+                }
+                DeferOutcome::Expired(_) => {
+                    finals += retry.len();
+                    for (i, last) in &retry {
+                        bump(&self.stats.expired);
+                        self.record_state(id, *i, RecipientState::Expired { at_unix_ms: at_ms });
+                        let rcpt = &q.record.recipients[*i as usize];
+                        self.log.record(&Event {
+                            kind: "Expiration",
+                            queue_id: &id_text,
+                            sender: &q.record.reverse_path,
+                            recipient: &rcpt.address,
+                            destination: dest,
+                            host,
+                            reply: last,
+                            status: "4.4.7",
+                            attempt: q.attempts.borrow()[*i as usize],
+                            duration_ms: 0,
+                            size: q.record.body.len(),
+                        });
+                        failed.push((
+                            *i,
+                            EnhancedStatus::new(4, 4, 7),
+                            format!("delivery time expired; last error: {last}"),
+                            DsnAction::Failed,
+                        ));
+                    }
+                }
+            }
+        }
+        q.pending.set(q.pending.get().saturating_sub(finals));
+        if !failed.is_empty() {
+            self.send_dsn(&q, &failed, host).await;
+        }
+        if q.pending.get() == 0 {
+            self.messages.borrow_mut().remove(&job.message);
+        }
+    }
+
+    fn record_state(&self, id: QueueId, recipient: u32, state: RecipientState) {
+        let spool = self.spool.clone();
+        glommio::spawn_local(async move {
+            let rec = StateRecord { id: id.0, recipient, state };
+            if let Err(e) = spool.append_state(&rec).await {
+                tracing::warn!(queue_id = %id, recipient, error = %e, "recording a delivery state failed");
+            }
+        })
+        .detach();
+    }
+
+    /// Queues a DSN (RFC 3464) to the sender for failed recipients that asked for one.
+    async fn send_dsn(
+        self: &Rc<Self>,
+        q: &Queued,
+        failed: &[(u32, EnhancedStatus, String, DsnAction)],
+        host: &str,
+    ) {
+        let rec = &q.record;
+        if rec.reverse_path.is_empty() {
+            return;
+        }
+        let wanted: Vec<DsnRecipient> = failed
+            .iter()
+            .filter(|(i, ..)| {
+                let r = &rec.recipients[*i as usize];
+                param(&r.params, "NOTIFY")
+                    .is_none_or(|n| n.to_ascii_uppercase().contains("FAILURE"))
+            })
+            .map(|(i, status, diag, action)| {
+                let r = &rec.recipients[*i as usize];
+                DsnRecipient {
+                    address: r.address.clone(),
+                    original: param(&r.params, "ORCPT").map(str::to_owned),
+                    action: *action,
+                    status: *status,
+                    remote_mta: (!host.is_empty()).then(|| host.to_owned()),
+                    diagnostic: Some(diag.clone()),
+                    last_attempt: Some(SystemTime::now()),
+                }
+            })
+            .collect();
+        if wanted.is_empty() {
+            return;
+        }
+        let ret = match param(&rec.mail_params, "RET")
+            .map(str::to_ascii_uppercase)
+            .as_deref()
+        {
+            Some("HDRS") => Return::Headers,
+            Some("FULL") => Return::Full,
+            // Not specified: the whole message if it is small, as Postfix does.
+            _ if rec.body.len() <= 50_000 => Return::Full,
+            _ => Return::Headers,
+        };
+        let id = self.ids.borrow_mut().next(SystemTime::now());
+        let unique = id.to_string();
+        let original_id = QueueId(rec.id).to_string();
+        let body = dsn::build(&dsn::DsnInput {
+            reporting_mta: &self.config.hostname,
+            to: &rec.reverse_path,
+            envid: param(&rec.mail_params, "ENVID"),
+            queue_id: &original_id,
+            arrival: UNIX_EPOCH + Duration::from_millis(rec.arrival_unix_ms),
+            date: SystemTime::now(),
+            recipients: &wanted,
+            original: &rec.body,
+            ret,
+            unique: &unique,
+        });
+        let dsn_record = MessageRecord {
+            id: id.0,
+            reverse_path: String::new(),
+            mail_params: Vec::new(),
+            recipients: vec![Recipient::new(rec.reverse_path.clone())],
+            arrival_unix_ms: unix_ms(SystemTime::now()),
+            client_addr: "local".into(),
+            helo: self.config.hostname.clone(),
+            tls: None,
+            auth: None,
+            body,
+        };
+        match self.spool.append_message(&dsn_record).await {
+            Ok(()) => {
+                bump(&self.stats.dsns);
+                self.intake(dsn_record, None);
+            }
+            Err(e) => tracing::warn!(queue_id = %unique, error = %e, "queueing a DSN failed"),
+        }
+    }
+}

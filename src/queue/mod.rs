@@ -1,0 +1,391 @@
+//! The delivery scheduler of one shard: pure scheduling, no I/O, no clock (time is a parameter).
+//!
+//! What it does: keeps one ready queue per destination (new mail and retries in two queues taken
+//! in turn, so neither starves the other), a timer heap of deferred jobs, per-destination limits
+//! (connections, a token-bucket message rate), suspensions (after a `421` or repeated connection
+//! failures, with doubling backoff), and the retry policy (exponential backoff with jitter, queue
+//! lifetime). `poll(now)` says which retries are due, which destinations should get one more
+//! connection, and when to call again — like Postfix's qmgr loop, there are no hidden timers.
+//!
+//! What it does not do: no routing (the caller resolves destinations and re-resolves due jobs),
+//! no connections, no records, no bodies: it holds message ids and recipient indices only, so its
+//! memory stays flat whatever the message sizes.
+//!
+//! Invariants: a destination never has more than `max_connections` connections open plus asked
+//! for; at most one new connection per destination per poll (slow start); a job is in exactly one
+//! place (a ready queue, the timer heap, or handed out) until the caller reports on it.
+
+mod destination;
+
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap};
+use std::fmt;
+use std::time::{Duration, Instant};
+
+use destination::Destination;
+
+/// Names a destination queue: `route:<pattern>`, `relay:<host>` or `mx:<sorted MX hosts>`.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct DestinationKey(pub String);
+
+impl fmt::Display for DestinationKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// Some recipients of one message going to one destination.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Job {
+    /// The message's queue id.
+    pub message: u64,
+    /// Indices into the message's recipient list.
+    pub recipients: Vec<u32>,
+    /// The recipients' domain.
+    pub domain: String,
+    /// Attempts already made.
+    pub attempts: u32,
+    /// When the message was accepted (for the lifetime).
+    pub arrival: Instant,
+}
+
+/// A message rate: a token bucket of `messages` tokens refilled over `per`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Rate {
+    /// Messages per period (also the burst).
+    pub messages: u32,
+    /// The period.
+    pub per: Duration,
+}
+
+/// Limits of a destination (per shard).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Limits {
+    /// Connections.
+    pub max_connections: usize,
+    /// Messages per connection (enforced by the pool; kept for `explain`).
+    pub max_messages_per_connection: u32,
+    /// Recipients per transaction: bigger jobs are split on `submit`.
+    pub max_recipients_per_transaction: usize,
+    /// Message rate, if limited.
+    pub rate: Option<Rate>,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_connections: 10,
+            max_messages_per_connection: 100,
+            max_recipients_per_transaction: 100,
+            rate: None,
+        }
+    }
+}
+
+/// Retry policy.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RetryPolicy {
+    /// First retry after.
+    pub first: Duration,
+    /// Longest wait.
+    pub max: Duration,
+    /// Growth per attempt.
+    pub multiplier: f64,
+    /// Spread, as a fraction (0.1 = ±10%).
+    pub jitter: f64,
+    /// Queue lifetime.
+    pub lifetime: Duration,
+}
+
+/// What `defer` decided.
+#[derive(Debug, PartialEq, Eq)]
+pub enum DeferOutcome {
+    /// The job will be due at this time.
+    Scheduled {
+        /// When.
+        at: Instant,
+    },
+    /// The next attempt would be past the lifetime: bounce it.
+    Expired(Job),
+}
+
+/// The answer of `poll`.
+#[derive(Debug, Default)]
+pub struct Poll {
+    /// Retries whose time has come (re-route and `submit` them).
+    pub due: Vec<Job>,
+    /// Destinations that should get one more connection now.
+    pub open: Vec<DestinationKey>,
+    /// When to poll again at the latest.
+    pub next_wakeup: Option<Instant>,
+}
+
+/// A destination's state, for operators.
+#[derive(Clone, Debug)]
+pub struct DestinationState {
+    /// New jobs waiting.
+    pub ready_new: usize,
+    /// Retried jobs waiting.
+    pub ready_retry: usize,
+    /// Connections open.
+    pub connections: usize,
+    /// Connections asked for and not yet reported.
+    pub pending_opens: usize,
+    /// Suspended until, and why.
+    pub suspended: Option<(Instant, String)>,
+    /// Rate tokens available (if rate-limited).
+    pub tokens: Option<f64>,
+    /// The limits in force.
+    pub limits: Limits,
+}
+
+/// Suspension after consecutive connection failures.
+#[derive(Clone, Copy, Debug)]
+pub struct FailurePolicy {
+    /// Consecutive failures that suspend.
+    pub threshold: u32,
+    /// First suspension.
+    pub backoff: Duration,
+    /// Longest suspension.
+    pub max_backoff: Duration,
+}
+
+impl Default for FailurePolicy {
+    fn default() -> Self {
+        FailurePolicy {
+            threshold: 5,
+            backoff: Duration::from_secs(60),
+            max_backoff: Duration::from_secs(1800),
+        }
+    }
+}
+
+/// The scheduler.
+pub struct Scheduler {
+    retry: RetryPolicy,
+    failures: FailurePolicy,
+    rng: u64,
+    dests: HashMap<DestinationKey, Destination>,
+    timers: BinaryHeap<Reverse<(Instant, u64)>>,
+    deferred: HashMap<u64, Job>,
+    next_timer: u64,
+}
+
+impl Scheduler {
+    /// A scheduler with a retry policy and a seed for the jitter.
+    pub fn new(retry: RetryPolicy, seed: u64) -> Self {
+        Scheduler {
+            retry,
+            failures: FailurePolicy::default(),
+            rng: seed | 1,
+            dests: HashMap::new(),
+            timers: BinaryHeap::new(),
+            deferred: HashMap::new(),
+            next_timer: 0,
+        }
+    }
+
+    /// Sets the consecutive-connection-failure policy.
+    pub fn set_failure_policy(&mut self, p: FailurePolicy) {
+        self.failures = p;
+    }
+
+    fn dest(&mut self, key: &DestinationKey) -> &mut Destination {
+        self.dests.entry(key.clone()).or_default()
+    }
+
+    /// Sets or updates a destination's limits.
+    pub fn set_limits(&mut self, dest: &DestinationKey, limits: Limits) {
+        self.dest(dest).set_limits(limits);
+    }
+
+    /// Queues a job that is ready now (split by the recipient limit).
+    pub fn submit(&mut self, dest: &DestinationKey, job: Job, now: Instant) {
+        self.dest(dest).submit(job, now);
+    }
+
+    fn random_unit(&mut self) -> f64 {
+        let mut x = self.rng;
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        self.rng = x;
+        (x >> 11) as f64 / (1u64 << 53) as f64
+    }
+
+    /// The wait before the retry after `attempts` attempts, without jitter.
+    pub fn backoff(&self, attempts: u32) -> Duration {
+        let exp = self
+            .retry
+            .multiplier
+            .powi(attempts.saturating_sub(1).min(64) as i32);
+        let secs = (self.retry.first.as_secs_f64() * exp).min(self.retry.max.as_secs_f64());
+        Duration::from_secs_f64(secs)
+    }
+
+    /// Schedules the retry of a job that failed temporarily, or expires it.
+    pub fn defer(&mut self, job: Job, now: Instant) -> DeferOutcome {
+        let base = self.backoff(job.attempts.max(1));
+        let spread = (self.random_unit() * 2.0 - 1.0) * self.retry.jitter;
+        let wait = base.mul_f64((1.0 + spread).max(0.0));
+        let at = now + wait;
+        if at > job.arrival + self.retry.lifetime {
+            return DeferOutcome::Expired(job);
+        }
+        self.defer_until(job, at);
+        DeferOutcome::Scheduled { at }
+    }
+
+    /// Schedules a job for a given time (e.g. restored after a restart).
+    pub fn defer_until(&mut self, job: Job, at: Instant) {
+        let id = self.next_timer;
+        self.next_timer += 1;
+        self.deferred.insert(id, job);
+        self.timers.push(Reverse((at, id)));
+    }
+
+    /// What to do now and when to look again.
+    pub fn poll(&mut self, now: Instant) -> Poll {
+        let mut poll = Poll::default();
+        while let Some(Reverse((at, id))) = self.timers.peek().copied() {
+            if at > now {
+                poll.next_wakeup = Some(at);
+                break;
+            }
+            self.timers.pop();
+            if let Some(job) = self.deferred.remove(&id) {
+                poll.due.push(job);
+            }
+        }
+        let mut idle = Vec::new();
+        for (key, d) in &mut self.dests {
+            match d.wants_connection(now) {
+                Ok(()) => {
+                    d.pending_opens += 1;
+                    poll.open.push(key.clone());
+                }
+                Err(Some(when)) => {
+                    poll.next_wakeup = Some(poll.next_wakeup.map_or(when, |w| w.min(when)));
+                }
+                Err(None) if d.is_idle(now) => idle.push(key.clone()),
+                Err(None) => {}
+            }
+        }
+        for key in idle {
+            self.dests.remove(&key);
+        }
+        poll.open.sort();
+        poll
+    }
+
+    /// The next job for a connection to `dest`, if not suspended and the rate allows.
+    pub fn next_job(&mut self, dest: &DestinationKey, now: Instant) -> Option<Job> {
+        self.dests.get_mut(dest)?.next_job(now)
+    }
+
+    /// A connection asked for by `poll` was opened.
+    pub fn connection_opened(&mut self, dest: &DestinationKey) {
+        let d = self.dest(dest);
+        d.pending_opens = d.pending_opens.saturating_sub(1);
+        d.open += 1;
+    }
+
+    /// A connection asked for by `poll` could not be opened.
+    pub fn connection_open_failed(&mut self, dest: &DestinationKey) {
+        let d = self.dest(dest);
+        d.pending_opens = d.pending_opens.saturating_sub(1);
+    }
+
+    /// An open connection was closed.
+    pub fn connection_closed(&mut self, dest: &DestinationKey) {
+        let d = self.dest(dest);
+        d.open = d.open.saturating_sub(1);
+    }
+
+    /// Suspends a destination until `until`.
+    pub fn suspend(&mut self, dest: &DestinationKey, until: Instant, reason: String) {
+        self.dest(dest).suspended = Some((until, reason));
+    }
+
+    /// Lifts a suspension.
+    pub fn resume(&mut self, dest: &DestinationKey) {
+        self.dest(dest).suspended = None;
+    }
+
+    /// Counts a failed connection; suspends after `threshold` in a row (doubling backoff).
+    pub fn connect_failed(&mut self, dest: &DestinationKey, now: Instant) -> Option<Instant> {
+        let p = self.failures;
+        let d = self.dest(dest);
+        d.failures += 1;
+        if d.failures < p.threshold {
+            return None;
+        }
+        d.failures = 0;
+        let wait = d.backoff.map_or(p.backoff, |b| (b * 2).min(p.max_backoff));
+        d.backoff = Some(wait);
+        let until = now + wait;
+        d.suspended = Some((
+            until,
+            format!("{} consecutive connection failures", p.threshold),
+        ));
+        Some(until)
+    }
+
+    /// A connection succeeded: the failure count and backoff start over.
+    pub fn connect_succeeded(&mut self, dest: &DestinationKey) {
+        let d = self.dest(dest);
+        d.failures = 0;
+        d.backoff = None;
+    }
+
+    /// Removes every queued job of a message.
+    pub fn remove_message(&mut self, message: u64) -> Vec<Job> {
+        let mut out = Vec::new();
+        for d in self.dests.values_mut() {
+            out.extend(d.remove_message(message));
+        }
+        let ids: Vec<u64> = self
+            .deferred
+            .iter()
+            .filter(|(_, j)| j.message == message)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in ids {
+            out.extend(self.deferred.remove(&id));
+        }
+        out
+    }
+
+    /// Makes every deferred job due now.
+    pub fn flush(&mut self, now: Instant) {
+        let jobs: Vec<(u64, Job)> = self.deferred.drain().collect();
+        self.timers.clear();
+        for (_, job) in jobs {
+            self.defer_until(job, now);
+        }
+    }
+
+    /// A destination's state.
+    pub fn explain(&self, dest: &DestinationKey, now: Instant) -> Option<DestinationState> {
+        self.dests.get(dest).map(|d| d.explain(now))
+    }
+
+    /// Known destinations.
+    pub fn destinations(&self) -> impl Iterator<Item = &DestinationKey> {
+        self.dests.keys()
+    }
+
+    /// Deferred jobs.
+    pub fn deferred_len(&self) -> usize {
+        self.deferred.len()
+    }
+
+    /// Ready jobs over all destinations.
+    pub fn ready_len(&self) -> usize {
+        self.dests.values().map(Destination::ready_len).sum()
+    }
+}
+
+#[cfg(test)]
+#[path = "tests.rs"]
+mod tests;

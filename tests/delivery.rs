@@ -1,0 +1,348 @@
+//! Delivery through real sockets: the MTA relays to scripted SMTP servers on loopback,
+//! retries temporary failures, bounces permanent ones with a DSN, reuses connections, and the
+//! books balance.
+
+mod common;
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::process::Command;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use common::{Client, Mta, tempdir, write_config};
+
+/// A received message.
+#[derive(Clone, Debug)]
+struct Received {
+    from: String,
+    to: Vec<String>,
+    body: String,
+}
+
+/// A scripted receiving server: recipients whose local part starts with `bad` get 550,
+/// `slow` get 451 on their first `defer_times` attempts; everything else is accepted.
+struct Scripted {
+    port: u16,
+    got: Arc<Mutex<Vec<Received>>>,
+    connections: Arc<AtomicUsize>,
+}
+
+impl Scripted {
+    fn start(chunking: bool, defer_times: usize) -> Scripted {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let got: Arc<Mutex<Vec<Received>>> = Arc::default();
+        let connections = Arc::new(AtomicUsize::new(0));
+        let deferred = Arc::new(AtomicUsize::new(0));
+        let (g, c) = (got.clone(), connections.clone());
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(stream) = stream else { break };
+                c.fetch_add(1, Ordering::SeqCst);
+                let (g, d) = (g.clone(), deferred.clone());
+                std::thread::spawn(move || serve(stream, &g, &d, chunking, defer_times));
+            }
+        });
+        Scripted {
+            port,
+            got,
+            connections,
+        }
+    }
+
+    fn wait_for(&self, n: usize, limit: Duration) -> Vec<Received> {
+        let deadline = Instant::now() + limit;
+        loop {
+            let got = self.got.lock().unwrap().clone();
+            if got.len() >= n || Instant::now() > deadline {
+                return got;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+fn serve(
+    stream: TcpStream,
+    got: &Mutex<Vec<Received>>,
+    deferred: &AtomicUsize,
+    chunking: bool,
+    defer_times: usize,
+) {
+    stream
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    let mut w = stream.try_clone().unwrap();
+    let mut r = BufReader::new(stream);
+    let _ = w.write_all(b"220 scripted.test ESMTP\r\n");
+    let (mut from, mut to) = (String::new(), Vec::new());
+    loop {
+        let mut line = String::new();
+        if r.read_line(&mut line).unwrap_or(0) == 0 {
+            return;
+        }
+        let upper = line.to_ascii_uppercase();
+        let reply: String = if upper.starts_with("EHLO") {
+            let mut e = "250-scripted.test\r\n250-PIPELINING\r\n250-SIZE 1000000\r\n".to_owned();
+            if chunking {
+                e.push_str("250-CHUNKING\r\n");
+            }
+            e + "250 8BITMIME\r\n"
+        } else if upper.starts_with("MAIL FROM:") {
+            from = line[10..]
+                .trim()
+                .trim_start_matches('<')
+                .split('>')
+                .next()
+                .unwrap()
+                .to_owned();
+            to.clear();
+            "250 2.1.0 ok\r\n".into()
+        } else if upper.starts_with("RCPT TO:") {
+            let rcpt = line[8..]
+                .trim()
+                .trim_start_matches('<')
+                .split('>')
+                .next()
+                .unwrap()
+                .to_owned();
+            if rcpt.starts_with("bad") {
+                "550 5.1.1 no such user\r\n".into()
+            } else if rcpt.starts_with("slow")
+                && deferred.fetch_add(1, Ordering::SeqCst) < defer_times
+            {
+                "451 4.3.0 try later\r\n".into()
+            } else {
+                to.push(rcpt);
+                "250 2.1.5 ok\r\n".into()
+            }
+        } else if upper.starts_with("DATA") {
+            if to.is_empty() {
+                "554 5.5.1 no valid recipients\r\n".into()
+            } else {
+                let _ = w.write_all(b"354 go\r\n");
+                let mut body = Vec::new();
+                loop {
+                    let mut l = Vec::new();
+                    if r.read_until(b'\n', &mut l).unwrap_or(0) == 0 {
+                        return;
+                    }
+                    if l == b".\r\n" {
+                        break;
+                    }
+                    let l = if l.starts_with(b"..") {
+                        l[1..].to_vec()
+                    } else {
+                        l
+                    };
+                    body.extend_from_slice(&l);
+                }
+                got.lock().unwrap().push(Received {
+                    from: from.clone(),
+                    to: to.clone(),
+                    body: String::from_utf8_lossy(&body).into(),
+                });
+                "250 2.0.0 queued\r\n".into()
+            }
+        } else if upper.starts_with("BDAT") {
+            let n: usize = upper.split_whitespace().nth(1).unwrap().parse().unwrap();
+            let mut body = vec![0; n];
+            r.read_exact(&mut body).unwrap();
+            if to.is_empty() {
+                "554 5.5.1 no valid recipients\r\n".into()
+            } else {
+                got.lock().unwrap().push(Received {
+                    from: from.clone(),
+                    to: to.clone(),
+                    body: String::from_utf8_lossy(&body).into(),
+                });
+                "250 2.0.0 queued\r\n".into()
+            }
+        } else if upper.starts_with("RSET") || upper.starts_with("NOOP") {
+            "250 2.0.0 ok\r\n".into()
+        } else if upper.starts_with("QUIT") {
+            let _ = w.write_all(b"221 2.0.0 bye\r\n");
+            return;
+        } else {
+            "500 5.5.1 what\r\n".into()
+        };
+        if w.write_all(reply.as_bytes()).is_err() {
+            return;
+        }
+    }
+}
+
+fn config(dir: &std::path::Path, port: u16, extra: &str) -> std::path::PathBuf {
+    write_config(
+        dir,
+        "",
+        &format!(
+            "[delivery]\nidle_timeout = \"2s\"\nmax_connections = 2\n[delivery.retry]\nfirst = \"1s\"\nmax = \"2s\"\n{extra}\n\
+             [[routes]]\ndomain = \"dest.test\"\nhosts = [\"127.0.0.1:{port}\"]\n\
+             [[routes]]\ndomain = \"src.test\"\nhosts = [\"127.0.0.1:{port}\"]\n"
+        ),
+    )
+}
+
+fn send(c: &mut Client, from: &str, rcpts: &[&str], body: &str) -> String {
+    let mut cmd = format!("MAIL FROM:<{from}>\r\n");
+    for r in rcpts {
+        cmd.push_str(&format!("RCPT TO:<{r}>\r\n"));
+    }
+    cmd.push_str("DATA\r\n");
+    c.send(cmd.as_bytes());
+    for _ in 0..rcpts.len() + 2 {
+        c.reply().unwrap();
+    }
+    c.send(format!("{body}.\r\n").as_bytes());
+    c.reply().unwrap()
+}
+
+fn queue_count(config: &std::path::Path) -> String {
+    let out = Command::new(env!("CARGO_BIN_EXE_mta"))
+        .args(["queue", "count", "--config"])
+        .arg(config)
+        .output()
+        .unwrap();
+    String::from_utf8(out.stdout).unwrap()
+}
+
+#[test]
+fn relays_over_reused_connections_and_books_balance() {
+    for chunking in [false, true] {
+        let sink = Scripted::start(chunking, 0);
+        let dir = tempdir();
+        let cfg = config(dir.path(), sink.port, "");
+        let mut mta = Mta::start(dir.path(), &cfg);
+        let mut c = Client::connect(mta.addr);
+        c.codes(1);
+        c.send(b"EHLO c.test\r\n");
+        c.reply();
+        for i in 0..50 {
+            let r = send(
+                &mut c,
+                "a@src.test",
+                &["u1@dest.test", "u2@dest.test"],
+                &format!("Subject: {i}\r\n\r\n..dot line\r\nbody {i}\r\n"),
+            );
+            assert!(r.starts_with("250 2.0.0 Ok: queued"), "{r}");
+        }
+        let got = sink.wait_for(50, Duration::from_secs(30));
+        assert_eq!(got.len(), 50, "chunking={chunking}");
+        assert!(
+            got.iter()
+                .all(|m| m.to == ["u1@dest.test", "u2@dest.test"] && m.from == "a@src.test")
+        );
+        assert!(
+            got.iter()
+                .all(|m| m.body.contains("\r\n.dot line\r\n") && m.body.starts_with("Received: ")),
+            "{:?}",
+            got[0]
+        );
+        // 50 messages went over at most max_connections x shards connections.
+        assert!(
+            sink.connections.load(Ordering::SeqCst) <= 4,
+            "{}",
+            sink.connections.load(Ordering::SeqCst)
+        );
+        std::thread::sleep(Duration::from_millis(500));
+        assert!(mta.stop().success());
+        let counts = queue_count(&cfg);
+        assert!(
+            counts.contains("accepted  100")
+                && counts.contains("delivered 100")
+                && counts.contains("queued    0"),
+            "{counts}"
+        );
+        let log = std::fs::read_to_string(dir.path().join("log/delivery-0.jsonl"))
+            .unwrap_or_default()
+            + &std::fs::read_to_string(dir.path().join("log/delivery-1.jsonl")).unwrap_or_default();
+        assert_eq!(
+            log.lines()
+                .filter(|l| l.contains("\"type\":\"Delivery\""))
+                .count(),
+            100,
+            "{log}"
+        );
+    }
+}
+
+#[test]
+fn temporary_failures_are_retried_and_permanent_ones_bounce_with_a_dsn() {
+    let sink = Scripted::start(false, 1);
+    let dir = tempdir();
+    let cfg = config(dir.path(), sink.port, "");
+    let mut mta = Mta::start(dir.path(), &cfg);
+    let mut c = Client::connect(mta.addr);
+    c.codes(1);
+    c.send(b"EHLO c.test\r\n");
+    c.reply();
+    let r = send(
+        &mut c,
+        "sender@src.test",
+        &["slow@dest.test", "bad@dest.test", "ok@dest.test"],
+        "Subject: mixed\r\n\r\nhello\r\n",
+    );
+    assert!(r.starts_with("250"), "{r}");
+    // First attempt: ok delivered, bad bounced, slow deferred; then the DSN to the sender,
+    // then the retry of slow (after about 1s).
+    let got = sink.wait_for(3, Duration::from_secs(30));
+    assert_eq!(got.len(), 3, "{got:?}");
+    let dsn = got
+        .iter()
+        .find(|m| m.from.is_empty())
+        .expect("a DSN with a null reverse path");
+    assert_eq!(dsn.to, ["sender@src.test"]);
+    assert!(
+        dsn.body
+            .contains("Content-Type: multipart/report; report-type=delivery-status"),
+        "{}",
+        dsn.body
+    );
+    assert!(
+        dsn.body
+            .contains("Final-Recipient: rfc822; bad@dest.test\r\nAction: failed\r\nStatus: 5.1.1"),
+        "{}",
+        dsn.body
+    );
+    assert!(!dsn.body.contains("Final-Recipient: rfc822; slow@dest.test"));
+    assert!(got.iter().any(|m| m.to == ["slow@dest.test"]), "retried");
+    assert!(got.iter().any(|m| m.to == ["ok@dest.test"]));
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(mta.stop().success());
+    let counts = queue_count(&cfg);
+    // 3 original recipients + 1 DSN recipient: 3 delivered, 1 bounced.
+    assert!(
+        counts.contains("accepted  4")
+            && counts.contains("delivered 3")
+            && counts.contains("bounced   1")
+            && counts.contains("queued    0"),
+        "{counts}"
+    );
+}
+
+#[test]
+fn null_sender_never_bounces_and_unreachable_destination_defers() {
+    // Port 9 on loopback: nothing listens, connections are refused.
+    let dir = tempdir();
+    let cfg = config(dir.path(), 9, "");
+    let mut mta = Mta::start(dir.path(), &cfg);
+    let mut c = Client::connect(mta.addr);
+    c.codes(1);
+    c.send(b"EHLO c.test\r\n");
+    c.reply();
+    let r = send(&mut c, "", &["x@dest.test"], "Subject: n\r\n\r\nx\r\n");
+    assert!(r.starts_with("250"), "{r}");
+    std::thread::sleep(Duration::from_millis(1500));
+    assert!(mta.stop().success());
+    let counts = queue_count(&cfg);
+    assert!(
+        counts.contains("accepted  1") && counts.contains("queued    1"),
+        "{counts}"
+    );
+    let log = std::fs::read_to_string(dir.path().join("log/delivery-0.jsonl")).unwrap_or_default()
+        + &std::fs::read_to_string(dir.path().join("log/delivery-1.jsonl")).unwrap_or_default();
+    assert!(log.contains("\"type\":\"TransientFailure\""), "{log}");
+}
