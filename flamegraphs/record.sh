@@ -3,7 +3,7 @@
 # hardware counters) and renders an SVG flamegraph with inferno.
 #
 # usage: flamegraphs/record.sh SCENARIO [N]
-#   accept   mta (2 shards, sync on) receiving N pipelined 4 KiB messages
+#   accept   mta (2 shards, sync on, delivery on hold) receiving N pipelined 4 KiB messages
 #            from `loadgen send` (50 connections)                       default N=60000
 # Output: flamegraphs/<scenario>.svg ; perf data stays in /tmp (never committed).
 # Needs: perf (Debian package linux-perf), inferno (`cargo install inferno`), a release build.
@@ -25,6 +25,10 @@ shards = 2
 address = "127.0.0.1:0"
 [spool]
 path = "$WORK/spool"
+[delivery]
+hold = true
+[log]
+dir = "$WORK/log"
 EOT
     target/release/mta run --config "$WORK/mta.toml" 2> "$WORK/mta.log" &
     MTA=$!
