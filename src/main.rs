@@ -162,15 +162,14 @@ fn queue_list(config: &Config) -> anyhow::Result<()> {
 fn queue_count(config: &Config) -> anyhow::Result<()> {
     let queue = spool::read_offline(&config.spool.path)
         .with_context(|| format!("reading spool {}", config.spool.path.display()))?;
-    let s = &queue.stats;
-    let queued = s
-        .recipients_total
-        .saturating_sub(s.delivered + s.bounced + s.expired);
-    println!("accepted  {}", s.recipients_total);
-    println!("delivered {}", s.delivered);
-    println!("bounced   {}", s.bounced);
-    println!("expired   {}", s.expired);
-    println!("queued    {queued}");
+    // Lifetime totals: what the segments on disk hold plus what deleted segments held (kept
+    // by the spool's retire records), so the books balance across deletions and restarts.
+    let t = queue.stats.lifetime();
+    println!("accepted  {}", t.accepted);
+    println!("delivered {}", t.delivered);
+    println!("bounced   {}", t.bounced);
+    println!("expired   {}", t.expired);
+    println!("queued    {}", t.queued());
     println!("messages  {}", queue.messages.len());
     Ok(())
 }

@@ -277,7 +277,7 @@ impl Stage {
                         .iter()
                         .map(|&i| (i, outcome.clone()))
                         .collect();
-                    stage.finish_job(&job, &recipients, "", "", 0).await;
+                    stage.finish_job(&job, &recipients, "", "", 0, false).await;
                 }
             }
             stage.wake.notify();
@@ -345,7 +345,8 @@ impl Stage {
                     .iter()
                     .map(|&i| (i, outcome.clone()))
                     .collect();
-                self.finish_job(&job, &recipients, &dest.0, "", 0).await;
+                self.finish_job(&job, &recipients, &dest.0, "", 0, false)
+                    .await;
             }
             self.wake.notify();
             return;
@@ -411,7 +412,8 @@ impl Stage {
                     rec.body.len()
                 ),
             );
-            self.finish_job(&job, &all(o), &dest.0, host, 0).await;
+            self.finish_job(&job, &all(o), &dest.0, host, 0, false)
+                .await;
             return None;
         }
         if q.smtputf8 && !ext.smtputf8 {
@@ -419,7 +421,8 @@ impl Stage {
                 EnhancedStatus::new(5, 6, 7),
                 format!("{host} does not support SMTPUTF8, which this message needs"),
             );
-            self.finish_job(&job, &all(o), &dest.0, host, 0).await;
+            self.finish_job(&job, &all(o), &dest.0, host, 0, false)
+                .await;
             return None;
         }
         let rcpt_params: Vec<String> = job
@@ -481,7 +484,8 @@ impl Stage {
             Err(ClientError::Io { stage, .. }) if reused && *stage == "MAIL" => return Some(job),
             Err(e) => all(Outcome::of_error(e)),
         };
-        self.finish_job(&job, &outcomes, &dest.0, host, ms).await;
+        self.finish_job(&job, &outcomes, &dest.0, host, ms, ext.dsn)
+            .await;
         None
     }
 
@@ -493,6 +497,7 @@ impl Stage {
         dest: &str,
         host: &str,
         ms: u64,
+        next_hop_dsn: bool,
     ) {
         let Some(q) = self.messages.borrow().get(&job.message).cloned() else {
             return;
@@ -529,18 +534,32 @@ impl Stage {
                 size: q.record.body.len(),
             });
             match outcome {
-                Outcome::Delivered { .. } => {
+                Outcome::Delivered { reply } => {
                     bump(&self.stats.delivered);
                     self.record_state(id, *i, RecipientState::Delivered { at_unix_ms: at_ms });
+                    // NOTIFY=SUCCESS: a next hop with DSN reports delivery itself (the
+                    // parameters were passed on); otherwise we report "relayed".
+                    if !next_hop_dsn {
+                        failed.push((
+                            *i,
+                            EnhancedStatus::new(2, 0, 0),
+                            reply.clone(),
+                            DsnAction::Relayed,
+                        ));
+                    }
                 }
                 Outcome::Bounced { status, diagnostic } => {
                     bump(&self.stats.bounced);
                     self.record_state(id, *i, RecipientState::Bounced { at_unix_ms: at_ms });
                     failed.push((*i, *status, diagnostic.clone(), DsnAction::Failed));
                 }
-                Outcome::Deferred { .. } => {
+                Outcome::Deferred { status, diagnostic } => {
                     bump(&self.stats.deferred);
                     retry.push((*i, text.to_owned()));
+                    // NOTIFY=DELAY: one "delayed" report, at the first deferral.
+                    if attempt == 1 {
+                        failed.push((*i, *status, diagnostic.clone(), DsnAction::Delayed));
+                    }
                 }
             }
         }
@@ -633,10 +652,17 @@ impl Stage {
         }
         let wanted: Vec<DsnRecipient> = failed
             .iter()
-            .filter(|(i, ..)| {
+            .filter(|(i, _, _, action)| {
                 let r = &rec.recipients[*i as usize];
-                param(&r.params, "NOTIFY")
-                    .is_none_or(|n| n.to_ascii_uppercase().contains("FAILURE"))
+                let notify = param(&r.params, "NOTIFY").map(str::to_ascii_uppercase);
+                match action {
+                    // Without NOTIFY, only failures are reported (RFC 3461 4.1).
+                    DsnAction::Failed => notify.is_none_or(|n| n.contains("FAILURE")),
+                    DsnAction::Delayed => notify.is_some_and(|n| n.contains("DELAY")),
+                    DsnAction::Relayed | DsnAction::Delivered => {
+                        notify.is_some_and(|n| n.contains("SUCCESS"))
+                    }
+                }
             })
             .map(|(i, status, diag, action)| {
                 let r = &rec.recipients[*i as usize];

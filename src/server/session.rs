@@ -1,5 +1,5 @@
 //! The inbound ESMTP session as a sans-IO state machine (RFC 5321 with PIPELINING, SIZE,
-//! 8BITMIME, SMTPUTF8, ENHANCEDSTATUSCODES and CHUNKING).
+//! 8BITMIME, SMTPUTF8, ENHANCEDSTATUSCODES, DSN and CHUNKING).
 //!
 //! What it does: takes the bytes a client sent, answers every command with its RFC reply
 //! (written into an output buffer), receives message bodies by DATA or BDAT, and hands a
@@ -323,6 +323,7 @@ impl Session {
                 "8BITMIME".to_owned(),
                 "SMTPUTF8".to_owned(),
                 "ENHANCEDSTATUSCODES".to_owned(),
+                "DSN".to_owned(),
                 "CHUNKING".to_owned(),
             ];
             Reply::multiline(250, None, lines).write_to(out);
