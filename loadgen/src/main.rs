@@ -2,7 +2,9 @@
 //!
 //! - `loadgen send`: drive SMTP load at a server and report reply counts and latencies.
 //! - `loadgen sink`: a fast counting SMTP server that can act like a difficult mailbox provider.
+//! - `loadgen bench`: sink + MTA + load in one command, and a benchmark card.
 
+mod bench;
 mod conn;
 mod message;
 mod report;
@@ -33,6 +35,60 @@ enum Cmd {
     Send(SendArgs),
     /// Run a counting SMTP sink.
     Sink(SinkArgs),
+    /// Benchmark an MTA end to end: sink, MTA routed to it, load, and a benchmark card.
+    Bench(BenchArgs),
+}
+
+#[derive(clap::Args)]
+struct BenchArgs {
+    /// Messages.
+    #[arg(long, short = 'n', default_value_t = 20_000)]
+    messages: u64,
+    /// Concurrent connections.
+    #[arg(long, short = 'c', default_value_t = 50)]
+    connections: usize,
+    /// Message body size.
+    #[arg(long, short = 's', default_value_t = 4096)]
+    size: usize,
+    /// Recipients per message.
+    #[arg(long, default_value_t = 1)]
+    recipients: usize,
+    /// N generated recipient domains (all relayed to the sink).
+    #[arg(long, default_value_t = 1)]
+    domains: usize,
+    /// Load generator executors (default 1: leave the cores to the MTA).
+    #[arg(long, default_value_t = 1)]
+    threads: usize,
+    /// Sink executors.
+    #[arg(long, default_value_t = 1)]
+    sink_threads: usize,
+    /// The mta binary (default: next to this one).
+    #[arg(long)]
+    mta: Option<PathBuf>,
+    /// MTA shards (0 = one per core).
+    #[arg(long, default_value_t = 0)]
+    shards: usize,
+    /// MTA spool sync: always | never.
+    #[arg(long, default_value = "always")]
+    sync: String,
+    /// Directory on the disk to test; the MTA's spool goes in a temporary directory inside it.
+    #[arg(long, default_value = "/tmp")]
+    spool_dir: PathBuf,
+    /// MTA outbound connections to the sink, per shard.
+    #[arg(long, default_value_t = 25)]
+    max_connections: usize,
+    /// Benchmark another MTA already running on this address (it must relay to --peer-sink).
+    #[arg(long)]
+    peer: Option<SocketAddr>,
+    /// With --peer: where this command's sink listens.
+    #[arg(long, default_value = "127.0.0.1:2526")]
+    peer_sink: SocketAddr,
+    /// Give up waiting for delivery after this long.
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "300s")]
+    deadline: Duration,
+    /// Write the card as JSON to this file ("-" = standard output).
+    #[arg(long)]
+    json: Option<PathBuf>,
 }
 
 #[derive(clap::Args)]
@@ -204,6 +260,55 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 ExitCode::from(1)
             } else {
                 ExitCode::SUCCESS
+            })
+        }
+        Cmd::Bench(a) => {
+            let mta = match a.mta {
+                Some(p) => p,
+                None => std::env::current_exe()?.with_file_name("mta"),
+            };
+            anyhow::ensure!(
+                ["always", "never"].contains(&a.sync.as_str()),
+                "--sync is always or never"
+            );
+            let opts = bench::BenchOptions {
+                send: send::SendOptions {
+                    target: "127.0.0.1:0".parse()?,
+                    connections: a.connections.max(1),
+                    messages: a.messages.max(1),
+                    duration: None,
+                    size: a.size,
+                    recipients: a.recipients.max(1),
+                    domains: (0..a.domains.max(1))
+                        .map(|i| format!("d{i}.loadgen.test"))
+                        .collect(),
+                    pipelining: true,
+                    bdat: false,
+                    threads: a.threads.max(1),
+                    rate: None,
+                    per_connection: 0,
+                    from: "loadgen@loadgen.test".into(),
+                    timeout: Duration::from_secs(60),
+                },
+                sink_threads: a.sink_threads.max(1),
+                mta,
+                shards: a.shards,
+                sync: a.sync,
+                spool_parent: a.spool_dir,
+                max_connections: a.max_connections.max(1),
+                peer: a.peer,
+                peer_sink: a.peer_sink,
+                deadline: a.deadline,
+            };
+            let card = bench::run(opts)?;
+            print!("{}", bench::text(&card));
+            if let Some(path) = &a.json {
+                write_json(path, &card)?;
+            }
+            Ok(if card["complete"].as_bool() == Some(true) {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
             })
         }
         Cmd::Sink(a) => {

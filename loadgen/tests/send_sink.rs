@@ -210,3 +210,48 @@ fn sends_to_the_mta() {
     assert!(ok, "{report}");
     assert_eq!(report["ok"], 1000);
 }
+
+#[test]
+fn bench_runs_end_to_end_and_its_card_parses() {
+    let dir = tempfile::tempdir().unwrap();
+    let mta = env!("CARGO_MANIFEST_DIR").to_owned() + "/../target/debug/mta";
+    assert!(
+        std::path::Path::new(&mta).exists(),
+        "the mta binary is built by `cargo test --workspace`"
+    );
+    let json = dir.path().join("card.json");
+    let out = Command::new(LOADGEN)
+        .args([
+            "bench",
+            "-n",
+            "2000",
+            "-c",
+            "10",
+            "--shards",
+            "2",
+            "--mta",
+            &mta,
+            "--spool-dir",
+        ])
+        .arg(dir.path())
+        .arg("--json")
+        .arg(&json)
+        .args(["--deadline", "120s"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let card: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    assert_eq!(card["accepted"], 2000);
+    assert_eq!(card["delivered"], 2000);
+    assert_eq!(card["complete"], true);
+    assert_eq!(card["corrupt"], 0);
+    assert!(card["delivered_per_s"].as_f64().unwrap() > 0.0);
+    assert!(card["baseline_wire_per_s"].as_f64().unwrap() > 0.0);
+    assert!(card["mta_peak_rss_kib"].as_u64().unwrap() > 0);
+}
