@@ -105,9 +105,9 @@ struct SendArgs {
     /// Run for this long instead ("30s", "2m").
     #[arg(long, value_parser = humantime::parse_duration)]
     duration: Option<Duration>,
-    /// Message body size in octets.
-    #[arg(long, short = 's', default_value_t = 4096)]
-    size: usize,
+    /// Message body size in octets: "4096", or a range "1000-20000" (uniform per message).
+    #[arg(long, short = 's', default_value = "4096", value_parser = parse_size)]
+    size: (usize, usize),
     /// Recipients per message.
     #[arg(long, default_value_t = 1)]
     recipients: usize,
@@ -207,6 +207,25 @@ pub(crate) fn gerr<T>(e: glommio::GlommioError<T>) -> anyhow::Error {
     anyhow::anyhow!("{e}")
 }
 
+/// "N" or "A-B" octets.
+fn parse_size(s: &str) -> Result<(usize, usize), String> {
+    let num = |t: &str| {
+        t.trim()
+            .parse::<usize>()
+            .map_err(|_| format!("bad size {s:?}"))
+    };
+    match s.split_once('-') {
+        Some((a, b)) => {
+            let (a, b) = (num(a)?, num(b)?);
+            if a > b {
+                return Err(format!("size range {s:?} is empty"));
+            }
+            Ok((a, b))
+        }
+        None => num(s).map(|n| (n, n)),
+    }
+}
+
 fn cores() -> usize {
     std::thread::available_parallelism().map_or(1, |n| n.get())
 }
@@ -235,7 +254,8 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 connections: a.connections.max(1),
                 messages: a.messages,
                 duration: a.duration,
-                size: a.size,
+                size: a.size.0,
+                size_max: a.size.1,
                 recipients: a.recipients.max(1),
                 domains,
                 pipelining: !a.no_pipelining,
@@ -278,6 +298,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     messages: a.messages.max(1),
                     duration: None,
                     size: a.size,
+                    size_max: a.size,
                     recipients: a.recipients.max(1),
                     domains: (0..a.domains.max(1))
                         .map(|i| format!("d{i}.loadgen.test"))

@@ -124,6 +124,7 @@ impl Report {
             settings: json!({
                 "connections": opts.connections,
                 "size": opts.size,
+                "size_max": opts.size_max,
                 "recipients": opts.recipients,
                 "domains": opts.domains.len(),
                 "pipelining": opts.pipelining,

@@ -39,8 +39,10 @@ pub struct SendOptions {
     pub messages: u64,
     /// Run for this long instead of a count.
     pub duration: Option<Duration>,
-    /// Body size in octets.
+    /// Body size in octets (the smallest, with `size_max`).
     pub size: usize,
+    /// Largest body size: each message gets a uniformly random size in `size..=size_max`.
+    pub size_max: usize,
     /// Recipients per message.
     pub recipients: usize,
     /// Recipient domains (cycled).
@@ -175,7 +177,7 @@ async fn thread_main(
         reply: histogram(),
         transaction: histogram(),
     }));
-    let body = std::rc::Rc::new(message::body(opts.size));
+    let body = std::rc::Rc::new(message::body(opts.size_max.max(opts.size)));
     let digest = crc32c::crc32c(&body);
     let mut tasks = Vec::new();
     for c in 0..mine {
@@ -293,7 +295,28 @@ async fn connection_loop(
                     format!("u{}.{r}@{d}", seq % 100_000)
                 })
                 .collect();
-            message::write(&mut msg, run_id, seq, &opts.from, &rcpts[0], body, digest);
+            if opts.size_max > opts.size {
+                // A size drawn per message: the body cut at a line end near that size.
+                let want = opts.size
+                    + (seq.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 40) as usize
+                        % (opts.size_max - opts.size + 1);
+                let cut = body[..want.min(body.len())]
+                    .iter()
+                    .rposition(|&b| b == b'\n')
+                    .map_or(body.len(), |i| i + 1);
+                let part = &body[..cut];
+                message::write(
+                    &mut msg,
+                    run_id,
+                    seq,
+                    &opts.from,
+                    &rcpts[0],
+                    part,
+                    crc32c::crc32c(part),
+                );
+            } else {
+                message::write(&mut msg, run_id, seq, &opts.from, &rcpts[0], body, digest);
+            }
             match transaction(&mut conn, &mut wire, opts, &msg, &rcpts, pipelining, bdat).await {
                 Ok((code, reply_latency)) => {
                     let total = t0.elapsed();

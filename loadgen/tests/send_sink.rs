@@ -82,7 +82,7 @@ fn send_into_sink_with_integrity_check() {
             "--generated-domains",
             "5",
             "--size",
-            "2000",
+            "200-6000",
         ],
         &dir.path().join("send.json"),
     );

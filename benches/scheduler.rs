@@ -1,0 +1,94 @@
+//! Micro-benchmarks of the delivery scheduler: submit + next_job over many destinations, and
+//! defer + poll with a large timer heap.
+
+use std::hint::black_box;
+use std::time::{Duration, Instant};
+
+use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
+use mta::queue::{DestinationKey, Job, Limits, RetryPolicy, Scheduler};
+
+fn policy() -> RetryPolicy {
+    RetryPolicy {
+        first: Duration::from_secs(300),
+        max: Duration::from_secs(3600),
+        multiplier: 2.0,
+        jitter: 0.1,
+        lifetime: Duration::from_secs(5 * 86400),
+    }
+}
+
+fn job(m: u64, now: Instant) -> Job {
+    Job {
+        message: m,
+        recipients: vec![0],
+        domain: "d.test".into(),
+        attempts: 0,
+        arrival: now,
+    }
+}
+
+fn submit_and_take(c: &mut Criterion) {
+    let keys: Vec<DestinationKey> = (0..1000)
+        .map(|i| DestinationKey(format!("mx:{i}")))
+        .collect();
+    let mut g = c.benchmark_group("scheduler");
+    g.throughput(Throughput::Elements(10_000));
+    g.bench_function("submit_next_job_10k_over_1000_destinations", |b| {
+        let now = Instant::now();
+        b.iter_batched(
+            || {
+                let mut s = Scheduler::new(policy(), 7);
+                for k in &keys {
+                    s.set_limits(k, Limits::default());
+                }
+                s
+            },
+            |mut s| {
+                for m in 0..10_000u64 {
+                    s.submit(&keys[(m % 1000) as usize], job(m, now), now);
+                }
+                for k in &keys {
+                    while let Some(j) = s.next_job(k, now) {
+                        black_box(j);
+                    }
+                }
+            },
+            BatchSize::LargeInput,
+        )
+    });
+    g.finish();
+}
+
+fn defer_and_poll(c: &mut Criterion) {
+    let now = Instant::now();
+    let mut s = Scheduler::new(policy(), 9);
+    for m in 0..1_000_000u64 {
+        let _ = s.defer(
+            Job {
+                attempts: 1,
+                ..job(m, now)
+            },
+            now,
+        );
+    }
+    let mut g = c.benchmark_group("scheduler");
+    g.throughput(Throughput::Elements(1));
+    let mut m = 1_000_000u64;
+    g.bench_function("defer_plus_poll_with_1m_deferred", |b| {
+        b.iter(|| {
+            m += 1;
+            let _ = s.defer(
+                Job {
+                    attempts: 1,
+                    ..job(m, now)
+                },
+                now,
+            );
+            black_box(s.poll(now));
+        })
+    });
+    g.finish();
+}
+
+criterion_group!(benches, submit_and_take, defer_and_poll);
+criterion_main!(benches);
