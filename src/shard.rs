@@ -194,7 +194,10 @@ async fn shard_main(
         message,
     };
     let spool_config = SpoolConfig {
-        dir: config.spool.path.join(format!("shard-{index}")),
+        // Absolute: the io_uring directory open does not resolve relative paths.
+        dir: std::path::absolute(&config.spool.path)
+            .unwrap_or_else(|_| config.spool.path.clone())
+            .join(format!("shard-{index}")),
         shard: index as u16,
         sync: match config.spool.sync {
             SyncMode::Always => spool::SyncMode::Always,

@@ -75,3 +75,41 @@ fn queue_list_and_count_read_the_spool() {
         "{text}"
     );
 }
+
+#[test]
+fn relative_spool_path_works() {
+    let dir = tempdir();
+    std::fs::write(
+        dir.path().join("rel.toml"),
+        "shards = 1\n[[listeners]]\naddress = \"127.0.0.1:0\"\n[spool]\npath = \"./spool\"\n\
+         min_free_space = 0\nmin_free_percent = 0.0\n[delivery]\nhold = true\n[log]\ndir = \"./log\"\n",
+    )
+    .unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_mta"))
+        .current_dir(dir.path())
+        .args(["run", "--config", "rel.toml"])
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufRead::lines(std::io::BufReader::new(stderr)).map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let mut seen = Vec::new();
+    let ready = loop {
+        match rx.recv_timeout(std::time::Duration::from_secs(20)) {
+            Ok(l) if l.contains(" ready") => break true,
+            Ok(l) => seen.push(l),
+            Err(_) => break false,
+        }
+    };
+    // SAFETY: kill(2) on the PID of the child we started.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let status = child.wait().unwrap();
+    assert!(ready, "{seen:?}");
+    assert!(status.success(), "{status}");
+    assert!(dir.path().join("spool/shard-0").is_dir());
+}
