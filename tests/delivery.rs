@@ -186,6 +186,15 @@ fn config(dir: &std::path::Path, port: u16, extra: &str) -> std::path::PathBuf {
     )
 }
 
+/// A client connection past the greeting and EHLO.
+fn session(mta: &Mta) -> Client {
+    let mut c = Client::connect(mta.addr);
+    c.codes(1);
+    c.send(b"EHLO c.test\r\n");
+    c.reply();
+    c
+}
+
 fn send(c: &mut Client, from: &str, rcpts: &[&str], body: &str) -> String {
     let mut cmd = format!("MAIL FROM:<{from}>\r\n");
     for r in rcpts {
@@ -216,10 +225,7 @@ fn relays_over_reused_connections_and_books_balance() {
         let dir = tempdir();
         let cfg = config(dir.path(), sink.port, "");
         let mut mta = Mta::start(dir.path(), &cfg);
-        let mut c = Client::connect(mta.addr);
-        c.codes(1);
-        c.send(b"EHLO c.test\r\n");
-        c.reply();
+        let mut c = session(&mta);
         for i in 0..50 {
             let r = send(
                 &mut c,
@@ -282,10 +288,7 @@ fn temporary_failures_are_retried_and_permanent_ones_bounce_with_a_dsn() {
     let dir = tempdir();
     let cfg = config(dir.path(), sink.port, "");
     let mut mta = Mta::start(dir.path(), &cfg);
-    let mut c = Client::connect(mta.addr);
-    c.codes(1);
-    c.send(b"EHLO c.test\r\n");
-    c.reply();
+    let mut c = session(&mta);
     let r = send(
         &mut c,
         "sender@src.test",
@@ -336,10 +339,7 @@ fn null_sender_never_bounces_and_unreachable_destination_defers() {
     let dir = tempdir();
     let cfg = config(dir.path(), 9, "");
     let mut mta = Mta::start(dir.path(), &cfg);
-    let mut c = Client::connect(mta.addr);
-    c.codes(1);
-    c.send(b"EHLO c.test\r\n");
-    c.reply();
+    let mut c = session(&mta);
     let r = send(&mut c, "", &["x@dest.test"], "Subject: n\r\n\r\nx\r\n");
     assert!(r.starts_with("250"), "{r}");
     std::thread::sleep(Duration::from_millis(1500));
@@ -360,10 +360,7 @@ fn sigkill_while_delivering_loses_nothing_and_books_balance() {
     let dir = tempdir();
     let cfg = config(dir.path(), sink.port, "");
     let mut mta = Mta::start(dir.path(), &cfg);
-    let mut c = Client::connect(mta.addr);
-    c.codes(1);
-    c.send(b"EHLO c.test\r\n");
-    c.reply();
+    let mut c = session(&mta);
     let mut accepted: Vec<String> = Vec::new();
     for i in 0..400 {
         let rcpts: Vec<String> = (0..1 + i % 2)
