@@ -472,3 +472,88 @@ fn notify_success_and_never_are_honoured() {
     assert!(!dsn.body.contains("bad@dest.test"));
     assert!(mta.stop().success());
 }
+
+/// A server that answers every connection with `greeting` and then says nothing more (it keeps
+/// the connection open for `hold`).
+fn one_liner(greeting: &'static str, hold: Duration) -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { break };
+            std::thread::spawn(move || {
+                let _ = stream.write_all(greeting.as_bytes());
+                std::thread::sleep(hold);
+            });
+        }
+    });
+    port
+}
+
+#[test]
+fn refused_greeting_moves_to_the_next_host_and_silence_times_out() {
+    let sink = Scripted::start(false, 0);
+    let busy = one_liner("421 4.3.2 busy, try another host\r\n", Duration::ZERO);
+    let silent = one_liner("220 silent.test ESMTP\r\n", Duration::from_secs(20));
+    let dir = tempdir();
+    let cfg = write_config(
+        dir.path(),
+        "",
+        &format!(
+            "[delivery]\n[delivery.retry]\nfirst = \"30s\"\nmax = \"60s\"\n\
+             [delivery.timeouts]\ncommand = \"1s\"\n\
+             [[routes]]\ndomain = \"dest.test\"\nhosts = [\"127.0.0.1:{busy}\", \"127.0.0.1:{}\"]\n\
+             [[routes]]\ndomain = \"quiet.test\"\nhosts = [\"127.0.0.1:{silent}\"]\n",
+            sink.port
+        ),
+    );
+    let mut mta = Mta::start(dir.path(), &cfg);
+    let mut c = session(&mta);
+    assert!(
+        send(
+            &mut c,
+            "a@src.test",
+            &["u@dest.test"],
+            "Subject: next\r\n\r\nx\r\n"
+        )
+        .starts_with("250")
+    );
+    assert!(
+        send(
+            &mut c,
+            "a@src.test",
+            &["u@quiet.test"],
+            "Subject: quiet\r\n\r\nx\r\n"
+        )
+        .starts_with("250")
+    );
+    let got = sink.wait_for(1, Duration::from_secs(20));
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].to, ["u@dest.test"]);
+    // The silent server's EHLO times out after 1s: a deferral, logged, the recipient still queued.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let log = loop {
+        mta.drain_log();
+        let log = std::fs::read_to_string(dir.path().join("log/delivery-0.jsonl"))
+            .unwrap_or_default()
+            + &std::fs::read_to_string(dir.path().join("log/delivery-1.jsonl")).unwrap_or_default();
+        if log.contains("u@quiet.test") || Instant::now() > deadline {
+            break log;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    let line = log
+        .lines()
+        .find(|l| l.contains("u@quiet.test"))
+        .unwrap_or_else(|| panic!("{log}"));
+    assert!(
+        line.contains("\"type\":\"TransientFailure\"") && line.contains("timeout"),
+        "{line}"
+    );
+    assert!(mta.stop().success());
+    let counts = queue_count(&cfg);
+    assert!(
+        counts.contains("delivered 1") && counts.contains("queued    1"),
+        "{counts}"
+    );
+}
