@@ -186,6 +186,15 @@ fn config(dir: &std::path::Path, port: u16, extra: &str) -> std::path::PathBuf {
     )
 }
 
+/// Both shards' delivery logs.
+fn delivery_log(dir: &std::path::Path) -> String {
+    (0..2)
+        .map(|i| {
+            std::fs::read_to_string(dir.join(format!("log/delivery-{i}.jsonl"))).unwrap_or_default()
+        })
+        .collect()
+}
+
 /// A client connection past the greeting and EHLO.
 fn session(mta: &Mta) -> Client {
     let mut c = Client::connect(mta.addr);
@@ -269,9 +278,7 @@ fn relays_over_reused_connections_and_books_balance() {
                 && counts.contains("queued    0"),
             "{counts}"
         );
-        let log = std::fs::read_to_string(dir.path().join("log/delivery-0.jsonl"))
-            .unwrap_or_default()
-            + &std::fs::read_to_string(dir.path().join("log/delivery-1.jsonl")).unwrap_or_default();
+        let log = delivery_log(dir.path());
         assert_eq!(
             log.lines()
                 .filter(|l| l.contains("\"type\":\"Delivery\""))
@@ -349,8 +356,7 @@ fn null_sender_never_bounces_and_unreachable_destination_defers() {
         counts.contains("accepted  1") && counts.contains("queued    1"),
         "{counts}"
     );
-    let log = std::fs::read_to_string(dir.path().join("log/delivery-0.jsonl")).unwrap_or_default()
-        + &std::fs::read_to_string(dir.path().join("log/delivery-1.jsonl")).unwrap_or_default();
+    let log = delivery_log(dir.path());
     assert!(log.contains("\"type\":\"TransientFailure\""), "{log}");
 }
 
@@ -534,9 +540,7 @@ fn refused_greeting_moves_to_the_next_host_and_silence_times_out() {
     let deadline = Instant::now() + Duration::from_secs(20);
     let log = loop {
         mta.drain_log();
-        let log = std::fs::read_to_string(dir.path().join("log/delivery-0.jsonl"))
-            .unwrap_or_default()
-            + &std::fs::read_to_string(dir.path().join("log/delivery-1.jsonl")).unwrap_or_default();
+        let log = delivery_log(dir.path());
         if log.contains("u@quiet.test") || Instant::now() > deadline {
             break log;
         }

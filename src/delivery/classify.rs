@@ -59,10 +59,6 @@ impl Outcome {
     /// The outcome of a failure with no usable reply (network, timeout, protocol error).
     pub fn of_error(err: &ClientError) -> Outcome {
         match err {
-            ClientError::Refused { reply, .. } if reply.code / 100 == 2 => Outcome::Deferred {
-                status: EnhancedStatus::new(4, 4, 0),
-                diagnostic: err.to_string(),
-            },
             ClientError::Refused { .. } => Outcome::Deferred {
                 status: EnhancedStatus::new(4, 4, 0),
                 diagnostic: err.to_string(),

@@ -198,11 +198,10 @@ impl Stage {
             return;
         }
         let eight_bit = record.body.iter().any(|&b| b >= 0x80);
-        let smtputf8 = param(&record.mail_params, "SMTPUTF8").is_some()
-            || record
-                .mail_params
-                .iter()
-                .any(|(k, _)| k.eq_ignore_ascii_case("SMTPUTF8"));
+        let smtputf8 = record
+            .mail_params
+            .iter()
+            .any(|(k, _)| k.eq_ignore_ascii_case("SMTPUTF8"));
         let id = record.id;
         let q = Rc::new(Queued {
             record,
