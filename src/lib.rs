@@ -7,6 +7,7 @@
 //! - [`queue`]: the delivery scheduler (pure: destinations, retries, limits).
 //! - [`dns`]: the per-shard DNS client (MX and address lookups, cache).
 //! - [`delivery`]: outbound connections, outcome classification, records, DSNs.
+//! - [`tls`]: rustls configurations and the stream that STARTTLS upgrades.
 //! - [`config`]: the TOML configuration and its defaults.
 //! - [`shutdown`]: signals and the per-shard stop notice.
 //! - [`shard`]: the one place that wires a shard together and runs them all.
@@ -20,3 +21,4 @@ pub mod shard;
 pub mod shutdown;
 pub mod smtp;
 pub mod spool;
+pub mod tls;

@@ -25,12 +25,15 @@ use std::time::{Duration, Instant};
 use glommio::net::TcpListener;
 use glommio::{CpuSet, LocalExecutorPoolBuilder, PoolPlacement};
 
-use crate::config::{Config, SyncMode};
+use crate::config::{Config, ListenerMode, SyncMode};
 use crate::delivery::Stage;
 use crate::dns::{DnsConfig, Resolver};
+use crate::server::connection::Entry;
+use crate::server::session::SessionConfig;
 use crate::server::{ServerContext, listener};
 use crate::shutdown::{Shutdown, SignalWatch};
 use crate::spool::{self, QueueIdGenerator, Spool, SpoolConfig};
+use crate::tls::ServerTls;
 
 /// Why the MTA could not run.
 #[derive(Debug, thiserror::Error)]
@@ -46,6 +49,9 @@ pub enum ShardError {
     /// The executors could not be started.
     #[error("cannot start shards: {0}")]
     Executor(String),
+    /// The inbound TLS certificates could not be loaded.
+    #[error("TLS: {0}")]
+    Tls(#[from] crate::tls::TlsError),
     /// A shard failed.
     #[error("shard {shard}: {message}")]
     Shard {
@@ -74,6 +80,11 @@ pub fn run(
 ) -> Result<RunSummary, ShardError> {
     let shards = config.effective_shards();
     let (addrs, placeholders) = resolve_listeners(&config)?;
+    // Loaded once here so that a bad certificate stops the start with a clear error.
+    let server_tls = match config.tls.certificates.is_empty() {
+        true => None,
+        false => Some(ServerTls::load(&config.tls.certificates)?),
+    };
     let config = Arc::new(config);
     let next_index = Arc::new(AtomicUsize::new(0));
     let (ready_tx, ready_rx) = mpsc::channel::<Result<(), String>>();
@@ -93,7 +104,8 @@ pub fn run(
             let addrs = shard_addrs.clone();
             let signals = shard_signals.clone();
             let ready = ready_tx.clone();
-            async move { shard_main(index, config, addrs, signals, ready).await }
+            let tls = server_tls.clone();
+            async move { shard_main(index, config, addrs, tls, signals, ready).await }
         })
         .map_err(|e| ShardError::Executor(e.to_string()))?;
     let mut startup_error = None;
@@ -186,6 +198,7 @@ async fn shard_main(
     index: usize,
     config: Arc<Config>,
     addrs: Vec<SocketAddr>,
+    server_tls: Option<ServerTls>,
     signals: SignalWatch,
     ready: mpsc::Sender<Result<(), String>>,
 ) -> Result<RunSummary, ShardError> {
@@ -280,15 +293,29 @@ async fn shard_main(
         accepted,
         shutdown.clone(),
     ));
+    let tls_loaded = server_tls.is_some();
+    *ctx.tls.borrow_mut() = server_tls;
     let mut accepting = Vec::new();
-    for addr in &addrs {
+    for (addr, listener_config) in addrs.iter().zip(&config.listeners) {
+        let entry = Rc::new(Entry {
+            session: Rc::new(SessionConfig::for_listener(
+                &config,
+                listener_config,
+                tls_loaded,
+            )),
+            implicit_tls: listener_config.mode == ListenerMode::Submissions,
+        });
         let bound = socket(*addr, true).and_then(|sock| {
             sock.listen(1024)?;
             // SAFETY: a bound, listening TCP socket whose ownership moves to glommio.
             Ok(unsafe { TcpListener::from_raw_fd(sock.into_raw_fd()) })
         });
         match bound {
-            Ok(l) => accepting.push(glommio::spawn_local(listener::accept_loop(ctx.clone(), l))),
+            Ok(l) => accepting.push(glommio::spawn_local(listener::accept_loop(
+                ctx.clone(),
+                entry,
+                l,
+            ))),
             Err(e) => {
                 let message = format!("cannot listen on {addr}: {e}");
                 let _ = ready.send(Err(message.clone()));
@@ -299,8 +326,13 @@ async fn shard_main(
     let monitor = glommio::spawn_local(storage_monitor(ctx.clone(), config.clone()));
     let _ = ready.send(Ok(()));
 
+    let mut generation = signals.reload_generation();
     while !signals.requested() {
         glommio::timer::sleep(Duration::from_millis(50)).await;
+        if signals.reload_generation() != generation {
+            generation = signals.reload_generation();
+            reload(index, &ctx, &config);
+        }
     }
     shutdown.start(config.shutdown.grace.0);
     for task in accepting {
@@ -334,6 +366,22 @@ async fn shard_main(
         messages_accepted: ctx.stats.messages_accepted.get(),
         recipients_accepted: ctx.stats.recipients_accepted.get(),
     })
+}
+
+/// Reloads what can change while running: the inbound certificates. A failure keeps the
+/// previous state (and says so); sessions in progress keep what they started with.
+fn reload(index: usize, ctx: &ServerContext, config: &Config) {
+    if !config.tls.certificates.is_empty() {
+        match ServerTls::load(&config.tls.certificates) {
+            Ok(tls) => {
+                *ctx.tls.borrow_mut() = Some(tls);
+                tracing::info!(shard = index, "certificates reloaded");
+            }
+            Err(e) => {
+                tracing::error!(shard = index, error = %e, "certificate reload failed; keeping the old ones")
+            }
+        }
+    }
 }
 
 /// Keeps `storage_available` fresh: free space on the spool's file system above the floor

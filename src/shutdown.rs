@@ -2,7 +2,8 @@
 //!
 //! What it does: a signal thread turns the first SIGTERM/SIGINT into a process-wide request
 //! that every shard polls ([`SignalWatch`]); a second signal exits the process at once (the
-//! spool is append-only and checksummed, so it is consistent at any instant). Inside a shard,
+//! spool is append-only and checksummed, so it is consistent at any instant). SIGHUP bumps a
+//! reload generation that every shard polls too, to reload what can change live. Inside a shard,
 //! [`Shutdown`] wakes every task waiting for the stop (accept loops, idle sessions).
 //!
 //! What it does not do: no draining policy (the connection decides what to answer), no locks
@@ -14,26 +15,35 @@ use std::cell::{Cell, RefCell};
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
-/// The process-wide stop request, set by the signal thread.
+/// The process-wide stop request and reload generation, set by the signal thread.
 #[derive(Clone, Default)]
-pub struct SignalWatch(Arc<AtomicBool>);
+pub struct SignalWatch {
+    stop: Arc<AtomicBool>,
+    reload: Arc<AtomicU64>,
+}
 
 impl SignalWatch {
     /// Installs SIGTERM and SIGINT handlers: the first sets the request, the second exits the
     /// process with status 130.
     pub fn install() -> std::io::Result<SignalWatch> {
-        use signal_hook::consts::{SIGINT, SIGTERM};
+        use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
         let watch = SignalWatch::default();
-        let mut signals = signal_hook::iterator::Signals::new([SIGTERM, SIGINT])?;
-        let flag = watch.0.clone();
+        let mut signals = signal_hook::iterator::Signals::new([SIGTERM, SIGINT, SIGHUP])?;
+        let flag = watch.stop.clone();
+        let reload = watch.reload.clone();
         std::thread::Builder::new()
             .name("signals".into())
             .spawn(move || {
                 for signal in signals.forever() {
+                    if signal == SIGHUP {
+                        tracing::info!("SIGHUP: reloading");
+                        reload.fetch_add(1, Ordering::SeqCst);
+                        continue;
+                    }
                     if flag.swap(true, Ordering::SeqCst) {
                         tracing::warn!(signal, "second signal: exiting at once");
                         std::process::exit(130);
@@ -49,12 +59,22 @@ impl SignalWatch {
 
     /// True once a stop was requested.
     pub fn requested(&self) -> bool {
-        self.0.load(Ordering::SeqCst)
+        self.stop.load(Ordering::SeqCst)
     }
 
     /// Requests a stop (as a signal would).
     pub fn request(&self) {
-        self.0.store(true, Ordering::SeqCst);
+        self.stop.store(true, Ordering::SeqCst);
+    }
+
+    /// The reload generation: grows by one with every SIGHUP (or [`SignalWatch::request_reload`]).
+    pub fn reload_generation(&self) -> u64 {
+        self.reload.load(Ordering::SeqCst)
+    }
+
+    /// Requests a reload (as SIGHUP would).
+    pub fn request_reload(&self) {
+        self.reload.fetch_add(1, Ordering::SeqCst);
     }
 }
 

@@ -10,6 +10,7 @@
 //! [`Config::validate`]; `config/mta.toml` documents the same defaults as this module.
 
 mod delivery;
+mod listener;
 mod units;
 
 use std::net::SocketAddr;
@@ -22,6 +23,7 @@ pub use delivery::{
     ClientTimeoutsSection, DeliverySection, DnsSection, RateSpec, RetrySection, RouteConfig,
     SuspendSection, parse_next_hop,
 };
+pub use listener::{AuthSection, ListenerConfig, ListenerMode, TlsSection};
 pub use units::{ByteSize, HumanDuration};
 
 use crate::smtp::BareLineEnding;
@@ -95,6 +97,10 @@ pub struct Config {
     pub routes: Vec<RouteConfig>,
     /// Logs.
     pub log: LogSection,
+    /// Certificates for inbound TLS and roots for outbound verification.
+    pub tls: TlsSection,
+    /// SMTP AUTH.
+    pub auth: AuthSection,
 }
 
 /// `[log]`.
@@ -111,14 +117,6 @@ impl Default for LogSection {
             dir: PathBuf::from("./log"),
         }
     }
-}
-
-/// One listening socket.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ListenerConfig {
-    /// Address and port, e.g. `"127.0.0.1:2525"` or `"[::]:25"`.
-    pub address: SocketAddr,
 }
 
 /// `[spool]`.
@@ -197,9 +195,10 @@ impl Default for Config {
             hostname: system_hostname(),
             shards: 0,
             io_memory: ByteSize::mib(2),
-            listeners: vec![ListenerConfig {
-                address: SocketAddr::from(([127, 0, 0, 1], 2525)),
-            }],
+            listeners: vec![ListenerConfig::smtp(SocketAddr::from((
+                [127, 0, 0, 1],
+                2525,
+            )))],
             spool: SpoolSection::default(),
             smtp: SmtpSection::default(),
             relay: RelaySection::default(),
@@ -208,6 +207,8 @@ impl Default for Config {
             dns: DnsSection::default(),
             routes: Vec::new(),
             log: LogSection::default(),
+            tls: TlsSection::default(),
+            auth: AuthSection::default(),
         }
     }
 }
@@ -325,6 +326,7 @@ impl Config {
         if self.listeners.is_empty() {
             return invalid("listeners", "at least one listener is needed");
         }
+        listener::check(&self.listeners, &self.tls, &self.auth)?;
         if self.spool.path.as_os_str().is_empty() {
             return invalid("spool.path", "must not be empty");
         }

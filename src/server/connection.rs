@@ -20,8 +20,9 @@ use glommio::net::TcpStream;
 
 use super::ServerContext;
 use super::replies;
-use super::session::{Action, Phase, Session, SessionEnv};
+use super::session::{Action, Phase, Session, SessionConfig, SessionEnv};
 use crate::spool::QueueId;
+use crate::tls::Stream;
 
 const READ_BUFFER: usize = 64 * 1024;
 
@@ -51,15 +52,25 @@ impl Drop for Active {
     }
 }
 
+/// How a listener's connections begin.
+pub struct Entry {
+    /// The listener's session settings.
+    pub session: Rc<SessionConfig>,
+    /// TLS from the first byte (RFC 8314 implicit TLS).
+    pub implicit_tls: bool,
+}
+
 /// Serves one accepted connection to its end.
-pub async fn serve(ctx: Rc<ServerContext>, stream: TcpStream, peer: SocketAddr) {
+pub async fn serve(ctx: Rc<ServerContext>, entry: Rc<Entry>, stream: TcpStream, peer: SocketAddr) {
     ctx.active.set(ctx.active.get() + 1);
     let _active = Active(ctx.clone());
-    let mut stream = stream;
-    if let Err(e) = run(&ctx, &mut stream, peer).await {
+    let mut stream = Some(Stream::Plain(stream));
+    if let Err(e) = run(&ctx, &entry, &mut stream, peer).await {
         tracing::debug!(%peer, error = %e, "connection ended");
     }
-    let _ = stream.shutdown(std::net::Shutdown::Both).await;
+    if let Some(stream) = stream {
+        let _ = stream.tcp().shutdown(std::net::Shutdown::Both).await;
+    }
 }
 
 /// Answers `421 4.7.0` to a connection over the shard's limit and closes it.
@@ -71,23 +82,51 @@ pub async fn refuse(ctx: Rc<ServerContext>, mut stream: TcpStream) {
     let _ = stream.shutdown(std::net::Shutdown::Both).await;
 }
 
-async fn run(ctx: &ServerContext, stream: &mut TcpStream, peer: SocketAddr) -> std::io::Result<()> {
-    stream.set_nodelay(true)?;
-    let mut session = Session::new(ctx.session.clone(), peer);
+/// Runs a TLS handshake on `slot`; on failure the slot is left empty (the connection is lost).
+async fn handshake(
+    ctx: &ServerContext,
+    slot: &mut Option<Stream>,
+    wait: Duration,
+) -> std::io::Result<()> {
+    let config = ctx
+        .tls
+        .borrow()
+        .as_ref()
+        .map(|t| t.config())
+        .ok_or_else(|| std::io::Error::other("no certificate loaded"))?;
+    let stream = slot.take().expect("a stream to upgrade");
+    stream.tcp().set_read_timeout(Some(wait))?;
+    *slot = Some(stream.accept_tls(config).await?);
+    Ok(())
+}
+
+async fn run(
+    ctx: &ServerContext,
+    entry: &Entry,
+    slot: &mut Option<Stream>,
+    peer: SocketAddr,
+) -> std::io::Result<()> {
+    slot.as_ref().expect("stream").tcp().set_nodelay(true)?;
+    let mut session = Session::new(entry.session.clone(), peer);
+    if entry.implicit_tls {
+        handshake(ctx, slot, ctx.timeouts.greeting).await?;
+        let info = slot.as_ref().and_then(Stream::tls).expect("TLS is on");
+        session.tls_started(info);
+    }
     let mut env = Env { ctx };
     let mut buf = vec![0u8; READ_BUFFER.max(2 * ctx.session.max_command_line)];
     let (mut start, mut end) = (0usize, 0usize);
     let mut out = Vec::with_capacity(1024);
     let mut data_deadline: Option<Instant> = None;
     session.greeting(&mut out);
-    write(stream, &mut out).await?;
+    write(slot, &mut out).await?;
     loop {
         loop {
             let (n, action) = session.feed(&buf[start..end], &mut env, &mut out);
             start += n;
             match action {
                 Action::Read => break,
-                Action::Flush => write(stream, &mut out).await?,
+                Action::Flush => write(slot, &mut out).await?,
                 Action::Queue(record) => {
                     let id = QueueId(record.id);
                     let result = ctx.spool.append_message(&record).await;
@@ -116,10 +155,20 @@ async fn run(ctx: &ServerContext, stream: &mut TcpStream, peer: SocketAddr) -> s
                         let _ = next.try_send(*record);
                     }
                 }
-                Action::Close => return write(stream, &mut out).await,
+                Action::StartTls => {
+                    write(slot, &mut out).await?;
+                    // Whatever the client pipelined after STARTTLS is discarded unread.
+                    (start, end) = (0, 0);
+                    handshake(ctx, slot, ctx.timeouts.command).await?;
+                    let info = slot.as_ref().and_then(Stream::tls).expect("TLS is on");
+                    tracing::debug!(%peer, tls = %info, "STARTTLS");
+                    session.tls_started(info);
+                    break;
+                }
+                Action::Close => return write(slot, &mut out).await,
             }
         }
-        write(stream, &mut out).await?;
+        write(slot, &mut out).await?;
         if start == end {
             (start, end) = (0, 0);
         } else if start > 0 {
@@ -155,15 +204,18 @@ async fn run(ctx: &ServerContext, stream: &mut TcpStream, peer: SocketAddr) -> s
             let deadline = ctx.shutdown.deadline().expect("started");
             if !session.in_transaction() || now >= deadline {
                 replies::shutting_down(&ctx.session.hostname).write_to(&mut out);
-                return write(stream, &mut out).await;
+                return write(slot, &mut out).await;
             }
             wait = wait.min(deadline - now);
         }
         if wait.is_zero() {
             replies::timeout(&ctx.session.hostname).write_to(&mut out);
-            return write(stream, &mut out).await;
+            return write(slot, &mut out).await;
         }
-        stream.set_read_timeout(Some(wait.max(Duration::from_millis(1))))?;
+        let stream = slot.as_mut().expect("stream");
+        stream
+            .tcp()
+            .set_read_timeout(Some(wait.max(Duration::from_millis(1))))?;
         let read = async { Some(stream.read(&mut buf[end..]).await) };
         let result = if stopping || session.in_transaction() {
             read.await
@@ -185,7 +237,7 @@ async fn run(ctx: &ServerContext, stream: &mut TcpStream, peer: SocketAddr) -> s
                     replies::timeout(&ctx.session.hostname)
                 };
                 reply.write_to(&mut out);
-                return write(stream, &mut out).await;
+                return write(slot, &mut out).await;
             }
             Some(Err(e)) => return Err(e),
         }
@@ -193,11 +245,13 @@ async fn run(ctx: &ServerContext, stream: &mut TcpStream, peer: SocketAddr) -> s
 }
 
 /// Writes all of `out` (one write in the common case) and clears it.
-async fn write(stream: &mut TcpStream, out: &mut Vec<u8>) -> std::io::Result<()> {
+async fn write(slot: &mut Option<Stream>, out: &mut Vec<u8>) -> std::io::Result<()> {
     if out.is_empty() {
         return Ok(());
     }
+    let stream = slot.as_mut().expect("stream");
     stream.write_all(out).await?;
+    stream.flush().await?;
     out.clear();
     Ok(())
 }

@@ -4,7 +4,8 @@
 //! connections over the shards), spawns a task per connection, refuses connections over the
 //! shard's limit with `421 4.7.0`, and stops accepting when the shard's shutdown starts.
 //!
-//! What it does not do: no TLS, no PROXY protocol (later layers), no per-IP limits yet.
+//! What it does not do: no TLS handshakes (the connection runs them), no PROXY protocol
+//! yet, no per-IP limits yet.
 //!
 //! Invariants: an accept error (e.g. out of file descriptors) never ends the loop; it backs off
 //! briefly instead.
@@ -15,10 +16,10 @@ use std::time::Duration;
 use glommio::net::TcpListener;
 
 use super::ServerContext;
-use super::connection;
+use super::connection::{self, Entry};
 
 /// Accepts until shutdown.
-pub async fn accept_loop(ctx: Rc<ServerContext>, listener: TcpListener) {
+pub async fn accept_loop(ctx: Rc<ServerContext>, entry: Rc<Entry>, listener: TcpListener) {
     loop {
         let accepted = futures_lite::future::or(async { Some(listener.accept().await) }, async {
             ctx.shutdown.wait().await;
@@ -43,7 +44,8 @@ pub async fn accept_loop(ctx: Rc<ServerContext>, listener: TcpListener) {
             stats.refused.set(stats.refused.get() + 1);
             glommio::spawn_local(connection::refuse(ctx.clone(), stream)).detach();
         } else {
-            glommio::spawn_local(connection::serve(ctx.clone(), stream, peer)).detach();
+            glommio::spawn_local(connection::serve(ctx.clone(), entry.clone(), stream, peer))
+                .detach();
         }
     }
 }

@@ -80,6 +80,8 @@ pub struct ServerContext {
     pub active: Cell<usize>,
     /// Counters.
     pub stats: ServerStats,
+    /// Inbound TLS (certificates), swapped whole on reload; None = no certificate.
+    pub tls: RefCell<Option<crate::tls::ServerTls>>,
 }
 
 impl ServerContext {
@@ -109,6 +111,7 @@ impl ServerContext {
             shutdown,
             active: Cell::new(0),
             stats: ServerStats::default(),
+            tls: RefCell::new(None),
         }
     }
 }

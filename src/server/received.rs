@@ -15,6 +15,8 @@ use std::fmt::Write;
 use std::net::IpAddr;
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use crate::tls::TlsInfo;
+
 /// The facts a `Received:` header is made from.
 pub struct Trace<'a> {
     /// The name the client gave in EHLO/HELO.
@@ -25,6 +27,10 @@ pub struct Trace<'a> {
     pub hostname: &'a str,
     /// The `with` protocol (RFC 3848): SMTP, ESMTP, ESMTPS, ESMTPA, ESMTPSA, UTF8SMTP...
     pub protocol: &'a str,
+    /// TLS in use, if any: written as a comment (`(using TLSv1.3 with cipher ...)`).
+    pub tls: Option<&'a TlsInfo>,
+    /// The authenticated user, if any (`(authenticated sender: ...)`).
+    pub user: Option<&'a str>,
     /// The queue id.
     pub id: &'a str,
     /// The recipient, when the message has exactly one.
@@ -41,10 +47,21 @@ impl Trace<'_> {
             IpAddr::V4(a) => format!("[{a}]"),
             IpAddr::V6(a) => format!("[IPv6:{a}]"),
         };
+        let _ = write!(h, "Received: from {} ({})", self.helo, ip);
+        if let Some(tls) = self.tls {
+            let _ = write!(
+                h,
+                "\r\n\t(using {} with cipher {})",
+                tls.version, tls.cipher
+            );
+        }
+        if let Some(user) = self.user {
+            let _ = write!(h, "\r\n\t(authenticated sender: {user})");
+        }
         let _ = write!(
             h,
-            "Received: from {} ({})\r\n\tby {} with {} id {}",
-            self.helo, ip, self.hostname, self.protocol, self.id
+            "\r\n\tby {} with {} id {}",
+            self.hostname, self.protocol, self.id
         );
         if let Some(rcpt) = self.single_recipient {
             let _ = write!(h, "\r\n\tfor {rcpt}");
@@ -118,6 +135,8 @@ mod tests {
             client_ip: "192.0.2.1".parse().unwrap(),
             hostname: "mx.example.net",
             protocol: "ESMTP",
+            tls: None,
+            user: None,
             id: "0123456789ABCDEF",
             single_recipient: Some("<a@example.org>"),
             date: UNIX_EPOCH,
@@ -127,6 +146,33 @@ mod tests {
             String::from_utf8(out).unwrap(),
             "Received: from client.example ([192.0.2.1])\r\n\tby mx.example.net with ESMTP id \
              0123456789ABCDEF\r\n\tfor <a@example.org>;\r\n\tThu, 1 Jan 1970 00:00:00 +0000\r\n"
+        );
+    }
+
+    #[test]
+    fn header_with_tls_and_user() {
+        let mut out = Vec::new();
+        let tls = TlsInfo {
+            version: "TLSv1.3".into(),
+            cipher: "TLS13_AES_128_GCM_SHA256".into(),
+        };
+        Trace {
+            helo: "client.example",
+            client_ip: "2001:db8::1".parse().unwrap(),
+            hostname: "mx.example.net",
+            protocol: "ESMTPSA",
+            tls: Some(&tls),
+            user: Some("app"),
+            id: "0123456789ABCDEF",
+            single_recipient: None,
+            date: UNIX_EPOCH,
+        }
+        .write_to(&mut out);
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "Received: from client.example ([IPv6:2001:db8::1])\r\n\t(using TLSv1.3 with cipher \
+             TLS13_AES_128_GCM_SHA256)\r\n\t(authenticated sender: app)\r\n\tby mx.example.net \
+             with ESMTPSA id 0123456789ABCDEF;\r\n\tThu, 1 Jan 1970 00:00:00 +0000\r\n"
         );
     }
 }

@@ -181,3 +181,13 @@ pub fn shutting_down(hostname: &str) -> Reply {
         format!("{hostname} Service shutting down, closing connection"),
     )
 }
+
+/// `220 2.0.0 Ready to start TLS` (RFC 3207).
+pub fn ready_for_tls() -> Reply {
+    Reply::new(220, st(2, 0, 0), "Ready to start TLS")
+}
+
+/// `530 5.7.0 Authentication required` (RFC 4954 6).
+pub fn auth_required() -> Reply {
+    Reply::new(530, st(5, 7, 0), "Authentication required")
+}

@@ -28,7 +28,7 @@ use super::received::Trace;
 use super::relay::RelayPolicy;
 use super::replies;
 use super::transaction::Transaction;
-use crate::config::Config;
+use crate::config::{Config, ListenerConfig, ListenerMode};
 use crate::smtp::command::parse_command;
 use crate::smtp::data::ChunkChecker;
 use crate::smtp::params::Body;
@@ -36,6 +36,7 @@ use crate::smtp::{
     BareLineEnding, Command, DataDecoder, DataEvent, ForwardPath, Line, LineReader, Reply,
 };
 use crate::spool::{MessageRecord, QueueId};
+use crate::tls::TlsInfo;
 
 /// What the session needs from its surroundings.
 pub trait SessionEnv {
@@ -64,10 +65,29 @@ pub struct SessionConfig {
     pub bare_line_ending: BareLineEnding,
     /// Who may relay where.
     pub relay: RelayPolicy,
+    /// What the listener is for.
+    pub mode: ListenerMode,
+    /// STARTTLS is offered (a certificate is configured and TLS is not implicit).
+    pub starttls: bool,
+    /// AUTH can succeed (a users file is configured).
+    pub auth: bool,
+    /// AUTH is offered before TLS too.
+    pub auth_plaintext: bool,
 }
 
 impl SessionConfig {
-    /// The session settings of a configuration.
+    /// The session settings of one listener; `tls` says whether a certificate is loaded.
+    pub fn for_listener(config: &Config, listener: &ListenerConfig, tls: bool) -> Self {
+        SessionConfig {
+            mode: listener.mode,
+            starttls: tls && listener.mode != ListenerMode::Submissions,
+            auth: config.auth.users_file.is_some(),
+            auth_plaintext: listener.auth_plaintext,
+            ..SessionConfig::from_config(config)
+        }
+    }
+
+    /// The session settings of a plain `smtp` listener without TLS or AUTH.
     pub fn from_config(config: &Config) -> Self {
         SessionConfig {
             hostname: config.hostname.clone(),
@@ -77,6 +97,10 @@ impl SessionConfig {
             max_command_line: config.smtp.max_command_line,
             bare_line_ending: config.smtp.bare_line_ending,
             relay: RelayPolicy::new(&config.relay),
+            mode: ListenerMode::Smtp,
+            starttls: false,
+            auth: false,
+            auth_plaintext: false,
         }
     }
 }
@@ -90,6 +114,10 @@ pub enum Action {
     Flush,
     /// A message is complete: append it to the spool, then call [`Session::queued`].
     Queue(Box<MessageRecord>),
+    /// Write the pending replies (the `220` to STARTTLS), drop any input after the STARTTLS
+    /// line unread (RFC 3207 5: pipelined commands must not survive the upgrade), run the TLS
+    /// handshake, then call [`Session::tls_started`]; close the connection if it fails.
+    StartTls,
     /// Write the pending replies and close the connection.
     Close,
 }
@@ -137,6 +165,8 @@ pub struct Session {
     errors: u32,
     seen_command: bool,
     closing: bool,
+    tls: Option<TlsInfo>,
+    user: Option<String>,
 }
 
 impl Session {
@@ -154,7 +184,34 @@ impl Session {
             errors: 0,
             seen_command: false,
             closing: false,
+            tls: None,
+            user: None,
         }
+    }
+
+    /// TLS is now on (after STARTTLS or at connect on an implicit-TLS listener): the session
+    /// forgets everything the client said before (RFC 3207 4.2) and waits for a new EHLO.
+    pub fn tls_started(&mut self, info: TlsInfo) {
+        self.tls = Some(info);
+        self.helo = None;
+        self.tx = None;
+        self.mode = Mode::Command;
+        self.lines = LineReader::new(self.cfg.max_command_line);
+    }
+
+    /// What TLS negotiated, if it is on.
+    pub fn tls(&self) -> Option<&TlsInfo> {
+        self.tls.as_ref()
+    }
+
+    /// The user the client authenticated as, if any.
+    pub fn user(&self) -> Option<&str> {
+        self.user.as_deref()
+    }
+
+    /// AUTH is offered now: configured, not yet done, and inside TLS unless plaintext is allowed.
+    fn auth_offered(&self) -> bool {
+        self.cfg.auth && self.user.is_none() && (self.tls.is_some() || self.cfg.auth_plaintext)
     }
 
     /// Writes the `220` greeting.
@@ -305,10 +362,29 @@ impl Session {
             Command::Vrfy(_) => self.reply(replies::cannot_vrfy(), out),
             Command::Expn(_) => self.error(replies::not_implemented("EXPN"), out),
             Command::Help(_) => self.reply(replies::help(), out),
-            Command::StartTls => self.error(replies::not_implemented("STARTTLS"), out),
+            Command::StartTls => return self.starttls(out),
             Command::Auth { .. } => self.error(replies::not_implemented("AUTH"), out),
         }
         None
+    }
+
+    /// STARTTLS (RFC 3207).
+    fn starttls(&mut self, out: &mut Vec<u8>) -> Option<Action> {
+        if self.tls.is_some() {
+            self.error(replies::bad_sequence("TLS already active"), out);
+            return None;
+        }
+        if !self.cfg.starttls {
+            self.error(replies::not_implemented("STARTTLS"), out);
+            return None;
+        }
+        if self.helo.is_none() {
+            self.error(replies::bad_sequence("send EHLO first"), out);
+            return None;
+        }
+        self.tx = None;
+        replies::ready_for_tls().write_to(out);
+        Some(Action::StartTls)
     }
 
     /// EHLO/HELO (RFC 5321 4.1.1.1): resets any transaction.
@@ -316,7 +392,7 @@ impl Session {
         self.tx = None;
         let host = &self.cfg.hostname;
         if extended {
-            let lines = vec![
+            let mut lines = vec![
                 format!("{host} Hello {name} [{}]", self.client.ip()),
                 "PIPELINING".to_owned(),
                 format!("SIZE {}", self.cfg.max_message_size),
@@ -326,6 +402,12 @@ impl Session {
                 "DSN".to_owned(),
                 "CHUNKING".to_owned(),
             ];
+            if self.cfg.starttls && self.tls.is_none() {
+                lines.push("STARTTLS".to_owned());
+            }
+            if self.auth_offered() {
+                lines.push("AUTH PLAIN LOGIN".to_owned());
+            }
             Reply::multiline(250, None, lines).write_to(out);
         } else {
             Reply::multiline(250, None, vec![format!("{host} Hello {name}")]).write_to(out);
@@ -345,6 +427,9 @@ impl Session {
         };
         if self.tx.is_some() {
             return self.error(replies::bad_sequence("nested MAIL command"), out);
+        }
+        if self.cfg.mode != ListenerMode::Smtp && self.user.is_none() {
+            return self.error(replies::auth_required(), out);
         }
         let has_params = params != Default::default();
         if has_params && !helo.extended {
@@ -385,7 +470,11 @@ impl Session {
         if tx.recipients.len() >= self.cfg.max_recipients {
             return self.reply(replies::too_many_recipients(), out);
         }
-        if !self.cfg.relay.allows(self.trusted, &path) {
+        if !self
+            .cfg
+            .relay
+            .allows(self.trusted || self.user.is_some(), &path)
+        {
             return self.error(replies::relay_denied(&path.to_string()), out);
         }
         tx.recipients.push((path, params));
@@ -453,6 +542,14 @@ impl Session {
             (true, false) => "ESMTP",
             (true, true) => "UTF8SMTP",
         };
+        // RFC 3848 / RFC 6531: S for TLS, A for an authenticated client.
+        let suffix = match (self.tls.is_some(), self.user.is_some()) {
+            (false, false) => "",
+            (true, false) => "S",
+            (false, true) => "A",
+            (true, true) => "SA",
+        };
+        let protocol = format!("{protocol}{}", if helo.extended { suffix } else { "" });
         let single = match tx.recipients.as_slice() {
             [(path, _)] => Some(path.to_string()),
             _ => None,
@@ -462,7 +559,9 @@ impl Session {
             helo: &helo.name,
             client_ip: self.client.ip(),
             hostname: &self.cfg.hostname,
-            protocol,
+            protocol: &protocol,
+            tls: self.tls.as_ref(),
+            user: self.user.as_deref(),
             id: &id_text,
             single_recipient: single.as_deref(),
             date: now,

@@ -2,6 +2,7 @@
 
 use super::*;
 use crate::config::Config;
+use crate::tls::TlsInfo;
 use std::time::{Duration, UNIX_EPOCH};
 
 struct FakeEnv {
@@ -80,6 +81,15 @@ impl Harness {
                     Action::Read => break,
                     Action::Flush => {}
                     Action::Close => self.closed = true,
+                    Action::StartTls => {
+                        // What the connection does: drop pipelined input, then upgrade.
+                        buf.clear();
+                        self.session.tls_started(TlsInfo {
+                            version: "TLSv1.3".into(),
+                            cipher: "TLS13_AES_128_GCM_SHA256".into(),
+                        });
+                        break;
+                    }
                     Action::Queue(rec) => {
                         let id = QueueId(rec.id);
                         let result = if self.spool_fails { Err(()) } else { Ok(()) };
@@ -398,4 +408,68 @@ mod hostile {
             }
         }
     }
+}
+
+fn tls_config(mode: ListenerMode, auth_plaintext: bool) -> Rc<SessionConfig> {
+    let mut c = Config {
+        hostname: "mx.test".into(),
+        ..Config::default()
+    };
+    c.relay.local_domains = vec!["local.test".into()];
+    c.relay.trusted_networks = vec![];
+    c.auth.users_file = Some("users".into());
+    let listener = ListenerConfig {
+        address: "127.0.0.1:0".parse().unwrap(),
+        mode,
+        auth_plaintext,
+    };
+    Rc::new(SessionConfig::for_listener(&c, &listener, true))
+}
+
+#[test]
+fn starttls_is_advertised_until_tls_is_on() {
+    let mut h = Harness::with("192.0.2.9:1000", tls_config(ListenerMode::Smtp, false));
+    h.send("");
+    let r = h.send("EHLO c.test\r\n");
+    assert!(r.contains("250 STARTTLS\r\n"), "{r}");
+    assert!(!r.contains("AUTH"), "AUTH is not offered before TLS: {r}");
+    // The MAIL pipelined behind STARTTLS is dropped with the rest of the input.
+    let r = h.send("STARTTLS\r\nMAIL FROM:<a@c.test>\r\n");
+    assert_eq!(r, "220 2.0.0 Ready to start TLS\r\n");
+    assert!(h.session.tls().is_some());
+    let r = h.send("MAIL FROM:<a@c.test>\r\n");
+    assert!(r.starts_with("503 5.5.1"), "EHLO again after TLS: {r}");
+    let r = h.send("EHLO c.test\r\n");
+    assert!(!r.contains("STARTTLS"), "{r}");
+    assert!(r.contains("250 AUTH PLAIN LOGIN\r\n"), "{r}");
+    let r = h.send("STARTTLS\r\n");
+    assert!(r.starts_with("503 5.5.1"), "{r}");
+}
+
+#[test]
+fn starttls_needs_ehlo_and_a_certificate() {
+    let mut h = Harness::with("192.0.2.9:1000", tls_config(ListenerMode::Smtp, false));
+    h.send("");
+    assert!(h.send("STARTTLS\r\n").starts_with("503 5.5.1"));
+    let mut h = Harness::new("192.0.2.9:1000");
+    h.send("EHLO c.test\r\n");
+    assert!(h.send("STARTTLS\r\n").starts_with("502 5.5.1"));
+    assert!(h.send("STARTTLS extra\r\n").starts_with("501"));
+}
+
+#[test]
+fn submission_requires_auth_before_mail() {
+    let mut h = Harness::with(
+        "192.0.2.9:1000",
+        tls_config(ListenerMode::Submission, false),
+    );
+    h.send("EHLO c.test\r\n");
+    let r = h.send("MAIL FROM:<a@c.test>\r\n");
+    assert!(r.starts_with("530 5.7.0"), "{r}");
+    let mut h = Harness::with("192.0.2.9:1000", tls_config(ListenerMode::Submission, true));
+    let r = h.send("EHLO c.test\r\n");
+    assert!(
+        r.contains("AUTH PLAIN LOGIN"),
+        "plaintext AUTH allowed: {r}"
+    );
 }

@@ -2,6 +2,8 @@
 //! with a generated configuration, find its port, talk raw SMTP, and stop it by PID.
 #![allow(dead_code)]
 
+pub mod certs;
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
@@ -13,6 +15,8 @@ use std::time::{Duration, Instant};
 pub struct Mta {
     pub child: Child,
     pub addr: SocketAddr,
+    /// Every listener's address, in configuration order (`addr` is the first).
+    pub addrs: Vec<SocketAddr>,
     pub dir: PathBuf,
     pub config: PathBuf,
     log: mpsc::Receiver<String>,
@@ -73,24 +77,26 @@ impl Mta {
         let mut mta = Mta {
             child,
             addr: "0.0.0.0:0".parse().unwrap(),
+            addrs: Vec::new(),
             dir: dir.to_owned(),
             config: config.to_owned(),
             log: rx,
             log_lines: Vec::new(),
         };
         let deadline = Instant::now() + Duration::from_secs(30);
-        let mut addr = None;
+        let mut addrs: Vec<SocketAddr> = Vec::new();
         while Instant::now() < deadline {
             match mta.log.recv_timeout(Duration::from_millis(100)) {
                 Ok(line) => {
                     if let Some(i) = line.find("listening on ") {
                         let a = line[i + 13..].split_whitespace().next().unwrap();
-                        addr = Some(a.parse().expect("listen address"));
+                        addrs.push(a.parse().expect("listen address"));
                     }
                     let ready = line.contains(" ready");
                     mta.log_lines.push(line);
-                    if let (true, Some(a)) = (ready, addr) {
-                        mta.addr = a;
+                    if ready && !addrs.is_empty() {
+                        mta.addr = addrs[0];
+                        mta.addrs = addrs;
                         return mta;
                     }
                 }
