@@ -113,9 +113,18 @@ fn v1_garbage() {
     assert_eq!(err(b"GET / HTTP/1.0\r\n"), ProxyError::NotProxy);
     assert_eq!(err(b"PROXZ"), ProxyError::NotProxy);
     assert!(matches!(err(b"PROXY UDP4 "), ProxyError::Malformed(_)));
-    assert!(matches!(err(b"PROXY TCP4 1.2.3.4/"), ProxyError::Malformed(_)));
-    assert!(matches!(err(b"PROXY TCP4  1.2.3.4"), ProxyError::Malformed(_)));
-    assert!(matches!(err(b"PROXY TCP4 1.2.3.4\n"), ProxyError::Malformed(_)));
+    assert!(matches!(
+        err(b"PROXY TCP4 1.2.3.4/"),
+        ProxyError::Malformed(_)
+    ));
+    assert!(matches!(
+        err(b"PROXY TCP4  1.2.3.4"),
+        ProxyError::Malformed(_)
+    ));
+    assert!(matches!(
+        err(b"PROXY TCP4 1.2.3.4\n"),
+        ProxyError::Malformed(_)
+    ));
     assert!(matches!(
         err(b"PROXY TCP4 1.2.3.4 5.6.7.8 1 2\rX"),
         ProxyError::Malformed(_)

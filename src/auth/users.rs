@@ -61,7 +61,8 @@ impl Users {
             if !valid_username(name) {
                 return Err(syntax("invalid user name (empty, or contains whitespace)"));
             }
-            let parsed = PasswordHash::new(hash).map_err(|_| syntax("invalid argon2 PHC hash string"))?;
+            let parsed =
+                PasswordHash::new(hash).map_err(|_| syntax("invalid argon2 PHC hash string"))?;
             if Algorithm::new(parsed.algorithm.as_str()).is_err() {
                 return Err(syntax("hash is not an argon2 PHC string"));
             }
