@@ -306,9 +306,11 @@ fn parse_v2(buf: &[u8]) -> Result<Parsed, ProxyError> {
             destination: None,
         }
     } else {
-        let header = v2_addresses(family, payload);
-        check_tlvs(&payload[min_len..])?;
-        header
+        // With AF_UNSPEC the receiver must ignore the whole payload, so it is not walked.
+        if family != FAM_UNSPEC {
+            check_tlvs(&payload[min_len..])?;
+        }
+        v2_addresses(family, payload)
     };
     Ok(Parsed::Header {
         header,

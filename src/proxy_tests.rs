@@ -221,6 +221,18 @@ fn v2_local_and_unspec_and_unix() {
     assert_eq!((h.source, consumed), (None, buf.len()));
     let buf = v2(0x21, 0x00, &[]);
     assert_eq!(header(&buf).0.source, None);
+    // AF_UNSPEC: the payload is ignored, even when it is not a TLV list.
+    let buf = v2(0x21, 0x00, &[0xAA, 0xFF, 0xFF]);
+    assert_eq!(
+        header(&buf),
+        (
+            ProxyHeader {
+                source: None,
+                destination: None
+            },
+            19
+        )
+    );
     let buf = v2(0x21, 0x31, &[0u8; 216]);
     assert_eq!(header(&buf).0.destination, None);
     assert_prefixes_incomplete(&v2(0x20, 0x00, &[]));

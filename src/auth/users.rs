@@ -27,9 +27,18 @@ use super::AuthError;
 const DUMMY_HASH: &str = "$argon2id$v=19$m=19456,t=2,p=1$c29tZXNhbHRzb21lc2FsdA$Vn8dNu8Y1JbxWcmWkdO+o1T1ufHTiCgoUGYtPptjY5k";
 
 /// The set of users allowed to authenticate.
-#[derive(Debug, Clone, Default)]
+#[derive(Clone, Default)]
 pub struct Users {
     hashes: HashMap<String, String>,
+}
+
+impl std::fmt::Debug for Users {
+    /// Shows the user count only: names and hashes stay out of logs.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Users")
+            .field("count", &self.hashes.len())
+            .finish()
+    }
 }
 
 impl Users {
