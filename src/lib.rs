@@ -1,7 +1,9 @@
 //! A thread-per-core mail transfer agent for bulk sending.
 //!
 //! The map of the crate, in the order mail flows through it:
+//! - [`proxy`]: the HAProxy PROXY protocol v1/v2 header, sans-IO (original client address).
 //! - [`smtp`]: the SMTP protocol, sans-IO (commands, replies, paths, DATA/BDAT decoding).
+//! - [`auth`]: SMTP AUTH, sans-IO (SASL PLAIN/LOGIN, users file, failure throttle).
 //! - [`server`]: inbound sessions of one shard (accept, parse, hand to the spool).
 //! - [`spool`]: the per-shard append-only store with group commit, and its recovery.
 //! - [`queue`]: the delivery scheduler (pure: destinations, retries, limits).
@@ -12,9 +14,11 @@
 //! - [`shutdown`]: signals and the per-shard stop notice.
 //! - [`shard`]: the one place that wires a shard together and runs them all.
 
+pub mod auth;
 pub mod config;
 pub mod delivery;
 pub mod dns;
+pub mod proxy;
 pub mod queue;
 pub mod server;
 pub mod shard;
