@@ -36,6 +36,12 @@ enum Cmd {
         #[arg(long, short)]
         config: Option<PathBuf>,
     },
+    /// Print a users-file line `NAME:argon2-hash` for AUTH (the password is read from the
+    /// terminal without echo, or from the first line of standard input).
+    Passwd {
+        /// The user name.
+        name: String,
+    },
     /// Inspect the queue by reading the spool (works while the MTA is stopped).
     Queue {
         #[command(subcommand)]
@@ -68,7 +74,20 @@ fn main() -> ExitCode {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
         .init();
+    if let Cmd::Passwd { name } = &cli.command {
+        return match passwd(name) {
+            Ok(line) => {
+                println!("{line}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("mta: {e:#}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     let config_path = match &cli.command {
+        Cmd::Passwd { .. } => None,
         Cmd::Run { config } | Cmd::CheckConfig { config } => config.clone(),
         Cmd::Queue { what } => match what {
             QueueCmd::List { config } | QueueCmd::Count { config } => config.clone(),
@@ -86,6 +105,7 @@ fn main() -> ExitCode {
         }
     };
     let result = match cli.command {
+        Cmd::Passwd { .. } => Ok(()),
         Cmd::Run { .. } => run(config),
         Cmd::CheckConfig { .. } => {
             print!("{}", config.to_toml());
@@ -103,6 +123,27 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// `mta passwd NAME`: the users-file line for NAME.
+fn passwd(name: &str) -> anyhow::Result<String> {
+    use std::io::IsTerminal;
+    if name.is_empty() || name.contains(':') || name.chars().any(char::is_whitespace) {
+        anyhow::bail!("a user name must be non-empty, without ':' or white space");
+    }
+    let password = if std::io::stdin().is_terminal() {
+        let first = rpassword::prompt_password("Password: ")?;
+        let again = rpassword::prompt_password("Again: ")?;
+        anyhow::ensure!(first == again, "the passwords differ");
+        first
+    } else {
+        let mut line = String::new();
+        std::io::stdin().read_line(&mut line)?;
+        line.trim_end_matches(['\r', '\n']).to_owned()
+    };
+    anyhow::ensure!(!password.is_empty(), "empty password");
+    let hash = mta::auth::hash_password(&password)?;
+    Ok(format!("{name}:{hash}"))
 }
 
 fn run(config: Config) -> anyhow::Result<()> {

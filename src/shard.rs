@@ -25,10 +25,12 @@ use std::time::{Duration, Instant};
 use glommio::net::TcpListener;
 use glommio::{CpuSet, LocalExecutorPoolBuilder, PoolPlacement};
 
+use crate::auth::Users;
 use crate::config::{Config, ListenerMode, SyncMode};
 use crate::delivery::Stage;
 use crate::dns::{DnsConfig, Resolver};
 use crate::server::connection::Entry;
+use crate::server::login::Login;
 use crate::server::session::SessionConfig;
 use crate::server::{ServerContext, listener};
 use crate::shutdown::{Shutdown, SignalWatch};
@@ -52,6 +54,9 @@ pub enum ShardError {
     /// The inbound TLS certificates could not be loaded.
     #[error("TLS: {0}")]
     Tls(#[from] crate::tls::TlsError),
+    /// The users file could not be loaded.
+    #[error("auth: {0}")]
+    Auth(#[from] crate::auth::AuthError),
     /// A shard failed.
     #[error("shard {shard}: {message}")]
     Shard {
@@ -85,6 +90,11 @@ pub fn run(
         true => None,
         false => Some(ServerTls::load(&config.tls.certificates)?),
     };
+    let users = match &config.auth.users_file {
+        Some(path) => Some(Arc::new(Users::load(path)?)),
+        None => None,
+    };
+    let auth_throttle = Login::shared_throttle(&config.auth);
     let config = Arc::new(config);
     let next_index = Arc::new(AtomicUsize::new(0));
     let (ready_tx, ready_rx) = mpsc::channel::<Result<(), String>>();
@@ -104,8 +114,12 @@ pub fn run(
             let addrs = shard_addrs.clone();
             let signals = shard_signals.clone();
             let ready = ready_tx.clone();
-            let tls = server_tls.clone();
-            async move { shard_main(index, config, addrs, tls, signals, ready).await }
+            let inbound = Inbound {
+                tls: server_tls.clone(),
+                users: users.clone(),
+                auth_throttle: auth_throttle.clone(),
+            };
+            async move { shard_main(index, config, addrs, inbound, signals, ready).await }
         })
         .map_err(|e| ShardError::Executor(e.to_string()))?;
     let mut startup_error = None;
@@ -198,7 +212,7 @@ async fn shard_main(
     index: usize,
     config: Arc<Config>,
     addrs: Vec<SocketAddr>,
-    server_tls: Option<ServerTls>,
+    inbound: Inbound,
     signals: SignalWatch,
     ready: mpsc::Sender<Result<(), String>>,
 ) -> Result<RunSummary, ShardError> {
@@ -292,9 +306,11 @@ async fn shard_main(
         ids,
         accepted,
         shutdown.clone(),
+        inbound.auth_throttle,
     ));
-    let tls_loaded = server_tls.is_some();
-    *ctx.tls.borrow_mut() = server_tls;
+    let tls_loaded = inbound.tls.is_some();
+    *ctx.tls.borrow_mut() = inbound.tls;
+    ctx.login.replace_users(inbound.users);
     let mut accepting = Vec::new();
     for (addr, listener_config) in addrs.iter().zip(&config.listeners) {
         let entry = Rc::new(Entry {
@@ -368,9 +384,28 @@ async fn shard_main(
     })
 }
 
-/// Reloads what can change while running: the inbound certificates. A failure keeps the
-/// previous state (and says so); sessions in progress keep what they started with.
+/// What inbound sessions need that is loaded from files once at start (and again on reload).
+struct Inbound {
+    tls: Option<ServerTls>,
+    users: Option<Arc<Users>>,
+    auth_throttle: Arc<std::sync::Mutex<crate::auth::FailureThrottle>>,
+}
+
+/// Reloads what can change while running: the inbound certificates and the users file. A
+/// failure keeps the previous state (and says so); sessions in progress keep what they started
+/// with.
 fn reload(index: usize, ctx: &ServerContext, config: &Config) {
+    if let Some(path) = &config.auth.users_file {
+        match Users::load(path) {
+            Ok(users) => {
+                ctx.login.replace_users(Some(Arc::new(users)));
+                tracing::info!(shard = index, "users reloaded");
+            }
+            Err(e) => {
+                tracing::error!(shard = index, error = %e, "users reload failed; keeping the old ones")
+            }
+        }
+    }
     if !config.tls.certificates.is_empty() {
         match ServerTls::load(&config.tls.certificates) {
             Ok(tls) => {

@@ -100,3 +100,99 @@ fn without_a_certificate_starttls_is_not_offered() {
     assert!(!features.contains(&"auth"), "{features:?}");
     assert!(mta.stop().success());
 }
+
+/// `mta passwd` makes a users file line.
+fn users_file(dir: &std::path::Path, name: &str, password: &str) -> std::path::PathBuf {
+    use std::io::Write;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_mta"))
+        .args(["passwd", name])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("mta passwd");
+    writeln!(child.stdin.take().unwrap(), "{password}").unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success());
+    let line = String::from_utf8(out.stdout).unwrap();
+    assert!(line.starts_with(&format!("{name}:$argon2id$")), "{line}");
+    let path = dir.join("users");
+    std::fs::write(&path, format!("# test users\n{line}")).unwrap();
+    path
+}
+
+fn submission_setup() -> (tempfile::TempDir, common::certs::TestCerts, Mta) {
+    let dir = tempdir();
+    let users = users_file(dir.path(), "alice", "s3cret pass");
+    let extra = format!(
+        "[auth]\nusers_file = \"{}\"\nfailure_delay = \"10ms\"\nmax_failures = 3\n\
+         [[listeners]]\naddress = \"127.0.0.1:0\"\nmode = \"submission\"\n\
+         [[listeners]]\naddress = \"127.0.0.1:0\"\nmode = \"submissions\"\n",
+        users.display()
+    );
+    let (certs, config) = tls_config(dir.path(), &extra);
+    let mta = Mta::start(dir.path(), &config);
+    assert_eq!(mta.addrs.len(), 3);
+    (dir, certs, mta)
+}
+
+#[test]
+fn submission_and_submissions_with_auth() {
+    let (dir, certs, mut mta) = submission_setup();
+    let ca = certs.ca.to_str().unwrap();
+    python("submission", mta.addrs[1], &[ca, "alice", "s3cret pass"]);
+    let v = python("implicit", mta.addrs[2], &[ca, "alice", "s3cret pass"]);
+    assert_eq!(v["mail_without_auth"], 530);
+    assert_eq!(v["sent"], true);
+    assert!(v["auth"].as_str().unwrap().contains("PLAIN"), "{v}");
+    // The relay port never offers AUTH in plaintext, and refuses relaying to other domains.
+    let v = python("ehlo", mta.addrs[0], &[]);
+    assert!(
+        !v["features"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|f| f == "auth")
+    );
+    assert!(mta.stop().success());
+    let queue = mta::spool::read_offline(&dir.path().join("spool")).expect("spool");
+    assert_eq!(queue.messages.len(), 2);
+    for m in &queue.messages {
+        assert_eq!(m.message.auth.as_deref(), Some("alice"));
+        assert!(m.message.tls.as_deref().unwrap().starts_with("TLSv1."));
+        let body = String::from_utf8_lossy(&m.message.body).into_owned();
+        assert!(body.contains("(authenticated sender: alice)"), "{body}");
+        assert!(body.contains("with ESMTPSA id"), "{body}");
+    }
+}
+
+#[test]
+fn wrong_passwords_are_refused_then_throttled() {
+    let (_dir, certs, mut mta) = submission_setup();
+    let ca = certs.ca.to_str().unwrap();
+    let v = python("bad_password", mta.addrs[1], &[ca, "alice", "5"]);
+    let codes: Vec<u64> = v["codes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c.as_u64().unwrap())
+        .collect();
+    assert_eq!(codes, [535, 535, 535, 454, 454]);
+    // Throttled: even the right password is refused now.
+    let out = Command::new("python3")
+        .arg(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/python/tls_client.py"
+        ))
+        .args([
+            "submission",
+            "127.0.0.1",
+            &mta.addrs[1].port().to_string(),
+            ca,
+            "alice",
+            "s3cret pass",
+        ])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(mta.stop().success());
+}

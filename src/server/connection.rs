@@ -20,7 +20,7 @@ use glommio::net::TcpStream;
 
 use super::ServerContext;
 use super::replies;
-use super::session::{Action, Phase, Session, SessionConfig, SessionEnv};
+use super::session::{Action, AuthOutcome, Phase, Session, SessionConfig, SessionEnv};
 use crate::spool::QueueId;
 use crate::tls::Stream;
 
@@ -164,6 +164,17 @@ async fn run(
                     tracing::debug!(%peer, tls = %info, "STARTTLS");
                     session.tls_started(info);
                     break;
+                }
+                Action::Authenticate(creds) => {
+                    write(slot, &mut out).await?;
+                    let outcome = ctx.login.check(peer.ip(), &creds).await;
+                    match outcome {
+                        AuthOutcome::Success => {
+                            tracing::info!(%peer, user = %creds.username, "authenticated")
+                        }
+                        _ => tracing::info!(%peer, user = %creds.username, ?outcome, "AUTH failed"),
+                    }
+                    session.auth_result(&creds.username, outcome, &mut out);
                 }
                 Action::Close => return write(slot, &mut out).await,
             }

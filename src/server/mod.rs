@@ -13,6 +13,7 @@
 
 pub mod connection;
 pub mod listener;
+pub mod login;
 pub mod received;
 pub mod relay;
 pub mod replies;
@@ -21,8 +22,10 @@ pub mod transaction;
 
 use std::cell::{Cell, RefCell};
 use std::rc::Rc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use crate::auth::FailureThrottle;
 use crate::config::Config;
 use crate::shutdown::Shutdown;
 use crate::spool::{MessageRecord, QueueIdGenerator, Spool};
@@ -82,6 +85,8 @@ pub struct ServerContext {
     pub stats: ServerStats,
     /// Inbound TLS (certificates), swapped whole on reload; None = no certificate.
     pub tls: RefCell<Option<crate::tls::ServerTls>>,
+    /// AUTH credential checks.
+    pub login: login::Login,
 }
 
 impl ServerContext {
@@ -92,6 +97,7 @@ impl ServerContext {
         ids: Rc<RefCell<QueueIdGenerator>>,
         accepted: Option<glommio::channels::local_channel::LocalSender<MessageRecord>>,
         shutdown: Rc<Shutdown>,
+        auth_throttle: Arc<Mutex<FailureThrottle>>,
     ) -> Self {
         let t = &config.smtp.timeouts;
         ServerContext {
@@ -112,6 +118,7 @@ impl ServerContext {
             active: Cell::new(0),
             stats: ServerStats::default(),
             tls: RefCell::new(None),
+            login: login::Login::new(&config.auth, None, auth_throttle),
         }
     }
 }

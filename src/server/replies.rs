@@ -191,3 +191,46 @@ pub fn ready_for_tls() -> Reply {
 pub fn auth_required() -> Reply {
     Reply::new(530, st(5, 7, 0), "Authentication required")
 }
+
+/// `538 5.7.11 Encryption required for requested authentication mechanism` (RFC 4954 6).
+pub fn encryption_required() -> Reply {
+    Reply::new(
+        538,
+        st(5, 7, 11),
+        "Encryption required for requested authentication mechanism",
+    )
+}
+
+/// `504 5.5.4 Unrecognized authentication type` (RFC 4954 4).
+pub fn unknown_mechanism() -> Reply {
+    Reply::new(504, st(5, 5, 4), "Unrecognized authentication type")
+}
+
+/// `501 5.0.0 Authentication cancelled` (RFC 4954 4: the client sent `*`).
+pub fn auth_cancelled() -> Reply {
+    Reply::new(501, st(5, 0, 0), "Authentication cancelled")
+}
+
+/// `501 5.5.2 Cannot decode response` (RFC 4954 4: bad BASE64).
+pub fn auth_malformed() -> Reply {
+    Reply::new(501, st(5, 5, 2), "Cannot decode response")
+}
+
+/// `235 2.7.0 Authentication successful` (RFC 4954 6).
+pub fn auth_succeeded() -> Reply {
+    Reply::new(235, st(2, 7, 0), "Authentication successful")
+}
+
+/// `535 5.7.8 Authentication credentials invalid` (RFC 4954 6).
+pub fn auth_failed() -> Reply {
+    Reply::new(535, st(5, 7, 8), "Authentication credentials invalid")
+}
+
+/// `454 4.7.0 Temporary authentication failure` (RFC 4954 6), for a throttled address.
+pub fn auth_throttled() -> Reply {
+    Reply::new(
+        454,
+        st(4, 7, 0),
+        "Temporary authentication failure: too many failures, try later",
+    )
+}

@@ -28,6 +28,7 @@ use super::received::Trace;
 use super::relay::RelayPolicy;
 use super::replies;
 use super::transaction::Transaction;
+use crate::auth::{Credentials, Mechanism, SaslExchange, Step};
 use crate::config::{Config, ListenerConfig, ListenerMode};
 use crate::smtp::command::parse_command;
 use crate::smtp::data::ChunkChecker;
@@ -118,8 +119,22 @@ pub enum Action {
     /// line unread (RFC 3207 5: pipelined commands must not survive the upgrade), run the TLS
     /// handshake, then call [`Session::tls_started`]; close the connection if it fails.
     StartTls,
+    /// The client finished a SASL exchange: check the credentials (throttle, users file), then
+    /// call [`Session::auth_result`].
+    Authenticate(Credentials),
     /// Write the pending replies and close the connection.
     Close,
+}
+
+/// What checking AUTH credentials found.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AuthOutcome {
+    /// The password is right: the client may relay anywhere.
+    Success,
+    /// Wrong user, password or authorization identity: `535 5.7.8`.
+    Failure,
+    /// Too many recent failures from this address: `454 4.7.0`, whatever the password.
+    Throttled,
 }
 
 /// Which timeout applies while waiting for the client.
@@ -167,6 +182,7 @@ pub struct Session {
     closing: bool,
     tls: Option<TlsInfo>,
     user: Option<String>,
+    sasl: Option<SaslExchange>,
 }
 
 impl Session {
@@ -186,6 +202,7 @@ impl Session {
             closing: false,
             tls: None,
             user: None,
+            sasl: None,
         }
     }
 
@@ -259,9 +276,15 @@ impl Session {
                     match line {
                         None => return (pos, Action::Read),
                         Some(Line::TooLong) => {
+                            self.sasl = None;
                             self.error(replies::line_too_long(self.cfg.max_command_line), out)
                         }
                         Some(Line::BareLf) => self.error(replies::bare_lf_command(), out),
+                        Some(Line::Command(bytes)) if self.sasl.is_some() => {
+                            if let Some(action) = self.sasl_response(bytes, out) {
+                                return (pos, action);
+                            }
+                        }
                         Some(Line::Command(bytes)) => {
                             self.seen_command = true;
                             if let Some(action) = self.command(bytes, env, out) {
@@ -363,9 +386,97 @@ impl Session {
             Command::Expn(_) => self.error(replies::not_implemented("EXPN"), out),
             Command::Help(_) => self.reply(replies::help(), out),
             Command::StartTls => return self.starttls(out),
-            Command::Auth { .. } => self.error(replies::not_implemented("AUTH"), out),
+            Command::Auth { mechanism, initial } => {
+                return self.auth(&mechanism, initial.as_deref(), out);
+            }
         }
         None
+    }
+
+    /// AUTH (RFC 4954 4).
+    fn auth(
+        &mut self,
+        mechanism: &str,
+        initial: Option<&str>,
+        out: &mut Vec<u8>,
+    ) -> Option<Action> {
+        if !self.cfg.auth {
+            self.error(replies::not_implemented("AUTH"), out);
+            return None;
+        }
+        if self.helo.as_ref().is_none_or(|h| !h.extended) {
+            self.error(replies::bad_sequence("send EHLO first"), out);
+            return None;
+        }
+        if self.user.is_some() {
+            self.error(replies::bad_sequence("already authenticated"), out);
+            return None;
+        }
+        if self.tx.is_some() {
+            self.error(
+                replies::bad_sequence("AUTH not allowed during a transaction"),
+                out,
+            );
+            return None;
+        }
+        if self.tls.is_none() && !self.cfg.auth_plaintext {
+            self.error(replies::encryption_required(), out);
+            return None;
+        }
+        let Some(mechanism) = Mechanism::parse(mechanism) else {
+            self.error(replies::unknown_mechanism(), out);
+            return None;
+        };
+        let (exchange, step) = SaslExchange::start(mechanism, initial);
+        self.sasl = Some(exchange);
+        self.sasl_step(step, out)
+    }
+
+    /// One client line inside a SASL exchange.
+    fn sasl_response(&mut self, line: &[u8], out: &mut Vec<u8>) -> Option<Action> {
+        let line = std::str::from_utf8(line).unwrap_or("\u{0}");
+        let line = line.strip_suffix("\r\n").unwrap_or(line);
+        let step = self
+            .sasl
+            .as_mut()
+            .expect("inside a SASL exchange")
+            .respond(line);
+        self.sasl_step(step, out)
+    }
+
+    fn sasl_step(&mut self, step: Step, out: &mut Vec<u8>) -> Option<Action> {
+        match step {
+            Step::Challenge(text) => {
+                Reply::multiline(334, None, vec![text]).write_to(out);
+                Some(Action::Flush)
+            }
+            Step::Done(credentials) => {
+                self.sasl = None;
+                Some(Action::Authenticate(credentials))
+            }
+            Step::Cancelled => {
+                self.sasl = None;
+                self.error(replies::auth_cancelled(), out);
+                None
+            }
+            Step::Malformed => {
+                self.sasl = None;
+                self.error(replies::auth_malformed(), out);
+                None
+            }
+        }
+    }
+
+    /// Reports the check of the credentials handed out by [`Action::Authenticate`].
+    pub fn auth_result(&mut self, user: &str, outcome: AuthOutcome, out: &mut Vec<u8>) {
+        match outcome {
+            AuthOutcome::Success => {
+                self.user = Some(user.to_owned());
+                replies::auth_succeeded().write_to(out);
+            }
+            AuthOutcome::Failure => self.error(replies::auth_failed(), out),
+            AuthOutcome::Throttled => self.error(replies::auth_throttled(), out),
+        }
     }
 
     /// STARTTLS (RFC 3207).
@@ -620,7 +731,13 @@ impl Session {
             return None;
         }
         let helo = self.helo.as_ref().map_or("", |h| h.name.as_str());
-        Some(Action::Queue(Box::new(tx.into_record(self.client, helo))))
+        let mut record = tx.into_record(self.client, helo);
+        record.tls = self
+            .tls
+            .as_ref()
+            .map(|t| format!("{} {}", t.version, t.cipher));
+        record.auth = self.user.clone();
+        Some(Action::Queue(Box::new(record)))
     }
 }
 

@@ -81,6 +81,15 @@ impl Harness {
                     Action::Read => break,
                     Action::Flush => {}
                     Action::Close => self.closed = true,
+                    Action::Authenticate(creds) => {
+                        let outcome = if creds.password == "right" {
+                            AuthOutcome::Success
+                        } else {
+                            AuthOutcome::Failure
+                        };
+                        self.session
+                            .auth_result(&creds.username, outcome, &mut self.out);
+                    }
                     Action::StartTls => {
                         // What the connection does: drop pipelined input, then upgrade.
                         buf.clear();
@@ -472,4 +481,50 @@ fn submission_requires_auth_before_mail() {
         r.contains("AUTH PLAIN LOGIN"),
         "plaintext AUTH allowed: {r}"
     );
+}
+
+#[test]
+fn auth_exchanges_inside_tls() {
+    let mut h = Harness::with(
+        "192.0.2.9:1000",
+        tls_config(ListenerMode::Submission, false),
+    );
+    h.send("EHLO c.test\r\nSTARTTLS\r\n");
+    h.send("EHLO c.test\r\n");
+    assert!(h.send("AUTH CRAM-MD5\r\n").starts_with("504 5.5.4"));
+    // PLAIN with an initial response: \0alice\0wrong, then \0alice\0right.
+    assert!(
+        h.send("AUTH PLAIN AGFsaWNlAHdyb25n\r\n")
+            .starts_with("535 5.7.8")
+    );
+    assert!(h.send("AUTH PLAIN\r\n").starts_with("334 \r\n"));
+    assert!(h.send("*\r\n").starts_with("501 5.0.0"));
+    assert!(h.send("AUTH LOGIN\r\n").starts_with("334 VXNlcm5hbWU6"));
+    assert!(h.send("!!!\r\n").starts_with("501 5.5.2"));
+    assert!(
+        h.send("AUTH LOGIN YWxpY2U=\r\n")
+            .starts_with("334 UGFzc3dvcmQ6")
+    );
+    assert!(h.send("cmlnaHQ=\r\n").starts_with("235 2.7.0"));
+    assert_eq!(h.session.user(), Some("alice"));
+    assert!(h.send("AUTH PLAIN AGFsaWNlAHJpZ2h0\r\n").starts_with("503"));
+    // Authenticated: relaying to any domain.
+    let r = h.send("MAIL FROM:<a@c.test>\r\nRCPT TO:<x@elsewhere.test>\r\n");
+    assert_eq!(r, "250 2.1.0 Sender ok\r\n250 2.1.5 Recipient ok\r\n");
+}
+
+#[test]
+fn auth_is_refused_before_tls_and_in_a_transaction() {
+    let mut h = Harness::with("192.0.2.9:1000", tls_config(ListenerMode::Smtp, false));
+    h.send("EHLO c.test\r\n");
+    assert!(
+        h.send("AUTH PLAIN AGFsaWNlAHJpZ2h0\r\n")
+            .starts_with("538 5.7.11")
+    );
+    let mut h = Harness::with("192.0.2.9:1000", tls_config(ListenerMode::Smtp, true));
+    h.send("EHLO c.test\r\nMAIL FROM:<a@c.test>\r\n");
+    assert!(h.send("AUTH PLAIN AGFsaWNlAHJpZ2h0\r\n").starts_with("503"));
+    let mut h = Harness::new("192.0.2.9:1000");
+    h.send("EHLO c.test\r\n");
+    assert!(h.send("AUTH PLAIN AGFsaWNlAHJpZ2h0\r\n").starts_with("502"));
 }

@@ -107,6 +107,54 @@ def case_implicit(host, port, cafile, user=None, password=None):
     print(json.dumps(out))
 
 
+def case_submission(host, port, cafile, user, password):
+    """STARTTLS, then AUTH LOGIN, then a message to a domain only an authenticated user may use."""
+    s = connect(host, port, "mx.test")
+    s.ehlo("client.test")
+    if s.has_extn("auth"):
+        fail("AUTH offered before TLS: %r" % s.esmtp_features)
+    code, _ = s.docmd("AUTH PLAIN AGFsaWNlAHNlY3JldA==")
+    if code != 538:
+        fail("AUTH before TLS answered %d" % code)
+    code, _ = s.docmd("MAIL FROM:<a@client.test>")
+    if code != 530:
+        fail("MAIL before AUTH answered %d" % code)
+    s.starttls(context=context(cafile))
+    s.ehlo("client.test")
+    mechs = s.esmtp_features.get("auth", "").split()
+    if "PLAIN" not in mechs or "LOGIN" not in mechs:
+        fail("mechanisms %r" % mechs)
+    s.user, s.password = user, password
+    code, _ = s.auth("LOGIN", s.auth_login, initial_response_ok=False)
+    if code != 235:
+        fail("AUTH LOGIN answered %d" % code)
+    code, _ = s.docmd("AUTH PLAIN AGFsaWNlAHNlY3JldA==")
+    if code != 503:
+        fail("second AUTH answered %d" % code)
+    s.sendmail("a@client.test", ["someone@elsewhere.test"], "Subject: sub\r\n\r\nhi\r\n")
+    s.quit()
+    print(json.dumps({"sent": True}))
+
+
+def case_bad_password(host, port, cafile, user, tries):
+    """Wrong passwords: 535 each time until the address is throttled (454)."""
+    codes = []
+    for _ in range(int(tries)):
+        s = connect(host, port, "mx.test")
+        s.ehlo("client.test")
+        s.starttls(context=context(cafile))
+        s.ehlo("client.test")
+        s.user, s.password = user, "wrong"
+        try:
+            # One mechanism only: login() would try each advertised one in turn.
+            s.auth("PLAIN", s.auth_plain)
+            codes.append(235)
+        except smtplib.SMTPAuthenticationError as e:
+            codes.append(e.smtp_code)
+        s.close()
+    print(json.dumps({"codes": codes}))
+
+
 def case_plain_ehlo(host, port):
     s = smtplib.SMTP(host, port, timeout=20)
     s.ehlo("client.test")
@@ -124,6 +172,10 @@ def main():
         case_inject(host, port, *rest)
     elif case == "implicit":
         case_implicit(host, port, *rest)
+    elif case == "submission":
+        case_submission(host, port, *rest)
+    elif case == "bad_password":
+        case_bad_password(host, port, *rest)
     elif case == "ehlo":
         case_plain_ehlo(host, port)
     else:
