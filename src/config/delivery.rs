@@ -14,6 +14,7 @@ use std::net::{IpAddr, SocketAddr};
 use serde::{Deserialize, Serialize};
 
 use super::{HumanDuration, is_hostname};
+use crate::tls::TlsPolicy;
 
 /// A message rate: `"100/s"`, `"5000/h"`, `"20/m"`, `"100000/d"`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -98,6 +99,11 @@ pub struct DeliverySection {
     pub suspend: SuspendSection,
     /// Client timeouts.
     pub timeouts: ClientTimeoutsSection,
+    /// STARTTLS policy for destinations without their own: `"none"`, `"opportunistic"`
+    /// (default), `"required"` or `"verify"`.
+    pub tls: TlsPolicy,
+    /// After a failed opportunistic handshake, a host is sent to in plaintext for this long.
+    pub tls_fallback: HumanDuration,
 }
 
 /// `[delivery.retry]`.
@@ -185,6 +191,9 @@ pub struct RouteConfig {
     /// Overrides `delivery.rate` for this route.
     #[serde(default)]
     pub rate: Option<RateSpec>,
+    /// Overrides `delivery.tls` for this route.
+    #[serde(default)]
+    pub tls: Option<TlsPolicy>,
 }
 
 impl Default for DeliverySection {
@@ -201,6 +210,8 @@ impl Default for DeliverySection {
             retry: RetrySection::default(),
             suspend: SuspendSection::default(),
             timeouts: ClientTimeoutsSection::default(),
+            tls: TlsPolicy::Opportunistic,
+            tls_fallback: HumanDuration::secs(3600),
         }
     }
 }

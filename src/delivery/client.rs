@@ -7,8 +7,13 @@
 //! declared when offered, 8BITMIME and SMTPUTF8 are requested when the message needs them.
 //! Each command waits at most its RFC 5321 4.5.3.2 timeout.
 //!
+//! STARTTLS (RFC 3207) follows the destination's [`TlsPolicy`]: opportunistic (any certificate,
+//! plaintext when not offered), required (any certificate, no plaintext) or verify (a valid
+//! certificate for the host name); after the handshake the client says EHLO again.
+//!
 //! What it does not do: no decision about what a reply means for a recipient (that is
-//! `classify`), no retries, no pooling, no DNS.
+//! `classify`), no retries, no pooling, no DNS, no memory of failed handshakes (the stage keeps
+//! the plaintext fallback).
 //!
 //! Invariants: replies are matched to commands in order; a connection that saw a protocol
 //! error, a timeout or an I/O error is not reused (`usable()` turns false).
@@ -18,11 +23,24 @@ use std::time::Duration;
 
 use futures_lite::{AsyncReadExt, AsyncWriteExt};
 use glommio::net::TcpStream;
+use rustls::pki_types::ServerName;
 
 use crate::smtp::data::dot_stuff;
 use crate::smtp::ehlo::Extensions;
 use crate::smtp::reply::{ReplyError, ReplyParser};
 use crate::smtp::{EnhancedStatus, Reply};
+use crate::tls::{ClientTls, Stream, TlsInfo, TlsPolicy};
+
+/// What the connection asks of TLS.
+#[derive(Clone, Copy)]
+pub struct TlsRequest<'a> {
+    /// The destination's policy.
+    pub policy: TlsPolicy,
+    /// The shard's client configurations.
+    pub configs: &'a ClientTls,
+    /// The host name the certificate must be valid for (`verify`), also sent as SNI.
+    pub server_name: &'a str,
+}
 
 /// Client-side timeouts (RFC 5321 4.5.3.2).
 #[derive(Clone, Copy, Debug)]
@@ -87,6 +105,14 @@ pub enum ClientError {
         /// The parse error.
         source: ReplyError,
     },
+    /// TLS was required and could not be had, or a handshake failed.
+    #[error("TLS: {reason}")]
+    Tls {
+        /// What went wrong.
+        reason: String,
+        /// True when a handshake was attempted and failed (a plaintext retry may work).
+        handshake: bool,
+    },
     /// The server refused us at the greeting or at EHLO/HELO.
     #[error("{stage} refused: {reply}")]
     Refused {
@@ -148,7 +174,8 @@ impl TransactionReplies {
 
 /// One open client connection.
 pub struct Connection {
-    stream: TcpStream,
+    /// Always present, except for the instant of the TLS upgrade.
+    stream: Option<Stream>,
     peer: SocketAddr,
     buf: Vec<u8>,
     start: usize,
@@ -160,6 +187,7 @@ pub struct Connection {
     transactions: u32,
     usable: bool,
     greeting: String,
+    tls: Option<TlsInfo>,
 }
 
 impl Connection {
@@ -169,6 +197,7 @@ impl Connection {
         source: Option<IpAddr>,
         helo_name: &str,
         timeouts: ClientTimeouts,
+        tls: TlsRequest<'_>,
     ) -> Result<Connection, ClientError> {
         let connect = async {
             match source {
@@ -193,7 +222,7 @@ impl Connection {
             };
         let _ = stream.set_nodelay(true);
         let mut c = Connection {
-            stream,
+            stream: Some(Stream::Plain(stream)),
             peer: addr,
             buf: vec![0; 16 * 1024],
             start: 0,
@@ -205,6 +234,7 @@ impl Connection {
             transactions: 0,
             usable: true,
             greeting: String::new(),
+            tls: None,
         };
         let greeting = c.read_reply("greeting", timeouts.greeting).await?;
         if greeting.code != 220 {
@@ -215,6 +245,75 @@ impl Connection {
             });
         }
         c.greeting = greeting.text();
+        c.hello(helo_name).await?;
+        if tls.policy != TlsPolicy::None {
+            c.starttls(helo_name, tls).await?;
+        }
+        Ok(c)
+    }
+
+    /// STARTTLS per policy, then EHLO again inside TLS.
+    async fn starttls(&mut self, helo_name: &str, tls: TlsRequest<'_>) -> Result<(), ClientError> {
+        let strict = tls.policy != TlsPolicy::Opportunistic;
+        let refuse = |reason: String| ClientError::Tls {
+            reason,
+            handshake: false,
+        };
+        if !self.ext.starttls {
+            if strict {
+                self.usable = false;
+                return Err(refuse("STARTTLS not offered".to_owned()));
+            }
+            return Ok(());
+        }
+        self.out.extend_from_slice(b"STARTTLS\r\n");
+        self.flush("STARTTLS").await?;
+        let reply = self.read_reply("STARTTLS", self.timeouts.command).await?;
+        if reply.code != 220 {
+            if strict {
+                self.usable = false;
+                return Err(refuse(format!("STARTTLS refused: {reply}")));
+            }
+            return Ok(());
+        }
+        // Anything the server sent after its 220 is not trusted (RFC 3207 4.2).
+        (self.start, self.end) = (0, 0);
+        let config = match tls.policy {
+            TlsPolicy::Verify => tls.configs.verified.clone(),
+            _ => tls.configs.any.clone(),
+        };
+        let name = match ServerName::try_from(tls.server_name.to_owned()) {
+            Ok(n) => n,
+            Err(_) => ServerName::IpAddress(self.peer.ip().into()),
+        };
+        let plain = self.stream.take().expect("stream present");
+        plain
+            .tcp()
+            .set_read_timeout(Some(self.timeouts.command))
+            .map_err(|source| ClientError::Io {
+                stage: "TLS handshake",
+                source: std::io::Error::other(source.to_string()),
+            })?;
+        match plain.connect_tls(config, name).await {
+            Ok(stream) => {
+                self.tls = stream.tls();
+                self.stream = Some(stream);
+            }
+            Err(e) => {
+                self.usable = false;
+                return Err(ClientError::Tls {
+                    reason: format!("handshake failed: {e}"),
+                    handshake: true,
+                });
+            }
+        }
+        self.hello(helo_name).await
+    }
+
+    /// EHLO, or HELO when EHLO is refused; records the extensions.
+    async fn hello(&mut self, helo_name: &str) -> Result<(), ClientError> {
+        let c = self;
+        let timeouts = c.timeouts;
         c.out
             .extend_from_slice(format!("EHLO {helo_name}\r\n").as_bytes());
         c.flush("EHLO").await?;
@@ -222,6 +321,7 @@ impl Connection {
         if ehlo.is_positive_completion() {
             c.ext = Extensions::from_reply(&ehlo);
         } else {
+            c.ext = Extensions::default();
             c.out
                 .extend_from_slice(format!("HELO {helo_name}\r\n").as_bytes());
             c.flush("HELO").await?;
@@ -234,7 +334,12 @@ impl Connection {
                 });
             }
         }
-        Ok(c)
+        Ok(())
+    }
+
+    /// What TLS negotiated, if the connection is encrypted.
+    pub fn tls(&self) -> Option<&TlsInfo> {
+        self.tls.as_ref()
     }
 
     /// The server's extensions.
@@ -436,7 +541,9 @@ impl Connection {
                 let _ = self.read_reply("QUIT", Duration::from_secs(5)).await;
             }
         }
-        let _ = self.stream.shutdown(std::net::Shutdown::Both).await;
+        if let Some(stream) = &self.stream {
+            let _ = stream.tcp().shutdown(std::net::Shutdown::Both).await;
+        }
     }
 
     async fn flush(&mut self, stage: &'static str) -> Result<(), ClientError> {
@@ -444,13 +551,11 @@ impl Connection {
             return Ok(());
         }
         let block = self.timeouts.data_block;
-        let stream = &mut self.stream;
+        let stream = self.stream.as_mut().expect("stream present");
         let out = &self.out;
         let r = glommio::timer::timeout(block, async {
-            stream
-                .write_all(out)
-                .await
-                .map_err(glommio::GlommioError::from)
+            stream.write_all(out).await?;
+            stream.flush().await.map_err(glommio::GlommioError::from)
         })
         .await;
         self.out.clear();
@@ -499,13 +604,15 @@ impl Connection {
             if self.end == self.buf.len() {
                 self.buf.resize(self.buf.len() * 2, 0);
             }
-            self.stream
+            let stream = self.stream.as_mut().expect("stream present");
+            stream
+                .tcp()
                 .set_read_timeout(Some(limit))
                 .map_err(|e| ClientError::Io {
                     stage,
                     source: std::io::Error::other(e.to_string()),
                 })?;
-            match self.stream.read(&mut self.buf[self.end..]).await {
+            match stream.read(&mut self.buf[self.end..]).await {
                 Ok(0) => {
                     self.usable = false;
                     return Err(ClientError::Io {

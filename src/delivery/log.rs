@@ -30,6 +30,8 @@ pub struct Event<'a> {
     pub destination: &'a str,
     /// Remote host and address, if one answered.
     pub host: &'a str,
+    /// TLS version and cipher of the connection, empty for plaintext.
+    pub tls: &'a str,
     /// The reply or failure.
     pub reply: &'a str,
     /// Enhanced status code.
@@ -67,7 +69,7 @@ impl DeliveryLog {
         let _ = writeln!(
             b,
             "{{\"type\":{},\"time\":{time},\"queue_id\":{},\"sender\":{},\"recipient\":{},\
-             \"destination\":{},\"host\":{},\"reply\":{},\"status\":{},\"attempt\":{},\
+             \"destination\":{},\"host\":{},\"tls\":{},\"reply\":{},\"status\":{},\"attempt\":{},\
              \"duration_ms\":{},\"size\":{}}}",
             json(e.kind),
             json(e.queue_id),
@@ -75,6 +77,7 @@ impl DeliveryLog {
             json(e.recipient),
             json(e.destination),
             json(e.host),
+            json(e.tls),
             json(e.reply),
             json(e.status),
             e.attempt,

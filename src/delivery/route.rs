@@ -19,6 +19,7 @@ use crate::config::{Config, RateSpec, parse_next_hop};
 use crate::dns::{DnsError, MailRoute, Resolver};
 use crate::queue::{DestinationKey, Limits, Rate};
 use crate::smtp::EnhancedStatus;
+use crate::tls::TlsPolicy;
 
 use super::classify::Outcome;
 
@@ -33,6 +34,8 @@ pub struct Target {
     pub source: Option<IpAddr>,
     /// Limits of the destination.
     pub limits: Limits,
+    /// What the destination requires of TLS.
+    pub tls: TlsPolicy,
 }
 
 /// The result of routing a domain.
@@ -93,6 +96,7 @@ pub async fn route(config: &Config, resolver: &Resolver, domain: &str) -> Routed
                 hops,
                 source: r.source,
                 limits: limits(config, r.max_connections, r.rate),
+                tls: r.tls.unwrap_or(config.delivery.tls),
             })),
             Err(o) => Routed::Failed(o),
         };
@@ -104,6 +108,7 @@ pub async fn route(config: &Config, resolver: &Resolver, domain: &str) -> Routed
                 hops,
                 source: None,
                 limits: limits(config, None, None),
+                tls: config.delivery.tls,
             })),
             Err(o) => Routed::Failed(o),
         };
@@ -137,6 +142,7 @@ pub async fn route(config: &Config, resolver: &Resolver, domain: &str) -> Routed
                 hops,
                 source: None,
                 limits: limits(config, None, None),
+                tls: config.delivery.tls,
             }))
         }
         Err(e @ DnsError::NotFound(_)) => {

@@ -20,12 +20,13 @@
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
+use std::net::SocketAddr;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use super::classify::Outcome;
-use super::client::{ClientError, ClientTimeouts, Connection, Envelope};
+use super::client::{ClientError, ClientTimeouts, Connection, Envelope, TlsRequest};
 use super::dsn::{self, DsnAction, DsnRecipient, Return};
 use super::log::{DeliveryLog, Event};
 use super::notify::Notify;
@@ -37,6 +38,7 @@ use crate::smtp::EnhancedStatus;
 use crate::spool::{
     MessageRecord, QueueId, QueueIdGenerator, Recipient, RecipientState, Spool, StateRecord,
 };
+use crate::tls::{ClientTls, TlsPolicy};
 
 /// Counters of the stage.
 #[derive(Debug, Default)]
@@ -84,8 +86,24 @@ pub struct Stage {
     timeouts: ClientTimeouts,
     helo: String,
     stopping: Cell<bool>,
+    tls: ClientTls,
+    /// Hosts whose opportunistic handshake failed, sent to in plaintext until the instant.
+    tls_fallback: RefCell<HashMap<SocketAddr, Instant>>,
     /// Counters.
     pub stats: DeliveryStats,
+}
+
+/// The remote end of an attempt, for the log.
+#[derive(Clone, Copy)]
+struct Peer<'a> {
+    /// `name[ip]`, or empty when no server answered.
+    host: &'a str,
+    /// `TLSv1.3 TLS13_...`, or empty for plaintext.
+    tls: &'a str,
+}
+
+impl Peer<'_> {
+    const NONE: Peer<'static> = Peer { host: "", tls: "" };
 }
 
 fn unix_ms(t: SystemTime) -> u64 {
@@ -143,6 +161,7 @@ impl Stage {
             backoff: d.suspend.backoff.0,
             max_backoff: d.suspend.max_backoff.0,
         });
+        let config_ca = config.tls.ca_file.clone();
         Ok(Rc::new(Stage {
             helo: d
                 .helo_name
@@ -159,6 +178,8 @@ impl Stage {
             wake: Notify::default(),
             timeouts,
             stopping: Cell::new(false),
+            tls: ClientTls::new(config_ca.as_deref()).map_err(std::io::Error::other)?,
+            tls_fallback: RefCell::new(HashMap::new()),
             stats: DeliveryStats::default(),
         }))
     }
@@ -276,7 +297,9 @@ impl Stage {
                         .iter()
                         .map(|&i| (i, outcome.clone()))
                         .collect();
-                    stage.finish_job(&job, &recipients, "", "", 0, false).await;
+                    stage
+                        .finish_job(&job, &recipients, "", Peer::NONE, 0, false)
+                        .await;
                 }
             }
             stage.wake.notify();
@@ -319,7 +342,7 @@ impl Stage {
         let mut conn = None;
         let mut last_error = String::new();
         for (name, addr) in &target.hops {
-            match Connection::open(*addr, target.source, &self.helo, self.timeouts).await {
+            match self.open(name, *addr, &target).await {
                 Ok(c) => {
                     conn = Some((c, format!("{name}[{}]", addr.ip())));
                     break;
@@ -344,7 +367,7 @@ impl Stage {
                     .iter()
                     .map(|&i| (i, outcome.clone()))
                     .collect();
-                self.finish_job(&job, &recipients, &dest.0, "", 0, false)
+                self.finish_job(&job, &recipients, &dest.0, Peer::NONE, 0, false)
                     .await;
             }
             self.wake.notify();
@@ -383,6 +406,47 @@ impl Stage {
         self.wake.notify();
     }
 
+    /// Connects to one hop with the destination's TLS policy. An opportunistic handshake that
+    /// fails is retried at once in plaintext, and the host is sent to in plaintext for
+    /// `delivery.tls_fallback` (a receiver with a broken TLS stack still gets its mail).
+    async fn open(
+        &self,
+        name: &str,
+        addr: SocketAddr,
+        target: &Target,
+    ) -> Result<Connection, ClientError> {
+        let now = Instant::now();
+        let mut policy = target.tls;
+        if policy == TlsPolicy::Opportunistic {
+            let mut fallback = self.tls_fallback.borrow_mut();
+            match fallback.get(&addr) {
+                Some(until) if *until > now => policy = TlsPolicy::None,
+                Some(_) => {
+                    fallback.remove(&addr);
+                }
+                None => {}
+            }
+        }
+        let request = |policy| TlsRequest {
+            policy,
+            configs: &self.tls,
+            server_name: name,
+        };
+        let (source, helo, timeouts) = (target.source, &self.helo, self.timeouts);
+        match Connection::open(addr, source, helo, timeouts, request(policy)).await {
+            Err(ClientError::Tls {
+                reason,
+                handshake: true,
+            }) if policy == TlsPolicy::Opportunistic => {
+                tracing::warn!(host = name, %addr, %reason, "TLS failed; falling back to plaintext");
+                let until = now + self.config.delivery.tls_fallback.0;
+                self.tls_fallback.borrow_mut().insert(addr, until);
+                Connection::open(addr, source, helo, timeouts, request(TlsPolicy::None)).await
+            }
+            other => other,
+        }
+    }
+
     /// Sends one job; returns it back if it must be retried at once on a fresh connection.
     async fn deliver(
         self: &Rc<Self>,
@@ -391,6 +455,14 @@ impl Stage {
         host: &str,
         job: Job,
     ) -> Option<Job> {
+        let tls_text = conn
+            .tls()
+            .map(|t| format!("{} {}", t.version, t.cipher))
+            .unwrap_or_default();
+        let peer = Peer {
+            host,
+            tls: &tls_text,
+        };
         let q = self.messages.borrow().get(&job.message).cloned()?;
         let rec = &q.record;
         let started = Instant::now();
@@ -411,7 +483,7 @@ impl Stage {
                     rec.body.len()
                 ),
             );
-            self.finish_job(&job, &all(o), &dest.0, host, 0, false)
+            self.finish_job(&job, &all(o), &dest.0, peer, 0, false)
                 .await;
             return None;
         }
@@ -420,7 +492,7 @@ impl Stage {
                 EnhancedStatus::new(5, 6, 7),
                 format!("{host} does not support SMTPUTF8, which this message needs"),
             );
-            self.finish_job(&job, &all(o), &dest.0, host, 0, false)
+            self.finish_job(&job, &all(o), &dest.0, peer, 0, false)
                 .await;
             return None;
         }
@@ -483,7 +555,7 @@ impl Stage {
             Err(ClientError::Io { stage, .. }) if reused && *stage == "MAIL" => return Some(job),
             Err(e) => all(Outcome::of_error(e)),
         };
-        self.finish_job(&job, &outcomes, &dest.0, host, ms, ext.dsn)
+        self.finish_job(&job, &outcomes, &dest.0, peer, ms, ext.dsn)
             .await;
         None
     }
@@ -494,10 +566,11 @@ impl Stage {
         job: &Job,
         outcomes: &[(u32, Outcome)],
         dest: &str,
-        host: &str,
+        peer: Peer<'_>,
         ms: u64,
         next_hop_dsn: bool,
     ) {
+        let host = peer.host;
         let Some(q) = self.messages.borrow().get(&job.message).cloned() else {
             return;
         };
@@ -526,6 +599,7 @@ impl Stage {
                 recipient: &rcpt.address,
                 destination: dest,
                 host,
+                tls: peer.tls,
                 reply: text,
                 status: &status.to_string(),
                 attempt,
@@ -602,6 +676,7 @@ impl Stage {
                             recipient: &rcpt.address,
                             destination: dest,
                             host,
+                            tls: peer.tls,
                             reply: last,
                             status: "4.4.7",
                             attempt: q.attempts.borrow()[*i as usize],
