@@ -7,12 +7,14 @@
 //! - [`queue`]: the delivery scheduler (pure: destinations, retries, limits).
 //! - [`dns`]: the per-shard DNS client (MX and address lookups, cache).
 //! - [`delivery`]: outbound connections, outcome classification, records, DSNs.
+//! - [`dkim`]: DKIM signing of outgoing messages (RSA-SHA256, Ed25519-SHA256).
 //! - [`config`]: the TOML configuration and its defaults.
 //! - [`shutdown`]: signals and the per-shard stop notice.
 //! - [`shard`]: the one place that wires a shard together and runs them all.
 
 pub mod config;
 pub mod delivery;
+pub mod dkim;
 pub mod dns;
 pub mod queue;
 pub mod server;
