@@ -235,18 +235,32 @@ fn tampered_signed_header_fails() {
     assert_eq!(f.verify(unsigned.as_bytes()), ["pass", "pass"]);
 }
 
+/// Inserts `field` above the first field named like the start of `before`.
+fn add_field(signed: Vec<u8>, before: &str, field: &str) -> String {
+    let text = String::from_utf8(signed).expect("ASCII");
+    text.replacen(before, &format!("{field}\r\n{before}"), 1)
+}
+
 #[test]
-fn added_from_fails_only_when_oversigned() {
+fn added_from_fails() {
     let f = Fixture::new();
-    let add_from = |signed: Vec<u8>| {
-        let text = String::from_utf8(signed).expect("ASCII");
-        text.replace("From: \"Example News\"", "From: evil@attacker.example\r\nFrom: \"Example News\"")
-    };
+    let signed = f.sign(&f.signer(&[&f.rsa, &f.ed], true), &message());
+    let tampered = add_field(signed, "From: \"Example News\"", "From: evil@attacker.example");
+    assert_eq!(f.verify(tampered.as_bytes()), ["fail", "fail"]);
+}
+
+#[test]
+fn added_subject_fails_only_when_oversigned() {
+    let f = Fixture::new();
+    let evil = "Subject: Your account is locked";
     let oversigned = f.sign(&f.signer(&[&f.rsa, &f.ed], true), &message());
-    assert_eq!(f.verify(add_from(oversigned).as_bytes()), ["fail", "fail"]);
-    // The same addition is not detected without over-signing: the control case.
+    let tampered = add_field(oversigned, "Subject: Weekly", evil);
+    assert_eq!(f.verify(tampered.as_bytes()), ["fail", "fail"]);
+    // The control case: without over-signing the addition goes unnoticed.
+    // (From cannot serve here: dkimpy always treats From as over-signed.)
     let plain = f.sign(&f.signer(&[&f.rsa, &f.ed], false), &message());
-    assert_eq!(f.verify(add_from(plain).as_bytes()), ["pass", "pass"]);
+    let tampered = add_field(plain, "Subject: Weekly", evil);
+    assert_eq!(f.verify(tampered.as_bytes()), ["pass", "pass"]);
 }
 
 /// Measures RSA signing; run with `cargo test --release --test dkim_verify -- --ignored --nocapture`.
