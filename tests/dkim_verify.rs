@@ -23,8 +23,12 @@ fn pydeps() -> &'static Path {
     DIR.get_or_init(|| {
         let base = PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
         let dir = base.join("pydeps");
-        let importable =
-            || python(&dir).args(["-c", "import dkim, nacl"]).output().is_ok_and(|o| o.status.success());
+        let importable = || {
+            python(&dir)
+                .args(["-c", "import dkim, nacl"])
+                .output()
+                .is_ok_and(|o| o.status.success())
+        };
         if importable() {
             return dir;
         }
@@ -33,7 +37,14 @@ fn pydeps() -> &'static Path {
         lock.lock().expect("lock");
         if !importable() {
             let status = Command::new("python3")
-                .args(["-m", "pip", "install", "--quiet", "--disable-pip-version-check", "--target"])
+                .args([
+                    "-m",
+                    "pip",
+                    "install",
+                    "--quiet",
+                    "--disable-pip-version-check",
+                    "--target",
+                ])
                 .arg(&dir)
                 .args(["dkimpy", "pynacl"])
                 .status()
@@ -104,7 +115,10 @@ impl Fixture {
         let ed_file = dir.path().join("ed.pem");
         std::fs::write(
             &ed_file,
-            format!("-----BEGIN PRIVATE KEY-----\n{}\n-----END PRIVATE KEY-----\n", lines.join("\n")),
+            format!(
+                "-----BEGIN PRIVATE KEY-----\n{}\n-----END PRIVATE KEY-----\n",
+                lines.join("\n")
+            ),
         )
         .expect("write");
         records += &format!(
@@ -219,7 +233,9 @@ fn rsa_and_ed25519_side_by_side_pass() {
 fn tampered_body_fails() {
     let f = Fixture::new();
     let signed = f.sign(&f.signer(&[&f.rsa, &f.ed], true), &message());
-    let tampered = String::from_utf8(signed).expect("ASCII").replace("Line 7 ", "Line 8 ");
+    let tampered = String::from_utf8(signed)
+        .expect("ASCII")
+        .replace("Line 7 ", "Line 8 ");
     assert_eq!(f.verify(tampered.as_bytes()), ["fail", "fail"]);
 }
 
@@ -245,7 +261,11 @@ fn add_field(signed: Vec<u8>, before: &str, field: &str) -> String {
 fn added_from_fails() {
     let f = Fixture::new();
     let signed = f.sign(&f.signer(&[&f.rsa, &f.ed], true), &message());
-    let tampered = add_field(signed, "From: \"Example News\"", "From: evil@attacker.example");
+    let tampered = add_field(
+        signed,
+        "From: \"Example News\"",
+        "From: evil@attacker.example",
+    );
     assert_eq!(f.verify(tampered.as_bytes()), ["fail", "fail"]);
 }
 
@@ -276,6 +296,10 @@ fn rsa_signing_time() {
         for _ in 0..1000 {
             std::hint::black_box(signer.sign(message.as_bytes()).expect("signs"));
         }
-        println!("{name}: {:?} per message ({} bytes)", start.elapsed() / 1000, message.len());
+        println!(
+            "{name}: {:?} per message ({} bytes)",
+            start.elapsed() / 1000,
+            message.len()
+        );
     }
 }

@@ -21,7 +21,8 @@ pub(crate) fn fields(message: &[u8]) -> impl Iterator<Item = (&[u8], &[u8])> {
             // One field: this line plus every continuation line.
             let mut end = 0;
             loop {
-                let line_end = memchr::memchr(b'\n', &rest[end..]).map_or(rest.len(), |p| end + p + 1);
+                let line_end =
+                    memchr::memchr(b'\n', &rest[end..]).map_or(rest.len(), |p| end + p + 1);
                 end = line_end;
                 match rest.get(end) {
                     Some(b' ' | b'\t') => continue,
@@ -133,12 +134,18 @@ mod tests {
 
     #[test]
     fn plain_and_angle_addresses() {
-        assert_eq!(domain("From: a@Example.COM\r\n\r\nbody").as_deref(), Some("example.com"));
+        assert_eq!(
+            domain("From: a@Example.COM\r\n\r\nbody").as_deref(),
+            Some("example.com")
+        );
         assert_eq!(
             domain("Subject: x\r\nfrom: \"Doe, John\" <john@mail.example.org>\r\n\r\n").as_deref(),
             Some("mail.example.org")
         );
-        assert_eq!(domain("From: <a@b.example>\n\n").as_deref(), Some("b.example"));
+        assert_eq!(
+            domain("From: <a@b.example>\n\n").as_deref(),
+            Some("b.example")
+        );
     }
 
     #[test]
@@ -164,8 +171,10 @@ mod tests {
     #[test]
     fn folded_header() {
         assert_eq!(
-            domain("To: x@y\r\nFrom: \"A very long\r\n display name\"\r\n\t<a@folded.example>\r\n\r\n")
-                .as_deref(),
+            domain(
+                "To: x@y\r\nFrom: \"A very long\r\n display name\"\r\n\t<a@folded.example>\r\n\r\n"
+            )
+            .as_deref(),
             Some("folded.example")
         );
     }

@@ -34,7 +34,10 @@ fn pem(label: &str, der: &[u8]) -> String {
         .chunks(64)
         .map(|c| std::str::from_utf8(c).expect("base64 is ASCII"))
         .collect();
-    format!("-----BEGIN {label}-----\n{}\n-----END {label}-----\n", lines.join("\n"))
+    format!(
+        "-----BEGIN {label}-----\n{}\n-----END {label}-----\n",
+        lines.join("\n")
+    )
 }
 
 /// PKCS#1 and PKCS#8 PEM of one RSA-2048 key, generated once per test run.
@@ -42,8 +45,14 @@ fn rsa_pems() -> &'static (String, String) {
     static KEYS: OnceLock<(String, String)> = OnceLock::new();
     KEYS.get_or_init(|| {
         let key = rsa::RsaPrivateKey::new(&mut rsa::rand_core::OsRng, 2048).expect("RSA key");
-        let pkcs1 = key.to_pkcs1_pem(LineEnding::LF).expect("PKCS#1").to_string();
-        let pkcs8 = key.to_pkcs8_pem(LineEnding::LF).expect("PKCS#8").to_string();
+        let pkcs1 = key
+            .to_pkcs1_pem(LineEnding::LF)
+            .expect("PKCS#1")
+            .to_string();
+        let pkcs8 = key
+            .to_pkcs8_pem(LineEnding::LF)
+            .expect("PKCS#8")
+            .to_string();
         (pkcs1, pkcs8)
     })
 }
@@ -130,7 +139,10 @@ fn missing_key_file_names_the_file() {
     entry.key_file = PathBuf::from("/nonexistent/dkim-key.pem");
     let err = Signer::from_config(&section(vec![entry])).expect_err("missing file");
     assert!(matches!(err, DkimError::KeyRead { .. }));
-    assert!(err.to_string().contains("/nonexistent/dkim-key.pem"), "{err}");
+    assert!(
+        err.to_string().contains("/nonexistent/dkim-key.pem"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -191,18 +203,21 @@ fn chooses_exact_then_parent_then_default_domain() {
     .expect("loads");
     let selector_for = |from: &str| {
         let message = format!("From: {from}\r\nSubject: x\r\n\r\nbody\r\n");
-        signer
-            .sign(message.as_bytes())
-            .expect("signs")
-            .map(|out| {
-                let tags = &parse(&out)[0];
-                (tags["d"].clone(), tags["s"].clone())
-            })
+        signer.sign(message.as_bytes()).expect("signs").map(|out| {
+            let tags = &parse(&out)[0];
+            (tags["d"].clone(), tags["s"].clone())
+        })
     };
     let pair = |d: &str, s: &str| Some((d.to_string(), s.to_string()));
-    assert_eq!(selector_for("a@MAIL.example.com"), pair("mail.example.com", "exact"));
+    assert_eq!(
+        selector_for("a@MAIL.example.com"),
+        pair("mail.example.com", "exact")
+    );
     assert_eq!(selector_for("a@example.com"), pair("example.com", "parent"));
-    assert_eq!(selector_for("a@deep.news.Example.COM"), pair("example.com", "parent"));
+    assert_eq!(
+        selector_for("a@deep.news.Example.COM"),
+        pair("example.com", "parent")
+    );
     assert_eq!(selector_for("a@other.org"), pair("fallback.example", "fb"));
     assert_eq!(selector_for("no-domain"), None);
 
@@ -228,7 +243,10 @@ fn signature_tags_and_oversigned_names() {
         keys.entry("example.com", "ed1", Algorithm::Ed25519Sha256),
     ]))
     .expect("loads");
-    let out = signer.sign(MESSAGE.as_bytes()).expect("signs").expect("a key applies");
+    let out = signer
+        .sign(MESSAGE.as_bytes())
+        .expect("signs")
+        .expect("a key applies");
     let fields = parse(&out);
     assert_eq!(fields.len(), 2);
     assert_eq!(fields[0]["a"], "rsa-sha256");
