@@ -5,10 +5,10 @@
 //! `DKIM-Signature` fields to prepend. It does no I/O after construction.
 //!
 //! Invariants: keys are parsed once in [`Signer::from_config`]; every key of
-//! the selected domain signs (e.g. RSA and Ed25519 side by side); the signed
-//! field list holds only fields present in the message, plus one more instance
-//! of each over-signed name than the message has (List-Unsubscribe and
-//! List-Unsubscribe-Post only when present).
+//! the selected domain signs (e.g. RSA and Ed25519 side by side); From is
+//! always signed; the signed field list holds only fields present in the
+//! message, plus one more instance of each over-signed name than the message
+//! has (List-Unsubscribe and List-Unsubscribe-Post only when present).
 
 use super::DkimError;
 use super::config::{Algorithm, DkimSection};
@@ -93,7 +93,7 @@ impl Signer {
         }
         Ok(Signer {
             keys,
-            headers: dedup(&section.headers),
+            headers: signed_headers(&section.headers),
             oversign: dedup(&section.oversign),
             default_domain: section
                 .default_domain
@@ -259,6 +259,16 @@ fn load_key(path: &Path, algorithm: Algorithm) -> Result<KeyPair, DkimError> {
 
 fn normalize_domain(domain: &str) -> String {
     domain.trim().trim_end_matches('.').to_ascii_lowercase()
+}
+
+/// The configured header names without duplicates, with From first when the
+/// list lacks it: RFC 6376 section 5.4 requires From to be signed.
+fn signed_headers(names: &[String]) -> Vec<String> {
+    let mut out = dedup(names);
+    if !out.iter().any(|n| n.eq_ignore_ascii_case("From")) {
+        out.insert(0, "From".to_string());
+    }
+    out
 }
 
 /// `names` without case-insensitive duplicates, in their first order.

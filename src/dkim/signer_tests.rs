@@ -298,3 +298,28 @@ fn absent_oversigned_names_appear_once() {
     names.sort();
     assert_eq!(names, ["from", "from", "subject", "to", "to", "to"]);
 }
+
+#[test]
+fn from_is_always_signed() {
+    let keys = Keys::new();
+    let signer = Signer::from_config(&DkimSection {
+        headers: vec!["Subject".into(), "subject".into()],
+        oversign: Vec::new(),
+        ..section(vec![keys.entry(
+            "example.com",
+            "s",
+            Algorithm::Ed25519Sha256,
+        )])
+    })
+    .expect("loads");
+    let out = signer
+        .sign(b"Subject: x\r\nFrom: a@example.com\r\n\r\nbody\r\n")
+        .expect("signs")
+        .expect("a key applies");
+    let mut names: Vec<String> = parse(&out)[0]["h"]
+        .split(':')
+        .map(str::to_ascii_lowercase)
+        .collect();
+    names.sort();
+    assert_eq!(names, ["from", "subject"]);
+}
