@@ -10,6 +10,7 @@
 //! - [`dns`]: the per-shard DNS client (MX and address lookups, cache).
 //! - [`delivery`]: outbound connections, outcome classification, records, DSNs.
 //! - [`tls`]: rustls configurations and the stream that STARTTLS upgrades.
+//! - [`dkim`]: DKIM signing of outgoing messages (RSA-SHA256, Ed25519-SHA256).
 //! - [`config`]: the TOML configuration and its defaults.
 //! - [`shutdown`]: signals and the per-shard stop notice.
 //! - [`shard`]: the one place that wires a shard together and runs them all.
@@ -17,6 +18,7 @@
 pub mod auth;
 pub mod config;
 pub mod delivery;
+pub mod dkim;
 pub mod dns;
 pub mod proxy;
 pub mod queue;
