@@ -3,7 +3,8 @@
 //! Each test starts `admin::serve` on its own glommio executor in a std thread, bound to
 //! 127.0.0.1:0, with a small test handler (`GET /metrics`, `GET /query`, `POST /echo` behind
 //! the access policy), talks to it with `admin::client` and raw `std::net::TcpStream`s, then
-//! stops it through the stop future and joins the thread. Every wait is bounded.
+//! stops it through the stop future and joins the thread. Every wait is bounded; one test
+//! waits out the 10 s header read timeout.
 
 use std::future::Future;
 use std::io::{Read, Write};
@@ -272,5 +273,40 @@ fn keep_alive_serves_two_requests_on_one_connection() {
     assert_eq!(read_response(&mut s).2, br#"[["z","1"]]"#);
 
     drop(s);
+    server.stop();
+}
+
+#[test]
+fn a_head_not_finished_in_time_ends_the_connection() {
+    let server = Server::start();
+    let mut s = connect(server.addr);
+    s.set_read_timeout(Some(
+        admin::http::HEADER_READ_TIMEOUT + Duration::from_secs(10),
+    ))
+    .expect("timeout");
+    s.write_all(b"GET /metrics HTTP/1.1\r\nHo").expect("write");
+    let started = Instant::now();
+    let mut rest = Vec::new();
+    // Ends with EOF (or a reset), possibly after a 408: not with the read timeout.
+    let result = s.read_to_end(&mut rest);
+    let waited = started.elapsed();
+    if let Err(e) = &result {
+        assert_ne!(
+            e.kind(),
+            std::io::ErrorKind::WouldBlock,
+            "server never timed the head out"
+        );
+        assert_ne!(
+            e.kind(),
+            std::io::ErrorKind::TimedOut,
+            "server never timed the head out"
+        );
+    }
+    assert!(
+        rest.is_empty() || rest.starts_with(b"HTTP/1.1 408"),
+        "{rest:?}"
+    );
+    assert!(waited >= admin::http::HEADER_READ_TIMEOUT - Duration::from_secs(1));
+    assert!(waited < admin::http::HEADER_READ_TIMEOUT + Duration::from_secs(5));
     server.stop();
 }
