@@ -14,12 +14,16 @@
 //! - [`config`]: the TOML configuration and its defaults.
 //! - [`shutdown`]: signals and the per-shard stop notice.
 //! - [`shard`]: the one place that wires a shard together and runs them all.
+//! - [`metrics`]: per-shard counters and histograms, and their Prometheus text.
+//! - [`admin`]: the admin HTTP endpoint's server, access policy and CLI client.
 
+pub mod admin;
 pub mod auth;
 pub mod config;
 pub mod delivery;
 pub mod dkim;
 pub mod dns;
+pub mod metrics;
 pub mod proxy;
 pub mod queue;
 pub mod server;

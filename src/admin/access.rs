@@ -1,0 +1,128 @@
+//! Who may make state-changing admin requests.
+//!
+//! What it does: `AccessPolicy` permits a change when the peer's address is in one of the
+//! allowed networks, or when the request carries `Authorization: Bearer <token>` matching the
+//! configured token (compared in constant time).
+//!
+//! What it does not do: no policy for read-only requests (those are the handler's choice), no
+//! users or roles, no rate limiting.
+//!
+//! Invariants: with no token configured, only the address check applies; an empty configured
+//! token never matches; IPv4-mapped IPv6 peers are checked as IPv4.
+
+use std::net::IpAddr;
+
+use ipnet::IpNet;
+use serde::{Deserialize, Serialize};
+
+/// The admin endpoint's access policy (the `[admin]` access settings).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AccessPolicy {
+    /// Networks whose peers may change state without a token.
+    #[serde(default = "default_allow")]
+    pub allow: Vec<IpNet>,
+    /// A bearer token that permits changes from anywhere.
+    #[serde(default)]
+    pub token: Option<String>,
+}
+
+fn default_allow() -> Vec<IpNet> {
+    vec![
+        IpNet::V4(ipnet::Ipv4Net::new_assert(std::net::Ipv4Addr::LOCALHOST, 8)),
+        IpNet::V6(ipnet::Ipv6Net::new_assert(
+            std::net::Ipv6Addr::LOCALHOST,
+            128,
+        )),
+    ]
+}
+
+impl Default for AccessPolicy {
+    fn default() -> Self {
+        AccessPolicy {
+            allow: default_allow(),
+            token: None,
+        }
+    }
+}
+
+impl AccessPolicy {
+    /// Whether a state-changing request from `peer` with this `Authorization` header value
+    /// may proceed.
+    pub fn permits_change(&self, peer: IpAddr, authorization_header: Option<&str>) -> bool {
+        let peer = peer.to_canonical();
+        if self.allow.iter().any(|net| net.contains(&peer)) {
+            return true;
+        }
+        match (&self.token, authorization_header.and_then(bearer)) {
+            (Some(expected), Some(given)) if !expected.is_empty() => {
+                constant_time_eq(expected.as_bytes(), given.as_bytes())
+            }
+            _ => false,
+        }
+    }
+}
+
+/// The token of a `Bearer` credential (scheme matched case-insensitively).
+fn bearer(header: &str) -> Option<&str> {
+    let (scheme, token) = header.trim().split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
+}
+
+/// Compares without an early exit on the first differing byte (the length is not secret).
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    let diff = a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y));
+    std::hint::black_box(diff) == 0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().expect("test address")
+    }
+
+    #[test]
+    fn default_allows_loopback_only() {
+        let p = AccessPolicy::default();
+        assert!(p.permits_change(ip("127.0.0.1"), None));
+        assert!(p.permits_change(ip("127.9.8.7"), None));
+        assert!(p.permits_change(ip("::1"), None));
+        assert!(p.permits_change(ip("::ffff:127.0.0.1"), None));
+        assert!(!p.permits_change(ip("192.0.2.1"), None));
+        assert!(!p.permits_change(ip("192.0.2.1"), Some("Bearer ")));
+    }
+
+    #[test]
+    fn token_permits_from_anywhere() {
+        let p = AccessPolicy {
+            allow: vec![],
+            token: Some("s3cret".into()),
+        };
+        assert!(p.permits_change(ip("192.0.2.1"), Some("Bearer s3cret")));
+        assert!(p.permits_change(ip("192.0.2.1"), Some("bearer  s3cret ")));
+        assert!(!p.permits_change(ip("192.0.2.1"), Some("Bearer s3creT")));
+        assert!(!p.permits_change(ip("192.0.2.1"), Some("Bearer s3cret2")));
+        assert!(!p.permits_change(ip("192.0.2.1"), Some("Basic s3cret")));
+        assert!(!p.permits_change(ip("127.0.0.1"), None));
+        let empty = AccessPolicy {
+            allow: vec![],
+            token: Some(String::new()),
+        };
+        assert!(!empty.permits_change(ip("192.0.2.1"), Some("Bearer ")));
+    }
+
+    #[test]
+    fn deserializes_with_defaults_and_rejects_unknown_fields() {
+        let p: AccessPolicy = toml::from_str("token = \"t\"").expect("valid");
+        assert_eq!(p.allow, AccessPolicy::default().allow);
+        let p: AccessPolicy = toml::from_str("allow = [\"10.0.0.0/8\"]").expect("valid");
+        assert!(p.permits_change(ip("10.1.2.3"), None));
+        assert!(!p.permits_change(ip("127.0.0.1"), None));
+        assert!(toml::from_str::<AccessPolicy>("allowed = []").is_err());
+    }
+}
