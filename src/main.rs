@@ -8,6 +8,9 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 
 use mta::config::Config;
+
+mod admin_cli;
+use admin_cli::ApiArgs;
 use mta::shutdown::SignalWatch;
 use mta::spool::{self, QueueId};
 
@@ -42,10 +45,49 @@ enum Cmd {
         /// The user name.
         name: String,
     },
-    /// Inspect the queue by reading the spool (works while the MTA is stopped).
+    /// Look at and act on the queue (`list` and `count` read the spool and work while the MTA
+    /// is stopped; the others ask the running MTA through its admin endpoint).
     Queue {
         #[command(subcommand)]
         what: QueueCmd,
+    },
+    /// Look at and act on delivery destinations (through the admin endpoint).
+    Dest {
+        #[command(subcommand)]
+        what: DestCmd,
+    },
+    /// Print the running MTA's metrics (Prometheus text).
+    Metrics {
+        #[command(flatten)]
+        api: ApiArgs,
+    },
+}
+
+#[derive(Subcommand)]
+enum DestCmd {
+    /// Why a destination (a domain, or a key like `mx:...`) is or is not sending.
+    Show {
+        /// Domain or destination key.
+        destination: String,
+        #[command(flatten)]
+        api: ApiArgs,
+    },
+    /// Stop sending to a destination for a while.
+    Suspend {
+        /// Domain or destination key.
+        destination: String,
+        /// How long, e.g. `30m`, `2h`.
+        #[arg(long = "for", default_value = "1h")]
+        duration: String,
+        #[command(flatten)]
+        api: ApiArgs,
+    },
+    /// Lift a suspension.
+    Resume {
+        /// Domain or destination key.
+        destination: String,
+        #[command(flatten)]
+        api: ApiArgs,
     },
 }
 
@@ -62,6 +104,37 @@ enum QueueCmd {
         /// Configuration file (TOML).
         #[arg(long, short)]
         config: Option<PathBuf>,
+    },
+    /// Queued recipients by domain and age (like qshape).
+    Summary {
+        #[command(flatten)]
+        api: ApiArgs,
+    },
+    /// One queued message and its recipients.
+    Show {
+        /// Queue id (16 hex digits).
+        id: String,
+        #[command(flatten)]
+        api: ApiArgs,
+    },
+    /// Retry deferred mail now: all of it, or one domain's.
+    Flush {
+        /// Only this domain (or destination key).
+        #[arg(long)]
+        destination: Option<String>,
+        #[command(flatten)]
+        api: ApiArgs,
+    },
+    /// Delete a message: its pending recipients bounce (a DSN goes to the sender, unless
+    /// `--silent`).
+    Delete {
+        /// Queue id (16 hex digits).
+        id: String,
+        /// No DSN to the sender.
+        #[arg(long)]
+        silent: bool,
+        #[command(flatten)]
+        api: ApiArgs,
     },
 }
 
@@ -89,8 +162,18 @@ fn main() -> ExitCode {
     let config_path = match &cli.command {
         Cmd::Passwd { .. } => None,
         Cmd::Run { config } | Cmd::CheckConfig { config } => config.clone(),
+        Cmd::Metrics { api } => api.config.clone(),
         Cmd::Queue { what } => match what {
             QueueCmd::List { config } | QueueCmd::Count { config } => config.clone(),
+            QueueCmd::Summary { api }
+            | QueueCmd::Show { api, .. }
+            | QueueCmd::Flush { api, .. }
+            | QueueCmd::Delete { api, .. } => api.config.clone(),
+        },
+        Cmd::Dest { what } => match what {
+            DestCmd::Show { api, .. }
+            | DestCmd::Suspend { api, .. }
+            | DestCmd::Resume { api, .. } => api.config.clone(),
         },
     };
     let config = match config_path {
@@ -111,9 +194,57 @@ fn main() -> ExitCode {
             print!("{}", config.to_toml());
             Ok(())
         }
+        Cmd::Metrics { api } => admin_cli::simple(&config, &api, false, "/metrics"),
         Cmd::Queue { what } => match what {
             QueueCmd::List { .. } => queue_list(&config),
             QueueCmd::Count { .. } => queue_count(&config),
+            QueueCmd::Summary { api } => admin_cli::summary(&config, &api),
+            QueueCmd::Show { id, api } => admin_cli::simple(
+                &config,
+                &api,
+                false,
+                &format!("/queue/{}", admin_cli::encode(&id)),
+            ),
+            QueueCmd::Flush { destination, api } => {
+                let path = match destination {
+                    Some(d) => format!("/queue/flush?destination={}", admin_cli::encode(&d)),
+                    None => "/queue/flush".to_owned(),
+                };
+                admin_cli::simple(&config, &api, true, &path)
+            }
+            QueueCmd::Delete { id, silent, api } => {
+                let mode = if silent { "silent" } else { "bounce" };
+                let path = format!("/queue/{}/delete?mode={mode}", admin_cli::encode(&id));
+                admin_cli::simple(&config, &api, true, &path)
+            }
+        },
+        Cmd::Dest { what } => match what {
+            DestCmd::Show { destination, api } => admin_cli::simple(
+                &config,
+                &api,
+                false,
+                &format!("/destinations/{}", admin_cli::encode(&destination)),
+            ),
+            DestCmd::Suspend {
+                destination,
+                duration,
+                api,
+            } => admin_cli::simple(
+                &config,
+                &api,
+                true,
+                &format!(
+                    "/destinations/{}/suspend?duration={}",
+                    admin_cli::encode(&destination),
+                    admin_cli::encode(&duration)
+                ),
+            ),
+            DestCmd::Resume { destination, api } => admin_cli::simple(
+                &config,
+                &api,
+                true,
+                &format!("/destinations/{}/resume", admin_cli::encode(&destination)),
+            ),
         },
     };
     match result {

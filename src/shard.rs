@@ -17,18 +17,22 @@ use std::net::SocketAddr;
 use std::os::fd::{FromRawFd, IntoRawFd};
 use std::path::Path;
 use std::rc::Rc;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use glommio::net::TcpListener;
 use glommio::{CpuSet, LocalExecutorPoolBuilder, PoolPlacement};
 
+use crate::admin::api::Api;
+use crate::admin::control::{self, ShardInbox, ShardLink};
+use crate::admin::{AccessPolicy, service};
 use crate::auth::Users;
 use crate::config::{Config, ListenerMode, SyncMode};
 use crate::delivery::Stage;
 use crate::dns::{DnsConfig, Resolver};
+use crate::metrics::ShardMetrics;
 use crate::server::connection::Entry;
 use crate::server::login::Login;
 use crate::server::session::SessionConfig;
@@ -95,6 +99,12 @@ pub fn run(
         None => None,
     };
     let auth_throttle = Login::shared_throttle(&config.auth);
+    let (links, inboxes): (Vec<ShardLink>, Vec<ShardInbox>) =
+        (0..shards).map(|_| control::link()).unzip();
+    let inboxes = Arc::new(Mutex::new(
+        inboxes.into_iter().map(Some).collect::<Vec<_>>(),
+    ));
+    let admin = Arc::new(Mutex::new(bind_admin(&config)));
     let config = Arc::new(config);
     let next_index = Arc::new(AtomicUsize::new(0));
     let (ready_tx, ready_rx) = mpsc::channel::<Result<(), String>>();
@@ -114,10 +124,20 @@ pub fn run(
             let addrs = shard_addrs.clone();
             let signals = shard_signals.clone();
             let ready = ready_tx.clone();
+            let take = |v: &mut Vec<Option<ShardInbox>>| v.get_mut(index).and_then(Option::take);
             let inbound = Inbound {
                 tls: server_tls.clone(),
                 users: users.clone(),
                 auth_throttle: auth_throttle.clone(),
+                inbox: take(&mut inboxes.lock().unwrap_or_else(|e| e.into_inner())),
+                admin: match index {
+                    0 => admin
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .take()
+                        .map(|l| (l, links.clone())),
+                    _ => None,
+                },
             };
             async move { shard_main(index, config, addrs, inbound, signals, ready).await }
         })
@@ -249,6 +269,8 @@ async fn shard_main(
         "spool recovered"
     );
     let shutdown = Rc::new(Shutdown::default());
+    let metrics = Rc::new(ShardMetrics::new());
+    spool.attach_metrics(metrics.clone());
     let ids = Rc::new(RefCell::new(QueueIdGenerator::resume(
         index as u16,
         spool.last_id(),
@@ -275,7 +297,14 @@ async fn shard_main(
                 return Err(fail(message));
             }
         };
-        let stage = match Stage::new(config.clone(), index, spool.clone(), resolver, ids.clone()) {
+        let stage = match Stage::new(
+            config.clone(),
+            index,
+            spool.clone(),
+            resolver,
+            ids.clone(),
+            metrics.clone(),
+        ) {
             Ok(s) => s,
             Err(e) => {
                 let message = format!("delivery log: {e}");
@@ -307,7 +336,33 @@ async fn shard_main(
         accepted,
         shutdown.clone(),
         inbound.auth_throttle,
+        metrics.clone(),
     ));
+    if let Some(inbox) = inbound.inbox {
+        let (ctx, stage, spool, metrics) =
+            (ctx.clone(), stage.clone(), spool.clone(), metrics.clone());
+        let service_stage = stage.clone();
+        glommio::spawn_local(service::serve(inbox, service_stage, move || {
+            service::collect(&metrics, &ctx, stage.as_deref(), &spool)
+        }))
+        .detach();
+    }
+    if let Some((sock, links)) = inbound.admin {
+        // SAFETY: a bound, listening TCP socket whose ownership moves to glommio.
+        let listener = unsafe { TcpListener::from_raw_fd(sock.into_raw_fd()) };
+        let api = Rc::new(Api::new(
+            links,
+            AccessPolicy {
+                allow: config.admin.allow.clone(),
+                token: config.admin.token.clone(),
+            },
+        ));
+        let stop = shutdown.clone();
+        glommio::spawn_local(crate::admin::serve(listener, api, async move {
+            stop.wait().await
+        }))
+        .detach();
+    }
     let tls_loaded = inbound.tls.is_some();
     *ctx.tls.borrow_mut() = inbound.tls;
     ctx.login.replace_users(inbound.users);
@@ -389,6 +444,35 @@ struct Inbound {
     tls: Option<ServerTls>,
     users: Option<Arc<Users>>,
     auth_throttle: Arc<std::sync::Mutex<crate::auth::FailureThrottle>>,
+    /// This shard's admin command queue.
+    inbox: Option<ShardInbox>,
+    /// Shard 0 only: the admin endpoint's socket and every shard's command link.
+    admin: Option<(socket2::Socket, Vec<ShardLink>)>,
+}
+
+/// Binds the admin endpoint. A failure is logged and the MTA runs without it: mail matters
+/// more than the dashboard (e.g. a second instance on one host with the default port).
+fn bind_admin(config: &Config) -> Option<socket2::Socket> {
+    let addr = config.admin.address().ok().flatten()?;
+    let bound = socket(addr, false).and_then(|s| {
+        s.listen(128)?;
+        Ok(s)
+    });
+    match bound {
+        Ok(s) => {
+            let local = s
+                .local_addr()
+                .ok()
+                .and_then(|a| a.as_socket())
+                .unwrap_or(addr);
+            tracing::info!("admin API on {local}");
+            Some(s)
+        }
+        Err(e) => {
+            tracing::warn!(%addr, error = %e, "cannot bind the admin API; running without it");
+            None
+        }
+    }
 }
 
 /// Reloads what can change while running: the inbound certificates and the users file. A

@@ -10,9 +10,12 @@
 //! bounded ([`http::MAX_BODY`]); bad input is answered or the connection dropped, never a panic.
 
 pub mod access;
+pub mod api;
 pub mod client;
+pub mod control;
 pub mod http;
 mod rt;
+pub mod service;
 
 pub use access::AccessPolicy;
 pub use http::{Handler, Request, Response, serve};

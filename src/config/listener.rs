@@ -1,8 +1,9 @@
 //! The inbound sections of the configuration: listeners and their modes, `[tls]`, `[auth]`.
 //!
 //! What it does: defines `[[listeners]]` (address, mode, plaintext AUTH, PROXY protocol),
-//! `[tls]` (certificates for inbound TLS, trusted roots for outbound `verify`) and `[auth]`
-//! (users file, failure delay and throttle), with their defaults and checks.
+//! `[tls]` (certificates for inbound TLS, trusted roots for outbound `verify`), `[auth]`
+//! (users file, failure delay and throttle) and `[admin]` (the HTTP endpoint for metrics and
+//! queue operations), with their defaults and checks.
 //!
 //! What it does not do: no loading of certificates or users (the shard does that at start and
 //! on reload), no policy decisions (the session applies them).
@@ -11,6 +12,8 @@
 //! listener has a users file.
 
 use std::net::SocketAddr;
+
+use ipnet::IpNet;
 use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
@@ -131,4 +134,45 @@ pub(super) fn check(
         return invalid("auth.max_failures".to_owned(), "at least 1");
     }
     Ok(())
+}
+
+/// `[admin]`: the HTTP endpoint for metrics and queue operations.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AdminSection {
+    /// Address of the endpoint; `""` turns it off. Keep it on loopback or a management network.
+    pub listen: String,
+    /// Networks whose requests may change state (POST) without the token.
+    pub allow: Vec<IpNet>,
+    /// Bearer token that permits state changes from any address (`Authorization: Bearer ...`).
+    pub token: Option<String>,
+}
+
+impl Default for AdminSection {
+    fn default() -> Self {
+        AdminSection {
+            listen: "127.0.0.1:8025".to_owned(),
+            allow: vec![
+                "127.0.0.0/8".parse().expect("literal network"),
+                "::1/128".parse().expect("literal network"),
+            ],
+            token: None,
+        }
+    }
+}
+
+impl AdminSection {
+    /// The address to listen on, or None when the endpoint is off.
+    pub fn address(&self) -> Result<Option<SocketAddr>, ConfigError> {
+        if self.listen.is_empty() {
+            return Ok(None);
+        }
+        self.listen
+            .parse()
+            .map(Some)
+            .map_err(|_| ConfigError::Invalid {
+                key: "admin.listen".to_owned(),
+                problem: format!("{:?} is not an ip:port address", self.listen),
+            })
+    }
 }

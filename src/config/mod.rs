@@ -23,7 +23,7 @@ pub use delivery::{
     ClientTimeoutsSection, DeliverySection, DnsSection, RateSpec, RetrySection, RouteConfig,
     SuspendSection, parse_next_hop,
 };
-pub use listener::{AuthSection, ListenerConfig, ListenerMode, TlsSection};
+pub use listener::{AdminSection, AuthSection, ListenerConfig, ListenerMode, TlsSection};
 pub use units::{ByteSize, HumanDuration};
 
 use crate::smtp::BareLineEnding;
@@ -101,6 +101,8 @@ pub struct Config {
     pub tls: TlsSection,
     /// SMTP AUTH.
     pub auth: AuthSection,
+    /// The HTTP endpoint for metrics and queue operations.
+    pub admin: AdminSection,
 }
 
 /// `[log]`.
@@ -209,6 +211,7 @@ impl Default for Config {
             log: LogSection::default(),
             tls: TlsSection::default(),
             auth: AuthSection::default(),
+            admin: AdminSection::default(),
         }
     }
 }
@@ -327,6 +330,7 @@ impl Config {
             return invalid("listeners", "at least one listener is needed");
         }
         listener::check(&self.listeners, &self.tls, &self.auth)?;
+        self.admin.address()?;
         if self.spool.path.as_os_str().is_empty() {
             return invalid("spool.path", "must not be empty");
         }

@@ -21,3 +21,4 @@ pub mod stage;
 
 pub use classify::Outcome;
 pub use stage::Stage;
+pub use stage::control::AGE_BUCKETS_MINUTES;

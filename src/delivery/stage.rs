@@ -33,6 +33,7 @@ use super::notify::Notify;
 use super::route::{Routed, Target, route};
 use crate::config::Config;
 use crate::dns::Resolver;
+use crate::metrics::ShardMetrics;
 use crate::queue::{DeferOutcome, DestinationKey, FailurePolicy, Job, RetryPolicy, Scheduler};
 use crate::smtp::EnhancedStatus;
 use crate::spool::{
@@ -68,6 +69,10 @@ struct Queued {
     arrival: Instant,
     attempts: RefCell<Vec<u32>>,
     pending: Cell<usize>,
+    /// Per recipient: final (delivered, bounced, expired or deleted).
+    done: RefCell<Vec<bool>>,
+    /// Per recipient: the last reply or error, for operators.
+    last: RefCell<Vec<String>>,
     eight_bit: bool,
     smtputf8: bool,
 }
@@ -87,6 +92,9 @@ pub struct Stage {
     helo: String,
     stopping: Cell<bool>,
     tls: ClientTls,
+    metrics: Rc<ShardMetrics>,
+    /// Last connection error per destination, for operators.
+    last_error: RefCell<HashMap<DestinationKey, String>>,
     /// Hosts whose opportunistic handshake failed, sent to in plaintext until the instant.
     tls_fallback: RefCell<HashMap<SocketAddr, Instant>>,
     /// Counters.
@@ -136,6 +144,7 @@ impl Stage {
         spool: Spool,
         resolver: Resolver,
         ids: Rc<RefCell<QueueIdGenerator>>,
+        metrics: Rc<ShardMetrics>,
     ) -> std::io::Result<Rc<Stage>> {
         let d = &config.delivery;
         let retry = RetryPolicy {
@@ -180,6 +189,8 @@ impl Stage {
             stopping: Cell::new(false),
             tls: ClientTls::new(config_ca.as_deref()).map_err(std::io::Error::other)?,
             tls_fallback: RefCell::new(HashMap::new()),
+            metrics,
+            last_error: RefCell::new(HashMap::new()),
             stats: DeliveryStats::default(),
         }))
     }
@@ -229,6 +240,13 @@ impl Stage {
             arrival,
             attempts: RefCell::new(attempts),
             pending: Cell::new(pending),
+            done: RefCell::new(
+                states
+                    .iter()
+                    .map(|s| s.as_ref().is_some_and(RecipientState::is_final))
+                    .collect(),
+            ),
+            last: RefCell::new(vec![String::new(); n]),
             eight_bit,
             smtputf8,
         });
@@ -351,6 +369,9 @@ impl Stage {
             }
         }
         let Some((mut conn, host)) = conn else {
+            self.last_error
+                .borrow_mut()
+                .insert(dest.clone(), last_error.clone());
             let now = Instant::now();
             {
                 let mut sched = self.sched.borrow_mut();
@@ -559,244 +580,9 @@ impl Stage {
             .await;
         None
     }
-
-    /// Records the outcome of every recipient of a job: states, log, retries, DSNs.
-    async fn finish_job(
-        self: &Rc<Self>,
-        job: &Job,
-        outcomes: &[(u32, Outcome)],
-        dest: &str,
-        peer: Peer<'_>,
-        ms: u64,
-        next_hop_dsn: bool,
-    ) {
-        let host = peer.host;
-        let Some(q) = self.messages.borrow().get(&job.message).cloned() else {
-            return;
-        };
-        let id = QueueId(job.message);
-        let id_text = id.to_string();
-        let now = SystemTime::now();
-        let at_ms = unix_ms(now);
-        let mut retry = Vec::new();
-        let mut failed: Vec<(u32, EnhancedStatus, String, DsnAction)> = Vec::new();
-        for (i, outcome) in outcomes {
-            let attempt = {
-                let mut a = q.attempts.borrow_mut();
-                a[*i as usize] += 1;
-                a[*i as usize]
-            };
-            let rcpt = &q.record.recipients[*i as usize];
-            let (status, text) = match outcome {
-                Outcome::Delivered { reply } => (EnhancedStatus::new(2, 0, 0), reply.as_str()),
-                Outcome::Deferred { status, diagnostic }
-                | Outcome::Bounced { status, diagnostic } => (*status, diagnostic.as_str()),
-            };
-            self.log.record(&Event {
-                kind: outcome.kind(),
-                queue_id: &id_text,
-                sender: &q.record.reverse_path,
-                recipient: &rcpt.address,
-                destination: dest,
-                host,
-                tls: peer.tls,
-                reply: text,
-                status: &status.to_string(),
-                attempt,
-                duration_ms: ms,
-                size: q.record.body.len(),
-            });
-            match outcome {
-                Outcome::Delivered { reply } => {
-                    bump(&self.stats.delivered);
-                    self.record_state(id, *i, RecipientState::Delivered { at_unix_ms: at_ms });
-                    // NOTIFY=SUCCESS: a next hop with DSN reports delivery itself (the
-                    // parameters were passed on); otherwise we report "relayed".
-                    if !next_hop_dsn {
-                        failed.push((
-                            *i,
-                            EnhancedStatus::new(2, 0, 0),
-                            reply.clone(),
-                            DsnAction::Relayed,
-                        ));
-                    }
-                }
-                Outcome::Bounced { status, diagnostic } => {
-                    bump(&self.stats.bounced);
-                    self.record_state(id, *i, RecipientState::Bounced { at_unix_ms: at_ms });
-                    failed.push((*i, *status, diagnostic.clone(), DsnAction::Failed));
-                }
-                Outcome::Deferred { status, diagnostic } => {
-                    bump(&self.stats.deferred);
-                    retry.push((*i, text.to_owned()));
-                    // NOTIFY=DELAY: one "delayed" report, at the first deferral.
-                    if attempt == 1 {
-                        failed.push((*i, *status, diagnostic.clone(), DsnAction::Delayed));
-                    }
-                }
-            }
-        }
-        let mut finals = outcomes.len() - retry.len();
-        if !retry.is_empty() {
-            let job = Job {
-                message: job.message,
-                recipients: retry.iter().map(|(i, _)| *i).collect(),
-                domain: job.domain.clone(),
-                attempts: job.attempts + 1,
-                arrival: q.arrival,
-            };
-            let decided = self.sched.borrow_mut().defer(job, Instant::now());
-            match decided {
-                DeferOutcome::Scheduled { at } => {
-                    let next =
-                        at_ms + at.saturating_duration_since(Instant::now()).as_millis() as u64;
-                    for (i, _) in &retry {
-                        let attempts = q.attempts.borrow()[*i as usize];
-                        self.record_state(
-                            id,
-                            *i,
-                            RecipientState::Deferred {
-                                at_unix_ms: at_ms,
-                                next_attempt_unix_ms: next,
-                                attempts,
-                            },
-                        );
-                    }
-                }
-                DeferOutcome::Expired(_) => {
-                    finals += retry.len();
-                    for (i, last) in &retry {
-                        bump(&self.stats.expired);
-                        self.record_state(id, *i, RecipientState::Expired { at_unix_ms: at_ms });
-                        let rcpt = &q.record.recipients[*i as usize];
-                        self.log.record(&Event {
-                            kind: "Expiration",
-                            queue_id: &id_text,
-                            sender: &q.record.reverse_path,
-                            recipient: &rcpt.address,
-                            destination: dest,
-                            host,
-                            tls: peer.tls,
-                            reply: last,
-                            status: "4.4.7",
-                            attempt: q.attempts.borrow()[*i as usize],
-                            duration_ms: 0,
-                            size: q.record.body.len(),
-                        });
-                        failed.push((
-                            *i,
-                            EnhancedStatus::new(4, 4, 7),
-                            format!("delivery time expired; last error: {last}"),
-                            DsnAction::Failed,
-                        ));
-                    }
-                }
-            }
-        }
-        q.pending.set(q.pending.get().saturating_sub(finals));
-        if !failed.is_empty() {
-            self.send_dsn(&q, &failed, host).await;
-        }
-        if q.pending.get() == 0 {
-            self.messages.borrow_mut().remove(&job.message);
-        }
-    }
-
-    fn record_state(&self, id: QueueId, recipient: u32, state: RecipientState) {
-        let spool = self.spool.clone();
-        glommio::spawn_local(async move {
-            let rec = StateRecord { id: id.0, recipient, state };
-            if let Err(e) = spool.append_state(&rec).await {
-                tracing::warn!(queue_id = %id, recipient, error = %e, "recording a delivery state failed");
-            }
-        })
-        .detach();
-    }
-
-    /// Queues a DSN (RFC 3464) to the sender for failed recipients that asked for one.
-    async fn send_dsn(
-        self: &Rc<Self>,
-        q: &Queued,
-        failed: &[(u32, EnhancedStatus, String, DsnAction)],
-        host: &str,
-    ) {
-        let rec = &q.record;
-        if rec.reverse_path.is_empty() {
-            return;
-        }
-        let wanted: Vec<DsnRecipient> = failed
-            .iter()
-            .filter(|(i, _, _, action)| {
-                let r = &rec.recipients[*i as usize];
-                let notify = param(&r.params, "NOTIFY").map(str::to_ascii_uppercase);
-                match action {
-                    // Without NOTIFY, only failures are reported (RFC 3461 4.1).
-                    DsnAction::Failed => notify.is_none_or(|n| n.contains("FAILURE")),
-                    DsnAction::Delayed => notify.is_some_and(|n| n.contains("DELAY")),
-                    DsnAction::Relayed | DsnAction::Delivered => {
-                        notify.is_some_and(|n| n.contains("SUCCESS"))
-                    }
-                }
-            })
-            .map(|(i, status, diag, action)| {
-                let r = &rec.recipients[*i as usize];
-                DsnRecipient {
-                    address: r.address.clone(),
-                    original: param(&r.params, "ORCPT").map(str::to_owned),
-                    action: *action,
-                    status: *status,
-                    remote_mta: (!host.is_empty()).then(|| host.to_owned()),
-                    diagnostic: Some(diag.clone()),
-                    last_attempt: Some(SystemTime::now()),
-                }
-            })
-            .collect();
-        if wanted.is_empty() {
-            return;
-        }
-        let ret = match param(&rec.mail_params, "RET")
-            .map(str::to_ascii_uppercase)
-            .as_deref()
-        {
-            Some("HDRS") => Return::Headers,
-            Some("FULL") => Return::Full,
-            // Not specified: the whole message if it is small, as Postfix does.
-            _ if rec.body.len() <= 50_000 => Return::Full,
-            _ => Return::Headers,
-        };
-        let id = self.ids.borrow_mut().next(SystemTime::now());
-        let unique = id.to_string();
-        let original_id = QueueId(rec.id).to_string();
-        let body = dsn::build(&dsn::DsnInput {
-            reporting_mta: &self.config.hostname,
-            to: &rec.reverse_path,
-            envid: param(&rec.mail_params, "ENVID"),
-            queue_id: &original_id,
-            arrival: UNIX_EPOCH + Duration::from_millis(rec.arrival_unix_ms),
-            date: SystemTime::now(),
-            recipients: &wanted,
-            original: &rec.body,
-            ret,
-            unique: &unique,
-        });
-        let dsn_record = MessageRecord {
-            id: id.0,
-            reverse_path: String::new(),
-            mail_params: Vec::new(),
-            recipients: vec![Recipient::new(rec.reverse_path.clone())],
-            arrival_unix_ms: unix_ms(SystemTime::now()),
-            client_addr: "local".into(),
-            helo: self.config.hostname.clone(),
-            tls: None,
-            auth: None,
-            body,
-        };
-        match self.spool.append_message(&dsn_record).await {
-            Ok(()) => {
-                bump(&self.stats.dsns);
-                self.intake(dsn_record, None);
-            }
-            Err(e) => tracing::warn!(queue_id = %unique, error = %e, "queueing a DSN failed"),
-        }
-    }
 }
+
+#[path = "stage_control.rs"]
+pub mod control;
+#[path = "stage_finish.rs"]
+mod finish;

@@ -356,13 +356,31 @@ impl Scheduler {
         out
     }
 
-    /// Makes every deferred job due now.
-    pub fn flush(&mut self, now: Instant) {
+    /// Makes every deferred job due now; returns how many.
+    pub fn flush(&mut self, now: Instant) -> usize {
         let jobs: Vec<(u64, Job)> = self.deferred.drain().collect();
         self.timers.clear();
+        let n = jobs.len();
         for (_, job) in jobs {
             self.defer_until(job, now);
         }
+        n
+    }
+
+    /// Makes the deferred jobs that `matches` selects due now; returns how many.
+    pub fn flush_matching(&mut self, now: Instant, matches: impl Fn(&Job) -> bool) -> usize {
+        let ids: Vec<u64> = self
+            .deferred
+            .iter()
+            .filter(|(_, j)| matches(j))
+            .map(|(id, _)| *id)
+            .collect();
+        for id in &ids {
+            if let Some(job) = self.deferred.remove(id) {
+                self.defer_until(job, now);
+            }
+        }
+        ids.len()
     }
 
     /// A destination's state.

@@ -21,6 +21,7 @@ use glommio::net::TcpStream;
 use super::ServerContext;
 use super::replies;
 use super::session::{Action, AuthOutcome, Phase, Session, SessionConfig, SessionEnv};
+use crate::metrics::SessionOutcome;
 use crate::spool::QueueId;
 use crate::tls::Stream;
 
@@ -65,9 +66,15 @@ pub async fn serve(ctx: Rc<ServerContext>, entry: Rc<Entry>, stream: TcpStream, 
     ctx.active.set(ctx.active.get() + 1);
     let _active = Active(ctx.clone());
     let mut stream = Some(Stream::Plain(stream));
-    if let Err(e) = run(&ctx, &entry, &mut stream, peer).await {
-        tracing::debug!(%peer, error = %e, "connection ended");
-    }
+    let outcome = match run(&ctx, &entry, &mut stream, peer).await {
+        Ok(()) => SessionOutcome::Completed,
+        Err(e) if e.kind() == std::io::ErrorKind::TimedOut => SessionOutcome::Timeout,
+        Err(e) => {
+            tracing::debug!(%peer, error = %e, "connection ended");
+            SessionOutcome::Error
+        }
+    };
+    ctx.metrics.session_ended(outcome);
     if let Some(stream) = stream {
         let _ = stream.tcp().shutdown(std::net::Shutdown::Both).await;
     }
@@ -75,6 +82,7 @@ pub async fn serve(ctx: Rc<ServerContext>, entry: Rc<Entry>, stream: TcpStream, 
 
 /// Answers `421 4.7.0` to a connection over the shard's limit and closes it.
 pub async fn refuse(ctx: Rc<ServerContext>, mut stream: TcpStream) {
+    ctx.metrics.session_ended(SessionOutcome::Rejected);
     let _ = stream.set_nodelay(true);
     let mut out = Vec::new();
     replies::too_many_connections(&ctx.session.hostname).write_to(&mut out);
@@ -118,6 +126,7 @@ async fn run(
     let (mut start, mut end) = (0usize, 0usize);
     let mut out = Vec::with_capacity(1024);
     let mut data_deadline: Option<Instant> = None;
+    let mut counted = (0u32, 0u32);
     session.greeting(&mut out);
     write(slot, &mut out).await?;
     loop {
@@ -129,7 +138,11 @@ async fn run(
                 Action::Flush => write(slot, &mut out).await?,
                 Action::Queue(record) => {
                     let id = QueueId(record.id);
+                    let started = Instant::now();
                     let result = ctx.spool.append_message(&record).await;
+                    ctx.metrics
+                        .reply_latency_seconds
+                        .observe(started.elapsed().as_secs_f64());
                     match &result {
                         Ok(()) => {
                             let stats = &ctx.stats;
@@ -178,6 +191,13 @@ async fn run(
                 }
                 Action::Close => return write(slot, &mut out).await,
             }
+        }
+        let refused = session.refusals();
+        if refused != counted {
+            let m = &ctx.metrics;
+            m.rejections_rcpt.add(u64::from(refused.0 - counted.0));
+            m.rejections_data.add(u64::from(refused.1 - counted.1));
+            counted = refused;
         }
         write(slot, &mut out).await?;
         if start == end {

@@ -87,6 +87,8 @@ pub struct ServerContext {
     pub tls: RefCell<Option<crate::tls::ServerTls>>,
     /// AUTH credential checks.
     pub login: login::Login,
+    /// The shard's metrics.
+    pub metrics: Rc<crate::metrics::ShardMetrics>,
 }
 
 impl ServerContext {
@@ -98,6 +100,7 @@ impl ServerContext {
         accepted: Option<glommio::channels::local_channel::LocalSender<MessageRecord>>,
         shutdown: Rc<Shutdown>,
         auth_throttle: Arc<Mutex<FailureThrottle>>,
+        metrics: Rc<crate::metrics::ShardMetrics>,
     ) -> Self {
         let t = &config.smtp.timeouts;
         ServerContext {
@@ -119,6 +122,7 @@ impl ServerContext {
             stats: ServerStats::default(),
             tls: RefCell::new(None),
             login: login::Login::new(&config.auth, None, auth_throttle),
+            metrics,
         }
     }
 }

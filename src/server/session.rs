@@ -183,6 +183,8 @@ pub struct Session {
     tls: Option<TlsInfo>,
     user: Option<String>,
     sasl: Option<SaslExchange>,
+    /// Recipients and messages refused (for metrics).
+    refused: (u32, u32),
 }
 
 impl Session {
@@ -203,6 +205,7 @@ impl Session {
             tls: None,
             user: None,
             sasl: None,
+            refused: (0, 0),
         }
     }
 
@@ -219,6 +222,11 @@ impl Session {
     /// What TLS negotiated, if it is on.
     pub fn tls(&self) -> Option<&TlsInfo> {
         self.tls.as_ref()
+    }
+
+    /// How many recipients (at RCPT) and messages (at the end of data) were refused.
+    pub fn refusals(&self) -> (u32, u32) {
+        self.refused
     }
 
     /// The user the client authenticated as, if any.
@@ -704,6 +712,7 @@ impl Session {
             unreachable!("end_of_chunk outside BDAT");
         };
         if let Some(refusal) = chunk.refusal {
+            self.refused.1 += 1;
             // RFC 3030 2: a failed chunk fails the transaction; chunks already pipelined
             // behind it are read and refused with 503.
             self.tx = None;
@@ -727,6 +736,7 @@ impl Session {
     fn finish_message(&mut self, refusal: Option<Reply>, out: &mut Vec<u8>) -> Option<Action> {
         let tx = self.tx.take().expect("a message ends an open transaction");
         if let Some(reply) = refusal {
+            self.refused.1 += 1;
             self.reply(reply, out);
             return None;
         }

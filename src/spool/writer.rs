@@ -38,6 +38,7 @@ use super::format::{self, HEADER_LEN, KIND_MESSAGE, KIND_RETIRE, KIND_STATE, Sto
 use super::ledger::{Ledger, StateOutcome};
 use super::model::{MAX_SHARDS, MessageRecord, QueueId, RetireRecord, StateRecord};
 use super::recovery::{self, Recovered, segment_file_name};
+use crate::metrics::ShardMetrics;
 
 enum Effect {
     Message { id: u64, recipients: u32 },
@@ -79,6 +80,7 @@ struct Inner {
     stats: Cell<SpoolStats>,
     waker: Cell<Option<Waker>>,
     done: RefCell<Option<oneshot::Receiver<Result<(), SpoolError>>>>,
+    metrics: RefCell<Option<Rc<ShardMetrics>>>,
     #[cfg(test)]
     fail_syncs: Cell<u32>,
 }
@@ -165,6 +167,7 @@ impl Spool {
             stats: Cell::new(SpoolStats::default()),
             waker: Cell::new(None),
             done: RefCell::new(Some(done_rx)),
+            metrics: RefCell::new(None),
             cfg,
             #[cfg(test)]
             fail_syncs: Cell::new(0),
@@ -258,6 +261,11 @@ impl Spool {
         };
         self.0.wake();
         rx.await.unwrap_or(Err(SpoolError::Closed))
+    }
+
+    /// Records group-commit batch sizes and `fdatasync` latency in `metrics` from now on.
+    pub fn attach_metrics(&self, metrics: Rc<ShardMetrics>) {
+        *self.0.metrics.borrow_mut() = Some(metrics);
     }
 
     /// Counters for metrics/tests: commits (fdatasync calls), records committed, bytes.
@@ -467,6 +475,9 @@ impl Committer {
                     s.records += n_records;
                     s.bytes += batch.buf.len() as u64;
                 });
+                if let Some(m) = self.inner.metrics.borrow().as_ref() {
+                    m.group_commit_batch.observe(n_records as f64);
+                }
                 let mut candidates = vec![];
                 {
                     let mut st = self.inner.st.borrow_mut();
@@ -584,8 +595,12 @@ impl Committer {
             return Err(io::Error::other("injected fdatasync failure"));
         }
         if self.inner.cfg.sync == SyncMode::Always {
+            let started = std::time::Instant::now();
             seg.file.fdatasync().await.map_err(io_err)?;
             self.inner.bump(|s| s.commits += 1);
+            if let Some(m) = self.inner.metrics.borrow().as_ref() {
+                m.fdatasync_seconds.observe(started.elapsed().as_secs_f64());
+            }
         }
         seg.committed = true;
         Ok((seg.number, base))

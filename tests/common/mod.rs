@@ -17,6 +17,8 @@ pub struct Mta {
     pub addr: SocketAddr,
     /// Every listener's address, in configuration order (`addr` is the first).
     pub addrs: Vec<SocketAddr>,
+    /// The admin endpoint, if it is on.
+    pub admin: Option<SocketAddr>,
     pub dir: PathBuf,
     pub config: PathBuf,
     log: mpsc::Receiver<String>,
@@ -41,10 +43,16 @@ pub fn write_config(dir: &Path, top: &str, extra: &str) -> PathBuf {
     } else {
         "[delivery]\nhold = true\n"
     };
+    // Tests run side by side: each instance gets its own admin port.
+    let admin = if extra.contains("[admin]") {
+        ""
+    } else {
+        "[admin]\nlisten = \"127.0.0.1:0\"\n"
+    };
     let text = format!(
         "hostname = \"mx.test\"\nshards = 2\n{top}\n[[listeners]]\naddress = \"127.0.0.1:0\"\n\
          [log]\ndir = \"{}\"\n[spool]\npath = \"{}\"\nmin_free_space = 0\nmin_free_percent = 0.0\n\
-         {hold}{extra}\n",
+         {hold}{admin}{extra}\n",
         dir.join("log").display(),
         dir.join("spool").display()
     );
@@ -78,6 +86,7 @@ impl Mta {
             child,
             addr: "0.0.0.0:0".parse().unwrap(),
             addrs: Vec::new(),
+            admin: None,
             dir: dir.to_owned(),
             config: config.to_owned(),
             log: rx,
@@ -91,6 +100,10 @@ impl Mta {
                     if let Some(i) = line.find("listening on ") {
                         let a = line[i + 13..].split_whitespace().next().unwrap();
                         addrs.push(a.parse().expect("listen address"));
+                    }
+                    if let Some(i) = line.find("admin API on ") {
+                        let a = line[i + 13..].split_whitespace().next().unwrap();
+                        mta.admin = Some(a.parse().expect("admin address"));
                     }
                     let ready = line.contains(" ready");
                     mta.log_lines.push(line);

@@ -1,0 +1,239 @@
+//! The admin endpoint's routes: metrics, queue and destination views and actions.
+//!
+//! What it does: answers `GET /metrics` (Prometheus text), `GET /queue` (queued recipients by
+//! domain with an age histogram, like `qshape`), `GET /queue/<id>`, `POST /queue/flush`
+//! (`?destination=<domain or key>` for one), `POST /queue/<id>/delete` (`?mode=bounce|silent`),
+//! `POST /destinations/<d>/suspend` (`?duration=1h`), `POST /destinations/<d>/resume`,
+//! `GET /destinations/<d>` and `GET /health`, by asking every shard and merging the answers.
+//!
+//! What it does not do: no state of its own; no execution (each shard acts on its own queue).
+//!
+//! Invariants: a request that changes state (POST) is refused with `403` unless the access
+//! policy permits it (allowed network or bearer token); answers are JSON except `/metrics`.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::str::FromStr;
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+use super::AccessPolicy;
+use super::control::{Answer, Command, DeleteMode, ShardLink, ask_all};
+use super::http::{Handler, Method, Request, Response};
+use crate::delivery::AGE_BUCKETS_MINUTES;
+use crate::spool::QueueId;
+
+/// The routes, over the shards' command links.
+pub struct Api {
+    links: Vec<ShardLink>,
+    access: AccessPolicy,
+}
+
+impl Api {
+    /// Routes over `links` (one per shard, in shard order).
+    pub fn new(links: Vec<ShardLink>, access: AccessPolicy) -> Api {
+        Api { links, access }
+    }
+
+    async fn route(&self, req: Request) -> Response {
+        let decoded: Vec<String> = req
+            .path
+            .trim_end_matches('/')
+            .split('/')
+            .skip(1)
+            .map(|s| {
+                percent_encoding::percent_decode_str(s)
+                    .decode_utf8_lossy()
+                    .into_owned()
+            })
+            .collect();
+        let segments: Vec<&str> = decoded.iter().map(String::as_str).collect();
+        let post = req.method == Method::POST;
+        if post
+            && !self
+                .access
+                .permits_change(req.peer.ip(), req.header("authorization"))
+        {
+            return Response::json(
+                403,
+                &json!({"error": "not allowed from this address without the token"}),
+            );
+        }
+        let method = match req.method {
+            Method::GET => "GET",
+            Method::POST => "POST",
+            _ => "OTHER",
+        };
+        match (method, segments.as_slice()) {
+            ("GET", ["health"]) => {
+                Response::json(200, &json!({"status": "ok", "shards": self.links.len()}))
+            }
+            ("GET", ["metrics"]) => self.metrics().await,
+            ("GET", ["queue"]) => self.summary().await,
+            ("GET", ["queue", id]) => match QueueId::from_str(id) {
+                Ok(id) => {
+                    self.first(Command::Message(id.0), "no such queued message")
+                        .await
+                }
+                Err(_) => Response::json(400, &json!({"error": "a queue id is 16 hex digits"})),
+            },
+            ("POST", ["queue", "flush"]) => {
+                let target = req.query_param("destination").map(str::to_owned);
+                let answers = ask_all(&self.links, Command::Flush(target)).await;
+                let flushed: u64 = jsons(answers)
+                    .iter()
+                    .filter_map(|v| v["flushed"].as_u64())
+                    .sum();
+                Response::json(200, &json!({"flushed": flushed}))
+            }
+            ("POST", ["queue", id, "delete"]) => {
+                let mode = match req.query_param("mode").unwrap_or("bounce") {
+                    "bounce" => DeleteMode::Bounce,
+                    "silent" => DeleteMode::Silent,
+                    _ => return Response::json(400, &json!({"error": "mode is bounce or silent"})),
+                };
+                match QueueId::from_str(id) {
+                    Ok(id) => {
+                        self.first(Command::Delete(id.0, mode), "no such queued message")
+                            .await
+                    }
+                    Err(_) => Response::json(400, &json!({"error": "a queue id is 16 hex digits"})),
+                }
+            }
+            ("POST", ["destinations", d, "suspend"]) => {
+                let duration = match req.query_param("duration").map(humantime::parse_duration) {
+                    None => Duration::from_secs(3600),
+                    Some(Ok(d)) => d,
+                    Some(Err(e)) => {
+                        return Response::json(400, &json!({"error": format!("duration: {e}")}));
+                    }
+                };
+                self.per_shard(Command::Suspend((*d).to_owned(), duration.as_secs()))
+                    .await
+            }
+            ("POST", ["destinations", d, "resume"]) => {
+                self.per_shard(Command::Resume((*d).to_owned())).await
+            }
+            ("GET", ["destinations", d]) => {
+                self.per_shard(Command::Destination((*d).to_owned())).await
+            }
+            ("GET" | "POST", _) => Response::not_found(),
+            _ => Response::json(405, &json!({"error": "method not allowed"})),
+        }
+    }
+
+    async fn metrics(&self) -> Response {
+        let snapshots: Vec<_> = ask_all(&self.links, Command::Metrics)
+            .await
+            .into_iter()
+            .filter_map(|(shard, a)| match a {
+                Answer::Metrics(s) => Some((shard, *s)),
+                Answer::Json(_) => None,
+            })
+            .collect();
+        Response {
+            status: 200,
+            content_type: crate::metrics::CONTENT_TYPE,
+            body: crate::metrics::encode(&snapshots).into_bytes(),
+        }
+    }
+
+    async fn summary(&self) -> Response {
+        let answers = jsons(ask_all(&self.links, Command::QueueSummary).await);
+        let buckets = AGE_BUCKETS_MINUTES.len() + 1;
+        let (mut messages, mut recipients, mut bytes) = (0u64, 0u64, 0u64);
+        let mut domains: std::collections::BTreeMap<String, (u64, Vec<u64>)> = Default::default();
+        for a in &answers {
+            messages += a["messages"].as_u64().unwrap_or(0);
+            recipients += a["recipients"].as_u64().unwrap_or(0);
+            bytes += a["bytes"].as_u64().unwrap_or(0);
+            if let Some(map) = a["domains"].as_object() {
+                for (d, v) in map {
+                    let e = domains
+                        .entry(d.clone())
+                        .or_insert_with(|| (0, vec![0; buckets]));
+                    e.0 += v["recipients"].as_u64().unwrap_or(0);
+                    for (i, n) in v["ages"].as_array().into_iter().flatten().enumerate() {
+                        if i < buckets {
+                            e.1[i] += n.as_u64().unwrap_or(0);
+                        }
+                    }
+                }
+            }
+        }
+        let mut rows: Vec<Value> = domains
+            .into_iter()
+            .map(|(d, (n, ages))| json!({"domain": d, "recipients": n, "ages": ages}))
+            .collect();
+        rows.sort_by_key(|r| std::cmp::Reverse(r["recipients"].as_u64().unwrap_or(0)));
+        let labels: Vec<String> = AGE_BUCKETS_MINUTES
+            .iter()
+            .map(|m| format!("<{m}m"))
+            .chain(std::iter::once(format!(
+                ">={}m",
+                AGE_BUCKETS_MINUTES[AGE_BUCKETS_MINUTES.len() - 1]
+            )))
+            .collect();
+        Response::json(
+            200,
+            &json!({
+                "messages": messages,
+                "recipients": recipients,
+                "bytes": bytes,
+                "age_buckets": labels,
+                "domains": rows,
+            }),
+        )
+    }
+
+    /// The first shard's non-null answer, or 404.
+    async fn first(&self, command: Command, missing: &str) -> Response {
+        match jsons(ask_all(&self.links, command).await)
+            .into_iter()
+            .find(|v| !v.is_null())
+        {
+            Some(v) => Response::json(200, &v),
+            None => Response::json(404, &json!({"error": missing})),
+        }
+    }
+
+    /// Every shard's answer, as `{"shards": [{"shard": n, ...}]}`.
+    async fn per_shard(&self, command: Command) -> Response {
+        let answers = ask_all(&self.links, command).await;
+        let shards: Vec<Value> = answers
+            .into_iter()
+            .filter_map(|(shard, a)| match a {
+                Answer::Json(mut v) => {
+                    if let Some(o) = v.as_object_mut() {
+                        o.insert("shard".to_owned(), json!(shard));
+                    }
+                    Some(v)
+                }
+                Answer::Metrics(_) => None,
+            })
+            .collect();
+        let status = if shards.iter().any(|v| v.get("error").is_some()) {
+            404
+        } else {
+            200
+        };
+        Response::json(status, &json!({"shards": shards}))
+    }
+}
+
+fn jsons(answers: Vec<(usize, Answer)>) -> Vec<Value> {
+    answers
+        .into_iter()
+        .filter_map(|(_, a)| match a {
+            Answer::Json(v) => Some(v),
+            Answer::Metrics(_) => None,
+        })
+        .collect()
+}
+
+impl Handler for Api {
+    fn handle(&self, req: Request) -> Pin<Box<dyn Future<Output = Response> + '_>> {
+        Box::pin(self.route(req))
+    }
+}

@@ -1,0 +1,108 @@
+//! Commands from the admin endpoint to the shards, and their answers.
+//!
+//! What it does: each shard owns an unbounded command queue ([`ShardLink`] is its sending
+//! end); the admin endpoint, which runs on one shard, sends a command to every shard (or to
+//! one), and awaits their answers on one-shot channels. Answers are plain data (`Send`).
+//!
+//! What it does not do: no HTTP (see `api`), no execution: the shard's own service task does
+//! what a command asks, on its own executor.
+//!
+//! Invariants: a command never carries or returns a shard-local value (`Rc`, cells); a shard
+//! that has stopped answers nothing, and the asker gets an error for it instead of waiting.
+
+use futures_channel::{mpsc, oneshot};
+use futures_lite::StreamExt;
+
+use crate::metrics::Snapshot;
+
+/// How a deleted message's recipients are accounted for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DeleteMode {
+    /// Bounce with a DSN to the sender (`5.0.0 deleted by an administrator`).
+    Bounce,
+    /// Count as bounced, without a DSN.
+    Silent,
+}
+
+/// What an operator asks a shard.
+#[derive(Clone, Debug)]
+pub enum Command {
+    /// The shard's metrics.
+    Metrics,
+    /// Queued recipients per domain with their ages.
+    QueueSummary,
+    /// One message, if this shard has it.
+    Message(u64),
+    /// Delete a message (all its recipients not yet final).
+    Delete(u64, DeleteMode),
+    /// Make deferred mail due now: all, or only that of a domain or destination.
+    Flush(Option<String>),
+    /// Suspend a destination (a domain or a destination key) for this many seconds.
+    Suspend(String, u64),
+    /// Resume a suspended destination.
+    Resume(String),
+    /// Why a destination is or is not sending.
+    Destination(String),
+}
+
+/// A shard's answer.
+#[derive(Clone, Debug)]
+pub enum Answer {
+    /// For [`Command::Metrics`].
+    Metrics(Box<Snapshot>),
+    /// Anything else: JSON (null when the shard has nothing to say, e.g. an unknown id).
+    Json(serde_json::Value),
+}
+
+type Envelope = (Command, oneshot::Sender<Answer>);
+
+/// The sending end of a shard's command queue (`Send + Sync`, cheap to clone).
+#[derive(Clone, Debug)]
+pub struct ShardLink(mpsc::UnboundedSender<Envelope>);
+
+/// The receiving end, owned by the shard's service task.
+pub struct ShardInbox(mpsc::UnboundedReceiver<Envelope>);
+
+/// A new command queue.
+pub fn link() -> (ShardLink, ShardInbox) {
+    let (tx, rx) = mpsc::unbounded();
+    (ShardLink(tx), ShardInbox(rx))
+}
+
+impl ShardLink {
+    /// Sends a command and awaits the answer; None if the shard is gone.
+    pub async fn ask(&self, command: Command) -> Option<Answer> {
+        let (tx, rx) = oneshot::channel();
+        self.0.unbounded_send((command, tx)).ok()?;
+        rx.await.ok()
+    }
+}
+
+impl ShardInbox {
+    /// The next command and where its answer goes; None once every link is dropped.
+    pub async fn next(&mut self) -> Option<(Command, Reply)> {
+        let (command, tx) = self.0.next().await?;
+        Some((command, Reply(tx)))
+    }
+}
+
+/// Where one answer goes.
+pub struct Reply(oneshot::Sender<Answer>);
+
+impl Reply {
+    /// Sends the answer (the asker may have gone: ignored).
+    pub fn send(self, answer: Answer) {
+        let _ = self.0.send(answer);
+    }
+}
+
+/// Asks every shard, in shard order; shards that are gone are left out.
+pub async fn ask_all(links: &[ShardLink], command: Command) -> Vec<(usize, Answer)> {
+    let mut answers = Vec::with_capacity(links.len());
+    for (shard, link) in links.iter().enumerate() {
+        if let Some(a) = link.ask(command.clone()).await {
+            answers.push((shard, a));
+        }
+    }
+    answers
+}
