@@ -36,7 +36,7 @@ use crate::metrics::ShardMetrics;
 use crate::server::connection::Entry;
 use crate::server::login::Login;
 use crate::server::session::SessionConfig;
-use crate::server::{ServerContext, listener};
+use crate::server::{ServerContext, Shared, listener};
 use crate::shutdown::{Shutdown, SignalWatch};
 use crate::spool::{self, QueueIdGenerator, Spool, SpoolConfig};
 use crate::tls::ServerTls;
@@ -270,6 +270,7 @@ async fn shard_main(
     );
     let shutdown = Rc::new(Shutdown::default());
     let metrics = Rc::new(ShardMetrics::new());
+    let memory_full = Rc::new(std::cell::Cell::new(false));
     spool.attach_metrics(metrics.clone());
     let ids = Rc::new(RefCell::new(QueueIdGenerator::resume(
         index as u16,
@@ -304,6 +305,7 @@ async fn shard_main(
             resolver,
             ids.clone(),
             metrics.clone(),
+            memory_full.clone(),
         ) {
             Ok(s) => s,
             Err(e) => {
@@ -331,12 +333,15 @@ async fn shard_main(
     let delivering = stage.clone().map(|s| glommio::spawn_local(s.run()));
     let ctx = Rc::new(ServerContext::new(
         &config,
-        spool.clone(),
-        ids,
-        accepted,
-        shutdown.clone(),
-        inbound.auth_throttle,
-        metrics.clone(),
+        Shared {
+            spool: spool.clone(),
+            ids,
+            accepted,
+            shutdown: shutdown.clone(),
+            auth_throttle: inbound.auth_throttle,
+            metrics: metrics.clone(),
+            memory_full,
+        },
     ));
     if let Some(inbox) = inbound.inbox {
         let (ctx, stage, spool, metrics) =

@@ -13,7 +13,7 @@ use std::net::{IpAddr, SocketAddr};
 
 use serde::{Deserialize, Serialize};
 
-use super::{HumanDuration, is_hostname};
+use super::{ByteSize, HumanDuration, is_hostname};
 use crate::tls::TlsPolicy;
 
 /// A message rate: `"100/s"`, `"5000/h"`, `"20/m"`, `"100000/d"`.
@@ -104,6 +104,9 @@ pub struct DeliverySection {
     pub tls: TlsPolicy,
     /// After a failed opportunistic handshake, a host is sent to in plaintext for this long.
     pub tls_fallback: HumanDuration,
+    /// Memory the queue may use (all shards together): bodies beyond their share stay only in
+    /// the spool and are read back when sent; near the budget new mail gets `452 4.3.1`.
+    pub memory_budget: ByteSize,
 }
 
 /// `[delivery.retry]`.
@@ -212,6 +215,7 @@ impl Default for DeliverySection {
             timeouts: ClientTimeoutsSection::default(),
             tls: TlsPolicy::Opportunistic,
             tls_fallback: HumanDuration::secs(3600),
+            memory_budget: ByteSize::mib(512),
         }
     }
 }

@@ -15,6 +15,7 @@ pub mod classify;
 pub mod client;
 pub mod dsn;
 pub mod log;
+pub mod memory;
 pub mod notify;
 pub mod route;
 pub mod stage;

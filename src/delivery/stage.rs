@@ -29,6 +29,7 @@ use super::classify::Outcome;
 use super::client::{ClientError, ClientTimeouts, Connection, Envelope, TlsRequest};
 use super::dsn::{self, DsnAction, DsnRecipient, Return};
 use super::log::{DeliveryLog, Event};
+use super::memory::Memory;
 use super::notify::Notify;
 use super::route::{Routed, Target, route};
 use crate::config::Config;
@@ -65,7 +66,14 @@ fn bump(c: &Cell<u64>) {
 }
 
 struct Queued {
+    /// The envelope; its `body` is empty (the body is in `body` or only in the spool).
     record: MessageRecord,
+    /// The body, when held in memory (under the memory budget).
+    body: RefCell<Option<Rc<Vec<u8>>>>,
+    /// The body's size.
+    size: usize,
+    /// Bytes charged to the memory budget for the envelope and bookkeeping.
+    meta: u64,
     arrival: Instant,
     attempts: RefCell<Vec<u32>>,
     pending: Cell<usize>,
@@ -93,6 +101,8 @@ pub struct Stage {
     stopping: Cell<bool>,
     tls: ClientTls,
     metrics: Rc<ShardMetrics>,
+    /// What queued mail may cost in memory.
+    memory: Memory,
     /// Last connection error per destination, for operators.
     last_error: RefCell<HashMap<DestinationKey, String>>,
     /// Hosts whose opportunistic handshake failed, sent to in plaintext until the instant.
@@ -112,6 +122,21 @@ struct Peer<'a> {
 
 impl Peer<'_> {
     const NONE: Peer<'static> = Peer { host: "", tls: "" };
+}
+
+fn all_of(job: &Job, o: Outcome) -> Vec<(u32, Outcome)> {
+    job.recipients.iter().map(|&i| (i, o.clone())).collect()
+}
+
+/// What a queued message's envelope and bookkeeping cost in memory (an estimate).
+fn meta_bytes(r: &MessageRecord) -> u64 {
+    let rcpts: usize = r
+        .recipients
+        .iter()
+        .map(|x| x.address.len() + 64 + x.params.len() * 32)
+        .sum();
+    (std::mem::size_of::<Queued>() + 256 + r.reverse_path.len() + r.client_addr.len() + rcpts)
+        as u64
 }
 
 fn unix_ms(t: SystemTime) -> u64 {
@@ -145,7 +170,9 @@ impl Stage {
         resolver: Resolver,
         ids: Rc<RefCell<QueueIdGenerator>>,
         metrics: Rc<ShardMetrics>,
+        memory_full: Rc<Cell<bool>>,
     ) -> std::io::Result<Rc<Stage>> {
+        let memory_budget = config.delivery.memory_budget.0 / config.effective_shards() as u64;
         let d = &config.delivery;
         let retry = RetryPolicy {
             first: d.retry.first.0,
@@ -190,6 +217,7 @@ impl Stage {
             tls: ClientTls::new(config_ca.as_deref()).map_err(std::io::Error::other)?,
             tls_fallback: RefCell::new(HashMap::new()),
             metrics,
+            memory: Memory::new(memory_budget, memory_full),
             last_error: RefCell::new(HashMap::new()),
             stats: DeliveryStats::default(),
         }))
@@ -210,7 +238,7 @@ impl Stage {
     /// Takes a message: newly accepted (`states` None) or recovered from the spool.
     pub fn intake(
         self: &Rc<Self>,
-        record: MessageRecord,
+        mut record: MessageRecord,
         states: Option<Vec<Option<RecipientState>>>,
     ) {
         let n = record.recipients.len();
@@ -235,8 +263,19 @@ impl Stage {
             .iter()
             .any(|(k, _)| k.eq_ignore_ascii_case("SMTPUTF8"));
         let id = record.id;
+        let body = std::mem::take(&mut record.body);
+        let size = body.len();
+        let meta = meta_bytes(&record);
+        let body = self
+            .memory
+            .admit(id, meta, size as u64)
+            .then(|| Rc::new(body));
+        self.evict();
         let q = Rc::new(Queued {
             record,
+            body: RefCell::new(body),
+            size,
+            meta,
             arrival,
             attempts: RefCell::new(attempts),
             pending: Cell::new(pending),
@@ -427,6 +466,43 @@ impl Stage {
         self.wake.notify();
     }
 
+    /// Drops the oldest held bodies while bodies and envelopes exceed their share of the budget.
+    fn evict(&self) {
+        let messages = self.messages.borrow();
+        while let Some((id, size)) = self.memory.next_eviction() {
+            if let Some(q) = messages.get(&id)
+                && q.body.borrow_mut().take().is_some()
+            {
+                self.memory.drop_body(size);
+            }
+        }
+    }
+
+    /// The body of a queued message: held, or read back from the spool (and held again when
+    /// it fits the budget).
+    async fn body(&self, q: &Queued) -> Result<Rc<Vec<u8>>, crate::spool::SpoolError> {
+        if let Some(b) = q.body.borrow().as_ref() {
+            return Ok(b.clone());
+        }
+        let record = self.spool.read_message(QueueId(q.record.id)).await?;
+        let body = Rc::new(record.body);
+        if self.memory.may_hold(q.size as u64) && q.body.borrow().is_none() {
+            *q.body.borrow_mut() = Some(body.clone());
+            self.memory.hold(q.record.id, q.size as u64);
+        }
+        Ok(body)
+    }
+
+    /// Forgets a message whose recipients are all final, with what it cost in memory.
+    fn forget(&self, id: u64) {
+        if let Some(q) = self.messages.borrow_mut().remove(&id) {
+            if q.body.borrow_mut().take().is_some() {
+                self.memory.drop_body(q.size as u64);
+            }
+            self.memory.release_meta(q.meta);
+        }
+    }
+
     /// Connects to one hop with the destination's TLS policy. An opportunistic handshake that
     /// fails is retried at once in plaintext, and the host is sent to in plaintext for
     /// `delivery.tls_fallback` (a receiver with a broken TLS stack still gets its mail).
@@ -487,6 +563,17 @@ impl Stage {
         let q = self.messages.borrow().get(&job.message).cloned()?;
         let rec = &q.record;
         let started = Instant::now();
+        let body = match self.body(&q).await {
+            Ok(b) => b,
+            Err(e) => {
+                // Unreadable spool: nothing can be sent; retry later (and say why).
+                tracing::error!(queue_id = %QueueId(job.message), error = %e, "cannot read the message back from the spool");
+                let o = Outcome::defer(EnhancedStatus::new(4, 3, 0), format!("spool read: {e}"));
+                self.finish_job(&job, &all_of(&job, o), &dest.0, peer, 0, false)
+                    .await;
+                return None;
+            }
+        };
         let ext = conn.extensions().clone();
         let all = |o: Outcome| {
             job.recipients
@@ -495,13 +582,13 @@ impl Stage {
                 .collect::<Vec<_>>()
         };
         if let Some(Some(limit)) = ext.size
-            && rec.body.len() as u64 > limit
+            && q.size as u64 > limit
         {
             let o = Outcome::bounce(
                 EnhancedStatus::new(5, 3, 4),
                 format!(
                     "message size {} exceeds the limit of {host} ({limit})",
-                    rec.body.len()
+                    q.size
                 ),
             );
             self.finish_job(&job, &all(o), &dest.0, peer, 0, false)
@@ -548,7 +635,7 @@ impl Stage {
                 .map(|(&i, p)| (rec.recipients[i as usize].address.as_str(), p.clone()))
                 .collect(),
             extra_mail_params: extra.join(" "),
-            body: &rec.body,
+            body: &body,
             eight_bit: q.eight_bit,
             smtputf8: q.smtputf8,
         };

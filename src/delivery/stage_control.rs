@@ -56,7 +56,7 @@ impl Stage {
             }
             if any {
                 messages += 1;
-                bytes += q.record.body.len() as u64;
+                bytes += q.size as u64;
             }
         }
         let domains: serde_json::Map<String, Value> = domains
@@ -91,7 +91,7 @@ impl Stage {
         json!({
             "id": QueueId(id).to_string(),
             "sender": rec.reverse_path,
-            "size": rec.body.len(),
+            "size": q.size,
             "arrival_unix_ms": rec.arrival_unix_ms,
             "age_seconds": q.arrival.elapsed().as_secs(),
             "client": rec.client_addr,
@@ -139,7 +139,7 @@ impl Stage {
                 status: "5.0.0",
                 attempt: q.attempts.borrow()[i as usize],
                 duration_ms: 0,
-                size: q.record.body.len(),
+                size: q.size,
             });
             if mode == DeleteMode::Bounce {
                 failed.push((
@@ -155,7 +155,7 @@ impl Stage {
             self.send_dsn(&q, &failed, "").await;
         }
         if q.pending.get() == 0 {
-            self.messages.borrow_mut().remove(&id);
+            self.forget(id);
         }
         self.wake.notify();
         json!({"id": id_text, "recipients": pending.len(), "mode": match mode {
@@ -276,12 +276,21 @@ impl Stage {
         self.resolver.stats()
     }
 
+    /// The queue's memory: (bodies held, envelopes, budget) in bytes.
+    pub fn memory_use(&self) -> (u64, u64, u64) {
+        (
+            self.memory.bodies(),
+            self.memory.meta(),
+            self.memory.budget(),
+        )
+    }
+
     /// Queue gauges for metrics: (recipients queued, bytes queued, destinations suspended).
     pub fn queue_gauges(&self) -> (u64, u64, u64) {
         let (mut recipients, mut bytes) = (0u64, 0u64);
         for q in self.messages.borrow().values() {
             recipients += q.pending.get() as u64;
-            bytes += q.record.body.len() as u64;
+            bytes += q.size as u64;
         }
         let now = Instant::now();
         let sched = self.sched.borrow();

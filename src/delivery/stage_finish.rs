@@ -72,7 +72,7 @@ impl Stage {
                 status: &status.to_string(),
                 attempt,
                 duration_ms: ms,
-                size: q.record.body.len(),
+                size: q.size,
             });
             match outcome {
                 Outcome::Delivered { reply } => {
@@ -153,7 +153,7 @@ impl Stage {
                             status: "4.4.7",
                             attempt: q.attempts.borrow()[*i as usize],
                             duration_ms: 0,
-                            size: q.record.body.len(),
+                            size: q.size,
                         });
                         failed.push((
                             *i,
@@ -170,7 +170,7 @@ impl Stage {
             self.send_dsn(&q, &failed, host).await;
         }
         if q.pending.get() == 0 {
-            self.messages.borrow_mut().remove(&job.message);
+            self.forget(job.message);
         }
     }
 
@@ -233,8 +233,17 @@ impl Stage {
             Some("HDRS") => Return::Headers,
             Some("FULL") => Return::Full,
             // Not specified: the whole message if it is small, as Postfix does.
-            _ if rec.body.len() <= 50_000 => Return::Full,
+            _ if q.size <= 50_000 => Return::Full,
             _ => Return::Headers,
+        };
+        // The original is needed for the report: held, or read back from the spool. If it
+        // cannot be read, the report goes out with what is known (no original content).
+        let original = match self.body(q).await {
+            Ok(b) => b,
+            Err(e) => {
+                tracing::warn!(queue_id = %QueueId(rec.id), error = %e, "DSN without the original message");
+                Rc::new(Vec::new())
+            }
         };
         let id = self.ids.borrow_mut().next(SystemTime::now());
         let unique = id.to_string();
@@ -247,7 +256,7 @@ impl Stage {
             arrival: UNIX_EPOCH + Duration::from_millis(rec.arrival_unix_ms),
             date: SystemTime::now(),
             recipients: &wanted,
-            original: &rec.body,
+            original: &original,
             ret,
             unique: &unique,
         });

@@ -21,7 +21,7 @@ use glommio::net::TcpStream;
 use super::ServerContext;
 use super::replies;
 use super::session::{Action, AuthOutcome, Phase, Session, SessionConfig, SessionEnv};
-use crate::metrics::SessionOutcome;
+use crate::metrics::{BackpressureReason, SessionOutcome};
 use crate::spool::QueueId;
 use crate::tls::Stream;
 
@@ -40,7 +40,17 @@ impl SessionEnv for Env<'_> {
         self.ctx.ids.borrow_mut().next(SystemTime::now())
     }
     fn storage_available(&self) -> u64 {
-        self.ctx.storage_available.get()
+        // Called when a transaction starts; 0 refuses it with 452 4.3.1.
+        let metrics = &self.ctx.metrics;
+        if self.ctx.memory_full.get() {
+            metrics.backpressure_refused(BackpressureReason::Memory);
+            return 0;
+        }
+        let available = self.ctx.storage_available.get();
+        if available == 0 {
+            metrics.backpressure_refused(BackpressureReason::Disk);
+        }
+        available
     }
 }
 

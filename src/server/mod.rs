@@ -89,19 +89,41 @@ pub struct ServerContext {
     pub login: login::Login,
     /// The shard's metrics.
     pub metrics: Rc<crate::metrics::ShardMetrics>,
+    /// Set while the queue's memory budget is reached (new mail gets `452 4.3.1`).
+    pub memory_full: Rc<Cell<bool>>,
+}
+
+/// What a shard's server shares with the rest of the shard (and, for the AUTH throttle, with
+/// the other shards).
+pub struct Shared {
+    /// This shard's spool.
+    pub spool: Spool,
+    /// Queue ids of this shard.
+    pub ids: Rc<RefCell<QueueIdGenerator>>,
+    /// Where acknowledged messages go next; None = hold them.
+    pub accepted: Option<glommio::channels::local_channel::LocalSender<MessageRecord>>,
+    /// The shard's stop notice.
+    pub shutdown: Rc<Shutdown>,
+    /// AUTH failures, counted across shards.
+    pub auth_throttle: Arc<Mutex<FailureThrottle>>,
+    /// The shard's metrics.
+    pub metrics: Rc<crate::metrics::ShardMetrics>,
+    /// Set by the delivery stage while the queue's memory budget is reached.
+    pub memory_full: Rc<Cell<bool>>,
 }
 
 impl ServerContext {
     /// The server context of one shard.
-    pub fn new(
-        config: &Config,
-        spool: Spool,
-        ids: Rc<RefCell<QueueIdGenerator>>,
-        accepted: Option<glommio::channels::local_channel::LocalSender<MessageRecord>>,
-        shutdown: Rc<Shutdown>,
-        auth_throttle: Arc<Mutex<FailureThrottle>>,
-        metrics: Rc<crate::metrics::ShardMetrics>,
-    ) -> Self {
+    pub fn new(config: &Config, shared: Shared) -> Self {
+        let Shared {
+            spool,
+            ids,
+            accepted,
+            shutdown,
+            auth_throttle,
+            metrics,
+            memory_full,
+        } = shared;
         let t = &config.smtp.timeouts;
         ServerContext {
             session: Rc::new(SessionConfig::from_config(config)),
@@ -123,6 +145,7 @@ impl ServerContext {
             tls: RefCell::new(None),
             login: login::Login::new(&config.auth, None, auth_throttle),
             metrics,
+            memory_full,
         }
     }
 }

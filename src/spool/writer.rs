@@ -263,6 +263,37 @@ impl Spool {
         rx.await.unwrap_or(Err(SpoolError::Closed))
     }
 
+    /// Reads a queued message back from its segment (for a caller that dropped its copy of the
+    /// body to save memory). The record is checked (CRC) as recovery checks it.
+    pub async fn read_message(&self, id: QueueId) -> Result<MessageRecord, SpoolError> {
+        let location = self.0.st.borrow().ledger.location(id.0);
+        let Some((segment, offset, _)) = location else {
+            return Err(SpoolError::UnknownMessage(id));
+        };
+        let path = self.0.cfg.dir.join(segment_file_name(segment));
+        let file = BufferedFile::open(&path).await.map_err(io_err)?;
+        let head = file
+            .read_at(offset, format::FRAME_HEADER_LEN)
+            .await
+            .map_err(io_err)?;
+        let corrupt = |reason: String| SpoolError::Corrupt {
+            path: path.clone(),
+            offset,
+            reason,
+        };
+        if head.len() < format::FRAME_HEADER_LEN {
+            let _ = file.close().await;
+            return Err(corrupt("short read".to_owned()));
+        }
+        let len = u32::from_le_bytes([head[0], head[1], head[2], head[3]]) as usize;
+        let frame = file
+            .read_at(offset, format::frame_len(len.min(format::MAX_RECORD_LEN)))
+            .await
+            .map_err(io_err);
+        let _ = file.close().await;
+        format::decode_message_at(&frame?, 0).map_err(corrupt)
+    }
+
     /// Records group-commit batch sizes and `fdatasync` latency in `metrics` from now on.
     pub fn attach_metrics(&self, metrics: Rc<ShardMetrics>) {
         *self.0.metrics.borrow_mut() = Some(metrics);

@@ -1,0 +1,155 @@
+//! The memory budget of one shard's queue.
+//!
+//! What it does: counts what queued mail costs in memory (bodies held, and an estimate of each
+//! message's envelope and bookkeeping), says whether a new body may be held or must stay only
+//! in the spool (read back when sent), says which held bodies to drop when envelopes need the
+//! room, and raises the "full" flag that makes the server answer new mail with `452 4.3.1`.
+//!
+//! What it does not do: no I/O, no knowledge of messages beyond sizes and ids.
+//!
+//! Invariants: held bodies plus envelopes stay under [`BODY_SHARE`] of the budget (older held
+//! bodies are dropped first to make room); "full" is set while envelopes alone reach
+//! [`REFUSE_SHARE`] of the budget, so in a total delivery stall the queue's memory stays
+//! under the budget while new mail is refused and nothing accepted is lost.
+
+use std::cell::{Cell, RefCell};
+use std::collections::VecDeque;
+use std::rc::Rc;
+
+/// Share of the budget that held bodies and envelopes may fill together.
+pub const BODY_SHARE: f64 = 0.8;
+/// Share of the budget at which envelopes alone make the server refuse new mail.
+pub const REFUSE_SHARE: f64 = 0.9;
+
+/// See the module header.
+#[derive(Debug)]
+pub struct Memory {
+    budget: u64,
+    bodies: Cell<u64>,
+    meta: Cell<u64>,
+    full: Rc<Cell<bool>>,
+    /// Messages holding a body, oldest first: (id, size). May name messages gone since.
+    held: RefCell<VecDeque<(u64, u64)>>,
+}
+
+impl Memory {
+    /// A budget of `budget` bytes; `full` is shared with the server.
+    pub fn new(budget: u64, full: Rc<Cell<bool>>) -> Memory {
+        Memory {
+            budget,
+            bodies: Cell::new(0),
+            meta: Cell::new(0),
+            full,
+            held: RefCell::new(VecDeque::new()),
+        }
+    }
+
+    fn body_room(&self) -> u64 {
+        ((self.budget as f64 * BODY_SHARE) as u64).saturating_sub(self.meta.get())
+    }
+
+    fn update(&self) {
+        let refuse = self.meta.get() as f64 >= self.budget as f64 * REFUSE_SHARE;
+        if refuse != self.full.get() {
+            if refuse {
+                tracing::warn!(
+                    budget = self.budget,
+                    "queue memory budget reached: refusing new mail with 452 4.3.1"
+                );
+            } else {
+                tracing::info!("queue memory back under budget: accepting mail again");
+            }
+            self.full.set(refuse);
+        }
+    }
+
+    /// Charges a new message's envelope; returns whether its body (`body` bytes) may be held.
+    pub fn admit(&self, id: u64, meta: u64, body: u64) -> bool {
+        self.meta.set(self.meta.get() + meta);
+        self.update();
+        let hold = self.bodies.get() + body <= self.body_room();
+        if hold {
+            self.hold(id, body);
+        }
+        hold
+    }
+
+    /// Records that message `id` now holds a body of `size` bytes.
+    pub fn hold(&self, id: u64, size: u64) {
+        self.bodies.set(self.bodies.get() + size);
+        self.held.borrow_mut().push_back((id, size));
+    }
+
+    /// Whether a body read back may be kept (it fits without dropping another).
+    pub fn may_hold(&self, size: u64) -> bool {
+        self.bodies.get() + size <= self.body_room()
+    }
+
+    /// A held body was dropped (message gone, or evicted).
+    pub fn drop_body(&self, size: u64) {
+        self.bodies.set(self.bodies.get().saturating_sub(size));
+    }
+
+    /// A message left the queue: its envelope is no longer charged.
+    pub fn release_meta(&self, meta: u64) {
+        self.meta.set(self.meta.get().saturating_sub(meta));
+        self.update();
+    }
+
+    /// While held bodies exceed their room, the oldest holders to drop (the caller drops each
+    /// one still held and calls [`Memory::drop_body`]; entries for messages gone are skipped
+    /// by the caller).
+    pub fn next_eviction(&self) -> Option<(u64, u64)> {
+        if self.bodies.get() <= self.body_room() {
+            return None;
+        }
+        self.held.borrow_mut().pop_front()
+    }
+
+    /// Bytes of bodies held.
+    pub fn bodies(&self) -> u64 {
+        self.bodies.get()
+    }
+
+    /// Bytes charged for envelopes.
+    pub fn meta(&self) -> u64 {
+        self.meta.get()
+    }
+
+    /// The budget.
+    pub fn budget(&self) -> u64 {
+        self.budget
+    }
+
+    /// Forgets held entries of messages that no longer hold a body (keeps the list short).
+    pub fn compact(&self, still_held: impl Fn(u64) -> bool) {
+        self.held.borrow_mut().retain(|(id, _)| still_held(*id));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bodies_fit_under_their_share_and_envelopes_refuse_at_theirs() {
+        let full = Rc::new(Cell::new(false));
+        let m = Memory::new(1000, full.clone());
+        assert!(m.admit(1, 100, 500));
+        assert!(!m.admit(2, 100, 300), "500 + 300 > 800 - 200");
+        assert_eq!(m.bodies(), 500);
+        assert!(m.next_eviction().is_none());
+        // Envelopes grow: the held body must give way.
+        for id in 3..9 {
+            m.admit(id, 100, 0);
+        }
+        assert_eq!(m.meta(), 800);
+        assert_eq!(m.next_eviction(), Some((1, 500)));
+        m.drop_body(500);
+        assert!(!full.get());
+        m.admit(9, 100, 0);
+        assert!(full.get(), "900 of envelopes refuses new mail");
+        m.release_meta(200);
+        assert!(!full.get());
+    }
+}
