@@ -130,9 +130,9 @@ impl Admission {
             return;
         }
         self.swept.set(now);
-        self.clients.borrow_mut().retain(|_, c| {
-            c.open > 0 || now.saturating_duration_since(c.refilled) < SWEEP_EVERY
-        });
+        self.clients
+            .borrow_mut()
+            .retain(|_, c| c.open > 0 || now.saturating_duration_since(c.refilled) < SWEEP_EVERY);
     }
 }
 
