@@ -108,8 +108,10 @@ mod tests {
     fn v2_reads_the_fixed_part_then_its_length() {
         let mut fixed = proxy::V2_SIGNATURE.to_vec();
         fixed.extend_from_slice(&[0x21, 0x11]);
-        assert_eq!(next_want(&fixed[..15]), Ok(16));
         fixed.extend_from_slice(&12u16.to_be_bytes());
+        assert_eq!(next_want(&fixed[..15]), Ok(16));
         assert_eq!(next_want(&fixed), Ok(28));
+        fixed[14..16].copy_from_slice(&600u16.to_be_bytes());
+        assert_eq!(next_want(&fixed), Err(ProxyError::TooLong));
     }
 }
