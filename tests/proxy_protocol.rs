@@ -157,6 +157,63 @@ fn bad_header_closes_without_a_reply() {
 }
 
 #[test]
+fn header_before_implicit_tls() {
+    use rustls::pki_types::{CertificateDer, ServerName, pem::PemObject};
+    use std::io::{Read, Write};
+
+    let dir = tempdir();
+    let certs = common::certs::make_certs(dir.path(), &[&["mx.test"]]);
+    let users = dir.path().join("users");
+    std::fs::write(&users, "# nobody\n").unwrap();
+    let (cert, key) = &certs.leaves[0];
+    let extra = format!(
+        "[tls]\n[[tls.certificates]]\ncert_file = \"{}\"\nkey_file = \"{}\"\n\
+         [auth]\nusers_file = \"{}\"\n\
+         [[listeners]]\naddress = \"127.0.0.1:0\"\nmode = \"submissions\"\nproxy_protocol = true\n",
+        cert.display(),
+        key.display(),
+        users.display()
+    );
+    let config = write_config(dir.path(), "", &extra);
+    let mta = Mta::start(dir.path(), &config);
+
+    let mut roots = rustls::RootCertStore::empty();
+    roots
+        .add(CertificateDer::from_pem_file(&certs.ca).unwrap())
+        .unwrap();
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let tls = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let name = ServerName::try_from("mx.test").unwrap();
+    let conn = rustls::ClientConnection::new(std::sync::Arc::new(tls), name).unwrap();
+    let mut tcp = std::net::TcpStream::connect(mta.addrs[1]).unwrap();
+    tcp.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    // The header and the ClientHello go out back to back; neither may swallow the other.
+    tcp.write_all(b"PROXY TCP4 192.0.2.20 127.0.0.1 40000 465\r\n")
+        .unwrap();
+    let mut stream = rustls::StreamOwned::new(conn, tcp);
+    let mut text = String::new();
+    let mut buf = [0u8; 1024];
+    while !text.contains("\r\n") {
+        let n = stream.read(&mut buf).unwrap();
+        assert!(n > 0, "closed: {text}");
+        text.push_str(&String::from_utf8_lossy(&buf[..n]));
+    }
+    assert!(text.starts_with("220 mx.test"), "{text}");
+    stream.write_all(b"EHLO client.test\r\n").unwrap();
+    text.clear();
+    while !text.contains("250 ") {
+        let n = stream.read(&mut buf).unwrap();
+        assert!(n > 0, "closed: {text}");
+        text.push_str(&String::from_utf8_lossy(&buf[..n]));
+    }
+    assert!(text.contains("[192.0.2.20]"), "{text}");
+}
+
+#[test]
 fn plain_listener_treats_proxy_as_a_command() {
     let (_dir, mta) = start(2, "");
     let mut c = Client::connect(mta.addr);
