@@ -380,6 +380,7 @@ async fn shard_main(
                 tls_loaded,
             )),
             implicit_tls: listener_config.mode == ListenerMode::Submissions,
+            proxy_protocol: listener_config.proxy_protocol,
         });
         let bound = socket(*addr, true).and_then(|sock| {
             sock.listen(1024)?;

@@ -177,7 +177,7 @@ fn sends_to_the_mta() {
         ),
     )
     .unwrap();
-    let mta = env!("CARGO_MANIFEST_DIR").to_owned() + "/../target/debug/mta";
+    let mta = mta_binary();
     assert!(
         std::path::Path::new(&mta).exists(),
         "the mta binary is built by `cargo test --workspace` (or `cargo build`)"
@@ -214,7 +214,7 @@ fn sends_to_the_mta() {
 #[test]
 fn bench_runs_end_to_end_and_its_card_parses() {
     let dir = tempfile::tempdir().unwrap();
-    let mta = env!("CARGO_MANIFEST_DIR").to_owned() + "/../target/debug/mta";
+    let mta = mta_binary();
     assert!(
         std::path::Path::new(&mta).exists(),
         "the mta binary is built by `cargo test --workspace`"
@@ -254,4 +254,15 @@ fn bench_runs_end_to_end_and_its_card_parses() {
     assert!(card["delivered_per_s"].as_f64().unwrap() > 0.0);
     assert!(card["baseline_wire_per_s"].as_f64().unwrap() > 0.0);
     assert!(card["mta_peak_rss_kib"].as_u64().unwrap() > 0);
+}
+
+/// The `mta` binary next to this test's own (`<target>/<profile>/mta`), wherever the target
+/// directory is (`CARGO_TARGET_DIR` included).
+fn mta_binary() -> String {
+    let exe = std::env::current_exe().expect("test binary path");
+    let profile_dir = exe
+        .parent()
+        .and_then(|deps| deps.parent())
+        .expect("<target>/<profile>/deps/<test>");
+    profile_dir.join("mta").to_string_lossy().into_owned()
 }

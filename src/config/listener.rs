@@ -47,6 +47,11 @@ pub struct ListenerConfig {
     /// Offer AUTH on plaintext connections too (only for trusted networks: passwords in clear).
     #[serde(default)]
     pub auth_plaintext: bool,
+    /// Expect a HAProxy PROXY protocol header (v1 or v2) before anything else and take the
+    /// client address from it. Any peer may send one: firewall such a listener so that only
+    /// the load balancer can reach it.
+    #[serde(default)]
+    pub proxy_protocol: bool,
 }
 
 impl ListenerConfig {
@@ -56,6 +61,7 @@ impl ListenerConfig {
             address,
             mode: ListenerMode::Smtp,
             auth_plaintext: false,
+            proxy_protocol: false,
         }
     }
 }

@@ -149,6 +149,12 @@ pub struct SmtpSection {
     pub max_errors: u32,
     /// Concurrent inbound connections per shard; over it: `421 4.7.0` at the greeting.
     pub max_connections: usize,
+    /// Concurrent inbound connections per client address per shard (0 = unlimited); over it:
+    /// `421 4.7.0` instead of the greeting.
+    pub max_connections_per_ip: usize,
+    /// New inbound connections per client address per second per shard (0 = unlimited), a
+    /// token bucket with a burst of the same size; over it: `421 4.7.0`.
+    pub max_connection_rate_per_ip: u32,
     /// Longest command line in octets, CRLF included (RFC 5321 4.5.3.1.4: at least 512).
     pub max_command_line: usize,
     /// `"reject"` (default) or `"normalize"`: what to do with a bare CR or LF in message data.
@@ -235,6 +241,8 @@ impl Default for SmtpSection {
             max_recipients: 1000,
             max_errors: 20,
             max_connections: 1000,
+            max_connections_per_ip: 20,
+            max_connection_rate_per_ip: 0,
             max_command_line: 512,
             bare_line_ending: BareLineEnding::Reject,
             timeouts: TimeoutsSection::default(),

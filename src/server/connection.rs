@@ -1,11 +1,13 @@
 //! One inbound connection: the I/O loop around a sans-IO session.
 //!
-//! What it does: reads into one buffer per connection (no copy: glommio reads straight into
-//! it), lets the session consume whole commands and data, writes each batch of replies in one
+//! What it does: on PROXY listeners first reads the PROXY header and takes the client address
+//! from it; applies the per-address limits (`421 4.7.0`); reads into one buffer per connection
+//! (no copy: glommio reads straight into it), lets the session consume whole commands and data, writes each batch of replies in one
 //! write (RFC 2920), spools complete messages and awaits their group commit before the `250`,
 //! and enforces the inbound timeouts and the shutdown deadline.
 //!
-//! What it does not do: no protocol parsing (the session does it), no delivery.
+//! What it does not do: no protocol parsing (the session does it), no delivery, no reply to a
+//! bad or missing PROXY header (the peer is a load balancer: the connection is just closed).
 //!
 //! Invariants: a `250` for a message is written only after `Spool::append_message` returned
 //! Ok; at most one read is outstanding; the buffer grows only when a single command cannot fit
@@ -19,6 +21,7 @@ use futures_lite::{AsyncReadExt, AsyncWriteExt};
 use glommio::net::TcpStream;
 
 use super::ServerContext;
+use super::proxy_header;
 use super::replies;
 use super::session::{Action, AuthOutcome, Phase, Session, SessionConfig, SessionEnv};
 use crate::metrics::{BackpressureReason, SessionOutcome};
@@ -69,12 +72,68 @@ pub struct Entry {
     pub session: Rc<SessionConfig>,
     /// TLS from the first byte (RFC 8314 implicit TLS).
     pub implicit_tls: bool,
+    /// A PROXY protocol header comes first and names the client.
+    pub proxy_protocol: bool,
+}
+
+/// Releases the client address's slot in the per-address limits when the connection ends.
+struct Admitted(Rc<ServerContext>, std::net::IpAddr);
+
+impl Drop for Admitted {
+    fn drop(&mut self) {
+        self.0.admission.release(self.1);
+    }
 }
 
 /// Serves one accepted connection to its end.
-pub async fn serve(ctx: Rc<ServerContext>, entry: Rc<Entry>, stream: TcpStream, peer: SocketAddr) {
+///
+/// `peer` is the socket's remote address; the session's client is the PROXY header's source
+/// on a PROXY listener (the peer itself when the header carries none, e.g. a health check).
+pub async fn serve(
+    ctx: Rc<ServerContext>,
+    entry: Rc<Entry>,
+    mut stream: TcpStream,
+    peer: SocketAddr,
+) {
     ctx.active.set(ctx.active.get() + 1);
     let _active = Active(ctx.clone());
+    let client = if entry.proxy_protocol {
+        match proxy_header::read(&mut stream, ctx.timeouts.greeting).await {
+            Ok(header) => {
+                let client = header.source.unwrap_or(peer);
+                tracing::debug!(%peer, %client, "PROXY header");
+                client
+            }
+            Err(e) => {
+                ctx.stats
+                    .proxy_failures
+                    .set(ctx.stats.proxy_failures.get() + 1);
+                tracing::info!(%peer, error = %e, "no valid PROXY header; closing");
+                let _ = stream.shutdown(std::net::Shutdown::Both).await;
+                return;
+            }
+        }
+    } else {
+        peer
+    };
+    let _admitted = match ctx.admission.admit(client.ip(), Instant::now()) {
+        Ok(()) => Admitted(ctx.clone(), client.ip()),
+        Err(why) => {
+            let stats = &ctx.stats;
+            stats.refused_per_ip.set(stats.refused_per_ip.get() + 1);
+            tracing::info!(%client, ?why, "connection over the per-address limit");
+            // On implicit TLS a plaintext reply would only garble the client's handshake.
+            if !entry.implicit_tls {
+                let _ = stream.set_nodelay(true);
+                let mut out = Vec::new();
+                replies::too_many_from_address(&ctx.session.hostname).write_to(&mut out);
+                let _ = stream.write_all(&out).await;
+            }
+            let _ = stream.shutdown(std::net::Shutdown::Both).await;
+            return;
+        }
+    };
+    let peer = client;
     let mut stream = Some(Stream::Plain(stream));
     let outcome = match run(&ctx, &entry, &mut stream, peer).await {
         Ok(()) => SessionOutcome::Completed,

@@ -4,8 +4,8 @@
 //! connections over the shards), spawns a task per connection, refuses connections over the
 //! shard's limit with `421 4.7.0`, and stops accepting when the shard's shutdown starts.
 //!
-//! What it does not do: no TLS handshakes (the connection runs them), no PROXY protocol
-//! yet, no per-IP limits yet.
+//! What it does not do: no TLS handshakes, no PROXY header and no per-address limits (the
+//! connection task does those: the client address may only be known after the PROXY header).
 //!
 //! Invariants: an accept error (e.g. out of file descriptors) never ends the loop; it backs off
 //! briefly instead.

@@ -11,9 +11,11 @@
 //! Invariants: everything here lives on one executor thread (`Rc`, `Cell`, `RefCell`, no
 //! borrow held across `.await`); every socket has TCP_NODELAY.
 
+pub mod admission;
 pub mod connection;
 pub mod listener;
 pub mod login;
+pub mod proxy_header;
 pub mod received;
 pub mod relay;
 pub mod replies;
@@ -51,6 +53,10 @@ pub struct ServerStats {
     pub connections: Cell<u64>,
     /// Connections refused with `421` for the connection limit.
     pub refused: Cell<u64>,
+    /// Connections refused with `421` for a per-address limit.
+    pub refused_per_ip: Cell<u64>,
+    /// Connections on PROXY listeners closed for a missing or bad PROXY header.
+    pub proxy_failures: Cell<u64>,
     /// Messages acknowledged with `250` after their spool sync.
     pub messages_accepted: Cell<u64>,
     /// Recipients of those messages.
@@ -79,6 +85,8 @@ pub struct ServerContext {
     pub storage_available: Cell<u64>,
     /// The shard's stop notice.
     pub shutdown: Rc<Shutdown>,
+    /// Per-client-address limits.
+    pub admission: admission::Admission,
     /// Connections open now.
     pub active: Cell<usize>,
     /// Counters.
@@ -140,6 +148,10 @@ impl ServerContext {
             accepted,
             storage_available: Cell::new(u64::MAX),
             shutdown,
+            admission: admission::Admission::new(admission::Limits {
+                max_connections: config.smtp.max_connections_per_ip,
+                rate: config.smtp.max_connection_rate_per_ip,
+            }),
             active: Cell::new(0),
             stats: ServerStats::default(),
             tls: RefCell::new(None),

@@ -164,6 +164,15 @@ pub fn too_many_connections(hostname: &str) -> Reply {
     )
 }
 
+/// `421 4.7.0` too many connections (or too many new ones) from the client's address.
+pub fn too_many_from_address(hostname: &str) -> Reply {
+    Reply::new(
+        421,
+        st(4, 7, 0),
+        format!("{hostname} too many connections from your address"),
+    )
+}
+
 /// `421 4.4.2` timeout; the session closes.
 pub fn timeout(hostname: &str) -> Reply {
     Reply::new(

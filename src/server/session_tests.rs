@@ -431,6 +431,7 @@ fn tls_config(mode: ListenerMode, auth_plaintext: bool) -> Rc<SessionConfig> {
         address: "127.0.0.1:0".parse().unwrap(),
         mode,
         auth_plaintext,
+        proxy_protocol: false,
     };
     Rc::new(SessionConfig::for_listener(&c, &listener, true))
 }

@@ -1,0 +1,211 @@
+//! Per-client-address admission of inbound connections on one shard.
+//!
+//! What it does: counts the open connections and the recent connection rate of each client
+//! address and says whether a new connection from that address may start
+//! (`[smtp] max_connections_per_ip`, `[smtp] max_connection_rate_per_ip`). The rate is a token
+//! bucket per address: it holds at most `rate` tokens, refills at `rate` tokens per second, and
+//! every admitted connection takes one.
+//!
+//! What it does not do: no I/O and no replies (the connection answers `421 4.7.0`), no
+//! cross-shard view (the kernel spreads one address's connections over the shards, so the
+//! host-wide effect of a limit is up to shards x the value), no grouping of addresses into
+//! networks (each IPv6 address counts on its own), no shard-wide limit (the accept loop has it).
+//!
+//! Invariants: an address has an entry only while it has open connections or a bucket that is
+//! not yet full; entries older than one second with no open connection are swept at most once
+//! a second, so the table stays bounded by the open connections plus the last second's new
+//! ones. A refused connection takes no token and is not counted as open.
+
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::time::{Duration, Instant};
+
+/// How often idle entries are swept (also how long a drained bucket takes to refill).
+const SWEEP_EVERY: Duration = Duration::from_secs(1);
+
+/// The limits, 0 meaning unlimited.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Limits {
+    /// Open connections per address.
+    pub max_connections: usize,
+    /// New connections per address per second (and the burst).
+    pub rate: u32,
+}
+
+/// What one address is doing.
+#[derive(Debug)]
+struct Client {
+    /// Connections open now.
+    open: usize,
+    /// Tokens left in the bucket.
+    tokens: f64,
+    /// When `tokens` was last brought up to date.
+    refilled: Instant,
+}
+
+/// The per-address table of one shard.
+#[derive(Debug)]
+pub struct Admission {
+    limits: Limits,
+    clients: RefCell<HashMap<IpAddr, Client>>,
+    swept: Cell<Instant>,
+}
+
+/// Why a connection was not admitted.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Refusal {
+    /// The address already has `max_connections_per_ip` connections open.
+    TooManyOpen,
+    /// The address opened too many connections in the last second.
+    TooFast,
+}
+
+impl Admission {
+    /// An empty table with these limits.
+    pub fn new(limits: Limits) -> Self {
+        Admission {
+            limits,
+            clients: RefCell::new(HashMap::new()),
+            swept: Cell::new(Instant::now()),
+        }
+    }
+
+    /// True when neither limit is set (nothing is tracked then).
+    pub fn unlimited(&self) -> bool {
+        self.limits.max_connections == 0 && self.limits.rate == 0
+    }
+
+    /// Admits a new connection from `ip` at `now`, counting it as open until [`Self::release`].
+    pub fn admit(&self, ip: IpAddr, now: Instant) -> Result<(), Refusal> {
+        if self.unlimited() {
+            return Ok(());
+        }
+        self.sweep(now);
+        let rate = f64::from(self.limits.rate);
+        let mut clients = self.clients.borrow_mut();
+        let client = clients.entry(ip).or_insert(Client {
+            open: 0,
+            tokens: rate,
+            refilled: now,
+        });
+        if self.limits.max_connections > 0 && client.open >= self.limits.max_connections {
+            return Err(Refusal::TooManyOpen);
+        }
+        if self.limits.rate > 0 {
+            let elapsed = now.saturating_duration_since(client.refilled).as_secs_f64();
+            client.tokens = (client.tokens + elapsed * rate).min(rate);
+            client.refilled = now;
+            if client.tokens < 1.0 {
+                return Err(Refusal::TooFast);
+            }
+            client.tokens -= 1.0;
+        }
+        client.open += 1;
+        Ok(())
+    }
+
+    /// A connection admitted from `ip` ended.
+    pub fn release(&self, ip: IpAddr) {
+        if self.unlimited() {
+            return;
+        }
+        let mut clients = self.clients.borrow_mut();
+        if let Some(client) = clients.get_mut(&ip) {
+            client.open = client.open.saturating_sub(1);
+            if client.open == 0 && self.limits.rate == 0 {
+                clients.remove(&ip);
+            }
+        }
+    }
+
+    /// Addresses tracked now (for tests and metrics).
+    pub fn tracked(&self) -> usize {
+        self.clients.borrow().len()
+    }
+
+    /// Drops entries that have no open connection and a full bucket, at most once a second.
+    fn sweep(&self, now: Instant) {
+        if now.saturating_duration_since(self.swept.get()) < SWEEP_EVERY {
+            return;
+        }
+        self.swept.set(now);
+        self.clients
+            .borrow_mut()
+            .retain(|_, c| c.open > 0 || now.saturating_duration_since(c.refilled) < SWEEP_EVERY);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const A: IpAddr = IpAddr::V4(std::net::Ipv4Addr::new(192, 0, 2, 1));
+    const B: IpAddr = IpAddr::V4(std::net::Ipv4Addr::new(192, 0, 2, 2));
+
+    #[test]
+    fn open_connections_are_limited_per_address() {
+        let a = Admission::new(Limits {
+            max_connections: 2,
+            rate: 0,
+        });
+        let now = Instant::now();
+        assert_eq!(a.admit(A, now), Ok(()));
+        assert_eq!(a.admit(A, now), Ok(()));
+        assert_eq!(a.admit(A, now), Err(Refusal::TooManyOpen));
+        assert_eq!(a.admit(B, now), Ok(()));
+        a.release(A);
+        assert_eq!(a.admit(A, now), Ok(()));
+        a.release(A);
+        a.release(A);
+        a.release(B);
+        assert_eq!(a.tracked(), 0);
+    }
+
+    #[test]
+    fn rate_is_a_token_bucket_with_a_burst_of_the_rate() {
+        let a = Admission::new(Limits {
+            max_connections: 0,
+            rate: 3,
+        });
+        let t0 = Instant::now();
+        for _ in 0..3 {
+            assert_eq!(a.admit(A, t0), Ok(()));
+            a.release(A);
+        }
+        assert_eq!(a.admit(A, t0), Err(Refusal::TooFast));
+        assert_eq!(a.admit(B, t0), Ok(()));
+        // One token comes back every third of a second.
+        let t1 = t0 + Duration::from_millis(340);
+        assert_eq!(a.admit(A, t1), Ok(()));
+        assert_eq!(a.admit(A, t1), Err(Refusal::TooFast));
+    }
+
+    #[test]
+    fn idle_entries_are_swept() {
+        let a = Admission::new(Limits {
+            max_connections: 5,
+            rate: 10,
+        });
+        let t0 = Instant::now();
+        for i in 0..100u8 {
+            let ip = IpAddr::V4(std::net::Ipv4Addr::new(10, 0, 0, i));
+            a.admit(ip, t0).unwrap();
+            a.release(ip);
+        }
+        a.admit(A, t0).unwrap();
+        assert_eq!(a.tracked(), 101);
+        a.admit(B, t0 + Duration::from_secs(2)).unwrap();
+        // A is still open; B was just admitted; the hundred idle ones are gone.
+        assert_eq!(a.tracked(), 2);
+    }
+
+    #[test]
+    fn unlimited_tracks_nothing() {
+        let a = Admission::new(Limits::default());
+        for _ in 0..1000 {
+            a.admit(A, Instant::now()).unwrap();
+        }
+        assert_eq!(a.tracked(), 0);
+    }
+}
