@@ -243,7 +243,10 @@ fn open_until_refused(n: usize, mut connect: impl FnMut() -> Client) -> (Vec<Cli
 
 #[test]
 fn per_address_limit_refuses_the_extra_connection() {
-    let (_dir, mta) = start(1, "[smtp]\nmax_connections_per_ip = 3\n");
+    let (_dir, mta) = start(
+        1,
+        "[relay]\ntrusted_networks = []\n[smtp]\nmax_connections_per_ip = 3\n",
+    );
     let (mut open, refusal) = open_until_refused(6, || Client::connect(mta.addr));
     assert_eq!(open.len(), 3);
     assert_eq!(
@@ -268,8 +271,24 @@ fn per_address_limit_refuses_the_extra_connection() {
 }
 
 #[test]
+fn trusted_networks_are_exempt_from_per_address_limits() {
+    let (_dir, mta) = start(1, "[smtp]\nmax_connections_per_ip = 2\n");
+    let open: Vec<Client> = (0..5)
+        .map(|_| {
+            let mut c = Client::connect(mta.addr);
+            let r = c.reply().unwrap();
+            assert!(r.starts_with("220"), "loopback is trusted by default: {r}");
+            c
+        })
+        .collect();
+    assert_eq!(open.len(), 5);
+}
+
+#[test]
 fn proxied_clients_count_per_their_own_address() {
-    let extra = format!("[smtp]\nmax_connections_per_ip = 2\n{PROXY_LISTENER}");
+    let extra = format!(
+        "[relay]\ntrusted_networks = []\n[smtp]\nmax_connections_per_ip = 2\n{PROXY_LISTENER}"
+    );
     let (_dir, mta) = start(1, &extra);
     let proxy = mta.addrs[1];
     let via = |source: &'static str| {
@@ -293,7 +312,7 @@ fn proxied_clients_count_per_their_own_address() {
 fn per_address_rate_refuses_a_burst() {
     let (_dir, mta) = start(
         1,
-        "[smtp]\nmax_connections_per_ip = 0\nmax_connection_rate_per_ip = 2\n",
+        "[relay]\ntrusted_networks = []\n[smtp]\nmax_connections_per_ip = 0\nmax_connection_rate_per_ip = 2\n",
     );
     let started = Instant::now();
     let (open, refusal) = open_until_refused(10, || Client::connect(mta.addr));

@@ -116,8 +116,15 @@ pub async fn serve(
     } else {
         peer
     };
-    let _admitted = match ctx.admission.admit(client.ip(), Instant::now()) {
-        Ok(()) => Admitted(ctx.clone(), client.ip()),
+    // Trusted networks are exempt from the per-address limits (as Postfix exempts
+    // $mynetworks): an injecting application may need many connections.
+    let exempt = entry.session.relay.is_trusted(client.ip());
+    let admitted = match exempt {
+        true => Ok(()),
+        false => ctx.admission.admit(client.ip(), Instant::now()),
+    };
+    let _admitted = match admitted {
+        Ok(()) => (!exempt).then(|| Admitted(ctx.clone(), client.ip())),
         Err(why) => {
             let stats = &ctx.stats;
             stats.refused_per_ip.set(stats.refused_per_ip.get() + 1);
