@@ -336,7 +336,7 @@ pub fn text(card: &serde_json::Value) -> String {
         "loadgen bench\n  machine:    {}\n  mta:        {}\n  load:       {}\n  messages:   {} accepted {} delivered {} (complete: {})\n  \
          accepted:   {:.1} msg/s   delivered: {:.1} msg/s   wire limit (send -> sink): {:.1} msg/s\n  \
          accept latency: {}\n  end-to-end latency (us): {}\n  mta cpu per 1000 msgs: {}s   peak rss: {} KiB\n  \
-         integrity: corrupt {} duplicates {}\n",
+         integrity: corrupt {} duplicates {}\n  tls: {} (sink TLS sessions {}, load {})\n",
         card["machine"],
         card["mta"],
         card["load"],
@@ -353,5 +353,8 @@ pub fn text(card: &serde_json::Value) -> String {
         card["mta_peak_rss_kib"],
         card["corrupt"],
         card["duplicates"],
+        card["tls"],
+        card["sink_tls_sessions"],
+        card["load_tls"],
     )
 }

@@ -115,10 +115,6 @@ impl Conn {
         if self.stream.is_tls() {
             let _ = self.stream.close().await;
         }
-        let _ = self
-            .stream
-            .tcp()
-            .shutdown(std::net::Shutdown::Both)
-            .await;
+        let _ = self.stream.tcp().shutdown(std::net::Shutdown::Both).await;
     }
 }

@@ -21,8 +21,8 @@
 //! messages attempted equals ok + refused + failed at the end.
 
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use glommio::{LocalExecutorPoolBuilder, PoolPlacement};

@@ -29,11 +29,11 @@ use std::time::{Duration, Instant};
 
 use futures_lite::{AsyncReadExt, AsyncWriteExt};
 use glommio::net::{TcpListener, TcpStream};
-use mta::tls::Stream;
 use glommio::{LocalExecutorPoolBuilder, PoolPlacement};
 use hdrhistogram::Histogram;
 use mta::smtp::command::parse_command;
 use mta::smtp::{BareLineEnding, Command, DataDecoder, DataEvent, ForwardPath, Line, LineReader};
+use mta::tls::Stream;
 use serde_json::json;
 
 use crate::message;

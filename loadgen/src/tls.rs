@@ -35,7 +35,9 @@ pub fn self_signed(dir: &Path) -> anyhow::Result<CertificateConfig> {
 }
 
 /// The sink's server configuration: from the given PEM files, or a generated certificate.
-pub fn server_config(files: Option<(PathBuf, PathBuf)>) -> anyhow::Result<Arc<rustls::ServerConfig>> {
+pub fn server_config(
+    files: Option<(PathBuf, PathBuf)>,
+) -> anyhow::Result<Arc<rustls::ServerConfig>> {
     let cert = match files {
         Some((cert_file, key_file)) => CertificateConfig {
             cert_file,
