@@ -5,7 +5,10 @@
 //! uses `--peer`, any MTA already running and routed to `--peer-sink`), drives the same load
 //! through it, waits until the sink has every message (or a deadline), stops everything it
 //! started, and prints machine, settings, accepted/s, delivered/s, latencies, MTA CPU per 1,000
-//! messages and peak RSS, as text and JSON.
+//! messages and peak RSS, as text and JSON. With `--tls` both legs are encrypted: the sinks
+//! offer STARTTLS, the load uses it, and the MTA gets a self-signed certificate generated into
+//! the run's temporary directory (its outbound STARTTLS to the sink is the default,
+//! opportunistic); the card says `tls: true`.
 //!
 //! What it does not do: no traffic off loopback; no tuning of the MTA beyond the options given.
 //!
@@ -47,6 +50,8 @@ pub struct BenchOptions {
     pub peer_sink: SocketAddr,
     /// Give up waiting for delivery after this long.
     pub deadline: Duration,
+    /// TLS on both legs.
+    pub tls: bool,
 }
 
 struct RunningSink {
@@ -55,7 +60,11 @@ struct RunningSink {
     thread: std::thread::JoinHandle<anyhow::Result<SinkStats>>,
 }
 
-fn start_sink(listen: SocketAddr, threads: usize) -> anyhow::Result<RunningSink> {
+fn start_sink(
+    listen: SocketAddr,
+    threads: usize,
+    tls: Option<Arc<rustls::ServerConfig>>,
+) -> anyhow::Result<RunningSink> {
     let control = Control::new();
     let (tx, rx) = std::sync::mpsc::channel();
     let c = control.clone();
@@ -73,6 +82,7 @@ fn start_sink(listen: SocketAddr, threads: usize) -> anyhow::Result<RunningSink>
         size: true,
         stop_after: 0,
         idle: Duration::ZERO,
+        tls,
     };
     let thread = std::thread::spawn(move || {
         sink::run(opts, c, |addr| {
@@ -171,6 +181,16 @@ fn start_mta(
     sink: SocketAddr,
 ) -> anyhow::Result<(Child, SocketAddr)> {
     let config = dir.join("mta.toml");
+    let tls = if opts.tls {
+        let cert = crate::tls::self_signed(dir)?;
+        format!(
+            "[tls]\n[[tls.certificates]]\ncert_file = \"{}\"\nkey_file = \"{}\"\n",
+            cert.cert_file.display(),
+            cert.key_file.display()
+        )
+    } else {
+        String::new()
+    };
     std::fs::write(
         &config,
         format!(
@@ -183,7 +203,7 @@ fn start_mta(
             opts.sync,
             opts.max_connections,
             dir.join("log").display()
-        ),
+        ) + &tls,
     )?;
     let mut child = Command::new(&opts.mta)
         .args(["run", "--config"])
@@ -222,8 +242,13 @@ fn start_mta(
 /// Runs the benchmark and returns the card as JSON.
 pub fn run(opts: BenchOptions) -> anyhow::Result<serde_json::Value> {
     let n = opts.send.messages;
+    let tls = if opts.tls {
+        Some(crate::tls::server_config(None)?)
+    } else {
+        None
+    };
     // 1. The wire limit: send straight into a sink.
-    let base_sink = start_sink("127.0.0.1:0".parse()?, opts.sink_threads)?;
+    let base_sink = start_sink("127.0.0.1:0".parse()?, opts.sink_threads, tls.clone())?;
     let mut o = opts.send.clone();
     o.target = base_sink.addr;
     let baseline = send::run(o, false)?;
@@ -235,7 +260,7 @@ pub fn run(opts: BenchOptions) -> anyhow::Result<serde_json::Value> {
     } else {
         "127.0.0.1:0".parse()?
     };
-    let sink = start_sink(listen, opts.sink_threads)?;
+    let sink = start_sink(listen, opts.sink_threads, tls)?;
     let dir = tempfile::Builder::new()
         .prefix("loadgen-bench")
         .tempdir_in(&opts.spool_parent)?;
@@ -282,8 +307,11 @@ pub fn run(opts: BenchOptions) -> anyhow::Result<serde_json::Value> {
         "mta": match opts.peer {
             Some(p) => json!({"peer": p.to_string()}),
             None => json!({"binary": opts.mta.display().to_string(), "shards": opts.shards,
-                "sync": opts.sync, "tls": false, "max_connections": opts.max_connections}),
+                "sync": opts.sync, "tls": opts.tls, "max_connections": opts.max_connections}),
         },
+        "tls": opts.tls,
+        "sink_tls_sessions": stats.tls_sessions,
+        "load_tls": report.json()["tls"],
         "load": report.settings,
         "messages": n,
         "accepted": accepted,
@@ -309,7 +337,7 @@ pub fn text(card: &serde_json::Value) -> String {
         "loadgen bench\n  machine:    {}\n  mta:        {}\n  load:       {}\n  messages:   {} accepted {} delivered {} (complete: {})\n  \
          accepted:   {:.1} msg/s   delivered: {:.1} msg/s   wire limit (send -> sink): {:.1} msg/s\n  \
          accept latency: {}\n  end-to-end latency (us): {}\n  mta cpu per 1000 msgs: {}s   peak rss: {} KiB\n  \
-         integrity: corrupt {} duplicates {}\n",
+         integrity: corrupt {} duplicates {}\n  tls: {} (sink TLS sessions {}, load {})\n",
         card["machine"],
         card["mta"],
         card["load"],
@@ -326,5 +354,8 @@ pub fn text(card: &serde_json::Value) -> String {
         card["mta_peak_rss_kib"],
         card["corrupt"],
         card["duplicates"],
+        card["tls"],
+        card["sink_tls_sessions"],
+        card["load_tls"],
     )
 }

@@ -10,6 +10,7 @@ mod message;
 mod report;
 mod send;
 mod sink;
+mod tls;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -89,6 +90,10 @@ struct BenchArgs {
     /// Write the card as JSON to this file ("-" = standard output).
     #[arg(long)]
     json: Option<PathBuf>,
+    /// TLS on both legs: the sink offers STARTTLS, the load uses it, and the MTA gets a
+    /// generated certificate (its outbound STARTTLS to the sink is opportunistic).
+    #[arg(long)]
+    tls: bool,
 }
 
 #[derive(clap::Args)]
@@ -123,6 +128,9 @@ struct SendArgs {
     /// Use BDAT when the server offers CHUNKING.
     #[arg(long)]
     bdat: bool,
+    /// STARTTLS after EHLO (any certificate accepted); fail if the server does not offer it.
+    #[arg(long)]
+    starttls: bool,
     /// Executors (threads), each pinned to a core. Default: one per core.
     #[arg(long)]
     threads: Option<usize>,
@@ -181,6 +189,15 @@ struct SinkArgs {
     /// Do not advertise SIZE.
     #[arg(long)]
     no_size: bool,
+    /// Offer STARTTLS (with a self-signed certificate made at start unless --tls-cert is given).
+    #[arg(long)]
+    tls: bool,
+    /// PEM certificate chain for --tls.
+    #[arg(long, requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// PEM private key for --tls.
+    #[arg(long, requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
     /// Stop after this many messages.
     #[arg(long, default_value_t = 0)]
     count: u64,
@@ -265,6 +282,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 per_connection: a.per_connection,
                 from: a.from,
                 timeout: Duration::from_secs(60),
+                starttls: a.starttls,
             };
             let report = send::run(opts, !a.quiet)?;
             print!("{}", report.text());
@@ -310,6 +328,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     per_connection: 0,
                     from: "loadgen@loadgen.test".into(),
                     timeout: Duration::from_secs(60),
+                    starttls: a.tls,
                 },
                 sink_threads: a.sink_threads.max(1),
                 mta,
@@ -320,6 +339,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 peer: a.peer,
                 peer_sink: a.peer_sink,
                 deadline: a.deadline,
+                tls: a.tls,
             };
             let card = bench::run(opts)?;
             print!("{}", bench::text(&card));
@@ -347,6 +367,11 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 size: !a.no_size,
                 stop_after: a.count,
                 idle: a.idle.unwrap_or(Duration::ZERO),
+                tls: if a.tls || a.tls_cert.is_some() {
+                    Some(tls::server_config(a.tls_cert.zip(a.tls_key))?)
+                } else {
+                    None
+                },
             };
             let control = sink::Control::new();
             let mut signals = signal_hook::iterator::Signals::new([libc::SIGTERM, libc::SIGINT])?;

@@ -1,6 +1,7 @@
 //! Results of a `send` run: reply counts, latency percentiles, as text and JSON.
 //!
-//! What it does: merges per-thread counters and histograms into one report and renders it.
+//! What it does: merges per-thread counters and histograms into one report and renders it, with
+//! what the first TLS connection negotiated and the first connection error (if any).
 //!
 //! What it does not do: no measuring (the sender records), no I/O besides the caller's print.
 //!
@@ -11,6 +12,8 @@ use std::time::Duration;
 
 use hdrhistogram::Histogram;
 use serde_json::json;
+
+use mta::tls::TlsInfo;
 
 use crate::send::SendOptions;
 
@@ -106,6 +109,10 @@ pub struct Report {
     pub reply: Percentiles,
     /// Whole transaction (from the intended send time in open loop).
     pub transaction: Percentiles,
+    /// What the first TLS connection negotiated (None: plaintext).
+    pub tls: Option<TlsInfo>,
+    /// The first connection error, if any.
+    pub first_error: Option<String>,
 }
 
 impl Report {
@@ -129,6 +136,7 @@ impl Report {
                 "domains": opts.domains.len(),
                 "pipelining": opts.pipelining,
                 "bdat": opts.bdat,
+                "starttls": opts.starttls,
                 "threads": opts.threads,
                 "rate": opts.rate,
                 "messages": opts.duration.is_none().then_some(opts.messages),
@@ -138,6 +146,8 @@ impl Report {
             counts,
             reply: Percentiles::of(reply),
             transaction: Percentiles::of(transaction),
+            tls: None,
+            first_error: None,
         }
     }
 
@@ -171,6 +181,13 @@ impl Report {
 
     /// Human-readable report.
     pub fn text(&self) -> String {
+        let mut extra = match &self.tls {
+            Some(t) => format!("  tls: {t}\n"),
+            None => "  tls: none\n".to_owned(),
+        };
+        if let Some(e) = &self.first_error {
+            extra.push_str(&format!("  first connection error: {e}\n"));
+        }
         let codes: Vec<String> = self
             .counts
             .by_code
@@ -180,7 +197,7 @@ impl Report {
         format!(
             "loadgen send: run {} -> {}\n  settings: {}\n  elapsed {:.3}s  attempted {}  ok {}  \
              4xx {}  5xx {}  failed {}  connect_errors {}\n  rate {:.1} msg/s\n  replies: {}\n  \
-             reply latency (end of data -> reply): {}\n  transaction latency: {}\n",
+             reply latency (end of data -> reply): {}\n  transaction latency: {}\n{}",
             self.run,
             self.target,
             self.settings,
@@ -194,7 +211,8 @@ impl Report {
             self.rate(),
             codes.join(" "),
             self.reply.text(),
-            self.transaction.text()
+            self.transaction.text(),
+            extra
         )
     }
 
@@ -222,6 +240,8 @@ impl Report {
             "replies": codes,
             "reply_latency": self.reply.json(),
             "transaction_latency": self.transaction.json(),
+            "tls": self.tls.as_ref().map(|t| json!({"version": t.version, "cipher": t.cipher})),
+            "first_error": self.first_error,
         })
     }
 }

@@ -9,20 +9,27 @@
 //! whole transaction, counts every reply class, prints a progress line every second and a final
 //! report.
 //!
-//! What it does not do: no TLS yet; it never connects anywhere but the given target.
+//! With `--starttls` every connection upgrades to TLS after its first EHLO (any certificate is
+//! accepted) and says EHLO again; a server that does not offer STARTTLS ends the run with an
+//! error instead of silently sending plaintext. The report carries what the first TLS
+//! connection negotiated.
+//!
+//! What it does not do: no certificate checks, no AUTH; it never connects anywhere but the
+//! given target.
 //!
 //! Invariants: bounded by message count or duration (and a hard wall-clock limit); the number of
 //! messages attempted equals ok + refused + failed at the end.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use glommio::{LocalExecutorPoolBuilder, PoolPlacement};
 use hdrhistogram::Histogram;
 use mta::smtp::data::dot_stuff;
 use mta::smtp::ehlo::Extensions;
+use mta::tls::TlsInfo;
 
 use crate::conn::Conn;
 use crate::message;
@@ -61,6 +68,8 @@ pub struct SendOptions {
     pub from: String,
     /// Connect and reply timeout.
     pub timeout: Duration,
+    /// STARTTLS after EHLO; fail if not offered.
+    pub starttls: bool,
 }
 
 struct Shared {
@@ -69,7 +78,25 @@ struct Shared {
     errors: AtomicU64,
     stop: AtomicBool,
     p99_us: Vec<AtomicU64>,
+    /// The client configuration, with `starttls`.
+    tls: Option<Arc<rustls::ClientConfig>>,
+    /// What the first TLS connection negotiated.
+    negotiated: Mutex<Option<TlsInfo>>,
+    /// The first connection error, for the report.
+    first_error: Mutex<Option<String>>,
 }
+
+/// A connection error that no retry can fix (the run stops).
+#[derive(Debug)]
+struct Fatal(String);
+
+impl std::fmt::Display for Fatal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for Fatal {}
 
 /// Per-thread results.
 struct ThreadResult {
@@ -96,6 +123,13 @@ pub fn run(opts: SendOptions, progress: bool) -> anyhow::Result<Report> {
         errors: AtomicU64::new(0),
         stop: AtomicBool::new(false),
         p99_us: (0..threads).map(|_| AtomicU64::new(0)).collect(),
+        tls: if opts.starttls {
+            Some(crate::tls::client_config()?)
+        } else {
+            None
+        },
+        negotiated: Mutex::new(None),
+        first_error: Mutex::new(None),
     });
     let run_id = format!("{:x}", message::now_nanos() as u64);
     let started = Instant::now();
@@ -153,14 +187,10 @@ pub fn run(opts: SendOptions, progress: bool) -> anyhow::Result<Report> {
         reply.add(&r.reply)?;
         transaction.add(&r.transaction)?;
     }
-    Ok(Report::new(
-        &opts,
-        &run_id,
-        elapsed,
-        counts,
-        &reply,
-        &transaction,
-    ))
+    let mut report = Report::new(&opts, &run_id, elapsed, counts, &reply, &transaction);
+    report.tls = shared.negotiated.lock().expect("lock").clone();
+    report.first_error = shared.first_error.lock().expect("lock").clone();
+    Ok(report)
 }
 
 async fn thread_main(
@@ -245,15 +275,23 @@ async fn connection_loop(
     let mut pending: Option<u64> = None;
     let mut failures = 0u32;
     'connections: loop {
-        let (mut conn, ext) = match open(opts).await {
+        let (mut conn, ext) = match open(opts, shared).await {
             Ok(x) => {
                 failures = 0;
                 x
             }
-            Err(_) => {
+            Err(e) => {
                 result.borrow_mut().counts.connect_errors += 1;
                 shared.errors.fetch_add(1, Ordering::Relaxed);
+                shared
+                    .first_error
+                    .lock()
+                    .expect("lock")
+                    .get_or_insert_with(|| format!("{e:#}"));
                 failures += 1;
+                if e.downcast_ref::<Fatal>().is_some() {
+                    shared.stop.store(true, Ordering::SeqCst);
+                }
                 if failures > 20 || shared.stop.load(Ordering::Relaxed) {
                     // The server is gone: account for the message we held and stop.
                     if pending.is_some() {
@@ -348,14 +386,39 @@ async fn connection_loop(
     }
 }
 
-async fn open(opts: &SendOptions) -> anyhow::Result<(Conn, Extensions)> {
+async fn open(opts: &SendOptions, shared: &Shared) -> anyhow::Result<(Conn, Extensions)> {
     let mut conn = Conn::connect(opts.target, opts.timeout).await?;
     let greeting = conn.reply().await?;
     anyhow::ensure!(greeting.code == 220, "greeting {greeting}");
+    let mut ext = ehlo(&mut conn).await?;
+    if let Some(config) = &shared.tls {
+        if !ext.starttls {
+            return Err(Fatal(format!("{} does not offer STARTTLS", opts.target)).into());
+        }
+        conn.write(b"STARTTLS\r\n").await?;
+        let ready = conn.reply().await?;
+        if ready.code != 220 {
+            return Err(Fatal(format!("STARTTLS refused: {ready}")).into());
+        }
+        conn = conn
+            .upgrade(config.clone(), crate::tls::server_name(opts.target))
+            .await
+            .map_err(|e| e.context("TLS handshake"))?;
+        shared
+            .negotiated
+            .lock()
+            .expect("lock")
+            .get_or_insert_with(|| conn.tls().expect("TLS is on"));
+        ext = ehlo(&mut conn).await?;
+    }
+    Ok((conn, ext))
+}
+
+async fn ehlo(conn: &mut Conn) -> anyhow::Result<Extensions> {
     conn.write(b"EHLO loadgen.test\r\n").await?;
     let ehlo = conn.reply().await?;
     anyhow::ensure!(ehlo.is_positive_completion(), "EHLO {ehlo}");
-    Ok((conn, Extensions::from_reply(&ehlo)))
+    Ok(Extensions::from_reply(&ehlo))
 }
 
 /// One transaction; returns the code of the deciding reply and the reply latency.

@@ -7,9 +7,12 @@
 //! end-to-end latency from their send time. Faults on request: a share of given replies at RCPT
 //! or at the end of data (per domain or for all), `421` at the greeting, fixed or random reply
 //! delays, a cap on concurrent connections, connections dropped mid-DATA, and extensions
-//! switched off.
+//! switched off. With a TLS configuration it offers STARTTLS (RFC 3207: input buffered before
+//! the upgrade is discarded, the session starts over and needs a new EHLO) and counts the
+//! sessions that upgraded.
 //!
-//! What it does not do: no storage (messages are counted and dropped), no TLS yet.
+//! What it does not do: no storage (messages are counted and dropped), no implicit TLS, no
+//! client certificates (certificate setup is in `tls.rs`).
 //!
 //! Invariants: every accepted message is counted exactly once; the parser is the MTA's own
 //! (CRLF-only line framing, DATA decoding), so what the sink counts is what an RFC-conforming
@@ -30,6 +33,7 @@ use glommio::{LocalExecutorPoolBuilder, PoolPlacement};
 use hdrhistogram::Histogram;
 use mta::smtp::command::parse_command;
 use mta::smtp::{BareLineEnding, Command, DataDecoder, DataEvent, ForwardPath, Line, LineReader};
+use mta::tls::Stream;
 use serde_json::json;
 
 use crate::message;
@@ -113,6 +117,8 @@ pub struct SinkOptions {
     pub stop_after: u64,
     /// Stop after this long without a message once one arrived (zero = never).
     pub idle: Duration,
+    /// Offer STARTTLS with this configuration.
+    pub tls: Option<Arc<rustls::ServerConfig>>,
 }
 
 /// Counts of one domain.
@@ -147,6 +153,8 @@ pub struct SinkStats {
     pub injected: BTreeMap<String, u64>,
     /// Connections accepted.
     pub connections: u64,
+    /// Sessions upgraded with STARTTLS.
+    pub tls_sessions: u64,
     /// End-to-end latency (send time to end of data), microseconds.
     pub latency: Histogram<u64>,
     /// Seconds from first to last message.
@@ -168,6 +176,7 @@ impl Default for SinkStats {
             checked: 0,
             injected: BTreeMap::new(),
             connections: 0,
+            tls_sessions: 0,
             latency: Histogram::new_with_bounds(1, 3_600_000_000, 3).expect("bounds"),
             active_seconds: 0.0,
             ids: HashSet::new(),
@@ -200,6 +209,7 @@ impl SinkStats {
             *self.injected.entry(k).or_default() += n;
         }
         self.connections += other.connections;
+        self.tls_sessions += other.tls_sessions;
         let _ = self.latency.add(&other.latency);
         self.first = match (self.first, other.first) {
             (Some(a), Some(b)) => Some(a.min(b)),
@@ -215,13 +225,14 @@ impl SinkStats {
     pub fn text(&self) -> String {
         let p = |q: f64| self.latency.value_at_quantile(q) as f64 / 1000.0;
         let mut s = format!(
-            "loadgen sink: messages {} recipients {} bytes {} connections {} corrupt {} duplicates {} \
-             checked {}\n  rate {:.1} msg/s over {:.3}s\n  end-to-end latency: p50={:.2}ms \
+            "loadgen sink: messages {} recipients {} bytes {} connections {} tls_sessions {} \
+             corrupt {} duplicates {} checked {}\n  rate {:.1} msg/s over {:.3}s\n  end-to-end latency: p50={:.2}ms \
              p99={:.2}ms max={:.2}ms\n",
             self.messages,
             self.recipients,
             self.bytes,
             self.connections,
+            self.tls_sessions,
             self.corrupt,
             self.duplicates,
             self.checked,
@@ -261,6 +272,7 @@ impl SinkStats {
             "recipients": self.recipients,
             "bytes": self.bytes,
             "connections": self.connections,
+            "tls_sessions": self.tls_sessions,
             "corrupt": self.corrupt,
             "duplicates": self.duplicates,
             "checked": self.checked,
@@ -488,23 +500,25 @@ async fn shard(
     stats
 }
 
-async fn session(sh: &Shard, mut stream: TcpStream) -> anyhow::Result<()> {
-    stream.set_nodelay(true).map_err(crate::gerr)?;
-    stream
-        .set_read_timeout(Some(Duration::from_secs(300)))
+/// Writes and flushes (TLS holds its records until flushed).
+async fn send(stream: &mut Stream, data: &[u8]) -> std::io::Result<()> {
+    stream.write_all(data).await?;
+    stream.flush().await
+}
+
+async fn session(sh: &Shard, tcp: TcpStream) -> anyhow::Result<()> {
+    tcp.set_nodelay(true).map_err(crate::gerr)?;
+    tcp.set_read_timeout(Some(Duration::from_secs(300)))
         .map_err(crate::gerr)?;
+    let mut stream = Stream::Plain(tcp);
     let mut out = Vec::with_capacity(512);
     if (sh.opts.max_connections > 0 && sh.active.get() > sh.opts.max_connections)
         || sh.chance(sh.opts.greeting_421)
     {
-        stream
-            .write_all(b"421 4.7.0 sink.test too busy\r\n")
-            .await?;
+        send(&mut stream, b"421 4.7.0 sink.test too busy\r\n").await?;
         return Ok(());
     }
-    stream
-        .write_all(b"220 sink.test ESMTP loadgen sink\r\n")
-        .await?;
+    send(&mut stream, b"220 sink.test ESMTP loadgen sink\r\n").await?;
     let mut buf = vec![0u8; 64 * 1024];
     let (mut start, mut end) = (0, 0);
     let mut lines = LineReader::new(4096);
@@ -571,6 +585,9 @@ async fn session(sh: &Shard, mut stream: TcpStream) -> anyhow::Result<()> {
                     if sh.opts.size {
                         out.extend_from_slice(b"250-SIZE 104857600\r\n");
                     }
+                    if sh.opts.tls.is_some() && !stream.is_tls() {
+                        out.extend_from_slice(b"250-STARTTLS\r\n");
+                    }
                     out.extend_from_slice(
                         b"250-8BITMIME\r\n250-SMTPUTF8\r\n250 ENHANCEDSTATUSCODES\r\n",
                     );
@@ -600,7 +617,7 @@ async fn session(sh: &Shard, mut stream: TcpStream) -> anyhow::Result<()> {
                 Ok(Command::Data) if in_tx && !rcpts.is_empty() => {
                     out.extend_from_slice(b"354 go ahead\r\n");
                     data = Some(DataDecoder::new(200 << 20, BareLineEnding::Normalize));
-                    stream.write_all(&out).await?;
+                    send(&mut stream, &out).await?;
                     out.clear();
                     if sh.chance(sh.opts.drop_mid_data) {
                         return Ok(());
@@ -638,8 +655,26 @@ async fn session(sh: &Shard, mut stream: TcpStream) -> anyhow::Result<()> {
                 }
                 Ok(Command::Quit) => {
                     out.extend_from_slice(b"221 2.0.0 bye\r\n");
-                    stream.write_all(&out).await?;
+                    send(&mut stream, &out).await?;
                     return Ok(());
+                }
+                Ok(Command::StartTls) if stream.is_tls() => {
+                    out.extend_from_slice(b"503 5.5.1 TLS already active\r\n")
+                }
+                Ok(Command::StartTls) if sh.opts.tls.is_some() => {
+                    out.extend_from_slice(b"220 2.0.0 ready\r\n");
+                    send(&mut stream, &out).await?;
+                    out.clear();
+                    let config = sh.opts.tls.clone().expect("checked");
+                    stream = stream.accept_tls(config).await?;
+                    sh.stats.borrow_mut().tls_sessions += 1;
+                    // RFC 3207: forget everything from before the handshake.
+                    (start, end) = (0, 0);
+                    lines = LineReader::new(4096);
+                    in_tx = false;
+                    rcpts.clear();
+                    body.clear();
+                    break;
                 }
                 Ok(Command::Noop) => out.extend_from_slice(b"250 2.0.0 ok\r\n"),
                 Ok(Command::Data | Command::Rcpt(..)) => {
@@ -650,7 +685,7 @@ async fn session(sh: &Shard, mut stream: TcpStream) -> anyhow::Result<()> {
             }
         }
         if !out.is_empty() {
-            stream.write_all(&out).await?;
+            send(&mut stream, &out).await?;
             out.clear();
         }
         if start == end {

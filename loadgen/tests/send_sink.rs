@@ -1,11 +1,26 @@
 //! `loadgen send` into `loadgen sink` through real sockets: integrity, counts, fault injection,
-//! and the MTA itself as a target.
+//! STARTTLS on both sides, and the MTA itself as a target (plaintext and TLS benches).
 
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 const LOADGEN: &str = env!("CARGO_BIN_EXE_loadgen");
+
+/// The mta binary: next to loadgen in the same target directory, else the workspace default.
+fn mta_binary() -> String {
+    let sibling = std::path::Path::new(LOADGEN).with_file_name("mta");
+    let mta = if sibling.exists() {
+        sibling.display().to_string()
+    } else {
+        env!("CARGO_MANIFEST_DIR").to_owned() + "/../target/debug/mta"
+    };
+    assert!(
+        std::path::Path::new(&mta).exists(),
+        "the mta binary is built by `cargo test --workspace` (or `cargo build --bin mta`)"
+    );
+    mta
+}
 
 struct Sink {
     child: Child,
@@ -178,10 +193,6 @@ fn sends_to_the_mta() {
     )
     .unwrap();
     let mta = mta_binary();
-    assert!(
-        std::path::Path::new(&mta).exists(),
-        "the mta binary is built by `cargo test --workspace` (or `cargo build`)"
-    );
     let mut child = Command::new(&mta)
         .args(["run", "--config"])
         .arg(&config)
@@ -215,10 +226,6 @@ fn sends_to_the_mta() {
 fn bench_runs_end_to_end_and_its_card_parses() {
     let dir = tempfile::tempdir().unwrap();
     let mta = mta_binary();
-    assert!(
-        std::path::Path::new(&mta).exists(),
-        "the mta binary is built by `cargo test --workspace`"
-    );
     let json = dir.path().join("card.json");
     let out = Command::new(LOADGEN)
         .args([
@@ -256,13 +263,112 @@ fn bench_runs_end_to_end_and_its_card_parses() {
     assert!(card["mta_peak_rss_kib"].as_u64().unwrap() > 0);
 }
 
-/// The `mta` binary next to this test's own (`<target>/<profile>/mta`), wherever the target
-/// directory is (`CARGO_TARGET_DIR` included).
-fn mta_binary() -> String {
-    let exe = std::env::current_exe().expect("test binary path");
-    let profile_dir = exe
-        .parent()
-        .and_then(|deps| deps.parent())
-        .expect("<target>/<profile>/deps/<test>");
-    profile_dir.join("mta").to_string_lossy().into_owned()
+#[test]
+fn starttls_send_into_tls_sink() {
+    let dir = tempfile::tempdir().unwrap();
+    let sink_json = dir.path().join("sink.json");
+    let sink = Sink::start(&["--tls", "--json", sink_json.to_str().unwrap()]);
+    let (ok, report) = send(
+        &sink.addr,
+        &["-c", "4", "-n", "600", "--starttls", "--size", "200-6000"],
+        &dir.path().join("send.json"),
+    );
+    assert!(ok, "{report}");
+    assert_eq!(report["ok"], 600);
+    assert_eq!(report["settings"]["starttls"], true);
+    let version = report["tls"]["version"].as_str().unwrap();
+    assert!(version == "TLSv1.3" || version == "TLSv1.2", "{report}");
+    assert!(report["tls"]["cipher"].as_str().unwrap().starts_with("TLS"));
+    // BDAT over TLS too.
+    let (ok, report) = send(
+        &sink.addr,
+        &["-c", "2", "-n", "100", "--starttls", "--bdat"],
+        &dir.path().join("bdat.json"),
+    );
+    assert!(ok && report["ok"] == 100, "{report}");
+    let counts = sink.finish(&sink_json);
+    assert_eq!(counts["messages"], 700);
+    assert_eq!(counts["checked"], 700);
+    assert_eq!(counts["corrupt"], 0);
+    assert_eq!(counts["duplicates"], 0);
+    assert_eq!(counts["tls_sessions"], counts["connections"]);
+    assert!(counts["tls_sessions"].as_u64().unwrap() >= 6, "{counts}");
+}
+
+#[test]
+fn starttls_against_a_plaintext_sink_fails_cleanly() {
+    let dir = tempfile::tempdir().unwrap();
+    let sink = Sink::start(&[]);
+    let json = dir.path().join("send.json");
+    let started = Instant::now();
+    let mut child = Command::new(LOADGEN)
+        .args(["send", "--target", &sink.addr, "-q", "--starttls"])
+        .args(["-c", "3", "-n", "100", "--json"])
+        .arg(&json)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if started.elapsed() > Duration::from_secs(30) {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("send --starttls hung against a sink without TLS");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(!status.success());
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    assert_eq!(report["ok"], 0);
+    assert!(report["connect_errors"].as_u64().unwrap() > 0, "{report}");
+    assert!(report["tls"].is_null());
+    let error = report["first_error"].as_str().unwrap();
+    assert!(error.contains("does not offer STARTTLS"), "{error}");
+}
+
+#[test]
+fn bench_with_tls_on_both_legs() {
+    let dir = tempfile::tempdir().unwrap();
+    let mta = mta_binary();
+    let json = dir.path().join("card.json");
+    let mut child = Command::new(LOADGEN)
+        .args(["bench", "--tls", "-n", "300", "-c", "10", "--shards", "2"])
+        .args(["--mta", &mta, "--spool-dir"])
+        .arg(dir.path())
+        .arg("--json")
+        .arg(&json)
+        .args(["--deadline", "60s"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let started = Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if started.elapsed() > Duration::from_secs(150) {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("bench --tls did not finish");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let card: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    assert!(status.success(), "{card}");
+    assert_eq!(card["tls"], true);
+    assert_eq!(card["mta"]["tls"], true);
+    assert_eq!(card["load"]["starttls"], true);
+    assert!(card["load_tls"]["version"].is_string(), "{card}");
+    assert_eq!(card["accepted"], 300);
+    assert_eq!(card["delivered"], 300);
+    assert_eq!(card["complete"], true);
+    assert_eq!(card["corrupt"], 0);
+    // The MTA's outbound leg upgraded too: the sink saw TLS sessions.
+    assert!(card["sink_tls_sessions"].as_u64().unwrap() > 0, "{card}");
 }

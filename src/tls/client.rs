@@ -9,6 +9,8 @@
 //! What it does not do: no DANE, no MTA-STS (the `verify` policy is configured per destination),
 //! no client certificates.
 //!
+//! [`any_certificate_config`] builds the first alone (no trust store is read).
+//!
 //! Invariants: TLS 1.2 and 1.3 only; one [`ClientTls`] per shard, shared by its connections.
 
 use std::path::Path;
@@ -55,12 +57,7 @@ impl ClientTls {
             what: "client configuration".to_owned(),
             err,
         };
-        let any = rustls::ClientConfig::builder_with_provider(provider.clone())
-            .with_protocol_versions(VERSIONS)
-            .map_err(rustls_error)?
-            .dangerous()
-            .with_custom_certificate_verifier(Arc::new(AnyCertificate(provider.clone())))
-            .with_no_client_auth();
+        let any = any_certificate_config()?;
         let mut roots = rustls::RootCertStore::empty();
         match ca_file {
             Some(path) => {
@@ -84,10 +81,27 @@ impl ClientTls {
             .with_root_certificates(roots)
             .with_no_client_auth();
         Ok(ClientTls {
-            any: Arc::new(any),
+            any,
             verified: Arc::new(verified),
         })
     }
+}
+
+/// The configuration that accepts any server certificate (handshake signatures are still
+/// checked), without touching the system trust store: opportunistic STARTTLS, and tools that
+/// talk to test servers with self-signed certificates.
+pub fn any_certificate_config() -> Result<Arc<rustls::ClientConfig>, TlsError> {
+    let provider = provider();
+    let config = rustls::ClientConfig::builder_with_provider(provider.clone())
+        .with_protocol_versions(VERSIONS)
+        .map_err(|err| TlsError::Rustls {
+            what: "client configuration".to_owned(),
+            err,
+        })?
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(AnyCertificate(provider)))
+        .with_no_client_auth();
+    Ok(Arc::new(config))
 }
 
 /// Accepts any certificate but still checks the handshake signatures.

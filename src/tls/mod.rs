@@ -17,7 +17,7 @@ mod client;
 mod server;
 mod stream;
 
-pub use client::{ClientTls, TlsPolicy};
+pub use client::{ClientTls, TlsPolicy, any_certificate_config};
 pub use server::{CertificateConfig, ServerTls};
 pub use stream::Stream;
 
