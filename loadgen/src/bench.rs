@@ -197,7 +197,7 @@ fn start_mta(
             "hostname = \"bench.loadgen.test\"\nshards = {}\n[[listeners]]\naddress = \"127.0.0.1:0\"\n\
              [spool]\npath = \"{}\"\nsync = \"{}\"\nmin_free_space = 0\nmin_free_percent = 0.0\n\
              [smtp]\nmax_connections_per_ip = 0\n\
-             [delivery]\nrelay_host = \"{sink}\"\nmax_connections = {}\n[log]\ndir = \"{}\"\n",
+             [delivery]\nrelay_host = \"{sink}\"\nmax_connections = {}\n[log]\ndir = \"{}\"\n[admin]\nlisten = \"127.0.0.1:0\"\n",
             opts.shards,
             dir.join("spool").display(),
             opts.sync,
