@@ -196,3 +196,47 @@ fn wrong_passwords_are_refused_then_throttled() {
     assert!(!out.status.success());
     assert!(mta.stop().success());
 }
+
+#[test]
+fn sighup_reloads_certificates() {
+    let dir = tempdir();
+    let (certs, config) = tls_config(dir.path(), "");
+    let mut mta = Mta::start(dir.path(), &config);
+    let ca = certs.ca.to_str().unwrap();
+    assert_eq!(python("starttls", mta.addr, &[ca])["cn"], "mx.test");
+    // Replace the default certificate's files with the second one's, then SIGHUP: a client
+    // asking for mx.test then gets a certificate that is not valid for it.
+    let (cert0, key0) = &certs.leaves[0];
+    let (cert1, key1) = &certs.leaves[1];
+    std::fs::copy(cert1, cert0).unwrap();
+    std::fs::copy(key1, key0).unwrap();
+    mta.signal(libc::SIGHUP);
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/python/tls_client.py");
+    let port = mta.addr.port().to_string();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let out = Command::new("python3")
+            .args([script, "starttls", "127.0.0.1", &port, ca, "mx.test"])
+            .output()
+            .unwrap();
+        if !out.status.success() {
+            let err = String::from_utf8_lossy(&out.stderr);
+            assert!(
+                err.contains("CERTIFICATE_VERIFY_FAILED") || err.contains("match"),
+                "{err}"
+            );
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "certificates not reloaded"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    // Sessions keep working with the new certificate.
+    assert_eq!(
+        python("starttls", mta.addr, &[ca, "other.test"])["cn"],
+        "other.test"
+    );
+    assert!(mta.stop().success());
+}
