@@ -10,7 +10,8 @@
 //! `spool` and `config`. This is the only module that knows how the pieces fit.
 //!
 //! Invariants: a shard shares nothing mutable with another; the only cross-thread values are
-//! the configuration (read-only), the stop request (one atomic) and the start-up channel.
+//! the configuration (read-only), what is loaded from files at start (certificates, users,
+//! DKIM keys: read-only), the stop request (one atomic) and the start-up channel.
 
 use std::cell::RefCell;
 use std::net::SocketAddr;
@@ -54,6 +55,9 @@ pub enum ShardError {
     /// The inbound TLS certificates could not be loaded.
     #[error("TLS: {0}")]
     Tls(#[from] crate::tls::TlsError),
+    /// A DKIM key could not be loaded.
+    #[error("DKIM: {0}")]
+    Dkim(#[from] crate::dkim::DkimError),
     /// The users file could not be loaded.
     #[error("auth: {0}")]
     Auth(#[from] crate::auth::AuthError),
@@ -94,6 +98,11 @@ pub fn run(
         Some(path) => Some(Arc::new(Users::load(path)?)),
         None => None,
     };
+    // Likewise the DKIM keys: a missing or bad key file stops the start, naming the file.
+    let dkim = match config.dkim.enabled {
+        true => Some(Arc::new(crate::dkim::Signer::from_config(&config.dkim)?)),
+        false => None,
+    };
     let auth_throttle = Login::shared_throttle(&config.auth);
     let config = Arc::new(config);
     let next_index = Arc::new(AtomicUsize::new(0));
@@ -118,6 +127,7 @@ pub fn run(
                 tls: server_tls.clone(),
                 users: users.clone(),
                 auth_throttle: auth_throttle.clone(),
+                dkim: dkim.clone(),
             };
             async move { shard_main(index, config, addrs, inbound, signals, ready).await }
         })
@@ -300,14 +310,18 @@ async fn shard_main(
         tx
     });
     let delivering = stage.clone().map(|s| glommio::spawn_local(s.run()));
-    let ctx = Rc::new(ServerContext::new(
+    let mut ctx = ServerContext::new(
         &config,
         spool.clone(),
         ids,
         accepted,
         shutdown.clone(),
         inbound.auth_throttle,
-    ));
+    );
+    ctx.dkim = inbound
+        .dkim
+        .map(|signer| crate::server::dkim::Signing::new(signer, &config.dkim));
+    let ctx = Rc::new(ctx);
     let tls_loaded = inbound.tls.is_some();
     *ctx.tls.borrow_mut() = inbound.tls;
     ctx.login.replace_users(inbound.users);
@@ -389,6 +403,7 @@ struct Inbound {
     tls: Option<ServerTls>,
     users: Option<Arc<Users>>,
     auth_throttle: Arc<std::sync::Mutex<crate::auth::FailureThrottle>>,
+    dkim: Option<Arc<crate::dkim::Signer>>,
 }
 
 /// Reloads what can change while running: the inbound certificates and the users file. A

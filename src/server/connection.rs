@@ -2,7 +2,7 @@
 //!
 //! What it does: reads into one buffer per connection (no copy: glommio reads straight into
 //! it), lets the session consume whole commands and data, writes each batch of replies in one
-//! write (RFC 2920), spools complete messages and awaits their group commit before the `250`,
+//! write (RFC 2920), DKIM-signs complete messages when in scope, spools them and awaits their group commit before the `250`,
 //! and enforces the inbound timeouts and the shutdown deadline.
 //!
 //! What it does not do: no protocol parsing (the session does it), no delivery.
@@ -127,8 +127,14 @@ async fn run(
             match action {
                 Action::Read => break,
                 Action::Flush => write(slot, &mut out).await?,
-                Action::Queue(record) => {
+                Action::Queue(mut record) => {
                     let id = QueueId(record.id);
+                    if let Some(dkim) = &ctx.dkim {
+                        // Mail we originate: an authenticated client or a trusted network.
+                        let originated =
+                            record.auth.is_some() || entry.session.relay.is_trusted(peer.ip());
+                        dkim.sign(&mut record, originated).await;
+                    }
                     let result = ctx.spool.append_message(&record).await;
                     match &result {
                         Ok(()) => {

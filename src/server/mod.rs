@@ -2,7 +2,7 @@
 //!
 //! What it does: accepts connections on the shard's own listeners, runs one task per
 //! connection that drives a sans-IO [`session::Session`] over the socket, and hands complete
-//! messages to the shard's spool; the reply `250` goes out only once the spool says the message
+//! messages to the shard's spool (DKIM-signed first when in scope, see [`dkim`]); the reply `250` goes out only once the spool says the message
 //! is durable.
 //!
 //! What it does not do: no delivery (accepted messages leave through a value handed to the
@@ -12,6 +12,7 @@
 //! borrow held across `.await`); every socket has TCP_NODELAY.
 
 pub mod connection;
+pub mod dkim;
 pub mod listener;
 pub mod login;
 pub mod received;
@@ -87,6 +88,8 @@ pub struct ServerContext {
     pub tls: RefCell<Option<crate::tls::ServerTls>>,
     /// AUTH credential checks.
     pub login: login::Login,
+    /// DKIM signing of accepted mail; None = `[dkim]` disabled.
+    pub dkim: Option<dkim::Signing>,
 }
 
 impl ServerContext {
@@ -119,6 +122,7 @@ impl ServerContext {
             stats: ServerStats::default(),
             tls: RefCell::new(None),
             login: login::Login::new(&config.auth, None, auth_throttle),
+            dkim: None,
         }
     }
 }
