@@ -7,7 +7,8 @@
 //! started, and prints machine, settings, accepted/s, delivered/s, latencies, MTA CPU per 1,000
 //! messages and peak RSS, as text and JSON.
 //!
-//! What it does not do: no traffic off loopback; no tuning of the MTA beyond the options given.
+//! What it does not do: no traffic off loopback; no tuning of the MTA beyond the options given
+//! (`--mta-config-extra` appends TOML, e.g. a `[dkim]` section, to the generated configuration).
 //!
 //! Invariants: bounded in count and time; every process it started is stopped by PID.
 
@@ -47,6 +48,8 @@ pub struct BenchOptions {
     pub peer_sink: SocketAddr,
     /// Give up waiting for delivery after this long.
     pub deadline: Duration,
+    /// TOML appended to the generated MTA configuration (`--mta-config-extra`).
+    pub mta_config_extra: Option<String>,
 }
 
 struct RunningSink {
@@ -182,7 +185,7 @@ fn start_mta(
             opts.sync,
             opts.max_connections,
             dir.join("log").display()
-        ),
+        ) + opts.mta_config_extra.as_deref().unwrap_or(""),
     )?;
     let mut child = Command::new(&opts.mta)
         .args(["run", "--config"])
@@ -281,7 +284,8 @@ pub fn run(opts: BenchOptions) -> anyhow::Result<serde_json::Value> {
         "mta": match opts.peer {
             Some(p) => json!({"peer": p.to_string()}),
             None => json!({"binary": opts.mta.display().to_string(), "shards": opts.shards,
-                "sync": opts.sync, "tls": false, "max_connections": opts.max_connections}),
+                "sync": opts.sync, "tls": false, "max_connections": opts.max_connections,
+                "config_extra": opts.mta_config_extra.is_some()}),
         },
         "load": report.settings,
         "messages": n,

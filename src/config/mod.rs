@@ -457,7 +457,10 @@ impl Config {
             return Ok(());
         }
         if dkim.keys.is_empty() {
-            return invalid("dkim.keys".into(), "signing is enabled but no key is set".into());
+            return invalid(
+                "dkim.keys".into(),
+                "signing is enabled but no key is set".into(),
+            );
         }
         for (i, k) in dkim.keys.iter().enumerate() {
             if !is_hostname(k.domain.trim_end_matches('.')) {

@@ -108,7 +108,8 @@ pub struct DkimKeyConfig {
     /// The selector (`s=`); the public key is published at
     /// `<selector>._domainkey.<domain>`.
     pub selector: String,
-    /// The signature algorithm of this key.
+    /// The signature algorithm of this key (default `rsa-sha256`).
+    #[serde(default)]
     pub algorithm: Algorithm,
     /// The private key as PEM: RSA in PKCS#1 or PKCS#8, Ed25519 in PKCS#8.
     pub key_file: PathBuf,
