@@ -7,6 +7,15 @@ use std::time::{Duration, Instant};
 
 const LOADGEN: &str = env!("CARGO_BIN_EXE_loadgen");
 
+/// The workspace's `mta` binary: next to `loadgen` in the same target directory (which need
+/// not be `target/`, e.g. with `CARGO_TARGET_DIR`).
+fn mta_binary() -> String {
+    std::path::Path::new(LOADGEN)
+        .with_file_name("mta")
+        .display()
+        .to_string()
+}
+
 struct Sink {
     child: Child,
     addr: String,
@@ -177,7 +186,7 @@ fn sends_to_the_mta() {
         ),
     )
     .unwrap();
-    let mta = env!("CARGO_MANIFEST_DIR").to_owned() + "/../target/debug/mta";
+    let mta = mta_binary();
     assert!(
         std::path::Path::new(&mta).exists(),
         "the mta binary is built by `cargo test --workspace` (or `cargo build`)"
@@ -214,7 +223,7 @@ fn sends_to_the_mta() {
 #[test]
 fn bench_runs_end_to_end_and_its_card_parses() {
     let dir = tempfile::tempdir().unwrap();
-    let mta = env!("CARGO_MANIFEST_DIR").to_owned() + "/../target/debug/mta";
+    let mta = mta_binary();
     assert!(
         std::path::Path::new(&mta).exists(),
         "the mta binary is built by `cargo test --workspace`"
