@@ -191,8 +191,14 @@ fn main() -> ExitCode {
         Cmd::Passwd { .. } => Ok(()),
         Cmd::Run { .. } => run(config),
         Cmd::CheckConfig { .. } => {
-            print!("{}", config.to_toml());
-            Ok(())
+            // The DKIM keys are read here too, so that a bad key file shows before a start.
+            match mta::dkim::Signer::from_config(&config.dkim) {
+                Ok(_) => {
+                    print!("{}", config.to_toml());
+                    Ok(())
+                }
+                Err(e) => Err(anyhow::anyhow!("configuration error: {e}")),
+            }
         }
         Cmd::Metrics { api } => admin_cli::simple(&config, &api, false, "/metrics"),
         Cmd::Queue { what } => match what {

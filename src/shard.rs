@@ -10,7 +10,8 @@
 //! `spool` and `config`. This is the only module that knows how the pieces fit.
 //!
 //! Invariants: a shard shares nothing mutable with another; the only cross-thread values are
-//! the configuration (read-only), the stop request (one atomic) and the start-up channel.
+//! the configuration (read-only), what is loaded from files at start (certificates, users,
+//! DKIM keys: read-only), the stop request (one atomic) and the start-up channel.
 
 use std::cell::RefCell;
 use std::net::SocketAddr;
@@ -58,6 +59,9 @@ pub enum ShardError {
     /// The inbound TLS certificates could not be loaded.
     #[error("TLS: {0}")]
     Tls(#[from] crate::tls::TlsError),
+    /// A DKIM key could not be loaded.
+    #[error("DKIM: {0}")]
+    Dkim(#[from] crate::dkim::DkimError),
     /// The users file could not be loaded.
     #[error("auth: {0}")]
     Auth(#[from] crate::auth::AuthError),
@@ -97,6 +101,11 @@ pub fn run(
     let users = match &config.auth.users_file {
         Some(path) => Some(Arc::new(Users::load(path)?)),
         None => None,
+    };
+    // Likewise the DKIM keys: a missing or bad key file stops the start, naming the file.
+    let dkim = match config.dkim.enabled {
+        true => Some(Arc::new(crate::dkim::Signer::from_config(&config.dkim)?)),
+        false => None,
     };
     let auth_throttle = Login::shared_throttle(&config.auth);
     let (links, inboxes): (Vec<ShardLink>, Vec<ShardInbox>) =
@@ -138,6 +147,7 @@ pub fn run(
                         .map(|l| (l, links.clone())),
                     _ => None,
                 },
+                dkim: dkim.clone(),
             };
             async move { shard_main(index, config, addrs, inbound, signals, ready).await }
         })
@@ -331,7 +341,7 @@ async fn shard_main(
         tx
     });
     let delivering = stage.clone().map(|s| glommio::spawn_local(s.run()));
-    let ctx = Rc::new(ServerContext::new(
+    let mut ctx = ServerContext::new(
         &config,
         Shared {
             spool: spool.clone(),
@@ -342,7 +352,11 @@ async fn shard_main(
             metrics: metrics.clone(),
             memory_full,
         },
-    ));
+    );
+    ctx.dkim = inbound
+        .dkim
+        .map(|signer| crate::server::dkim::Signing::new(signer, &config.dkim));
+    let ctx = Rc::new(ctx);
     if let Some(inbox) = inbound.inbox {
         let (ctx, stage, spool, metrics) =
             (ctx.clone(), stage.clone(), spool.clone(), metrics.clone());
@@ -454,6 +468,7 @@ struct Inbound {
     inbox: Option<ShardInbox>,
     /// Shard 0 only: the admin endpoint's socket and every shard's command link.
     admin: Option<(socket2::Socket, Vec<ShardLink>)>,
+    dkim: Option<Arc<crate::dkim::Signer>>,
 }
 
 /// Binds the admin endpoint. A failure is logged and the MTA runs without it: mail matters

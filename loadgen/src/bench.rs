@@ -10,7 +10,8 @@
 //! the run's temporary directory (its outbound STARTTLS to the sink is the default,
 //! opportunistic); the card says `tls: true`.
 //!
-//! What it does not do: no traffic off loopback; no tuning of the MTA beyond the options given.
+//! What it does not do: no traffic off loopback; no tuning of the MTA beyond the options given
+//! (`--mta-config-extra` appends TOML, e.g. a `[dkim]` section, to the generated configuration).
 //!
 //! Invariants: bounded in count and time; every process it started is stopped by PID.
 
@@ -52,6 +53,8 @@ pub struct BenchOptions {
     pub deadline: Duration,
     /// TLS on both legs.
     pub tls: bool,
+    /// TOML appended to the generated MTA configuration (`--mta-config-extra`).
+    pub mta_config_extra: Option<String>,
 }
 
 struct RunningSink {
@@ -203,7 +206,8 @@ fn start_mta(
             opts.sync,
             opts.max_connections,
             dir.join("log").display()
-        ) + &tls,
+        ) + &tls
+            + opts.mta_config_extra.as_deref().unwrap_or(""),
     )?;
     let mut child = Command::new(&opts.mta)
         .args(["run", "--config"])
@@ -307,7 +311,8 @@ pub fn run(opts: BenchOptions) -> anyhow::Result<serde_json::Value> {
         "mta": match opts.peer {
             Some(p) => json!({"peer": p.to_string()}),
             None => json!({"binary": opts.mta.display().to_string(), "shards": opts.shards,
-                "sync": opts.sync, "tls": opts.tls, "max_connections": opts.max_connections}),
+                "sync": opts.sync, "tls": opts.tls, "max_connections": opts.max_connections,
+                "config_extra": opts.mta_config_extra.is_some()}),
         },
         "tls": opts.tls,
         "sink_tls_sessions": stats.tls_sessions,

@@ -87,6 +87,9 @@ struct BenchArgs {
     /// Give up waiting for delivery after this long.
     #[arg(long, value_parser = humantime::parse_duration, default_value = "300s")]
     deadline: Duration,
+    /// TOML appended to the generated MTA configuration (e.g. a `[dkim]` section).
+    #[arg(long)]
+    mta_config_extra: Option<PathBuf>,
     /// Write the card as JSON to this file ("-" = standard output).
     #[arg(long)]
     json: Option<PathBuf>,
@@ -340,6 +343,13 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 peer_sink: a.peer_sink,
                 deadline: a.deadline,
                 tls: a.tls,
+                mta_config_extra: match &a.mta_config_extra {
+                    Some(path) => Some(
+                        std::fs::read_to_string(path)
+                            .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", path.display()))?,
+                    ),
+                    None => None,
+                },
             };
             let card = bench::run(opts)?;
             print!("{}", bench::text(&card));

@@ -103,6 +103,8 @@ pub struct Config {
     pub auth: AuthSection,
     /// The HTTP endpoint for metrics and queue operations.
     pub admin: AdminSection,
+    /// DKIM signing of mail we send.
+    pub dkim: crate::dkim::DkimSection,
 }
 
 /// `[log]`.
@@ -218,6 +220,7 @@ impl Default for Config {
             tls: TlsSection::default(),
             auth: AuthSection::default(),
             admin: AdminSection::default(),
+            dkim: crate::dkim::DkimSection::default(),
         }
     }
 }
@@ -395,6 +398,7 @@ impl Config {
         if self.shutdown.grace.0.as_secs() > 3600 {
             return invalid("shutdown.grace", "at most 1h");
         }
+        self.validate_dkim()?;
         let keyed = |(key, problem): (String, String)| ConfigError::Invalid { key, problem };
         self.delivery.validate().map_err(keyed)?;
         for (i, route) in self.routes.iter().enumerate() {
@@ -454,6 +458,50 @@ impl Config {
     /// The effective configuration as TOML (what `mta check-config` prints).
     pub fn to_toml(&self) -> String {
         toml::to_string_pretty(self).expect("configuration serializes")
+    }
+
+    /// `[dkim]`: when enabled, at least one complete key entry, and a default domain that has
+    /// a key. The key files themselves are read at start (`dkim::Signer::from_config`).
+    fn validate_dkim(&self) -> Result<(), ConfigError> {
+        let dkim = &self.dkim;
+        let invalid = |key: String, problem: String| Err(ConfigError::Invalid { key, problem });
+        if !dkim.enabled {
+            return Ok(());
+        }
+        if dkim.keys.is_empty() {
+            return invalid(
+                "dkim.keys".into(),
+                "signing is enabled but no key is set".into(),
+            );
+        }
+        for (i, k) in dkim.keys.iter().enumerate() {
+            if !is_hostname(k.domain.trim_end_matches('.')) {
+                return invalid(format!("dkim.keys[{i}].domain"), "must be a domain".into());
+            }
+            if !is_hostname(&k.selector) {
+                return invalid(
+                    format!("dkim.keys[{i}].selector"),
+                    "must be dot-separated labels (letters, digits, hyphens)".into(),
+                );
+            }
+            if k.key_file.as_os_str().is_empty() {
+                return invalid(format!("dkim.keys[{i}].key_file"), "must be set".into());
+            }
+        }
+        if let Some(d) = &dkim.default_domain {
+            let has_key = dkim.keys.iter().any(|k| {
+                k.domain
+                    .trim_end_matches('.')
+                    .eq_ignore_ascii_case(d.trim_end_matches('.'))
+            });
+            if !has_key {
+                return invalid(
+                    "dkim.default_domain".into(),
+                    format!("{d:?} has no entry in dkim.keys"),
+                );
+            }
+        }
+        Ok(())
     }
 }
 

@@ -5,7 +5,9 @@
 //! key files or sign anything (that is [`super::signer`]).
 //!
 //! Invariants: unknown fields are rejected; every field has a default, so an
-//! empty section is valid and leaves signing disabled.
+//! empty section is valid and leaves signing disabled. `sign`, `offload` and
+//! `bulk_warning_recipients` are read by the server (`server::dkim`), not by
+//! the signer.
 
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
@@ -25,6 +27,24 @@ pub struct DkimSection {
     pub oversign: Vec<String>,
     /// The domain whose keys sign messages whose From: domain has no key.
     pub default_domain: Option<String>,
+    /// Which accepted messages are signed.
+    pub sign: SignScope,
+    /// Sign on the shard's blocking thread instead of the shard's own thread.
+    pub offload: bool,
+    /// A signed message with more recipients than this and without RFC 8058 one-click
+    /// unsubscribe fields is logged (at most once a minute per From domain); 0 = never.
+    pub bulk_warning_recipients: usize,
+}
+
+/// Which accepted messages the MTA signs (`dkim.sign`).
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum SignScope {
+    /// Mail we originate: from authenticated clients or trusted networks.
+    #[default]
+    Submitted,
+    /// Every accepted message, also mail relayed in from the internet.
+    All,
 }
 
 impl Default for DkimSection {
@@ -35,6 +55,9 @@ impl Default for DkimSection {
             headers: default_headers(),
             oversign: default_oversign(),
             default_domain: None,
+            sign: SignScope::Submitted,
+            offload: false,
+            bulk_warning_recipients: 100,
         }
     }
 }
@@ -85,7 +108,8 @@ pub struct DkimKeyConfig {
     /// The selector (`s=`); the public key is published at
     /// `<selector>._domainkey.<domain>`.
     pub selector: String,
-    /// The signature algorithm of this key.
+    /// The signature algorithm of this key (default `rsa-sha256`).
+    #[serde(default)]
     pub algorithm: Algorithm,
     /// The private key as PEM: RSA in PKCS#1 or PKCS#8, Ed25519 in PKCS#8.
     pub key_file: PathBuf,

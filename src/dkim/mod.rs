@@ -18,7 +18,7 @@ pub mod config;
 mod header;
 pub mod signer;
 
-pub use config::{Algorithm, DkimKeyConfig, DkimSection};
+pub use config::{Algorithm, DkimKeyConfig, DkimSection, SignScope};
 pub use signer::Signer;
 
 use std::path::PathBuf;
@@ -65,4 +65,43 @@ pub enum DkimError {
 /// counts. Only the header section (up to the first empty line) is read.
 pub fn from_domain(message: &[u8]) -> Option<String> {
     header::from_domain(message)
+}
+
+/// Whether `message` offers RFC 8058 one-click unsubscription: a
+/// `List-Unsubscribe` field and a `List-Unsubscribe-Post` field whose value is
+/// `List-Unsubscribe=One-Click`. Only the header section is read.
+pub fn has_one_click_unsubscribe(message: &[u8]) -> bool {
+    let (mut list, mut post) = (false, false);
+    for (name, value) in header::fields(message) {
+        if name.eq_ignore_ascii_case(b"List-Unsubscribe") {
+            list = true;
+        } else if name.eq_ignore_ascii_case(b"List-Unsubscribe-Post") {
+            let value: Vec<u8> = value
+                .iter()
+                .copied()
+                .filter(|b| !b.is_ascii_whitespace())
+                .collect();
+            post |= value.eq_ignore_ascii_case(b"List-Unsubscribe=One-Click");
+        }
+    }
+    list && post
+}
+
+#[cfg(test)]
+mod unsubscribe_tests {
+    use super::has_one_click_unsubscribe;
+
+    #[test]
+    fn needs_both_fields() {
+        let both = b"From: a@b.c\r\nList-Unsubscribe: <https://b.c/u>\r\n\
+                     List-Unsubscribe-Post: List-Unsubscribe=One-Click\r\n\r\nbody\r\n";
+        assert!(has_one_click_unsubscribe(both));
+        let no_post = b"From: a@b.c\r\nList-Unsubscribe: <https://b.c/u>\r\n\r\n";
+        assert!(!has_one_click_unsubscribe(no_post));
+        let wrong = b"List-Unsubscribe: <https://b.c/u>\r\nList-Unsubscribe-Post: yes\r\n\r\n";
+        assert!(!has_one_click_unsubscribe(wrong));
+        let in_body = b"From: a@b.c\r\n\r\nList-Unsubscribe: x\r\n\
+                        List-Unsubscribe-Post: List-Unsubscribe=One-Click\r\n";
+        assert!(!has_one_click_unsubscribe(in_body));
+    }
 }

@@ -2,8 +2,9 @@
 //!
 //! What it does: on PROXY listeners first reads the PROXY header and takes the client address
 //! from it; applies the per-address limits (`421 4.7.0`); reads into one buffer per connection
-//! (no copy: glommio reads straight into it), lets the session consume whole commands and data, writes each batch of replies in one
-//! write (RFC 2920), spools complete messages and awaits their group commit before the `250`,
+//! (no copy: glommio reads straight into it), lets the session consume whole commands and
+//! data, writes each batch of replies in one write (RFC 2920), DKIM-signs complete messages
+//! when in scope, spools them and awaits their group commit before the `250`,
 //! and enforces the inbound timeouts and the shutdown deadline.
 //!
 //! What it does not do: no protocol parsing (the session does it), no delivery, no reply to a
@@ -212,8 +213,14 @@ async fn run(
             match action {
                 Action::Read => break,
                 Action::Flush => write(slot, &mut out).await?,
-                Action::Queue(record) => {
+                Action::Queue(mut record) => {
                     let id = QueueId(record.id);
+                    if let Some(dkim) = &ctx.dkim {
+                        // Mail we originate: an authenticated client or a trusted network.
+                        let originated =
+                            record.auth.is_some() || entry.session.relay.is_trusted(peer.ip());
+                        dkim.sign(&mut record, originated).await;
+                    }
                     let started = Instant::now();
                     let result = ctx.spool.append_message(&record).await;
                     ctx.metrics

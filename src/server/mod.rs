@@ -2,7 +2,7 @@
 //!
 //! What it does: accepts connections on the shard's own listeners, runs one task per
 //! connection that drives a sans-IO [`session::Session`] over the socket, and hands complete
-//! messages to the shard's spool; the reply `250` goes out only once the spool says the message
+//! messages to the shard's spool (DKIM-signed first when in scope, see [`dkim`]); the reply `250` goes out only once the spool says the message
 //! is durable.
 //!
 //! What it does not do: no delivery (accepted messages leave through a value handed to the
@@ -13,6 +13,7 @@
 
 pub mod admission;
 pub mod connection;
+pub mod dkim;
 pub mod listener;
 pub mod login;
 pub mod proxy_header;
@@ -99,6 +100,8 @@ pub struct ServerContext {
     pub metrics: Rc<crate::metrics::ShardMetrics>,
     /// Set while the queue's memory budget is reached (new mail gets `452 4.3.1`).
     pub memory_full: Rc<Cell<bool>>,
+    /// DKIM signing of accepted mail; None = `[dkim]` disabled.
+    pub dkim: Option<dkim::Signing>,
 }
 
 /// What a shard's server shares with the rest of the shard (and, for the AUTH throttle, with
@@ -158,6 +161,7 @@ impl ServerContext {
             login: login::Login::new(&config.auth, None, auth_throttle),
             metrics,
             memory_full,
+            dkim: None,
         }
     }
 }

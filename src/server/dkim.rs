@@ -1,0 +1,195 @@
+//! DKIM signing at acceptance, and the bulk-sender warnings that go with it.
+//!
+//! What it does: decides whether an accepted message is signed (`dkim.sign`: mail we
+//! originate, i.e. from an authenticated client or a trusted network, or all mail), signs the
+//! whole spool body (our `Received:` field plus the client's message; `Received` is not a
+//! signed field, so hops may add more without breaking the signature) and puts the `DKIM-Signature` field(s) at the very start of the body, before the record is
+//! spooled. Every delivery attempt, also after a restart, thus sends the same signature.
+//! It also logs senders of bulk mail without RFC 8058 one-click unsubscription and From
+//! domains without a key, at most once a minute per From domain.
+//!
+//! What it does not do: no key loading (the shard loads the keys once at start), no
+//! verification, no DNS; it never refuses or loses a message: a signing error is logged and
+//! counted and the message is spooled unsigned.
+//!
+//! Invariants: lives on one shard (`Cell`, `RefCell`); only the `Arc<Signer>` and the moved
+//! body cross to the blocking thread when `dkim.offload` is set; the warning map is bounded.
+
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::dkim::{DkimError, DkimSection, SignScope, Signer};
+use crate::spool::MessageRecord;
+
+/// At most one warning of each kind per From domain in this interval.
+const WARN_INTERVAL: Duration = Duration::from_secs(60);
+/// The warning map is cleared when it holds more domains than this.
+const WARN_MAP_LIMIT: usize = 10_000;
+
+/// Counters of one shard's signing.
+#[derive(Debug, Default)]
+pub struct SigningStats {
+    /// Messages spooled with at least one signature.
+    pub signed: Cell<u64>,
+    /// Messages in scope whose From domain has no key (spooled unsigned).
+    pub no_key: Cell<u64>,
+    /// Messages whose signing failed (spooled unsigned).
+    pub failed: Cell<u64>,
+    /// Signed messages with many recipients and no one-click unsubscription.
+    pub bulk_without_unsubscribe: Cell<u64>,
+}
+
+/// The shard's DKIM signing stage.
+pub struct Signing {
+    signer: Arc<Signer>,
+    scope: SignScope,
+    offload: bool,
+    bulk_recipients: usize,
+    /// Last warning per (kind, From domain).
+    warned: RefCell<HashMap<(Warning, String), Instant>>,
+    /// Counters.
+    pub stats: SigningStats,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+enum Warning {
+    NoKey,
+    Bulk,
+}
+
+impl Signing {
+    /// The signing stage for `section`, with keys loaded at start.
+    pub fn new(signer: Arc<Signer>, section: &DkimSection) -> Self {
+        Signing {
+            signer,
+            scope: section.sign,
+            offload: section.offload,
+            bulk_recipients: section.bulk_warning_recipients,
+            warned: RefCell::new(HashMap::new()),
+            stats: SigningStats::default(),
+        }
+    }
+
+    /// Whether a message is in scope; `originated` = from an authenticated client or a
+    /// trusted network.
+    pub fn applies(&self, originated: bool) -> bool {
+        originated || self.scope == SignScope::All
+    }
+
+    /// Signs `record` in place when it is in scope. Never fails: on error the body is left
+    /// as it was.
+    pub async fn sign(&self, record: &mut MessageRecord, originated: bool) {
+        if !self.applies(originated) {
+            return;
+        }
+        let body = std::mem::take(&mut record.body);
+        let (body, result) = if self.offload {
+            let signer = self.signer.clone();
+            glommio::executor()
+                .spawn_blocking(move || sign_body(&signer, body))
+                .await
+        } else {
+            sign_body(&self.signer, body)
+        };
+        record.body = body;
+        let domain = || crate::dkim::from_domain(&record.body).unwrap_or_default();
+        match result {
+            Ok(true) => {
+                self.stats.signed.set(self.stats.signed.get() + 1);
+                if self.bulk_recipients > 0
+                    && record.recipients.len() > self.bulk_recipients
+                    && !crate::dkim::has_one_click_unsubscribe(&record.body)
+                {
+                    let s = &self.stats;
+                    s.bulk_without_unsubscribe
+                        .set(s.bulk_without_unsubscribe.get() + 1);
+                    let domain = domain();
+                    if self.may_warn(Warning::Bulk, &domain) {
+                        tracing::warn!(
+                            from_domain = %domain,
+                            recipients = record.recipients.len(),
+                            "bulk message without List-Unsubscribe and List-Unsubscribe-Post: \
+                             List-Unsubscribe=One-Click (RFC 8058); large receivers may refuse it"
+                        );
+                    }
+                }
+            }
+            Ok(false) => {
+                self.stats.no_key.set(self.stats.no_key.get() + 1);
+                let domain = domain();
+                if self.may_warn(Warning::NoKey, &domain) {
+                    tracing::warn!(from_domain = %domain, "no DKIM key for the From domain; sent unsigned");
+                }
+            }
+            Err(e) => {
+                self.stats.failed.set(self.stats.failed.get() + 1);
+                tracing::error!(queue_id = record.id, error = %e, "DKIM signing failed; spooling unsigned");
+            }
+        }
+    }
+
+    /// Whether a warning of `kind` for `domain` is due (and records it).
+    fn may_warn(&self, kind: Warning, domain: &str) -> bool {
+        let now = Instant::now();
+        let mut warned = self.warned.borrow_mut();
+        if let Some(last) = warned.get(&(kind, domain.to_owned()))
+            && now.duration_since(*last) < WARN_INTERVAL
+        {
+            return false;
+        }
+        if warned.len() >= WARN_MAP_LIMIT {
+            warned.retain(|_, last| now.duration_since(*last) < WARN_INTERVAL);
+            if warned.len() >= WARN_MAP_LIMIT {
+                warned.clear();
+            }
+        }
+        warned.insert((kind, domain.to_owned()), now);
+        true
+    }
+}
+
+/// Signs `body` and returns it with the signature fields in front; `Ok(false)` = no key
+/// applies (body unchanged).
+fn sign_body(signer: &Signer, body: Vec<u8>) -> (Vec<u8>, Result<bool, DkimError>) {
+    match signer.sign(&body) {
+        Ok(Some(mut signed)) => {
+            signed.reserve_exact(body.len());
+            signed.extend_from_slice(&body);
+            (signed, Ok(true))
+        }
+        Ok(None) => (body, Ok(false)),
+        Err(e) => (body, Err(e)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn warns_once_a_minute_per_domain() {
+        let signing = Signing::new(
+            Arc::new(Signer::from_config(&DkimSection::default()).expect("no keys")),
+            &DkimSection::default(),
+        );
+        assert!(signing.may_warn(Warning::Bulk, "a.example"));
+        assert!(!signing.may_warn(Warning::Bulk, "a.example"));
+        assert!(signing.may_warn(Warning::NoKey, "a.example"));
+        assert!(signing.may_warn(Warning::Bulk, "b.example"));
+    }
+
+    #[test]
+    fn scope() {
+        let signer = Arc::new(Signer::from_config(&DkimSection::default()).expect("no keys"));
+        let submitted = Signing::new(signer.clone(), &DkimSection::default());
+        assert!(submitted.applies(true));
+        assert!(!submitted.applies(false));
+        let all = DkimSection {
+            sign: SignScope::All,
+            ..DkimSection::default()
+        };
+        assert!(Signing::new(signer, &all).applies(false));
+    }
+}
