@@ -9,6 +9,7 @@
 //! - [`queue`]: the delivery scheduler (pure: destinations, retries, limits).
 //! - [`dns`]: the per-shard DNS client (MX and address lookups, cache).
 //! - [`delivery`]: outbound connections, outcome classification, records, DSNs.
+//! - [`eventlog`]: the per-shard JSON-lines log of receptions, rejections and deliveries.
 //! - [`tls`]: rustls configurations and the stream that STARTTLS upgrades.
 //! - [`dkim`]: DKIM signing of outgoing messages (RSA-SHA256, Ed25519-SHA256).
 //! - [`config`]: the TOML configuration and its defaults.
@@ -23,6 +24,7 @@ pub mod config;
 pub mod delivery;
 pub mod dkim;
 pub mod dns;
+pub mod eventlog;
 pub mod metrics;
 pub mod proxy;
 pub mod queue;

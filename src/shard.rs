@@ -31,8 +31,9 @@ use crate::admin::control::{self, ShardInbox, ShardLink};
 use crate::admin::{AccessPolicy, service};
 use crate::auth::Users;
 use crate::config::{Config, ListenerMode, SyncMode};
-use crate::delivery::Stage;
+use crate::delivery::{Stage, StageParts};
 use crate::dns::{DnsConfig, Resolver};
+use crate::eventlog::EventLog;
 use crate::metrics::ShardMetrics;
 use crate::server::connection::Entry;
 use crate::server::login::Login;
@@ -281,6 +282,14 @@ async fn shard_main(
     let shutdown = Rc::new(Shutdown::default());
     let metrics = Rc::new(ShardMetrics::new());
     let memory_full = Rc::new(std::cell::Cell::new(false));
+    let log = match EventLog::new(&config.log, index) {
+        Ok(l) => Rc::new(l),
+        Err(e) => {
+            let message = format!("event log in {}: {e}", config.log.dir.display());
+            let _ = ready.send(Err(message.clone()));
+            return Err(fail(message));
+        }
+    };
     spool.attach_metrics(metrics.clone());
     let ids = Rc::new(RefCell::new(QueueIdGenerator::resume(
         index as u16,
@@ -308,15 +317,14 @@ async fn shard_main(
                 return Err(fail(message));
             }
         };
-        let stage = match Stage::new(
-            config.clone(),
-            index,
-            spool.clone(),
-            resolver,
-            ids.clone(),
-            metrics.clone(),
-            memory_full.clone(),
-        ) {
+        let parts = StageParts {
+            spool: spool.clone(),
+            ids: ids.clone(),
+            metrics: metrics.clone(),
+            memory_full: memory_full.clone(),
+            log: log.clone(),
+        };
+        let stage = match Stage::new(config.clone(), index, resolver, parts) {
             Ok(s) => s,
             Err(e) => {
                 let message = format!("delivery log: {e}");
@@ -351,6 +359,7 @@ async fn shard_main(
             auth_throttle: inbound.auth_throttle,
             metrics: metrics.clone(),
             memory_full,
+            log: log.clone(),
         },
     );
     ctx.dkim = inbound
@@ -543,6 +552,7 @@ async fn storage_monitor(ctx: Rc<ServerContext>, config: Arc<Config>) {
             tracing::warn!(path = %config.spool.path.display(), "spool below its free-space floor: refusing new mail with 452 4.3.1");
         }
         ctx.storage_available.set(available);
+        ctx.log.flush();
         glommio::timer::sleep(Duration::from_secs(1)).await;
     }
 }

@@ -186,12 +186,18 @@ fn config(dir: &std::path::Path, port: u16, extra: &str) -> std::path::PathBuf {
     )
 }
 
-/// Both shards' delivery logs.
+/// Both shards' delivery events (receptions and rejections left out).
 fn delivery_log(dir: &std::path::Path) -> String {
     (0..2)
         .map(|i| {
             std::fs::read_to_string(dir.join(format!("log/delivery-{i}.jsonl"))).unwrap_or_default()
         })
+        .collect::<String>()
+        .lines()
+        .filter(|l| {
+            !l.starts_with("{\"type\":\"Reception\"") && !l.starts_with("{\"type\":\"Rejection\"")
+        })
+        .map(|l| format!("{l}\n"))
         .collect()
 }
 

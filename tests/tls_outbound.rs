@@ -37,6 +37,12 @@ fn delivery_log(dir: &Path) -> String {
         .map(|i| {
             std::fs::read_to_string(dir.join(format!("log/delivery-{i}.jsonl"))).unwrap_or_default()
         })
+        .collect::<String>()
+        .lines()
+        .filter(|l| {
+            !l.starts_with("{\"type\":\"Reception\"") && !l.starts_with("{\"type\":\"Rejection\"")
+        })
+        .map(|l| format!("{l}\n"))
         .collect()
 }
 

@@ -111,14 +111,23 @@ pub struct Config {
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct LogSection {
-    /// Directory of the delivery logs (`delivery-<shard>.jsonl`).
+    /// Directory of the event logs (`delivery-<shard>.jsonl`).
     pub dir: PathBuf,
+    /// A log file is renamed aside (`delivery-<shard>.<unix seconds>.jsonl`) past this size.
+    pub rotate_size: ByteSize,
+    /// ... or when it is this old.
+    pub rotate_interval: HumanDuration,
+    /// Rotated files older than this are deleted.
+    pub keep: HumanDuration,
 }
 
 impl Default for LogSection {
     fn default() -> Self {
         LogSection {
             dir: PathBuf::from("./log"),
+            rotate_size: ByteSize::mib(256),
+            rotate_interval: HumanDuration::secs(86_400),
+            keep: HumanDuration::secs(14 * 86_400),
         }
     }
 }

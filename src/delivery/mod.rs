@@ -14,12 +14,11 @@
 pub mod classify;
 pub mod client;
 pub mod dsn;
-pub mod log;
 pub mod memory;
 pub mod notify;
 pub mod route;
 pub mod stage;
 
 pub use classify::Outcome;
-pub use stage::Stage;
 pub use stage::control::AGE_BUCKETS_MINUTES;
+pub use stage::{Stage, StageParts};

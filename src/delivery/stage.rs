@@ -28,12 +28,12 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use super::classify::Outcome;
 use super::client::{ClientError, ClientTimeouts, Connection, Envelope, TlsRequest};
 use super::dsn::{self, DsnAction, DsnRecipient, Return};
-use super::log::{DeliveryLog, Event};
 use super::memory::Memory;
 use super::notify::Notify;
 use super::route::{Routed, Target, route};
 use crate::config::Config;
 use crate::dns::Resolver;
+use crate::eventlog::{Event, EventLog};
 use crate::metrics::ShardMetrics;
 use crate::queue::{DeferOutcome, DestinationKey, FailurePolicy, Job, RetryPolicy, Scheduler};
 use crate::smtp::EnhancedStatus;
@@ -85,6 +85,20 @@ struct Queued {
     smtputf8: bool,
 }
 
+/// What a stage shares with the rest of its shard.
+pub struct StageParts {
+    /// The shard's spool.
+    pub spool: Spool,
+    /// Queue ids of the shard (DSNs get one).
+    pub ids: Rc<RefCell<QueueIdGenerator>>,
+    /// The shard's metrics.
+    pub metrics: Rc<ShardMetrics>,
+    /// Raised while the queue's memory budget is reached (read by the server).
+    pub memory_full: Rc<Cell<bool>>,
+    /// The shard's event log.
+    pub log: Rc<EventLog>,
+}
+
 /// One shard's delivery stage.
 pub struct Stage {
     config: Arc<Config>,
@@ -95,7 +109,7 @@ pub struct Stage {
     messages: RefCell<HashMap<u64, Rc<Queued>>>,
     targets: RefCell<HashMap<DestinationKey, Rc<Target>>>,
     wake: Notify,
-    log: DeliveryLog,
+    log: Rc<EventLog>,
     timeouts: ClientTimeouts,
     helo: String,
     stopping: Cell<bool>,
@@ -166,12 +180,16 @@ impl Stage {
     pub fn new(
         config: Arc<Config>,
         shard: usize,
-        spool: Spool,
         resolver: Resolver,
-        ids: Rc<RefCell<QueueIdGenerator>>,
-        metrics: Rc<ShardMetrics>,
-        memory_full: Rc<Cell<bool>>,
+        parts: StageParts,
     ) -> std::io::Result<Rc<Stage>> {
+        let StageParts {
+            spool,
+            ids,
+            metrics,
+            memory_full,
+            log,
+        } = parts;
         let memory_budget = config.delivery.memory_budget.0 / config.effective_shards() as u64;
         let d = &config.delivery;
         let retry = RetryPolicy {
@@ -203,7 +221,7 @@ impl Stage {
                 .helo_name
                 .clone()
                 .unwrap_or_else(|| config.hostname.clone()),
-            log: DeliveryLog::new(&config.log.dir, shard)?,
+            log,
             config,
             spool,
             resolver,

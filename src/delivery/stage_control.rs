@@ -136,6 +136,7 @@ impl Stage {
                 host: "",
                 tls: "",
                 reply: reason,
+                class: "",
                 status: "5.0.0",
                 attempt: q.attempts.borrow()[i as usize],
                 duration_ms: 0,

@@ -25,7 +25,9 @@ use super::ServerContext;
 use super::proxy_header;
 use super::replies;
 use super::session::{Action, AuthOutcome, Phase, Session, SessionConfig, SessionEnv};
+use crate::eventlog::{Reception, Rejection};
 use crate::metrics::{BackpressureReason, SessionOutcome};
+use crate::smtp::Reply;
 use crate::spool::QueueId;
 use crate::tls::Stream;
 
@@ -34,6 +36,7 @@ const READ_BUFFER: usize = 64 * 1024;
 /// The session's view of the shard.
 struct Env<'a> {
     ctx: &'a ServerContext,
+    client: String,
 }
 
 impl SessionEnv for Env<'_> {
@@ -43,6 +46,25 @@ impl SessionEnv for Env<'_> {
     fn next_queue_id(&mut self) -> QueueId {
         self.ctx.ids.borrow_mut().next(SystemTime::now())
     }
+    fn rejected(&mut self, stage: &str, sender: &str, recipient: &str, reply: &Reply) {
+        let mut text = Vec::new();
+        reply.write_to(&mut text);
+        let text = String::from_utf8_lossy(&text);
+        let bare = |p: &'_ str| {
+            p.strip_prefix('<')
+                .and_then(|p| p.strip_suffix('>'))
+                .unwrap_or(p)
+                .to_owned()
+        };
+        self.ctx.log.rejection(&Rejection {
+            stage,
+            sender: &bare(sender),
+            recipient: &bare(recipient),
+            reply: text.trim_end(),
+            client: &self.client,
+        });
+    }
+
     fn storage_available(&self) -> u64 {
         // Called when a transaction starts; 0 refuses it with 452 4.3.1.
         let metrics = &self.ctx.metrics;
@@ -198,7 +220,10 @@ async fn run(
         let info = slot.as_ref().and_then(Stream::tls).expect("TLS is on");
         session.tls_started(info);
     }
-    let mut env = Env { ctx };
+    let mut env = Env {
+        ctx,
+        client: peer.ip().to_string(),
+    };
     let mut buf = vec![0u8; READ_BUFFER.max(2 * ctx.session.max_command_line)];
     let (mut start, mut end) = (0usize, 0usize);
     let mut out = Vec::with_capacity(1024);
@@ -244,6 +269,23 @@ async fn run(
                         }
                     }
                     let ok = result.is_ok();
+                    if ok {
+                        let recipients: Vec<&str> = record
+                            .recipients
+                            .iter()
+                            .map(|r| r.address.as_str())
+                            .collect();
+                        ctx.log.reception(&Reception {
+                            queue_id: &id.to_string(),
+                            sender: &record.reverse_path,
+                            recipients: &recipients,
+                            size: record.body.len(),
+                            client: &env.client,
+                            helo: &record.helo,
+                            tls: record.tls.as_deref().unwrap_or(""),
+                            auth: record.auth.as_deref().unwrap_or(""),
+                        });
+                    }
                     session.queued(id, result.map_err(drop), &mut out);
                     if ok && let Some(next) = &ctx.accepted {
                         // Unbounded local channel: fails only if the stage is gone (shutdown);

@@ -102,6 +102,8 @@ pub struct ServerContext {
     pub memory_full: Rc<Cell<bool>>,
     /// DKIM signing of accepted mail; None = `[dkim]` disabled.
     pub dkim: Option<dkim::Signing>,
+    /// The shard's event log.
+    pub log: Rc<crate::eventlog::EventLog>,
 }
 
 /// What a shard's server shares with the rest of the shard (and, for the AUTH throttle, with
@@ -121,6 +123,8 @@ pub struct Shared {
     pub metrics: Rc<crate::metrics::ShardMetrics>,
     /// Set by the delivery stage while the queue's memory budget is reached.
     pub memory_full: Rc<Cell<bool>>,
+    /// The shard's event log (receptions and rejections are written here).
+    pub log: Rc<crate::eventlog::EventLog>,
 }
 
 impl ServerContext {
@@ -134,6 +138,7 @@ impl ServerContext {
             auth_throttle,
             metrics,
             memory_full,
+            log,
         } = shared;
         let t = &config.smtp.timeouts;
         ServerContext {
@@ -162,6 +167,7 @@ impl ServerContext {
             metrics,
             memory_full,
             dkim: None,
+            log,
         }
     }
 }

@@ -47,6 +47,8 @@ pub trait SessionEnv {
     fn next_queue_id(&mut self) -> QueueId;
     /// Octets of new mail the spool can take now; 0 refuses new transactions (`452 4.3.1`).
     fn storage_available(&self) -> u64;
+    /// A recipient (`rcpt`) or a message (`data`) was refused with `reply` (for the event log).
+    fn rejected(&mut self, _stage: &str, _sender: &str, _recipient: &str, _reply: &Reply) {}
 }
 
 /// The session's settings, shared by all sessions of a shard.
@@ -307,7 +309,7 @@ impl Session {
                         DataEvent::NeedMore => return (input.len(), Action::Read),
                         DataEvent::End { consumed } => {
                             pos += consumed;
-                            if let Some(action) = self.end_of_data(out) {
+                            if let Some(action) = self.end_of_data(env, out) {
                                 return (pos, action);
                             }
                         }
@@ -329,7 +331,7 @@ impl Session {
                     if chunk.remaining > 0 {
                         return (pos, Action::Read);
                     }
-                    if let Some(action) = self.end_of_chunk(out) {
+                    if let Some(action) = self.end_of_chunk(env, out) {
                         return (pos, action);
                     }
                 }
@@ -378,7 +380,7 @@ impl Session {
             Command::Ehlo(name) => self.hello(name, true, out),
             Command::Helo(name) => self.hello(name, false, out),
             Command::Mail(path, params) => self.mail(path, params, env, out),
-            Command::Rcpt(path, params) => self.rcpt(path, params, out),
+            Command::Rcpt(path, params) => self.rcpt(path, params, env, out),
             Command::Data => return self.data(env, out),
             Command::Bdat { size, last } => self.bdat(size, last, env),
             Command::Rset => {
@@ -578,6 +580,7 @@ impl Session {
         &mut self,
         path: ForwardPath,
         params: crate::smtp::params::RcptParams,
+        env: &mut dyn SessionEnv,
         out: &mut Vec<u8>,
     ) {
         let Some(tx) = &mut self.tx else {
@@ -587,14 +590,30 @@ impl Session {
             return self.error(replies::bad_sequence("RCPT after BDAT"), out);
         }
         if tx.recipients.len() >= self.cfg.max_recipients {
-            return self.reply(replies::too_many_recipients(), out);
+            self.refused.0 += 1;
+            let reply = replies::too_many_recipients();
+            env.rejected(
+                "rcpt",
+                &tx.reverse_path.to_string(),
+                &path.to_string(),
+                &reply,
+            );
+            return self.reply(reply, out);
         }
         if !self
             .cfg
             .relay
             .allows(self.trusted || self.user.is_some(), &path)
         {
-            return self.error(replies::relay_denied(&path.to_string()), out);
+            self.refused.0 += 1;
+            let reply = replies::relay_denied(&path.to_string());
+            env.rejected(
+                "rcpt",
+                &tx.reverse_path.to_string(),
+                &path.to_string(),
+                &reply,
+            );
+            return self.error(reply, out);
         }
         tx.recipients.push((path, params));
         self.reply(replies::recipient_ok(), out);
@@ -691,7 +710,7 @@ impl Session {
         tx.arrival = now;
     }
 
-    fn end_of_data(&mut self, out: &mut Vec<u8>) -> Option<Action> {
+    fn end_of_data(&mut self, env: &mut dyn SessionEnv, out: &mut Vec<u8>) -> Option<Action> {
         let Mode::Data(decoder) = std::mem::replace(&mut self.mode, Mode::Command) else {
             unreachable!("end_of_data outside DATA");
         };
@@ -704,15 +723,18 @@ impl Session {
         } else {
             None
         };
-        self.finish_message(refusal, out)
+        self.finish_message(refusal, env, out)
     }
 
-    fn end_of_chunk(&mut self, out: &mut Vec<u8>) -> Option<Action> {
+    fn end_of_chunk(&mut self, env: &mut dyn SessionEnv, out: &mut Vec<u8>) -> Option<Action> {
         let Mode::Chunk(chunk) = std::mem::replace(&mut self.mode, Mode::Command) else {
             unreachable!("end_of_chunk outside BDAT");
         };
         if let Some(refusal) = chunk.refusal {
             self.refused.1 += 1;
+            if let Some(tx) = &self.tx {
+                env.rejected("data", &tx.reverse_path.to_string(), "", &refusal);
+            }
             // RFC 3030 2: a failed chunk fails the transaction; chunks already pipelined
             // behind it are read and refused with 503.
             self.tx = None;
@@ -729,14 +751,20 @@ impl Session {
         let refusal = (checker.bare_line_ending_seen()
             && self.cfg.bare_line_ending == BareLineEnding::Reject)
             .then(replies::bare_line_ending_data);
-        self.finish_message(refusal, out)
+        self.finish_message(refusal, env, out)
     }
 
     /// Ends the transaction: either refuses the message or hands it to the spool.
-    fn finish_message(&mut self, refusal: Option<Reply>, out: &mut Vec<u8>) -> Option<Action> {
+    fn finish_message(
+        &mut self,
+        refusal: Option<Reply>,
+        env: &mut dyn SessionEnv,
+        out: &mut Vec<u8>,
+    ) -> Option<Action> {
         let tx = self.tx.take().expect("a message ends an open transaction");
         if let Some(reply) = refusal {
             self.refused.1 += 1;
+            env.rejected("data", &tx.reverse_path.to_string(), "", &reply);
             self.reply(reply, out);
             return None;
         }

@@ -1,0 +1,341 @@
+//! The event log: one JSON line per reception, rejection and delivery event, per shard.
+//!
+//! What it does: formats records into an in-memory buffer and appends it to
+//! `<log.dir>/delivery-<shard>.jsonl` when it passes 64 KiB or when `flush` is called (the shard
+//! flushes every second and at shutdown); rotates the file by size and age (the old file is
+//! renamed `delivery-<shard>.<unix seconds>.jsonl`, with `-<n>` added for a second rotation
+//! within the same second) and deletes rotated files older than the
+//! retention. No sync per line: the log is a record for operators, the spool is the source of
+//! truth. The schema is in `docs/LOG_SCHEMA.md`.
+//!
+//! What it does not do: no reading, no compression, no shipping elsewhere.
+//!
+//! Invariants: each line is one JSON object terminated by `\n`, with `type` and `time` (unix
+//! ms) first; a line is never split across two files.
+
+use std::cell::{Cell, RefCell};
+use std::io::Write;
+use std::path::PathBuf;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use crate::config::LogSection;
+
+/// A delivery event: `Delivery`, `TransientFailure`, `Bounce`, `Expiration`, `AdminAction`.
+pub struct Event<'a> {
+    /// The event type.
+    pub kind: &'a str,
+    /// Queue id.
+    pub queue_id: &'a str,
+    /// Envelope sender.
+    pub sender: &'a str,
+    /// Recipient.
+    pub recipient: &'a str,
+    /// Destination (queue) name.
+    pub destination: &'a str,
+    /// Remote host and address, if one answered.
+    pub host: &'a str,
+    /// TLS version and cipher of the connection, empty for plaintext.
+    pub tls: &'a str,
+    /// The reply or failure.
+    pub reply: &'a str,
+    /// Enhanced status code.
+    pub status: &'a str,
+    /// Bounce class of a failure (`bad_mailbox`, `policy_spam`, ...), empty otherwise.
+    pub class: &'a str,
+    /// Attempt number (1-based).
+    pub attempt: u32,
+    /// Time the attempt took.
+    pub duration_ms: u64,
+    /// Message size.
+    pub size: usize,
+}
+
+/// A message accepted (`Reception`).
+pub struct Reception<'a> {
+    /// Queue id.
+    pub queue_id: &'a str,
+    /// Envelope sender.
+    pub sender: &'a str,
+    /// Recipients.
+    pub recipients: &'a [&'a str],
+    /// Message size as spooled.
+    pub size: usize,
+    /// Client IP address.
+    pub client: &'a str,
+    /// EHLO/HELO name.
+    pub helo: &'a str,
+    /// TLS version and cipher, empty for plaintext.
+    pub tls: &'a str,
+    /// Authenticated user, empty if none.
+    pub auth: &'a str,
+}
+
+/// A recipient or message refused by the server (`Rejection`).
+pub struct Rejection<'a> {
+    /// `rcpt` or `data`.
+    pub stage: &'a str,
+    /// Envelope sender.
+    pub sender: &'a str,
+    /// The refused recipient (`rcpt`), empty at `data`.
+    pub recipient: &'a str,
+    /// The reply sent.
+    pub reply: &'a str,
+    /// Client IP address.
+    pub client: &'a str,
+}
+
+/// A shard's event log.
+pub struct EventLog {
+    dir: PathBuf,
+    shard: usize,
+    path: PathBuf,
+    buf: RefCell<Vec<u8>>,
+    size: Cell<u64>,
+    opened: Cell<Instant>,
+    rotate_size: u64,
+    rotate_interval: Duration,
+    keep: Duration,
+}
+
+impl EventLog {
+    /// The log of `shard` per `[log]` (the directory is created if needed).
+    pub fn new(cfg: &LogSection, shard: usize) -> std::io::Result<EventLog> {
+        std::fs::create_dir_all(&cfg.dir)?;
+        let path = cfg.dir.join(format!("delivery-{shard}.jsonl"));
+        let size = std::fs::metadata(&path).map_or(0, |m| m.len());
+        Ok(EventLog {
+            dir: cfg.dir.clone(),
+            shard,
+            path,
+            buf: RefCell::new(Vec::with_capacity(64 * 1024)),
+            size: Cell::new(size),
+            opened: Cell::new(Instant::now()),
+            rotate_size: cfg.rotate_size.0,
+            rotate_interval: cfg.rotate_interval.0,
+            keep: cfg.keep.0,
+        })
+    }
+
+    fn begin(&self, kind: &str) -> std::cell::RefMut<'_, Vec<u8>> {
+        let time = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis());
+        let mut b = self.buf.borrow_mut();
+        let _ = write!(b, "{{\"type\":{},\"time\":{time}", json(kind));
+        b
+    }
+
+    fn end(&self, mut b: std::cell::RefMut<'_, Vec<u8>>) {
+        b.extend_from_slice(b"}\n");
+        let full = b.len() >= 64 * 1024;
+        drop(b);
+        if full {
+            self.flush();
+        }
+    }
+
+    /// Appends a delivery event.
+    pub fn record(&self, e: &Event<'_>) {
+        let mut b = self.begin(e.kind);
+        let _ = write!(
+            b,
+            ",\"queue_id\":{},\"sender\":{},\"recipient\":{},\"destination\":{},\"host\":{},\
+             \"tls\":{},\"reply\":{},\"status\":{},\"class\":{},\"attempt\":{},\
+             \"duration_ms\":{},\"size\":{}",
+            json(e.queue_id),
+            json(e.sender),
+            json(e.recipient),
+            json(e.destination),
+            json(e.host),
+            json(e.tls),
+            json(e.reply),
+            json(e.status),
+            json(e.class),
+            e.attempt,
+            e.duration_ms,
+            e.size
+        );
+        self.end(b);
+    }
+
+    /// Appends a `Reception`.
+    pub fn reception(&self, r: &Reception<'_>) {
+        let mut b = self.begin("Reception");
+        let recipients: Vec<String> = r.recipients.iter().map(|x| json(x)).collect();
+        let _ = write!(
+            b,
+            ",\"queue_id\":{},\"sender\":{},\"recipients\":[{}],\"size\":{},\"client\":{},\
+             \"helo\":{},\"tls\":{},\"auth\":{}",
+            json(r.queue_id),
+            json(r.sender),
+            recipients.join(","),
+            r.size,
+            json(r.client),
+            json(r.helo),
+            json(r.tls),
+            json(r.auth)
+        );
+        self.end(b);
+    }
+
+    /// Appends a `Rejection`.
+    pub fn rejection(&self, r: &Rejection<'_>) {
+        let mut b = self.begin("Rejection");
+        let _ = write!(
+            b,
+            ",\"stage\":{},\"sender\":{},\"recipient\":{},\"reply\":{},\"client\":{}",
+            json(r.stage),
+            json(r.sender),
+            json(r.recipient),
+            json(r.reply),
+            json(r.client)
+        );
+        self.end(b);
+    }
+
+    /// Writes what is buffered, rotating first when the file is due (errors are reported and
+    /// the lines dropped: the log must never stop mail).
+    pub fn flush(&self) {
+        let data = std::mem::take(&mut *self.buf.borrow_mut());
+        if data.is_empty() {
+            return;
+        }
+        let size = self.size.get();
+        if size > 0
+            && (size + data.len() as u64 > self.rotate_size
+                || self.opened.get().elapsed() >= self.rotate_interval)
+        {
+            self.rotate();
+        }
+        let r = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.path)
+            .and_then(|mut f| f.write_all(&data));
+        match r {
+            Ok(()) => self.size.set(self.size.get() + data.len() as u64),
+            Err(e) => {
+                tracing::warn!(path = %self.path.display(), error = %e, "event log write failed")
+            }
+        }
+    }
+
+    /// Renames the current file aside and deletes rotated files past the retention.
+    fn rotate(&self) {
+        let secs = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        // Never overwrite an earlier rotation of the same second.
+        let mut aside = self
+            .dir
+            .join(format!("delivery-{}.{secs}.jsonl", self.shard));
+        let mut n = 1;
+        while aside.exists() {
+            aside = self
+                .dir
+                .join(format!("delivery-{}.{secs}-{n}.jsonl", self.shard));
+            n += 1;
+        }
+        if let Err(e) = std::fs::rename(&self.path, &aside) {
+            tracing::warn!(path = %self.path.display(), error = %e, "event log rotation failed");
+            return;
+        }
+        self.size.set(0);
+        self.opened.set(Instant::now());
+        let prefix = format!("delivery-{}.", self.shard);
+        let Ok(entries) = std::fs::read_dir(&self.dir) else {
+            return;
+        };
+        for entry in entries.filter_map(Result::ok) {
+            let name = entry.file_name();
+            let name = name.to_string_lossy();
+            if !name.starts_with(&prefix) || !name.ends_with(".jsonl") {
+                continue;
+            }
+            let old = entry
+                .metadata()
+                .and_then(|m| m.modified())
+                .is_ok_and(|t| t.elapsed().is_ok_and(|age| age > self.keep));
+            if old {
+                let _ = std::fs::remove_file(entry.path());
+            }
+        }
+    }
+}
+
+/// A JSON string literal.
+fn json(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 2);
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            c if (c as u32) < 0x20 => out.push_str(&format!("\\u{:04x}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{ByteSize, HumanDuration};
+
+    #[test]
+    fn escapes() {
+        assert_eq!(json("a\"b\\c\r\n"), "\"a\\\"b\\\\c\\u000d\\u000a\"");
+    }
+
+    #[test]
+    fn lines_are_json_and_the_file_rotates_by_size() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = LogSection {
+            dir: dir.path().to_owned(),
+            rotate_size: ByteSize(300),
+            rotate_interval: HumanDuration::secs(3600),
+            keep: HumanDuration::secs(3600),
+        };
+        let log = EventLog::new(&cfg, 3).unwrap();
+        for i in 0..3 {
+            log.reception(&Reception {
+                queue_id: &format!("{i:016X}"),
+                sender: "a@b.test",
+                recipients: &["x@y.test", "z@y.test"],
+                size: 100,
+                client: "192.0.2.1",
+                helo: "c.test",
+                tls: "",
+                auth: "",
+            });
+            log.rejection(&Rejection {
+                stage: "rcpt",
+                sender: "a@b.test",
+                recipient: "no@where.test",
+                reply: "554 5.7.1 <no@where.test>: Relay access denied",
+                client: "192.0.2.1",
+            });
+            log.flush();
+        }
+        let mut names: Vec<String> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        assert!(names.len() >= 2, "rotated: {names:?}");
+        assert!(names.contains(&"delivery-3.jsonl".to_owned()));
+        let mut lines = 0;
+        for n in &names {
+            for line in std::fs::read_to_string(dir.path().join(n)).unwrap().lines() {
+                assert!(
+                    line.starts_with("{\"type\":\"Re") && line.ends_with('}'),
+                    "{line}"
+                );
+                lines += 1;
+            }
+        }
+        assert_eq!(lines, 6, "nothing lost across rotations");
+    }
+}
