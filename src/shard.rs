@@ -241,7 +241,7 @@ fn socket(addr: SocketAddr, share: bool) -> std::io::Result<socket2::Socket> {
 
 async fn shard_main(
     index: usize,
-    config: Arc<Config>,
+    mut config: Arc<Config>,
     addrs: Vec<SocketAddr>,
     inbound: Inbound,
     signals: SignalWatch,
@@ -395,13 +395,14 @@ async fn shard_main(
     *ctx.tls.borrow_mut() = inbound.tls;
     ctx.login.replace_users(inbound.users);
     let mut accepting = Vec::new();
+    let mut entries = Vec::new();
     for (addr, listener_config) in addrs.iter().zip(&config.listeners) {
         let entry = Rc::new(Entry {
-            session: Rc::new(SessionConfig::for_listener(
+            session: RefCell::new(Rc::new(SessionConfig::for_listener(
                 &config,
                 listener_config,
                 tls_loaded,
-            )),
+            ))),
             implicit_tls: listener_config.mode == ListenerMode::Submissions,
             proxy_protocol: listener_config.proxy_protocol,
         });
@@ -410,6 +411,7 @@ async fn shard_main(
             // SAFETY: a bound, listening TCP socket whose ownership moves to glommio.
             Ok(unsafe { TcpListener::from_raw_fd(sock.into_raw_fd()) })
         });
+        entries.push(entry.clone());
         match bound {
             Ok(l) => accepting.push(glommio::spawn_local(listener::accept_loop(
                 ctx.clone(),
@@ -431,7 +433,13 @@ async fn shard_main(
         glommio::timer::sleep(Duration::from_millis(50)).await;
         if signals.reload_generation() != generation {
             generation = signals.reload_generation();
-            reload(index, &ctx, &config);
+            let live = Live {
+                ctx: &ctx,
+                stage: stage.as_deref(),
+                entries: &entries,
+                tls_loaded,
+            };
+            reload(index, &live, &mut config);
         }
     }
     shutdown.start(config.shutdown.grace.0);
@@ -505,10 +513,54 @@ fn bind_admin(config: &Config) -> Option<socket2::Socket> {
     }
 }
 
-/// Reloads what can change while running: the inbound certificates and the users file. A
-/// failure keeps the previous state (and says so); sessions in progress keep what they started
-/// with.
-fn reload(index: usize, ctx: &ServerContext, config: &Config) {
+/// What a reload acts on.
+struct Live<'a> {
+    ctx: &'a ServerContext,
+    stage: Option<&'a Stage>,
+    entries: &'a [Rc<Entry>],
+    tls_loaded: bool,
+}
+
+/// Reloads what can change while running: the configuration file's relay policy, routes and
+/// delivery limits (when the MTA was started from a file), then the inbound certificates and
+/// the users file. A failure keeps the previous state (and says so); sessions in progress keep
+/// what they started with. Listeners, spool, shards and the admin endpoint need a restart.
+fn reload(index: usize, live: &Live<'_>, config: &mut Arc<Config>) {
+    let ctx = live.ctx;
+    if let Some(path) = config.source.clone() {
+        match Config::load(&path) {
+            Ok(new) => {
+                let restart = new.listeners.len() != config.listeners.len()
+                    || new
+                        .listeners
+                        .iter()
+                        .zip(&config.listeners)
+                        .any(|(a, b)| a.address != b.address || a.mode != b.mode)
+                    || new.spool.path != config.spool.path
+                    || new.shards != config.shards
+                    || new.admin.listen != config.admin.listen;
+                if restart {
+                    tracing::warn!(
+                        shard = index,
+                        "listener, spool, shard or admin changes take effect at the next restart"
+                    );
+                }
+                let new = Arc::new(new);
+                for (entry, l) in live.entries.iter().zip(&new.listeners) {
+                    *entry.session.borrow_mut() =
+                        Rc::new(SessionConfig::for_listener(&new, l, live.tls_loaded));
+                }
+                if let Some(stage) = live.stage {
+                    stage.reload(new.clone());
+                }
+                *config = new;
+                tracing::info!(shard = index, path = %path.display(), "configuration reloaded");
+            }
+            Err(e) => {
+                tracing::error!(shard = index, error = %e, "configuration reload failed; keeping the old one")
+            }
+        }
+    }
     if let Some(path) = &config.auth.users_file {
         match Users::load(path) {
             Ok(users) => {

@@ -103,6 +103,9 @@ pub struct Config {
     pub auth: AuthSection,
     /// The HTTP endpoint for metrics and queue operations.
     pub admin: AdminSection,
+    /// The file this configuration was read from (for reloads); not a setting.
+    #[serde(skip)]
+    pub source: Option<PathBuf>,
     /// DKIM signing of mail we send.
     pub dkim: crate::dkim::DkimSection,
 }
@@ -229,6 +232,7 @@ impl Default for Config {
             tls: TlsSection::default(),
             auth: AuthSection::default(),
             admin: AdminSection::default(),
+            source: None,
             dkim: crate::dkim::DkimSection::default(),
         }
     }
@@ -301,13 +305,15 @@ impl Config {
             path: path.to_owned(),
             err,
         })?;
-        Config::parse(&text).map_err(|e| match e {
+        let mut config = Config::parse(&text).map_err(|e| match e {
             ConfigError::Parse { message, .. } => ConfigError::Parse {
                 path: path.to_owned(),
                 message,
             },
             other => other,
-        })
+        })?;
+        config.source = Some(path.to_owned());
+        Ok(config)
     }
 
     /// Parses and validates configuration text.

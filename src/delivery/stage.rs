@@ -101,7 +101,8 @@ pub struct StageParts {
 
 /// One shard's delivery stage.
 pub struct Stage {
-    config: Arc<Config>,
+    /// Replaced whole on reload (routes, limits); readers take a clone of the `Arc`.
+    config: RefCell<Arc<Config>>,
     spool: Spool,
     resolver: Resolver,
     ids: Rc<RefCell<QueueIdGenerator>>,
@@ -222,7 +223,7 @@ impl Stage {
                 .clone()
                 .unwrap_or_else(|| config.hostname.clone()),
             log,
-            config,
+            config: RefCell::new(config),
             spool,
             resolver,
             ids,
@@ -244,6 +245,20 @@ impl Stage {
     /// Messages held.
     pub fn queued_messages(&self) -> usize {
         self.messages.borrow().len()
+    }
+
+    /// The configuration in force.
+    pub fn config(&self) -> Arc<Config> {
+        self.config.borrow().clone()
+    }
+
+    /// Applies a reloaded configuration: routes, per-destination limits, relay host and TLS
+    /// policies take effect at the next routing decision (every new message and every retry is
+    /// routed afresh); mail already waiting in a destination's queue, and connections already
+    /// open, go on as they are.
+    pub fn reload(&self, config: Arc<Config>) {
+        *self.config.borrow_mut() = config;
+        self.wake.notify();
     }
 
     /// Stops opening connections; open ones finish their transaction and close.
@@ -322,14 +337,14 @@ impl Stage {
                     let job = Job {
                         message: id,
                         recipients: vec![i as u32],
-                        domain: domain_of(r, &self.config.hostname),
+                        domain: domain_of(r, &self.config().hostname),
                         attempts: *attempts,
                         arrival,
                     };
                     self.sched.borrow_mut().defer_until(job, at);
                 }
                 _ => now_by_domain
-                    .entry(domain_of(r, &self.config.hostname))
+                    .entry(domain_of(r, &self.config().hostname))
                     .or_default()
                     .push(i as u32),
             }
@@ -355,7 +370,7 @@ impl Stage {
     fn route_and_submit(self: &Rc<Self>, job: Job) {
         let stage = self.clone();
         glommio::spawn_local(async move {
-            match route(&stage.config, &stage.resolver, &job.domain).await {
+            match route(&stage.config(), &stage.resolver, &job.domain).await {
                 Routed::Target(target) => {
                     let key = target.key.clone();
                     stage
@@ -458,7 +473,7 @@ impl Stage {
         }
         bump(&self.stats.connections);
         self.stats.open.set(self.stats.open.get() + 1);
-        let idle = self.config.delivery.idle_timeout.0;
+        let idle = self.config().delivery.idle_timeout.0;
         let max_messages = target.limits.max_messages_per_connection;
         let mut idle_since = Instant::now();
         while conn.usable() && conn.transactions() < max_messages && !self.stopping.get() {
@@ -554,7 +569,7 @@ impl Stage {
                 handshake: true,
             }) if policy == TlsPolicy::Opportunistic => {
                 tracing::warn!(host = name, %addr, %reason, "TLS failed; falling back to plaintext");
-                let until = now + self.config.delivery.tls_fallback.0;
+                let until = now + self.config().delivery.tls_fallback.0;
                 self.tls_fallback.borrow_mut().insert(addr, until);
                 Connection::open(addr, source, helo, timeouts, request(TlsPolicy::None)).await
             }
@@ -667,7 +682,7 @@ impl Stage {
                     .chain(&replies.data)
                     .any(|r| r.code == 421);
                 if saw_421 {
-                    let until = Instant::now() + self.config.delivery.suspend.after_421.0;
+                    let until = Instant::now() + self.config().delivery.suspend.after_421.0;
                     self.sched
                         .borrow_mut()
                         .suspend(dest, until, format!("421 from {host}"));

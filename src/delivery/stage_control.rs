@@ -49,7 +49,7 @@ impl Stage {
                 any = true;
                 recipients += 1;
                 let e = domains
-                    .entry(domain_of(r, &self.config.hostname))
+                    .entry(domain_of(r, &self.config().hostname))
                     .or_default();
                 e.0 += 1;
                 e.1[bucket] += 1;
@@ -190,7 +190,7 @@ impl Stage {
         if self.sched.borrow().destinations().any(|k| *k == key) || name.contains(':') {
             return Some(key);
         }
-        match route(&self.config, &self.resolver, &name.to_ascii_lowercase()).await {
+        match route(&self.config(), &self.resolver, &name.to_ascii_lowercase()).await {
             Routed::Target(t) => Some(t.key.clone()),
             Routed::Failed(_) => None,
         }

@@ -251,7 +251,7 @@ impl Stage {
         let unique = id.to_string();
         let original_id = QueueId(rec.id).to_string();
         let body = dsn::build(&dsn::DsnInput {
-            reporting_mta: &self.config.hostname,
+            reporting_mta: &self.config().hostname,
             to: &rec.reverse_path,
             envid: param(&rec.mail_params, "ENVID"),
             queue_id: &original_id,
@@ -269,7 +269,7 @@ impl Stage {
             recipients: vec![Recipient::new(rec.reverse_path.clone())],
             arrival_unix_ms: unix_ms(SystemTime::now()),
             client_addr: "local".into(),
-            helo: self.config.hostname.clone(),
+            helo: self.config().hostname.clone(),
             tls: None,
             auth: None,
             body,

@@ -92,7 +92,7 @@ impl Drop for Active {
 /// How a listener's connections begin.
 pub struct Entry {
     /// The listener's session settings.
-    pub session: Rc<SessionConfig>,
+    pub session: std::cell::RefCell<Rc<SessionConfig>>,
     /// TLS from the first byte (RFC 8314 implicit TLS).
     pub implicit_tls: bool,
     /// A PROXY protocol header comes first and names the client.
@@ -141,7 +141,8 @@ pub async fn serve(
     };
     // Trusted networks are exempt from the per-address limits (as Postfix exempts
     // $mynetworks): an injecting application may need many connections.
-    let exempt = entry.session.relay.is_trusted(client.ip());
+    let session_config = entry.session.borrow().clone();
+    let exempt = session_config.relay.is_trusted(client.ip());
     let admitted = match exempt {
         true => Ok(()),
         false => ctx.admission.admit(client.ip(), Instant::now()),
@@ -214,7 +215,8 @@ async fn run(
     peer: SocketAddr,
 ) -> std::io::Result<()> {
     slot.as_ref().expect("stream").tcp().set_nodelay(true)?;
-    let mut session = Session::new(entry.session.clone(), peer);
+    let session_config = entry.session.borrow().clone();
+    let mut session = Session::new(session_config.clone(), peer);
     if entry.implicit_tls {
         handshake(ctx, slot, ctx.timeouts.greeting).await?;
         let info = slot.as_ref().and_then(Stream::tls).expect("TLS is on");
@@ -243,7 +245,7 @@ async fn run(
                     if let Some(dkim) = &ctx.dkim {
                         // Mail we originate: an authenticated client or a trusted network.
                         let originated =
-                            record.auth.is_some() || entry.session.relay.is_trusted(peer.ip());
+                            record.auth.is_some() || session_config.relay.is_trusted(peer.ip());
                         dkim.sign(&mut record, originated).await;
                     }
                     let started = Instant::now();
