@@ -9,6 +9,7 @@
 //! - [`queue`]: the delivery scheduler (pure: destinations, retries, limits).
 //! - [`dns`]: the per-shard DNS client (MX and address lookups, cache).
 //! - [`delivery`]: outbound connections, outcome classification, records, DSNs.
+//! - [`shaping`]: per-provider traffic shaping, adaptive backoff rules, bounce classes (pure).
 //! - [`tls`]: rustls configurations and the stream that STARTTLS upgrades.
 //! - [`dkim`]: DKIM signing of outgoing messages (RSA-SHA256, Ed25519-SHA256).
 //! - [`config`]: the TOML configuration and its defaults.
@@ -27,6 +28,7 @@ pub mod metrics;
 pub mod proxy;
 pub mod queue;
 pub mod server;
+pub mod shaping;
 pub mod shard;
 pub mod shutdown;
 pub mod smtp;
