@@ -315,7 +315,7 @@ impl Shaping {
             path: PathBuf::from("<shaping>"),
             message: e.to_string().trim_end().to_owned(),
         })?;
-        let default = section("default", raw.default, false)?;
+        let default = section("default", raw.default)?;
         let mut providers = Vec::with_capacity(raw.provider.0.len());
         for (name, mut sec) in raw.provider.0 {
             let key = format!("provider.{name}");
@@ -337,7 +337,7 @@ impl Shaping {
                 }
                 mx_suffixes.push(n);
             }
-            let mut shape = section(&key, sec, false)?;
+            let mut shape = section(&key, sec)?;
             shape.provider = Some(name.clone());
             providers.push(Provider {
                 name,
@@ -352,7 +352,7 @@ impl Shaping {
             if n.is_empty() || n.contains(' ') {
                 return Err(ShapingError::invalid(key, "not a domain name"));
             }
-            let shape = section(&key, sec, false)?;
+            let shape = section(&key, sec)?;
             if domains.insert(n, shape).is_some() {
                 return Err(ShapingError::invalid(
                     key,
@@ -378,7 +378,7 @@ impl Shaping {
             if sources.iter().any(|(n, _)| *n == net) {
                 return Err(ShapingError::invalid(key, "the same source appears twice"));
             }
-            sources.push((net, section(&key, sec, false)?));
+            sources.push((net, section(&key, sec)?));
         }
         sources.sort_by_key(|(n, _)| std::cmp::Reverse(n.prefix_len()));
         let rules = raw
@@ -447,9 +447,10 @@ impl Shaping {
     }
 }
 
-/// Validates one section into a [`Shape`].
-fn section(key: &str, s: RawSection, allow_suffixes: bool) -> Result<Shape, ShapingError> {
-    if !allow_suffixes && s.mx_suffixes.is_some() {
+/// Validates one section into a [`Shape`]. Provider sections take `mx_suffixes` out first;
+/// anywhere else they are an error.
+fn section(key: &str, s: RawSection) -> Result<Shape, ShapingError> {
+    if s.mx_suffixes.is_some() {
         return Err(ShapingError::invalid(
             format!("{key}.mx_suffixes"),
             "only provider sections have MX suffixes",

@@ -63,7 +63,16 @@ fn rates_parse_in_every_unit() {
     assert_eq!(r("100000/d").messages, 100_000);
     assert_eq!(r("100000/d").per, Duration::from_secs(86_400));
     assert_eq!(r(" 30 / 5m ").per, Duration::from_secs(300));
-    for bad in ["", "10", "0/s", "-1/s", "ten/s", "10/fortnight", "10/", "10/0s"] {
+    for bad in [
+        "",
+        "10",
+        "0/s",
+        "-1/s",
+        "ten/s",
+        "10/fortnight",
+        "10/",
+        "10/0s",
+    ] {
         assert!(parse_rate(bad).is_err(), "{bad:?}");
     }
 }
@@ -188,7 +197,10 @@ fn errors_name_the_key() {
     let e = err("[provider.g]\nmx_suffixes = [\"..bad\"]\n");
     assert!(e.contains("provider.g.mx_suffixes"), "{e}");
     let e = err("[domain.\"a.test\"]\nmx_suffixes = [\"x.com\"]\n");
-    assert!(e.contains("mx_suffixes") && e.contains("only provider"), "{e}");
+    assert!(
+        e.contains("mx_suffixes") && e.contains("only provider"),
+        "{e}"
+    );
     let e = err("[domain.\"a.test\"]\nmax_connections = 0\n");
     assert!(e.contains("domain.\"a.test\".max_connections"), "{e}");
     let e = err("[source.\"not-an-ip\"]\nmax_connections = 1\n");

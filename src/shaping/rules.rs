@@ -175,10 +175,9 @@ impl Rule {
         }
         let trig = match self.trigger {
             Trigger::Immediately => String::new(),
-            Trigger::Within { count, window } => format!(
-                ", {count} within {}",
-                humantime::format_duration(window)
-            ),
+            Trigger::Within { count, window } => {
+                format!(", {count} within {}", humantime::format_duration(window))
+            }
         };
         format!("rule {:?} ({}{trig})", self.name, m.join(" "))
     }
@@ -203,8 +202,7 @@ impl RawRule {
     /// Validates the `index`-th rule.
     pub(super) fn build(self, index: usize) -> Result<Rule, ShapingError> {
         let key = |f: &str| format!("rule[{index}].{f}");
-        if self.match_code.is_none() && self.match_enhanced.is_none() && self.match_text.is_none()
-        {
+        if self.match_code.is_none() && self.match_enhanced.is_none() && self.match_text.is_none() {
             return Err(ShapingError::invalid(
                 format!("rule[{index}]"),
                 "needs at least one of match_code, match_enhanced, match_text",
@@ -314,7 +312,10 @@ impl RawRule {
         if let Trigger::Within { count, .. } = trigger
             && count > 10_000
         {
-            return Err(ShapingError::invalid(key("trigger"), "at most 10000 matches"));
+            return Err(ShapingError::invalid(
+                key("trigger"),
+                "at most 10000 matches",
+            ));
         }
         let recover_after = match self.recover_after {
             Some(d) if d.0.is_zero() => {
@@ -469,7 +470,10 @@ impl DestState {
                 ..
             }) = rules.get(i)
             {
-                while w.front().is_some_and(|&t| now.saturating_duration_since(t) >= *window) {
+                while w
+                    .front()
+                    .is_some_and(|&t| now.saturating_duration_since(t) >= *window)
+                {
                     w.pop_front();
                 }
             } else {
@@ -486,7 +490,10 @@ impl DestState {
     /// A match of any rule: reduced factors keep their current value and their quiet period
     /// starts again.
     fn restart_quiet(&mut self, now: Instant) {
-        for f in [&mut self.rate, &mut self.connections].into_iter().flatten() {
+        for f in [&mut self.rate, &mut self.connections]
+            .into_iter()
+            .flatten()
+        {
             f.value = f.at(now);
             f.since = now;
         }
@@ -548,7 +555,9 @@ impl RuleEngine {
                 Trigger::Immediately => true,
                 Trigger::Within { count, window } => {
                     let w = state.windows.entry(i).or_default();
-                    while w.front().is_some_and(|&t| now.saturating_duration_since(t) >= window)
+                    while w
+                        .front()
+                        .is_some_and(|&t| now.saturating_duration_since(t) >= window)
                     {
                         w.pop_front();
                     }

@@ -154,8 +154,7 @@ fn factors_double_back_after_quiet_periods() {
     let why = e.in_force("m", t + 25 * MIN).unwrap();
     assert!(why.contains("connections at 25%"), "{why}");
     assert!(why.contains("every 10m"), "{why}");
-    // A match without firing (another rule's reply here: same rule, so it fires) restarts the
-    // quiet period from the current value.
+    // Another match restarts the quiet period from the current value.
     let a = e.observe("m", &busy, t + 25 * MIN).unwrap();
     assert_eq!(a.kind, ActionKind::ReduceConnections { factor: 0.0625 });
     assert_eq!(e.current("m", t + 34 * MIN).connection_factor, 0.0625);
@@ -225,7 +224,12 @@ duration = "5m"
     let t = Instant::now();
     e.observe("d", &reply(421, (4, 7, 0), "x"), t);
     let a = e.observe("d", &reply(451, (4, 7, 0), "x"), t).unwrap();
-    assert_eq!(a.kind, ActionKind::Suspend { until: t + 60 * MIN });
+    assert_eq!(
+        a.kind,
+        ActionKind::Suspend {
+            until: t + 60 * MIN
+        }
+    );
 }
 
 #[test]
