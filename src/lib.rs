@@ -10,6 +10,7 @@
 //! - [`dns`]: the per-shard DNS client (MX and address lookups, cache).
 //! - [`delivery`]: outbound connections, outcome classification, records, DSNs.
 //! - [`eventlog`]: the per-shard JSON-lines log of receptions, rejections and deliveries.
+//! - [`shaping`]: per-provider traffic shaping, adaptive backoff rules, bounce classes (pure).
 //! - [`tls`]: rustls configurations and the stream that STARTTLS upgrades.
 //! - [`dkim`]: DKIM signing of outgoing messages (RSA-SHA256, Ed25519-SHA256).
 //! - [`config`]: the TOML configuration and its defaults.
@@ -29,6 +30,7 @@ pub mod metrics;
 pub mod proxy;
 pub mod queue;
 pub mod server;
+pub mod shaping;
 pub mod shard;
 pub mod shutdown;
 pub mod smtp;
