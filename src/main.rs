@@ -191,13 +191,19 @@ fn main() -> ExitCode {
         Cmd::Passwd { .. } => Ok(()),
         Cmd::Run { .. } => run(config),
         Cmd::CheckConfig { .. } => {
-            // The DKIM keys are read here too, so that a bad key file shows before a start.
-            match mta::dkim::Signer::from_config(&config.dkim) {
-                Ok(_) => {
+            // The files the configuration names are read here too (DKIM keys, the shaping
+            // file), so that a bad one shows before a start.
+            let shaping = match &config.delivery.shaping_file {
+                Some(path) => mta::shaping::Shaping::load(path).map(drop),
+                None => Ok(()),
+            };
+            match (mta::dkim::Signer::from_config(&config.dkim), shaping) {
+                (Ok(_), Ok(())) => {
                     print!("{}", config.to_toml());
                     Ok(())
                 }
-                Err(e) => Err(anyhow::anyhow!("configuration error: {e}")),
+                (Err(e), _) => Err(anyhow::anyhow!("configuration error: {e}")),
+                (_, Err(e)) => Err(anyhow::anyhow!("configuration error: {e}")),
             }
         }
         Cmd::Metrics { api } => admin_cli::simple(&config, &api, false, "/metrics"),

@@ -39,6 +39,7 @@ use crate::server::connection::Entry;
 use crate::server::login::Login;
 use crate::server::session::SessionConfig;
 use crate::server::{ServerContext, Shared, listener};
+use crate::shaping::Shaping;
 use crate::shutdown::{Shutdown, SignalWatch};
 use crate::spool::{self, QueueIdGenerator, Spool, SpoolConfig};
 use crate::tls::ServerTls;
@@ -63,6 +64,9 @@ pub enum ShardError {
     /// A DKIM key could not be loaded.
     #[error("DKIM: {0}")]
     Dkim(#[from] crate::dkim::DkimError),
+    /// The traffic shaping file could not be loaded.
+    #[error("shaping: {0}")]
+    Shaping(#[from] crate::shaping::ShapingError),
     /// The users file could not be loaded.
     #[error("auth: {0}")]
     Auth(#[from] crate::auth::AuthError),
@@ -109,6 +113,10 @@ pub fn run(
         false => None,
     };
     let auth_throttle = Login::shared_throttle(&config.auth);
+    let shaping = match &config.delivery.shaping_file {
+        Some(path) => Some(Arc::new(Shaping::load(path)?)),
+        None => None,
+    };
     let (links, inboxes): (Vec<ShardLink>, Vec<ShardInbox>) =
         (0..shards).map(|_| control::link()).unzip();
     let inboxes = Arc::new(Mutex::new(
@@ -139,6 +147,7 @@ pub fn run(
                 tls: server_tls.clone(),
                 users: users.clone(),
                 auth_throttle: auth_throttle.clone(),
+                shaping: shaping.clone(),
                 inbox: take(&mut inboxes.lock().unwrap_or_else(|e| e.into_inner())),
                 admin: match index {
                     0 => admin
@@ -323,6 +332,7 @@ async fn shard_main(
             metrics: metrics.clone(),
             memory_full: memory_full.clone(),
             log: log.clone(),
+            shaping: inbound.shaping.clone(),
         };
         let stage = match Stage::new(config.clone(), index, resolver, parts) {
             Ok(s) => s,
@@ -481,6 +491,8 @@ struct Inbound {
     tls: Option<ServerTls>,
     users: Option<Arc<Users>>,
     auth_throttle: Arc<std::sync::Mutex<crate::auth::FailureThrottle>>,
+    /// The traffic shaping file.
+    shaping: Option<Arc<Shaping>>,
     /// This shard's admin command queue.
     inbox: Option<ShardInbox>,
     /// Shard 0 only: the admin endpoint's socket and every shard's command link.
@@ -552,6 +564,15 @@ fn reload(index: usize, live: &Live<'_>, config: &mut Arc<Config>) {
                 }
                 if let Some(stage) = live.stage {
                     stage.reload(new.clone());
+                    match &new.delivery.shaping_file {
+                        Some(p) => match Shaping::load(p) {
+                            Ok(s) => stage.reload_shaping(Some(Arc::new(s))),
+                            Err(e) => {
+                                tracing::error!(shard = index, error = %e, "shaping reload failed; keeping the old file")
+                            }
+                        },
+                        None => stage.reload_shaping(None),
+                    }
                 }
                 *config = new;
                 tracing::info!(shard = index, path = %path.display(), "configuration reloaded");

@@ -107,6 +107,9 @@ pub struct DeliverySection {
     /// Memory the queue may use (all shards together): bodies beyond their share stay only in
     /// the spool and are read back when sent; near the budget new mail gets `452 4.3.1`.
     pub memory_budget: ByteSize,
+    /// Traffic shaping file (per-provider limits, adaptive rules, bounce classes); see
+    /// `config/shaping.toml` and `docs/SHAPING.md`. None = the limits above for everyone.
+    pub shaping_file: Option<std::path::PathBuf>,
 }
 
 /// `[delivery.retry]`.
@@ -216,6 +219,7 @@ impl Default for DeliverySection {
             tls: TlsPolicy::Opportunistic,
             tls_fallback: HumanDuration::secs(3600),
             memory_budget: ByteSize::mib(512),
+            shaping_file: None,
         }
     }
 }

@@ -36,6 +36,8 @@ pub struct Target {
     pub limits: Limits,
     /// What the destination requires of TLS.
     pub tls: TlsPolicy,
+    /// Its own retry schedule (from the shaping file), if not the global one.
+    pub retry: Option<crate::queue::RetryPolicy>,
 }
 
 /// The result of routing a domain.
@@ -56,6 +58,7 @@ fn limits(config: &Config, max_connections: Option<usize>, rate: Option<RateSpec
             messages: r.messages,
             per: r.per,
         }),
+        connection_rate: None,
     }
 }
 
@@ -97,6 +100,7 @@ pub async fn route(config: &Config, resolver: &Resolver, domain: &str) -> Routed
                 source: r.source,
                 limits: limits(config, r.max_connections, r.rate),
                 tls: r.tls.unwrap_or(config.delivery.tls),
+                retry: None,
             })),
             Err(o) => Routed::Failed(o),
         };
@@ -109,6 +113,7 @@ pub async fn route(config: &Config, resolver: &Resolver, domain: &str) -> Routed
                 source: None,
                 limits: limits(config, None, None),
                 tls: config.delivery.tls,
+                retry: None,
             })),
             Err(o) => Routed::Failed(o),
         };
@@ -143,6 +148,7 @@ pub async fn route(config: &Config, resolver: &Resolver, domain: &str) -> Routed
                 source: None,
                 limits: limits(config, None, None),
                 tls: config.delivery.tls,
+                retry: None,
             }))
         }
         Err(e @ DnsError::NotFound(_)) => {

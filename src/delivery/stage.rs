@@ -36,7 +36,9 @@ use crate::dns::Resolver;
 use crate::eventlog::{Event, EventLog};
 use crate::metrics::ShardMetrics;
 use crate::queue::{DeferOutcome, DestinationKey, FailurePolicy, Job, RetryPolicy, Scheduler};
+use crate::shaping::{RuleEngine, Shaping};
 use crate::smtp::EnhancedStatus;
+use crate::smtp::Reply;
 use crate::spool::{
     MessageRecord, QueueId, QueueIdGenerator, Recipient, RecipientState, Spool, StateRecord,
 };
@@ -97,6 +99,8 @@ pub struct StageParts {
     pub memory_full: Rc<Cell<bool>>,
     /// The shard's event log.
     pub log: Rc<EventLog>,
+    /// The traffic shaping file, if one is configured.
+    pub shaping: Option<Arc<Shaping>>,
 }
 
 /// One shard's delivery stage.
@@ -118,6 +122,12 @@ pub struct Stage {
     metrics: Rc<ShardMetrics>,
     /// What queued mail may cost in memory.
     memory: Memory,
+    /// The traffic shaping file (replaced on reload).
+    shaping: RefCell<Option<Arc<Shaping>>>,
+    /// Adaptive backoff state per destination.
+    rules: RefCell<RuleEngine>,
+    /// The global retry schedule (shaped destinations may have their own).
+    retry_policy: RetryPolicy,
     /// Last connection error per destination, for operators.
     last_error: RefCell<HashMap<DestinationKey, String>>,
     /// Hosts whose opportunistic handshake failed, sent to in plaintext until the instant.
@@ -190,6 +200,7 @@ impl Stage {
             metrics,
             memory_full,
             log,
+            shaping,
         } = parts;
         let memory_budget = config.delivery.memory_budget.0 / config.effective_shards() as u64;
         let d = &config.delivery;
@@ -210,7 +221,7 @@ impl Stage {
             data_termination: t.data_termination.0,
         };
         let seed = unix_ms(SystemTime::now()) ^ (shard as u64).wrapping_mul(0x9e37_79b9);
-        let mut sched = Scheduler::new(retry, seed);
+        let mut sched = Scheduler::new(retry.clone(), seed);
         sched.set_failure_policy(FailurePolicy {
             threshold: d.suspend.after_connect_failures,
             backoff: d.suspend.backoff.0,
@@ -236,6 +247,13 @@ impl Stage {
             tls: ClientTls::new(config_ca.as_deref()).map_err(std::io::Error::other)?,
             tls_fallback: RefCell::new(HashMap::new()),
             metrics,
+            rules: RefCell::new(
+                shaping
+                    .as_ref()
+                    .map_or_else(|| RuleEngine::new(Vec::new()), |s| s.rule_engine()),
+            ),
+            shaping: RefCell::new(shaping),
+            retry_policy: retry.clone(),
             memory: Memory::new(memory_budget, memory_full),
             last_error: RefCell::new(HashMap::new()),
             stats: DeliveryStats::default(),
@@ -372,14 +390,15 @@ impl Stage {
         glommio::spawn_local(async move {
             match route(&stage.config(), &stage.resolver, &job.domain).await {
                 Routed::Target(target) => {
+                    let target = stage.shape(target, &job.domain);
                     let key = target.key.clone();
                     stage
                         .targets
                         .borrow_mut()
                         .insert(key.clone(), target.clone());
-                    let mut sched = stage.sched.borrow_mut();
-                    sched.set_limits(&key, target.limits.clone());
-                    sched.submit(&key, job, Instant::now());
+                    let now = Instant::now();
+                    stage.apply_limits(&target, now);
+                    stage.sched.borrow_mut().submit(&key, job, now);
                 }
                 Routed::Failed(outcome) => {
                     let recipients: Vec<(u32, Outcome)> = job
@@ -412,6 +431,7 @@ impl Stage {
             }
             if last_flush.elapsed() >= Duration::from_secs(1) {
                 self.log.flush();
+                self.refresh_limits();
                 last_flush = Instant::now();
             }
             let wait = poll
@@ -437,7 +457,12 @@ impl Stage {
                     conn = Some((c, format!("{name}[{}]", addr.ip())));
                     break;
                 }
-                Err(e) => last_error = format!("{name}[{}]: {e}", addr.ip()),
+                Err(e) => {
+                    if let ClientError::Refused { reply, .. } = &e {
+                        self.observe(&dest, reply).await;
+                    }
+                    last_error = format!("{name}[{}]: {e}", addr.ip());
+                }
             }
         }
         let Some((mut conn, host)) = conn else {
@@ -696,6 +721,21 @@ impl Stage {
             Err(ClientError::Io { stage, .. }) if reused && *stage == "MAIL" => return Some(job),
             Err(e) => all(Outcome::of_error(e)),
         };
+        if let Ok(replies) = &result {
+            // Each distinct failure reply of the transaction, once, to the shaping rules.
+            let mut seen: Vec<&Reply> = Vec::new();
+            for r in std::iter::once(&replies.mail)
+                .chain(&replies.rcpts)
+                .chain(&replies.data)
+            {
+                if !r.is_positive_completion() && !seen.contains(&r) {
+                    seen.push(r);
+                }
+            }
+            for r in seen {
+                self.observe(dest, r).await;
+            }
+        }
         self.finish_job(&job, &outcomes, &dest.0, peer, ms, ext.dsn)
             .await;
         None
@@ -706,3 +746,5 @@ impl Stage {
 pub mod control;
 #[path = "stage_finish.rs"]
 mod finish;
+#[path = "stage_shaping.rs"]
+mod shaping;

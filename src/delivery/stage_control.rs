@@ -232,6 +232,7 @@ impl Stage {
             .map(|t| t.hops.iter().map(|(n, a)| format!("{n}[{a}]")).collect())
             .unwrap_or_default();
         let last_error = self.last_error.borrow().get(&key).cloned();
+        let rule = self.rules.borrow().in_force(&key.0, Instant::now());
         let Some(s) = state else {
             return json!({"destination": key.0, "known": false, "hops": hops,
                 "why": "nothing queued for it on this shard"});
@@ -248,6 +249,8 @@ impl Stage {
             "sending: at its connection limit".to_owned()
         } else if s.tokens.is_some_and(|t| t < 1.0) {
             "waiting: message rate limit".to_owned()
+        } else if let Some(r) = &rule {
+            format!("sending, slowed by a shaping rule: {r}")
         } else {
             "sending".to_owned()
         };
@@ -268,6 +271,7 @@ impl Stage {
                 "rate": s.limits.rate.map(|r| format!("{}/{}s", r.messages, r.per.as_secs_f64())),
             },
             "last_error": last_error,
+            "rule_in_force": rule,
             "hops": hops,
         })
     }

@@ -60,6 +60,15 @@ impl Stage {
             if !matches!(outcome, Outcome::Deferred { .. }) {
                 q.done.borrow_mut()[*i as usize] = true;
             }
+            let class = match outcome {
+                Outcome::Delivered { .. } => "",
+                Outcome::Deferred { status, diagnostic }
+                | Outcome::Bounced { status, diagnostic } => {
+                    let class = self.classify(*status, diagnostic);
+                    self.metrics.failure_classified(class.index());
+                    class.as_str()
+                }
+            };
             self.log.record(&Event {
                 kind: outcome.kind(),
                 queue_id: &id_text,
@@ -69,7 +78,7 @@ impl Stage {
                 host,
                 tls: peer.tls,
                 reply: text,
-                class: "",
+                class,
                 status: &status.to_string(),
                 attempt,
                 duration_ms: ms,
@@ -117,7 +126,18 @@ impl Stage {
                 attempts: job.attempts + 1,
                 arrival: q.arrival,
             };
-            let decided = self.sched.borrow_mut().defer(job, Instant::now());
+            let own = self
+                .targets
+                .borrow()
+                .get(&DestinationKey(dest.to_owned()))
+                .and_then(|t| t.retry.clone());
+            let decided = match own {
+                Some(policy) => self
+                    .sched
+                    .borrow_mut()
+                    .defer_with(job, Instant::now(), &policy),
+                None => self.sched.borrow_mut().defer(job, Instant::now()),
+            };
             match decided {
                 DeferOutcome::Scheduled { at } => {
                     let next =

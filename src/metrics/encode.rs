@@ -180,6 +180,26 @@ impl Collector for Shards {
                 }
             }
         }
+        {
+            let mut metric = encoder.encode_descriptor(
+                "delivery_failures",
+                "Recipient deferrals and bounces, by bounce class.",
+                None,
+                MetricType::Counter,
+            )?;
+            for (shard, s) in &self.0 {
+                for class in crate::shaping::BounceClass::ALL {
+                    let labels = [
+                        ("shard", shard.to_string()),
+                        ("class", class.as_str().into()),
+                    ];
+                    let v = s.failures_by_class[class.index()];
+                    metric
+                        .encode_family(&labels)?
+                        .encode_counter::<NoLabelSet, u64, u64>(&v, None)?;
+                }
+            }
+        }
         for (name, help, field) in GAUGES {
             let mut metric = encoder.encode_descriptor(name, help, None, MetricType::Gauge)?;
             for (shard, s) in &self.0 {
@@ -322,7 +342,7 @@ mod tests {
             for pair in labels.split(',').filter(|p| !p.is_empty()) {
                 let key = pair.split('=').next().unwrap_or("");
                 assert!(
-                    ["shard", "outcome", "reason", "le"].contains(&key),
+                    ["shard", "outcome", "reason", "class", "le"].contains(&key),
                     "label {key}"
                 );
             }

@@ -55,6 +55,8 @@ pub struct ShardMetrics {
     pub dns_cache_misses: Counter,
     /// Work refused by backpressure, by reason.
     pub backpressure_refusals_by_reason: [Counter; 2],
+    /// Deferrals and bounces by bounce class (indexed like `shaping::BounceClass::ALL`).
+    pub failures_by_class: [Counter; 9],
     /// Records per `fdatasync` in a group commit.
     pub group_commit_batch: Histogram,
     /// Seconds per `fdatasync`.
@@ -93,6 +95,7 @@ impl ShardMetrics {
             dns_cache_hits: Counter::default(),
             dns_cache_misses: Counter::default(),
             backpressure_refusals_by_reason: Default::default(),
+            failures_by_class: Default::default(),
             group_commit_batch: Histogram::new(GROUP_COMMIT_BATCH_BUCKETS),
             fdatasync_seconds: Histogram::new(FDATASYNC_SECONDS_BUCKETS),
             reply_latency_seconds: Histogram::new(REPLY_LATENCY_SECONDS_BUCKETS),
@@ -104,6 +107,14 @@ impl ShardMetrics {
     #[inline]
     pub fn session_ended(&self, outcome: SessionOutcome) {
         self.sessions_by_outcome[outcome.index()].inc();
+    }
+
+    /// Counts one deferral or bounce of bounce class `index`.
+    #[inline]
+    pub fn failure_classified(&self, index: usize) {
+        if let Some(c) = self.failures_by_class.get(index) {
+            c.inc();
+        }
     }
 
     /// Counts one backpressure refusal.
@@ -136,6 +147,7 @@ impl ShardMetrics {
                 .backpressure_refusals_by_reason
                 .each_ref()
                 .map(Counter::get),
+            failures_by_class: self.failures_by_class.each_ref().map(Counter::get),
             group_commit_batch: self.group_commit_batch.snapshot(),
             fdatasync_seconds: self.fdatasync_seconds.snapshot(),
             reply_latency_seconds: self.reply_latency_seconds.snapshot(),
@@ -166,6 +178,7 @@ pub struct Snapshot {
     pub dns_cache_hits: u64,
     pub dns_cache_misses: u64,
     pub backpressure_refusals_by_reason: [u64; 2],
+    pub failures_by_class: [u64; 9],
     pub group_commit_batch: HistogramSnapshot,
     pub fdatasync_seconds: HistogramSnapshot,
     pub reply_latency_seconds: HistogramSnapshot,
@@ -214,6 +227,13 @@ impl Snapshot {
             .backpressure_refusals_by_reason
             .iter_mut()
             .zip(other.backpressure_refusals_by_reason)
+        {
+            add(a, b);
+        }
+        for (a, b) in self
+            .failures_by_class
+            .iter_mut()
+            .zip(other.failures_by_class)
         {
             add(a, b);
         }

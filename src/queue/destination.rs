@@ -24,6 +24,8 @@ pub(super) struct Destination {
     pub(super) suspended: Option<(Instant, String)>,
     tokens: f64,
     refilled: Option<Instant>,
+    conn_tokens: f64,
+    conn_refilled: Option<Instant>,
     pub(super) failures: u32,
     pub(super) backoff: Option<Duration>,
     last_active: Option<Instant>,
@@ -94,6 +96,12 @@ impl Destination {
         }
     }
 
+    /// Takes one waiting job, new or retried, ignoring limits (for an operator or a rule that
+    /// empties the queue).
+    pub(super) fn take_any(&mut self) -> Option<Job> {
+        self.new.pop_front().or_else(|| self.retry.pop_front())
+    }
+
     pub(super) fn ready_len(&self) -> usize {
         self.new.len() + self.retry.len()
     }
@@ -113,9 +121,29 @@ impl Destination {
         if let Some(at) = self.token_at(now) {
             return Err(Some(at));
         }
+        if let Some(rate) = self.limits.connection_rate {
+            let burst = f64::from(rate.messages);
+            self.conn_tokens = match self.conn_refilled {
+                Some(last) => (self.conn_tokens
+                    + now.saturating_duration_since(last).as_secs_f64() / rate.per.as_secs_f64()
+                        * burst)
+                    .min(burst),
+                None => burst,
+            };
+            self.conn_refilled = Some(now);
+            if self.conn_tokens < 1.0 {
+                let per = rate.per.as_secs_f64() / burst;
+                return Err(Some(
+                    now + Duration::from_secs_f64((1.0 - self.conn_tokens) * per),
+                ));
+            }
+        }
         // Slow start: with connections already open, add one only if jobs outnumber them.
         if self.open > 0 && self.ready_len() <= self.open + self.pending_opens {
             return Err(None);
+        }
+        if self.limits.connection_rate.is_some() {
+            self.conn_tokens -= 1.0;
         }
         Ok(())
     }

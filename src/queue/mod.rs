@@ -69,6 +69,8 @@ pub struct Limits {
     pub max_recipients_per_transaction: usize,
     /// Message rate, if limited.
     pub rate: Option<Rate>,
+    /// Rate of new connections, if limited.
+    pub connection_rate: Option<Rate>,
 }
 
 impl Default for Limits {
@@ -78,6 +80,7 @@ impl Default for Limits {
             max_messages_per_connection: 100,
             max_recipients_per_transaction: 100,
             rate: None,
+            connection_rate: None,
         }
     }
 }
@@ -215,21 +218,22 @@ impl Scheduler {
 
     /// The wait before the retry after `attempts` attempts, without jitter.
     pub fn backoff(&self, attempts: u32) -> Duration {
-        let exp = self
-            .retry
-            .multiplier
-            .powi(attempts.saturating_sub(1).min(64) as i32);
-        let secs = (self.retry.first.as_secs_f64() * exp).min(self.retry.max.as_secs_f64());
-        Duration::from_secs_f64(secs)
+        backoff(&self.retry, attempts)
     }
 
     /// Schedules the retry of a job that failed temporarily, or expires it.
     pub fn defer(&mut self, job: Job, now: Instant) -> DeferOutcome {
-        let base = self.backoff(job.attempts.max(1));
-        let spread = (self.random_unit() * 2.0 - 1.0) * self.retry.jitter;
+        let policy = self.retry.clone();
+        self.defer_with(job, now, &policy)
+    }
+
+    /// Like [`Scheduler::defer`], with a destination's own retry schedule.
+    pub fn defer_with(&mut self, job: Job, now: Instant, policy: &RetryPolicy) -> DeferOutcome {
+        let base = backoff(policy, job.attempts.max(1));
+        let spread = (self.random_unit() * 2.0 - 1.0) * policy.jitter;
         let wait = base.mul_f64((1.0 + spread).max(0.0));
         let at = now + wait;
-        if at > job.arrival + self.retry.lifetime {
+        if at > job.arrival + policy.lifetime {
             return DeferOutcome::Expired(job);
         }
         self.defer_until(job, at);
@@ -338,6 +342,18 @@ impl Scheduler {
         d.backoff = None;
     }
 
+    /// Takes every job waiting in a destination's ready queues (deferred jobs stay: they are
+    /// routed again when due).
+    pub fn drain_destination(&mut self, dest: &DestinationKey) -> Vec<Job> {
+        let mut jobs = Vec::new();
+        if let Some(d) = self.dests.get_mut(dest) {
+            while let Some(job) = d.take_any() {
+                jobs.push(job);
+            }
+        }
+        jobs
+    }
+
     /// Removes every queued job of a message.
     pub fn remove_message(&mut self, message: u64) -> Vec<Job> {
         let mut out = Vec::new();
@@ -402,6 +418,15 @@ impl Scheduler {
     pub fn ready_len(&self) -> usize {
         self.dests.values().map(Destination::ready_len).sum()
     }
+}
+
+/// The wait before retry number `attempts` (1-based) under `policy`, before jitter.
+fn backoff(policy: &RetryPolicy, attempts: u32) -> Duration {
+    let exp = policy
+        .multiplier
+        .powi(attempts.saturating_sub(1).min(64) as i32);
+    let secs = (policy.first.as_secs_f64() * exp).min(policy.max.as_secs_f64());
+    Duration::from_secs_f64(secs)
 }
 
 #[cfg(test)]

@@ -57,6 +57,15 @@ impl BounceClass {
     ];
 
     /// The snake_case name, for logs and metric labels.
+    /// Position in [`BounceClass::ALL`] (for metric arrays).
+    pub fn index(self) -> usize {
+        BounceClass::ALL
+            .iter()
+            .position(|c| *c == self)
+            .unwrap_or(BounceClass::ALL.len() - 1)
+    }
+
+    /// The snake_case name used in logs and metric labels.
     pub const fn as_str(self) -> &'static str {
         match self {
             BounceClass::BadMailbox => "bad_mailbox",

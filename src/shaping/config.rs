@@ -233,6 +233,7 @@ impl Shape {
                 .max_recipients_per_transaction
                 .unwrap_or(global.max_recipients_per_transaction),
             rate: self.message_rate.or(global.rate),
+            connection_rate: self.connection_rate.or(global.connection_rate),
         }
     }
 
