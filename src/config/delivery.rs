@@ -200,6 +200,9 @@ pub struct RouteConfig {
     /// Overrides `delivery.tls` for this route.
     #[serde(default)]
     pub tls: Option<TlsPolicy>,
+    /// The source pool of this route's mail (after the header and sender-domain selection).
+    #[serde(default)]
+    pub pool: Option<String>,
 }
 
 impl Default for DeliverySection {

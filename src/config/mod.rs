@@ -11,6 +11,7 @@
 
 mod delivery;
 mod listener;
+mod pools;
 mod units;
 
 use std::net::SocketAddr;
@@ -24,6 +25,7 @@ pub use delivery::{
     SuspendSection, parse_next_hop,
 };
 pub use listener::{AdminSection, AuthSection, ListenerConfig, ListenerMode, TlsSection};
+pub use pools::{PoolConfig, PoolMember, PoolSelection, SenderPool, SourceConfig};
 pub use units::{ByteSize, HumanDuration};
 
 use crate::smtp::BareLineEnding;
@@ -95,6 +97,12 @@ pub struct Config {
     pub dns: DnsSection,
     /// Static routes: domains whose mail goes to given hosts instead of their MX hosts.
     pub routes: Vec<RouteConfig>,
+    /// Egress addresses (`[[sources]]`).
+    pub sources: Vec<SourceConfig>,
+    /// Weighted groups of sources (`[[pools]]`).
+    pub pools: Vec<PoolConfig>,
+    /// Which pool a message uses.
+    pub pool_selection: PoolSelection,
     /// Logs.
     pub log: LogSection,
     /// Certificates for inbound TLS and roots for outbound verification.
@@ -228,6 +236,9 @@ impl Default for Config {
             delivery: DeliverySection::default(),
             dns: DnsSection::default(),
             routes: Vec::new(),
+            sources: Vec::new(),
+            pools: Vec::new(),
+            pool_selection: PoolSelection::default(),
             log: LogSection::default(),
             tls: TlsSection::default(),
             auth: AuthSection::default(),
@@ -357,6 +368,15 @@ impl Config {
         }
         listener::check(&self.listeners, &self.tls, &self.auth)?;
         self.admin.address()?;
+        pools::check(
+            &self.sources,
+            &self.pools,
+            &self.pool_selection,
+            self.routes
+                .iter()
+                .enumerate()
+                .filter_map(|(i, r)| r.pool.as_deref().map(|p| (i, p))),
+        )?;
         if self.spool.path.as_os_str().is_empty() {
             return invalid("spool.path", "must not be empty");
         }

@@ -38,6 +38,8 @@ pub struct Target {
     pub tls: TlsPolicy,
     /// Its own retry schedule (from the shaping file), if not the global one.
     pub retry: Option<crate::queue::RetryPolicy>,
+    /// EHLO name of its source address, if not the MTA's.
+    pub helo: Option<String>,
 }
 
 /// The result of routing a domain.
@@ -101,6 +103,7 @@ pub async fn route(config: &Config, resolver: &Resolver, domain: &str) -> Routed
                 limits: limits(config, r.max_connections, r.rate),
                 tls: r.tls.unwrap_or(config.delivery.tls),
                 retry: None,
+                helo: None,
             })),
             Err(o) => Routed::Failed(o),
         };
@@ -114,6 +117,7 @@ pub async fn route(config: &Config, resolver: &Resolver, domain: &str) -> Routed
                 limits: limits(config, None, None),
                 tls: config.delivery.tls,
                 retry: None,
+                helo: None,
             })),
             Err(o) => Routed::Failed(o),
         };
@@ -149,6 +153,7 @@ pub async fn route(config: &Config, resolver: &Resolver, domain: &str) -> Routed
                 limits: limits(config, None, None),
                 tls: config.delivery.tls,
                 retry: None,
+                helo: None,
             }))
         }
         Err(e @ DnsError::NotFound(_)) => {

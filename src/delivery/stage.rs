@@ -76,6 +76,8 @@ struct Queued {
     size: usize,
     /// Bytes charged to the memory budget for the envelope and bookkeeping.
     meta: u64,
+    /// The source pool the message asked for (header or sender domain), if any.
+    pool: Option<String>,
     arrival: Instant,
     attempts: RefCell<Vec<u32>>,
     pending: Cell<usize>,
@@ -128,6 +130,8 @@ pub struct Stage {
     rules: RefCell<RuleEngine>,
     /// The global retry schedule (shaped destinations may have their own).
     retry_policy: RetryPolicy,
+    /// Random state for picking a pool's source.
+    pick: Cell<u64>,
     /// Last connection error per destination, for operators.
     last_error: RefCell<HashMap<DestinationKey, String>>,
     /// Hosts whose opportunistic handshake failed, sent to in plaintext until the instant.
@@ -254,6 +258,7 @@ impl Stage {
             ),
             shaping: RefCell::new(shaping),
             retry_policy: retry.clone(),
+            pick: Cell::new(seed | 1),
             memory: Memory::new(memory_budget, memory_full),
             last_error: RefCell::new(HashMap::new()),
             stats: DeliveryStats::default(),
@@ -315,6 +320,7 @@ impl Stage {
             .any(|(k, _)| k.eq_ignore_ascii_case("SMTPUTF8"));
         let id = record.id;
         let body = std::mem::take(&mut record.body);
+        let pool = self.pool_of(&record, &body);
         let size = body.len();
         let meta = meta_bytes(&record);
         let body = self
@@ -327,6 +333,7 @@ impl Stage {
             body: RefCell::new(body),
             size,
             meta,
+            pool,
             arrival,
             attempts: RefCell::new(attempts),
             pending: Cell::new(pending),
@@ -390,6 +397,13 @@ impl Stage {
         glommio::spawn_local(async move {
             match route(&stage.config(), &stage.resolver, &job.domain).await {
                 Routed::Target(target) => {
+                    let pool = stage
+                        .messages
+                        .borrow()
+                        .get(&job.message)
+                        .and_then(|q| q.pool.clone());
+                    let target =
+                        stage.with_source(target, pool.as_deref(), &job.domain, &stage.pick);
                     let target = stage.shape(target, &job.domain);
                     let key = target.key.clone();
                     stage
@@ -587,7 +601,8 @@ impl Stage {
             configs: &self.tls,
             server_name: name,
         };
-        let (source, helo, timeouts) = (target.source, &self.helo, self.timeouts);
+        let helo = target.helo.as_ref().unwrap_or(&self.helo);
+        let (source, timeouts) = (target.source, self.timeouts);
         match Connection::open(addr, source, helo, timeouts, request(policy)).await {
             Err(ClientError::Tls {
                 reason,
@@ -746,5 +761,7 @@ impl Stage {
 pub mod control;
 #[path = "stage_finish.rs"]
 mod finish;
+#[path = "stage_pools.rs"]
+mod pools;
 #[path = "stage_shaping.rs"]
 mod shaping;

@@ -38,6 +38,7 @@ impl Stage {
             limits: shape.limits(&target.limits),
             tls: shape.tls_policy(target.tls),
             retry,
+            helo: target.helo.clone(),
         })
     }
 
