@@ -157,3 +157,31 @@ fn unknown_pool_names_are_refused_naming_the_key() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("pools[0].sources[0].source"), "{err}");
 }
+
+#[test]
+fn a_route_source_address_is_used() {
+    let (port, seen) = receiver();
+    let dir = tempdir();
+    let config = write_config(
+        dir.path(),
+        "",
+        &format!(
+            "[delivery]\n[[routes]]\ndomain = \"dest.test\"\nhosts = [\"127.0.0.1:{port}\"]\n\
+             source = \"127.0.0.5\"\n"
+        ),
+    );
+    let mut mta = Mta::start(dir.path(), &config);
+    let mut c = Client::connect(mta.addr);
+    c.codes(1);
+    c.send(b"EHLO c.test\r\n");
+    c.reply();
+    send(&mut c, "s@src.test", "", 3);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while seen.lock().unwrap().len() < 3 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(mta.stop().success());
+    let seen = seen.lock().unwrap();
+    assert_eq!(seen.len(), 3);
+    assert!(seen.iter().all(|(ip, ..)| ip == "127.0.0.5"), "{seen:?}");
+}

@@ -50,10 +50,18 @@ impl Stage {
             .set_limits(&target.key, adjustment.apply(&target.limits));
     }
 
-    /// Re-applies every destination's limits (rules relax step by step as time passes).
+    /// Re-applies every destination's limits (rules relax step by step as time passes), and
+    /// forgets the routing of destinations the scheduler has dropped as idle (so the map does
+    /// not grow with every domain ever sent to).
     pub(super) fn refresh_limits(&self) {
         let now = Instant::now();
         self.rules.borrow_mut().prune(now);
+        {
+            let sched = self.sched.borrow();
+            let live: std::collections::HashSet<&DestinationKey> = sched.destinations().collect();
+            self.targets.borrow_mut().retain(|k, _| live.contains(k));
+            self.last_error.borrow_mut().retain(|k, _| live.contains(k));
+        }
         let targets: Vec<Rc<Target>> = self.targets.borrow().values().cloned().collect();
         for t in targets {
             self.apply_limits(&t, now);
