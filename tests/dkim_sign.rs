@@ -208,6 +208,18 @@ fn submitted_mail_is_signed_before_spooling() {
         &["a@example.net"],
         &message("x@other.test", "nokey"),
     );
+    let admin = mta.admin.expect("admin endpoint");
+    let (_, metrics) = mta::admin::client::get(&format!("http://{admin}"), "/metrics", None)
+        .expect("metrics");
+    let total = |name: &str| -> u64 {
+        metrics
+            .lines()
+            .filter(|l| l.starts_with(name))
+            .map(|l| l.rsplit(' ').next().unwrap().parse::<f64>().unwrap() as u64)
+            .sum()
+    };
+    assert_eq!(total("mta_dkim_signed_total"), 2, "{metrics}");
+    assert_eq!(total("mta_dkim_no_key_total"), 1, "{metrics}");
     assert!(mta.stop().success());
     let mut log = String::new();
     for _ in 0..50 {

@@ -48,6 +48,12 @@ pub fn collect(
         s.dns_cache_hits = dns.cache_hits;
         s.dns_cache_misses = dns.cache_misses;
     }
+    if let Some(d) = &server.dkim {
+        s.dkim_signed = d.stats.signed.get();
+        s.dkim_no_key = d.stats.no_key.get();
+        s.dkim_failed = d.stats.failed.get();
+        s.bulk_without_unsubscribe = d.stats.bulk_without_unsubscribe.get();
+    }
     s.spool_bytes = std::fs::read_dir(spool.dir())
         .map(|dir| {
             dir.filter_map(Result::ok)

@@ -87,6 +87,22 @@ const COUNTERS: &[(&str, &str, Field)] = &[
         "DNS lookups that missed the cache.",
         |s| s.dns_cache_misses,
     ),
+    ("dkim_signed", "Messages DKIM-signed.", |s| s.dkim_signed),
+    (
+        "dkim_no_key",
+        "Messages in DKIM scope whose From domain has no key.",
+        |s| s.dkim_no_key,
+    ),
+    (
+        "dkim_failed",
+        "Messages whose DKIM signing failed (spooled unsigned).",
+        |s| s.dkim_failed,
+    ),
+    (
+        "bulk_without_unsubscribe",
+        "Signed bulk messages without one-click unsubscription (RFC 8058).",
+        |s| s.bulk_without_unsubscribe,
+    ),
 ];
 
 const GAUGES: &[(&str, &str, Field)] = &[

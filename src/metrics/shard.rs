@@ -53,6 +53,14 @@ pub struct ShardMetrics {
     pub dns_cache_hits: Counter,
     /// DNS lookups that missed the cache.
     pub dns_cache_misses: Counter,
+    /// DKIM: messages signed.
+    pub dkim_signed: Counter,
+    /// DKIM: messages in scope whose From domain has no key.
+    pub dkim_no_key: Counter,
+    /// DKIM: messages whose signing failed.
+    pub dkim_failed: Counter,
+    /// DKIM: signed bulk messages without one-click unsubscription.
+    pub bulk_without_unsubscribe: Counter,
     /// Work refused by backpressure, by reason.
     pub backpressure_refusals_by_reason: [Counter; 2],
     /// Deferrals and bounces by bounce class (indexed like `shaping::BounceClass::ALL`).
@@ -94,6 +102,10 @@ impl ShardMetrics {
             spool_bytes: Gauge::default(),
             dns_cache_hits: Counter::default(),
             dns_cache_misses: Counter::default(),
+            dkim_signed: Counter::default(),
+            dkim_no_key: Counter::default(),
+            dkim_failed: Counter::default(),
+            bulk_without_unsubscribe: Counter::default(),
             backpressure_refusals_by_reason: Default::default(),
             failures_by_class: Default::default(),
             group_commit_batch: Histogram::new(GROUP_COMMIT_BATCH_BUCKETS),
@@ -143,6 +155,10 @@ impl ShardMetrics {
             spool_bytes: self.spool_bytes.get(),
             dns_cache_hits: self.dns_cache_hits.get(),
             dns_cache_misses: self.dns_cache_misses.get(),
+            dkim_signed: self.dkim_signed.get(),
+            dkim_no_key: self.dkim_no_key.get(),
+            dkim_failed: self.dkim_failed.get(),
+            bulk_without_unsubscribe: self.bulk_without_unsubscribe.get(),
             backpressure_refusals_by_reason: self
                 .backpressure_refusals_by_reason
                 .each_ref()
@@ -177,6 +193,10 @@ pub struct Snapshot {
     pub spool_bytes: u64,
     pub dns_cache_hits: u64,
     pub dns_cache_misses: u64,
+    pub dkim_signed: u64,
+    pub dkim_no_key: u64,
+    pub dkim_failed: u64,
+    pub bulk_without_unsubscribe: u64,
     pub backpressure_refusals_by_reason: [u64; 2],
     pub failures_by_class: [u64; 9],
     pub group_commit_batch: HistogramSnapshot,
@@ -223,6 +243,13 @@ impl Snapshot {
         add(&mut self.spool_bytes, other.spool_bytes);
         add(&mut self.dns_cache_hits, other.dns_cache_hits);
         add(&mut self.dns_cache_misses, other.dns_cache_misses);
+        add(&mut self.dkim_signed, other.dkim_signed);
+        add(&mut self.dkim_no_key, other.dkim_no_key);
+        add(&mut self.dkim_failed, other.dkim_failed);
+        add(
+            &mut self.bulk_without_unsubscribe,
+            other.bulk_without_unsubscribe,
+        );
         for (a, b) in self
             .backpressure_refusals_by_reason
             .iter_mut()
