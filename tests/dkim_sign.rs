@@ -209,8 +209,8 @@ fn submitted_mail_is_signed_before_spooling() {
         &message("x@other.test", "nokey"),
     );
     let admin = mta.admin.expect("admin endpoint");
-    let (_, metrics) = mta::admin::client::get(&format!("http://{admin}"), "/metrics", None)
-        .expect("metrics");
+    let (_, metrics) =
+        mta::admin::client::get(&format!("http://{admin}"), "/metrics", None).expect("metrics");
     let total = |name: &str| -> u64 {
         metrics
             .lines()
