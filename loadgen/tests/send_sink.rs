@@ -187,8 +187,9 @@ fn sends_to_the_mta() {
         format!(
             "hostname = \"mx.test\"\nshards = 2\n[[listeners]]\naddress = \"127.0.0.1:0\"\n\
              [spool]\npath = \"{}\"\nmin_free_space = 0\nmin_free_percent = 0.0\n\
-             [delivery]\nhold = true\n",
-            spool.display()
+             [delivery]\nhold = true\n[log]\ndir = \"{}\"\n[admin]\nlisten = \"127.0.0.1:0\"\n",
+            spool.display(),
+            dir.path().join("log").display()
         ),
     )
     .unwrap();
