@@ -22,7 +22,9 @@ use super::model::{ArchivedMessageRecord, MessageRecord, RetireRecord, StateReco
 /// Segment file magic.
 pub const MAGIC: &[u8; 8] = b"MTASPOOL";
 /// Current format version (header field).
-pub const FORMAT_VERSION: u32 = 1;
+pub const FORMAT_VERSION: u32 = 2;
+/// The oldest format version this build reads (version 1 has no move records).
+pub const OLDEST_READABLE_VERSION: u32 = 1;
 /// Segment header length.
 pub const HEADER_LEN: usize = 32;
 /// Frame header length (`len: u32`, `crc: u32`, `kind: u8`, 3 reserved zero bytes).
@@ -35,6 +37,9 @@ pub const KIND_MESSAGE: u8 = 1;
 pub const KIND_STATE: u8 = 2;
 /// Record kind of a [`RetireRecord`].
 pub const KIND_RETIRE: u8 = 3;
+/// Record kind of a moved message: the same payload as [`KIND_MESSAGE`], copied forward from
+/// an older segment (format version 2). It re-homes a message already counted as accepted.
+pub const KIND_MOVE: u8 = 4;
 
 /// Encodes a segment header.
 pub fn encode_header(shard: u32, segment: u64) -> [u8; HEADER_LEN] {
@@ -68,7 +73,7 @@ pub fn check_header(bytes: &[u8], shard: u32, segment: u64) -> HeaderCheck {
         return HeaderCheck::Bad("bad magic".into());
     }
     let version = u32::from_le_bytes(h[8..12].try_into().unwrap());
-    if version != FORMAT_VERSION {
+    if !(OLDEST_READABLE_VERSION..=FORMAT_VERSION).contains(&version) {
         return HeaderCheck::Bad(format!("unsupported format version {version}"));
     }
     let s = u32::from_le_bytes(h[12..16].try_into().unwrap());
@@ -133,6 +138,15 @@ pub fn encode_retire(rec: &RetireRecord) -> Result<AlignedVec, SpoolError> {
 pub enum Record {
     /// A message record at `offset` (frame start); decode it with [`decode_message_at`].
     Message {
+        /// Frame offset in the segment.
+        offset: u64,
+        /// `QueueId.0`.
+        id: u64,
+        /// Number of recipients.
+        recipients: u32,
+    },
+    /// A message copied forward from an older segment (same payload as `Message`).
+    Move {
         /// Frame offset in the segment.
         offset: u64,
         /// `QueueId.0`.
@@ -235,15 +249,24 @@ impl<'a> RecordIter<'a> {
         self.scratch.clear();
         self.scratch.extend_from_slice(payload);
         let rec = match kind {
-            KIND_MESSAGE => {
+            KIND_MESSAGE | KIND_MOVE => {
                 let m = rkyv::access::<ArchivedMessageRecord, rancor::Error>(&self.scratch)
                     .map_err(|_| Stop::Invalid("message fails validation"))?;
                 let recipients = u32::try_from(m.recipients.len())
                     .map_err(|_| Stop::Invalid("too many recipients"))?;
-                Record::Message {
-                    offset,
-                    id: m.id.to_native(),
-                    recipients,
+                let id = m.id.to_native();
+                if kind == KIND_MOVE {
+                    Record::Move {
+                        offset,
+                        id,
+                        recipients,
+                    }
+                } else {
+                    Record::Message {
+                        offset,
+                        id,
+                        recipients,
+                    }
                 }
             }
             KIND_STATE => Record::State {
@@ -290,7 +313,7 @@ pub fn decode_message_at(bytes: &[u8], offset: u64) -> Result<MessageRecord, Str
         scratch: AlignedVec::new(),
     };
     match it.step() {
-        Ok(Some(Record::Message { .. })) => {
+        Ok(Some(Record::Message { .. } | Record::Move { .. })) => {
             rkyv::from_bytes::<MessageRecord, rancor::Error>(&it.scratch).map_err(|e| e.to_string())
         }
         Ok(_) => Err(format!("no message record at offset {offset}")),

@@ -19,7 +19,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use super::model::{FinalKind, StateRecord, Totals};
+use super::model::{FinalKind, RecipientState, StateRecord, Totals};
 
 #[derive(Debug)]
 struct MsgEntry {
@@ -29,6 +29,8 @@ struct MsgEntry {
     open: u32,
     /// Other segments holding a first final state of one of this message's recipients.
     pins: Vec<u64>,
+    /// The latest `Deferred` state of recipients not yet final (copied forward with a move).
+    deferred: Vec<(u32, RecipientState)>,
 }
 
 /// Per-segment bookkeeping.
@@ -38,6 +40,14 @@ pub(crate) struct SegEntry {
     pub(crate) msgs: Vec<u64>,
     pub(crate) pins: u64,
     pub(crate) totals: Totals,
+}
+
+/// A message to copy forward: where its record is and the states to copy with it.
+pub(crate) struct Forward {
+    pub(crate) id: u64,
+    pub(crate) offset: u64,
+    pub(crate) finals: Vec<FinalKind>,
+    pub(crate) deferred: Vec<(u32, RecipientState)>,
 }
 
 /// What applying a state record did.
@@ -65,6 +75,87 @@ pub(crate) struct Ledger {
 }
 
 impl Ledger {
+    /// Re-homes a tracked message in segment `seg` at `offset` (a move record): its accepted
+    /// and final counts go with it, and the segments it pinned are released (the move is
+    /// followed by copies of its final states). Returns the segments whose deletability may
+    /// have changed (the old home and the released ones); None if the message is not tracked.
+    pub(crate) fn move_message(&mut self, id: u64, seg: u64, offset: u64) -> Option<Vec<u64>> {
+        let m = self.msgs.get_mut(&id)?;
+        let old = m.segment;
+        m.offset = offset;
+        if old == seg {
+            return Some(Vec::new());
+        }
+        m.segment = seg;
+        let pins = std::mem::take(&mut m.pins);
+        let open = u64::from(m.open);
+        let finals = m.finals.to_vec();
+        let n = finals.len() as u64;
+        if let Some(o) = self.segs.get_mut(&old) {
+            o.open = o.open.saturating_sub(open);
+            o.msgs.retain(|x| *x != id);
+            o.totals.accepted = o.totals.accepted.saturating_sub(n);
+            for k in &finals {
+                o.totals.uncount_final(*k);
+            }
+        }
+        let t = self.segs.entry(seg).or_default();
+        t.open += open;
+        t.msgs.push(id);
+        t.totals.accepted += n;
+        for k in &finals {
+            t.totals.count_final(*k);
+        }
+        for p in &pins {
+            if let Some(s) = self.segs.get_mut(p) {
+                s.pins = s.pins.saturating_sub(1);
+            }
+        }
+        let mut changed = pins;
+        changed.push(old);
+        Some(changed)
+    }
+
+    /// Old segments worth emptying: every tracked segment but `current` whose still-open
+    /// messages number at most `max_messages`, with those messages' (id, offset, finals).
+    pub(crate) fn forward_candidates(
+        &self,
+        current: Option<u64>,
+        max_messages: usize,
+    ) -> Vec<(u64, Vec<Forward>)> {
+        let mut out = Vec::new();
+        for (&seg, entry) in &self.segs {
+            if Some(seg) == current || entry.open == 0 {
+                continue;
+            }
+            let open: Vec<&u64> = entry
+                .msgs
+                .iter()
+                .filter(|id| {
+                    self.msgs
+                        .get(id)
+                        .is_some_and(|m| m.open > 0 && m.segment == seg)
+                })
+                .collect();
+            if open.is_empty() || open.len() > max_messages {
+                continue;
+            }
+            let msgs = open
+                .into_iter()
+                .filter_map(|id| {
+                    self.msgs.get(id).map(|m| Forward {
+                        id: *id,
+                        offset: m.offset,
+                        finals: m.finals.to_vec(),
+                        deferred: m.deferred.clone(),
+                    })
+                })
+                .collect();
+            out.push((seg, msgs));
+        }
+        out
+    }
+
     /// Registers segment `seg` (idempotent).
     pub(crate) fn ensure_segment(&mut self, seg: u64) {
         self.segs.entry(seg).or_default();
@@ -98,6 +189,7 @@ impl Ledger {
                 finals: vec![FinalKind::Open; recipients as usize].into_boxed_slice(),
                 open: recipients,
                 pins: Vec::new(),
+                deferred: Vec::new(),
             },
         );
         true
@@ -129,9 +221,13 @@ impl Ledger {
             return StateOutcome::AlreadyFinal;
         }
         if kind == FinalKind::Open {
+            let r = rec.recipient;
+            m.deferred.retain(|(i, _)| *i != r);
+            m.deferred.push((r, rec.state.clone()));
             return StateOutcome::Applied { newly_final: false };
         }
         *slot = kind;
+        m.deferred.retain(|(i, _)| *i != rec.recipient);
         m.open -= 1;
         let home = m.segment;
         if m.open == 0 {

@@ -353,6 +353,16 @@ impl Totals {
         self.bounced += o.bounced;
         self.expired += o.expired;
     }
+    /// Takes back a [`Totals::count_final`] (a message moving to another segment).
+    pub(crate) fn uncount_final(&mut self, k: FinalKind) {
+        match k {
+            FinalKind::Open => {}
+            FinalKind::Delivered => self.delivered = self.delivered.saturating_sub(1),
+            FinalKind::Bounced => self.bounced = self.bounced.saturating_sub(1),
+            FinalKind::Expired => self.expired = self.expired.saturating_sub(1),
+        }
+    }
+
     pub(crate) fn count_final(&mut self, k: FinalKind) {
         match k {
             FinalKind::Open => {}
@@ -371,6 +381,18 @@ pub(crate) enum FinalKind {
     Delivered = 1,
     Bounced = 2,
     Expired = 3,
+}
+
+impl FinalKind {
+    /// The state record that makes a recipient this final (None for `Open`).
+    pub(crate) fn to_state(self, at_unix_ms: u64) -> Option<RecipientState> {
+        match self {
+            FinalKind::Open => None,
+            FinalKind::Delivered => Some(RecipientState::Delivered { at_unix_ms }),
+            FinalKind::Bounced => Some(RecipientState::Bounced { at_unix_ms }),
+            FinalKind::Expired => Some(RecipientState::Expired { at_unix_ms }),
+        }
+    }
 }
 
 #[cfg(test)]

@@ -260,6 +260,20 @@ pub(crate) fn scan_shard(dir: &Path, shard: u32) -> Result<ShardScan, SpoolError
                         );
                     }
                 }
+                Record::Move {
+                    offset,
+                    id,
+                    recipients,
+                } => {
+                    // A message copied forward: re-homed if its old segment is still here,
+                    // else tracked from here on (its old segment's retire record, written
+                    // after the move, did not count it).
+                    if ledger.move_message(id, number, offset).is_none()
+                        && ledger.add_message(number, offset, id, recipients)
+                    {
+                        states.insert(id, vec![None; recipients as usize]);
+                    }
+                }
                 Record::State { rec, .. } => {
                     if let StateOutcome::Applied { .. } = ledger.apply_state(number, &rec)
                         && let Some(v) = states.get_mut(&rec.id)

@@ -40,6 +40,9 @@ use super::model::{MAX_SHARDS, MessageRecord, QueueId, RetireRecord, StateRecord
 use super::recovery::{self, Recovered, segment_file_name};
 use crate::metrics::ShardMetrics;
 
+#[path = "forward.rs"]
+mod forward;
+
 enum Effect {
     Message { id: u64, recipients: u32 },
     State(StateRecord),
@@ -497,6 +500,7 @@ impl Committer {
         if batch.buf.is_empty() {
             return;
         }
+        let forwarding = self.add_forwarding(&mut batch).await;
         let n_records = batch.waiters.len() as u64 + u64::from(!retiring.listed.is_empty());
         let result = self.write_batch(&batch.buf).await;
         match result {
@@ -513,6 +517,12 @@ impl Committer {
                 {
                     let mut st = self.inner.st.borrow_mut();
                     st.retire_blocked = false;
+                    // Moves first: they come first in the batch (see `forward`).
+                    for (id, at) in &forwarding.moves {
+                        if let Some(changed) = st.ledger.move_message(*id, segment, base + at) {
+                            candidates.extend(changed);
+                        }
+                    }
                     for w in batch.waiters.drain(..) {
                         let r = match w.effect {
                             Effect::Message { id, recipients } => {
@@ -638,8 +648,8 @@ impl Committer {
     }
 
     /// The current segment is full: the next batch goes to a new one.
-    /// HOOK (copy-forward): this is where long-lived stragglers of old segments would be
-    /// re-appended to the new segment so the old ones can be retired.
+    /// Closes the current segment; the next batch opens a new one (and copies the few open
+    /// messages of old segments forward into it, see `forward`).
     async fn seal(&mut self) {
         if let Some(seg) = self.seg.take()
             && let Err(e) = seg.file.close().await
