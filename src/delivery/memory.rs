@@ -28,8 +28,11 @@ pub struct Memory {
     bodies: Cell<u64>,
     meta: Cell<u64>,
     full: Rc<Cell<bool>>,
-    /// Messages holding a body, oldest first: (id, size). May name messages gone since.
+    /// Messages holding a body, oldest first: (id, size). May name messages gone since;
+    /// compacted when such entries outnumber the live ones (see [`Memory::needs_compact`]).
     held: RefCell<VecDeque<(u64, u64)>>,
+    /// Bodies held now.
+    held_now: Cell<usize>,
 }
 
 impl Memory {
@@ -41,6 +44,7 @@ impl Memory {
             meta: Cell::new(0),
             full,
             held: RefCell::new(VecDeque::new()),
+            held_now: Cell::new(0),
         }
     }
 
@@ -77,6 +81,7 @@ impl Memory {
     /// Records that message `id` now holds a body of `size` bytes.
     pub fn hold(&self, id: u64, size: u64) {
         self.bodies.set(self.bodies.get() + size);
+        self.held_now.set(self.held_now.get() + 1);
         self.held.borrow_mut().push_back((id, size));
     }
 
@@ -88,6 +93,7 @@ impl Memory {
     /// A held body was dropped (message gone, or evicted).
     pub fn drop_body(&self, size: u64) {
         self.bodies.set(self.bodies.get().saturating_sub(size));
+        self.held_now.set(self.held_now.get().saturating_sub(1));
     }
 
     /// A message left the queue: its envelope is no longer charged.
@@ -116,14 +122,19 @@ impl Memory {
         self.meta.get()
     }
 
-    /// The budget.
-    pub fn budget(&self) -> u64 {
-        self.budget
+    /// True when the list of holders has grown well past the bodies actually held (entries
+    /// of messages delivered since): time for [`Memory::compact`].
+    pub fn needs_compact(&self) -> bool {
+        self.held.borrow().len() > 2 * self.held_now.get() + 64
     }
 
-    /// Forgets held entries of messages that no longer hold a body (keeps the list short).
+    /// Keeps only the entries of messages that still hold their body (one per message), so the
+    /// list stays proportional to what is held however many messages pass through.
     pub fn compact(&self, still_held: impl Fn(u64) -> bool) {
-        self.held.borrow_mut().retain(|(id, _)| still_held(*id));
+        let mut seen = std::collections::HashSet::new();
+        self.held
+            .borrow_mut()
+            .retain(|(id, _)| still_held(*id) && seen.insert(*id));
     }
 }
 
@@ -151,5 +162,30 @@ mod tests {
         assert!(full.get(), "900 of envelopes refuses new mail");
         m.release_meta(200);
         assert!(!full.get());
+    }
+
+    #[test]
+    fn the_holder_list_stays_proportional_to_what_is_held() {
+        let m = Memory::new(1 << 30, Rc::new(Cell::new(false)));
+        let mut live = std::collections::HashSet::new();
+        for id in 0..10_000u64 {
+            assert!(m.admit(id, 10, 100));
+            live.insert(id);
+            if id >= 5 {
+                // Delivered and forgotten: its body goes.
+                live.remove(&(id - 5));
+                m.drop_body(100);
+                m.release_meta(10);
+            }
+            if m.needs_compact() {
+                m.compact(|x| live.contains(&x));
+            }
+        }
+        assert!(
+            m.held.borrow().len() <= 2 * 5 + 64,
+            "{}",
+            m.held.borrow().len()
+        );
+        assert_eq!(m.bodies(), 500);
     }
 }

@@ -327,7 +327,6 @@ impl Stage {
             .memory
             .admit(id, meta, size as u64)
             .then(|| Rc::new(body));
-        self.evict();
         let q = Rc::new(Queued {
             record,
             body: RefCell::new(body),
@@ -348,6 +347,8 @@ impl Stage {
             smtputf8,
         });
         self.messages.borrow_mut().insert(id, q.clone());
+        // After the insert: the new message is one the eviction and compaction can see.
+        self.evict();
         // Group the pending recipients by domain and by "ready now" vs "deferred until".
         let mut now_by_domain: HashMap<String, Vec<u32>> = HashMap::new();
         for (i, (r, s)) in q.record.recipients.iter().zip(&states).enumerate() {
@@ -547,6 +548,10 @@ impl Stage {
             {
                 self.memory.drop_body(size);
             }
+        }
+        if self.memory.needs_compact() {
+            self.memory
+                .compact(|id| messages.get(&id).is_some_and(|q| q.body.borrow().is_some()));
         }
     }
 

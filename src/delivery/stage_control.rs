@@ -281,15 +281,6 @@ impl Stage {
         self.resolver.stats()
     }
 
-    /// The queue's memory: (bodies held, envelopes, budget) in bytes.
-    pub fn memory_use(&self) -> (u64, u64, u64) {
-        (
-            self.memory.bodies(),
-            self.memory.meta(),
-            self.memory.budget(),
-        )
-    }
-
     /// Queue gauges for metrics: (recipients queued, bytes queued, destinations suspended).
     pub fn queue_gauges(&self) -> (u64, u64, u64) {
         let (mut recipients, mut bytes) = (0u64, 0u64);
