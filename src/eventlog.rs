@@ -121,7 +121,9 @@ impl EventLog {
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_millis());
         let mut b = self.buf.borrow_mut();
-        let _ = write!(b, "{{\"type\":{},\"time\":{time}", json(kind));
+        b.extend_from_slice(b"{\"type\":");
+        json(&mut b, kind);
+        let _ = write!(b, ",\"time\":{time}");
         b
     }
 
@@ -137,23 +139,23 @@ impl EventLog {
     /// Appends a delivery event.
     pub fn record(&self, e: &Event<'_>) {
         let mut b = self.begin(e.kind);
+        for (key, value) in [
+            ("queue_id", e.queue_id),
+            ("sender", e.sender),
+            ("recipient", e.recipient),
+            ("destination", e.destination),
+            ("host", e.host),
+            ("tls", e.tls),
+            ("reply", e.reply),
+            ("status", e.status),
+            ("class", e.class),
+        ] {
+            field(&mut b, key, value);
+        }
         let _ = write!(
             b,
-            ",\"queue_id\":{},\"sender\":{},\"recipient\":{},\"destination\":{},\"host\":{},\
-             \"tls\":{},\"reply\":{},\"status\":{},\"class\":{},\"attempt\":{},\
-             \"duration_ms\":{},\"size\":{}",
-            json(e.queue_id),
-            json(e.sender),
-            json(e.recipient),
-            json(e.destination),
-            json(e.host),
-            json(e.tls),
-            json(e.reply),
-            json(e.status),
-            json(e.class),
-            e.attempt,
-            e.duration_ms,
-            e.size
+            ",\"attempt\":{},\"duration_ms\":{},\"size\":{}",
+            e.attempt, e.duration_ms, e.size
         );
         self.end(b);
     }
@@ -161,35 +163,39 @@ impl EventLog {
     /// Appends a `Reception`.
     pub fn reception(&self, r: &Reception<'_>) {
         let mut b = self.begin("Reception");
-        let recipients: Vec<String> = r.recipients.iter().map(|x| json(x)).collect();
-        let _ = write!(
-            b,
-            ",\"queue_id\":{},\"sender\":{},\"recipients\":[{}],\"size\":{},\"client\":{},\
-             \"helo\":{},\"tls\":{},\"auth\":{}",
-            json(r.queue_id),
-            json(r.sender),
-            recipients.join(","),
-            r.size,
-            json(r.client),
-            json(r.helo),
-            json(r.tls),
-            json(r.auth)
-        );
+        field(&mut b, "queue_id", r.queue_id);
+        field(&mut b, "sender", r.sender);
+        b.extend_from_slice(b",\"recipients\":[");
+        for (i, x) in r.recipients.iter().enumerate() {
+            if i > 0 {
+                b.push(b',');
+            }
+            json(&mut b, x);
+        }
+        let _ = write!(b, "],\"size\":{}", r.size);
+        for (key, value) in [
+            ("client", r.client),
+            ("helo", r.helo),
+            ("tls", r.tls),
+            ("auth", r.auth),
+        ] {
+            field(&mut b, key, value);
+        }
         self.end(b);
     }
 
     /// Appends a `Rejection`.
     pub fn rejection(&self, r: &Rejection<'_>) {
         let mut b = self.begin("Rejection");
-        let _ = write!(
-            b,
-            ",\"stage\":{},\"sender\":{},\"recipient\":{},\"reply\":{},\"client\":{}",
-            json(r.stage),
-            json(r.sender),
-            json(r.recipient),
-            json(r.reply),
-            json(r.client)
-        );
+        for (key, value) in [
+            ("stage", r.stage),
+            ("sender", r.sender),
+            ("recipient", r.recipient),
+            ("reply", r.reply),
+            ("client", r.client),
+        ] {
+            field(&mut b, key, value);
+        }
         self.end(b);
     }
 
@@ -263,20 +269,35 @@ impl EventLog {
     }
 }
 
-/// A JSON string literal.
-fn json(s: &str) -> String {
-    let mut out = String::with_capacity(s.len() + 2);
-    out.push('"');
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            c if (c as u32) < 0x20 => out.push_str(&format!("\\u{:04x}", c as u32)),
-            c => out.push(c),
+/// Appends `,"key":"value"` (the key is a literal that needs no escaping).
+fn field(out: &mut Vec<u8>, key: &str, value: &str) {
+    out.extend_from_slice(b",\"");
+    out.extend_from_slice(key.as_bytes());
+    out.extend_from_slice(b"\":");
+    json(out, value);
+}
+
+/// Appends `s` as a JSON string literal, escaping in place (no allocation).
+fn json(out: &mut Vec<u8>, s: &str) {
+    out.push(b'"');
+    let bytes = s.as_bytes();
+    let mut start = 0;
+    for (i, &c) in bytes.iter().enumerate() {
+        if c != b'"' && c != b'\\' && c >= 0x20 {
+            continue;
         }
+        out.extend_from_slice(&bytes[start..i]);
+        match c {
+            b'"' => out.extend_from_slice(b"\\\""),
+            b'\\' => out.extend_from_slice(b"\\\\"),
+            c => {
+                let _ = write!(out, "\\u{:04x}", c);
+            }
+        }
+        start = i + 1;
     }
-    out.push('"');
-    out
+    out.extend_from_slice(&bytes[start..]);
+    out.push(b'"');
 }
 
 #[cfg(test)]
@@ -286,7 +307,12 @@ mod tests {
 
     #[test]
     fn escapes() {
-        assert_eq!(json("a\"b\\c\r\n"), "\"a\\\"b\\\\c\\u000d\\u000a\"");
+        let mut out = Vec::new();
+        json(&mut out, "a\"b\\c\r\né");
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "\"a\\\"b\\\\c\\u000d\\u000aé\""
+        );
     }
 
     #[test]
