@@ -5,86 +5,16 @@
 //! (and PyNaCl for Ed25519) is installed once into the target directory when
 //! missing; that is the only network access.
 
+mod common;
+
+use common::dkim::{TestKeys, make_keys};
 use mta::dkim::{Algorithm, DkimKeyConfig, DkimSection, Signer};
-use ring::rand::SystemRandom;
-use ring::signature::{Ed25519KeyPair, KeyPair as _};
-use rsa::pkcs1::EncodeRsaPrivateKey;
-use rsa::pkcs8::{EncodePublicKey, LineEnding};
-use std::path::{Path, PathBuf};
-use std::process::Command;
-use std::sync::OnceLock;
-
-const SCRIPT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/python/dkim_verify.py");
-
-/// The directory holding dkimpy and PyNaCl, installed on first use. A lock
-/// file keeps concurrent test processes from installing at the same time.
-fn pydeps() -> &'static Path {
-    static DIR: OnceLock<PathBuf> = OnceLock::new();
-    DIR.get_or_init(|| {
-        let base = PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
-        let dir = base.join("pydeps");
-        let importable = || {
-            python(&dir)
-                .args(["-c", "import dkim, nacl"])
-                .output()
-                .is_ok_and(|o| o.status.success())
-        };
-        if importable() {
-            return dir;
-        }
-        std::fs::create_dir_all(&base).expect("target tmp dir");
-        let lock = std::fs::File::create(base.join("pydeps.lock")).expect("lock file");
-        lock.lock().expect("lock");
-        if !importable() {
-            let status = Command::new("python3")
-                .args([
-                    "-m",
-                    "pip",
-                    "install",
-                    "--quiet",
-                    "--disable-pip-version-check",
-                    "--target",
-                ])
-                .arg(&dir)
-                .args(["dkimpy", "pynacl"])
-                .status()
-                .expect("pip runs");
-            assert!(status.success(), "pip install dkimpy pynacl failed");
-            assert!(importable(), "dkimpy still not importable");
-        }
-        dir
-    })
-}
-
-fn python(pydeps: &Path) -> Command {
-    let mut cmd = Command::new("python3");
-    cmd.env("PYTHONPATH", pydeps);
-    cmd
-}
-
-fn base64(bytes: &[u8]) -> String {
-    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = String::new();
-    for chunk in bytes.chunks(3) {
-        let n = chunk
-            .iter()
-            .enumerate()
-            .fold(0u32, |acc, (i, &b)| acc | (u32::from(b) << (16 - 8 * i)));
-        for i in 0..4 {
-            if i <= chunk.len() {
-                out.push(ALPHABET[(n >> (18 - 6 * i) & 63) as usize] as char);
-            } else {
-                out.push('=');
-            }
-        }
-    }
-    out
-}
 
 /// Key files, DNS records and a signer for `example.com` with one RSA-2048
 /// (selector `rsa`) and one Ed25519 key (selector `ed`).
 struct Fixture {
-    dir: tempfile::TempDir,
+    keys: TestKeys,
+    _dir: tempfile::TempDir,
     rsa: DkimKeyConfig,
     ed: DkimKeyConfig,
 }
@@ -92,41 +22,8 @@ struct Fixture {
 impl Fixture {
     fn new() -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
-        let mut records = String::new();
-
-        let rsa_key = rsa::RsaPrivateKey::new(&mut rsa::rand_core::OsRng, 2048).expect("RSA key");
-        let rsa_file = dir.path().join("rsa.pem");
-        let pem = rsa_key.to_pkcs1_pem(LineEnding::LF).expect("PKCS#1");
-        std::fs::write(&rsa_file, pem.as_bytes()).expect("write");
-        let spki = rsa_key.to_public_key().to_public_key_der().expect("SPKI");
-        records += &format!(
-            "rsa._domainkey.example.com v=DKIM1; k=rsa; p={}\n",
-            base64(spki.as_bytes())
-        );
-
-        let pkcs8 = Ed25519KeyPair::generate_pkcs8(&SystemRandom::new()).expect("Ed25519");
-        let pair = Ed25519KeyPair::from_pkcs8(pkcs8.as_ref()).expect("parses");
-        let body = base64(pkcs8.as_ref());
-        let lines: Vec<&str> = body
-            .as_bytes()
-            .chunks(64)
-            .map(|c| std::str::from_utf8(c).expect("ASCII"))
-            .collect();
-        let ed_file = dir.path().join("ed.pem");
-        std::fs::write(
-            &ed_file,
-            format!(
-                "-----BEGIN PRIVATE KEY-----\n{}\n-----END PRIVATE KEY-----\n",
-                lines.join("\n")
-            ),
-        )
-        .expect("write");
-        records += &format!(
-            "ed._domainkey.example.com v=DKIM1; k=ed25519; p={}\n",
-            base64(pair.public_key().as_ref())
-        );
-        std::fs::write(dir.path().join("records"), records).expect("write");
-
+        let keys = make_keys(dir.path());
+        let (rsa_file, ed_file) = (keys.rsa_file.clone(), keys.ed_file.clone());
         let key = |selector: &str, algorithm, key_file| DkimKeyConfig {
             domain: "example.com".into(),
             selector: selector.into(),
@@ -136,7 +33,8 @@ impl Fixture {
         Fixture {
             rsa: key("rsa", Algorithm::RsaSha256, rsa_file),
             ed: key("ed", Algorithm::Ed25519Sha256, ed_file),
-            dir,
+            keys,
+            _dir: dir,
         }
     }
 
@@ -164,23 +62,7 @@ impl Fixture {
 
     /// dkimpy's verdict for each signature of `message`, top to bottom.
     fn verify(&self, message: &[u8]) -> Vec<String> {
-        let path = self.dir.path().join("message.eml");
-        std::fs::write(&path, message).expect("write");
-        let output = python(pydeps())
-            .arg(SCRIPT)
-            .arg(self.dir.path().join("records"))
-            .arg(&path)
-            .output()
-            .expect("python3 runs");
-        assert!(
-            output.status.success(),
-            "verifier failed: {}",
-            String::from_utf8_lossy(&output.stderr)
-        );
-        String::from_utf8_lossy(&output.stdout)
-            .lines()
-            .map(String::from)
-            .collect()
+        common::dkim::verify(&self.keys, message)
     }
 }
 

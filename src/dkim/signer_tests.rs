@@ -2,33 +2,15 @@
 
 use super::*;
 use crate::dkim::config::DkimKeyConfig;
+use base64::Engine as _;
 use ring::signature::KeyPair as _;
 use rsa::pkcs1::EncodeRsaPrivateKey;
 use rsa::pkcs8::{EncodePrivateKey, LineEnding};
 use std::path::PathBuf;
 use std::sync::OnceLock;
 
-fn base64(bytes: &[u8]) -> String {
-    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = String::new();
-    for chunk in bytes.chunks(3) {
-        let n = chunk
-            .iter()
-            .enumerate()
-            .fold(0u32, |acc, (i, &b)| acc | (u32::from(b) << (16 - 8 * i)));
-        for i in 0..4 {
-            if i <= chunk.len() {
-                out.push(ALPHABET[(n >> (18 - 6 * i) & 63) as usize] as char);
-            } else {
-                out.push('=');
-            }
-        }
-    }
-    out
-}
-
 fn pem(label: &str, der: &[u8]) -> String {
-    let body = base64(der);
+    let body = base64::engine::general_purpose::STANDARD.encode(der);
     let lines: Vec<&str> = body
         .as_bytes()
         .chunks(64)
