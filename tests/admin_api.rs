@@ -9,7 +9,7 @@ use std::net::SocketAddr;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::{Client, Mta, tempdir, write_config};
+use common::{Mta, queue_counts, submit, tempdir, write_config};
 
 /// Runs `mta <args> --url http://<admin>` and returns (success, stdout, stderr).
 fn cli(admin: SocketAddr, config: &std::path::Path, args: &[&str]) -> (bool, String, String) {
@@ -36,26 +36,6 @@ fn cli_json(admin: SocketAddr, config: &std::path::Path, args: &[&str]) -> serde
     serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out}"))
 }
 
-fn submit(mta: &Mta, rcpts: &[&str]) -> String {
-    let mut c = Client::connect(mta.addr);
-    c.codes(1);
-    c.send(b"EHLO c.test\r\n");
-    c.reply();
-    let mut cmd = String::from("MAIL FROM:<a@src.test>\r\n");
-    for r in rcpts {
-        cmd.push_str(&format!("RCPT TO:<{r}>\r\n"));
-    }
-    cmd.push_str("DATA\r\n");
-    c.send(cmd.as_bytes());
-    for _ in 0..rcpts.len() + 2 {
-        c.reply().unwrap();
-    }
-    c.send(b"Subject: admin\r\n\r\nhello\r\n.\r\n");
-    let r = c.reply().unwrap();
-    assert!(r.starts_with("250"), "{r}");
-    r.split_whitespace().last().unwrap().to_owned()
-}
-
 /// A raw HTTP/1.1 request; returns the status code.
 fn raw(admin: SocketAddr, request: &str) -> u16 {
     let mut s = std::net::TcpStream::connect(admin).unwrap();
@@ -80,8 +60,8 @@ fn queue_and_destination_operations() {
     );
     let mut mta = Mta::start(dir.path(), &config);
     let admin = mta.admin.expect("admin endpoint");
-    let first = submit(&mta, &["a@dest.test", "b@dest.test"]);
-    let second = submit(&mta, &["c@dest.test"]);
+    let first = submit(&mta, &["a@dest.test", "b@dest.test"], "admin");
+    let second = submit(&mta, &["c@dest.test"], "admin");
 
     // Wait until both messages were tried once.
     let deadline = Instant::now() + Duration::from_secs(20);
@@ -177,25 +157,11 @@ fn queue_and_destination_operations() {
 
     assert!(mta.stop().success());
     // The books balance: 3 accepted = 2 bounced (deleted) + 1 queued.
-    let out = Command::new(env!("CARGO_BIN_EXE_mta"))
-        .args(["queue", "count", "--config"])
-        .arg(&config)
-        .output()
-        .unwrap();
-    let count = String::from_utf8_lossy(&out.stdout);
-    let value = |key: &str| -> u64 {
-        count
-            .lines()
-            .find_map(|l| {
-                let mut w = l.split_whitespace();
-                (w.next() == Some(key)).then(|| w.next().unwrap().parse().unwrap())
-            })
-            .unwrap_or_else(|| panic!("{key} missing: {count}"))
-    };
+    let count = queue_counts(&config);
     assert_eq!(
-        (value("accepted"), value("bounced"), value("queued")),
+        (count["accepted"], count["bounced"], count["queued"]),
         (3, 2, 1),
-        "{count}"
+        "{count:?}"
     );
 }
 

@@ -7,12 +7,11 @@ mod common;
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::TcpListener;
-use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use common::{Client, Mta, tempdir, write_config};
+use common::{Client, Mta, queue_counts, tempdir, write_config};
 
 /// A receiver that refuses every recipient with 451; counts the connections it served.
 fn refusing_server() -> (u16, Arc<AtomicUsize>) {
@@ -109,21 +108,8 @@ fn config(dir: &std::path::Path, port: u16, budget: &str) -> std::path::PathBuf 
 }
 
 fn books(config: &std::path::Path) -> (u64, u64) {
-    let out = Command::new(env!("CARGO_BIN_EXE_mta"))
-        .args(["queue", "count", "--config"])
-        .arg(config)
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    let value = |key: &str| -> u64 {
-        text.lines()
-            .find_map(|l| {
-                let mut w = l.split_whitespace();
-                (w.next() == Some(key)).then(|| w.next().unwrap().parse().unwrap())
-            })
-            .unwrap_or_else(|| panic!("{key}: {text}"))
-    };
-    (value("accepted"), value("queued"))
+    let count = queue_counts(config);
+    (count["accepted"], count["queued"])
 }
 
 #[test]

@@ -5,10 +5,9 @@ mod common;
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::TcpListener;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::{Client, Mta, tempdir, write_config};
+use common::{Client, Mta, queue_counts, tempdir, write_config};
 
 /// Takes every message.
 fn receiver() -> u16 {
@@ -63,18 +62,7 @@ fn segments(dir: &std::path::Path) -> Vec<String> {
 }
 
 fn count(config: &std::path::Path, key: &str) -> u64 {
-    let out = Command::new(env!("CARGO_BIN_EXE_mta"))
-        .args(["queue", "count", "--config"])
-        .arg(config)
-        .output()
-        .unwrap();
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .find_map(|l| {
-            let mut w = l.split_whitespace();
-            (w.next() == Some(key)).then(|| w.next().unwrap().parse().unwrap())
-        })
-        .unwrap()
+    queue_counts(config)[key]
 }
 
 #[test]

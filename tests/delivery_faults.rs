@@ -6,12 +6,11 @@ mod common;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpListener;
-use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use common::{Client, Mta, tempdir, write_config};
+use common::{Client, Mta, queue_counts, tempdir, write_config};
 
 #[derive(Clone, Copy)]
 enum Fault {
@@ -119,24 +118,8 @@ fn run(fault: Fault) -> String {
                 .unwrap_or_default()
         })
         .collect();
-    let out = Command::new(env!("CARGO_BIN_EXE_mta"))
-        .args(["queue", "count", "--config"])
-        .arg(&config)
-        .output()
-        .unwrap();
-    let count = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(
-        count
-            .lines()
-            .any(|l| l.split_whitespace().collect::<Vec<_>>() == ["delivered", "1"]),
-        "{count}"
-    );
-    assert!(
-        count
-            .lines()
-            .any(|l| l.split_whitespace().collect::<Vec<_>>() == ["queued", "0"]),
-        "{count}"
-    );
+    let count = queue_counts(&config);
+    assert_eq!((count["delivered"], count["queued"]), (1, 0), "{count:?}");
     log
 }
 

@@ -6,19 +6,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{Client, Mta, tempdir, write_config};
-
-fn lines(dir: &std::path::Path) -> Vec<serde_json::Value> {
-    (0..2)
-        .flat_map(|i| {
-            std::fs::read_to_string(dir.join(format!("log/delivery-{i}.jsonl")))
-                .unwrap_or_default()
-                .lines()
-                .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
-                .collect::<Vec<serde_json::Value>>()
-        })
-        .collect()
-}
+use common::{Client, Mta, event_log, tempdir, write_config};
 
 fn has(v: &serde_json::Value, fields: &[&str]) {
     for f in fields {
@@ -53,7 +41,7 @@ fn receptions_rejections_and_attempts_are_logged_with_their_fields() {
 
     let deadline = Instant::now() + Duration::from_secs(20);
     let all = loop {
-        let all = lines(dir.path());
+        let all = event_log(dir.path());
         if all.iter().any(|v| v["type"] == "TransientFailure") || Instant::now() > deadline {
             break all;
         }

@@ -9,7 +9,7 @@ use std::net::TcpListener;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::{Client, Mta, tempdir, write_config};
+use common::{Mta, event_log, submit, tempdir, write_config};
 
 /// Refuses `bad@` with 550 5.1.1, throttles `slow@` with 451 4.7.0, takes the rest.
 fn receiver() -> u16 {
@@ -68,29 +68,6 @@ fn receiver() -> u16 {
     port
 }
 
-fn submit(mta: &Mta, rcpt: &str) {
-    let mut c = Client::connect(mta.addr);
-    c.codes(1);
-    c.send(b"EHLO c.test\r\n");
-    c.reply();
-    c.send(format!("MAIL FROM:<a@src.test>\r\nRCPT TO:<{rcpt}>\r\nDATA\r\n").as_bytes());
-    assert_eq!(c.codes(3), vec![250, 250, 354]);
-    c.send(b"Subject: shaping\r\n\r\nhello\r\n.\r\n");
-    assert_eq!(c.codes(1), vec![250]);
-}
-
-fn log_lines(dir: &std::path::Path) -> Vec<serde_json::Value> {
-    (0..2)
-        .flat_map(|i| {
-            std::fs::read_to_string(dir.join(format!("log/delivery-{i}.jsonl")))
-                .unwrap_or_default()
-                .lines()
-                .map(|l| serde_json::from_str(l).unwrap())
-                .collect::<Vec<serde_json::Value>>()
-        })
-        .collect()
-}
-
 #[test]
 fn a_rule_suspends_the_destination_and_failures_are_classified() {
     let port = receiver();
@@ -115,11 +92,11 @@ fn a_rule_suspends_the_destination_and_failures_are_classified() {
     let text = std::fs::read_to_string(&config).unwrap();
     std::fs::write(&config, text.replacen("shards = 2\n", "", 1)).unwrap();
     let mut mta = Mta::start(dir.path(), &config);
-    submit(&mta, "bad@dest.test");
-    submit(&mta, "slow@dest.test");
+    submit(&mta, &["bad@dest.test"], "shaping");
+    submit(&mta, &["slow@dest.test"], "shaping");
     let deadline = Instant::now() + Duration::from_secs(20);
     let lines = loop {
-        let lines = log_lines(dir.path());
+        let lines = event_log(dir.path());
         let done = lines.iter().any(|v| v["type"] == "Bounce")
             && lines.iter().any(|v| v["type"] == "TransientFailure");
         if done || Instant::now() > deadline {

@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use common::certs::make_certs;
-use common::{Client, Mta, tempdir, write_config};
+use common::{Mta, submit, tempdir, write_config};
 
 /// A receiving `mta` (delivery on hold) for `dest.test`, with the given certificates.
 fn receiver(dir: &Path, certs: &[(std::path::PathBuf, std::path::PathBuf)]) -> Mta {
@@ -57,25 +57,6 @@ fn wait_for(dir: &Path, rcpt: &str) -> serde_json::Value {
         std::thread::sleep(Duration::from_millis(100));
     }
     panic!("no delivery record for {rcpt}: {}", delivery_log(dir));
-}
-
-fn submit(mta: &Mta, rcpts: &[&str]) {
-    let mut c = Client::connect(mta.addr);
-    c.codes(1);
-    c.send(b"EHLO c.test\r\n");
-    c.reply();
-    let mut cmd = String::from("MAIL FROM:<a@src.test>\r\n");
-    for r in rcpts {
-        cmd.push_str(&format!("RCPT TO:<{r}>\r\n"));
-    }
-    cmd.push_str("DATA\r\n");
-    c.send(cmd.as_bytes());
-    for _ in 0..rcpts.len() + 2 {
-        c.reply().unwrap();
-    }
-    c.send(b"Subject: tls\r\n\r\nhello\r\n.\r\n");
-    let r = c.reply().unwrap();
-    assert!(r.starts_with("250"), "{r}");
 }
 
 /// Answers like an SMTP server that offers STARTTLS and then breaks the handshake; without
@@ -176,6 +157,7 @@ fn policies_opportunistic_required_verify_and_fallback() {
             "u@none.test",
             "u@broken.test",
         ],
+        "tls",
     );
 
     let v = wait_for(dir.path(), "u@opportunistic.test");

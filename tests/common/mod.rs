@@ -247,3 +247,55 @@ impl Client {
         self.line().is_none()
     }
 }
+
+/// The accounting that `mta queue count --config <config>` prints, by name (`accepted`,
+/// `delivered`, `bounced`, `expired`, `queued`, `messages`).
+pub fn queue_counts(config: &Path) -> std::collections::HashMap<String, u64> {
+    let out = Command::new(env!("CARGO_BIN_EXE_mta"))
+        .args(["queue", "count", "--config"])
+        .arg(config)
+        .output()
+        .expect("mta queue count");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| {
+            let mut w = l.split_whitespace();
+            Some((w.next()?.to_owned(), w.next()?.parse().ok()?))
+        })
+        .collect()
+}
+
+/// Every line of both shards' event logs of the MTA whose directory is `dir`, parsed.
+pub fn event_log(dir: &Path) -> Vec<serde_json::Value> {
+    (0..2)
+        .flat_map(|i| {
+            std::fs::read_to_string(dir.join(format!("log/delivery-{i}.jsonl")))
+                .unwrap_or_default()
+                .lines()
+                .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+                .collect::<Vec<serde_json::Value>>()
+        })
+        .collect()
+}
+
+/// Sends one message from `a@src.test` to `rcpts` (pipelined, on a fresh connection) and
+/// returns its queue id; panics unless every reply is positive.
+pub fn submit(mta: &Mta, rcpts: &[&str], subject: &str) -> String {
+    let mut c = Client::connect(mta.addr);
+    c.codes(1);
+    c.send(b"EHLO c.test\r\n");
+    c.reply();
+    let mut cmd = String::from("MAIL FROM:<a@src.test>\r\n");
+    for r in rcpts {
+        cmd.push_str(&format!("RCPT TO:<{r}>\r\n"));
+    }
+    cmd.push_str("DATA\r\n");
+    c.send(cmd.as_bytes());
+    let mut want = vec![250; rcpts.len() + 1];
+    want.push(354);
+    assert_eq!(c.codes(rcpts.len() + 2), want);
+    c.send(format!("Subject: {subject}\r\n\r\nhello\r\n.\r\n").as_bytes());
+    let r = c.reply().unwrap();
+    assert!(r.starts_with("250"), "{r}");
+    r.split_whitespace().last().unwrap().to_owned()
+}
