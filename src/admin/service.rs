@@ -30,7 +30,8 @@ pub fn collect(
     let mut s = metrics.snapshot();
     let st = &server.stats;
     s.connections_accepted = st.connections.get();
-    s.connections_refused = st.refused.get();
+    // Over the shard's limit or a per-address limit.
+    s.connections_refused = st.refused.get() + st.refused_per_ip.get();
     s.messages_accepted = st.messages_accepted.get();
     s.recipients_accepted = st.recipients_accepted.get();
     let counts = spool.counts();

@@ -48,7 +48,7 @@ const COUNTERS: &[(&str, &str, Field)] = &[
     ),
     (
         "connections_refused",
-        "Inbound connections refused over the limit.",
+        "Inbound connections refused over a connection limit (per shard or per address).",
         |s| s.connections_refused,
     ),
     ("messages_accepted", "Messages accepted.", |s| {

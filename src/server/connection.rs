@@ -128,9 +128,7 @@ pub async fn serve(
                 client
             }
             Err(e) => {
-                ctx.stats
-                    .proxy_failures
-                    .set(ctx.stats.proxy_failures.get() + 1);
+                ctx.metrics.session_ended(SessionOutcome::Error);
                 tracing::info!(%peer, error = %e, "no valid PROXY header; closing");
                 let _ = stream.shutdown(std::net::Shutdown::Both).await;
                 return;
@@ -152,6 +150,7 @@ pub async fn serve(
         Err(why) => {
             let stats = &ctx.stats;
             stats.refused_per_ip.set(stats.refused_per_ip.get() + 1);
+            ctx.metrics.session_ended(SessionOutcome::Rejected);
             tracing::info!(%client, ?why, "connection over the per-address limit");
             // On implicit TLS a plaintext reply would only garble the client's handshake.
             if !entry.implicit_tls {

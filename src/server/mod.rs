@@ -56,8 +56,6 @@ pub struct ServerStats {
     pub refused: Cell<u64>,
     /// Connections refused with `421` for a per-address limit.
     pub refused_per_ip: Cell<u64>,
-    /// Connections on PROXY listeners closed for a missing or bad PROXY header.
-    pub proxy_failures: Cell<u64>,
     /// Messages acknowledged with `250` after their spool sync.
     pub messages_accepted: Cell<u64>,
     /// Recipients of those messages.
