@@ -514,6 +514,11 @@ impl Stage {
         bump(&self.stats.connections);
         self.stats.open.set(self.stats.open.get() + 1);
         let idle = self.config().delivery.idle_timeout.0;
+        // What the event log says of this connection's TLS, the same for all its jobs.
+        let tls_text = conn
+            .tls()
+            .map(|t| format!("{} {}", t.version, t.cipher))
+            .unwrap_or_default();
         let max_messages = target.limits.max_messages_per_connection;
         let mut idle_since = Instant::now();
         while conn.usable() && conn.transactions() < max_messages && !self.stopping.get() {
@@ -525,7 +530,11 @@ impl Stage {
                 glommio::timer::sleep(Duration::from_millis(10)).await;
                 continue;
             };
-            let requeue = self.deliver(&mut conn, &dest, &host, job).await;
+            let peer = Peer {
+                host: &host,
+                tls: &tls_text,
+            };
+            let requeue = self.deliver(&mut conn, &dest, peer, job).await;
             if let Some(job) = requeue {
                 // A reused connection died before the server accepted anything: not an attempt.
                 self.sched.borrow_mut().submit(&dest, job, Instant::now());
@@ -627,17 +636,10 @@ impl Stage {
         self: &Rc<Self>,
         conn: &mut Connection,
         dest: &DestinationKey,
-        host: &str,
+        peer: Peer<'_>,
         job: Job,
     ) -> Option<Job> {
-        let tls_text = conn
-            .tls()
-            .map(|t| format!("{} {}", t.version, t.cipher))
-            .unwrap_or_default();
-        let peer = Peer {
-            host,
-            tls: &tls_text,
-        };
+        let host = peer.host;
         let q = self.messages.borrow().get(&job.message).cloned()?;
         let rec = &q.record;
         let started = Instant::now();

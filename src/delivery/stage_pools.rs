@@ -88,12 +88,9 @@ impl Stage {
             return target;
         };
         let total: u64 = pool.sources.iter().map(|m| u64::from(m.weight)).sum();
-        let mut x = rng.get();
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        rng.set(x);
-        let mut pick = x % total.max(1);
+        let mut state = rng.get();
+        let mut pick = crate::queue::xorshift64(&mut state) % total.max(1);
+        rng.set(state);
         let member = pool
             .sources
             .iter()

@@ -208,12 +208,7 @@ impl Scheduler {
     }
 
     fn random_unit(&mut self) -> f64 {
-        let mut x = self.rng;
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        self.rng = x;
-        (x >> 11) as f64 / (1u64 << 53) as f64
+        (xorshift64(&mut self.rng) >> 11) as f64 / (1u64 << 53) as f64
     }
 
     /// The wait before the retry after `attempts` attempts, without jitter.
@@ -418,6 +413,17 @@ impl Scheduler {
     pub fn ready_len(&self) -> usize {
         self.dests.values().map(Destination::ready_len).sum()
     }
+}
+
+/// One step of the xorshift64 generator (jitter, weighted picks: not for secrets). The state
+/// must not be 0.
+pub fn xorshift64(state: &mut u64) -> u64 {
+    let mut x = *state;
+    x ^= x << 13;
+    x ^= x >> 7;
+    x ^= x << 17;
+    *state = x;
+    x
 }
 
 /// The wait before retry number `attempts` (1-based) under `policy`, before jitter.
