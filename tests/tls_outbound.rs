@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use common::certs::make_certs;
-use common::{Mta, submit, tempdir, write_config};
+use common::{Mta, event_log, submit, tempdir, write_config};
 
 /// A receiving `mta` (delivery on hold) for `dest.test`, with the given certificates.
 fn receiver(dir: &Path, certs: &[(std::path::PathBuf, std::path::PathBuf)]) -> Mta {
@@ -31,32 +31,16 @@ fn receiver(dir: &Path, certs: &[(std::path::PathBuf, std::path::PathBuf)]) -> M
     Mta::start(dir, &config)
 }
 
-/// Every delivery-log line of both shards of the MTA in `dir`.
-fn delivery_log(dir: &Path) -> String {
-    (0..2)
-        .map(|i| {
-            std::fs::read_to_string(dir.join(format!("log/delivery-{i}.jsonl"))).unwrap_or_default()
-        })
-        .collect::<String>()
-        .lines()
-        .filter(|l| {
-            !l.starts_with("{\"type\":\"Reception\"") && !l.starts_with("{\"type\":\"Rejection\"")
-        })
-        .map(|l| format!("{l}\n"))
-        .collect()
-}
-
-/// Waits until the log has a line for `rcpt` (bounded) and returns it.
+/// Waits until the event log has a delivery event for `rcpt` (bounded) and returns it.
 fn wait_for(dir: &Path, rcpt: &str) -> serde_json::Value {
     let deadline = Instant::now() + Duration::from_secs(30);
     while Instant::now() < deadline {
-        let log = delivery_log(dir);
-        if let Some(line) = log.lines().find(|l| l.contains(rcpt)) {
-            return serde_json::from_str(line).expect("JSON log line");
+        if let Some(v) = event_log(dir).into_iter().find(|v| v["recipient"] == rcpt) {
+            return v;
         }
         std::thread::sleep(Duration::from_millis(100));
     }
-    panic!("no delivery record for {rcpt}: {}", delivery_log(dir));
+    panic!("no delivery record for {rcpt}: {:?}", event_log(dir));
 }
 
 /// Answers like an SMTP server that offers STARTTLS and then breaks the handshake; without
