@@ -25,7 +25,6 @@ use futures_lite::{AsyncReadExt, AsyncWriteExt};
 use glommio::net::TcpStream;
 use rustls::pki_types::ServerName;
 
-use crate::smtp::data::dot_stuff;
 use crate::smtp::ehlo::Extensions;
 use crate::smtp::reply::{ReplyError, ReplyParser};
 use crate::smtp::{EnhancedStatus, Reply};
@@ -130,14 +129,18 @@ impl ClientError {
     }
 }
 
+#[path = "client_transaction.rs"]
+mod transaction;
+pub use transaction::{Chained, Started};
+
 /// What to send in one transaction.
 pub struct Envelope<'a> {
     /// Reverse path without brackets ("" = null).
     pub reverse_path: &'a str,
     /// Forward paths without brackets, with their DSN parameters in wire form (may be empty).
-    pub recipients: Vec<(&'a str, String)>,
+    pub recipients: Vec<(&'a str, &'a str)>,
     /// MAIL parameters to add besides SIZE/BODY/SMTPUTF8 (e.g. `RET=HDRS ENVID=x`), wire form.
-    pub extra_mail_params: String,
+    pub extra_mail_params: &'a str,
     /// The message (header + body) with CRLF line endings, not dot-stuffed.
     pub body: &'a [u8],
     /// The message contains 8-bit octets (request BODY=8BITMIME when offered).
@@ -221,6 +224,7 @@ impl Connection {
                 }
             };
         let _ = stream.set_nodelay(true);
+        let _ = stream.set_write_timeout(Some(timeouts.data_block));
         let mut c = Connection {
             stream: Some(Stream::Plain(stream)),
             peer: addr,
@@ -362,150 +366,6 @@ impl Connection {
         self.usable
     }
 
-    /// Sends one transaction and returns every reply.
-    pub async fn send(&mut self, env: &Envelope<'_>) -> Result<TransactionReplies, ClientError> {
-        let result = self.transaction(env).await;
-        if result.is_err() {
-            self.usable = false;
-        }
-        self.transactions += 1;
-        result
-    }
-
-    async fn transaction(&mut self, env: &Envelope<'_>) -> Result<TransactionReplies, ClientError> {
-        let pipelining = self.ext.pipelining;
-        let chunking = self.ext.chunking;
-        self.write_mail(env);
-        if !pipelining {
-            self.flush("MAIL").await?;
-        }
-        let mut rcpt_lines = 0;
-        // Without PIPELINING each command waits for its reply (RFC 5321 lock-step).
-        let mail = if pipelining {
-            None
-        } else {
-            Some(self.read_reply("MAIL", self.timeouts.command).await?)
-        };
-        if let Some(m) = &mail
-            && !m.is_positive_completion()
-        {
-            let rcpts = vec![m.clone(); env.recipients.len()];
-            self.rset_after_failure().await;
-            return Ok(TransactionReplies {
-                mail: m.clone(),
-                rcpts,
-                data: None,
-            });
-        }
-        let mut rcpts = Vec::with_capacity(env.recipients.len());
-        for (addr, params) in &env.recipients {
-            self.out.extend_from_slice(b"RCPT TO:<");
-            self.out.extend_from_slice(addr.as_bytes());
-            self.out.push(b'>');
-            if !params.is_empty() && self.ext.dsn {
-                self.out.push(b' ');
-                self.out.extend_from_slice(params.as_bytes());
-            }
-            self.out.extend_from_slice(b"\r\n");
-            rcpt_lines += 1;
-            if !pipelining {
-                self.flush("RCPT").await?;
-                rcpts.push(self.read_reply("RCPT", self.timeouts.command).await?);
-            }
-        }
-        if chunking {
-            self.out
-                .extend_from_slice(format!("BDAT {} LAST\r\n", env.body.len()).as_bytes());
-            if pipelining || rcpts.iter().any(Reply::is_positive_completion) {
-                self.out.extend_from_slice(env.body);
-                self.flush("BDAT").await?;
-            } else {
-                self.out.clear();
-            }
-        } else {
-            self.out.extend_from_slice(b"DATA\r\n");
-            self.flush("DATA").await?;
-        }
-        let mail = match mail {
-            Some(m) => m,
-            None => self.read_reply("MAIL", self.timeouts.command).await?,
-        };
-        if pipelining {
-            for _ in 0..rcpt_lines {
-                rcpts.push(self.read_reply("RCPT", self.timeouts.command).await?);
-            }
-        }
-        let any_rcpt =
-            mail.is_positive_completion() && rcpts.iter().any(Reply::is_positive_completion);
-        let data = if chunking {
-            if !pipelining && !any_rcpt {
-                None
-            } else {
-                Some(
-                    self.read_reply("BDAT", self.timeouts.data_termination)
-                        .await?,
-                )
-            }
-        } else {
-            let go = self.read_reply("DATA", self.timeouts.data_init).await?;
-            if go.code != 354 {
-                Some(go)
-            } else if !any_rcpt {
-                // RFC 2920 3.1: the server should have refused DATA; end an empty message.
-                self.out.extend_from_slice(b".\r\n");
-                self.flush("DATA").await?;
-                Some(
-                    self.read_reply("end of data", self.timeouts.data_termination)
-                        .await?,
-                )
-            } else {
-                dot_stuff(env.body, &mut self.out);
-                self.flush("message data").await?;
-                Some(
-                    self.read_reply("end of data", self.timeouts.data_termination)
-                        .await?,
-                )
-            }
-        };
-        let replies = TransactionReplies { mail, rcpts, data };
-        let ok = replies
-            .data
-            .as_ref()
-            .is_some_and(Reply::is_positive_completion);
-        if !ok {
-            self.rset_after_failure().await;
-        }
-        Ok(replies)
-    }
-
-    fn write_mail(&mut self, env: &Envelope<'_>) {
-        self.out.extend_from_slice(b"MAIL FROM:<");
-        self.out.extend_from_slice(env.reverse_path.as_bytes());
-        self.out.push(b'>');
-        if self.ext.size.is_some() {
-            self.out
-                .extend_from_slice(format!(" SIZE={}", env.body.len()).as_bytes());
-        }
-        if env.eight_bit && self.ext.eight_bit_mime {
-            self.out.extend_from_slice(b" BODY=8BITMIME");
-        }
-        if env.smtputf8 && self.ext.smtputf8 {
-            self.out.extend_from_slice(b" SMTPUTF8");
-        }
-        if !env.extra_mail_params.is_empty() && self.ext.dsn {
-            self.out.push(b' ');
-            self.out.extend_from_slice(env.extra_mail_params.as_bytes());
-        }
-        self.out.extend_from_slice(b"\r\n");
-    }
-
-    /// After a failed transaction the server's state is reset so the connection can be reused.
-    async fn rset_after_failure(&mut self) {
-        if self.rset().await.is_err() {
-            self.usable = false;
-        }
-    }
-
     /// RSET (RFC 5321 4.1.1.5).
     pub async fn rset(&mut self) -> Result<(), ClientError> {
         self.out.extend_from_slice(b"RSET\r\n");
@@ -550,27 +410,23 @@ impl Connection {
         if self.out.is_empty() {
             return Ok(());
         }
-        let block = self.timeouts.data_block;
         let stream = self.stream.as_mut().expect("stream present");
-        let out = &self.out;
-        let r = glommio::timer::timeout(block, async {
-            stream.write_all(out).await?;
-            stream.flush().await.map_err(glommio::GlommioError::from)
-        })
+        // The socket's write timeout (set at connect) bounds each block written.
+        let r = async {
+            stream.write_all(&self.out).await?;
+            stream.flush().await
+        }
         .await;
         self.out.clear();
         match r {
             Ok(()) => Ok(()),
-            Err(glommio::GlommioError::TimedOut(_)) => {
+            Err(e) if e.kind() == std::io::ErrorKind::TimedOut => {
                 self.usable = false;
                 Err(ClientError::Timeout { stage })
             }
-            Err(e) => {
+            Err(source) => {
                 self.usable = false;
-                Err(ClientError::Io {
-                    stage,
-                    source: std::io::Error::other(e.to_string()),
-                })
+                Err(ClientError::Io { stage, source })
             }
         }
     }

@@ -1,0 +1,375 @@
+//! One outbound connection's life: open it, feed it the destination's jobs, close it.
+//!
+//! What it does: opens a connection to the first hop that answers, then takes the
+//! destination's ready jobs one after the other until the queue stays empty for
+//! `idle_timeout`, the connection has carried `max_messages_per_connection` transactions, or
+//! it fails. When the server pipelines, each message's content goes out in one write with the
+//! next message's envelope (RFC 2920 3.1), so a busy connection spends one round trip per
+//! message. Each finished transaction's replies become recipient outcomes.
+//!
+//! What it does not do: no protocol details (the client), no bookkeeping of outcomes
+//! (`finish_job`), no decision on how many connections a destination gets (the scheduler).
+//!
+//! Invariants: a job taken from the scheduler ends in exactly one of: finished with outcomes,
+//! or handed back to the scheduler without an attempt (a reused connection that died before
+//! the server accepted anything of it). A transaction whose content is pending is always
+//! completed before the connection is closed.
+
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use super::*;
+use crate::delivery::client::{Chained, Started, TransactionReplies};
+use crate::smtp::ehlo::Extensions;
+
+/// A job ready to go out: its message, body and wire parameters.
+struct Outgoing {
+    job: Job,
+    q: Rc<Queued>,
+    body: Rc<Vec<u8>>,
+    /// Per recipient of the job: its DSN parameters in wire form (usually empty).
+    rcpt_params: Vec<String>,
+    /// MAIL parameters besides SIZE/BODY/SMTPUTF8 (RET, ENVID).
+    extra: String,
+    started: Instant,
+    /// The connection had carried a transaction before this one.
+    reused: bool,
+}
+
+impl Outgoing {
+    fn envelope(&self) -> Envelope<'_> {
+        let rec = &self.q.record;
+        Envelope {
+            reverse_path: &rec.reverse_path,
+            recipients: self
+                .job
+                .recipients
+                .iter()
+                .zip(&self.rcpt_params)
+                .map(|(&i, p)| (rec.recipients[i as usize].address.as_str(), p.as_str()))
+                .collect(),
+            extra_mail_params: &self.extra,
+            body: &self.body,
+            eight_bit: self.q.eight_bit,
+            smtputf8: self.q.smtputf8,
+        }
+    }
+}
+
+/// A transaction whose DATA was answered `354` and whose content is still to be written.
+struct Open {
+    out: Outgoing,
+    mail: Reply,
+    rcpts: Vec<Reply>,
+}
+
+/// What one connection's loop needs to know about where it is connected.
+struct Link<'a> {
+    dest: &'a DestinationKey,
+    peer: Peer<'a>,
+    /// The server relays DSN parameters itself.
+    dsn: bool,
+}
+
+impl Stage {
+    /// One outbound connection to `dest`, reused until the queue is empty for `idle_timeout`.
+    pub(super) async fn connection(self: Rc<Self>, dest: DestinationKey) {
+        let Some(target) = self.targets.borrow().get(&dest).cloned() else {
+            self.sched.borrow_mut().connection_open_failed(&dest);
+            return;
+        };
+        let mut conn = None;
+        let mut last_error = String::new();
+        for (name, addr) in &target.hops {
+            match self.open(name, *addr, &target).await {
+                Ok(c) => {
+                    conn = Some((c, format!("{name}[{}]", addr.ip())));
+                    break;
+                }
+                Err(e) => {
+                    if let ClientError::Refused { reply, .. } = &e {
+                        self.observe(&dest, reply).await;
+                    }
+                    last_error = format!("{name}[{}]: {e}", addr.ip());
+                }
+            }
+        }
+        let Some((mut conn, host)) = conn else {
+            self.no_connection(&dest, last_error).await;
+            return;
+        };
+        {
+            let mut sched = self.sched.borrow_mut();
+            sched.connection_opened(&dest);
+            sched.connect_succeeded(&dest);
+        }
+        bump(&self.stats.connections);
+        self.stats.open.set(self.stats.open.get() + 1);
+        // What the event log says of this connection's TLS, the same for all its jobs.
+        let tls_text = conn
+            .tls()
+            .map(|t| format!("{} {}", t.version, t.cipher))
+            .unwrap_or_default();
+        let link = Link {
+            dest: &dest,
+            peer: Peer {
+                host: &host,
+                tls: &tls_text,
+            },
+            dsn: conn.extensions().dsn,
+        };
+        self.carry(&mut conn, &link, target.limits.max_messages_per_connection)
+            .await;
+        conn.quit().await;
+        self.stats.open.set(self.stats.open.get() - 1);
+        self.sched.borrow_mut().connection_closed(&dest);
+        self.wake.notify();
+    }
+
+    /// No hop answered: every waiting job of the destination is deferred.
+    async fn no_connection(self: &Rc<Self>, dest: &DestinationKey, last_error: String) {
+        self.last_error
+            .borrow_mut()
+            .insert(dest.clone(), last_error.clone());
+        let now = Instant::now();
+        {
+            let mut sched = self.sched.borrow_mut();
+            sched.connection_open_failed(dest);
+            sched.connect_failed(dest, now);
+        }
+        let outcome = Outcome::defer(EnhancedStatus::new(4, 4, 1), last_error);
+        loop {
+            let job = self.sched.borrow_mut().next_job(dest, Instant::now());
+            let Some(job) = job else { break };
+            self.finish_job(&job, &all_of(&job, outcome.clone()), &dest.0, Peer::NONE, 0, false)
+                .await;
+        }
+        self.wake.notify();
+    }
+
+    /// Carries jobs over an open connection until it idles out, is used up or fails.
+    async fn carry(self: &Rc<Self>, conn: &mut Connection, link: &Link<'_>, max_messages: u32) {
+        let idle = self.config().delivery.idle_timeout.0;
+        let mut idle_since = Instant::now();
+        let mut open: Option<Open> = None;
+        loop {
+            let more = conn.usable() && conn.transactions() < max_messages && !self.stopping.get();
+            let next = if more {
+                self.next_outgoing(conn, link).await
+            } else {
+                None
+            };
+            let mut to_start = next;
+            if let Some(o) = open.take() {
+                let any = Started::any_accepted(&o.mail, &o.rcpts);
+                let env = to_start.as_ref().map(Outgoing::envelope);
+                let (data, chained) = conn.finish_data(&o.out.body, any, env.as_ref()).await;
+                drop(env);
+                let replies = data.map(|d| TransactionReplies {
+                    mail: o.mail,
+                    rcpts: o.rcpts,
+                    data: Some(d),
+                });
+                self.complete(o.out, replies, link).await;
+                if let Chained::Sent(result) = chained {
+                    let next = to_start.take().expect("a chained transaction was given");
+                    if !self.started(next, result, link, &mut open).await {
+                        break;
+                    }
+                }
+                idle_since = Instant::now();
+            }
+            if let Some(next) = to_start {
+                if !conn.usable() {
+                    // The connection failed finishing the previous message; nothing was sent.
+                    self.sched.borrow_mut().submit(link.dest, next.job, Instant::now());
+                    break;
+                }
+                let result = conn.start(&next.envelope()).await;
+                if !self.started(next, result, link, &mut open).await {
+                    break;
+                }
+                idle_since = Instant::now();
+                continue;
+            }
+            if open.is_some() {
+                continue;
+            }
+            if !more || idle_since.elapsed() >= idle {
+                break;
+            }
+            glommio::timer::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    /// What to do once a transaction's envelope was answered: keep it open for its content,
+    /// or complete it. False when the connection must be given up (the job went back to the
+    /// scheduler).
+    async fn started(
+        self: &Rc<Self>,
+        out: Outgoing,
+        result: Result<Started, ClientError>,
+        link: &Link<'_>,
+        open: &mut Option<Open>,
+    ) -> bool {
+        let replies = match result {
+            Ok(Started::Data { mail, rcpts }) => {
+                *open = Some(Open { out, mail, rcpts });
+                return true;
+            }
+            Ok(Started::Done(replies)) => Ok(replies),
+            Err(e) => Err(e),
+        };
+        self.complete(out, replies, link).await
+    }
+
+    /// The next ready job of the destination, prepared; jobs that end before they can be sent
+    /// (too large for the server, an unreadable spool) are finished on the way.
+    async fn next_outgoing(self: &Rc<Self>, conn: &Connection, link: &Link<'_>) -> Option<Outgoing> {
+        loop {
+            let job = self.sched.borrow_mut().next_job(link.dest, Instant::now())?;
+            let reused = conn.transactions() > 0;
+            if let Some(out) = self.prepare(job, conn.extensions(), link, reused).await {
+                return Some(out);
+            }
+        }
+    }
+
+    /// Reads a job's body and builds its wire parameters; None when the job was finished
+    /// instead (its message is gone, too large for the server, or needs SMTPUTF8 it lacks).
+    async fn prepare(
+        self: &Rc<Self>,
+        job: Job,
+        ext: &Extensions,
+        link: &Link<'_>,
+        reused: bool,
+    ) -> Option<Outgoing> {
+        let (dest, peer, host) = (link.dest, link.peer, link.peer.host);
+        let q = self.messages.borrow().get(&job.message).cloned()?;
+        let started = Instant::now();
+        let body = match self.body(&q).await {
+            Ok(b) => b,
+            Err(e) => {
+                // Unreadable spool: nothing can be sent; retry later (and say why).
+                tracing::error!(queue_id = %QueueId(job.message), error = %e, "cannot read the message back from the spool");
+                let o = Outcome::defer(EnhancedStatus::new(4, 3, 0), format!("spool read: {e}"));
+                self.finish_job(&job, &all_of(&job, o), &dest.0, peer, 0, false)
+                    .await;
+                return None;
+            }
+        };
+        if let Some(Some(limit)) = ext.size
+            && q.size as u64 > limit
+        {
+            let o = Outcome::bounce(
+                EnhancedStatus::new(5, 3, 4),
+                format!(
+                    "message size {} exceeds the limit of {host} ({limit})",
+                    q.size
+                ),
+            );
+            self.finish_job(&job, &all_of(&job, o), &dest.0, peer, 0, false)
+                .await;
+            return None;
+        }
+        if q.smtputf8 && !ext.smtputf8 {
+            let o = Outcome::bounce(
+                EnhancedStatus::new(5, 6, 7),
+                format!("{host} does not support SMTPUTF8, which this message needs"),
+            );
+            self.finish_job(&job, &all_of(&job, o), &dest.0, peer, 0, false)
+                .await;
+            return None;
+        }
+        let rec = &q.record;
+        let rcpt_params: Vec<String> = job
+            .recipients
+            .iter()
+            .map(|&i| {
+                let r = &rec.recipients[i as usize];
+                let notify = param(&r.params, "NOTIFY").map(|n| format!("NOTIFY={n}"));
+                let orcpt = param(&r.params, "ORCPT").map(|o| format!("ORCPT={o}"));
+                match (notify, orcpt) {
+                    (Some(n), Some(o)) => format!("{n} {o}"),
+                    (Some(p), None) | (None, Some(p)) => p,
+                    (None, None) => String::new(),
+                }
+            })
+            .collect();
+        let extra = match (
+            param(&rec.mail_params, "RET"),
+            param(&rec.mail_params, "ENVID"),
+        ) {
+            (Some(r), Some(e)) => format!("RET={r} ENVID={e}"),
+            (Some(r), None) => format!("RET={r}"),
+            (None, Some(e)) => format!("ENVID={e}"),
+            (None, None) => String::new(),
+        };
+        Some(Outgoing {
+            job,
+            q,
+            body,
+            rcpt_params,
+            extra,
+            started,
+            reused,
+        })
+    }
+
+    /// Turns a transaction's replies (or its failure) into recipient outcomes. False when the
+    /// job went back to the scheduler without an attempt: a reused connection died before the
+    /// server accepted anything.
+    async fn complete(
+        self: &Rc<Self>,
+        out: Outgoing,
+        result: Result<TransactionReplies, ClientError>,
+        link: &Link<'_>,
+    ) -> bool {
+        let (dest, peer, host) = (link.dest, link.peer, link.peer.host);
+        let job = out.job;
+        let ms = out.started.elapsed().as_millis() as u64;
+        let outcomes: Vec<(u32, Outcome)> = match &result {
+            Ok(replies) => {
+                let saw_421 = std::iter::once(&replies.mail)
+                    .chain(&replies.rcpts)
+                    .chain(&replies.data)
+                    .any(|r| r.code == 421);
+                if saw_421 {
+                    let until = Instant::now() + self.config().delivery.suspend.after_421.0;
+                    self.sched
+                        .borrow_mut()
+                        .suspend(dest, until, format!("421 from {host}"));
+                }
+                job.recipients
+                    .iter()
+                    .enumerate()
+                    .map(|(k, &i)| (i, Outcome::of_reply(replies.for_recipient(k))))
+                    .collect()
+            }
+            Err(ClientError::Io { stage, .. }) if out.reused && *stage == "MAIL" => {
+                // A reused connection died before the server accepted anything: not an attempt.
+                self.sched.borrow_mut().submit(dest, job, Instant::now());
+                return false;
+            }
+            Err(e) => all_of(&job, Outcome::of_error(e)),
+        };
+        if let Ok(replies) = &result {
+            // Each distinct failure reply of the transaction, once, to the shaping rules.
+            let mut seen: Vec<&Reply> = Vec::new();
+            for r in std::iter::once(&replies.mail)
+                .chain(&replies.rcpts)
+                .chain(&replies.data)
+            {
+                if !r.is_positive_completion() && !seen.contains(&r) {
+                    seen.push(r);
+                }
+            }
+            for r in seen {
+                self.observe(dest, r).await;
+            }
+        }
+        self.finish_job(&job, &outcomes, &dest.0, peer, ms, link.dsn)
+            .await;
+        result.is_ok()
+    }
+}
