@@ -141,8 +141,15 @@ impl Stage {
         loop {
             let job = self.sched.borrow_mut().next_job(dest, Instant::now());
             let Some(job) = job else { break };
-            self.finish_job(&job, &all_of(&job, outcome.clone()), &dest.0, Peer::NONE, 0, false)
-                .await;
+            self.finish_job(
+                &job,
+                &all_of(&job, outcome.clone()),
+                &dest.0,
+                Peer::NONE,
+                0,
+                false,
+            )
+            .await;
         }
         self.wake.notify();
     }
@@ -182,7 +189,9 @@ impl Stage {
             if let Some(next) = to_start {
                 if !conn.usable() {
                     // The connection failed finishing the previous message; nothing was sent.
-                    self.sched.borrow_mut().submit(link.dest, next.job, Instant::now());
+                    self.sched
+                        .borrow_mut()
+                        .submit(link.dest, next.job, Instant::now());
                     break;
                 }
                 let result = conn.start(&next.envelope()).await;
@@ -225,9 +234,16 @@ impl Stage {
 
     /// The next ready job of the destination, prepared; jobs that end before they can be sent
     /// (too large for the server, an unreadable spool) are finished on the way.
-    async fn next_outgoing(self: &Rc<Self>, conn: &Connection, link: &Link<'_>) -> Option<Outgoing> {
+    async fn next_outgoing(
+        self: &Rc<Self>,
+        conn: &Connection,
+        link: &Link<'_>,
+    ) -> Option<Outgoing> {
         loop {
-            let job = self.sched.borrow_mut().next_job(link.dest, Instant::now())?;
+            let job = self
+                .sched
+                .borrow_mut()
+                .next_job(link.dest, Instant::now())?;
             let reused = conn.transactions() > 0;
             if let Some(out) = self.prepare(job, conn.extensions(), link, reused).await {
                 return Some(out);
