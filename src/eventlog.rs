@@ -202,7 +202,8 @@ impl EventLog {
     /// Writes what is buffered, rotating first when the file is due (errors are reported and
     /// the lines dropped: the log must never stop mail).
     pub fn flush(&self) {
-        let data = std::mem::take(&mut *self.buf.borrow_mut());
+        // The buffer keeps its capacity: it is cleared, not replaced.
+        let mut data = self.buf.borrow_mut();
         if data.is_empty() {
             return;
         }
@@ -224,6 +225,7 @@ impl EventLog {
                 tracing::warn!(path = %self.path.display(), error = %e, "event log write failed")
             }
         }
+        data.clear();
     }
 
     /// Renames the current file aside and deletes rotated files past the retention.

@@ -313,7 +313,7 @@ impl Stage {
         if pending == 0 {
             return;
         }
-        let eight_bit = record.body.iter().any(|&b| b >= 0x80);
+        let eight_bit = !record.body.is_ascii();
         let smtputf8 = record
             .mail_params
             .iter()

@@ -197,14 +197,14 @@ impl Stage {
     }
 
     pub(super) fn record_state(&self, id: QueueId, recipient: u32, state: RecipientState) {
-        let spool = self.spool.clone();
-        glommio::spawn_local(async move {
-            let rec = StateRecord { id: id.0, recipient, state };
-            if let Err(e) = spool.append_state(&rec).await {
-                tracing::warn!(queue_id = %id, recipient, error = %e, "recording a delivery state failed");
-            }
-        })
-        .detach();
+        let rec = StateRecord {
+            id: id.0,
+            recipient,
+            state,
+        };
+        if let Err(e) = self.spool.append_state_detached(&rec) {
+            tracing::warn!(queue_id = %id, recipient, error = %e, "recording a delivery state failed");
+        }
     }
 
     /// Queues a DSN (RFC 3464) to the sender for failed recipients that asked for one.

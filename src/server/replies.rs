@@ -8,6 +8,7 @@
 //! Invariants: codes and enhanced codes agree in class (2/4/5).
 
 use crate::smtp::{EnhancedStatus, Reply};
+use crate::spool::QueueId;
 
 const fn st(class: u8, subject: u16, detail: u16) -> EnhancedStatus {
     EnhancedStatus::new(class, subject, detail)
@@ -41,6 +42,22 @@ pub fn recipient_ok() -> Reply {
 /// `354` (RFC 5321 4.2.2: intermediate replies carry no enhanced code).
 pub fn start_data() -> Reply {
     Reply::multiline(354, None, vec!["End data with <CR><LF>.<CR><LF>".into()])
+}
+
+/// The wire form of [`sender_ok`], written as is on the hot path.
+pub const SENDER_OK: &[u8] = b"250 2.1.0 Sender ok\r\n";
+
+/// The wire form of [`recipient_ok`].
+pub const RECIPIENT_OK: &[u8] = b"250 2.1.5 Recipient ok\r\n";
+
+/// The wire form of [`start_data`].
+pub const START_DATA: &[u8] = b"354 End data with <CR><LF>.<CR><LF>\r\n";
+
+/// Appends the wire form of [`queued`] for `id` (no allocation).
+pub fn write_queued(id: QueueId, out: &mut Vec<u8>) {
+    out.extend_from_slice(b"250 2.0.0 Ok: queued as ");
+    out.extend_from_slice(&id.hex());
+    out.extend_from_slice(b"\r\n");
 }
 
 /// `250 2.0.0 Ok: queued as <id>`.
@@ -242,4 +259,41 @@ pub fn auth_throttled() -> Reply {
         st(4, 7, 0),
         "Temporary authentication failure: too many failures, try later",
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn wire(r: Reply) -> Vec<u8> {
+        let mut out = Vec::new();
+        r.write_to(&mut out);
+        out
+    }
+
+    #[test]
+    fn hot_path_constants_match_their_replies() {
+        assert_eq!(SENDER_OK, wire(sender_ok()));
+        assert_eq!(RECIPIENT_OK, wire(recipient_ok()));
+        assert_eq!(START_DATA, wire(start_data()));
+        let id = QueueId(0x0123_4567_89AB_CDEF);
+        let mut out = Vec::new();
+        write_queued(id, &mut out);
+        assert_eq!(out, wire(queued(&id.to_string())));
+        assert_eq!(out, b"250 2.0.0 Ok: queued as 0123456789ABCDEF\r\n");
+    }
+
+    #[test]
+    fn replies_have_their_wire_form() {
+        assert_eq!(wire(ok()), b"250 2.0.0 Ok\r\n");
+        assert_eq!(
+            wire(Reply::multiline(250, None, vec!["a".into(), "b".into()])),
+            b"250-a\r\n250 b\r\n"
+        );
+        assert_eq!(wire(Reply::multiline(250, None, vec![])), b"250 \r\n");
+        assert_eq!(
+            wire(Reply::new(552, EnhancedStatus::new(5, 3, 4), "")),
+            b"552 5.3.4\r\n"
+        );
+    }
 }

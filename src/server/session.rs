@@ -317,7 +317,7 @@ impl Session {
     /// Reports the spool's answer for the message last handed out by [`Action::Queue`].
     pub fn queued(&mut self, id: QueueId, result: Result<(), ()>, out: &mut Vec<u8>) {
         match result {
-            Ok(()) => replies::queued(&id.to_string()).write_to(out),
+            Ok(()) => replies::write_queued(id, out),
             Err(()) => replies::insufficient_storage().write_to(out),
         }
     }
@@ -443,7 +443,7 @@ impl Session {
             return self.reply(replies::insufficient_storage(), out);
         }
         self.tx = Some(Transaction::new(path, params));
-        self.reply(replies::sender_ok(), out);
+        out.extend_from_slice(replies::SENDER_OK);
     }
 
     fn rcpt(
@@ -486,7 +486,7 @@ impl Session {
             return self.error(reply, out);
         }
         tx.recipients.push((path, params));
-        self.reply(replies::recipient_ok(), out);
+        out.extend_from_slice(replies::RECIPIENT_OK);
     }
 
     fn data(&mut self, env: &mut dyn SessionEnv, out: &mut Vec<u8>) -> Option<Action> {
@@ -507,7 +507,7 @@ impl Session {
             self.cfg.max_message_size,
             self.cfg.bare_line_ending,
         ));
-        replies::start_data().write_to(out);
+        out.extend_from_slice(replies::START_DATA);
         Some(Action::Flush)
     }
 

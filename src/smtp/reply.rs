@@ -35,6 +35,33 @@ impl EnhancedStatus {
     }
 }
 
+impl EnhancedStatus {
+    /// Appends `class.subject.detail` to `out` (no formatting machinery).
+    pub fn write_to(&self, out: &mut Vec<u8>) {
+        push_number(out, u16::from(self.class));
+        out.push(b'.');
+        push_number(out, self.subject);
+        out.push(b'.');
+        push_number(out, self.detail);
+    }
+}
+
+/// Appends the decimal digits of `n`.
+fn push_number(out: &mut Vec<u8>, n: u16) {
+    let mut digits = [0u8; 5];
+    let mut i = digits.len();
+    let mut n = n;
+    loop {
+        i -= 1;
+        digits[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&digits[i..]);
+}
+
 impl fmt::Display for EnhancedStatus {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}.{}.{}", self.class, self.subject, self.detail)
@@ -99,18 +126,21 @@ impl Reply {
         Reply::new(250, EnhancedStatus::new(2, 0, 0), text)
     }
 
-    /// Appends the wire form to `out`.
+    /// Appends the wire form to `out` (no intermediate strings).
     pub fn write_to(&self, out: &mut Vec<u8>) {
         let n = self.lines.len().max(1);
         for i in 0..n {
             let text = self.lines.get(i).map_or("", String::as_str);
-            let sep = if i + 1 == n { ' ' } else { '-' };
-            let line = match self.status {
-                Some(st) => format!("{}{sep}{st} {text}\r\n", self.code),
-                None if text.is_empty() => format!("{}{sep}\r\n", self.code),
-                None => format!("{}{sep}{text}\r\n", self.code),
-            };
-            out.extend_from_slice(line.as_bytes());
+            push_number(out, self.code);
+            out.push(if i + 1 == n { b' ' } else { b'-' });
+            if let Some(st) = self.status {
+                st.write_to(out);
+                if !text.is_empty() {
+                    out.push(b' ');
+                }
+            }
+            out.extend_from_slice(text.as_bytes());
+            out.extend_from_slice(b"\r\n");
         }
     }
 

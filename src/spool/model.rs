@@ -64,9 +64,23 @@ impl QueueId {
     }
 }
 
+impl QueueId {
+    /// The 16 upper-case hex digits of the id (what `Display` prints), without formatting
+    /// machinery.
+    pub fn hex(self) -> [u8; 16] {
+        const DIGITS: &[u8; 16] = b"0123456789ABCDEF";
+        let mut out = [0u8; 16];
+        for (i, o) in out.iter_mut().enumerate() {
+            *o = DIGITS[((self.0 >> (60 - 4 * i)) & 0xF) as usize];
+        }
+        out
+    }
+}
+
 impl fmt::Display for QueueId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{:016X}", self.0)
+        let hex = self.hex();
+        f.pad(std::str::from_utf8(&hex).expect("hex digits are ASCII"))
     }
 }
 

@@ -633,3 +633,38 @@ fn recovery_adopts_a_moved_message_whose_old_segment_was_retired() {
         spool.close().await.unwrap();
     });
 }
+
+#[test]
+fn detached_states_go_out_with_the_next_commit_and_survive_a_restart() {
+    let tmp = tempfile::tempdir().unwrap();
+    run(async {
+        let (spool, _) = Spool::open(cfg(tmp.path())).await.unwrap();
+        spool.append_message(&msg(1, 2)).await.unwrap();
+        spool
+            .append_state_detached(&state(1, 0, DELIVERED))
+            .unwrap();
+        // Refused at once, as the awaited form refuses them.
+        assert!(matches!(
+            spool.append_state_detached(&state(9, 0, DELIVERED)),
+            Err(SpoolError::UnknownMessage(_))
+        ));
+        assert!(matches!(
+            spool.append_state_detached(&state(1, 5, DELIVERED)),
+            Err(SpoolError::NoSuchRecipient { .. })
+        ));
+        // The next awaited record commits in the same or a later batch.
+        spool.append_state(&state(1, 1, BOUNCED)).await.unwrap();
+        let c = spool.counts();
+        assert_eq!(
+            (c.totals.delivered, c.totals.bounced, c.recipients),
+            (1, 1, 0)
+        );
+        spool.close().await.unwrap();
+    });
+    run(async {
+        let (spool, rec) = Spool::open(cfg(tmp.path())).await.unwrap();
+        assert!(rec.messages.is_empty());
+        assert_eq!(rec.stats.lifetime().delivered, 1);
+        spool.close().await.unwrap();
+    });
+}

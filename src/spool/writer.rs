@@ -49,10 +49,23 @@ enum Effect {
 }
 
 struct Waiter {
-    tx: oneshot::Sender<Result<(), SpoolError>>,
+    /// Who waits for the record to be durable; None for a detached state record (a failure is
+    /// logged instead).
+    tx: Option<oneshot::Sender<Result<(), SpoolError>>>,
     effect: Effect,
     /// Frame offset inside the batch buffer.
     offset: u64,
+}
+
+/// Tells a record's waiter its fate, or logs a failure nobody waits for.
+fn answer(tx: Option<oneshot::Sender<Result<(), SpoolError>>>, r: Result<(), SpoolError>) {
+    match (tx, r) {
+        (Some(tx), r) => {
+            let _ = tx.send(r);
+        }
+        (None, Ok(())) => {}
+        (None, Err(e)) => warn!(error = %e, "recording a delivery state failed"),
+    }
 }
 
 #[derive(Default)]
@@ -236,8 +249,40 @@ impl Spool {
             .await
     }
 
+    /// Appends a recipient's new state without waiting for it to be durable: it goes out with
+    /// the next group commit, and a failure is logged. For the delivery stage, which loses
+    /// nothing if a state record is lost in a crash (the recipient is tried again: at least
+    /// once, never lost).
+    pub fn append_state_detached(&self, rec: &StateRecord) -> Result<(), SpoolError> {
+        match self.0.st.borrow().ledger.check_state(rec.id, rec.recipient) {
+            StateOutcome::UnknownMessage => return Err(SpoolError::UnknownMessage(rec.queue_id())),
+            StateOutcome::NoSuchRecipient => {
+                return Err(SpoolError::NoSuchRecipient {
+                    id: rec.queue_id(),
+                    recipient: rec.recipient,
+                });
+            }
+            StateOutcome::AlreadyFinal | StateOutcome::Applied { .. } => {}
+        }
+        let payload = format::encode_state(rec)?;
+        self.push(KIND_STATE, &payload, Effect::State(rec.clone()), None)
+    }
+
     async fn submit(&self, kind: u8, payload: &[u8], effect: Effect) -> Result<(), SpoolError> {
-        let rx = {
+        let (tx, rx) = oneshot::channel();
+        self.push(kind, payload, effect, Some(tx))?;
+        rx.await.unwrap_or(Err(SpoolError::Closed))
+    }
+
+    /// Adds a record to the open batch and wakes the committer.
+    fn push(
+        &self,
+        kind: u8,
+        payload: &[u8],
+        effect: Effect,
+        tx: Option<oneshot::Sender<Result<(), SpoolError>>>,
+    ) -> Result<(), SpoolError> {
+        {
             let mut st = self.0.st.borrow_mut();
             if st.closing {
                 return Err(SpoolError::Closed);
@@ -258,12 +303,10 @@ impl Spool {
             let b = st.batches.back_mut().expect("a batch was just ensured");
             let offset = b.buf.len() as u64;
             format::push_frame(&mut b.buf, kind, payload)?;
-            let (tx, rx) = oneshot::channel();
             b.waiters.push(Waiter { tx, effect, offset });
-            rx
-        };
+        }
         self.0.wake();
-        rx.await.unwrap_or(Err(SpoolError::Closed))
+        Ok(())
     }
 
     /// Reads a queued message back from its segment (for a caller that dropped its copy of the
@@ -543,7 +586,7 @@ impl Committer {
                                 Ok(())
                             }
                         };
-                        let _ = w.tx.send(r);
+                        answer(w.tx, r);
                     }
                 }
                 if !retiring.listed.is_empty() {
@@ -566,8 +609,7 @@ impl Committer {
                 let name = segment.map_or_else(|| "(new)".to_string(), segment_file_name);
                 for w in batch.waiters.drain(..) {
                     let msg = format!("spool commit to segment {name} failed: {e}");
-                    let _ =
-                        w.tx.send(Err(SpoolError::Io(io::Error::new(e.kind(), msg))));
+                    answer(w.tx, Err(SpoolError::Io(io::Error::new(e.kind(), msg))));
                 }
                 {
                     let mut st = self.inner.st.borrow_mut();
