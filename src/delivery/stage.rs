@@ -115,6 +115,8 @@ pub struct Stage {
     sched: RefCell<Scheduler>,
     messages: RefCell<HashMap<u64, Rc<Queued>>>,
     targets: RefCell<HashMap<DestinationKey, Rc<Target>>>,
+    /// Recently routed domains and their targets (cleared every second and on reload).
+    route_cache: RefCell<HashMap<String, Rc<Target>>>,
     wake: Notify,
     log: Rc<EventLog>,
     timeouts: ClientTimeouts,
@@ -250,6 +252,7 @@ impl Stage {
             stopping: Cell::new(false),
             tls: ClientTls::new(config_ca.as_deref()).map_err(std::io::Error::other)?,
             tls_fallback: RefCell::new(HashMap::new()),
+            route_cache: RefCell::new(HashMap::new()),
             metrics,
             rules: RefCell::new(
                 shaping
@@ -281,6 +284,7 @@ impl Stage {
     /// open, go on as they are.
     pub fn reload(&self, config: Arc<Config>) {
         *self.config.borrow_mut() = config;
+        self.route_cache.borrow_mut().clear();
         self.wake.notify();
     }
 
@@ -393,10 +397,17 @@ impl Stage {
     }
 
     /// Routes a job's domain (DNS may take a while) and queues it, or fails its recipients.
+    /// A domain routed less than a second ago is queued at once, from the route cache.
     fn route_and_submit(self: &Rc<Self>, job: Job) {
+        let cached = self.route_cache.borrow().get(&job.domain).cloned();
+        if let Some(target) = cached {
+            self.submit_routed(&target, job);
+            return;
+        }
         let stage = self.clone();
         glommio::spawn_local(async move {
-            match route(&stage.config(), &stage.resolver, &job.domain).await {
+            let config = stage.config();
+            match route(&config, &stage.resolver, &job.domain).await {
                 Routed::Target(target) => {
                     let pool = stage
                         .messages
@@ -406,14 +417,18 @@ impl Stage {
                     let target =
                         stage.with_source(target, pool.as_deref(), &job.domain, &stage.pick);
                     let target = stage.shape(target, &job.domain);
-                    let key = target.key.clone();
+                    // With source pools each message picks its own source: nothing to reuse.
+                    if config.pools.is_empty() {
+                        stage
+                            .route_cache
+                            .borrow_mut()
+                            .insert(job.domain.clone(), target.clone());
+                    }
                     stage
                         .targets
                         .borrow_mut()
-                        .insert(key.clone(), target.clone());
-                    let now = Instant::now();
-                    stage.apply_limits(&target, now);
-                    stage.sched.borrow_mut().submit(&key, job, now);
+                        .insert(target.key.clone(), target.clone());
+                    stage.submit_routed(&target, job);
                 }
                 Routed::Failed(outcome) => {
                     let recipients: Vec<(u32, Outcome)> = job
@@ -431,6 +446,18 @@ impl Stage {
         .detach();
     }
 
+    /// Queues a routed job on its destination, with the destination's limits in force.
+    fn submit_routed(&self, target: &Rc<Target>, job: Job) {
+        if !self.targets.borrow().contains_key(&target.key) {
+            self.targets
+                .borrow_mut()
+                .insert(target.key.clone(), target.clone());
+        }
+        let now = Instant::now();
+        self.apply_limits(target, now);
+        self.sched.borrow_mut().submit(&target.key, job, now);
+    }
+
     /// The scheduling loop: runs until `stop`.
     pub async fn run(self: Rc<Self>) {
         let mut last_flush = Instant::now();
@@ -445,6 +472,8 @@ impl Stage {
                 glommio::spawn_local(async move { stage.connection(dest).await }).detach();
             }
             if last_flush.elapsed() >= Duration::from_secs(1) {
+                // Routes are reused for at most a second (DNS answers and reloads show soon).
+                self.route_cache.borrow_mut().clear();
                 self.log.flush();
                 self.refresh_limits();
                 last_flush = Instant::now();

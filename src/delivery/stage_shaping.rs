@@ -129,5 +129,6 @@ impl Stage {
     /// Replaces the shaping file (on reload); rule state is kept.
     pub fn reload_shaping(&self, shaping: Option<Arc<crate::shaping::Shaping>>) {
         *self.shaping.borrow_mut() = shaping;
+        self.route_cache.borrow_mut().clear();
     }
 }

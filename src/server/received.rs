@@ -72,8 +72,24 @@ impl Trace<'_> {
 }
 
 /// `Sat, 28 Nov 2026 06:41:38 +0000` (RFC 5322 3.3), in UTC.
+/// The text of the last second formatted is kept per thread: most calls are in the same second.
 pub fn rfc5322_date(t: SystemTime) -> String {
+    thread_local! {
+        static LAST: std::cell::RefCell<(u64, String)> = const {
+            std::cell::RefCell::new((u64::MAX, String::new()))
+        };
+    }
     let secs = t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    LAST.with_borrow_mut(|(at, text)| {
+        if *at != secs {
+            *text = format_date(secs);
+            *at = secs;
+        }
+        text.clone()
+    })
+}
+
+fn format_date(secs: u64) -> String {
     let days = secs / 86_400;
     let rem = secs % 86_400;
     let (year, month, day) = civil_from_days(days as i64);
