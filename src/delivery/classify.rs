@@ -38,7 +38,7 @@ pub enum Outcome {
 impl Outcome {
     /// The outcome of a reply that decides a recipient's fate.
     pub fn of_reply(reply: &Reply) -> Outcome {
-        let diagnostic = reply.to_string();
+        let diagnostic = reply.line();
         match reply.code / 100 {
             2 => Outcome::Delivered { reply: diagnostic },
             5 => Outcome::Bounced {

@@ -46,8 +46,8 @@ impl EnhancedStatus {
     }
 }
 
-/// Appends the decimal digits of `n`.
-fn push_number(out: &mut Vec<u8>, n: u16) {
+/// The decimal digits of `n`: they are `digits[start..]`.
+fn decimal(n: u16) -> ([u8; 5], usize) {
     let mut digits = [0u8; 5];
     let mut i = digits.len();
     let mut n = n;
@@ -59,12 +59,34 @@ fn push_number(out: &mut Vec<u8>, n: u16) {
             break;
         }
     }
-    out.extend_from_slice(&digits[i..]);
+    (digits, i)
+}
+
+/// Appends the decimal digits of `n`.
+fn push_number(out: &mut Vec<u8>, n: u16) {
+    let (digits, start) = decimal(n);
+    out.extend_from_slice(&digits[start..]);
 }
 
 impl fmt::Display for EnhancedStatus {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}.{}.{}", self.class, self.subject, self.detail)
+        // At most "255.65535.65535": formatted on the stack, without formatting machinery.
+        let mut buf = [0u8; 15];
+        let mut len = 0;
+        for (i, n) in [u16::from(self.class), self.subject, self.detail]
+            .into_iter()
+            .enumerate()
+        {
+            if i > 0 {
+                buf[len] = b'.';
+                len += 1;
+            }
+            let (digits, start) = decimal(n);
+            let d = &digits[start..];
+            buf[len..len + d.len()].copy_from_slice(d);
+            len += d.len();
+        }
+        f.write_str(std::str::from_utf8(&buf[..len]).expect("digits and dots are ASCII"))
     }
 }
 
@@ -165,17 +187,38 @@ impl Reply {
     }
 }
 
+impl Reply {
+    /// `code [status] text` on one line, the lines joined by spaces (for logs and
+    /// diagnostics): what `Display` prints, built without formatting machinery.
+    pub fn line(&self) -> String {
+        let text_len: usize = self.lines.iter().map(|l| l.len() + 1).sum();
+        let mut out = Vec::with_capacity(16 + text_len);
+        push_number(&mut out, self.code);
+        if let Some(st) = self.status {
+            out.push(b' ');
+            st.write_to(&mut out);
+        }
+        let mut first = true;
+        for l in &self.lines {
+            if first {
+                first = false;
+                if l.is_empty() && self.lines.len() == 1 {
+                    break;
+                }
+                out.push(b' ');
+            } else {
+                out.push(b' ');
+            }
+            out.extend_from_slice(l.as_bytes());
+        }
+        String::from_utf8(out)
+            .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())
+    }
+}
+
 impl fmt::Display for Reply {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}", self.code)?;
-        if let Some(st) = self.status {
-            write!(f, " {st}")?;
-        }
-        let text = self.text();
-        if !text.is_empty() {
-            write!(f, " {text}")?;
-        }
-        Ok(())
+        f.write_str(&self.line())
     }
 }
 
@@ -293,6 +336,29 @@ mod tests {
         Reply::multiline(250, None, vec!["mx Hello".into(), "PIPELINING".into()])
             .write_to(&mut out);
         assert_eq!(out, b"250 2.1.0 Ok\r\n250-mx Hello\r\n250 PIPELINING\r\n");
+    }
+
+    #[test]
+    fn one_line_form_for_logs() {
+        let st = Some(EnhancedStatus::new(5, 1, 1));
+        let cases: [(u16, Option<EnhancedStatus>, Vec<&str>, &str); 6] = [
+            (550, st, vec!["no such user"], "550 5.1.1 no such user"),
+            (250, None, vec!["a", "b"], "250 a b"),
+            (250, None, vec![], "250"),
+            (250, None, vec![""], "250"),
+            (421, st, vec![""], "421 5.1.1"),
+            (250, None, vec!["", "x"], "250  x"),
+        ];
+        for (code, status, lines, want) in cases {
+            let r = Reply::multiline(code, status, lines.into_iter().map(String::from).collect());
+            assert_eq!(r.line(), want);
+            assert_eq!(r.to_string(), want);
+        }
+        assert_eq!(EnhancedStatus::new(4, 7, 0).to_string(), "4.7.0");
+        assert_eq!(
+            EnhancedStatus::new(5, 65535, 100).to_string(),
+            "5.65535.100"
+        );
     }
 
     #[test]
