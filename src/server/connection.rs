@@ -33,6 +33,11 @@ use crate::tls::Stream;
 
 const READ_BUFFER: usize = 64 * 1024;
 
+/// The size of a connection's read buffer: room for two of the longest command lines.
+pub fn read_buffer_size(config: &crate::config::Config) -> usize {
+    READ_BUFFER.max(2 * config.smtp.max_command_line)
+}
+
 /// The session's view of the shard.
 struct Env<'a> {
     ctx: &'a ServerContext,
@@ -225,7 +230,7 @@ async fn run(
         ctx,
         client: peer.ip().to_string(),
     };
-    let mut buf = vec![0u8; READ_BUFFER.max(2 * ctx.session.max_command_line)];
+    let mut buf = ctx.buffers.take();
     let (mut start, mut end) = (0usize, 0usize);
     let mut out = Vec::with_capacity(1024);
     let mut data_deadline: Option<Instant> = None;
@@ -340,7 +345,8 @@ async fn run(
             if buf.len() >= cap {
                 return Err(std::io::Error::other("input not consumed"));
             }
-            buf.resize(buf.len() * 2, 0);
+            let grown = buf.len() * 2;
+            buf.resize(grown, 0);
         }
         let now = Instant::now();
         let phase = session.phase();

@@ -12,6 +12,7 @@
 //! borrow held across `.await`); every socket has TCP_NODELAY.
 
 pub mod admission;
+pub mod buffers;
 pub mod connection;
 pub mod dkim;
 pub mod listener;
@@ -102,6 +103,8 @@ pub struct ServerContext {
     pub dkim: Option<dkim::Signing>,
     /// The shard's event log.
     pub log: Rc<crate::eventlog::EventLog>,
+    /// Read buffers, reused from one connection to the next.
+    pub buffers: buffers::BufferPool,
 }
 
 /// What a shard's server shares with the rest of the shard (and, for the AUTH throttle, with
@@ -166,6 +169,7 @@ impl ServerContext {
             memory_full,
             dkim: None,
             log,
+            buffers: buffers::BufferPool::new(connection::read_buffer_size(config)),
         }
     }
 }
