@@ -168,3 +168,44 @@ fn messages_are_chained_and_a_lost_chain_is_not_an_attempt() {
         "{count:?}"
     );
 }
+
+#[test]
+fn an_idle_connection_takes_new_mail_of_its_destination() {
+    let (port, seen) = receiver();
+    let dir = tempdir();
+    let config = write_config(
+        dir.path(),
+        "",
+        &format!(
+            "[delivery]\nmax_connections = 1\n\
+             [[routes]]\ndomain = \"dest.test\"\nhosts = [\"127.0.0.1:{port}\"]\n"
+        ),
+    );
+    let mut mta = Mta::start(dir.path(), &config);
+    let mut c = Client::connect(mta.addr);
+    c.codes(1);
+    c.send(b"EHLO c.test\r\n");
+    c.reply();
+    let wait_for = |n: usize| {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while seen.lock().unwrap().len() < n && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    };
+    for (i, s) in ["first", "second"].into_iter().enumerate() {
+        c.send(b"MAIL FROM:<>\r\nRCPT TO:<u@dest.test>\r\nDATA\r\n");
+        assert_eq!(c.codes(3), vec![250, 250, 354]);
+        c.send(format!("Subject: {s}\r\n\r\nhello\r\n.\r\n").as_bytes());
+        assert_eq!(c.codes(1), vec![250]);
+        wait_for(i + 1);
+        // Long enough for the connection to sit idle before the next message arrives.
+        std::thread::sleep(Duration::from_millis(400));
+    }
+    assert!(mta.stop().success());
+    let seen = seen.lock().unwrap().clone();
+    assert_eq!(seen.len(), 2, "{seen:?}");
+    assert!(
+        seen.iter().all(|s| s.connection == 0),
+        "the idle connection was reused: {seen:?}"
+    );
+}
