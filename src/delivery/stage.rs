@@ -115,10 +115,6 @@ pub struct Stage {
     sched: RefCell<Scheduler>,
     messages: RefCell<HashMap<u64, Rc<Queued>>>,
     targets: RefCell<HashMap<DestinationKey, Rc<Target>>>,
-    /// Idle connections waiting for mail, by destination.
-    idle: RefCell<HashMap<DestinationKey, Vec<Rc<Notify>>>>,
-    /// Open outbound connections, by destination.
-    open_by_dest: RefCell<HashMap<DestinationKey, usize>>,
     /// Recently routed domains and their targets (cleared every second and on reload).
     route_cache: RefCell<HashMap<String, Rc<Target>>>,
     wake: Notify,
@@ -257,8 +253,6 @@ impl Stage {
             tls: ClientTls::new(config_ca.as_deref()).map_err(std::io::Error::other)?,
             tls_fallback: RefCell::new(HashMap::new()),
             route_cache: RefCell::new(HashMap::new()),
-            idle: RefCell::new(HashMap::new()),
-            open_by_dest: RefCell::new(HashMap::new()),
             metrics,
             rules: RefCell::new(
                 shaping
@@ -462,22 +456,6 @@ impl Stage {
         let now = Instant::now();
         self.apply_limits(target, now);
         self.sched.borrow_mut().submit(&target.key, job, now);
-        // When none of the destination's connections is at work, an idle one takes the job at
-        // once. Otherwise a busy one takes it with its next transaction (chained behind the
-        // one in flight) and idle ones look again on their own.
-        let open = self.open_by_dest.borrow().get(&target.key).copied();
-        let mut idle = self.idle.borrow_mut();
-        let bell = idle.get_mut(&target.key).and_then(|bells| {
-            if open.unwrap_or(0) > bells.len() {
-                None
-            } else {
-                bells.pop()
-            }
-        });
-        drop(idle);
-        if let Some(bell) = bell {
-            bell.notify();
-        }
     }
 
     /// The scheduling loop: runs until `stop`.

@@ -3,12 +3,10 @@
 //! What it does: opens a connection to the first hop that answers, then takes the
 //! destination's ready jobs one after the other until the queue stays empty for
 //! `idle_timeout`, the connection has carried `max_messages_per_connection` transactions, or
-//! it fails. An idle connection looks at its queue again after 10 ms, then less and less often
-//! (up to 160 ms); new mail for a destination none of whose connections is at work rings one
-//! of its idle connections at once. When the
-//! server pipelines, each message's content goes out in one write with the
-//! next message's envelope (RFC 2920 3.1), so a busy connection spends one round trip per
-//! message. Each finished transaction's replies become recipient outcomes.
+//! it fails. An idle connection looks at its queue every 10 ms for 100 ms, then less and less
+//! often (up to every 160 ms). When the server pipelines, each message's content goes out in one
+//! write with the next message's envelope (RFC 2920 3.1), so a busy connection spends one round
+//! trip per message. Each finished transaction's replies become recipient outcomes.
 //!
 //! What it does not do: no protocol details (the client), no bookkeeping of outcomes
 //! (`finish_job`), no decision on how many connections a destination gets (the scheduler).
@@ -25,11 +23,15 @@ use super::*;
 use crate::delivery::client::{Chained, Started, TransactionReplies};
 use crate::smtp::ehlo::Extensions;
 
-/// The first pause of an idle connection before it looks at its queue again; each further
-/// pause doubles, up to `IDLE_RECHECK`.
+/// The pause of an idle connection before it looks at its queue again, for its first
+/// `IDLE_QUICK_LOOKS` looks; each further pause doubles, up to `IDLE_RECHECK`.
 const IDLE_FIRST_LOOK: Duration = Duration::from_millis(10);
 
-/// The longest pause of an idle connection between two looks at its queue.
+/// Looks at the short pause (the first 100 ms of idleness: gaps in a busy stream).
+const IDLE_QUICK_LOOKS: u32 = 10;
+
+/// The longest pause of an idle connection between two looks at its queue: the longest a
+/// message waits for an idle connection of its destination.
 const IDLE_RECHECK: Duration = Duration::from_millis(160);
 
 /// A job ready to go out: its message, body and wire parameters.
@@ -128,22 +130,8 @@ impl Stage {
             },
             dsn: conn.extensions().dsn,
         };
-        *self
-            .open_by_dest
-            .borrow_mut()
-            .entry(dest.clone())
-            .or_default() += 1;
         self.carry(&mut conn, &link, target.limits.max_messages_per_connection)
             .await;
-        {
-            let mut open = self.open_by_dest.borrow_mut();
-            if let Some(n) = open.get_mut(&dest) {
-                *n -= 1;
-                if *n == 0 {
-                    open.remove(&dest);
-                }
-            }
-        }
         conn.quit().await;
         self.stats.open.set(self.stats.open.get() - 1);
         self.sched.borrow_mut().connection_closed(&dest);
@@ -183,7 +171,6 @@ impl Stage {
         let idle = self.config().delivery.idle_timeout.0;
         let mut idle_since = Instant::now();
         let mut open: Option<Open> = None;
-        let bell = Rc::new(Notify::default());
         let mut idle_looks = 0u32;
         loop {
             let more = conn.usable() && conn.transactions() < max_messages && !self.stopping.get();
@@ -237,30 +224,11 @@ impl Stage {
             }
             // The first looks come soon (mail often arrives in bursts), later ones less often.
             let pause = IDLE_FIRST_LOOK
-                .saturating_mul(1 << idle_looks.min(4))
+                .saturating_mul(1 << idle_looks.saturating_sub(IDLE_QUICK_LOOKS).min(4))
                 .min(IDLE_RECHECK)
                 .min(idle.saturating_sub(idle_since.elapsed()));
             idle_looks += 1;
-            self.wait_idle(link.dest, &bell, pause).await;
-        }
-    }
-
-    /// An idle connection waits for new mail of its destination (rung by `submit_routed` when
-    /// no connection of the destination is at work), or `pause` at most: mail a busy
-    /// connection left, rate limits, resumed suspensions and flushes are seen then.
-    async fn wait_idle(&self, dest: &DestinationKey, bell: &Rc<Notify>, pause: Duration) {
-        self.idle
-            .borrow_mut()
-            .entry(dest.clone())
-            .or_default()
-            .push(bell.clone());
-        futures_lite::future::or(glommio::timer::sleep(pause), bell.wait()).await;
-        let mut idle = self.idle.borrow_mut();
-        if let Some(bells) = idle.get_mut(dest) {
-            bells.retain(|b| !Rc::ptr_eq(b, bell));
-            if bells.is_empty() {
-                idle.remove(dest);
-            }
+            glommio::timer::sleep(pause).await;
         }
     }
 
