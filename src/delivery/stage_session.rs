@@ -219,6 +219,9 @@ impl Stage {
             if open.is_some() {
                 continue;
             }
+            // Nothing in flight: pause before looking again, even right after a transaction.
+            // Looking at once measured slower: the pause lets a burst gather, and it then goes
+            // out chained on busy connections instead of one message per wake-up.
             if !more || idle_since.elapsed() >= idle {
                 break;
             }
