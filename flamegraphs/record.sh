@@ -20,6 +20,17 @@ cargo build --release --workspace -q
 WORK=$(mktemp -d /tmp/flame.XXXXXX)
 SINK=
 trap 'kill $MTA $SINK 2>/dev/null || true; rm -rf "$WORK/spool"' EXIT
+# Starts mta on $WORK/mta.toml, records it with perf (PERF), and sends N messages to it.
+start_mta_and_send() {
+  target/release/mta run --config "$WORK/mta.toml" 2> "$WORK/mta.log" &
+  MTA=$!
+  for _ in $(seq 100); do grep -q ready "$WORK/mta.log" && break; sleep 0.1; done
+  ADDR=$(grep -o 'listening on [0-9.:]*' "$WORK/mta.log" | head -1 | awk '{print $3}')
+  perf record -e cpu-clock -F 999 -g -p "$MTA" -o "$WORK/perf.data" -- sleep 600 > /dev/null 2>&1 &
+  PERF=$!
+  sleep 0.5
+  target/release/loadgen send --target "$ADDR" -c 50 -n "$N" -s 4096 --threads 1 -q
+}
 case $SCENARIO in
   accept)
     cat > "$WORK/mta.toml" <<EOT
@@ -34,14 +45,7 @@ hold = true
 [log]
 dir = "$WORK/log"
 EOT
-    target/release/mta run --config "$WORK/mta.toml" 2> "$WORK/mta.log" &
-    MTA=$!
-    for _ in $(seq 100); do grep -q ready "$WORK/mta.log" && break; sleep 0.1; done
-    ADDR=$(grep -o 'listening on [0-9.:]*' "$WORK/mta.log" | head -1 | awk '{print $3}')
-    perf record -e cpu-clock -F 999 -g -p "$MTA" -o "$WORK/perf.data" -- sleep 600 > /dev/null 2>&1 &
-    PERF=$!
-    sleep 0.5
-    target/release/loadgen send --target "$ADDR" -c 50 -n "$N" -s 4096 --threads 1 -q
+    start_mta_and_send
     kill -INT $PERF; wait $PERF || true
     ;;
   relay)
@@ -64,14 +68,7 @@ dir = "$WORK/log"
 [admin]
 listen = "127.0.0.1:0"
 EOT
-    target/release/mta run --config "$WORK/mta.toml" 2> "$WORK/mta.log" &
-    MTA=$!
-    for _ in $(seq 100); do grep -q ready "$WORK/mta.log" && break; sleep 0.1; done
-    ADDR=$(grep -o 'listening on [0-9.:]*' "$WORK/mta.log" | head -1 | awk '{print $3}')
-    perf record -e cpu-clock -F 999 -g -p "$MTA" -o "$WORK/perf.data" -- sleep 600 > /dev/null 2>&1 &
-    PERF=$!
-    sleep 0.5
-    target/release/loadgen send --target "$ADDR" -c 50 -n "$N" -s 4096 --threads 1 -q
+    start_mta_and_send
     sleep 2
     kill -INT $PERF; wait $PERF || true
     ;;

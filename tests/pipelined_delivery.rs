@@ -96,8 +96,16 @@ fn receiver() -> (u16, Arc<Mutex<Vec<Seen>>>) {
     (port, seen)
 }
 
-#[test]
-fn messages_are_chained_and_a_lost_chain_is_not_an_attempt() {
+/// The receiver, an MTA routing `dest.test` to it over at most one connection, and one
+/// client session that has said EHLO: every message it sends lands on the same shard, queued
+/// in order.
+fn setup() -> (
+    Arc<Mutex<Vec<Seen>>>,
+    tempfile::TempDir,
+    std::path::PathBuf,
+    Mta,
+    Client,
+) {
     let (port, seen) = receiver();
     let dir = tempdir();
     let config = write_config(
@@ -108,18 +116,28 @@ fn messages_are_chained_and_a_lost_chain_is_not_an_attempt() {
              [[routes]]\ndomain = \"dest.test\"\nhosts = [\"127.0.0.1:{port}\"]\n"
         ),
     );
-    let mut mta = Mta::start(dir.path(), &config);
-    // One inbound connection: every message lands on the same shard, queued in order.
+    let mta = Mta::start(dir.path(), &config);
     let mut c = Client::connect(mta.addr);
     c.codes(1);
     c.send(b"EHLO c.test\r\n");
     c.reply();
+    (seen, dir, config, mta, c)
+}
+
+/// Sends one message with a null sender (no DSN can go anywhere) to u@dest.test.
+fn send(c: &mut Client, subject: &str) {
+    c.send(b"MAIL FROM:<>\r\nRCPT TO:<u@dest.test>\r\nDATA\r\n");
+    assert_eq!(c.codes(3), vec![250, 250, 354]);
+    c.send(format!("Subject: {subject}\r\n\r\nhello\r\n.\r\n").as_bytes());
+    assert_eq!(c.codes(1), vec![250]);
+}
+
+#[test]
+fn messages_are_chained_and_a_lost_chain_is_not_an_attempt() {
+    let (seen, dir, config, mut mta, mut c) = setup();
     let subjects = ["m1", "m2 REJECT", "m3 CLOSE", "m4", "m5"];
     for s in subjects {
-        c.send(b"MAIL FROM:<>\r\nRCPT TO:<u@dest.test>\r\nDATA\r\n");
-        assert_eq!(c.codes(3), vec![250, 250, 354]);
-        c.send(format!("Subject: {s}\r\n\r\nhello\r\n.\r\n").as_bytes());
-        assert_eq!(c.codes(1), vec![250]);
+        send(&mut c, s);
     }
     let deadline = Instant::now() + Duration::from_secs(30);
     while seen.lock().unwrap().len() < subjects.len() && Instant::now() < deadline {
@@ -171,21 +189,7 @@ fn messages_are_chained_and_a_lost_chain_is_not_an_attempt() {
 
 #[test]
 fn an_idle_connection_takes_new_mail_of_its_destination() {
-    let (port, seen) = receiver();
-    let dir = tempdir();
-    let config = write_config(
-        dir.path(),
-        "",
-        &format!(
-            "[delivery]\nmax_connections = 1\n\
-             [[routes]]\ndomain = \"dest.test\"\nhosts = [\"127.0.0.1:{port}\"]\n"
-        ),
-    );
-    let mut mta = Mta::start(dir.path(), &config);
-    let mut c = Client::connect(mta.addr);
-    c.codes(1);
-    c.send(b"EHLO c.test\r\n");
-    c.reply();
+    let (seen, _dir, _config, mut mta, mut c) = setup();
     let wait_for = |n: usize| {
         let deadline = Instant::now() + Duration::from_secs(30);
         while seen.lock().unwrap().len() < n && Instant::now() < deadline {
@@ -193,10 +197,7 @@ fn an_idle_connection_takes_new_mail_of_its_destination() {
         }
     };
     for (i, s) in ["first", "second"].into_iter().enumerate() {
-        c.send(b"MAIL FROM:<>\r\nRCPT TO:<u@dest.test>\r\nDATA\r\n");
-        assert_eq!(c.codes(3), vec![250, 250, 354]);
-        c.send(format!("Subject: {s}\r\n\r\nhello\r\n.\r\n").as_bytes());
-        assert_eq!(c.codes(1), vec![250]);
+        send(&mut c, s);
         wait_for(i + 1);
         // Long enough for the connection to sit idle before the next message arrives.
         std::thread::sleep(Duration::from_millis(400));

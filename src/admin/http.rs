@@ -29,6 +29,7 @@ use hyper::header::{CONTENT_LENGTH, CONTENT_TYPE, HeaderValue};
 pub use hyper::{HeaderMap, Method};
 
 use super::rt::{GlommioIo, GlommioTimer};
+use crate::server::listener::accept_or_stop;
 
 /// The largest request body accepted.
 pub const MAX_BODY: usize = 1024 * 1024;
@@ -123,21 +124,7 @@ pub async fn serve(
     stop: impl Future<Output = ()>,
 ) {
     let mut stop = std::pin::pin!(stop);
-    loop {
-        let accepted = futures_lite::future::or(async { Some(listener.accept().await) }, async {
-            stop.as_mut().await;
-            None
-        })
-        .await;
-        let stream = match accepted {
-            None => return,
-            Some(Ok(stream)) => stream,
-            Some(Err(e)) => {
-                tracing::debug!(error = %e, "admin accept failed; backing off");
-                glommio::timer::sleep(Duration::from_millis(50)).await;
-                continue;
-            }
-        };
+    while let Some(stream) = accept_or_stop(&listener, stop.as_mut(), "admin").await {
         let Ok(peer) = stream.peer_addr() else {
             continue;
         };

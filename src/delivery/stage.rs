@@ -430,16 +430,7 @@ impl Stage {
                         .insert(target.key.clone(), target.clone());
                     stage.submit_routed(&target, job);
                 }
-                Routed::Failed(outcome) => {
-                    let recipients: Vec<(u32, Outcome)> = job
-                        .recipients
-                        .iter()
-                        .map(|&i| (i, outcome.clone()))
-                        .collect();
-                    stage
-                        .finish_job(&job, &recipients, "", Peer::NONE, 0, false)
-                        .await;
-                }
+                Routed::Failed(outcome) => stage.fail_jobs([job], &outcome, "").await,
             }
             stage.wake.notify();
         })
@@ -456,6 +447,8 @@ impl Stage {
         let now = Instant::now();
         self.apply_limits(target, now);
         self.sched.borrow_mut().submit(&target.key, job, now);
+        // The scheduling loop looks again: the destination may need a connection.
+        self.wake.notify();
     }
 
     /// The scheduling loop: runs until `stop`.

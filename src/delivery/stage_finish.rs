@@ -16,6 +16,27 @@ use std::time::{Instant, SystemTime};
 use super::*;
 
 impl Stage {
+    /// Gives every recipient of each job `outcome`, at `dest`, with no server reached (a route
+    /// that failed, a destination no hop answered for, a shaping rule's bounce).
+    pub(super) async fn fail_jobs(
+        self: &Rc<Self>,
+        jobs: impl IntoIterator<Item = Job>,
+        outcome: &Outcome,
+        dest: &str,
+    ) {
+        for job in jobs {
+            self.finish_job(
+                &job,
+                &all_of(&job, outcome.clone()),
+                dest,
+                Peer::NONE,
+                0,
+                false,
+            )
+            .await;
+        }
+    }
+
     /// Records the outcome of every recipient of a job: states, log, retries, DSNs.
     pub(super) async fn finish_job(
         self: &Rc<Self>,

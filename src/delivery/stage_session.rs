@@ -150,19 +150,8 @@ impl Stage {
             sched.connect_failed(dest, now);
         }
         let outcome = Outcome::defer(EnhancedStatus::new(4, 4, 1), last_error);
-        loop {
-            let job = self.sched.borrow_mut().next_job(dest, Instant::now());
-            let Some(job) = job else { break };
-            self.finish_job(
-                &job,
-                &all_of(&job, outcome.clone()),
-                &dest.0,
-                Peer::NONE,
-                0,
-                false,
-            )
-            .await;
-        }
+        let waiting = std::iter::from_fn(|| self.sched.borrow_mut().next_job(dest, Instant::now()));
+        self.fail_jobs(waiting, &outcome, &dest.0).await;
         self.wake.notify();
     }
 

@@ -97,17 +97,7 @@ impl Stage {
                     status,
                     format!("bounced by shaping rule {}: {}", action.name, reply.text()),
                 );
-                for job in jobs {
-                    self.finish_job(
-                        &job,
-                        &all_of(&job, o.clone()),
-                        &dest.0,
-                        Peer::NONE,
-                        0,
-                        false,
-                    )
-                    .await;
-                }
+                self.fail_jobs(jobs, &o, &dest.0).await;
             }
         }
     }

@@ -13,28 +13,42 @@
 use std::rc::Rc;
 use std::time::Duration;
 
-use glommio::net::TcpListener;
+use std::future::Future;
+use std::pin::Pin;
+
+use glommio::net::{TcpListener, TcpStream};
 
 use super::ServerContext;
 use super::connection::{self, Entry};
 
-/// Accepts until shutdown.
-pub async fn accept_loop(ctx: Rc<ServerContext>, entry: Rc<Entry>, listener: TcpListener) {
+/// The next accepted connection, or None once `stop` completes. An accept error (e.g. out of
+/// file descriptors) is logged and retried after a short pause, never returned.
+pub async fn accept_or_stop(
+    listener: &TcpListener,
+    mut stop: Pin<&mut impl Future<Output = ()>>,
+    what: &str,
+) -> Option<TcpStream> {
     loop {
         let accepted = futures_lite::future::or(async { Some(listener.accept().await) }, async {
-            ctx.shutdown.wait().await;
+            stop.as_mut().await;
             None
         })
         .await;
-        let stream = match accepted {
-            None => return,
-            Some(Ok(stream)) => stream,
+        match accepted {
+            None => return None,
+            Some(Ok(stream)) => return Some(stream),
             Some(Err(e)) => {
-                tracing::warn!(error = %e, "accept failed; backing off");
+                tracing::warn!(error = %e, listener = what, "accept failed; backing off");
                 glommio::timer::sleep(Duration::from_millis(50)).await;
-                continue;
             }
-        };
+        }
+    }
+}
+
+/// Accepts until shutdown.
+pub async fn accept_loop(ctx: Rc<ServerContext>, entry: Rc<Entry>, listener: TcpListener) {
+    let mut stop = std::pin::pin!(ctx.shutdown.wait());
+    while let Some(stream) = accept_or_stop(&listener, stop.as_mut(), "smtp").await {
         let stats = &ctx.stats;
         stats.connections.set(stats.connections.get() + 1);
         let Ok(peer) = stream.peer_addr() else {

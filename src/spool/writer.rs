@@ -234,6 +234,13 @@ impl Spool {
     /// message is not tracked or has no such recipient. A state for an already-final
     /// recipient is written (it is part of the record) but changes nothing: final is final.
     pub async fn append_state(&self, rec: &StateRecord) -> Result<(), SpoolError> {
+        let payload = self.state_payload(rec)?;
+        self.submit(KIND_STATE, &payload, Effect::State(rec.clone()))
+            .await
+    }
+
+    /// The encoded record of a state, or why it cannot be recorded (nothing is written then).
+    fn state_payload(&self, rec: &StateRecord) -> Result<rkyv::util::AlignedVec, SpoolError> {
         match self.0.st.borrow().ledger.check_state(rec.id, rec.recipient) {
             StateOutcome::UnknownMessage => return Err(SpoolError::UnknownMessage(rec.queue_id())),
             StateOutcome::NoSuchRecipient => {
@@ -245,8 +252,7 @@ impl Spool {
             StateOutcome::AlreadyFinal | StateOutcome::Applied { .. } => {}
         }
         let payload = format::encode_state(rec)?;
-        self.submit(KIND_STATE, &payload, Effect::State(rec.clone()))
-            .await
+        Ok(payload)
     }
 
     /// Appends a recipient's new state without waiting for it to be durable: it goes out with
@@ -254,17 +260,7 @@ impl Spool {
     /// nothing if a state record is lost in a crash (the recipient is tried again: at least
     /// once, never lost).
     pub fn append_state_detached(&self, rec: &StateRecord) -> Result<(), SpoolError> {
-        match self.0.st.borrow().ledger.check_state(rec.id, rec.recipient) {
-            StateOutcome::UnknownMessage => return Err(SpoolError::UnknownMessage(rec.queue_id())),
-            StateOutcome::NoSuchRecipient => {
-                return Err(SpoolError::NoSuchRecipient {
-                    id: rec.queue_id(),
-                    recipient: rec.recipient,
-                });
-            }
-            StateOutcome::AlreadyFinal | StateOutcome::Applied { .. } => {}
-        }
-        let payload = format::encode_state(rec)?;
+        let payload = self.state_payload(rec)?;
         self.push(KIND_STATE, &payload, Effect::State(rec.clone()), None)
     }
 
