@@ -15,6 +15,7 @@
 //! - [`dkim`]: DKIM signing of outgoing messages (RSA-SHA256, Ed25519-SHA256).
 //! - [`config`]: the TOML configuration and its defaults.
 //! - [`shutdown`]: signals and the per-shard stop notice.
+//! - [`crash`]: the process-wide panic policy (a panic anywhere exits the process).
 //! - [`shard`]: the one place that wires a shard together and runs them all.
 //! - [`metrics`]: per-shard counters and histograms, and their Prometheus text.
 //! - [`admin`]: the admin HTTP endpoint's server, access policy and CLI client.
@@ -22,6 +23,7 @@
 pub mod admin;
 pub mod auth;
 pub mod config;
+pub mod crash;
 pub mod delivery;
 pub mod dkim;
 pub mod dns;

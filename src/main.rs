@@ -290,6 +290,8 @@ fn passwd(name: &str) -> anyhow::Result<String> {
 }
 
 fn run(config: Config) -> anyhow::Result<()> {
+    // A panic in any shard ends the process (status 70) rather than leave it half-serving.
+    mta::crash::install();
     let signals = SignalWatch::install().context("installing signal handlers")?;
     let shards = config.effective_shards();
     let summary = mta::shard::run(config, signals, |addrs| {

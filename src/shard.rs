@@ -436,6 +436,11 @@ async fn shard_main(
         }
     }
     let monitor = glommio::spawn_local(storage_monitor(ctx.clone(), config.clone()));
+    if let Some(after) = crate::crash::fault_panic_after() {
+        let ctx = ctx.clone();
+        let accepted = move || ctx.stats.messages_accepted.get();
+        glommio::spawn_local(crate::crash::panic_after(accepted, after, index)).detach();
+    }
     let _ = ready.send(Ok(()));
 
     let mut generation = signals.reload_generation();
