@@ -333,6 +333,7 @@ async fn shard_main(
             memory_full: memory_full.clone(),
             log: log.clone(),
             shaping: inbound.shaping.clone(),
+            listeners: addrs.to_vec(),
         };
         let stage = match Stage::new(config.clone(), index, resolver, parts) {
             Ok(s) => s,

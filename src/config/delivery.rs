@@ -83,6 +83,11 @@ pub struct DeliverySection {
     pub helo_name: Option<String>,
     /// Smarthost for every domain without a route: `"host:port"` (port 25 if omitted).
     pub relay_host: Option<String>,
+    /// Public addresses by which this host is reached through NAT or a load balancer (as
+    /// Postfix's `proxy_interfaces`): a next hop there is this MTA itself, so mail for it
+    /// bounces with 5.4.6 instead of looping. The listening and interface addresses are
+    /// known without it.
+    pub own_addresses: Vec<std::net::IpAddr>,
     /// Recipients of one message sent in one transaction to one destination.
     pub max_recipients_per_transaction: usize,
     /// Connections per destination, per shard.
@@ -211,6 +216,7 @@ impl Default for DeliverySection {
             hold: false,
             helo_name: None,
             relay_host: None,
+            own_addresses: Vec::new(),
             max_recipients_per_transaction: 100,
             max_connections: 10,
             max_messages_per_connection: 100,

@@ -8,13 +8,14 @@
 //! decisions of its own (queue).
 //!
 //! Modules: `client` (one outbound connection), `classify` (reply → outcome), `route`
-//! (domain → destination), `dsn` (bounce messages), `log` (delivery log), `stage` (the shard's
+//! (domain → destination), `myself` (next hops that are this MTA), `dsn` (bounce messages), `log` (delivery log), `stage` (the shard's
 //! delivery loop), `notify` (a wake-up signal).
 
 pub mod classify;
 pub mod client;
 pub mod dsn;
 pub mod memory;
+pub mod myself;
 pub mod notify;
 pub mod route;
 pub mod stage;

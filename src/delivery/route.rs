@@ -10,7 +10,8 @@
 //!
 //! Invariants: a configured route (exact entries before `*.` patterns) wins over the smarthost,
 //! which wins over DNS; a null MX (RFC 7505) and a non-existent domain are permanent; DNS
-//! timeouts and SERVFAIL are temporary.
+//! timeouts and SERVFAIL are temporary. No target ever holds a hop that is this MTA itself
+//! ([`Myself`]): when nothing else is left the recipients bounce with 5.4.6 (RFC 5321 6.3).
 
 use std::net::{IpAddr, SocketAddr};
 use std::rc::Rc;
@@ -22,6 +23,7 @@ use crate::smtp::EnhancedStatus;
 use crate::tls::TlsPolicy;
 
 use super::classify::Outcome;
+use super::myself::Myself;
 
 /// A resolved destination.
 #[derive(Debug)]
@@ -92,10 +94,41 @@ async fn hops(resolver: &Resolver, specs: &[String]) -> Result<Vec<(String, Sock
     Ok(out)
 }
 
-/// Routes `domain` (lower-case).
-pub async fn route(config: &Config, resolver: &Resolver, domain: &str) -> Routed {
+/// The bounce of mail whose every next hop is this MTA (Postfix's wording).
+fn loops_back(domain: &str) -> Outcome {
+    Outcome::bounce(
+        EnhancedStatus::new(5, 4, 6),
+        format!("mail for {domain} loops back to myself"),
+    )
+}
+
+/// Configured hops without those that are our own listeners.
+fn without_listeners(
+    hops: Result<Vec<(String, SocketAddr)>, Outcome>,
+    myself: &Myself,
+    domain: &str,
+) -> Result<Vec<(String, SocketAddr)>, Outcome> {
+    let hops = hops?;
+    let kept: Vec<_> = hops
+        .into_iter()
+        .filter(|(host, addr)| {
+            let ours = myself.is_listener(*addr);
+            if ours {
+                tracing::warn!(%domain, %host, %addr, "next hop is this MTA itself: skipped");
+            }
+            !ours
+        })
+        .collect();
+    match kept.is_empty() {
+        true => Err(loops_back(domain)),
+        false => Ok(kept),
+    }
+}
+
+/// Routes `domain` (lower-case). `myself` knows which hops would loop back to us.
+pub async fn route(config: &Config, resolver: &Resolver, myself: &Myself, domain: &str) -> Routed {
     if let Some(r) = config.route_for(domain) {
-        return match hops(resolver, &r.hosts).await {
+        return match without_listeners(hops(resolver, &r.hosts).await, myself, domain) {
             Ok(hops) => Routed::Target(Rc::new(Target {
                 key: DestinationKey(format!("route:{}", r.domain.to_ascii_lowercase())),
                 hops,
@@ -109,7 +142,11 @@ pub async fn route(config: &Config, resolver: &Resolver, domain: &str) -> Routed
         };
     }
     if let Some(relay) = &config.delivery.relay_host {
-        return match hops(resolver, std::slice::from_ref(relay)).await {
+        return match without_listeners(
+            hops(resolver, std::slice::from_ref(relay)).await,
+            myself,
+            domain,
+        ) {
             Ok(hops) => Routed::Target(Rc::new(Target {
                 key: DestinationKey(format!("relay:{relay}")),
                 hops,
@@ -128,6 +165,16 @@ pub async fn route(config: &Config, resolver: &Resolver, domain: &str) -> Routed
             format!("{domain} does not accept mail (null MX, RFC 7505)"),
         )),
         Ok(MailRoute::Hosts(hosts)) => {
+            // RFC 5321 5.1: our own entry and all of equal or higher preference go.
+            let mut hosts = hosts;
+            let ours = myself.own_preference(&hosts);
+            if let Some(limit) = ours {
+                hosts.retain(|h| h.preference < limit);
+                tracing::warn!(%domain, preference = limit, kept = hosts.len(), "an MX host of the domain is this MTA (or a loopback, unspecified or link-local address): it and the hosts after it are skipped");
+                if hosts.is_empty() {
+                    return Routed::Failed(loops_back(domain));
+                }
+            }
             let mut names: Vec<String> =
                 hosts.iter().map(|h| h.name.to_ascii_lowercase()).collect();
             names.sort();

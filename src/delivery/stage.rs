@@ -29,6 +29,7 @@ use super::classify::Outcome;
 use super::client::{ClientError, ClientTimeouts, Connection, Envelope, TlsRequest};
 use super::dsn::{self, DsnAction, DsnRecipient, Return};
 use super::memory::Memory;
+use super::myself::Myself;
 use super::notify::Notify;
 use super::route::{Routed, Target, route};
 use crate::config::Config;
@@ -103,6 +104,8 @@ pub struct StageParts {
     pub log: Rc<EventLog>,
     /// The traffic shaping file, if one is configured.
     pub shaping: Option<Arc<Shaping>>,
+    /// The bound SMTP listening addresses (so that no next hop is one of them).
+    pub listeners: Vec<SocketAddr>,
 }
 
 /// One shard's delivery stage.
@@ -111,6 +114,10 @@ pub struct Stage {
     config: RefCell<Arc<Config>>,
     spool: Spool,
     resolver: Resolver,
+    /// Which next hops are this MTA itself (rebuilt on reload: `delivery.own_addresses`).
+    myself: RefCell<Rc<Myself>>,
+    /// The bound SMTP listening addresses.
+    listeners: Vec<SocketAddr>,
     ids: Rc<RefCell<QueueIdGenerator>>,
     sched: RefCell<Scheduler>,
     messages: RefCell<HashMap<u64, Rc<Queued>>>,
@@ -207,7 +214,12 @@ impl Stage {
             memory_full,
             log,
             shaping,
+            listeners,
         } = parts;
+        let myself = RefCell::new(Rc::new(Myself::new(
+            &listeners,
+            &config.delivery.own_addresses,
+        )));
         let memory_budget = config.delivery.memory_budget.0 / config.effective_shards() as u64;
         let d = &config.delivery;
         let retry = RetryPolicy {
@@ -243,6 +255,8 @@ impl Stage {
             config: RefCell::new(config),
             spool,
             resolver,
+            myself,
+            listeners,
             ids,
             sched: RefCell::new(sched),
             messages: RefCell::new(HashMap::new()),
@@ -283,6 +297,8 @@ impl Stage {
     /// routed afresh); mail already waiting in a destination's queue, and connections already
     /// open, go on as they are.
     pub fn reload(&self, config: Arc<Config>) {
+        *self.myself.borrow_mut() =
+            Rc::new(Myself::new(&self.listeners, &config.delivery.own_addresses));
         *self.config.borrow_mut() = config;
         self.route_cache.borrow_mut().clear();
         self.wake.notify();
@@ -407,7 +423,8 @@ impl Stage {
         let stage = self.clone();
         glommio::spawn_local(async move {
             let config = stage.config();
-            match route(&config, &stage.resolver, &job.domain).await {
+            let myself = stage.myself.borrow().clone();
+            match route(&config, &stage.resolver, &myself, &job.domain).await {
                 Routed::Target(target) => {
                     let pool = stage
                         .messages

@@ -190,7 +190,15 @@ impl Stage {
         if self.sched.borrow().destinations().any(|k| *k == key) || name.contains(':') {
             return Some(key);
         }
-        match route(&self.config(), &self.resolver, &name.to_ascii_lowercase()).await {
+        let myself = self.myself.borrow().clone();
+        match route(
+            &self.config(),
+            &self.resolver,
+            &myself,
+            &name.to_ascii_lowercase(),
+        )
+        .await
+        {
             Routed::Target(t) => Some(t.key.clone()),
             Routed::Failed(_) => None,
         }

@@ -273,6 +273,12 @@ impl Stage {
             .map(str::to_ascii_uppercase)
             .as_deref()
         {
+            // A client that neither authenticated nor is in `relay.trusted_networks` may have
+            // forged the sender: its bounces carry the header only, whatever RET asks, so
+            // that a body cannot be reflected to a third party (backscatter).
+            _ if !from_trusted_client(rec, &self.config().relay.trusted_networks) => {
+                Return::Headers
+            }
             Some("HDRS") => Return::Headers,
             Some("FULL") => Return::Full,
             // Not specified: the whole message if it is small, as Postfix does.
@@ -323,4 +329,19 @@ impl Stage {
             Err(e) => tracing::warn!(queue_id = %unique, error = %e, "queueing a DSN failed"),
         }
     }
+}
+
+/// True if the message came from an authenticated client or one in `trusted`.
+fn from_trusted_client(rec: &MessageRecord, trusted: &[ipnet::IpNet]) -> bool {
+    if rec.auth.is_some() {
+        return true;
+    }
+    let Ok(addr) = rec.client_addr.parse::<std::net::SocketAddr>() else {
+        return false;
+    };
+    let ip = match addr.ip() {
+        std::net::IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(addr.ip(), std::net::IpAddr::V4),
+        v4 => v4,
+    };
+    trusted.iter().any(|n| n.contains(&ip))
 }

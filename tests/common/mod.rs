@@ -4,6 +4,7 @@
 
 pub mod certs;
 pub mod dkim;
+pub mod receiver;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};

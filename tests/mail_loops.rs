@@ -1,0 +1,183 @@
+//! Mail never loops (RFC 5321 6.3): a route back to the MTA itself and an MX pointing at
+//! loopback bounce with 5.4.6 without a connection, and bounces of mail from untrusted
+//! clients return only the header of the original.
+
+mod common;
+
+use std::net::Ipv4Addr;
+use std::time::{Duration, Instant};
+
+use common::receiver::Scripted;
+use common::{Client, Mta, event_log, tempdir, write_config};
+use mta::dns::fake::{FakeDns, FakeZone};
+use serde_json::Value;
+
+/// Waits until the event log has an event of `kind` for `recipient`.
+fn wait_event(dir: &std::path::Path, kind: &str, recipient: &str) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Some(e) = event_log(dir)
+            .into_iter()
+            .find(|e| e["type"] == kind && e["recipient"] == recipient)
+        {
+            return e;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no {kind} event for {recipient}: {:?}",
+            event_log(dir)
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn receptions(dir: &std::path::Path) -> usize {
+    event_log(dir)
+        .iter()
+        .filter(|e| e["type"] == "Reception")
+        .count()
+}
+
+/// Sends one message from `from` to `to` with `body` and returns the final reply.
+fn send(mta: &Mta, from: &str, to: &str, body: &str) -> String {
+    let mut c = Client::connect(mta.addr);
+    c.codes(1);
+    c.send(b"EHLO c.test\r\n");
+    c.reply();
+    c.send(format!("MAIL FROM:<{from}>\r\nRCPT TO:<{to}>\r\nDATA\r\n").as_bytes());
+    assert_eq!(c.codes(3), vec![250, 250, 354]);
+    c.send(format!("{body}\r\n.\r\n").as_bytes());
+    c.reply().unwrap()
+}
+
+#[test]
+fn a_route_back_to_the_mta_itself_bounces_with_5_4_6() {
+    let sink = Scripted::start(false, 0);
+    let dir = tempdir();
+    let delivery = |loop_port: u16| {
+        format!(
+            "[delivery]\n[relay]\nrelay_domains = [\"loop.test\"]\n\
+             [[routes]]\ndomain = \"src.test\"\nhosts = [\"127.0.0.1:{}\"]\n\
+             [[routes]]\ndomain = \"loop.test\"\nhosts = [\"127.0.0.1:{loop_port}\"]\n",
+            sink.port
+        )
+    };
+    // The MTA's own port is known once it listens: start with a harmless route, then point
+    // loop.test at the MTA itself and reload.
+    let config = write_config(dir.path(), "", &delivery(9));
+    let mut mta = Mta::start(dir.path(), &config);
+    write_config(dir.path(), "", &delivery(mta.addr.port()));
+    mta.signal(libc::SIGHUP);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !mta
+        .drain_log()
+        .iter()
+        .filter(|l| l.contains("configuration reloaded"))
+        .count()
+        .eq(&2)
+    {
+        assert!(
+            Instant::now() < deadline,
+            "no reload: {:?}",
+            mta.drain_log()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+
+    let r = send(
+        &mta,
+        "a@src.test",
+        "u@loop.test",
+        "Subject: loop\r\n\r\nround and round",
+    );
+    assert!(r.starts_with("250"), "{r}");
+    let bounce = wait_event(dir.path(), "Bounce", "u@loop.test");
+    assert_eq!(bounce["status"], "5.4.6", "{bounce}");
+    assert!(
+        bounce["reply"]
+            .as_str()
+            .unwrap()
+            .contains("mail for loop.test loops back to myself"),
+        "{bounce}"
+    );
+    // The sender is told, and the message never came back in.
+    let got = sink.wait_for(1, Duration::from_secs(20));
+    assert_eq!(got.len(), 1, "one DSN");
+    assert_eq!(got[0].from, "", "a DSN has the null sender");
+    assert!(got[0].body.contains("Status: 5.4.6"), "{}", got[0].body);
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_eq!(
+        receptions(dir.path()),
+        1,
+        "the MTA received the message once"
+    );
+    assert!(mta.stop().success());
+}
+
+#[test]
+fn an_mx_pointing_at_loopback_is_never_connected_to() {
+    let fake = FakeDns::start(
+        FakeZone::default()
+            .mx("loopmx.test", 10, "mx.loopmx.test")
+            .a("mx.loopmx.test", Ipv4Addr::LOCALHOST),
+    )
+    .unwrap();
+    let sink = Scripted::start(false, 0);
+    let dir = tempdir();
+    let config = write_config(
+        dir.path(),
+        "",
+        &format!(
+            "[delivery]\n[dns]\nservers = [\"{}\"]\n\
+             [[routes]]\ndomain = \"src.test\"\nhosts = [\"127.0.0.1:{}\"]\n",
+            fake.addr(),
+            sink.port
+        ),
+    );
+    let mut mta = Mta::start(dir.path(), &config);
+    let r = send(&mta, "a@src.test", "u@loopmx.test", "Subject: mx\r\n\r\nhi");
+    assert!(r.starts_with("250"), "{r}");
+    let bounce = wait_event(dir.path(), "Bounce", "u@loopmx.test");
+    assert_eq!(bounce["status"], "5.4.6", "{bounce}");
+    assert!(
+        bounce["reply"]
+            .as_str()
+            .unwrap()
+            .contains("loops back to myself"),
+        "{bounce}"
+    );
+    assert!(mta.stop().success());
+}
+
+#[test]
+fn bounces_of_mail_from_untrusted_clients_return_only_the_header() {
+    let sink = Scripted::start(false, 0);
+    let dir = tempdir();
+    let config = write_config(
+        dir.path(),
+        "",
+        &format!(
+            "[delivery]\n[relay]\nrelay_domains = [\"dest.test\"]\ntrusted_networks = []\n\
+             [[routes]]\ndomain = \"dest.test\"\nhosts = [\"127.0.0.1:{p}\"]\n\
+             [[routes]]\ndomain = \"src.test\"\nhosts = [\"127.0.0.1:{p}\"]\n",
+            p = sink.port
+        ),
+    );
+    let mut mta = Mta::start(dir.path(), &config);
+    // The client asks for the full message back; it is not trusted, so it gets the header.
+    let mut c = Client::connect(mta.addr);
+    c.codes(1);
+    c.send(b"EHLO c.test\r\n");
+    c.reply();
+    c.send(b"MAIL FROM:<a@src.test> RET=FULL\r\nRCPT TO:<bad@dest.test>\r\nDATA\r\n");
+    assert_eq!(c.codes(3), vec![250, 250, 354]);
+    c.send(b"Subject: reflected\r\n\r\nSECRET-BODY-TEXT\r\n.\r\n");
+    assert!(c.reply().unwrap().starts_with("250"));
+    let got = sink.wait_for(1, Duration::from_secs(20));
+    assert_eq!(got.len(), 1, "one DSN");
+    let dsn = &got[0].body;
+    assert!(dsn.contains("Content-Type: text/rfc822-headers"), "{dsn}");
+    assert!(dsn.contains("Subject: reflected"), "{dsn}");
+    assert!(!dsn.contains("SECRET-BODY-TEXT"), "{dsn}");
+    assert!(mta.stop().success());
+}
