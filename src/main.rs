@@ -199,6 +199,9 @@ fn main() -> ExitCode {
             };
             match (mta::dkim::Signer::from_config(&config.dkim), shaping) {
                 (Ok(_), Ok(())) => {
+                    for w in config.warnings() {
+                        eprintln!("mta: warning: {w}");
+                    }
                     print!("{}", config.to_toml());
                     Ok(())
                 }
@@ -293,6 +296,9 @@ fn run(config: Config) -> anyhow::Result<()> {
     // A panic in any shard ends the process (status 70) rather than leave it half-serving.
     mta::crash::install();
     let signals = SignalWatch::install().context("installing signal handlers")?;
+    for w in config.warnings() {
+        tracing::warn!("{w}");
+    }
     let shards = config.effective_shards();
     let summary = mta::shard::run(config, signals, |addrs| {
         for addr in addrs {

@@ -227,11 +227,35 @@ fn resolve_listeners(
             placeholders.push(sock);
         } else {
             // Without SO_REUSEPORT the bind fails if anything else holds the port.
-            drop(socket(addr, false).map_err(err)?);
+            drop(bind_when_free(addr).map_err(err)?);
             addrs.push(addr);
         }
     }
     Ok((addrs, placeholders))
+}
+
+/// How long a start waits for a listening port that is still held. A process killed with
+/// io_uring requests in flight releases its sockets only when the kernel has torn its rings
+/// down, shortly after it has exited: a restart right after a crash must not fail on that.
+const LISTEN_WAIT: Duration = Duration::from_secs(10);
+
+/// Binds `addr` exclusively (no SO_REUSEPORT), retrying while it is in use, up to
+/// [`LISTEN_WAIT`].
+fn bind_when_free(addr: SocketAddr) -> std::io::Result<socket2::Socket> {
+    let deadline = Instant::now() + LISTEN_WAIT;
+    let mut logged = false;
+    loop {
+        match socket(addr, false) {
+            Err(e) if e.kind() == std::io::ErrorKind::AddrInUse && Instant::now() < deadline => {
+                if !logged {
+                    tracing::warn!(%addr, "listening address in use; waiting up to 10 s for it to be released (a previous instance may still be closing)");
+                    logged = true;
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            other => return other,
+        }
+    }
 }
 
 /// A TCP socket bound to `addr` with SO_REUSEADDR (so connections in TIME_WAIT from a
@@ -510,7 +534,11 @@ struct Inbound {
 /// more than the dashboard (e.g. a second instance on one host with the default port).
 fn bind_admin(config: &Config) -> Option<socket2::Socket> {
     let addr = config.admin.address().ok().flatten()?;
-    let bound = socket(addr, false).and_then(|s| {
+    let bound = match addr.port() {
+        0 => socket(addr, false),
+        _ => bind_when_free(addr),
+    }
+    .and_then(|s| {
         s.listen(128)?;
         Ok(s)
     });

@@ -181,3 +181,59 @@ fn bounces_of_mail_from_untrusted_clients_return_only_the_header() {
     assert!(!dsn.contains("SECRET-BODY-TEXT"), "{dsn}");
     assert!(mta.stop().success());
 }
+
+#[test]
+fn postmaster_without_a_domain_goes_to_the_configured_mailbox() {
+    let sink = Scripted::start(false, 0);
+    let dir = tempdir();
+    let config = write_config(
+        dir.path(),
+        "",
+        &format!(
+            "[delivery]\n[relay]\npostmaster = \"ops@src.test\"\n\
+             [[routes]]\ndomain = \"src.test\"\nhosts = [\"127.0.0.1:{}\"]\n",
+            sink.port
+        ),
+    );
+    let mut mta = Mta::start(dir.path(), &config);
+    let r = send(
+        &mta,
+        "",
+        "Postmaster",
+        "Subject: to the postmaster\r\n\r\nhello",
+    );
+    assert!(r.starts_with("250"), "{r}");
+    let got = sink.wait_for(1, Duration::from_secs(20));
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].to, vec!["ops@src.test".to_owned()]);
+    assert!(got[0].body.contains("Subject: to the postmaster"));
+    assert!(mta.stop().success());
+}
+
+#[test]
+fn an_unset_postmaster_is_a_warning() {
+    let dir = tempdir();
+    let config = write_config(dir.path(), "", "");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_mta"))
+        .args(["check-config", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("relay.postmaster is not set") && err.contains("postmaster@mx.test"),
+        "{err}"
+    );
+    std::fs::write(
+        &config,
+        std::fs::read_to_string(&config).unwrap() + "[relay]\npostmaster = \"not a mailbox\"\n",
+    )
+    .unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_mta"))
+        .args(["check-config", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+}

@@ -209,6 +209,9 @@ pub struct RelaySection {
     pub relay_domains: Vec<String>,
     /// Client networks that may send to any domain.
     pub trusted_networks: Vec<IpNet>,
+    /// Where mail to `<Postmaster>` (no domain, RFC 5321 4.5.1) goes: a mailbox an operator
+    /// reads, e.g. `"postmaster@example.com"`. Unset: `postmaster@<hostname>`, with a warning.
+    pub postmaster: Option<String>,
 }
 
 /// `[shutdown]`.
@@ -297,6 +300,7 @@ impl Default for RelaySection {
                 "127.0.0.0/8".parse().expect("literal network"),
                 "::1/128".parse().expect("literal network"),
             ],
+            postmaster: None,
         }
     }
 }
@@ -442,6 +446,17 @@ impl Config {
         if self.dns.attempts == 0 || self.dns.timeout.0.is_zero() {
             return invalid("dns", "attempts and timeout must be at least 1");
         }
+        if let Some(p) = &self.relay.postmaster
+            && !matches!(
+                crate::smtp::address::parse_mailbox(p.as_bytes(), false),
+                Ok(m) if matches!(m.domain, crate::smtp::Domain::Name(_))
+            )
+        {
+            return invalid(
+                "relay.postmaster",
+                &format!("{p:?} is not a mailbox (local@domain)"),
+            );
+        }
         // This MTA has no mailboxes: mail it accepts for its own domains must go somewhere.
         if self.delivery.relay_host.is_none() {
             for (key, list) in [
@@ -467,6 +482,29 @@ impl Config {
             }
         }
         Ok(())
+    }
+
+    /// The mailbox that mail to `<Postmaster>` is delivered to: `relay.postmaster`, or
+    /// `postmaster@<hostname>`.
+    pub fn postmaster_address(&self) -> String {
+        self.relay
+            .postmaster
+            .clone()
+            .unwrap_or_else(|| format!("postmaster@{}", self.hostname))
+    }
+
+    /// Things that are allowed but probably not what the operator wants, one sentence each
+    /// (printed by `mta check-config` and logged at start-up).
+    pub fn warnings(&self) -> Vec<String> {
+        let mut w = Vec::new();
+        if self.relay.postmaster.is_none() {
+            w.push(format!(
+                "relay.postmaster is not set: mail to <Postmaster> goes to {}, routed like any \
+                 other mail; set it to a mailbox an operator reads",
+                self.postmaster_address()
+            ));
+        }
+        w
     }
 
     /// The configured route for `domain` (exact entries win over `*.` patterns, then the

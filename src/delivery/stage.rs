@@ -318,6 +318,13 @@ impl Stage {
         states: Option<Vec<Option<RecipientState>>>,
     ) {
         let n = record.recipients.len();
+        // `<Postmaster>` without a domain (RFC 5321 4.5.1) goes to the configured mailbox; the
+        // spool keeps the address as received, so a restart rewrites it the same way.
+        for r in &mut record.recipients {
+            if r.address.eq_ignore_ascii_case("postmaster") {
+                r.address = self.config().postmaster_address();
+            }
+        }
         let states = states.unwrap_or_else(|| vec![None; n]);
         let now_ms = unix_ms(SystemTime::now());
         let age = Duration::from_millis(now_ms.saturating_sub(record.arrival_unix_ms));

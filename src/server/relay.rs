@@ -130,6 +130,7 @@ mod tests {
             local_domains: vec!["local.test".into()],
             relay_domains: vec!["*.relay.test".into()],
             trusted_networks: vec!["10.0.0.0/8".parse().unwrap()],
+            postmaster: None,
         };
         let p = RelayPolicy::new(&section);
         assert!(p.is_trusted("10.1.2.3".parse().unwrap()));

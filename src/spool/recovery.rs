@@ -149,8 +149,8 @@ pub fn read_offline(spool_dir: &Path) -> Result<OfflineSpool, SpoolError> {
     shards.sort();
     let mut out = OfflineSpool::default();
     for (n, dir) in shards {
-        let scan = scan_shard(&dir, n)?;
-        out.messages.extend(load_queued(&scan)?);
+        let mut scan = scan_shard(&dir, n)?;
+        out.messages.extend(load_queued(&mut scan)?);
         out.stats.add(&scan.stats);
     }
     Ok(out)
@@ -324,7 +324,7 @@ pub(crate) fn scan_shard(dir: &Path, shard: u32) -> Result<ShardScan, SpoolError
 }
 
 /// Second pass: deserializes the queued messages (re-reading only segments that hold some).
-pub(crate) fn load_queued(scan: &ShardScan) -> Result<Vec<RecoveredMessage>, SpoolError> {
+pub(crate) fn load_queued(scan: &mut ShardScan) -> Result<Vec<RecoveredMessage>, SpoolError> {
     let mut out = Vec::new();
     for seg in &scan.segments {
         let queued: Vec<(u64, u64)> = scan
@@ -348,7 +348,8 @@ pub(crate) fn load_queued(scan: &ShardScan) -> Result<Vec<RecoveredMessage>, Spo
                     reason: format!("segment changed during recovery: {reason}"),
                 }
             })?;
-            let states = scan.states.get(&id).cloned().unwrap_or_default();
+            // Taken, not copied: the states of a million recipients are not held twice.
+            let states = scan.states.remove(&id).unwrap_or_default();
             out.push(RecoveredMessage {
                 message,
                 states,

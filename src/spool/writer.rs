@@ -137,7 +137,7 @@ impl Spool {
             ));
         }
         std::fs::create_dir_all(&cfg.dir)?;
-        let scan = recovery::scan_shard(&cfg.dir, u32::from(cfg.shard))?;
+        let mut scan = recovery::scan_shard(&cfg.dir, u32::from(cfg.shard))?;
         let durable = cfg.sync == SyncMode::Always;
         let mut removed_any = false;
         for seg in &scan.segments {
@@ -159,7 +159,7 @@ impl Spool {
         if removed_any && durable {
             std::fs::File::open(&cfg.dir)?.sync_all()?;
         }
-        let messages = recovery::load_queued(&scan)?;
+        let messages = recovery::load_queued(&mut scan)?;
         let next = scan
             .segments
             .iter()
