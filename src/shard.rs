@@ -296,6 +296,14 @@ async fn shard_main(
         },
         segment_size: config.spool.segment_size.0,
         max_batch_bytes: 8 << 20,
+        // The bodies the delivery queue may hold (its share of the memory budget): recovery
+        // reads no more than that into memory; the rest is read back when sent.
+        recovery_body_budget: match config.delivery.hold {
+            true => 0,
+            false => crate::delivery::memory::body_share(
+                config.delivery.memory_budget.0 / config.effective_shards() as u64,
+            ),
+        },
     };
     let (spool, recovered) = match Spool::open(spool_config).await {
         Ok(opened) => opened,
@@ -368,7 +376,7 @@ async fn shard_main(
             }
         };
         for m in recovered.messages {
-            stage.intake(m.message, Some(m.states));
+            stage.intake_recovered(m);
         }
         Some(stage)
     };
@@ -377,7 +385,7 @@ async fn shard_main(
         let stage = stage.clone();
         glommio::spawn_local(async move {
             while let Some(record) = rx.recv().await {
-                stage.intake(record, None);
+                stage.intake(record);
             }
         })
         .detach();

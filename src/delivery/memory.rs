@@ -21,6 +21,11 @@ pub const BODY_SHARE: f64 = 0.8;
 /// Share of the budget at which envelopes alone make the server refuse new mail.
 pub const REFUSE_SHARE: f64 = 0.9;
 
+/// The bytes that held bodies and envelopes may fill together in a budget of `budget`.
+pub fn body_share(budget: u64) -> u64 {
+    (budget as f64 * BODY_SHARE) as u64
+}
+
 /// See the module header.
 #[derive(Debug)]
 pub struct Memory {
@@ -49,7 +54,7 @@ impl Memory {
     }
 
     fn body_room(&self) -> u64 {
-        ((self.budget as f64 * BODY_SHARE) as u64).saturating_sub(self.meta.get())
+        body_share(self.budget).saturating_sub(self.meta.get())
     }
 
     fn update(&self) {
@@ -76,6 +81,12 @@ impl Memory {
             self.hold(id, body);
         }
         hold
+    }
+
+    /// Charges the envelope of a message whose body stays in the spool.
+    pub fn admit_envelope(&self, meta: u64) {
+        self.meta.set(self.meta.get() + meta);
+        self.update();
     }
 
     /// Records that message `id` now holds a body of `size` bytes.

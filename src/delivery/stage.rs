@@ -41,7 +41,8 @@ use crate::shaping::{RuleEngine, Shaping};
 use crate::smtp::EnhancedStatus;
 use crate::smtp::Reply;
 use crate::spool::{
-    MessageRecord, QueueId, QueueIdGenerator, Recipient, RecipientState, Spool, StateRecord,
+    MessageRecord, QueueId, QueueIdGenerator, Recipient, RecipientState, RecoveredMessage, Spool,
+    StateRecord,
 };
 use crate::tls::{ClientTls, TlsPolicy};
 
@@ -311,11 +312,34 @@ impl Stage {
         self.log.flush();
     }
 
-    /// Takes a message: newly accepted (`states` None) or recovered from the spool.
-    pub fn intake(
+    /// Takes a newly accepted message.
+    pub fn intake(self: &Rc<Self>, record: MessageRecord) {
+        let size = record.body.len();
+        let eight_bit = !record.body.is_ascii();
+        self.take_message(record, None, true, size, eight_bit);
+    }
+
+    /// Takes a message recovered from the spool, whose body may be only its header section
+    /// (then the rest is read back from the spool when it is sent).
+    pub fn intake_recovered(self: &Rc<Self>, m: RecoveredMessage) {
+        self.take_message(
+            m.message,
+            Some(m.states),
+            m.body_complete,
+            m.body_len,
+            m.eight_bit,
+        );
+    }
+
+    /// Queues a message: `complete` says whether `record.body` is the whole message (of
+    /// `size` octets, with octets over 127 if `eight_bit`) or only its header section.
+    fn take_message(
         self: &Rc<Self>,
         mut record: MessageRecord,
         states: Option<Vec<Option<RecipientState>>>,
+        complete: bool,
+        size: usize,
+        eight_bit: bool,
     ) {
         let n = record.recipients.len();
         // `<Postmaster>` without a domain (RFC 5321 4.5.1) goes to the configured mailbox; the
@@ -340,7 +364,6 @@ impl Stage {
         if pending == 0 {
             return;
         }
-        let eight_bit = !record.body.is_ascii();
         let smtputf8 = record
             .mail_params
             .iter()
@@ -348,12 +371,17 @@ impl Stage {
         let id = record.id;
         let body = std::mem::take(&mut record.body);
         let pool = self.pool_of(&record, &body);
-        let size = body.len();
         let meta = meta_bytes(&record);
-        let body = self
-            .memory
-            .admit(id, meta, size as u64)
-            .then(|| Rc::new(body));
+        let body = match complete {
+            true => self
+                .memory
+                .admit(id, meta, size as u64)
+                .then(|| Rc::new(body)),
+            false => {
+                self.memory.admit_envelope(meta);
+                None
+            }
+        };
         let q = Rc::new(Queued {
             record,
             body: RefCell::new(body),

@@ -324,7 +324,7 @@ impl Stage {
         match self.spool.append_message(&dsn_record).await {
             Ok(()) => {
                 bump(&self.stats.dsns);
-                self.intake(dsn_record, None);
+                self.intake(dsn_record);
             }
             Err(e) => tracing::warn!(queue_id = %unique, error = %e, "queueing a DSN failed"),
         }

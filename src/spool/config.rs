@@ -34,6 +34,9 @@ pub struct SpoolConfig {
     pub segment_size: u64,
     /// Cap of one commit write (default 8 MiB); a single larger record is written alone.
     pub max_batch_bytes: usize,
+    /// Recovery keeps whole message bodies up to this many bytes in all (default: no limit);
+    /// the others keep their header section (see [`crate::spool::RecoveredMessage`]).
+    pub recovery_body_budget: u64,
 }
 
 impl SpoolConfig {
@@ -45,6 +48,7 @@ impl SpoolConfig {
             sync: SyncMode::Always,
             segment_size: 64 << 20,
             max_batch_bytes: 8 << 20,
+            recovery_body_budget: u64::MAX,
         }
     }
     /// Defaults for shard `shard` under the spool root `spool_dir`.

@@ -188,6 +188,8 @@ pub enum Stop {
 pub struct RecordIter<'a> {
     bytes: &'a [u8],
     pos: usize,
+    /// File offset of `bytes[0]` (non-zero when a segment is read in pieces).
+    base: u64,
     stop: Option<Stop>,
     scratch: AlignedVec,
 }
@@ -198,13 +200,29 @@ impl<'a> RecordIter<'a> {
         RecordIter {
             bytes,
             pos: HEADER_LEN.min(bytes.len()),
+            base: 0,
+            stop: None,
+            scratch: AlignedVec::new(),
+        }
+    }
+    /// Walks a piece of a segment: `bytes` starts at file offset `base`, and the walk at
+    /// `bytes[pos]` (a frame boundary). Offsets in the records are file offsets.
+    pub fn piece(bytes: &'a [u8], pos: usize, base: u64) -> Self {
+        RecordIter {
+            bytes,
+            pos: pos.min(bytes.len()),
+            base,
             stop: None,
             scratch: AlignedVec::new(),
         }
     }
     /// Offset just past the last valid record (the truncation point).
     pub fn valid_end(&self) -> u64 {
-        self.pos as u64
+        self.base + self.pos as u64
+    }
+    /// Position in `bytes` just past the last valid record.
+    pub fn pos(&self) -> usize {
+        self.pos
     }
     /// Why the walk stopped (`None` while it has not).
     pub fn stop(&self) -> Option<Stop> {
@@ -245,7 +263,7 @@ impl<'a> RecordIter<'a> {
             // Padding missing: the write was torn inside the padding.
             return Err(Stop::Torn);
         }
-        let offset = self.pos as u64;
+        let offset = self.base + self.pos as u64;
         self.scratch.clear();
         self.scratch.extend_from_slice(payload);
         let rec = match kind {
@@ -306,12 +324,7 @@ impl Iterator for RecordIter<'_> {
 /// `bytes` (a segment's bytes). Used to load queued messages after the walk.
 pub fn decode_message_at(bytes: &[u8], offset: u64) -> Result<MessageRecord, String> {
     let off = usize::try_from(offset).map_err(|_| "offset out of range".to_string())?;
-    let mut it = RecordIter {
-        bytes,
-        pos: off,
-        stop: None,
-        scratch: AlignedVec::new(),
-    };
+    let mut it = RecordIter::piece(bytes, off, 0);
     match it.step() {
         Ok(Some(Record::Message { .. } | Record::Move { .. })) => {
             rkyv::from_bytes::<MessageRecord, rancor::Error>(&it.scratch).map_err(|e| e.to_string())

@@ -18,13 +18,14 @@
 //! - Single-threaded: `Rc`/`RefCell`/`Cell`; no `RefCell` borrow is held across an `.await`.
 //!
 //! Layout: `model.rs` (types), `format.rs` (bytes), `ledger.rs` (bookkeeping),
-//! `recovery.rs` (reading), `config.rs` (configuration, counters), `writer.rs` (the live
+//! `recovery.rs` (reading), `reader.rs` (segment files piece by piece), `config.rs` (configuration, counters), `writer.rs` (the live
 //! spool and committer).
 
 mod config;
 pub mod format;
 mod ledger;
 pub mod model;
+mod reader;
 mod recovery;
 mod writer;
 

@@ -2,10 +2,11 @@
 //! reader behind `mta queue list|count`.
 //!
 //! What it does: lists `<16 hex>.seg` files in ascending order, checks each header, walks each
-//! segment with [`RecordIter`] (the same walker for both callers), feeds the [`Ledger`], applies
+//! segment piece by piece with `reader::walk` (the same walker for both callers), feeds the [`Ledger`], applies
 //! retire records (leftover segments they list are neither counted nor returned), then loads
 //! the queued messages in a second pass so that at most one segment's bytes plus the queued
-//! messages are in memory.
+//! envelopes are in memory, with whole bodies only up to a byte budget (the others keep their
+//! header section and are read back from the spool when needed).
 //!
 //! What it does not do: it never modifies anything. Truncating torn tails, deleting retired or
 //! empty segments and syncing is `Spool::open`'s job (`writer.rs`), driven by the
@@ -21,9 +22,10 @@ use std::path::{Path, PathBuf};
 use tracing::error;
 
 use super::SpoolError;
-use super::format::{self, HeaderCheck, Record, RecordIter, Stop};
+use super::format::{self, HeaderCheck, Record, Stop};
 use super::ledger::{Ledger, StateOutcome};
 use super::model::{MessageRecord, QueueId, Recipient, RecipientState, Totals};
+use super::reader;
 
 /// What recovery found: every message with at least one non-final recipient, with each
 /// recipient's latest state (None = never attempted), plus counts for accounting.
@@ -38,8 +40,16 @@ pub struct Recovered {
 /// One queued message found by recovery.
 #[derive(Debug, Clone)]
 pub struct RecoveredMessage {
-    /// The message, owned and deserialized.
+    /// The message, owned and deserialized. Its `body` is the whole message when
+    /// `body_complete`, else only its header section (the rest stays in the spool, to be read
+    /// back when the message is sent).
     pub message: MessageRecord,
+    /// `message.body` is the whole message.
+    pub body_complete: bool,
+    /// Length of the whole message (`Received:` header included).
+    pub body_len: usize,
+    /// The whole message has octets over 127.
+    pub eight_bit: bool,
     /// Latest state of each recipient (index = recipient index); None = never attempted.
     pub states: Vec<Option<RecipientState>>,
     /// Segment holding the message record.
@@ -150,7 +160,7 @@ pub fn read_offline(spool_dir: &Path) -> Result<OfflineSpool, SpoolError> {
     let mut out = OfflineSpool::default();
     for (n, dir) in shards {
         let mut scan = scan_shard(&dir, n)?;
-        out.messages.extend(load_queued(&mut scan)?);
+        out.messages.extend(load_queued(&mut scan, u64::MAX)?);
         out.stats.add(&scan.stats);
     }
     Ok(out)
@@ -215,10 +225,10 @@ pub(crate) fn scan_shard(dir: &Path, shard: u32) -> Result<ShardScan, SpoolError
     let mut retired = None;
     let mut stats = RecoveryStats::default();
     for (number, path) in list_segments(dir)? {
-        let bytes = std::fs::read(&path)?;
+        let file = std::fs::File::open(&path)?;
+        let file_len = file.metadata()?.len();
         stats.segments += 1;
-        let file_len = bytes.len() as u64;
-        match format::check_header(&bytes, shard, number) {
+        match format::check_header(&reader::header(&file)?, shard, number) {
             HeaderCheck::Missing => {
                 segments.push(SegmentScan {
                     number,
@@ -240,8 +250,7 @@ pub(crate) fn scan_shard(dir: &Path, shard: u32) -> Result<ShardScan, SpoolError
             HeaderCheck::Valid => {}
         }
         ledger.ensure_segment(number);
-        let mut it = RecordIter::new(&bytes);
-        for rec in it.by_ref() {
+        let (valid_end, stop) = reader::walk(&file, file_len, |rec| {
             stats.records += 1;
             match rec {
                 Record::Message {
@@ -286,15 +295,14 @@ pub(crate) fn scan_shard(dir: &Path, shard: u32) -> Result<ShardScan, SpoolError
                     retired = Some(rec.totals);
                 }
             }
-        }
-        let valid_end = it.valid_end();
+        })?;
         stats.truncated_bytes += file_len - valid_end;
         segments.push(SegmentScan {
             number,
             path,
             file_len,
             valid_end,
-            stop: it.stop().unwrap_or(Stop::Clean),
+            stop,
             empty: false,
         });
     }
@@ -324,8 +332,14 @@ pub(crate) fn scan_shard(dir: &Path, shard: u32) -> Result<ShardScan, SpoolError
 }
 
 /// Second pass: deserializes the queued messages (re-reading only segments that hold some).
-pub(crate) fn load_queued(scan: &mut ShardScan) -> Result<Vec<RecoveredMessage>, SpoolError> {
+/// Whole bodies are kept while their sum stays within `body_budget`; past it a message keeps
+/// only its header section.
+pub(crate) fn load_queued(
+    scan: &mut ShardScan,
+    body_budget: u64,
+) -> Result<Vec<RecoveredMessage>, SpoolError> {
     let mut out = Vec::new();
+    let mut bodies: u64 = 0;
     for seg in &scan.segments {
         let queued: Vec<(u64, u64)> = scan
             .ledger
@@ -339,19 +353,31 @@ pub(crate) fn load_queued(scan: &mut ShardScan) -> Result<Vec<RecoveredMessage>,
         if queued.is_empty() {
             continue;
         }
-        let bytes = std::fs::read(&seg.path)?;
+        let file = std::fs::File::open(&seg.path)?;
         for (id, offset) in queued {
-            let message = format::decode_message_at(&bytes, offset).map_err(|reason| {
-                SpoolError::Corrupt {
+            let frame = reader::frame_at(&file, offset)?;
+            let mut message =
+                format::decode_message_at(&frame, 0).map_err(|reason| SpoolError::Corrupt {
                     path: seg.path.clone(),
                     offset,
                     reason: format!("segment changed during recovery: {reason}"),
-                }
-            })?;
+                })?;
+            let body_len = message.body.len();
+            let eight_bit = !message.body.is_ascii();
+            let body_complete = bodies.saturating_add(body_len as u64) <= body_budget;
+            if body_complete {
+                bodies += body_len as u64;
+            } else {
+                message.body.truncate(header_len(&message.body));
+                message.body.shrink_to_fit();
+            }
             // Taken, not copied: the states of a million recipients are not held twice.
             let states = scan.states.remove(&id).unwrap_or_default();
             out.push(RecoveredMessage {
                 message,
+                body_complete,
+                body_len,
+                eight_bit,
                 states,
                 segment: seg.number,
             });
@@ -360,9 +386,90 @@ pub(crate) fn load_queued(scan: &mut ShardScan) -> Result<Vec<RecoveredMessage>,
     Ok(out)
 }
 
+/// Length of a message's header section, its ending empty line included (all of it if
+/// there is no empty line).
+fn header_len(body: &[u8]) -> usize {
+    memchr::memmem::find(body, b"\r\n\r\n").map_or(body.len(), |i| i + 4)
+}
+
 impl ShardScan {
     /// Segments `Spool::open` retires right away: every recipient final and not pinned.
     pub(crate) fn retirable(&self) -> Vec<u64> {
         self.ledger.deletable_segments(None)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::spool::{Spool, SpoolConfig};
+
+    fn run<T>(f: impl std::future::Future<Output = T>) -> T {
+        glommio::LocalExecutorBuilder::new(glommio::Placement::Unbound)
+            .io_memory(1 << 20)
+            .make()
+            .expect("executor")
+            .run(f)
+    }
+
+    fn message(id: u64, body: &str) -> MessageRecord {
+        MessageRecord {
+            id,
+            reverse_path: "a@example.com".into(),
+            mail_params: vec![],
+            recipients: vec![Recipient::new("b@example.net".to_owned())],
+            arrival_unix_ms: 1_700_000_000_000,
+            client_addr: "192.0.2.1:25".into(),
+            helo: "client.example".into(),
+            tls: None,
+            auth: None,
+            body: body.as_bytes().to_vec(),
+        }
+    }
+
+    #[test]
+    fn bodies_past_the_budget_keep_only_their_header() {
+        let tmp = tempfile::tempdir().unwrap();
+        let cfg = SpoolConfig::new(tmp.path().join("shard-0"), 0);
+        let big = format!("Subject: s\r\nX: y\r\n\r\n{}\r\n", "b".repeat(1000));
+        let eight = format!("Subject: \u{e9}\r\n\r\n{}\r\n", "c".repeat(1000));
+        run(async {
+            let (spool, _) = Spool::open(cfg.clone()).await.unwrap();
+            for (id, body) in [(1, &big), (2, &big), (3, &eight)] {
+                spool.append_message(&message(id, body)).await.unwrap();
+            }
+            spool.close().await.unwrap();
+        });
+        let budget = SpoolConfig {
+            recovery_body_budget: 1500,
+            ..cfg.clone()
+        };
+        let got = run(async {
+            let (spool, rec) = Spool::open(budget).await.unwrap();
+            spool.close().await.unwrap();
+            rec.messages
+        });
+        let summary: Vec<(u64, bool, usize, bool)> = got
+            .iter()
+            .map(|m| (m.message.id, m.body_complete, m.body_len, m.eight_bit))
+            .collect();
+        assert_eq!(
+            summary,
+            vec![
+                (1, true, big.len(), false),
+                (2, false, big.len(), false),
+                (3, false, eight.len(), true),
+            ]
+        );
+        assert_eq!(got[0].message.body, big.as_bytes());
+        assert_eq!(got[1].message.body, b"Subject: s\r\nX: y\r\n\r\n");
+        assert!(got[2].message.body.ends_with(b"\r\n\r\n"));
+        // Without a budget everything is whole.
+        let all = run(async {
+            let (spool, rec) = Spool::open(cfg).await.unwrap();
+            spool.close().await.unwrap();
+            rec.messages
+        });
+        assert!(all.iter().all(|m| m.body_complete));
     }
 }

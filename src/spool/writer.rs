@@ -159,7 +159,7 @@ impl Spool {
         if removed_any && durable {
             std::fs::File::open(&cfg.dir)?.sync_all()?;
         }
-        let messages = recovery::load_queued(&mut scan)?;
+        let messages = recovery::load_queued(&mut scan, cfg.recovery_body_budget)?;
         let next = scan
             .segments
             .iter()
