@@ -237,3 +237,62 @@ fn an_unset_postmaster_is_a_warning() {
         .unwrap();
     assert_eq!(out.status.code(), Some(2), "{out:?}");
 }
+
+#[test]
+fn queued_mail_with_too_many_hops_bounces_when_delivered() {
+    let sink = Scripted::start(false, 0);
+    let dir = tempdir();
+    let routes = format!(
+        "[[routes]]\ndomain = \"dest.test\"\nhosts = [\"127.0.0.1:{p}\"]\n\
+         [[routes]]\ndomain = \"src.test\"\nhosts = [\"127.0.0.1:{p}\"]\n",
+        p = sink.port
+    );
+    // Queued by a configuration that allowed it (as mail queued before the limit existed),
+    // delivery on hold.
+    let config = write_config(
+        dir.path(),
+        "",
+        &format!("[smtp]\nmax_received_headers = 1000\n[delivery]\nhold = true\n{routes}"),
+    );
+    let mut mta = Mta::start(dir.path(), &config);
+    let looped = "Received: from a.test by b.test; Tue, 1 Dec 2026 10:00:00 +0000\r\n".repeat(101);
+    let within = "Received: from a.test by b.test; Tue, 1 Dec 2026 10:00:00 +0000\r\n".repeat(100);
+    let r = send(
+        &mta,
+        "a@src.test",
+        "looped@dest.test",
+        &format!("{looped}Subject: l\r\n\r\nx"),
+    );
+    assert!(r.starts_with("250"), "{r}");
+    let r = send(
+        &mta,
+        "a@src.test",
+        "fine@dest.test",
+        &format!("{within}Subject: f\r\n\r\ny"),
+    );
+    assert!(r.starts_with("250"), "{r}");
+    assert!(mta.stop().success());
+
+    // Delivered under the default limit (100).
+    write_config(dir.path(), "", &format!("[delivery]\n{routes}"));
+    let mut mta = Mta::start(dir.path(), &config);
+    let bounce = wait_event(dir.path(), "Bounce", "looped@dest.test");
+    assert_eq!(bounce["status"], "5.4.6", "{bounce}");
+    assert!(
+        bounce["reply"].as_str().unwrap().contains("Too many hops"),
+        "{bounce}"
+    );
+    wait_event(dir.path(), "Delivery", "fine@dest.test");
+    // The sender gets the DSN; the looping message itself never left.
+    let got = sink.wait_for(2, Duration::from_secs(20));
+    assert!(
+        got.iter()
+            .all(|m| m.to != vec!["looped@dest.test".to_owned()])
+    );
+    assert!(
+        got.iter()
+            .any(|m| m.from.is_empty() && m.body.contains("Status: 5.4.6")),
+        "{got:?}"
+    );
+    assert!(mta.stop().success());
+}

@@ -169,6 +169,10 @@ pub struct SmtpSection {
     pub max_recipients: usize,
     /// Errors per session before `421 4.7.0` and close.
     pub max_errors: u32,
+    /// A message whose header has more `Received:` fields than this is refused with
+    /// `554 5.4.6` (RFC 5321 6.3 loop detection, Postfix's `hopcount_limit`); mail queued
+    /// with more (before this check existed) bounces with the same status when delivered.
+    pub max_received_headers: usize,
     /// Concurrent inbound connections per shard; over it: `421 4.7.0` at the greeting.
     pub max_connections: usize,
     /// Concurrent inbound connections per client address per shard (0 = unlimited); over it:
@@ -270,6 +274,7 @@ impl Default for SmtpSection {
             max_message_size: ByteSize::mib(25),
             max_recipients: 1000,
             max_errors: 20,
+            max_received_headers: 100,
             max_connections: 1000,
             max_connections_per_ip: 20,
             max_connection_rate_per_ip: 0,

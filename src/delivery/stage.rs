@@ -168,6 +168,10 @@ fn all_of(job: &Job, o: Outcome) -> Vec<(u32, Outcome)> {
 }
 
 /// What a queued message's envelope and bookkeeping cost in memory (an estimate).
+/// The longest wait taken from a recovered Deferred state (a year: later than any retry
+/// schedule's lifetime, so the recipient expires when it comes due).
+const MAX_SPOOLED_WAIT: Duration = Duration::from_secs(365 * 24 * 3600);
+
 fn meta_bytes(r: &MessageRecord) -> u64 {
     let rcpts: usize = r
         .recipients
@@ -370,6 +374,10 @@ impl Stage {
             .any(|(k, _)| k.eq_ignore_ascii_case("SMTPUTF8"));
         let id = record.id;
         let body = std::mem::take(&mut record.body);
+        // RFC 5321 6.3: mail queued before the check at reception existed may loop. Our own
+        // `Received:` field (on every message from a client) is not one of the client's.
+        let hops = crate::smtp::hops::received_count(&body)
+            .saturating_sub(usize::from(record.client_addr != "local"));
         let pool = self.pool_of(&record, &body);
         let meta = meta_bytes(&record);
         let body = match complete {
@@ -404,6 +412,30 @@ impl Stage {
         self.messages.borrow_mut().insert(id, q.clone());
         // After the insert: the new message is one the eviction and compaction can see.
         self.evict();
+        let max_hops = self.config().smtp.max_received_headers;
+        if hops > max_hops {
+            let pending: Vec<u32> = (0..n as u32)
+                .filter(|&i| !q.done.borrow()[i as usize])
+                .collect();
+            let job = Job {
+                message: id,
+                domain: pending
+                    .first()
+                    .map(|&i| domain_of(&q.record.recipients[i as usize], &self.config().hostname))
+                    .unwrap_or_default(),
+                recipients: pending,
+                attempts: 0,
+                arrival,
+            };
+            let outcome = Outcome::bounce(
+                EnhancedStatus::new(5, 4, 6),
+                format!("Too many hops: {hops} Received: header fields (limit {max_hops})"),
+            );
+            let stage = self.clone();
+            glommio::spawn_local(async move { stage.fail_jobs([job], &outcome, "").await })
+                .detach();
+            return;
+        }
         // Group the pending recipients by domain and by "ready now" vs "deferred until".
         let mut now_by_domain: HashMap<String, Vec<u32>> = HashMap::new();
         for (i, (r, s)) in q.record.recipients.iter().zip(&states).enumerate() {
@@ -414,7 +446,11 @@ impl Stage {
                     attempts,
                     ..
                 }) if *next_attempt_unix_ms > now_ms => {
-                    let at = Instant::now() + Duration::from_millis(next_attempt_unix_ms - now_ms);
+                    // Checked: a spool record's time never makes the arithmetic panic.
+                    let wait = Duration::from_millis(next_attempt_unix_ms - now_ms);
+                    let at = Instant::now()
+                        .checked_add(wait.min(MAX_SPOOLED_WAIT))
+                        .unwrap_or_else(Instant::now);
                     let job = Job {
                         message: id,
                         recipients: vec![i as u32],

@@ -2,7 +2,7 @@
 //!
 //! What it does: frames command lines, parses commands, paths and ESMTP parameters,
 //! formats and parses replies, decodes DATA (dot-unstuffing, end-of-data detection,
-//! bare CR/LF policing) and checks BDAT chunks.
+//! bare CR/LF policing), checks BDAT chunks and counts hops (`Received:` fields).
 //!
 //! What it does not do: no socket, no clock, no file. The server session, the delivery
 //! client and the load generator all drive it with their own I/O.
@@ -15,6 +15,7 @@ pub mod address;
 pub mod command;
 pub mod data;
 pub mod ehlo;
+pub mod hops;
 pub mod line;
 pub mod params;
 pub mod reply;
