@@ -227,7 +227,7 @@ impl Default for DeliverySection {
             timeouts: ClientTimeoutsSection::default(),
             tls: TlsPolicy::Opportunistic,
             tls_fallback: HumanDuration::secs(3600),
-            memory_budget: ByteSize::mib(512),
+            memory_budget: ByteSize::mib(1024),
             shaping_file: None,
         }
     }
