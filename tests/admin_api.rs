@@ -4,12 +4,11 @@
 
 mod common;
 
-use std::io::{Read, Write};
 use std::net::SocketAddr;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::{Mta, queue_counts, submit, tempdir, write_config};
+use common::{Mta, http_status, queue_counts, submit, tempdir, write_config};
 
 /// Runs `mta <args> --url http://<admin>` and returns (success, stdout, stderr).
 fn cli(admin: SocketAddr, config: &std::path::Path, args: &[&str]) -> (bool, String, String) {
@@ -34,17 +33,6 @@ fn cli_json(admin: SocketAddr, config: &std::path::Path, args: &[&str]) -> serde
     let (ok, out, err) = cli(admin, config, &all);
     assert!(ok, "mta {args:?} failed: {err}");
     serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out}"))
-}
-
-/// A raw HTTP/1.1 request; returns the status code.
-fn raw(admin: SocketAddr, request: &str) -> u16 {
-    let mut s = std::net::TcpStream::connect(admin).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    s.write_all(request.as_bytes()).unwrap();
-    let mut buf = [0u8; 512];
-    let n = s.read(&mut buf).unwrap();
-    let head = String::from_utf8_lossy(&buf[..n]).into_owned();
-    head.split_whitespace().nth(1).unwrap().parse().unwrap()
 }
 
 #[test]
@@ -176,13 +164,19 @@ fn state_changes_need_an_allowed_network_or_the_token() {
     let mut mta = Mta::start(dir.path(), &config);
     let admin = mta.admin.expect("admin endpoint");
     let post = "POST /queue/flush HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n";
-    assert_eq!(raw(admin, &format!("{post}\r\n")), 403);
+    assert_eq!(http_status(admin, &format!("{post}\r\n")), 403);
     assert_eq!(
-        raw(admin, &format!("{post}Authorization: Bearer wrong\r\n\r\n")),
+        http_status(admin, &format!("{post}Authorization: Bearer wrong\r\n\r\n")),
         403
     );
-    assert_eq!(raw(admin, "GET /health HTTP/1.1\r\nHost: x\r\n\r\n"), 200);
-    assert_eq!(raw(admin, "GET /nothing HTTP/1.1\r\nHost: x\r\n\r\n"), 404);
+    assert_eq!(
+        http_status(admin, "GET /health HTTP/1.1\r\nHost: x\r\n\r\n"),
+        200
+    );
+    assert_eq!(
+        http_status(admin, "GET /nothing HTTP/1.1\r\nHost: x\r\n\r\n"),
+        404
+    );
     // The CLI sends the configured token (delivery is on hold here: the shards say so).
     let (ok, out, err) = cli(admin, &config, &["queue", "flush", "--json"]);
     assert!(ok, "{err}");

@@ -24,6 +24,9 @@ use super::http::{Handler, Method, Request, Response};
 use crate::delivery::AGE_BUCKETS_MINUTES;
 use crate::spool::QueueId;
 
+/// The longest suspension an administrator can ask for.
+pub const MAX_SUSPEND: Duration = Duration::from_secs(30 * 86_400);
+
 /// The routes, over the shards' command links.
 pub struct Api {
     links: Vec<ShardLink>,
@@ -104,7 +107,13 @@ impl Api {
             ("POST", ["destinations", d, "suspend"]) => {
                 let duration = match req.query_param("duration").map(humantime::parse_duration) {
                     None => Duration::from_secs(3600),
-                    Some(Ok(d)) => d,
+                    Some(Ok(d)) if d <= MAX_SUSPEND => d,
+                    Some(Ok(_)) => {
+                        return Response::json(
+                            400,
+                            &json!({"error": "duration: at most 30 days (resume it, or suspend it again later)"}),
+                        );
+                    }
                     Some(Err(e)) => {
                         return Response::json(400, &json!({"error": format!("duration: {e}")}));
                     }

@@ -18,6 +18,21 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer, de};
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub struct HumanDuration(pub Duration);
 
+/// The longest duration a setting accepts: 100 years (of 365.25 days, as `"100y"`). Every deadline is `now + setting`, and
+/// with this cap that sum can never overflow.
+pub const MAX_DURATION: Duration = Duration::from_secs(3_155_760_000);
+
+/// `d` if it is at most [`MAX_DURATION`].
+fn capped(d: Duration) -> Result<HumanDuration, String> {
+    match d <= MAX_DURATION {
+        true => Ok(HumanDuration(d)),
+        false => Err(format!(
+            "duration {} is longer than 100 years",
+            humantime::format_duration(d)
+        )),
+    }
+}
+
 impl HumanDuration {
     /// A duration of `secs` seconds.
     pub const fn secs(secs: u64) -> Self {
@@ -35,10 +50,10 @@ impl FromStr for HumanDuration {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         humantime::parse_duration(s.trim())
-            .map(HumanDuration)
             .map_err(|e| {
                 format!("invalid duration {s:?}: {e} (write e.g. \"30s\", \"5m\", \"1h\")")
             })
+            .and_then(capped)
     }
 }
 
@@ -51,12 +66,11 @@ impl<'de> Deserialize<'de> for HumanDuration {
                 f.write_str("a duration such as \"30s\" or \"5m\", or a number of seconds")
             }
             fn visit_u64<E: de::Error>(self, v: u64) -> Result<Self::Value, E> {
-                Ok(HumanDuration::secs(v))
+                capped(Duration::from_secs(v)).map_err(E::custom)
             }
             fn visit_i64<E: de::Error>(self, v: i64) -> Result<Self::Value, E> {
-                u64::try_from(v)
-                    .map(HumanDuration::secs)
-                    .map_err(|_| E::custom("a duration cannot be negative"))
+                let v = u64::try_from(v).map_err(|_| E::custom("a duration cannot be negative"))?;
+                capped(Duration::from_secs(v)).map_err(E::custom)
             }
             fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
                 v.parse().map_err(E::custom)
@@ -194,6 +208,27 @@ mod tests {
             HumanDuration::secs(300)
         );
         assert!("soon".parse::<HumanDuration>().is_err());
+        assert_eq!(
+            "100y".parse::<HumanDuration>().unwrap().0,
+            MAX_DURATION,
+            "the longest accepted"
+        );
+        for huge in ["101y", "1000000000y", "18446744073709551615s"] {
+            let e = huge.parse::<HumanDuration>().unwrap_err();
+            assert!(
+                e.contains("100 years") || e.contains("invalid"),
+                "{huge}: {e}"
+            );
+        }
+        #[derive(serde::Deserialize)]
+        struct T {
+            #[allow(dead_code)]
+            d: HumanDuration,
+        }
+        let e = toml::from_str::<T>("d = 9223372036854775807")
+            .err()
+            .unwrap();
+        assert!(e.to_string().contains("100 years"), "{e}");
         assert_eq!(HumanDuration::secs(300).to_string(), "5m");
     }
 }

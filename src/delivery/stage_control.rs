@@ -209,7 +209,10 @@ impl Stage {
         let Some(key) = self.destination_key(name).await else {
             return json!({"error": format!("{name}: no route")});
         };
-        let until = Instant::now() + Duration::from_secs(seconds);
+        // Checked: the admin API caps the duration, and no caller's number can overflow this.
+        let until = Instant::now()
+            .checked_add(Duration::from_secs(seconds))
+            .unwrap_or_else(|| Instant::now() + Duration::from_secs(30 * 86_400));
         self.sched
             .borrow_mut()
             .suspend(&key, until, "suspended by an administrator".to_owned());

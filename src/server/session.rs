@@ -51,6 +51,9 @@ pub trait SessionEnv {
     fn rejected(&mut self, _stage: &str, _sender: &str, _recipient: &str, _reply: &Reply) {}
 }
 
+/// The most a `BDAT` command makes the body buffer reserve before its bytes arrive.
+const BDAT_FIRST_RESERVE: u64 = 64 * 1024;
+
 /// The session's settings, shared by all sessions of a shard.
 #[derive(Clone, Debug)]
 pub struct SessionConfig {
@@ -528,8 +531,9 @@ impl Session {
             self.begin_body(env);
             let tx = self.tx.as_mut().expect("checked above");
             tx.chunks = Some(ChunkChecker::new(self.cfg.bare_line_ending));
-            tx.body
-                .reserve(size.min(self.cfg.max_message_size) as usize);
+            // The announced size is the client's word: room for the first piece only; the
+            // buffer grows with the bytes that really arrive.
+            tx.body.reserve(size.min(BDAT_FIRST_RESERVE) as usize);
         }
         self.mode = Mode::Chunk(Chunk {
             size,

@@ -358,6 +358,20 @@ fn bdat_mixed_with_data_is_503() {
 }
 
 #[test]
+fn an_announced_bdat_size_is_not_an_allocation() {
+    let mut h = Harness::new("10.0.0.1:1");
+    h.send("EHLO c\r\nMAIL FROM:<a@b.test>\r\nRCPT TO:<u@x.test>\r\n");
+    // 25 MiB announced, 10 bytes sent.
+    h.send("BDAT 26214400\r\n0123456789");
+    let tx = h.session.tx.as_ref().expect("a transaction");
+    assert!(
+        tx.body.capacity() <= 128 * 1024,
+        "capacity {} for 10 bytes received",
+        tx.body.capacity()
+    );
+}
+
+#[test]
 fn bdat_without_transaction_consumes_its_chunk() {
     let mut h = Harness::new("10.0.0.1:1");
     h.send("EHLO c\r\n");

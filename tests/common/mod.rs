@@ -300,3 +300,14 @@ pub fn submit(mta: &Mta, rcpts: &[&str], subject: &str) -> String {
     assert!(r.starts_with("250"), "{r}");
     r.split_whitespace().last().unwrap().to_owned()
 }
+
+/// Sends one raw HTTP/1.1 request to `admin` and returns the response's status code.
+pub fn http_status(admin: SocketAddr, request: &str) -> u16 {
+    let mut s = TcpStream::connect(admin).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s.write_all(request.as_bytes()).unwrap();
+    let mut buf = [0u8; 512];
+    let n = s.read(&mut buf).unwrap();
+    let head = String::from_utf8_lossy(&buf[..n]).into_owned();
+    head.split_whitespace().nth(1).unwrap().parse().unwrap()
+}
