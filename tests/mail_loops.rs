@@ -296,3 +296,46 @@ fn queued_mail_with_too_many_hops_bounces_when_delivered() {
     );
     assert!(mta.stop().success());
 }
+
+#[test]
+fn more_than_100_received_fields_are_refused_at_the_end_of_data() {
+    let dir = tempdir();
+    let config = write_config(dir.path(), "", "");
+    let mut mta = Mta::start(dir.path(), &config);
+    let hops =
+        |n: usize| "Received: from a.test by b.test; Tue, 1 Dec 2026 10:00:00 +0000\r\n".repeat(n);
+    let r = send(
+        &mta,
+        "a@src.test",
+        "u@dest.test",
+        &format!("{}Subject: a\r\n\r\nx", hops(101)),
+    );
+    assert!(r.starts_with("554 5.4.6"), "{r}");
+    let r = send(
+        &mta,
+        "a@src.test",
+        "u@dest.test",
+        &format!("{}Subject: b\r\n\r\nx", hops(100)),
+    );
+    assert!(r.starts_with("250"), "{r}");
+    // The same through BDAT.
+    let mut c = Client::connect(mta.addr);
+    c.codes(1);
+    c.send(b"EHLO c.test\r\n");
+    c.reply();
+    let body = format!("{}Subject: c\r\n\r\nx\r\n", hops(101));
+    c.send(
+        format!(
+            "MAIL FROM:<a@src.test>\r\nRCPT TO:<u@dest.test>\r\nBDAT {} LAST\r\n{body}",
+            body.len()
+        )
+        .as_bytes(),
+    );
+    assert_eq!(c.codes(2), vec![250, 250]);
+    let r = c.reply().unwrap();
+    assert!(r.starts_with("554 5.4.6"), "{r}");
+    assert!(mta.stop().success());
+    // Only the message within the limit was queued.
+    let counts = common::queue_counts(&config);
+    assert_eq!(counts.get("messages"), Some(&1), "{counts:?}");
+}

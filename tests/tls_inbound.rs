@@ -166,6 +166,28 @@ fn submission_and_submissions_with_auth() {
 }
 
 #[test]
+fn starttls_forgets_a_plaintext_login() {
+    let dir = tempdir();
+    let users = users_file(dir.path(), "alice", "s3cret pass");
+    let extra = format!(
+        "[auth]\nusers_file = \"{}\"\n\
+         [[listeners]]\naddress = \"127.0.0.1:0\"\nmode = \"submission\"\nauth_plaintext = true\n",
+        users.display()
+    );
+    let (certs, config) = tls_config(dir.path(), &extra);
+    let mut mta = Mta::start(dir.path(), &config);
+    let ca = certs.ca.to_str().unwrap();
+    let v = python(
+        "auth_then_starttls",
+        mta.addrs[1],
+        &[ca, "alice", "s3cret pass"],
+    );
+    assert_eq!(v["mail_after_starttls"], 530, "{v}");
+    assert_eq!(v["auth_inside_tls"], 235, "{v}");
+    assert!(mta.stop().success());
+}
+
+#[test]
 fn wrong_passwords_are_refused_then_throttled() {
     let (_dir, certs, mut mta) = submission_setup();
     let ca = certs.ca.to_str().unwrap();

@@ -130,6 +130,11 @@ pub fn too_large(max: u64) -> Reply {
     )
 }
 
+/// `554 5.4.6` a message with more `Received:` fields than allowed (a mail loop, RFC 5321 6.3).
+pub fn too_many_hops() -> Reply {
+    Reply::new(554, st(5, 4, 6), "Too many hops")
+}
+
 /// `452 4.3.1` insufficient system storage (spool error, disk floor, backpressure).
 pub fn insufficient_storage() -> Reply {
     Reply::new(

@@ -65,6 +65,8 @@ pub struct SessionConfig {
     pub max_recipients: usize,
     /// Error replies before the session is closed.
     pub max_errors: u32,
+    /// More `Received:` fields than this in a message's header: `554 5.4.6`.
+    pub max_received_headers: usize,
     /// Longest command line, CRLF included.
     pub max_command_line: usize,
     /// What to do with bare CR/LF in message data.
@@ -98,6 +100,7 @@ impl SessionConfig {
         SessionConfig {
             hostname: config.hostname.clone(),
             max_message_size: config.smtp.max_message_size.0,
+            max_received_headers: config.smtp.max_received_headers,
             max_recipients: config.smtp.max_recipients,
             max_errors: config.smtp.max_errors,
             max_command_line: config.smtp.max_command_line,
@@ -636,10 +639,16 @@ impl Session {
         out: &mut Vec<u8>,
     ) -> Option<Action> {
         let tx = self.tx.take().expect("a message ends an open transaction");
+        // RFC 5321 6.3: a message that has passed through too many hops is looping.
+        let refusal = refusal.or_else(|| {
+            let hops = crate::smtp::hops::received_count(&tx.body[tx.header_len..]);
+            (hops > self.cfg.max_received_headers).then(replies::too_many_hops)
+        });
         if let Some(reply) = refusal {
             self.refused.1 += 1;
             env.rejected("data", &tx.reverse_path.to_string(), "", &reply);
-            self.reply(reply, out);
+            // Every refusal here is a 5xx, and counts toward `smtp.max_errors`.
+            self.error(reply, out);
             return None;
         }
         let helo = self.helo.as_ref().map_or("", |h| h.name.as_str());

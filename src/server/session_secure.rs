@@ -19,6 +19,10 @@ impl Session {
         self.tls = Some(info);
         self.helo = None;
         self.tx = None;
+        // A login made before TLS (plaintext AUTH) or an exchange in progress is forgotten
+        // too: the client authenticates again inside TLS.
+        self.user = None;
+        self.sasl = None;
         self.mode = Mode::Command;
         self.lines = LineReader::new(self.cfg.max_command_line);
     }

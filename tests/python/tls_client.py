@@ -136,6 +136,29 @@ def case_submission(host, port, cafile, user, password):
     print(json.dumps({"sent": True}))
 
 
+def case_auth_then_starttls(host, port, cafile, user, password):
+    """AUTH in plaintext (the listener allows it), then STARTTLS: the login is forgotten
+    (RFC 3207 4.2), so MAIL needs AUTH again inside TLS."""
+    s = connect(host, port, "mx.test")
+    s.ehlo("client.test")
+    s.user, s.password = user, password
+    code, _ = s.auth("PLAIN", s.auth_plain)
+    if code != 235:
+        fail("plaintext AUTH answered %d" % code)
+    s.starttls(context=context(cafile))
+    code, _ = s.docmd("MAIL FROM:<a@client.test>")
+    if code != 503:
+        fail("MAIL before the new EHLO answered %d" % code)
+    s.ehlo("client.test")
+    code, _ = s.docmd("MAIL FROM:<a@client.test>")
+    out = {"mail_after_starttls": code}
+    s.docmd("RSET")
+    code, _ = s.auth("PLAIN", s.auth_plain)
+    out["auth_inside_tls"] = code
+    s.quit()
+    print(json.dumps(out))
+
+
 def case_bad_password(host, port, cafile, user, tries):
     """Wrong passwords: 535 each time until the address is throttled (454)."""
     codes = []
@@ -174,6 +197,8 @@ def main():
         case_implicit(host, port, *rest)
     elif case == "submission":
         case_submission(host, port, *rest)
+    elif case == "auth_then_starttls":
+        case_auth_then_starttls(host, port, *rest)
     elif case == "bad_password":
         case_bad_password(host, port, *rest)
     elif case == "ehlo":
