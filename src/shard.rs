@@ -448,7 +448,11 @@ async fn shard_main(
             ))),
             implicit_tls: listener_config.mode == ListenerMode::Submissions,
             proxy_protocol: listener_config.proxy_protocol,
+            proxy_from: listener_config.proxy_networks(),
         });
+        if index == 0 && listener_config.proxy_protocol && listener_config.proxy_from.is_none() {
+            tracing::info!(%addr, "PROXY headers accepted from loopback only (set proxy_from for the load balancers)");
+        }
         let bound = socket(*addr, true).and_then(|sock| {
             sock.listen(1024)?;
             // SAFETY: a bound, listening TCP socket whose ownership moves to glommio.

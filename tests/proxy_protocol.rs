@@ -328,3 +328,30 @@ fn per_address_rate_refuses_a_burst() {
     let mut c = Client::connect(mta.addr);
     assert_eq!(c.codes(1), [220]);
 }
+
+#[test]
+fn a_proxy_header_from_outside_proxy_from_is_refused() {
+    // Only 192.0.2.0/24 (not us, on loopback) may send the header to the second listener;
+    // the third one names loopback explicitly.
+    let (_dir, mut mta) = start(
+        1,
+        "[[listeners]]\naddress = \"127.0.0.1:0\"\nproxy_protocol = true\n\
+         proxy_from = [\"192.0.2.0/24\"]\n\
+         [[listeners]]\naddress = \"127.0.0.1:0\"\nproxy_protocol = true\n\
+         proxy_from = [\"127.0.0.1/32\", \"2001:db8::/32\"]\n",
+    );
+    // A peer claiming to be 127.0.0.9 (trusted, so it could relay) is closed unanswered.
+    let mut c = Client::connect(mta.addrs[1]);
+    c.send(b"PROXY TCP4 127.0.0.9 127.0.0.1 4000 25\r\n");
+    assert!(c.closed(), "no greeting for a peer outside proxy_from");
+    // From an allowed network the header is honoured as usual.
+    let mut c = Client::connect(mta.addrs[2]);
+    c.send(b"PROXY TCP4 198.51.100.7 127.0.0.1 4000 25\r\n");
+    assert!(c.reply().unwrap().starts_with("220"));
+    assert_eq!(
+        send_message(&mut c, "u@elsewhere.test"),
+        554,
+        "not trusted: no relay"
+    );
+    assert!(mta.stop().success());
+}

@@ -48,10 +48,13 @@ pub struct ListenerConfig {
     #[serde(default)]
     pub auth_plaintext: bool,
     /// Expect a HAProxy PROXY protocol header (v1 or v2) before anything else and take the
-    /// client address from it. Any peer may send one: firewall such a listener so that only
-    /// the load balancer can reach it.
+    /// client address from it.
     #[serde(default)]
     pub proxy_protocol: bool,
+    /// With `proxy_protocol`: the networks of the load balancers allowed to send the header
+    /// (default: loopback only). A connection from anywhere else is closed at once.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub proxy_from: Option<Vec<ipnet::IpNet>>,
 }
 
 impl ListenerConfig {
@@ -62,7 +65,18 @@ impl ListenerConfig {
             mode: ListenerMode::Smtp,
             auth_plaintext: false,
             proxy_protocol: false,
+            proxy_from: None,
         }
+    }
+
+    /// The networks that may send a PROXY header to this listener: `proxy_from`, or loopback.
+    pub fn proxy_networks(&self) -> Vec<ipnet::IpNet> {
+        self.proxy_from.clone().unwrap_or_else(|| {
+            vec![
+                "127.0.0.0/8".parse().expect("literal network"),
+                "::1/128".parse().expect("literal network"),
+            ]
+        })
     }
 }
 
@@ -128,6 +142,9 @@ pub(super) fn check(
                 key,
                 "submission listeners require AUTH: set auth.users_file",
             );
+        }
+        if l.proxy_from.is_some() && !l.proxy_protocol {
+            return invalid(key, "proxy_from needs proxy_protocol = true");
         }
         if l.mode == ListenerMode::Submission && tls.certificates.is_empty() && !l.auth_plaintext {
             return invalid(

@@ -102,6 +102,8 @@ pub struct Entry {
     pub implicit_tls: bool,
     /// A PROXY protocol header comes first and names the client.
     pub proxy_protocol: bool,
+    /// The networks allowed to send that header (the load balancers).
+    pub proxy_from: Vec<ipnet::IpNet>,
 }
 
 /// Releases the client address's slot in the per-address limits when the connection ends.
@@ -126,6 +128,17 @@ pub async fn serve(
     ctx.active.set(ctx.active.get() + 1);
     let _active = Active(ctx.clone());
     let client = if entry.proxy_protocol {
+        let from = match peer.ip() {
+            std::net::IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(peer.ip(), Into::into),
+            v4 => v4,
+        };
+        if !entry.proxy_from.iter().any(|n| n.contains(&from)) {
+            // Anyone else could claim any client address (a loopback one relays).
+            ctx.metrics.session_ended(SessionOutcome::Rejected);
+            tracing::info!(%peer, "PROXY listener: peer not in proxy_from; closing");
+            let _ = stream.shutdown(std::net::Shutdown::Both).await;
+            return;
+        }
         match proxy_header::read(&mut stream, ctx.timeouts.greeting).await {
             Ok(header) => {
                 let client = header.source.unwrap_or(peer);
