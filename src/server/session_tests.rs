@@ -446,6 +446,7 @@ fn tls_config(mode: ListenerMode, auth_plaintext: bool) -> Rc<SessionConfig> {
         mode,
         auth_plaintext,
         proxy_protocol: false,
+        proxy_from: None,
     };
     Rc::new(SessionConfig::for_listener(&c, &listener, true))
 }
