@@ -154,7 +154,7 @@ fn queue_and_destination_operations() {
 }
 
 #[test]
-fn state_changes_need_an_allowed_network_or_the_token() {
+fn requests_need_an_allowed_network_or_the_token() {
     let dir = tempdir();
     let config = write_config(
         dir.path(),
@@ -173,9 +173,30 @@ fn state_changes_need_an_allowed_network_or_the_token() {
         http_status(admin, "GET /health HTTP/1.1\r\nHost: x\r\n\r\n"),
         200
     );
+    // Reads need the token too: they show senders, recipients and client addresses.
+    for path in ["/queue", "/metrics", "/destinations/x.test", "/nothing"] {
+        assert_eq!(
+            http_status(admin, &format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n")),
+            403,
+            "{path}"
+        );
+    }
+    let with_token = "Host: x\r\nAuthorization: Bearer s3cret\r\n\r\n";
     assert_eq!(
-        http_status(admin, "GET /nothing HTTP/1.1\r\nHost: x\r\n\r\n"),
+        http_status(admin, &format!("GET /queue HTTP/1.1\r\n{with_token}")),
+        200
+    );
+    assert_eq!(
+        http_status(admin, &format!("GET /nothing HTTP/1.1\r\n{with_token}")),
         404
+    );
+    // A refused request's body is never read: the 403 comes without it.
+    assert_eq!(
+        http_status(
+            admin,
+            "POST /queue/flush HTTP/1.1\r\nHost: x\r\nContent-Length: 100000000\r\n\r\n"
+        ),
+        403
     );
     // The CLI sends the configured token (delivery is on hold here: the shards say so).
     let (ok, out, err) = cli(admin, &config, &["queue", "flush", "--json"]);

@@ -8,10 +8,12 @@
 //!
 //! What it does not do: no state of its own; no execution (each shard acts on its own queue).
 //!
-//! Invariants: a request that changes state (POST) is refused with `403` unless the access
-//! policy permits it (allowed network or bearer token); answers are JSON except `/metrics`.
+//! Invariants: every request but `GET /health` is refused with `403`, before its body is read,
+//! unless the access policy permits it (allowed network or bearer token); answers are JSON
+//! except `/metrics`.
 
 use std::future::Future;
+use std::net::SocketAddr;
 use std::pin::Pin;
 use std::str::FromStr;
 use std::time::Duration;
@@ -20,7 +22,7 @@ use serde_json::{Value, json};
 
 use super::AccessPolicy;
 use super::control::{Answer, Command, DeleteMode, ShardLink, ask_all};
-use super::http::{Handler, Method, Request, Response};
+use super::http::{Handler, HeaderMap, Method, Request, Response};
 use crate::delivery::AGE_BUCKETS_MINUTES;
 use crate::spool::QueueId;
 
@@ -52,17 +54,6 @@ impl Api {
             })
             .collect();
         let segments: Vec<&str> = decoded.iter().map(String::as_str).collect();
-        let post = req.method == Method::POST;
-        if post
-            && !self
-                .access
-                .permits_change(req.peer.ip(), req.header("authorization"))
-        {
-            return Response::json(
-                403,
-                &json!({"error": "not allowed from this address without the token"}),
-            );
-        }
         let method = match req.method {
             Method::GET => "GET",
             Method::POST => "POST",
@@ -242,6 +233,29 @@ fn jsons(answers: Vec<(usize, Answer)>) -> Vec<Value> {
 }
 
 impl Handler for Api {
+    /// Every endpoint but `/health` needs an address in `admin.allow` or the bearer token:
+    /// reads show senders, recipients, client addresses and AUTH names, and trigger DNS
+    /// lookups.
+    fn refuses(
+        &self,
+        _method: &Method,
+        path: &str,
+        headers: &HeaderMap,
+        peer: SocketAddr,
+    ) -> Option<Response> {
+        if path.trim_end_matches('/') == "/health" {
+            return None;
+        }
+        let authorization = headers.get("authorization").and_then(|v| v.to_str().ok());
+        match self.access.permits(peer.ip(), authorization) {
+            true => None,
+            false => Some(Response::json(
+                403,
+                &json!({"error": "not allowed from this address without the token"}),
+            )),
+        }
+    }
+
     fn handle(&self, req: Request) -> Pin<Box<dyn Future<Output = Response> + '_>> {
         Box::pin(self.route(req))
     }

@@ -31,8 +31,18 @@ pub use hyper::{HeaderMap, Method};
 use super::rt::{GlommioIo, GlommioTimer};
 use crate::server::listener::accept_or_stop;
 
-/// The largest request body accepted.
-pub const MAX_BODY: usize = 1024 * 1024;
+/// The largest request body accepted (no endpoint takes a body today).
+pub const MAX_BODY: usize = 64 * 1024;
+
+/// The largest request head (request line and headers) accepted; over it: `431`.
+pub const MAX_HEAD: usize = 16 * 1024;
+
+/// Admin connections served at once per process (the endpoint runs on one shard); more are
+/// closed at once.
+pub const MAX_CONNECTIONS: usize = 64;
+
+/// How long a response may wait for a client that does not read it.
+pub const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// How long a client may take to send a request's headers.
 pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
@@ -113,6 +123,17 @@ impl Response {
 
 /// Answers requests; runs on the serving shard (not `Send`).
 pub trait Handler {
+    /// Decides from the request line and headers alone, before any of the body is read,
+    /// whether `peer` may make this request: `Some(refusal)` if not.
+    fn refuses(
+        &self,
+        _method: &Method,
+        _path: &str,
+        _headers: &HeaderMap,
+        _peer: SocketAddr,
+    ) -> Option<Response> {
+        None
+    }
     /// Answers one request.
     fn handle(&self, req: Request) -> Pin<Box<dyn Future<Output = Response> + '_>>;
 }
@@ -124,11 +145,24 @@ pub async fn serve(
     stop: impl Future<Output = ()>,
 ) {
     let mut stop = std::pin::pin!(stop);
+    let open = Rc::new(std::cell::Cell::new(0usize));
     while let Some(stream) = accept_or_stop(&listener, stop.as_mut(), "admin").await {
         let Ok(peer) = stream.peer_addr() else {
             continue;
         };
-        glommio::spawn_local(connection(stream, peer, handler.clone())).detach();
+        if open.get() >= MAX_CONNECTIONS {
+            tracing::info!(%peer, "admin connection over the limit of {MAX_CONNECTIONS}; closed");
+            drop(stream);
+            continue;
+        }
+        open.set(open.get() + 1);
+        let open = open.clone();
+        let handler = handler.clone();
+        glommio::spawn_local(async move {
+            connection(stream, peer, handler).await;
+            open.set(open.get() - 1);
+        })
+        .detach();
     }
 }
 
@@ -138,10 +172,14 @@ async fn connection(stream: TcpStream, peer: SocketAddr, handler: Rc<dyn Handler
     if let Err(e) = stream.set_read_timeout(Some(IDLE_TIMEOUT)) {
         tracing::debug!(%peer, error = %e, "admin connection: cannot set read timeout");
     }
+    if let Err(e) = stream.set_write_timeout(Some(WRITE_TIMEOUT)) {
+        tracing::debug!(%peer, error = %e, "admin connection: cannot set write timeout");
+    }
     let service = hyper::service::service_fn(move |req| respond(handler.clone(), peer, req));
     let conn = hyper::server::conn::http1::Builder::new()
         .timer(GlommioTimer)
         .header_read_timeout(HEADER_READ_TIMEOUT)
+        .max_buf_size(MAX_HEAD)
         .keep_alive(true)
         .serve_connection(GlommioIo(stream), service);
     if let Err(e) = conn.await {
@@ -156,6 +194,10 @@ async fn respond(
     req: hyper::Request<Incoming>,
 ) -> Result<hyper::Response<Full<Bytes>>, Infallible> {
     let (parts, body) = req.into_parts();
+    // The access check comes first: a refused request's body is never read.
+    if let Some(refusal) = handler.refuses(&parts.method, parts.uri.path(), &parts.headers, peer) {
+        return Ok(to_hyper(refusal));
+    }
     let declared = parts
         .headers
         .get(CONTENT_LENGTH)

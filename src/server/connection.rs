@@ -231,7 +231,11 @@ async fn run(
     slot: &mut Option<Stream>,
     peer: SocketAddr,
 ) -> std::io::Result<()> {
-    slot.as_ref().expect("stream").tcp().set_nodelay(true)?;
+    let tcp = slot.as_ref().expect("stream").tcp();
+    tcp.set_nodelay(true)?;
+    // A client that stops reading (its window stays shut) is cut off like one that stops
+    // writing: no write waits longer than the command timeout (RFC 5321 4.5.3.2.7).
+    tcp.set_write_timeout(Some(ctx.timeouts.command))?;
     let session_config = entry.session.borrow().clone();
     let mut session = Session::new(session_config.clone(), peer);
     if entry.implicit_tls {

@@ -51,6 +51,10 @@ pub trait SessionEnv {
     fn rejected(&mut self, _stage: &str, _sender: &str, _recipient: &str, _reply: &Reply) {}
 }
 
+/// Replies pending for the client past which the session stops parsing pipelined commands
+/// until they have been written.
+pub const MAX_PENDING_REPLIES: usize = 64 * 1024;
+
 /// The most a `BDAT` command makes the body buffer reserve before its bytes arrive.
 const BDAT_FIRST_RESERVE: u64 = 64 * 1024;
 
@@ -258,6 +262,11 @@ impl Session {
         loop {
             if self.closing {
                 return (pos, Action::Close);
+            }
+            // A client that pipelines without reading its replies: stop parsing until what
+            // is pending has been written (the write has a timeout), so replies stay bounded.
+            if out.len() >= MAX_PENDING_REPLIES {
+                return (pos, Action::Flush);
             }
             let rest = &input[pos..];
             match &mut self.mode {

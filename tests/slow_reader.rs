@@ -1,0 +1,82 @@
+//! Clients that pipeline and never read: the SMTP server stops parsing while its replies are
+//! unsent and cuts the connection after its write timeout (`smtp.timeouts.command`), and the
+//! admin endpoint does the same; other clients are served meanwhile.
+
+mod common;
+
+use std::io::Write;
+use std::net::{SocketAddr, TcpStream};
+use std::time::{Duration, Instant};
+
+use common::{Client, Mta, tempdir, write_config};
+
+/// A client socket with a tiny receive buffer, so that the server's replies back up quickly.
+fn tiny_window(addr: SocketAddr) -> TcpStream {
+    let sock = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    sock.set_recv_buffer_size(4096).unwrap();
+    sock.connect_timeout(&addr.into(), Duration::from_secs(5))
+        .unwrap();
+    let stream: TcpStream = sock.into();
+    stream
+        .set_write_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    stream
+}
+
+/// Writes `chunk` over and over without reading, for at most `limit`; returns how long it took
+/// until the server cut the connection, or None if it never did.
+fn push_until_cut(stream: &mut TcpStream, chunk: &[u8], limit: Duration) -> Option<Duration> {
+    let started = Instant::now();
+    let mut blocked_since: Option<Instant> = None;
+    while started.elapsed() < limit {
+        match stream.write(chunk) {
+            Ok(_) => blocked_since = None,
+            Err(e)
+                if e.kind() == std::io::ErrorKind::WouldBlock
+                    || e.kind() == std::io::ErrorKind::TimedOut =>
+            {
+                blocked_since.get_or_insert_with(Instant::now);
+            }
+            Err(_) => return Some(started.elapsed()),
+        }
+    }
+    let _ = blocked_since;
+    None
+}
+
+#[test]
+fn an_smtp_client_that_never_reads_is_disconnected() {
+    let dir = tempdir();
+    let config = write_config(dir.path(), "[smtp.timeouts]\ncommand = \"1s\"\n", "");
+    let mut mta = Mta::start(dir.path(), &config);
+    let mut greedy = tiny_window(mta.addr);
+    let noops = b"NOOP\r\n".repeat(2000);
+    let cut = push_until_cut(&mut greedy, &noops, Duration::from_secs(30));
+    assert!(cut.is_some(), "the server never cut the non-reading client");
+    // Meanwhile and afterwards the server serves others.
+    let mut c = Client::connect(mta.addr);
+    assert_eq!(c.codes(1), vec![220]);
+    c.send(b"NOOP\r\n");
+    assert!(c.reply().unwrap().starts_with("250"));
+    assert!(mta.stop().success());
+}
+
+#[test]
+fn an_admin_client_that_never_reads_is_disconnected() {
+    let dir = tempdir();
+    let config = write_config(dir.path(), "", "");
+    let mut mta = Mta::start(dir.path(), &config);
+    let admin = mta.admin.expect("admin API");
+    let mut greedy = tiny_window(admin);
+    let requests = b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n".repeat(200);
+    let cut = push_until_cut(&mut greedy, &requests, Duration::from_secs(60));
+    assert!(
+        cut.is_some(),
+        "the admin endpoint never cut the non-reading client"
+    );
+    assert_eq!(
+        common::http_status(admin, "GET /health HTTP/1.1\r\nHost: x\r\n\r\n"),
+        200
+    );
+    assert!(mta.stop().success());
+}
