@@ -9,6 +9,7 @@
 //! - [`queue`]: the delivery scheduler (pure: destinations, retries, limits).
 //! - [`dns`]: the per-shard DNS client (MX and address lookups, cache).
 //! - [`delivery`]: outbound connections, outcome classification, records, DSNs.
+//! - [`gauge`]: the shard's memory gauge, one budget for mail received and mail queued.
 //! - [`eventlog`]: the per-shard JSON-lines log of receptions, rejections and deliveries.
 //! - [`shaping`]: per-provider traffic shaping, adaptive backoff rules, bounce classes (pure).
 //! - [`tls`]: rustls configurations and the stream that STARTTLS upgrades.
@@ -28,6 +29,7 @@ pub mod delivery;
 pub mod dkim;
 pub mod dns;
 pub mod eventlog;
+pub mod gauge;
 pub mod metrics;
 pub mod proxy;
 pub mod queue;

@@ -322,7 +322,9 @@ async fn shard_main(
     );
     let shutdown = Rc::new(Shutdown::default());
     let metrics = Rc::new(ShardMetrics::new());
-    let memory_full = Rc::new(std::cell::Cell::new(false));
+    let gauge = Rc::new(crate::gauge::MemoryGauge::new(
+        config.delivery.memory_budget.0 / config.effective_shards() as u64,
+    ));
     let log = match EventLog::new(&config.log, index) {
         Ok(l) => Rc::new(l),
         Err(e) => {
@@ -362,7 +364,7 @@ async fn shard_main(
             spool: spool.clone(),
             ids: ids.clone(),
             metrics: metrics.clone(),
-            memory_full: memory_full.clone(),
+            gauge: gauge.clone(),
             log: log.clone(),
             shaping: inbound.shaping.clone(),
             listeners: addrs.to_vec(),
@@ -401,7 +403,7 @@ async fn shard_main(
             shutdown: shutdown.clone(),
             auth_throttle: inbound.auth_throttle,
             metrics: metrics.clone(),
-            memory_full,
+            gauge,
             log: log.clone(),
         },
     );

@@ -3,7 +3,8 @@
 //! What it does: counts what queued mail costs in memory (bodies held, and an estimate of each
 //! message's envelope and bookkeeping), says whether a new body may be held or must stay only
 //! in the spool (read back when sent), says which held bodies to drop when envelopes need the
-//! room, and raises the "full" flag that makes the server answer new mail with `452 4.3.1`.
+//! room, and publishes what the queue holds on the shard's [`MemoryGauge`] (with the "full"
+//! flag that makes the server answer new mail with `452 4.3.1`).
 //!
 //! What it does not do: no I/O, no knowledge of messages beyond sizes and ids.
 //!
@@ -15,6 +16,8 @@
 use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
 use std::rc::Rc;
+
+use crate::gauge::MemoryGauge;
 
 /// Share of the budget that held bodies and envelopes may fill together.
 pub const BODY_SHARE: f64 = 0.8;
@@ -32,7 +35,7 @@ pub struct Memory {
     budget: u64,
     bodies: Cell<u64>,
     meta: Cell<u64>,
-    full: Rc<Cell<bool>>,
+    gauge: Rc<MemoryGauge>,
     /// Messages holding a body, oldest first: (id, size). May name messages gone since;
     /// compacted when such entries outnumber the live ones (see [`Memory::needs_compact`]).
     held: RefCell<VecDeque<(u64, u64)>>,
@@ -41,25 +44,30 @@ pub struct Memory {
 }
 
 impl Memory {
-    /// A budget of `budget` bytes; `full` is shared with the server.
-    pub fn new(budget: u64, full: Rc<Cell<bool>>) -> Memory {
+    /// A budget of `budget` bytes; what the queue holds is published on `gauge`, which the
+    /// server reads.
+    pub fn new(budget: u64, gauge: Rc<MemoryGauge>) -> Memory {
         Memory {
             budget,
             bodies: Cell::new(0),
             meta: Cell::new(0),
-            full,
+            gauge,
             held: RefCell::new(VecDeque::new()),
             held_now: Cell::new(0),
         }
     }
 
+    /// Room for held bodies: their share of the budget less the envelopes and the mail being
+    /// received (held bodies are a cache of the spool, and give way first).
     fn body_room(&self) -> u64 {
-        body_share(self.budget).saturating_sub(self.meta.get())
+        body_share(self.budget)
+            .saturating_sub(self.meta.get())
+            .saturating_sub(self.gauge.receiving())
     }
 
     fn update(&self) {
         let refuse = self.meta.get() as f64 >= self.budget as f64 * REFUSE_SHARE;
-        if refuse != self.full.get() {
+        if refuse != self.gauge.queue_full() {
             if refuse {
                 tracing::warn!(
                     budget = self.budget,
@@ -68,8 +76,8 @@ impl Memory {
             } else {
                 tracing::info!("queue memory back under budget: accepting mail again");
             }
-            self.full.set(refuse);
         }
+        self.gauge.set_queued(self.meta.get(), refuse);
     }
 
     /// Charges a new message's envelope; returns whether its body (`body` bytes) may be held.
@@ -155,8 +163,8 @@ mod tests {
 
     #[test]
     fn bodies_fit_under_their_share_and_envelopes_refuse_at_theirs() {
-        let full = Rc::new(Cell::new(false));
-        let m = Memory::new(1000, full.clone());
+        let gauge = Rc::new(MemoryGauge::new(1000));
+        let m = Memory::new(1000, gauge.clone());
         assert!(m.admit(1, 100, 500));
         assert!(!m.admit(2, 100, 300), "500 + 300 > 800 - 200");
         assert_eq!(m.bodies(), 500);
@@ -168,16 +176,18 @@ mod tests {
         assert_eq!(m.meta(), 800);
         assert_eq!(m.next_eviction(), Some((1, 500)));
         m.drop_body(500);
-        assert!(!full.get());
+        assert!(!gauge.queue_full());
         m.admit(9, 100, 0);
-        assert!(full.get(), "900 of envelopes refuses new mail");
+        assert!(gauge.queue_full(), "900 of envelopes refuses new mail");
+        assert!(gauge.refuses_new());
         m.release_meta(200);
-        assert!(!full.get());
+        assert!(!gauge.queue_full());
+        assert!(!gauge.over(), "700 of envelopes and no body");
     }
 
     #[test]
     fn the_holder_list_stays_proportional_to_what_is_held() {
-        let m = Memory::new(1 << 30, Rc::new(Cell::new(false)));
+        let m = Memory::new(1 << 30, Rc::new(MemoryGauge::new(1 << 30)));
         let mut live = std::collections::HashSet::new();
         for id in 0..10_000u64 {
             assert!(m.admit(id, 10, 100));

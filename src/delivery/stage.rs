@@ -99,8 +99,8 @@ pub struct StageParts {
     pub ids: Rc<RefCell<QueueIdGenerator>>,
     /// The shard's metrics.
     pub metrics: Rc<ShardMetrics>,
-    /// Raised while the queue's memory budget is reached (read by the server).
-    pub memory_full: Rc<Cell<bool>>,
+    /// The shard's memory gauge, shared with the server.
+    pub gauge: Rc<crate::gauge::MemoryGauge>,
     /// The shard's event log.
     pub log: Rc<EventLog>,
     /// The traffic shaping file, if one is configured.
@@ -230,7 +230,7 @@ impl Stage {
             spool,
             ids,
             metrics,
-            memory_full,
+            gauge,
             log,
             shaping,
             listeners,
@@ -295,7 +295,7 @@ impl Stage {
             shaping: RefCell::new(shaping),
             retry_policy: retry.clone(),
             pick: Cell::new(seed | 1),
-            memory: Memory::new(memory_budget, memory_full),
+            memory: Memory::new(memory_budget, gauge),
             last_error: RefCell::new(HashMap::new()),
             stats: DeliveryStats::default(),
         }))

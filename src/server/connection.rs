@@ -73,7 +73,7 @@ impl SessionEnv for Env<'_> {
     fn storage_available(&self) -> u64 {
         // Called when a transaction starts; 0 refuses it with 452 4.3.1.
         let metrics = &self.ctx.metrics;
-        if self.ctx.memory_full.get() {
+        if self.ctx.gauge.refuses_new() {
             metrics.backpressure_refused(BackpressureReason::Memory);
             return 0;
         }
@@ -82,6 +82,28 @@ impl SessionEnv for Env<'_> {
             metrics.backpressure_refused(BackpressureReason::Disk);
         }
         available
+    }
+}
+
+/// What one connection's message being received adds to the shard's memory gauge; taken
+/// back when the connection ends.
+struct Receiving {
+    gauge: Rc<crate::gauge::MemoryGauge>,
+    held: u64,
+}
+
+impl Receiving {
+    fn set(&mut self, now: u64) {
+        if now != self.held {
+            self.gauge.receiving_changed(self.held, now);
+            self.held = now;
+        }
+    }
+}
+
+impl Drop for Receiving {
+    fn drop(&mut self) {
+        self.gauge.receiving_changed(self.held, 0);
     }
 }
 
@@ -252,6 +274,10 @@ async fn run(
     let mut out = Vec::with_capacity(1024);
     let mut data_deadline: Option<Instant> = None;
     let mut counted = (0u32, 0u32);
+    let mut receiving = Receiving {
+        gauge: ctx.gauge.clone(),
+        held: 0,
+    };
     session.greeting(&mut out);
     write(slot, &mut out).await?;
     loop {
@@ -339,6 +365,14 @@ async fn run(
                 }
                 Action::Close => return write(slot, &mut out).await,
             }
+        }
+        // Mail being received counts toward the memory budget: over it, the transfer in
+        // progress stops storing its bytes and is refused with 452 4.3.1 at its end.
+        receiving.set(session.receiving_bytes());
+        if receiving.held > 0 && ctx.gauge.over() && session.shed_body() {
+            receiving.set(session.receiving_bytes());
+            ctx.metrics.backpressure_refused(BackpressureReason::Memory);
+            tracing::info!(%peer, "memory budget reached while receiving a message: it will be refused with 452 4.3.1");
         }
         let refused = session.refusals();
         if refused != counted {

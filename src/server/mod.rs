@@ -97,8 +97,9 @@ pub struct ServerContext {
     pub login: login::Login,
     /// The shard's metrics.
     pub metrics: Rc<crate::metrics::ShardMetrics>,
-    /// Set while the queue's memory budget is reached (new mail gets `452 4.3.1`).
-    pub memory_full: Rc<Cell<bool>>,
+    /// The shard's memory: queued mail and mail being received (new mail gets `452 4.3.1`
+    /// when it is full).
+    pub gauge: Rc<crate::gauge::MemoryGauge>,
     /// DKIM signing of accepted mail; None = `[dkim]` disabled.
     pub dkim: Option<dkim::Signing>,
     /// The shard's event log.
@@ -122,8 +123,8 @@ pub struct Shared {
     pub auth_throttle: Arc<Mutex<FailureThrottle>>,
     /// The shard's metrics.
     pub metrics: Rc<crate::metrics::ShardMetrics>,
-    /// Set by the delivery stage while the queue's memory budget is reached.
-    pub memory_full: Rc<Cell<bool>>,
+    /// The shard's memory gauge (the delivery queue publishes what it holds).
+    pub gauge: Rc<crate::gauge::MemoryGauge>,
     /// The shard's event log (receptions and rejections are written here).
     pub log: Rc<crate::eventlog::EventLog>,
 }
@@ -138,7 +139,7 @@ impl ServerContext {
             shutdown,
             auth_throttle,
             metrics,
-            memory_full,
+            gauge,
             log,
         } = shared;
         let t = &config.smtp.timeouts;
@@ -166,7 +167,7 @@ impl ServerContext {
             tls: RefCell::new(None),
             login: login::Login::new(&config.auth, None, auth_throttle),
             metrics,
-            memory_full,
+            gauge,
             dkim: None,
             log,
             buffers: buffers::BufferPool::new(connection::read_buffer_size(config)),

@@ -221,6 +221,26 @@ impl Session {
         }
     }
 
+    /// Bytes of the message being received so far, 0 outside a transfer.
+    pub fn receiving_bytes(&self) -> u64 {
+        self.tx.as_ref().map_or(0, |tx| tx.body.len() as u64)
+    }
+
+    /// The shard is out of memory: stop storing the message being received (the rest of it is
+    /// read and dropped) and refuse it with `452 4.3.1` at its end. No effect outside a
+    /// transfer. True if it was storing until now.
+    pub fn shed_body(&mut self) -> bool {
+        match &mut self.tx {
+            Some(tx) if tx.body_begun() && !tx.shed => {
+                tx.shed = true;
+                tx.body.truncate(tx.header_len);
+                tx.body.shrink_to_fit();
+                true
+            }
+            _ => false,
+        }
+    }
+
     /// How many recipients (at RCPT) and messages (at the end of data) were refused.
     pub fn refusals(&self) -> (u32, u32) {
         self.refused
@@ -295,7 +315,11 @@ impl Session {
                 }
                 Mode::Data(decoder) => {
                     let tx = self.tx.as_mut().expect("DATA mode has a transaction");
-                    match decoder.decode(rest, &mut tx.body) {
+                    let event = decoder.decode(rest, &mut tx.body);
+                    if tx.shed {
+                        tx.body.truncate(tx.header_len);
+                    }
+                    match event {
                         DataEvent::NeedMore => return (input.len(), Action::Read),
                         DataEvent::End { consumed } => {
                             pos += consumed;
@@ -316,6 +340,9 @@ impl Session {
                         } else {
                             let checker = tx.chunks.as_mut().expect("BDAT transaction");
                             checker.push(&rest[..take], &mut tx.body);
+                            if tx.shed {
+                                tx.body.truncate(tx.header_len);
+                            }
                         }
                     }
                     if chunk.remaining > 0 {
@@ -648,6 +675,7 @@ impl Session {
         out: &mut Vec<u8>,
     ) -> Option<Action> {
         let tx = self.tx.take().expect("a message ends an open transaction");
+        let refusal = refusal.or_else(|| tx.shed.then(replies::insufficient_storage));
         // RFC 5321 6.3: a message that has passed through too many hops is looping.
         let refusal = refusal.or_else(|| {
             let hops = crate::smtp::hops::received_count(&tx.body[tx.header_len..]);
@@ -656,8 +684,11 @@ impl Session {
         if let Some(reply) = refusal {
             self.refused.1 += 1;
             env.rejected("data", &tx.reverse_path.to_string(), "", &reply);
-            // Every refusal here is a 5xx, and counts toward `smtp.max_errors`.
-            self.error(reply, out);
+            // A 5xx counts toward `smtp.max_errors`; a 452 (out of memory) does not.
+            match reply.code >= 500 {
+                true => self.error(reply, out),
+                false => self.reply(reply, out),
+            }
             return None;
         }
         let helo = self.helo.as_ref().map_or("", |h| h.name.as_str());

@@ -35,6 +35,9 @@ pub struct Transaction {
     pub header_len: usize,
     /// Present once the body is being received by BDAT (RFC 3030).
     pub chunks: Option<ChunkChecker>,
+    /// The shard ran out of memory while the body was arriving: the rest is read and dropped,
+    /// and the message is refused with `452 4.3.1` at its end.
+    pub shed: bool,
 }
 
 impl Transaction {
@@ -49,6 +52,7 @@ impl Transaction {
             body: Vec::new(),
             header_len: 0,
             chunks: None,
+            shed: false,
         }
     }
 
