@@ -7,7 +7,7 @@ mod common;
 use std::process::Command;
 
 use common::certs::make_certs;
-use common::{Mta, tempdir, write_config};
+use common::{Mta, tempdir, users_file, write_config};
 
 fn python(case: &str, addr: std::net::SocketAddr, args: &[&str]) -> serde_json::Value {
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/python/tls_client.py");
@@ -99,25 +99,6 @@ fn without_a_certificate_starttls_is_not_offered() {
     assert!(!features.contains(&"starttls"), "{features:?}");
     assert!(!features.contains(&"auth"), "{features:?}");
     assert!(mta.stop().success());
-}
-
-/// `mta passwd` makes a users file line.
-fn users_file(dir: &std::path::Path, name: &str, password: &str) -> std::path::PathBuf {
-    use std::io::Write;
-    let mut child = Command::new(env!("CARGO_BIN_EXE_mta"))
-        .args(["passwd", name])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .expect("mta passwd");
-    writeln!(child.stdin.take().unwrap(), "{password}").unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert!(out.status.success());
-    let line = String::from_utf8(out.stdout).unwrap();
-    assert!(line.starts_with(&format!("{name}:$argon2id$")), "{line}");
-    let path = dir.join("users");
-    std::fs::write(&path, format!("# test users\n{line}")).unwrap();
-    path
 }
 
 fn submission_setup() -> (tempfile::TempDir, common::certs::TestCerts, Mta) {

@@ -1,10 +1,13 @@
 //! Authentication failure throttling per client address.
 //!
-//! What it does: counts failed AUTH attempts per [`IpAddr`] inside a sliding window and says
-//! whether an address has reached the limit; a success clears the address.
+//! What it does: counts failed AUTH attempts per client (an IPv4 address, or an IPv6 /64: one
+//! host's usual allocation) inside a sliding window and says whether a client has reached the
+//! limit. An attempt is counted when it starts ([`FailureThrottle::begin`]), before the slow
+//! password check, so that parallel attempts cannot get round the limit; a success takes back
+//! only its own count ([`FailureThrottle::refund`]), never the failures of other connections.
 //!
-//! What it does not do: no clock reads (every call takes `now`), no locks (one throttle per
-//! shard, used from one thread), no reply timing or disconnect policy, no subnet grouping.
+//! What it does not do: no clock reads (every call takes `now`), no locks (its owner decides),
+//! no reply timing or disconnect policy.
 //!
 //! Invariants: at most [`ThrottleLimits::max_tracked`] addresses are tracked (the one whose
 //! latest failure is oldest is evicted first); each address keeps at most `max_failures`
@@ -68,8 +71,33 @@ impl FailureThrottle {
         self.failures.len()
     }
 
+    /// An attempt from `ip` starts at `now`: false if `ip` is throttled; otherwise the attempt
+    /// is counted as a failure until [`FailureThrottle::refund`] takes it back.
+    pub fn begin(&mut self, ip: IpAddr, now: Instant) -> bool {
+        if self.is_throttled(ip, now) {
+            return false;
+        }
+        self.record_failure(ip, now);
+        true
+    }
+
+    /// The attempt that [`FailureThrottle::begin`] counted at `at` succeeded: that one count
+    /// goes, the others stay.
+    pub fn refund(&mut self, ip: IpAddr, at: Instant) {
+        let ip = client_key(ip);
+        if let Some(times) = self.failures.get_mut(&ip) {
+            if let Some(i) = times.iter().rposition(|&t| t == at) {
+                times.remove(i);
+            }
+            if times.is_empty() {
+                self.failures.remove(&ip);
+            }
+        }
+    }
+
     /// Records a failed attempt from `ip` at `now`.
     pub fn record_failure(&mut self, ip: IpAddr, now: Instant) {
+        let ip = client_key(ip);
         if self.limits.max_failures == 0 || self.limits.max_tracked == 0 {
             return;
         }
@@ -94,6 +122,7 @@ impl FailureThrottle {
         if self.limits.max_failures == 0 {
             return false;
         }
+        let ip = client_key(ip);
         let Some(times) = self.failures.get(&ip) else {
             return false;
         };
@@ -102,11 +131,6 @@ impl FailureThrottle {
             .filter(|&&t| !expired(t, now, self.limits.window))
             .count();
         u32::try_from(recent).unwrap_or(u32::MAX) >= self.limits.max_failures
-    }
-
-    /// Forgets `ip`'s failures after a successful authentication.
-    pub fn record_success(&mut self, ip: IpAddr) {
-        self.failures.remove(&ip);
     }
 
     /// Drops every address whose failures have all left the window.
@@ -128,6 +152,20 @@ impl FailureThrottle {
         if let Some(ip) = oldest {
             self.failures.remove(&ip);
         }
+    }
+}
+
+/// The key a client is counted under: IPv4 as is (IPv4-mapped IPv6 as IPv4), IPv6 by its /64.
+fn client_key(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V4(_) => ip,
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => {
+                let s = v6.segments();
+                IpAddr::V6(std::net::Ipv6Addr::new(s[0], s[1], s[2], s[3], 0, 0, 0, 0))
+            }
+        },
     }
 }
 
@@ -197,15 +235,49 @@ mod tests {
     }
 
     #[test]
-    fn success_clears() {
+    fn attempts_count_when_they_start_and_a_success_refunds_only_itself() {
+        let t0 = Instant::now();
+        let mut th = FailureThrottle::new(limits(3, 60, 100));
+        // Three parallel attempts from one address: each is counted before its check.
+        let starts: Vec<Instant> = (0..3).map(|i| t0 + Duration::from_millis(i)).collect();
+        for &at in &starts {
+            assert!(th.begin(ip(1), at));
+        }
+        assert!(
+            !th.begin(ip(1), t0 + Duration::from_millis(5)),
+            "a fourth waits"
+        );
+        // One of them succeeds: the other connections' failures stay.
+        th.refund(ip(1), starts[1]);
+        assert_eq!(th.failures[&ip(1)].len(), 2);
+        assert!(th.begin(ip(1), t0 + Duration::from_millis(6)));
+        assert!(th.is_throttled(ip(1), t0 + Duration::from_millis(7)));
+        // Refunding everything forgets the address.
+        let mut one = FailureThrottle::new(limits(3, 60, 100));
+        assert!(one.begin(ip(2), t0));
+        one.refund(ip(2), t0);
+        assert_eq!(one.tracked(), 0);
+    }
+
+    #[test]
+    fn ipv6_clients_are_grouped_by_64() {
         let t0 = Instant::now();
         let mut th = FailureThrottle::new(limits(2, 60, 100));
-        th.record_failure(ip(1), t0);
-        th.record_failure(ip(1), t0);
-        assert!(th.is_throttled(ip(1), t0));
-        th.record_success(ip(1));
-        assert!(!th.is_throttled(ip(1), t0));
-        assert_eq!(th.tracked(), 0);
+        let a: IpAddr = "2001:db8:1:2::1".parse().unwrap();
+        let b: IpAddr = "2001:db8:1:2:ffff::9".parse().unwrap();
+        let other: IpAddr = "2001:db8:1:3::1".parse().unwrap();
+        th.record_failure(a, t0);
+        th.record_failure(b, t0);
+        assert!(th.is_throttled(a, t0) && th.is_throttled(b, t0), "one /64");
+        assert!(!th.is_throttled(other, t0), "another /64");
+        let mapped: IpAddr = "::ffff:192.0.2.1".parse().unwrap();
+        th.record_failure(mapped, t0);
+        th.record_failure("192.0.2.1".parse().unwrap(), t0);
+        assert!(th.is_throttled("192.0.2.1".parse().unwrap(), t0));
+        assert!(
+            !th.is_throttled("192.0.2.2".parse().unwrap(), t0),
+            "IPv4 is not grouped"
+        );
     }
 
     #[test]

@@ -2,7 +2,8 @@
 //!
 //! What it does: verifies a user name and password against the users file (argon2, on
 //! glommio's blocking thread pool so the shard keeps serving other connections while a hash is
-//! computed), throttles addresses with repeated failures, delays every failure answer, and
+//! computed, at most [`MAX_VERIFYING`] at once), throttles clients with repeated failures
+//! (counting each attempt before its check), delays every failure answer, and
 //! remembers recent successes (as a keyed SHA-256 of user and password, never the password) so
 //! that clients logging in on every connection do not pay argon2 each time.
 //!
@@ -28,6 +29,33 @@ use super::session::AuthOutcome;
 /// Successful logins remembered per shard.
 const CACHE_LIMIT: usize = 10_000;
 
+/// Password checks (argon2, deliberately expensive) running at once per shard.
+pub const MAX_VERIFYING: usize = 4;
+
+/// One running password check, counted while it lives (also if its future is dropped).
+struct Running<'a>(&'a std::cell::Cell<usize>);
+
+impl<'a> Running<'a> {
+    fn new(count: &'a std::cell::Cell<usize>) -> Self {
+        count.set(count.get() + 1);
+        Running(count)
+    }
+}
+
+impl Drop for Running<'_> {
+    fn drop(&mut self) {
+        self.0.set(self.0.get() - 1);
+    }
+}
+
+/// What checking a password found.
+enum Verdict {
+    Right,
+    Wrong,
+    /// Not checked: [`MAX_VERIFYING`] checks are running.
+    Busy,
+}
+
 /// The shard's credential checker.
 pub struct Login {
     users: RefCell<Option<Arc<Users>>>,
@@ -35,6 +63,8 @@ pub struct Login {
     cache: RefCell<HashSet<[u8; 32]>>,
     secret: [u8; 32],
     failure_delay: Duration,
+    /// Password checks running now.
+    verifying: std::cell::Cell<usize>,
 }
 
 impl Login {
@@ -62,6 +92,7 @@ impl Login {
             cache: RefCell::new(HashSet::new()),
             secret,
             failure_delay: config.failure_delay.0,
+            verifying: std::cell::Cell::new(0),
         }
     }
 
@@ -72,21 +103,34 @@ impl Login {
     }
 
     /// Checks credentials presented from `peer`; failures return after the failure delay.
+    ///
+    /// The attempt counts as a failure from the start (so that parallel attempts cannot get
+    /// round the limit) and a success takes that count back. While [`MAX_VERIFYING`] password
+    /// checks are running on the shard, a further one is answered as throttled at once
+    /// (`454 4.7.0`, try again later) rather than queued behind them.
     pub async fn check(&self, peer: IpAddr, creds: &Credentials) -> AuthOutcome {
-        let now = Instant::now();
-        if self.throttle().is_throttled(peer, now) {
+        let started = Instant::now();
+        if !self.throttle().begin(peer, started) {
             glommio::timer::sleep(self.failure_delay).await;
             return AuthOutcome::Throttled;
         }
-        let ok = (creds.authzid.is_empty() || creds.authzid == creds.username)
-            && self.verify(&creds.username, &creds.password).await;
-        if ok {
-            self.throttle().record_success(peer);
-            AuthOutcome::Success
-        } else {
-            self.throttle().record_failure(peer, now);
-            glommio::timer::sleep(self.failure_delay).await;
-            AuthOutcome::Failure
+        let verdict = match creds.authzid.is_empty() || creds.authzid == creds.username {
+            true => self.verify(&creds.username, &creds.password).await,
+            false => Verdict::Wrong,
+        };
+        match verdict {
+            Verdict::Right => {
+                self.throttle().refund(peer, started);
+                AuthOutcome::Success
+            }
+            Verdict::Busy => {
+                self.throttle().refund(peer, started);
+                AuthOutcome::Throttled
+            }
+            Verdict::Wrong => {
+                glommio::timer::sleep(self.failure_delay).await;
+                AuthOutcome::Failure
+            }
         }
     }
 
@@ -95,26 +139,34 @@ impl Login {
         self.throttle.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    async fn verify(&self, user: &str, password: &str) -> bool {
+    async fn verify(&self, user: &str, password: &str) -> Verdict {
         let key = self.key(user, password);
         if self.cache.borrow().contains(&key) {
-            return true;
+            return Verdict::Right;
         }
         let Some(users) = self.users.borrow().clone() else {
-            return false;
+            return Verdict::Wrong;
         };
+        if self.verifying.get() >= MAX_VERIFYING {
+            return Verdict::Busy;
+        }
+        let running = Running::new(&self.verifying);
         let (u, p) = (user.to_owned(), password.to_owned());
         let ok = glommio::executor()
             .spawn_blocking(move || users.verify(&u, &p))
             .await;
-        if ok {
+        drop(running);
+        if !ok {
+            return Verdict::Wrong;
+        }
+        {
             let mut cache = self.cache.borrow_mut();
             if cache.len() >= CACHE_LIMIT {
                 cache.clear();
             }
             cache.insert(key);
         }
-        ok
+        Verdict::Right
     }
 
     fn key(&self, user: &str, password: &str) -> [u8; 32] {

@@ -311,3 +311,22 @@ pub fn http_status(admin: SocketAddr, request: &str) -> u16 {
     let head = String::from_utf8_lossy(&buf[..n]).into_owned();
     head.split_whitespace().nth(1).unwrap().parse().unwrap()
 }
+
+/// `mta passwd` makes a users file line.
+pub fn users_file(dir: &std::path::Path, name: &str, password: &str) -> std::path::PathBuf {
+    use std::io::Write;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_mta"))
+        .args(["passwd", name])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("mta passwd");
+    writeln!(child.stdin.take().unwrap(), "{password}").unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success());
+    let line = String::from_utf8(out.stdout).unwrap();
+    assert!(line.starts_with(&format!("{name}:$argon2id$")), "{line}");
+    let path = dir.join("users");
+    std::fs::write(&path, format!("# test users\n{line}")).unwrap();
+    path
+}
