@@ -17,6 +17,7 @@
 //! - [`config`]: the TOML configuration and its defaults.
 //! - [`shutdown`]: signals and the per-shard stop notice.
 //! - [`crash`]: the process-wide panic policy (a panic anywhere exits the process).
+//! - [`sockets`]: binding listening sockets (shared ports, waiting for a port still held).
 //! - [`shard`]: the one place that wires a shard together and runs them all.
 //! - [`metrics`]: per-shard counters and histograms, and their Prometheus text.
 //! - [`admin`]: the admin HTTP endpoint's server, access policy and CLI client.
@@ -38,5 +39,6 @@ pub mod shaping;
 pub mod shard;
 pub mod shutdown;
 pub mod smtp;
+pub mod sockets;
 pub mod spool;
 pub mod tls;

@@ -41,6 +41,7 @@ use crate::server::session::SessionConfig;
 use crate::server::{ServerContext, Shared, listener};
 use crate::shaping::Shaping;
 use crate::shutdown::{Shutdown, SignalWatch};
+use crate::sockets::{bind_when_free, resolve_listeners, socket};
 use crate::spool::{self, QueueIdGenerator, Spool, SpoolConfig};
 use crate::tls::ServerTls;
 
@@ -203,73 +204,6 @@ pub fn run(
         return Err(failure.unwrap_or(ShardError::Shard { shard: 0, message }));
     }
     failure.map_or(Ok(summary), Err)
-}
-
-/// Checks that every listener can be bound and gives port-0 listeners a concrete port. The
-/// returned placeholder sockets (bound with SO_REUSEPORT, not listening) hold those ports until
-/// the shards have bound them.
-fn resolve_listeners(
-    config: &Config,
-) -> Result<(Vec<SocketAddr>, Vec<socket2::Socket>), ShardError> {
-    let mut addrs = Vec::new();
-    let mut placeholders = Vec::new();
-    for l in &config.listeners {
-        let addr = l.address;
-        let err = |source| ShardError::Listen { addr, source };
-        if addr.port() == 0 {
-            let sock = socket(addr, true).map_err(err)?;
-            let bound = sock
-                .local_addr()
-                .map_err(err)?
-                .as_socket()
-                .expect("an inet socket");
-            addrs.push(bound);
-            placeholders.push(sock);
-        } else {
-            // Without SO_REUSEPORT the bind fails if anything else holds the port.
-            drop(bind_when_free(addr).map_err(err)?);
-            addrs.push(addr);
-        }
-    }
-    Ok((addrs, placeholders))
-}
-
-/// How long a start waits for a listening port that is still held. A process killed with
-/// io_uring requests in flight releases its sockets only when the kernel has torn its rings
-/// down, shortly after it has exited: a restart right after a crash must not fail on that.
-const LISTEN_WAIT: Duration = Duration::from_secs(10);
-
-/// Binds `addr` exclusively (no SO_REUSEPORT), retrying while it is in use, up to
-/// [`LISTEN_WAIT`].
-fn bind_when_free(addr: SocketAddr) -> std::io::Result<socket2::Socket> {
-    let deadline = Instant::now() + LISTEN_WAIT;
-    let mut logged = false;
-    loop {
-        match socket(addr, false) {
-            Err(e) if e.kind() == std::io::ErrorKind::AddrInUse && Instant::now() < deadline => {
-                if !logged {
-                    tracing::warn!(%addr, "listening address in use; waiting up to 10 s for it to be released (a previous instance may still be closing)");
-                    logged = true;
-                }
-                std::thread::sleep(Duration::from_millis(100));
-            }
-            other => return other,
-        }
-    }
-}
-
-/// A TCP socket bound to `addr` with SO_REUSEADDR (so connections in TIME_WAIT from a
-/// previous run do not block a restart) and, if `share`, SO_REUSEPORT (every shard binds the
-/// same address and the kernel spreads connections).
-fn socket(addr: SocketAddr, share: bool) -> std::io::Result<socket2::Socket> {
-    let domain = socket2::Domain::for_address(addr);
-    let sock = socket2::Socket::new(domain, socket2::Type::STREAM, Some(socket2::Protocol::TCP))?;
-    sock.set_reuse_address(true)?;
-    if share {
-        sock.set_reuse_port(true)?;
-    }
-    sock.bind(&addr.into())?;
-    Ok(sock)
 }
 
 async fn shard_main(

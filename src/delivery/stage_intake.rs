@@ -1,0 +1,188 @@
+//! Taking messages into the delivery queue: newly accepted, or recovered from the spool.
+//!
+//! What it does: charges each message to the memory budget (holding its body when it fits),
+//! rewrites `<Postmaster>` to the configured mailbox, bounces mail with too many `Received:`
+//! fields (RFC 5321 6.3: queued before the check at reception existed), and turns the pending
+//! recipients into jobs: restored deferrals wait for their time, the others are routed now,
+//! grouped by domain.
+//!
+//! What it does not do: no routing itself (`route_and_submit`), no delivery, no spool writes.
+//!
+//! Invariants: a message whose recipients are all final is not taken; a recovered retry time
+//! never makes the clock arithmetic overflow.
+
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+use std::rc::Rc;
+use std::time::{Duration, Instant, SystemTime};
+
+use super::*;
+
+impl Stage {
+    /// Takes a newly accepted message.
+    pub fn intake(self: &Rc<Self>, record: MessageRecord) {
+        let size = record.body.len();
+        let eight_bit = !record.body.is_ascii();
+        self.take_message(record, None, true, size, eight_bit);
+    }
+
+    /// Takes a message recovered from the spool, whose body may be only its header section
+    /// (then the rest is read back from the spool when it is sent).
+    pub fn intake_recovered(self: &Rc<Self>, m: RecoveredMessage) {
+        self.take_message(
+            m.message,
+            Some(m.states),
+            m.body_complete,
+            m.body_len,
+            m.eight_bit,
+        );
+    }
+
+    /// Queues a message: `complete` says whether `record.body` is the whole message (of
+    /// `size` octets, with octets over 127 if `eight_bit`) or only its header section.
+    fn take_message(
+        self: &Rc<Self>,
+        mut record: MessageRecord,
+        states: Option<Vec<Option<RecipientState>>>,
+        complete: bool,
+        size: usize,
+        eight_bit: bool,
+    ) {
+        let n = record.recipients.len();
+        // `<Postmaster>` without a domain (RFC 5321 4.5.1) goes to the configured mailbox; the
+        // spool keeps the address as received, so a restart rewrites it the same way.
+        for r in &mut record.recipients {
+            if r.address.eq_ignore_ascii_case("postmaster") {
+                r.address = self.config().postmaster_address();
+            }
+        }
+        let states = states.unwrap_or_else(|| vec![None; n]);
+        let now_ms = unix_ms(SystemTime::now());
+        let age = Duration::from_millis(now_ms.saturating_sub(record.arrival_unix_ms));
+        let arrival = Instant::now().checked_sub(age).unwrap_or_else(Instant::now);
+        let attempts: Vec<u32> = states
+            .iter()
+            .map(|s| s.as_ref().map_or(0, RecipientState::attempts))
+            .collect();
+        let pending = states
+            .iter()
+            .filter(|s| !s.as_ref().is_some_and(RecipientState::is_final))
+            .count();
+        if pending == 0 {
+            return;
+        }
+        let smtputf8 = record
+            .mail_params
+            .iter()
+            .any(|(k, _)| k.eq_ignore_ascii_case("SMTPUTF8"));
+        let id = record.id;
+        let body = std::mem::take(&mut record.body);
+        // RFC 5321 6.3: mail queued before the check at reception existed may loop. Our own
+        // `Received:` field (on every message from a client) is not one of the client's.
+        let hops = crate::smtp::hops::received_count(&body)
+            .saturating_sub(usize::from(record.client_addr != "local"));
+        let pool = self.pool_of(&record, &body);
+        let meta = meta_bytes(&record);
+        let body = match complete {
+            true => self
+                .memory
+                .admit(id, meta, size as u64)
+                .then(|| Rc::new(body)),
+            false => {
+                self.memory.admit_envelope(meta);
+                None
+            }
+        };
+        let q = Rc::new(Queued {
+            record,
+            body: RefCell::new(body),
+            size,
+            meta,
+            pool,
+            arrival,
+            attempts: RefCell::new(attempts),
+            pending: Cell::new(pending),
+            done: RefCell::new(
+                states
+                    .iter()
+                    .map(|s| s.as_ref().is_some_and(RecipientState::is_final))
+                    .collect(),
+            ),
+            last: RefCell::new(vec![String::new(); n]),
+            eight_bit,
+            smtputf8,
+        });
+        self.messages.borrow_mut().insert(id, q.clone());
+        // After the insert: the new message is one the eviction and compaction can see.
+        self.evict();
+        let max_hops = self.config().smtp.max_received_headers;
+        if hops > max_hops {
+            let pending: Vec<u32> = (0..n as u32)
+                .filter(|&i| !q.done.borrow()[i as usize])
+                .collect();
+            let job = Job {
+                message: id,
+                domain: pending
+                    .first()
+                    .map(|&i| domain_of(&q.record.recipients[i as usize], &self.config().hostname))
+                    .unwrap_or_default(),
+                recipients: pending,
+                attempts: 0,
+                arrival,
+            };
+            let outcome = Outcome::bounce(
+                EnhancedStatus::new(5, 4, 6),
+                format!("Too many hops: {hops} Received: header fields (limit {max_hops})"),
+            );
+            let stage = self.clone();
+            glommio::spawn_local(async move { stage.fail_jobs([job], &outcome, "").await })
+                .detach();
+            return;
+        }
+        // Group the pending recipients by domain and by "ready now" vs "deferred until".
+        let mut now_by_domain: HashMap<String, Vec<u32>> = HashMap::new();
+        for (i, (r, s)) in q.record.recipients.iter().zip(&states).enumerate() {
+            match s {
+                Some(s) if s.is_final() => {}
+                Some(RecipientState::Deferred {
+                    next_attempt_unix_ms,
+                    attempts,
+                    ..
+                }) if *next_attempt_unix_ms > now_ms => {
+                    // Checked: a spool record's time never makes the arithmetic panic.
+                    let wait = Duration::from_millis(next_attempt_unix_ms - now_ms);
+                    let at = Instant::now()
+                        .checked_add(wait.min(MAX_SPOOLED_WAIT))
+                        .unwrap_or_else(Instant::now);
+                    let job = Job {
+                        message: id,
+                        recipients: vec![i as u32],
+                        domain: domain_of(r, &self.config().hostname),
+                        attempts: *attempts,
+                        arrival,
+                    };
+                    self.sched.borrow_mut().defer_until(job, at);
+                }
+                _ => now_by_domain
+                    .entry(domain_of(r, &self.config().hostname))
+                    .or_default()
+                    .push(i as u32),
+            }
+        }
+        for (domain, recipients) in now_by_domain {
+            let attempts = recipients
+                .iter()
+                .map(|&i| q.attempts.borrow()[i as usize])
+                .max()
+                .unwrap_or(0);
+            self.route_and_submit(Job {
+                message: id,
+                recipients,
+                domain,
+                attempts,
+                arrival,
+            });
+        }
+        self.wake.notify();
+    }
+}
