@@ -5,7 +5,8 @@
 //! DATA (or BDAT with the body, when CHUNKING is offered) go out in one write (RFC 2920, RFC
 //! 3030); without CHUNKING the body is dot-stuffed while writing (RFC 5321 4.5.2). SIZE is
 //! declared when offered, 8BITMIME and SMTPUTF8 are requested when the message needs them.
-//! Each command waits at most its RFC 5321 4.5.3.2 timeout.
+//! Each command waits at most its RFC 5321 4.5.3.2 timeout for its whole reply (one deadline
+//! however the reply trickles in); a reply over 64 KiB or 1000 lines is a protocol error.
 //!
 //! STARTTLS (RFC 3207) follows the destination's [`TlsPolicy`]: opportunistic (any certificate,
 //! plaintext when not offered), required (any certificate, no plaintext) or verify (a valid
@@ -19,14 +20,14 @@
 //! error, a timeout or an I/O error is not reused (`usable()` turns false).
 
 use std::net::{IpAddr, SocketAddr};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use futures_lite::{AsyncReadExt, AsyncWriteExt};
 use glommio::net::TcpStream;
 use rustls::pki_types::ServerName;
 
 use crate::smtp::ehlo::Extensions;
-use crate::smtp::reply::{ReplyError, ReplyParser};
+use crate::smtp::reply::{MAX_REPLY_BYTES, ReplyError, ReplyParser};
 use crate::smtp::{EnhancedStatus, Reply};
 use crate::tls::{ClientTls, Stream, TlsInfo, TlsPolicy};
 
@@ -282,6 +283,7 @@ impl Connection {
         }
         // Anything the server sent after its 220 is not trusted (RFC 3207 4.2).
         (self.start, self.end) = (0, 0);
+        self.parser.reset();
         let config = match tls.policy {
             TlsPolicy::Verify => tls.configs.verified.clone(),
             _ => tls.configs.any.clone(),
@@ -431,11 +433,15 @@ impl Connection {
         }
     }
 
+    /// Reads one reply, all of it within `limit` from now (one deadline for the whole reply,
+    /// not per read: a receiver that trickles octets still times out). The buffer never grows
+    /// past one reply's cap; an over-cap reply is a protocol error.
     async fn read_reply(
         &mut self,
         stage: &'static str,
         limit: Duration,
     ) -> Result<Reply, ClientError> {
+        let started = Instant::now();
         loop {
             match self.parser.parse(&self.buf[self.start..self.end]) {
                 Ok(Some((reply, used))) => {
@@ -458,12 +464,26 @@ impl Connection {
                 self.start = 0;
             }
             if self.end == self.buf.len() {
-                self.buf.resize(self.buf.len() * 2, 0);
+                // The parser refuses a reply before it fills MAX_REPLY_BYTES + 1 octets.
+                if self.buf.len() > MAX_REPLY_BYTES {
+                    self.usable = false;
+                    return Err(ClientError::Protocol {
+                        stage,
+                        source: ReplyError::TooLong,
+                    });
+                }
+                let grown = self.buf.len().saturating_mul(2).min(MAX_REPLY_BYTES + 1);
+                self.buf.resize(grown, 0);
+            }
+            let left = limit.saturating_sub(started.elapsed());
+            if left.is_zero() {
+                self.usable = false;
+                return Err(ClientError::Timeout { stage });
             }
             let stream = self.stream.as_mut().expect("stream present");
             stream
                 .tcp()
-                .set_read_timeout(Some(limit))
+                .set_read_timeout(Some(left))
                 .map_err(|e| ClientError::Io {
                     stage,
                     source: std::io::Error::other(e.to_string()),

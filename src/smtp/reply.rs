@@ -5,10 +5,14 @@
 //! line, the enhanced code after the reply code), and a `ReplyParser` that takes whatever bytes
 //! arrived and returns one complete reply or asks for more.
 //!
-//! What it does not do: no I/O, no interpretation of what a reply means for delivery.
+//! What it does not do: no I/O, no clock (the caller gives the whole reply one deadline), no
+//! interpretation of what a reply means for delivery.
 //!
 //! Invariants: a formatted reply never contains a bare CR or LF (text lines are written as
-//! given and must be single lines); a parsed multi-line reply has one code on every line.
+//! given and must be single lines); a parsed multi-line reply has one code on every line; the
+//! parser looks at each received octet at most twice however the reply is split across reads,
+//! and refuses a reply over [`MAX_REPLY_BYTES`] octets or [`MAX_REPLY_LINES`] lines, so a
+//! caller's buffer never needs to hold more than `MAX_REPLY_BYTES + 1` octets of one reply.
 
 use std::fmt;
 use std::str::FromStr;
@@ -234,94 +238,168 @@ pub enum ReplyError {
     /// A line is longer than 4096 octets.
     #[error("reply line too long")]
     LineTooLong,
-    /// More than 1000 lines.
+    /// More than [`MAX_REPLY_LINES`] lines.
     #[error("reply has too many lines")]
     TooManyLines,
+    /// More than [`MAX_REPLY_BYTES`] octets without the last line.
+    #[error("reply too long")]
+    TooLong,
     /// The text is not UTF-8.
     #[error("reply is not UTF-8")]
     NotUtf8,
 }
 
+/// Longest reply line in octets, CR included, LF excluded.
 const MAX_LINE: usize = 4096;
-const MAX_LINES: usize = 1000;
+/// Most lines in one reply.
+pub const MAX_REPLY_LINES: usize = 1000;
+/// Most octets in one reply, every line end included.
+pub const MAX_REPLY_BYTES: usize = 64 * 1024;
 
-/// Incremental reply parser (stateless between replies; keeps no bytes itself).
+/// Incremental reply parser.
+///
+/// Between calls it remembers the complete lines of the current reply it has accepted and how
+/// far it has searched the unfinished line for its end, so each octet is looked at at most
+/// twice (once by the line-end search, once when its line is parsed), whatever the reading
+/// pattern. The caller's contract: until a call returns a reply or an error, every call is
+/// given the same unconsumed octets, possibly with more appended (the buffer may move). Input
+/// shorter than what was already scanned restarts the reply from scratch.
 #[derive(Debug, Default)]
-pub struct ReplyParser {}
+pub struct ReplyParser {
+    /// Octets of complete lines of the current reply already accepted.
+    scanned: usize,
+    /// Octets after `scanned` already searched for a line end without finding one.
+    searched: usize,
+    /// The current reply's code (from its first line).
+    code: Option<u16>,
+    /// The current reply's enhanced status (from its first line).
+    status: Option<EnhancedStatus>,
+    /// The accepted lines of the current reply.
+    lines: Vec<String>,
+    /// Octets examined since the parser was made (searched plus parsed).
+    examined: u64,
+}
 
 impl ReplyParser {
     /// A parser.
     pub fn new() -> Self {
-        ReplyParser {}
+        ReplyParser::default()
+    }
+
+    /// Octets examined since the parser was made: at most twice the octets it was given
+    /// (counting each octet once however many calls saw it).
+    pub fn examined(&self) -> u64 {
+        self.examined
+    }
+
+    /// Forgets the current reply (the connection discarded its buffer).
+    pub fn reset(&mut self) {
+        self.scanned = 0;
+        self.searched = 0;
+        self.code = None;
+        self.status = None;
+        self.lines.clear();
     }
 
     /// Parses one complete reply from the front of `input`: `Ok(Some((reply, consumed)))`,
-    /// `Ok(None)` if more bytes are needed, or an error.
+    /// `Ok(None)` if more bytes are needed, or an error. After a reply or an error the parser
+    /// starts afresh with the next call.
     pub fn parse(&mut self, input: &[u8]) -> Result<Option<(Reply, usize)>, ReplyError> {
-        let mut pos = 0;
-        let mut code = None;
-        let mut lines = Vec::new();
-        let mut status: Option<EnhancedStatus> = None;
+        let r = self.advance(input);
+        if !matches!(r, Ok(None)) {
+            self.reset();
+        }
+        r
+    }
+
+    fn advance(&mut self, input: &[u8]) -> Result<Option<(Reply, usize)>, ReplyError> {
+        if input.len() < self.scanned.saturating_add(self.searched) {
+            self.reset();
+        }
         loop {
-            let Some(nl) = memchr::memchr(b'\n', &input[pos..]) else {
-                if input.len() - pos > MAX_LINE {
+            let from = self.scanned + self.searched;
+            // The line end can be at most MAX_LINE octets after the line start.
+            let window = input.len().min(self.scanned + MAX_LINE + 1);
+            let found = memchr::memchr(b'\n', &input[from..window]);
+            let Some(i) = found else {
+                self.examined = self.examined.saturating_add((window - from) as u64);
+                self.searched = window - self.scanned;
+                if self.searched > MAX_LINE {
                     return Err(ReplyError::LineTooLong);
+                }
+                if window > MAX_REPLY_BYTES {
+                    return Err(ReplyError::TooLong);
                 }
                 return Ok(None);
             };
-            let mut line = &input[pos..pos + nl];
-            if line.len() > MAX_LINE {
-                return Err(ReplyError::LineTooLong);
+            let nl = from + i;
+            self.examined = self.examined.saturating_add((i + 1) as u64);
+            let end = nl + 1;
+            if end > MAX_REPLY_BYTES {
+                return Err(ReplyError::TooLong);
             }
-            pos += nl + 1;
-            if line.last() == Some(&b'\r') {
-                line = &line[..line.len() - 1];
-            }
-            if line.len() < 3 || !line[..3].iter().all(u8::is_ascii_digit) {
-                return Err(ReplyError::BadLine);
-            }
-            let this: u16 = std::str::from_utf8(&line[..3])
-                .map_err(|_| ReplyError::BadLine)?
-                .parse()
-                .map_err(|_| ReplyError::BadLine)?;
-            if !(200..600).contains(&this) && !(100..200).contains(&this) {
-                return Err(ReplyError::BadLine);
-            }
-            if *code.get_or_insert(this) != this {
-                return Err(ReplyError::MixedCodes);
-            }
-            let (last, text) = match line.get(3) {
-                None => (true, &b""[..]),
-                Some(b' ') => (true, &line[4..]),
-                Some(b'-') => (false, &line[4..]),
-                Some(_) => return Err(ReplyError::BadLine),
-            };
-            let mut text = std::str::from_utf8(text).map_err(|_| ReplyError::NotUtf8)?;
-            // An enhanced code "X.Y.Z " whose class matches the reply's first digit.
-            let (first, rest) = text.split_once(' ').unwrap_or((text, ""));
-            if let Ok(st) = first.parse::<EnhancedStatus>()
-                && u16::from(st.class) == this / 100
-            {
-                if lines.is_empty() {
-                    status = Some(st);
-                }
-                if status == Some(st) {
-                    text = rest;
-                }
-            }
-            lines.push(text.to_owned());
-            if lines.len() > MAX_LINES {
-                return Err(ReplyError::TooManyLines);
-            }
-            if last {
+            let line = &input[self.scanned..nl];
+            self.examined = self.examined.saturating_add(line.len() as u64);
+            self.scanned = end;
+            self.searched = 0;
+            if self.accept(line)? {
                 let reply = Reply {
-                    code: code.expect("set above"),
-                    status,
-                    lines,
+                    code: self.code.unwrap_or_default(),
+                    status: self.status,
+                    lines: std::mem::take(&mut self.lines),
                 };
-                return Ok(Some((reply, pos)));
+                return Ok(Some((reply, end)));
             }
         }
+    }
+
+    /// Adds one line (without its LF) to the current reply; true when it was the last.
+    fn accept(&mut self, mut line: &[u8]) -> Result<bool, ReplyError> {
+        if line.len() > MAX_LINE {
+            return Err(ReplyError::LineTooLong);
+        }
+        if line.last() == Some(&b'\r') {
+            line = &line[..line.len() - 1];
+        }
+        let Some(digits) = line.get(..3) else {
+            return Err(ReplyError::BadLine);
+        };
+        if !digits.iter().all(u8::is_ascii_digit) {
+            return Err(ReplyError::BadLine);
+        }
+        let this = digits
+            .iter()
+            .fold(0u16, |n, d| n * 10 + u16::from(d - b'0'));
+        if !(100..600).contains(&this) {
+            return Err(ReplyError::BadLine);
+        }
+        if *self.code.get_or_insert(this) != this {
+            return Err(ReplyError::MixedCodes);
+        }
+        let (last, text) = match line.get(3) {
+            None => (true, &b""[..]),
+            Some(b' ') => (true, &line[4..]),
+            Some(b'-') => (false, &line[4..]),
+            Some(_) => return Err(ReplyError::BadLine),
+        };
+        let mut text = std::str::from_utf8(text).map_err(|_| ReplyError::NotUtf8)?;
+        // An enhanced code "X.Y.Z " whose class matches the reply's first digit.
+        let (first, rest) = text.split_once(' ').unwrap_or((text, ""));
+        if let Ok(st) = first.parse::<EnhancedStatus>()
+            && u16::from(st.class) == this / 100
+        {
+            if self.lines.is_empty() {
+                self.status = Some(st);
+            }
+            if self.status == Some(st) {
+                text = rest;
+            }
+        }
+        if self.lines.len() >= MAX_REPLY_LINES {
+            return Err(ReplyError::TooManyLines);
+        }
+        self.lines.push(text.to_owned());
+        Ok(last)
     }
 }
 
@@ -399,5 +477,111 @@ mod tests {
             Ok(EnhancedStatus::new(2, 0, 0))
         );
         assert!("3.0.0".parse::<EnhancedStatus>().is_err());
+    }
+
+    /// A reply of `n` lines in wire form.
+    fn long_reply(n: usize) -> Vec<u8> {
+        let mut wire = Vec::new();
+        for i in 0..n {
+            let sep = if i + 1 == n { ' ' } else { '-' };
+            wire.extend_from_slice(format!("250{sep}2.0.0 line {i:04}\r\n").as_bytes());
+        }
+        wire
+    }
+
+    /// Feeds `wire` (plus a trailing reply) `step` octets at a time, as a connection does.
+    fn feed(wire: &[u8], step: usize) -> (Result<Option<(Reply, usize)>, ReplyError>, u64) {
+        let mut p = ReplyParser::new();
+        let mut end = 0;
+        loop {
+            end = (end + step).min(wire.len());
+            match p.parse(&wire[..end]) {
+                Ok(None) if end < wire.len() => {}
+                r => return (r, p.examined()),
+            }
+        }
+    }
+
+    #[test]
+    fn byte_at_a_time_equals_all_at_once_and_is_linear() {
+        let mut wire = long_reply(1000);
+        let len = wire.len();
+        wire.extend_from_slice(b"221 bye\r\n");
+        let (all, _) = feed(&wire, wire.len());
+        let (all, used) = all.unwrap().unwrap();
+        assert_eq!((all.lines.len(), used), (1000, len));
+        assert_eq!(all.lines[999], "line 0999");
+        assert_eq!(all.status, Some(EnhancedStatus::new(2, 0, 0)));
+        for step in [1, 2, 7, 100, 4095] {
+            let (r, examined) = feed(&wire, step);
+            assert_eq!(r, Ok(Some((all.clone(), len))), "step {step}");
+            // Each octet is searched once and parsed once: linear in the reply's size.
+            assert!(
+                examined <= 2 * len as u64,
+                "step {step}: {examined} > 2 * {len}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_long_unfinished_line_is_searched_once() {
+        let mut p = ReplyParser::new();
+        let mut wire = b"250 ".to_vec();
+        wire.resize(4000, b'x');
+        for end in 1..=wire.len() {
+            assert_eq!(p.parse(&wire[..end]), Ok(None));
+        }
+        assert!(p.examined() <= wire.len() as u64);
+        wire.extend_from_slice(b"\r\n");
+        let (r, n) = p.parse(&wire).unwrap().unwrap();
+        assert_eq!((r.lines[0].len(), n), (3996, 4002));
+        assert!(p.examined() <= 2 * wire.len() as u64);
+    }
+
+    #[test]
+    fn over_the_caps_is_an_error() {
+        // Too many lines, however they arrive.
+        let wire = long_reply(MAX_REPLY_LINES + 1);
+        assert!(wire.len() < MAX_REPLY_BYTES);
+        for step in [1, 64, wire.len()] {
+            assert_eq!(
+                feed(&wire, step).0,
+                Err(ReplyError::TooManyLines),
+                "step {step}"
+            );
+        }
+        assert!(feed(&long_reply(MAX_REPLY_LINES), 1).0.unwrap().is_some());
+        // Too many octets in fewer lines.
+        let mut wire = Vec::new();
+        let line = format!("250-{}\r\n", "y".repeat(1000));
+        while wire.len() <= MAX_REPLY_BYTES {
+            wire.extend_from_slice(line.as_bytes());
+        }
+        wire.extend_from_slice(b"250 end\r\n");
+        for step in [1, 1000, wire.len()] {
+            assert_eq!(feed(&wire, step).0, Err(ReplyError::TooLong), "step {step}");
+        }
+        // An endless unfinished line.
+        assert_eq!(
+            feed(&[b'2'; 2 * MAX_LINE], 3).0,
+            Err(ReplyError::LineTooLong)
+        );
+        // After an error the parser starts afresh.
+        let mut p = ReplyParser::new();
+        assert!(p.parse(&wire).is_err());
+        assert_eq!(p.parse(b"250 ok\r\n").unwrap().unwrap().1, 8);
+    }
+
+    #[test]
+    fn a_moved_or_shrunk_buffer_restarts_cleanly() {
+        let mut p = ReplyParser::new();
+        assert_eq!(p.parse(b"250-a\r\n250-b"), Ok(None));
+        // The caller dropped its buffer (e.g. STARTTLS): shorter input starts over.
+        let (r, n) = p.parse(b"220 go\r\n").unwrap().unwrap();
+        assert_eq!((r.code, n), (220, 8));
+        p.reset();
+        assert_eq!(p.parse(b"250-a\r\n"), Ok(None));
+        p.reset();
+        assert_eq!(p.parse(b"221 x\r\n").unwrap().unwrap().0.code, 221);
     }
 }
