@@ -102,12 +102,9 @@ impl Api {
                 }
             }
             ("POST", ["destinations", d, "suspend"]) => {
-                let duration = match req.query_param("duration").map(humantime::parse_duration) {
-                    None => Duration::from_secs(3600),
-                    Some(Ok(d)) => d,
-                    Some(Err(e)) => {
-                        return Response::json(400, &json!({"error": format!("duration: {e}")}));
-                    }
+                let duration = match suspend_duration(req.query_param("duration")) {
+                    Ok(d) => d,
+                    Err(e) => return Response::json(400, &json!({"error": e})),
                 };
                 self.per_shard(Command::Suspend((*d).to_owned(), duration.as_secs()))
                     .await
@@ -222,6 +219,24 @@ impl Api {
     }
 }
 
+/// The longest suspension an operator may ask for (`?duration=` of a suspend).
+pub const MAX_SUSPEND: Duration = Duration::from_secs(30 * 86_400);
+
+/// The suspension asked for: one hour when absent, at most [`MAX_SUSPEND`].
+fn suspend_duration(value: Option<&str>) -> Result<Duration, String> {
+    let Some(value) = value else {
+        return Ok(Duration::from_secs(3600));
+    };
+    let d = humantime::parse_duration(value.trim()).map_err(|e| format!("duration: {e}"))?;
+    if d > MAX_SUSPEND {
+        return Err(format!(
+            "duration: at most {} (30 days)",
+            humantime::format_duration(MAX_SUSPEND)
+        ));
+    }
+    Ok(d)
+}
+
 fn jsons(answers: Vec<(usize, Answer)>) -> Vec<Value> {
     answers
         .into_iter()
@@ -235,5 +250,26 @@ fn jsons(answers: Vec<(usize, Answer)>) -> Vec<Value> {
 impl Handler for Api {
     fn handle(&self, req: Request) -> Pin<Box<dyn Future<Output = Response> + '_>> {
         Box::pin(self.route(req))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn suspend_durations_are_bounded() {
+        assert_eq!(suspend_duration(None), Ok(Duration::from_secs(3600)));
+        assert_eq!(suspend_duration(Some("2h")), Ok(Duration::from_secs(7200)));
+        assert_eq!(suspend_duration(Some("30days")), Ok(MAX_SUSPEND));
+        for bad in [
+            "30days 1s",
+            "1000000000y",
+            "500000000000y",
+            "99999999999999999999s",
+            "x",
+        ] {
+            assert!(suspend_duration(Some(bad)).is_err(), "{bad}");
+        }
     }
 }

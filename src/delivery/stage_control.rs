@@ -201,7 +201,7 @@ impl Stage {
         let Some(key) = self.destination_key(name).await else {
             return json!({"error": format!("{name}: no route")});
         };
-        let until = Instant::now() + Duration::from_secs(seconds);
+        let until = crate::queue::later(Instant::now(), Duration::from_secs(seconds));
         self.sched
             .borrow_mut()
             .suspend(&key, until, "suspended by an administrator".to_owned());
