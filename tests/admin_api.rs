@@ -182,7 +182,15 @@ fn state_changes_need_an_allowed_network_or_the_token() {
         403
     );
     assert_eq!(raw(admin, "GET /health HTTP/1.1\r\nHost: x\r\n\r\n"), 200);
-    assert_eq!(raw(admin, "GET /nothing HTTP/1.1\r\nHost: x\r\n\r\n"), 404);
+    // Every path but /health needs the token, reads included (a refusal says nothing of routes).
+    assert_eq!(raw(admin, "GET /nothing HTTP/1.1\r\nHost: x\r\n\r\n"), 403);
+    assert_eq!(
+        raw(
+            admin,
+            "GET /nothing HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer s3cret\r\n\r\n"
+        ),
+        404
+    );
     // The CLI sends the configured token (delivery is on hold here: the shards say so).
     let (ok, out, err) = cli(admin, &config, &["queue", "flush", "--json"]);
     assert!(ok, "{err}");

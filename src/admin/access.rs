@@ -1,11 +1,11 @@
-//! Who may make state-changing admin requests.
+//! Who may use the admin endpoint.
 //!
-//! What it does: `AccessPolicy` permits a change when the peer's address is in one of the
+//! What it does: `AccessPolicy` permits a request (a read or a change) when the peer's address is in one of the
 //! allowed networks, or when the request carries `Authorization: Bearer <token>` matching the
 //! configured token (compared in constant time).
 //!
-//! What it does not do: no policy for read-only requests (those are the handler's choice), no
-//! users or roles, no rate limiting.
+//! What it does not do: no choice of which routes it guards (the handler's: the admin API
+//! guards all but `GET /health`), no users or roles, no rate limiting.
 //!
 //! Invariants: with no token configured, only the address check applies; an empty configured
 //! token never matches; IPv4-mapped IPv6 peers are checked as IPv4.
@@ -47,8 +47,8 @@ impl Default for AccessPolicy {
 }
 
 impl AccessPolicy {
-    /// Whether a state-changing request from `peer` with this `Authorization` header value
-    /// may proceed.
+    /// Whether a request from `peer` with this `Authorization` header value may proceed (the
+    /// admin API asks it for reads and changes alike).
     pub fn permits_change(&self, peer: IpAddr, authorization_header: Option<&str>) -> bool {
         let peer = peer.to_canonical();
         if self.allow.iter().any(|net| net.contains(&peer)) {

@@ -8,8 +8,10 @@
 //!
 //! What it does not do: no state of its own; no execution (each shard acts on its own queue).
 //!
-//! Invariants: a request that changes state (POST) is refused with `403` unless the access
-//! policy permits it (allowed network or bearer token); answers are JSON except `/metrics`.
+//! Invariants: every request but `GET /health` is refused with `403`, before its body is read,
+//! unless the access policy permits it (allowed network or bearer token): the reads show
+//! senders, recipients, client addresses and AUTH names and cause DNS lookups, so they are
+//! guarded like the changes; answers are JSON except `/metrics`.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -20,7 +22,7 @@ use serde_json::{Value, json};
 
 use super::AccessPolicy;
 use super::control::{Answer, Command, DeleteMode, ShardLink, ask_all};
-use super::http::{Handler, Method, Request, Response};
+use super::http::{Handler, Head, Method, Request, Response};
 use crate::delivery::AGE_BUCKETS_MINUTES;
 use crate::spool::QueueId;
 
@@ -49,17 +51,6 @@ impl Api {
             })
             .collect();
         let segments: Vec<&str> = decoded.iter().map(String::as_str).collect();
-        let post = req.method == Method::POST;
-        if post
-            && !self
-                .access
-                .permits_change(req.peer.ip(), req.header("authorization"))
-        {
-            return Response::json(
-                403,
-                &json!({"error": "not allowed from this address without the token"}),
-            );
-        }
         let method = match req.method {
             Method::GET => "GET",
             Method::POST => "POST",
@@ -248,6 +239,21 @@ fn jsons(answers: Vec<(usize, Answer)>) -> Vec<Value> {
 }
 
 impl Handler for Api {
+    fn admit(&self, head: &Head<'_>) -> Option<Response> {
+        let health = *head.method == Method::GET && head.path.trim_end_matches('/') == "/health";
+        if health
+            || self
+                .access
+                .permits_change(head.peer.ip(), head.header("authorization"))
+        {
+            return None;
+        }
+        Some(Response::json(
+            403,
+            &json!({"error": "not allowed from this address without the token"}),
+        ))
+    }
+
     fn handle(&self, req: Request) -> Pin<Box<dyn Future<Output = Response> + '_>> {
         Box::pin(self.route(req))
     }
