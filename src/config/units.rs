@@ -232,6 +232,8 @@ mod tests {
             16_777_215 << 40
         );
         assert!(toml::from_str::<T>("s = -1").is_err());
+        let ok = toml::from_str::<T>("s = \"16777215TiB\"").unwrap();
+        assert_eq!(ok.s, Some(ByteSize(16_777_215 << 40)));
         // Durations past 100 years, or past a u64 of seconds.
         for bad in [
             "101y",
