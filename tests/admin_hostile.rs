@@ -335,3 +335,57 @@ fn a_client_that_never_reads_its_answers_is_disconnected() {
     assert_eq!(status, 200);
     mta.stop();
 }
+
+#[test]
+fn slow_heads_and_bodies_are_cut() {
+    let dir = tempdir();
+    let config = write_config(dir.path(), "", "");
+    let mut mta = Mta::start(dir.path(), &config);
+    let admin = mta.admin.expect("admin endpoint");
+
+    // A body that never arrives in full: 408 after the 10 s body timeout.
+    let mut body = connect(admin);
+    body.set_read_timeout(Some(Duration::from_secs(30)))
+        .expect("timeout");
+    body.write_all(
+        b"POST /queue/flush HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n0123456789",
+    )
+    .expect("write");
+
+    // A head trickled a byte every half second, so no read ever waits long: cut at the 10 s
+    // head timeout anyway.
+    let mut slow = connect(admin);
+    slow.set_read_timeout(Some(Duration::from_millis(500)))
+        .expect("timeout");
+    let start = Instant::now();
+    let head = b"GET /health HTTP/1.1\r\nX-Slow: "
+        .iter()
+        .chain(std::iter::repeat(&b'a'));
+    let mut cut = false;
+    for &b in head.take(120) {
+        if slow.write_all(&[b]).is_err() {
+            cut = true;
+            break;
+        }
+        let mut buf = [0u8; 256];
+        match slow.read(&mut buf) {
+            Ok(0) => {
+                cut = true;
+                break;
+            }
+            Ok(_) => {}
+            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
+            Err(_) => {
+                cut = true;
+                break;
+            }
+        }
+    }
+    let waited = start.elapsed();
+    assert!(cut, "a trickled head was still open after {waited:?}");
+    assert!(waited < Duration::from_secs(40), "{waited:?}");
+
+    let (status, text) = read_response(&mut body);
+    assert_eq!(status, 408, "{text}");
+    mta.stop();
+}
