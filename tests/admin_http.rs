@@ -43,7 +43,7 @@ impl Handler for TestHandler {
                 ("POST", "/echo") => {
                     if self
                         .policy
-                        .permits(req.peer.ip(), req.header("authorization"))
+                        .permits_change(req.peer.ip(), req.header("authorization"))
                     {
                         Response {
                             status: 200,

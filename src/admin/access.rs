@@ -1,11 +1,11 @@
-//! Who may make admin requests.
+//! Who may use the admin endpoint.
 //!
-//! What it does: `AccessPolicy` permits a request when the peer's address is in one of the
+//! What it does: `AccessPolicy` permits a request (a read or a change) when the peer's address is in one of the
 //! allowed networks, or when the request carries `Authorization: Bearer <token>` matching the
 //! configured token (compared in constant time).
 //!
-//! What it does not do: no choice of which endpoints need it (the handler applies it to all
-//! but `/health`), no users or roles, no rate limiting.
+//! What it does not do: no choice of which routes it guards (the handler's: the admin API
+//! guards all but `GET /health`), no users or roles, no rate limiting.
 //!
 //! Invariants: with no token configured, only the address check applies; an empty configured
 //! token never matches; IPv4-mapped IPv6 peers are checked as IPv4.
@@ -47,9 +47,9 @@ impl Default for AccessPolicy {
 }
 
 impl AccessPolicy {
-    /// Whether a state-changing request from `peer` with this `Authorization` header value
-    /// may proceed.
-    pub fn permits(&self, peer: IpAddr, authorization_header: Option<&str>) -> bool {
+    /// Whether a request from `peer` with this `Authorization` header value may proceed (the
+    /// admin API asks it for reads and changes alike).
+    pub fn permits_change(&self, peer: IpAddr, authorization_header: Option<&str>) -> bool {
         let peer = peer.to_canonical();
         if self.allow.iter().any(|net| net.contains(&peer)) {
             return true;
@@ -89,12 +89,12 @@ mod tests {
     #[test]
     fn default_allows_loopback_only() {
         let p = AccessPolicy::default();
-        assert!(p.permits(ip("127.0.0.1"), None));
-        assert!(p.permits(ip("127.9.8.7"), None));
-        assert!(p.permits(ip("::1"), None));
-        assert!(p.permits(ip("::ffff:127.0.0.1"), None));
-        assert!(!p.permits(ip("192.0.2.1"), None));
-        assert!(!p.permits(ip("192.0.2.1"), Some("Bearer ")));
+        assert!(p.permits_change(ip("127.0.0.1"), None));
+        assert!(p.permits_change(ip("127.9.8.7"), None));
+        assert!(p.permits_change(ip("::1"), None));
+        assert!(p.permits_change(ip("::ffff:127.0.0.1"), None));
+        assert!(!p.permits_change(ip("192.0.2.1"), None));
+        assert!(!p.permits_change(ip("192.0.2.1"), Some("Bearer ")));
     }
 
     #[test]
@@ -103,17 +103,17 @@ mod tests {
             allow: vec![],
             token: Some("s3cret".into()),
         };
-        assert!(p.permits(ip("192.0.2.1"), Some("Bearer s3cret")));
-        assert!(p.permits(ip("192.0.2.1"), Some("bearer  s3cret ")));
-        assert!(!p.permits(ip("192.0.2.1"), Some("Bearer s3creT")));
-        assert!(!p.permits(ip("192.0.2.1"), Some("Bearer s3cret2")));
-        assert!(!p.permits(ip("192.0.2.1"), Some("Basic s3cret")));
-        assert!(!p.permits(ip("127.0.0.1"), None));
+        assert!(p.permits_change(ip("192.0.2.1"), Some("Bearer s3cret")));
+        assert!(p.permits_change(ip("192.0.2.1"), Some("bearer  s3cret ")));
+        assert!(!p.permits_change(ip("192.0.2.1"), Some("Bearer s3creT")));
+        assert!(!p.permits_change(ip("192.0.2.1"), Some("Bearer s3cret2")));
+        assert!(!p.permits_change(ip("192.0.2.1"), Some("Basic s3cret")));
+        assert!(!p.permits_change(ip("127.0.0.1"), None));
         let empty = AccessPolicy {
             allow: vec![],
             token: Some(String::new()),
         };
-        assert!(!empty.permits(ip("192.0.2.1"), Some("Bearer ")));
+        assert!(!empty.permits_change(ip("192.0.2.1"), Some("Bearer ")));
     }
 
     #[test]
@@ -121,8 +121,8 @@ mod tests {
         let p: AccessPolicy = toml::from_str("token = \"t\"").expect("valid");
         assert_eq!(p.allow, AccessPolicy::default().allow);
         let p: AccessPolicy = toml::from_str("allow = [\"10.0.0.0/8\"]").expect("valid");
-        assert!(p.permits(ip("10.1.2.3"), None));
-        assert!(!p.permits(ip("127.0.0.1"), None));
+        assert!(p.permits_change(ip("10.1.2.3"), None));
+        assert!(!p.permits_change(ip("127.0.0.1"), None));
         assert!(toml::from_str::<AccessPolicy>("allowed = []").is_err());
     }
 }

@@ -9,11 +9,11 @@
 //! What it does not do: no state of its own; no execution (each shard acts on its own queue).
 //!
 //! Invariants: every request but `GET /health` is refused with `403`, before its body is read,
-//! unless the access policy permits it (allowed network or bearer token); answers are JSON
-//! except `/metrics`.
+//! unless the access policy permits it (allowed network or bearer token): the reads show
+//! senders, recipients, client addresses and AUTH names and cause DNS lookups, so they are
+//! guarded like the changes; answers are JSON except `/metrics`.
 
 use std::future::Future;
-use std::net::SocketAddr;
 use std::pin::Pin;
 use std::str::FromStr;
 use std::time::Duration;
@@ -22,12 +22,9 @@ use serde_json::{Value, json};
 
 use super::AccessPolicy;
 use super::control::{Answer, Command, DeleteMode, ShardLink, ask_all};
-use super::http::{Handler, HeaderMap, Method, Request, Response};
+use super::http::{Handler, Head, Method, Request, Response};
 use crate::delivery::AGE_BUCKETS_MINUTES;
 use crate::spool::QueueId;
-
-/// The longest suspension an administrator can ask for.
-pub const MAX_SUSPEND: Duration = Duration::from_secs(30 * 86_400);
 
 /// The routes, over the shards' command links.
 pub struct Api {
@@ -96,18 +93,9 @@ impl Api {
                 }
             }
             ("POST", ["destinations", d, "suspend"]) => {
-                let duration = match req.query_param("duration").map(humantime::parse_duration) {
-                    None => Duration::from_secs(3600),
-                    Some(Ok(d)) if d <= MAX_SUSPEND => d,
-                    Some(Ok(_)) => {
-                        return Response::json(
-                            400,
-                            &json!({"error": "duration: at most 30 days (resume it, or suspend it again later)"}),
-                        );
-                    }
-                    Some(Err(e)) => {
-                        return Response::json(400, &json!({"error": format!("duration: {e}")}));
-                    }
+                let duration = match suspend_duration(req.query_param("duration")) {
+                    Ok(d) => d,
+                    Err(e) => return Response::json(400, &json!({"error": e})),
                 };
                 self.per_shard(Command::Suspend((*d).to_owned(), duration.as_secs()))
                     .await
@@ -222,6 +210,24 @@ impl Api {
     }
 }
 
+/// The longest suspension an operator may ask for (`?duration=` of a suspend).
+pub const MAX_SUSPEND: Duration = Duration::from_secs(30 * 86_400);
+
+/// The suspension asked for: one hour when absent, at most [`MAX_SUSPEND`].
+fn suspend_duration(value: Option<&str>) -> Result<Duration, String> {
+    let Some(value) = value else {
+        return Ok(Duration::from_secs(3600));
+    };
+    let d = humantime::parse_duration(value.trim()).map_err(|e| format!("duration: {e}"))?;
+    if d > MAX_SUSPEND {
+        return Err(format!(
+            "duration: at most {} days",
+            MAX_SUSPEND.as_secs() / 86_400
+        ));
+    }
+    Ok(d)
+}
+
 fn jsons(answers: Vec<(usize, Answer)>) -> Vec<Value> {
     answers
         .into_iter()
@@ -233,30 +239,43 @@ fn jsons(answers: Vec<(usize, Answer)>) -> Vec<Value> {
 }
 
 impl Handler for Api {
-    /// Every endpoint but `/health` needs an address in `admin.allow` or the bearer token:
-    /// reads show senders, recipients, client addresses and AUTH names, and trigger DNS
-    /// lookups.
-    fn refuses(
-        &self,
-        _method: &Method,
-        path: &str,
-        headers: &HeaderMap,
-        peer: SocketAddr,
-    ) -> Option<Response> {
-        if path.trim_end_matches('/') == "/health" {
+    fn admit(&self, head: &Head<'_>) -> Option<Response> {
+        let health = *head.method == Method::GET && head.path.trim_end_matches('/') == "/health";
+        if health
+            || self
+                .access
+                .permits_change(head.peer.ip(), head.header("authorization"))
+        {
             return None;
         }
-        let authorization = headers.get("authorization").and_then(|v| v.to_str().ok());
-        match self.access.permits(peer.ip(), authorization) {
-            true => None,
-            false => Some(Response::json(
-                403,
-                &json!({"error": "not allowed from this address without the token"}),
-            )),
-        }
+        Some(Response::json(
+            403,
+            &json!({"error": "not allowed from this address without the token"}),
+        ))
     }
 
     fn handle(&self, req: Request) -> Pin<Box<dyn Future<Output = Response> + '_>> {
         Box::pin(self.route(req))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn suspend_durations_are_bounded() {
+        assert_eq!(suspend_duration(None), Ok(Duration::from_secs(3600)));
+        assert_eq!(suspend_duration(Some("2h")), Ok(Duration::from_secs(7200)));
+        assert_eq!(suspend_duration(Some("30days")), Ok(MAX_SUSPEND));
+        for bad in [
+            "30days 1s",
+            "1000000000y",
+            "500000000000y",
+            "99999999999999999999s",
+            "x",
+        ] {
+            assert!(suspend_duration(Some(bad)).is_err(), "{bad}");
+        }
     }
 }

@@ -1,18 +1,24 @@
 //! The admin endpoint's HTTP/1.1 server on one glommio executor.
 //!
-//! What it does: accepts connections until a stop future completes, serves each on its own
-//! local task with hyper (keep-alive, a header read timeout, an idle read timeout), reads the
-//! request body up to [`MAX_BODY`] bytes (larger: `413`), decodes the query string, and hands
-//! a [`Request`] to the [`Handler`], whose [`Response`] it writes back.
+//! What it does: accepts connections until a stop future completes, at most
+//! [`MAX_CONNECTIONS`] at a time (one more is closed at once), serves each on its own local
+//! task with hyper (keep-alive, a head cut at [`HEADER_READ_TIMEOUT`], a read and a write
+//! timeout of [`IDLE_TIMEOUT`] on the socket), asks the [`Handler`] whether to admit the
+//! request from its head alone ([`Handler::admit`]), then reads the body up to [`MAX_BODY`]
+//! bytes within [`BODY_READ_TIMEOUT`] (larger: `413`; slower: `408`), decodes the query
+//! string, and hands a [`Request`] to the handler, whose [`Response`] it writes back. A head
+//! over [`MAX_HEAD`] bytes is answered `431` by hyper.
 //!
 //! What it does not do: no HTTP parsing of its own (hyper does it and answers malformed
-//! requests with `400`), no routing, no access control (see `access`), no TLS, no HTTP/2, and
-//! it does not close connections already open when stop completes (they end on their own
-//! timeouts or with the executor).
+//! requests with `400`), no routing, no access policy of its own (the handler's `admit`), no
+//! TLS, no HTTP/2, and it does not close connections already open when stop completes (they
+//! end on their own timeouts or with the executor).
 //!
 //! Invariants: nothing here is `Send`; the handler runs on the serving shard; connection
-//! errors are logged at debug level and never panic; a body is never buffered past `MAX_BODY`.
+//! errors are logged at debug level and never panic; a body is never buffered past `MAX_BODY`
+//! and the body of a request that `admit` refuses is never read.
 
+use std::cell::Cell;
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
@@ -24,31 +30,31 @@ use bytes::Bytes;
 use glommio::net::{TcpListener, TcpStream};
 use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
 use hyper::body::Incoming;
-use hyper::header::{CONTENT_LENGTH, CONTENT_TYPE, HeaderValue};
+use hyper::header::{CONNECTION, CONTENT_LENGTH, CONTENT_TYPE, HeaderValue};
 
 pub use hyper::{HeaderMap, Method};
 
 use super::rt::{GlommioIo, GlommioTimer};
 use crate::server::listener::accept_or_stop;
 
-/// The largest request body accepted (no endpoint takes a body today).
+/// The largest request body accepted.
 pub const MAX_BODY: usize = 64 * 1024;
 
-/// The largest request head (request line and headers) accepted; over it: `431`.
+/// The largest request head (request line and headers) accepted, in bytes.
 pub const MAX_HEAD: usize = 16 * 1024;
 
-/// Admin connections served at once per process (the endpoint runs on one shard); more are
-/// closed at once.
+/// Connections served at once; one more is closed as soon as it is accepted.
 pub const MAX_CONNECTIONS: usize = 64;
-
-/// How long a response may wait for a client that does not read it.
-pub const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// How long a client may take to send a request's headers.
 pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// How long a connection may stay silent before it is dropped.
-pub const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long a client may take to send a request's body.
+pub const BODY_READ_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How long a read may wait for a byte, or a write for room, before the connection is
+/// dropped (a silent client, or one that does not read its answers).
+pub const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// One request, body read in full.
 #[derive(Debug, Clone)]
@@ -121,19 +127,35 @@ impl Response {
     }
 }
 
+/// What the handler sees of a request before its body is read.
+#[derive(Debug)]
+pub struct Head<'a> {
+    /// The method.
+    pub method: &'a Method,
+    /// The path, as sent (not percent-decoded).
+    pub path: &'a str,
+    /// The request headers.
+    pub headers: &'a HeaderMap,
+    /// The peer's address.
+    pub peer: SocketAddr,
+}
+
+impl Head<'_> {
+    /// The value of header `name`, when present and visible ASCII.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+}
+
 /// Answers requests; runs on the serving shard (not `Send`).
 pub trait Handler {
-    /// Decides from the request line and headers alone, before any of the body is read,
-    /// whether `peer` may make this request: `Some(refusal)` if not.
-    fn refuses(
-        &self,
-        _method: &Method,
-        _path: &str,
-        _headers: &HeaderMap,
-        _peer: SocketAddr,
-    ) -> Option<Response> {
+    /// Whether to go on with a request, from its head alone: `Some(response)` refuses it with
+    /// that response, and its body is never read. The default admits everything.
+    fn admit(&self, head: &Head<'_>) -> Option<Response> {
+        let _ = head;
         None
     }
+
     /// Answers one request.
     fn handle(&self, req: Request) -> Pin<Box<dyn Future<Output = Response> + '_>>;
 }
@@ -145,24 +167,39 @@ pub async fn serve(
     stop: impl Future<Output = ()>,
 ) {
     let mut stop = std::pin::pin!(stop);
-    let open = Rc::new(std::cell::Cell::new(0usize));
+    let open = Rc::new(Cell::new(0usize));
     while let Some(stream) = accept_or_stop(&listener, stop.as_mut(), "admin").await {
         let Ok(peer) = stream.peer_addr() else {
             continue;
         };
         if open.get() >= MAX_CONNECTIONS {
-            tracing::info!(%peer, "admin connection over the limit of {MAX_CONNECTIONS}; closed");
+            tracing::debug!(%peer, "admin connection refused: {MAX_CONNECTIONS} already open");
             drop(stream);
             continue;
         }
-        open.set(open.get() + 1);
-        let open = open.clone();
+        let slot = Slot::take(&open);
         let handler = handler.clone();
         glommio::spawn_local(async move {
             connection(stream, peer, handler).await;
-            open.set(open.get() - 1);
+            drop(slot);
         })
         .detach();
+    }
+}
+
+/// One of the [`MAX_CONNECTIONS`] places, given back when dropped.
+struct Slot(Rc<Cell<usize>>);
+
+impl Slot {
+    fn take(open: &Rc<Cell<usize>>) -> Slot {
+        open.set(open.get() + 1);
+        Slot(open.clone())
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.0.set(self.0.get().saturating_sub(1));
     }
 }
 
@@ -172,7 +209,7 @@ async fn connection(stream: TcpStream, peer: SocketAddr, handler: Rc<dyn Handler
     if let Err(e) = stream.set_read_timeout(Some(IDLE_TIMEOUT)) {
         tracing::debug!(%peer, error = %e, "admin connection: cannot set read timeout");
     }
-    if let Err(e) = stream.set_write_timeout(Some(WRITE_TIMEOUT)) {
+    if let Err(e) = stream.set_write_timeout(Some(IDLE_TIMEOUT)) {
         tracing::debug!(%peer, error = %e, "admin connection: cannot set write timeout");
     }
     let service = hyper::service::service_fn(move |req| respond(handler.clone(), peer, req));
@@ -194,9 +231,14 @@ async fn respond(
     req: hyper::Request<Incoming>,
 ) -> Result<hyper::Response<Full<Bytes>>, Infallible> {
     let (parts, body) = req.into_parts();
-    // The access check comes first: a refused request's body is never read.
-    if let Some(refusal) = handler.refuses(&parts.method, parts.uri.path(), &parts.headers, peer) {
-        return Ok(to_hyper(refusal));
+    let head = Head {
+        method: &parts.method,
+        path: parts.uri.path(),
+        headers: &parts.headers,
+        peer,
+    };
+    if let Some(refusal) = handler.admit(&head) {
+        return Ok(closing(to_hyper(refusal)));
     }
     let declared = parts
         .headers
@@ -204,14 +246,25 @@ async fn respond(
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
     if declared.is_some_and(|n| n > MAX_BODY as u64) {
-        return Ok(to_hyper(too_large()));
+        return Ok(closing(to_hyper(too_large())));
     }
-    let body = match Limited::new(body, MAX_BODY).collect().await {
-        Ok(collected) => collected.to_bytes().to_vec(),
-        Err(e) if e.downcast_ref::<LengthLimitError>().is_some() => {
-            return Ok(to_hyper(too_large()));
+    let read = futures_lite::future::or(
+        async { Some(Limited::new(body, MAX_BODY).collect().await) },
+        async {
+            glommio::timer::sleep(BODY_READ_TIMEOUT).await;
+            None
+        },
+    );
+    let body = match read.await {
+        None => {
+            let slow = Response::text(408, "request body not sent in time\n".to_string());
+            return Ok(closing(to_hyper(slow)));
         }
-        Err(e) => {
+        Some(Ok(collected)) => collected.to_bytes().to_vec(),
+        Some(Err(e)) if e.downcast_ref::<LengthLimitError>().is_some() => {
+            return Ok(closing(to_hyper(too_large())));
+        }
+        Some(Err(e)) => {
             tracing::debug!(%peer, error = %e, "admin request body unreadable");
             return Ok(to_hyper(Response::text(
                 400,
@@ -238,6 +291,14 @@ async fn respond(
 
 fn too_large() -> Response {
     Response::text(413, format!("request body over {MAX_BODY} bytes\n"))
+}
+
+/// Marks a response as the connection's last (its request's body was not read to the end).
+fn closing(mut response: hyper::Response<Full<Bytes>>) -> hyper::Response<Full<Bytes>> {
+    response
+        .headers_mut()
+        .insert(CONNECTION, HeaderValue::from_static("close"));
+    response
 }
 
 fn to_hyper(response: Response) -> hyper::Response<Full<Bytes>> {

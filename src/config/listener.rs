@@ -165,9 +165,9 @@ pub(super) fn check(
 pub struct AdminSection {
     /// Address of the endpoint; `""` turns it off. Keep it on loopback or a management network.
     pub listen: String,
-    /// Networks whose requests may change state (POST) without the token.
+    /// Networks whose requests (all but `GET /health`) need no token.
     pub allow: Vec<IpNet>,
-    /// Bearer token that permits state changes from any address (`Authorization: Bearer ...`).
+    /// Bearer token that permits every request from any address (`Authorization: Bearer ...`).
     pub token: Option<String>,
 }
 

@@ -4,9 +4,12 @@
 //! What it does: newtypes that deserialize from those strings (or from plain integers: seconds
 //! and bytes) and print back in the same form.
 //!
-//! What it does not do: no validation of ranges; that is the configuration's job.
+//! What it does not do: no validation of ranges beyond the two below; that is the
+//! configuration's job.
 //!
-//! Invariants: `ByteSize` is a count of octets; `Seconds` wraps a `std::time::Duration`.
+//! Invariants: `ByteSize` is a count of octets that fits a `u64` (a size that overflows is an
+//! error, not a wrap); `HumanDuration` wraps a `std::time::Duration` of at most
+//! [`HumanDuration::MAX`] (100 years), so `Instant::now() + d` can never overflow.
 
 use std::fmt;
 use std::str::FromStr;
@@ -18,25 +21,23 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer, de};
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub struct HumanDuration(pub Duration);
 
-/// The longest duration a setting accepts: 100 years (of 365.25 days, as `"100y"`). Every deadline is `now + setting`, and
-/// with this cap that sum can never overflow.
-pub const MAX_DURATION: Duration = Duration::from_secs(3_155_760_000);
-
-/// `d` if it is at most [`MAX_DURATION`].
-fn capped(d: Duration) -> Result<HumanDuration, String> {
-    match d <= MAX_DURATION {
-        true => Ok(HumanDuration(d)),
-        false => Err(format!(
-            "duration {} is longer than 100 years",
-            humantime::format_duration(d)
-        )),
-    }
-}
-
 impl HumanDuration {
+    /// The longest duration a configuration may give: 100 years.
+    pub const MAX: Duration = Duration::from_secs(100 * 365 * 86_400);
+
     /// A duration of `secs` seconds.
     pub const fn secs(secs: u64) -> Self {
         HumanDuration(Duration::from_secs(secs))
+    }
+
+    /// `d`, if it is at most [`HumanDuration::MAX`].
+    fn bounded(d: Duration, text: &str) -> Result<Self, String> {
+        if d > Self::MAX {
+            return Err(format!(
+                "duration {text:?} is longer than the longest allowed, 100 years"
+            ));
+        }
+        Ok(HumanDuration(d))
     }
 }
 
@@ -49,11 +50,10 @@ impl fmt::Display for HumanDuration {
 impl FromStr for HumanDuration {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        humantime::parse_duration(s.trim())
-            .map_err(|e| {
-                format!("invalid duration {s:?}: {e} (write e.g. \"30s\", \"5m\", \"1h\")")
-            })
-            .and_then(capped)
+        let d = humantime::parse_duration(s.trim()).map_err(|e| {
+            format!("invalid duration {s:?}: {e} (write e.g. \"30s\", \"5m\", \"1h\")")
+        })?;
+        HumanDuration::bounded(d, s)
     }
 }
 
@@ -66,11 +66,11 @@ impl<'de> Deserialize<'de> for HumanDuration {
                 f.write_str("a duration such as \"30s\" or \"5m\", or a number of seconds")
             }
             fn visit_u64<E: de::Error>(self, v: u64) -> Result<Self::Value, E> {
-                capped(Duration::from_secs(v)).map_err(E::custom)
+                HumanDuration::bounded(Duration::from_secs(v), &v.to_string()).map_err(E::custom)
             }
             fn visit_i64<E: de::Error>(self, v: i64) -> Result<Self::Value, E> {
                 let v = u64::try_from(v).map_err(|_| E::custom("a duration cannot be negative"))?;
-                capped(Duration::from_secs(v)).map_err(E::custom)
+                self.visit_u64(v)
             }
             fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
                 v.parse().map_err(E::custom)
@@ -208,27 +208,50 @@ mod tests {
             HumanDuration::secs(300)
         );
         assert!("soon".parse::<HumanDuration>().is_err());
-        assert_eq!(
-            "100y".parse::<HumanDuration>().unwrap().0,
-            MAX_DURATION,
-            "the longest accepted"
-        );
-        for huge in ["101y", "1000000000y", "18446744073709551615s"] {
-            let e = huge.parse::<HumanDuration>().unwrap_err();
+        assert_eq!(HumanDuration::secs(300).to_string(), "5m");
+    }
+
+    #[derive(Debug, Deserialize)]
+    struct T {
+        d: Option<HumanDuration>,
+        s: Option<ByteSize>,
+    }
+
+    #[test]
+    fn extreme_values_are_errors_not_wraps() {
+        // Sizes whose multiplication overflows a u64.
+        for bad in ["10000000000TiB", "18446744073709551615KiB", "20000000TB"] {
+            assert!(bad.parse::<ByteSize>().is_err(), "{bad}");
             assert!(
-                e.contains("100 years") || e.contains("invalid"),
-                "{huge}: {e}"
+                toml::from_str::<T>(&format!("s = \"{bad}\"")).is_err(),
+                "{bad}"
             );
         }
-        #[derive(serde::Deserialize)]
-        struct T {
-            #[allow(dead_code)]
-            d: HumanDuration,
+        assert_eq!(
+            "16777215TiB".parse::<ByteSize>().unwrap().0,
+            16_777_215 << 40
+        );
+        assert!(toml::from_str::<T>("s = -1").is_err());
+        let ok = toml::from_str::<T>("s = \"16777215TiB\"").unwrap();
+        assert_eq!(ok.s, Some(ByteSize(16_777_215 << 40)));
+        // Durations past 100 years, or past a u64 of seconds.
+        for bad in [
+            "101y",
+            "1000000000y",
+            "500000000000y",
+            "99999999999999999999s",
+        ] {
+            assert!(bad.parse::<HumanDuration>().is_err(), "{bad}");
+            assert!(
+                toml::from_str::<T>(&format!("d = \"{bad}\"")).is_err(),
+                "{bad}"
+            );
         }
-        let e = toml::from_str::<T>("d = 9223372036854775807")
-            .err()
-            .unwrap();
-        assert!(e.to_string().contains("100 years"), "{e}");
-        assert_eq!(HumanDuration::secs(300).to_string(), "5m");
+        assert!(toml::from_str::<T>(&format!("d = {}", i64::MAX)).is_err());
+        assert!(toml::from_str::<T>("d = -1").is_err());
+        let max = toml::from_str::<T>(&format!("d = {}", HumanDuration::MAX.as_secs()));
+        assert_eq!(max.unwrap().d, Some(HumanDuration(HumanDuration::MAX)));
+        let d = HumanDuration::MAX;
+        let _ = std::time::Instant::now() + d;
     }
 }

@@ -209,10 +209,7 @@ impl Stage {
         let Some(key) = self.destination_key(name).await else {
             return json!({"error": format!("{name}: no route")});
         };
-        // Checked: the admin API caps the duration, and no caller's number can overflow this.
-        let until = Instant::now()
-            .checked_add(Duration::from_secs(seconds))
-            .unwrap_or_else(|| Instant::now() + Duration::from_secs(30 * 86_400));
+        let until = crate::queue::later(Instant::now(), Duration::from_secs(seconds));
         self.sched
             .borrow_mut()
             .suspend(&key, until, "suspended by an administrator".to_owned());

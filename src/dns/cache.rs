@@ -118,8 +118,8 @@ impl DnsCache {
         if records.is_empty() {
             return;
         }
-        let ttl = Duration::from_secs(ttl.into()).clamp(self.min_ttl, self.max_ttl);
-        self.insert(name, rtype, CachedAnswer::Positive(records), now + ttl, now);
+        let expires = expiry(now, ttl, self.min_ttl, self.max_ttl);
+        self.insert(name, rtype, CachedAnswer::Positive(records), expires, now);
     }
 
     /// Stores a negative answer (`NxDomain` or `NoData`) with the RFC 2308 TTL
@@ -133,8 +133,8 @@ impl DnsCache {
         now: Instant,
     ) {
         debug_assert!(!matches!(answer, CachedAnswer::Positive(_)));
-        let ttl = Duration::from_secs(ttl.into()).clamp(self.min_ttl, self.negative_max_ttl);
-        self.insert(name, rtype, answer, now + ttl, now);
+        let expires = expiry(now, ttl, self.min_ttl, self.negative_max_ttl);
+        self.insert(name, rtype, answer, expires, now);
     }
 
     fn insert(
@@ -225,6 +225,14 @@ impl DnsCache {
     pub fn misses(&self) -> u64 {
         self.misses
     }
+}
+
+/// When an answer of `ttl` seconds stored at `now` expires: the TTL is raised to `min` and then
+/// lowered to `max` (a `min` above `max` gives `max`, never a panic), and the sum saturates
+/// rather than overflow the clock.
+fn expiry(now: Instant, ttl: u32, min: Duration, max: Duration) -> Instant {
+    let ttl = Duration::from_secs(ttl.into()).max(min).min(max);
+    crate::queue::later(now, ttl)
 }
 
 #[cfg(test)]
@@ -325,5 +333,34 @@ mod tests {
         c.insert_positive("y", RecordType::A, a(1), 300, t0);
         c.clear();
         assert!(c.is_empty());
+    }
+
+    #[test]
+    fn extreme_ttls_and_bounds_do_not_panic() {
+        let t0 = Instant::now();
+        // A TTL of 2^31 - 1 s with no upper bound to speak of.
+        let mut c = DnsCache::new(S(0), Duration::MAX, Duration::MAX, 8);
+        c.insert_positive("far", RecordType::A, a(1), u32::MAX, t0);
+        c.insert_negative(
+            "nx",
+            RecordType::MX,
+            CachedAnswer::NxDomain,
+            i32::MAX as u32,
+            t0,
+        );
+        let hit = c
+            .get("far", RecordType::A, t0 + S(86_400 * 365 * 50))
+            .unwrap();
+        assert!(hit.remaining > S(86_400));
+        assert!(c.get("nx", RecordType::MX, t0 + S(1 << 30)).is_some());
+        // A minimum above the maximum: the maximum wins.
+        let mut c = DnsCache::new(Duration::MAX, S(60), S(60), 8);
+        c.insert_positive("odd", RecordType::A, a(2), 5, t0);
+        assert!(c.get("odd", RecordType::A, t0 + S(59)).is_some());
+        assert!(c.get("odd", RecordType::A, t0 + S(60)).is_none());
+        assert_eq!(
+            expiry(t0, u32::MAX, Duration::MAX, Duration::MAX),
+            crate::queue::later(t0, Duration::MAX)
+        );
     }
 }

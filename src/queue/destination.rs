@@ -82,7 +82,10 @@ impl Destination {
             return None;
         }
         let per_token = rate.per.as_secs_f64() / f64::from(rate.messages);
-        Some(now + Duration::from_secs_f64((1.0 - self.tokens) * per_token))
+        Some(super::later(
+            now,
+            super::secs_f64((1.0 - self.tokens) * per_token),
+        ))
     }
 
     fn suspended_until(&mut self, now: Instant) -> Option<Instant> {
@@ -133,9 +136,10 @@ impl Destination {
             self.conn_refilled = Some(now);
             if self.conn_tokens < 1.0 {
                 let per = rate.per.as_secs_f64() / burst;
-                return Err(Some(
-                    now + Duration::from_secs_f64((1.0 - self.conn_tokens) * per),
-                ));
+                return Err(Some(super::later(
+                    now,
+                    super::secs_f64((1.0 - self.conn_tokens) * per),
+                )));
             }
         }
         // Slow start: with connections already open, add one only if jobs outnumber them.

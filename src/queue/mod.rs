@@ -13,7 +13,8 @@
 //!
 //! Invariants: a destination never has more than `max_connections` connections open plus asked
 //! for; at most one new connection per destination per poll (slow start); a job is in exactly one
-//! place (a ready queue, the timer heap, or handed out) until the caller reports on it.
+//! place (a ready queue, the timer heap, or handed out) until the caller reports on it; time
+//! arithmetic saturates ([`later`], [`secs_f64`]): no wait, however large, panics.
 
 mod destination;
 
@@ -226,9 +227,9 @@ impl Scheduler {
     pub fn defer_with(&mut self, job: Job, now: Instant, policy: &RetryPolicy) -> DeferOutcome {
         let base = backoff(policy, job.attempts.max(1));
         let spread = (self.random_unit() * 2.0 - 1.0) * policy.jitter;
-        let wait = base.mul_f64((1.0 + spread).max(0.0));
-        let at = now + wait;
-        if at > job.arrival + policy.lifetime {
+        let wait = secs_f64(base.as_secs_f64() * (1.0 + spread).max(0.0));
+        let at = later(now, wait);
+        if at > later(job.arrival, policy.lifetime) {
             return DeferOutcome::Expired(job);
         }
         self.defer_until(job, at);
@@ -320,9 +321,11 @@ impl Scheduler {
             return None;
         }
         d.failures = 0;
-        let wait = d.backoff.map_or(p.backoff, |b| (b * 2).min(p.max_backoff));
+        let wait = d
+            .backoff
+            .map_or(p.backoff, |b| b.saturating_mul(2).min(p.max_backoff));
         d.backoff = Some(wait);
-        let until = now + wait;
+        let until = later(now, wait);
         d.suspended = Some((
             until,
             format!("{} consecutive connection failures", p.threshold),
@@ -432,7 +435,28 @@ fn backoff(policy: &RetryPolicy, attempts: u32) -> Duration {
         .multiplier
         .powi(attempts.saturating_sub(1).min(64) as i32);
     let secs = (policy.first.as_secs_f64() * exp).min(policy.max.as_secs_f64());
-    Duration::from_secs_f64(secs)
+    secs_f64(secs)
+}
+
+/// The longest wait [`later`] adds: a hundred years, far past any queue lifetime.
+pub const FAR_FUTURE: Duration = Duration::from_secs(100 * 365 * 86_400);
+
+/// `now + wait`, saturating: a wait longer than [`FAR_FUTURE`] (or one that would overflow
+/// the clock) ends at `now + FAR_FUTURE`.
+pub fn later(now: Instant, wait: Duration) -> Instant {
+    now.checked_add(wait.min(FAR_FUTURE))
+        .or_else(|| now.checked_add(FAR_FUTURE))
+        .unwrap_or(now)
+}
+
+/// `secs` seconds as a duration, saturating: negative or NaN is zero, too large is
+/// `Duration::MAX` (where `Duration::from_secs_f64` would panic).
+pub fn secs_f64(secs: f64) -> Duration {
+    match Duration::try_from_secs_f64(secs) {
+        Ok(d) => d,
+        Err(_) if secs > 0.0 => Duration::MAX,
+        Err(_) => Duration::ZERO,
+    }
 }
 
 #[cfg(test)]

@@ -269,3 +269,71 @@ fn every_job_comes_out_exactly_once() {
     }
     assert_eq!(seen, submitted);
 }
+
+#[test]
+fn extreme_waits_saturate_instead_of_panicking() {
+    let t0 = Instant::now();
+    assert_eq!(later(t0, Duration::MAX), later(t0, FAR_FUTURE));
+    assert!(later(t0, Duration::MAX) > secs(t0, 50 * 365 * 86_400));
+    assert_eq!(later(t0, Duration::from_secs(5)), secs(t0, 5));
+    assert_eq!(secs_f64(f64::INFINITY), Duration::MAX);
+    assert_eq!(secs_f64(1e300), Duration::MAX);
+    assert_eq!(secs_f64(-1.0), Duration::ZERO);
+    assert_eq!(secs_f64(f64::NAN), Duration::ZERO);
+
+    // A retry schedule of the longest durations: scheduled far away, not a panic.
+    let huge = RetryPolicy {
+        first: Duration::MAX,
+        max: Duration::MAX,
+        multiplier: 10.0,
+        jitter: 0.5,
+        lifetime: Duration::MAX,
+    };
+    let mut s = Scheduler::new(huge, 7);
+    for attempts in [1, 2, 64, u32::MAX] {
+        match s.defer(job(attempts.into(), 1, attempts, t0), t0) {
+            DeferOutcome::Scheduled { at } => assert!(at > t0),
+            DeferOutcome::Expired(_) => panic!("nothing outlives a hundred years' lifetime"),
+        }
+    }
+
+    // Connection-failure backoff of the longest duration, doubled.
+    s.set_failure_policy(FailurePolicy {
+        threshold: 1,
+        backoff: Duration::MAX,
+        max_backoff: Duration::MAX,
+    });
+    let k = key("mx:far");
+    for _ in 0..3 {
+        assert_eq!(s.connect_failed(&k, t0), Some(later(t0, FAR_FUTURE)));
+    }
+
+    // A rate of one message per longest period: the next token is far away.
+    let mut s = Scheduler::new(policy(), 1);
+    let slow = Rate {
+        messages: 1,
+        per: Duration::MAX,
+    };
+    let k = key("mx:slow");
+    s.set_limits(
+        &k,
+        Limits {
+            max_connections: 4,
+            max_messages_per_connection: 10,
+            max_recipients_per_transaction: 10,
+            rate: Some(slow),
+            connection_rate: Some(slow),
+        },
+    );
+    for m in 0..3 {
+        s.submit(&k, job(m, 1, 0, t0), t0);
+    }
+    let first = s.poll(t0);
+    assert_eq!(first.open, vec![k.clone()]);
+    s.connection_opened(&k);
+    assert!(s.next_job(&k, t0).is_some());
+    assert!(s.next_job(&k, t0).is_none(), "the bucket is empty");
+    let again = s.poll(t0);
+    assert!(again.open.is_empty());
+    assert!(again.next_wakeup.is_some_and(|w| w > secs(t0, 86_400)));
+}

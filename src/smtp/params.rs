@@ -378,4 +378,25 @@ mod tests {
         assert_eq!(xtext_decode(b"a+20b+3Dc+2B").unwrap(), "a b=c+");
         assert!(xtext_decode(b"a+2").is_err());
     }
+
+    #[test]
+    fn extreme_sizes_are_values_or_errors_never_wraps() {
+        let max = format!("SIZE={}", u64::MAX);
+        assert_eq!(
+            parse_mail_params(max.as_bytes()).unwrap().size,
+            Some(u64::MAX)
+        );
+        for bad in [
+            "SIZE=18446744073709551616",
+            "SIZE=99999999999999999999",
+            "SIZE=000000000000000000001",
+            "SIZE=-1",
+            "SIZE=1e9",
+            "SIZE=",
+        ] {
+            assert!(parse_mail_params(bad.as_bytes()).is_err(), "{bad}");
+        }
+        let zero = parse_mail_params(b"SIZE=00000000000000000000").unwrap();
+        assert_eq!(zero.size, Some(0));
+    }
 }
