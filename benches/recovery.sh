@@ -4,12 +4,12 @@
 # sink that answers 451, then kill -9 the MTA and restart it on the same spool. Prints the
 # running RSS before the kill, the time from the restart to "ready", and the RSS (current and
 # peak) after recovery. Loopback only; every step is bounded in time.
-# Env: N (20000), RCPTS (50), DOMAINS (500), SIZE (2048), SHARDS (2), BUDGET (512MiB),
+# Env: N (20000), RCPTS (50), DOMAINS (500), SIZE (2048), SHARDS (2), BUDGET (1GiB, the default),
 #      MTA and LOADGEN (release binaries of this tree), DIR (/tmp/recovery-bench).
 set -eu
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 N=${N:-20000}; RCPTS=${RCPTS:-50}; DOMAINS=${DOMAINS:-500}; SIZE=${SIZE:-2048}
-SHARDS=${SHARDS:-2}; BUDGET=${BUDGET:-512MiB}; DIR=${DIR:-/tmp/recovery-bench}
+SHARDS=${SHARDS:-2}; BUDGET=${BUDGET:-1GiB}; DIR=${DIR:-/tmp/recovery-bench}
 MTA=${MTA:-$ROOT/target/release/mta}; LOADGEN=${LOADGEN:-$ROOT/target/release/loadgen}
 [ -x "$MTA" ] && [ -x "$LOADGEN" ] || { echo "build first: cargo build --release -p mta -p loadgen"; exit 2; }
 rm -rf "$DIR"; mkdir -p "$DIR"

@@ -173,7 +173,7 @@ pub fn too_many_errors(hostname: &str) -> Reply {
     Reply::new(
         421,
         st(4, 7, 0),
-        format!("{hostname} Too many errors, closing connection"),
+        format!("{hostname} Error: too many errors"),
     )
 }
 
