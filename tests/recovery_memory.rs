@@ -88,8 +88,9 @@ fn recovery_reads_no_more_bodies_than_the_budget_holds() {
     std::thread::sleep(Duration::from_millis(500));
     let peak = peak_kib(again.child.id());
     let queued_kib = (MESSAGES * MESSAGE_KIB) as u64;
-    // Budget (16 MiB, all shards) + one segment (4 MiB) + slack for allocator and noise.
-    let allowed = idle_peak + 16 * 1024 + 4 * 1024 + 8 * 1024;
+    // Budget (16 MiB, all shards) + one 4 MiB piece + slack for the allocator and noise.
+    // Loading every body (36 MiB of them, plus whole segments) lands far above.
+    let allowed = idle_peak + 16 * 1024 + 4 * 1024 + 12 * 1024;
     eprintln!("peak after recovery {peak} KiB, idle {idle_peak} KiB, allowed {allowed} KiB");
     assert!(
         peak < allowed,
