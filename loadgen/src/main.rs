@@ -7,6 +7,7 @@
 mod bench;
 mod conn;
 mod message;
+mod options;
 mod report;
 mod send;
 mod sink;

@@ -15,7 +15,7 @@ use serde_json::json;
 
 use mta::tls::TlsInfo;
 
-use crate::send::SendOptions;
+use crate::options::SendOptions;
 
 /// Counters of one run.
 #[derive(Clone, Debug, Default)]

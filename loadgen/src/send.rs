@@ -20,7 +20,6 @@
 //! Invariants: bounded by message count or duration (and a hard wall-clock limit); the number of
 //! messages attempted equals ok + refused + failed at the end.
 
-use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -35,42 +34,7 @@ use crate::conn::Conn;
 use crate::message;
 use crate::report::{Counts, Report};
 
-/// Settings of a `send` run.
-#[derive(Clone, Debug)]
-pub struct SendOptions {
-    /// Where to send.
-    pub target: SocketAddr,
-    /// Concurrent connections.
-    pub connections: usize,
-    /// Total messages (if no duration).
-    pub messages: u64,
-    /// Run for this long instead of a count.
-    pub duration: Option<Duration>,
-    /// Body size in octets (the smallest, with `size_max`).
-    pub size: usize,
-    /// Largest body size: each message gets a uniformly random size in `size..=size_max`.
-    pub size_max: usize,
-    /// Recipients per message.
-    pub recipients: usize,
-    /// Recipient domains (cycled).
-    pub domains: Vec<String>,
-    /// Use PIPELINING when offered.
-    pub pipelining: bool,
-    /// Use BDAT when CHUNKING is offered.
-    pub bdat: bool,
-    /// Executors (threads).
-    pub threads: usize,
-    /// Open loop: total messages per second.
-    pub rate: Option<f64>,
-    /// Messages per connection before reconnecting (0 = unlimited).
-    pub per_connection: u64,
-    /// Envelope sender.
-    pub from: String,
-    /// Connect and reply timeout.
-    pub timeout: Duration,
-    /// STARTTLS after EHLO; fail if not offered.
-    pub starttls: bool,
-}
+pub use crate::options::SendOptions;
 
 struct Shared {
     next: AtomicU64,

@@ -16,7 +16,7 @@ use std::fmt;
 use regex::Regex;
 use serde::Deserialize;
 
-use super::config::ShapingError;
+use super::values::ShapingError;
 use crate::smtp::EnhancedStatus;
 
 /// The kind of a failure.

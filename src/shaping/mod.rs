@@ -18,6 +18,7 @@
 mod bounce_class;
 mod config;
 mod rules;
+mod values;
 
 #[cfg(test)]
 mod bounce_class_tests;
@@ -27,8 +28,9 @@ mod config_tests;
 mod rules_tests;
 
 pub use bounce_class::{BounceClass, BounceClassifier, classify};
-pub use config::{Shape, Shaping, ShapingError, parse_rate};
+pub use config::{Shape, Shaping};
 pub use rules::{
     Action, ActionKind, Adjustment, EnhancedPattern, MIN_FACTOR, Rule, RuleAction, RuleEngine,
     Trigger,
 };
+pub use values::{ShapingError, parse_rate};

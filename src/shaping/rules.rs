@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 use regex::Regex;
 use serde::Deserialize;
 
-use super::config::{ShapingError, parse_rate};
+use super::values::{ShapingError, parse_rate};
 use crate::config::HumanDuration;
 use crate::queue::{Limits, Rate};
 use crate::smtp::{EnhancedStatus, Reply};
