@@ -9,9 +9,11 @@
 //! What it does not do: no protocol, no storage format, no policy: those live in `server`,
 //! `spool` and `config`. This is the only module that knows how the pieces fit.
 //!
-//! Invariants: a shard shares nothing mutable with another; the only cross-thread values are
-//! the configuration (read-only), what is loaded from files at start (certificates, users,
-//! DKIM keys: read-only), the stop request (one atomic) and the start-up channel.
+//! Invariants: a shard shares nothing mutable with another on the mail path; the only
+//! cross-thread values are the configuration (read-only), what is loaded from files at start
+//! (certificates, users, DKIM keys: read-only), the AUTH failure throttle (one mutex, touched
+//! only by AUTH commands, so that the limit holds for the host), the admin endpoint's links to
+//! the shards, the stop request (one atomic) and the start-up channel.
 
 use std::cell::RefCell;
 use std::net::SocketAddr;
@@ -306,7 +308,7 @@ async fn shard_main(
         let stage = match Stage::new(config.clone(), index, resolver, parts) {
             Ok(s) => s,
             Err(e) => {
-                let message = format!("delivery log: {e}");
+                let message = format!("outbound TLS roots (tls.ca_file): {e}");
                 let _ = ready.send(Err(message.clone()));
                 return Err(fail(message));
             }

@@ -7,8 +7,9 @@
 //! start-up [`Spool::open`] recovers the queue; [`read_offline`] does the same read-only for
 //! `mta queue list|count`. Segments whose recipients are all final are deleted.
 //!
-//! What it does not do: no scheduling, no delivery, no DSN generation, no cross-shard access,
-//! no copying of long-lived stragglers to newer segments yet (see the hook in `writer.rs`).
+//! What it does not do: no scheduling, no delivery, no DSN generation, no cross-shard access.
+//! Long-lived stragglers are copied forward to the newest segment (`forward.rs`) so that old
+//! segments can be deleted.
 //!
 //! Invariants (details in `docs/SPOOL_FORMAT.md`):
 //! - An append resolves `Ok` only after the `fdatasync` (and, for a new segment file, the
@@ -18,7 +19,8 @@
 //! - Single-threaded: `Rc`/`RefCell`/`Cell`; no `RefCell` borrow is held across an `.await`.
 //!
 //! Layout: `model.rs` (types), `format.rs` (bytes), `ledger.rs` (bookkeeping),
-//! `recovery.rs` (reading), `reader.rs` (segment files piece by piece), `config.rs` (configuration, counters), `writer.rs` (the live
+//! `recovery.rs` (reading), `reader.rs` (segment files piece by piece), `forward.rs`
+//! (copy-forward), `config.rs` (configuration, counters), `writer.rs` (the live
 //! spool and committer).
 
 mod config;
