@@ -1,0 +1,367 @@
+//! The committer task of one shard's spool: group commit, segments, retirement.
+//!
+//! What it does: pops the front batch of the spool's pending queue, writes it at the segment's
+//! tail with one `write_at` (short writes continued), `fdatasync`s, applies the batch to the
+//! ledger and completes every waiter; rolls to a new segment past the segment size; retires
+//! segments whose recipients are all final (retire record first, then unlink and directory
+//! sync).
+//!
+//! What it does not do: no framing of records (the handle in `writer.rs` does), no
+//! copy-forward decisions (`forward.rs`).
+//!
+//! Invariants: the same as the spool's (`writer.rs`): a waiter hears `Ok` only after the sync
+//! covering it; a failed segment is never written again; no `RefCell` borrow across `.await`.
+
+use super::*;
+
+/// The segments a batch's retire record names.
+#[derive(Default)]
+struct Retiring {
+    /// Retired by this record (their totals are added).
+    new: Vec<u64>,
+    /// Every segment the record names (`new` plus lingering ones).
+    listed: Vec<u64>,
+}
+
+pub(super) struct OpenSegment {
+    number: u64,
+    file: BufferedFile,
+    tail: u64,
+    /// Whether any batch was committed to it (an abandoned segment without is removed).
+    committed: bool,
+}
+
+pub(super) struct Committer {
+    pub(super) inner: Rc<Inner>,
+    pub(super) dir: Directory,
+    pub(super) seg: Option<OpenSegment>,
+    pub(super) next: u64,
+}
+
+pub(super) fn io_err(e: glommio::GlommioError<()>) -> io::Error {
+    e.into()
+}
+
+impl Committer {
+    pub(super) async fn run(mut self) -> Result<(), SpoolError> {
+        loop {
+            let work = futures_lite::future::poll_fn(|cx| {
+                let mut st = self.inner.st.borrow_mut();
+                if let Some(b) = st.batches.pop_front() {
+                    return Poll::Ready(Some(b));
+                }
+                if !st.retire_queue.is_empty() && !st.retire_blocked {
+                    return Poll::Ready(Some(Batch::default()));
+                }
+                if st.closing {
+                    return Poll::Ready(None);
+                }
+                self.inner.waker.set(Some(cx.waker().clone()));
+                Poll::Pending
+            })
+            .await;
+            match work {
+                Some(batch) => self.commit(batch).await,
+                None => break,
+            }
+        }
+        if let Some(seg) = self.seg.take() {
+            seg.file.close().await.map_err(io_err)?;
+        }
+        Ok(())
+    }
+
+    /// Creates segment `self.next` (header written, file and directory synced).
+    pub(super) async fn create_segment(&mut self) -> Result<(), io::Error> {
+        let number = self.next;
+        self.next += 1;
+        let path = self.inner.cfg.dir.join(segment_file_name(number));
+        let file = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .buffered_open(&path)
+            .await
+            .map_err(io_err)?;
+        let header = format::encode_header(u32::from(self.inner.cfg.shard), number);
+        let r = async {
+            write_all(&file, &header, 0).await?;
+            if self.inner.cfg.sync == SyncMode::Always {
+                file.fdatasync().await.map_err(io_err)?;
+                self.dir.sync().await.map_err(io_err)?;
+            }
+            Ok::<(), io::Error>(())
+        }
+        .await;
+        if let Err(e) = r {
+            let _ = file.remove().await;
+            let _ = file.close().await;
+            return Err(e);
+        }
+        self.inner.bump(|s| s.segments_created += 1);
+        self.inner.st.borrow_mut().ledger.ensure_segment(number);
+        self.inner.st.borrow_mut().current = Some(number);
+        self.seg = Some(OpenSegment {
+            number,
+            file,
+            tail: HEADER_LEN as u64,
+            committed: false,
+        });
+        Ok(())
+    }
+
+    /// Writes and syncs one batch (plus a retire record if segments await deletion), then
+    /// completes its waiters and performs deletions. Never fails: errors go to the waiters.
+    pub(super) async fn commit(&mut self, mut batch: Batch) {
+        let retiring = self.add_retire_record(&mut batch);
+        if batch.buf.is_empty() {
+            return;
+        }
+        let forwarding = self.add_forwarding(&mut batch).await;
+        let n_records = batch.waiters.len() as u64 + u64::from(!retiring.listed.is_empty());
+        let result = self.write_batch(&batch.buf).await;
+        match result {
+            Ok((segment, base)) => {
+                self.inner.bump(|s| {
+                    s.batches += 1;
+                    s.records += n_records;
+                    s.bytes += batch.buf.len() as u64;
+                });
+                if let Some(m) = self.inner.metrics.borrow().as_ref() {
+                    m.group_commit_batch.observe(n_records as f64);
+                }
+                let mut candidates = vec![];
+                {
+                    let mut st = self.inner.st.borrow_mut();
+                    st.retire_blocked = false;
+                    // Moves first: they come first in the batch (see `forward`).
+                    for (id, at) in &forwarding.moves {
+                        if let Some(changed) = st.ledger.move_message(*id, segment, base + at) {
+                            candidates.extend(changed);
+                        }
+                    }
+                    for w in batch.waiters.drain(..) {
+                        let r = match w.effect {
+                            Effect::Message { id, recipients } => {
+                                if st
+                                    .ledger
+                                    .add_message(segment, base + w.offset, id, recipients)
+                                {
+                                    Ok(())
+                                } else {
+                                    Err(SpoolError::DuplicateId(QueueId(id)))
+                                }
+                            }
+                            Effect::State(rec) => {
+                                if let Some((home, _, _)) = st.ledger.location(rec.id) {
+                                    candidates.push(home);
+                                }
+                                st.ledger.apply_state(segment, &rec);
+                                Ok(())
+                            }
+                        };
+                        answer(w.tx, r);
+                    }
+                }
+                if !retiring.listed.is_empty() {
+                    candidates.extend(self.delete_segments(&retiring).await);
+                }
+                if self
+                    .seg
+                    .as_ref()
+                    .is_some_and(|s| s.tail >= self.inner.cfg.segment_size)
+                {
+                    candidates.push(segment);
+                    self.seal().await;
+                }
+                self.queue_retirements(candidates);
+            }
+            Err(e) => {
+                warn!(error = %e, shard = self.inner.cfg.shard, "spool commit failed; abandoning segment");
+                self.inner.bump(|s| s.failed_batches += 1);
+                let segment = self.seg.as_ref().map(|s| s.number);
+                let name = segment.map_or_else(|| "(new)".to_string(), segment_file_name);
+                for w in batch.waiters.drain(..) {
+                    let msg = format!("spool commit to segment {name} failed: {e}");
+                    answer(w.tx, Err(SpoolError::Io(io::Error::new(e.kind(), msg))));
+                }
+                {
+                    let mut st = self.inner.st.borrow_mut();
+                    st.retire_blocked = true;
+                    st.retire_queue.extend(retiring.new.iter().copied());
+                    st.lingering
+                        .extend(retiring.listed.iter().filter(|n| !retiring.new.contains(n)));
+                }
+                self.abandon().await;
+                self.queue_retirements(segment.into_iter().collect());
+            }
+        }
+        batch.buf.clear();
+        let mut st = self.inner.st.borrow_mut();
+        if batch.buf.capacity() <= self.inner.cfg.max_batch_bytes * 2 {
+            st.spare = batch.buf;
+        }
+    }
+
+    /// Takes the retire queue and appends the retire record to the batch (naming the new
+    /// segments plus the lingering ones; totals add only the new ones).
+    fn add_retire_record(&self, batch: &mut Batch) -> Retiring {
+        let mut st = self.inner.st.borrow_mut();
+        if st.retire_queue.is_empty() {
+            return Retiring::default();
+        }
+        let mut new = std::mem::take(&mut st.retire_queue);
+        new.sort_unstable();
+        new.dedup();
+        let mut totals = st.ledger.retired();
+        for s in &new {
+            totals.add(&st.ledger.segment_totals(*s));
+        }
+        let mut listed = new.clone();
+        listed.append(&mut st.lingering);
+        listed.sort_unstable();
+        listed.dedup();
+        let rec = RetireRecord {
+            segments: listed.clone(),
+            totals,
+        };
+        let ok = format::encode_retire(&rec)
+            .and_then(|p| format::push_frame(&mut batch.buf, KIND_RETIRE, &p));
+        if let Err(e) = ok {
+            error!(error = %e, "cannot encode retire record");
+            st.lingering = listed.into_iter().filter(|n| !new.contains(n)).collect();
+            st.retire_queue = new;
+            return Retiring::default();
+        }
+        Retiring { new, listed }
+    }
+
+    /// Writes `buf` at the tail of the current segment (creating one if needed) and syncs.
+    /// Returns (segment, offset where `buf` starts).
+    async fn write_batch(&mut self, buf: &[u8]) -> Result<(u64, u64), io::Error> {
+        if self.seg.is_none() {
+            self.create_segment().await?;
+        }
+        let seg = self.seg.as_mut().expect("segment just ensured");
+        let base = seg.tail;
+        write_all(&seg.file, buf, base).await?;
+        seg.tail += buf.len() as u64;
+        #[cfg(test)]
+        if self.inner.fail_syncs.get() > 0 {
+            self.inner.fail_syncs.set(self.inner.fail_syncs.get() - 1);
+            return Err(io::Error::other("injected fdatasync failure"));
+        }
+        if self.inner.cfg.sync == SyncMode::Always {
+            let started = std::time::Instant::now();
+            seg.file.fdatasync().await.map_err(io_err)?;
+            self.inner.bump(|s| s.commits += 1);
+            if let Some(m) = self.inner.metrics.borrow().as_ref() {
+                m.fdatasync_seconds.observe(started.elapsed().as_secs_f64());
+            }
+        }
+        seg.committed = true;
+        Ok((seg.number, base))
+    }
+
+    /// The current segment is full: the next batch goes to a new one.
+    /// Closes the current segment; the next batch opens a new one (and copies the few open
+    /// messages of old segments forward into it, see `forward`).
+    async fn seal(&mut self) {
+        if let Some(seg) = self.seg.take()
+            && let Err(e) = seg.file.close().await
+        {
+            warn!(error = %e, segment = seg.number, "closing sealed spool segment failed");
+        }
+        self.inner.st.borrow_mut().current = None;
+    }
+
+    /// After a failed write/sync: never touch this segment again. Removed if nothing in it
+    /// was ever acknowledged, kept for recovery otherwise.
+    async fn abandon(&mut self) {
+        let Some(seg) = self.seg.take() else { return };
+        self.inner.st.borrow_mut().current = None;
+        if !seg.committed {
+            match seg.file.remove().await {
+                Ok(()) => {
+                    self.inner
+                        .st
+                        .borrow_mut()
+                        .ledger
+                        .remove_segment(seg.number, true);
+                }
+                Err(e) => {
+                    warn!(error = %e, segment = seg.number, "cannot remove abandoned segment")
+                }
+            }
+        }
+        let _ = seg.file.close().await;
+    }
+
+    /// Queues the deletable ones among `candidates` for retirement.
+    fn queue_retirements(&self, candidates: Vec<u64>) {
+        let mut st = self.inner.st.borrow_mut();
+        for c in candidates {
+            if Some(c) != st.current && st.ledger.is_deletable(c) && !st.retire_queue.contains(&c) {
+                st.retire_queue.push(c);
+            }
+        }
+        if !st.retire_queue.is_empty() {
+            drop(st);
+            self.inner.wake();
+        }
+    }
+
+    /// The retire record is durable: forget the newly retired segments and unlink every
+    /// listed one. Returns segments whose pins dropped to zero (next candidates).
+    async fn delete_segments(&mut self, r: &Retiring) -> Vec<u64> {
+        let mut unpinned = Vec::new();
+        for &n in &r.new {
+            unpinned.extend(self.inner.st.borrow_mut().ledger.remove_segment(n, true));
+        }
+        for &n in &r.listed {
+            let path = self.inner.cfg.dir.join(segment_file_name(n));
+            let r = async {
+                let f = BufferedFile::open(&path).await.map_err(io_err)?;
+                let r = f.remove().await.map_err(io_err);
+                let _ = f.close().await;
+                r
+            }
+            .await;
+            match r {
+                Ok(()) => self.inner.bump(|s| s.segments_deleted += 1),
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                // Named again by the next retire record; recovery deletes it uncounted.
+                Err(e) => {
+                    warn!(error = %e, segment = n, "cannot delete retired spool segment");
+                    self.inner.st.borrow_mut().lingering.push(n);
+                }
+            }
+        }
+        if self.inner.cfg.sync == SyncMode::Always
+            && let Err(e) = self.dir.sync().await
+        {
+            warn!(error = %e, "spool directory sync after deletion failed");
+        }
+        unpinned
+    }
+}
+
+/// `write_at` until all of `data` is written (continuing short writes). `write_at` consumes
+/// its buffer, so each call gets a copy of what is left; the caller keeps `data` for reuse.
+async fn write_all(file: &BufferedFile, data: &[u8], mut pos: u64) -> io::Result<()> {
+    let mut done = 0;
+    while done < data.len() {
+        let n = file
+            .write_at(data[done..].to_vec(), pos)
+            .await
+            .map_err(io_err)?;
+        if n == 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::WriteZero,
+                "segment write returned 0",
+            ));
+        }
+        done += n;
+        pos += n as u64;
+    }
+    Ok(())
+}
