@@ -24,7 +24,8 @@ use serde::Deserialize;
 use serde::de::{self, Deserializer, MapAccess, Visitor};
 
 use super::bounce_class::{BounceClassifier, RawBounceClass};
-use super::rules::{RawRule, Rule, RuleEngine};
+use super::rule::{RawRule, Rule};
+use super::rules::RuleEngine;
 use super::values::{ShapingError, parse_rate};
 use crate::config::HumanDuration;
 use crate::queue::{Limits, Rate, RetryPolicy};

@@ -17,6 +17,7 @@
 
 mod bounce_class;
 mod config;
+mod rule;
 mod rules;
 mod values;
 
