@@ -18,6 +18,8 @@
 //! - [`shutdown`]: signals and the per-shard stop notice.
 //! - [`crash`]: the process-wide panic policy (a panic anywhere exits the process).
 //! - [`sockets`]: binding listening sockets (shared ports, waiting for a port still held).
+//! - [`reload`]: what a shard reloads on SIGHUP.
+//! - [`disk`]: the spool's free-space monitor.
 //! - [`shard`]: the one place that wires a shard together and runs them all.
 //! - [`metrics`]: per-shard counters and histograms, and their Prometheus text.
 //! - [`admin`]: the admin HTTP endpoint's server, access policy and CLI client.
@@ -27,6 +29,7 @@ pub mod auth;
 pub mod config;
 pub mod crash;
 pub mod delivery;
+pub mod disk;
 pub mod dkim;
 pub mod dns;
 pub mod eventlog;
@@ -34,6 +37,7 @@ pub mod gauge;
 pub mod metrics;
 pub mod proxy;
 pub mod queue;
+pub mod reload;
 pub mod server;
 pub mod shaping;
 pub mod shard;

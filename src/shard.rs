@@ -3,8 +3,8 @@
 //!
 //! What it does: resolves listener ports (port 0 gets one port shared by all shards), starts
 //! the executors, opens each shard's spool (recovery), binds every listener on every shard with
-//! SO_REUSEPORT, watches the spool's free space, and on a stop request drains the sessions and
-//! closes the spool.
+//! SO_REUSEPORT (`sockets`), starts the spool's free-space monitor (`disk`), applies SIGHUP
+//! reloads (`reload`), and on a stop request drains the sessions and closes the spool.
 //!
 //! What it does not do: no protocol, no storage format, no policy: those live in `server`,
 //! `spool` and `config`. This is the only module that knows how the pieces fit.
@@ -18,7 +18,6 @@
 use std::cell::RefCell;
 use std::net::SocketAddr;
 use std::os::fd::{FromRawFd, IntoRawFd};
-use std::path::Path;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc;
@@ -34,9 +33,11 @@ use crate::admin::{AccessPolicy, service};
 use crate::auth::Users;
 use crate::config::{Config, ListenerMode, SyncMode};
 use crate::delivery::{Stage, StageParts};
+use crate::disk::storage_monitor;
 use crate::dns::{DnsConfig, Resolver};
 use crate::eventlog::EventLog;
 use crate::metrics::ShardMetrics;
+use crate::reload::{Live, reload};
 use crate::server::connection::Entry;
 use crate::server::login::Login;
 use crate::server::session::SessionConfig;
@@ -507,122 +508,4 @@ fn bind_admin(config: &Config) -> Option<socket2::Socket> {
             None
         }
     }
-}
-
-/// What a reload acts on.
-struct Live<'a> {
-    ctx: &'a ServerContext,
-    stage: Option<&'a Stage>,
-    entries: &'a [Rc<Entry>],
-    tls_loaded: bool,
-}
-
-/// Reloads what can change while running: the configuration file's relay policy, routes and
-/// delivery limits (when the MTA was started from a file), then the inbound certificates and
-/// the users file. A failure keeps the previous state (and says so); sessions in progress keep
-/// what they started with. Listeners, spool, shards and the admin endpoint need a restart.
-fn reload(index: usize, live: &Live<'_>, config: &mut Arc<Config>) {
-    let ctx = live.ctx;
-    if let Some(path) = config.source.clone() {
-        match Config::load(&path) {
-            Ok(new) => {
-                let restart = new.listeners.len() != config.listeners.len()
-                    || new
-                        .listeners
-                        .iter()
-                        .zip(&config.listeners)
-                        .any(|(a, b)| a.address != b.address || a.mode != b.mode)
-                    || new.spool.path != config.spool.path
-                    || new.shards != config.shards
-                    || new.admin.listen != config.admin.listen;
-                if restart {
-                    tracing::warn!(
-                        shard = index,
-                        "listener, spool, shard or admin changes take effect at the next restart"
-                    );
-                }
-                let new = Arc::new(new);
-                for (entry, l) in live.entries.iter().zip(&new.listeners) {
-                    *entry.session.borrow_mut() =
-                        Rc::new(SessionConfig::for_listener(&new, l, live.tls_loaded));
-                }
-                if let Some(stage) = live.stage {
-                    stage.reload(new.clone());
-                    match &new.delivery.shaping_file {
-                        Some(p) => match Shaping::load(p) {
-                            Ok(s) => stage.reload_shaping(Some(Arc::new(s))),
-                            Err(e) => {
-                                tracing::error!(shard = index, error = %e, "shaping reload failed; keeping the old file")
-                            }
-                        },
-                        None => stage.reload_shaping(None),
-                    }
-                }
-                *config = new;
-                tracing::info!(shard = index, path = %path.display(), "configuration reloaded");
-            }
-            Err(e) => {
-                tracing::error!(shard = index, error = %e, "configuration reload failed; keeping the old one")
-            }
-        }
-    }
-    if let Some(path) = &config.auth.users_file {
-        match Users::load(path) {
-            Ok(users) => {
-                ctx.login.replace_users(Some(Arc::new(users)));
-                tracing::info!(shard = index, "users reloaded");
-            }
-            Err(e) => {
-                tracing::error!(shard = index, error = %e, "users reload failed; keeping the old ones")
-            }
-        }
-    }
-    if !config.tls.certificates.is_empty() {
-        match ServerTls::load(&config.tls.certificates) {
-            Ok(tls) => {
-                *ctx.tls.borrow_mut() = Some(tls);
-                tracing::info!(shard = index, "certificates reloaded");
-            }
-            Err(e) => {
-                tracing::error!(shard = index, error = %e, "certificate reload failed; keeping the old ones")
-            }
-        }
-    }
-}
-
-/// Keeps `storage_available` fresh: free space on the spool's file system above the floor
-/// (`spool.min_free_space` and `spool.min_free_percent`, whichever is larger).
-async fn storage_monitor(ctx: Rc<ServerContext>, config: Arc<Config>) {
-    loop {
-        let available = match free_space(&config.spool.path) {
-            Some((free, total)) => {
-                let floor = config
-                    .spool
-                    .min_free_space
-                    .0
-                    .max((total as f64 * config.spool.min_free_percent / 100.0) as u64);
-                free.saturating_sub(floor)
-            }
-            None => u64::MAX,
-        };
-        if available == 0 && ctx.storage_available.get() != 0 {
-            tracing::warn!(path = %config.spool.path.display(), "spool below its free-space floor: refusing new mail with 452 4.3.1");
-        }
-        ctx.storage_available.set(available);
-        ctx.log.flush();
-        glommio::timer::sleep(Duration::from_secs(1)).await;
-    }
-}
-
-/// (free octets for unprivileged users, total octets) of the file system holding `path`.
-fn free_space(path: &Path) -> Option<(u64, u64)> {
-    use std::os::unix::ffi::OsStrExt;
-    let c = std::ffi::CString::new(path.as_os_str().as_bytes()).ok()?;
-    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
-    // SAFETY: `c` is NUL-terminated and `st` is a valid out-pointer.
-    if unsafe { libc::statvfs(c.as_ptr(), &mut st) } != 0 {
-        return None;
-    }
-    let unit = st.f_frsize as u64;
-    Some((st.f_bavail as u64 * unit, st.f_blocks as u64 * unit))
 }
