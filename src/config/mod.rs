@@ -12,12 +12,12 @@
 mod delivery;
 mod listener;
 mod pools;
+mod smtp;
 mod units;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
-use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 
 pub use delivery::{
@@ -26,9 +26,8 @@ pub use delivery::{
 };
 pub use listener::{AdminSection, AuthSection, ListenerConfig, ListenerMode, TlsSection};
 pub use pools::{PoolConfig, PoolMember, PoolSelection, SenderPool, SourceConfig};
+pub use smtp::{RelaySection, SmtpSection, TimeoutsSection};
 pub use units::{ByteSize, HumanDuration};
-
-use crate::smtp::BareLineEnding;
 
 /// Why a configuration was refused.
 #[derive(Debug, thiserror::Error)]
@@ -159,65 +158,6 @@ pub struct SpoolSection {
     pub min_free_percent: f64,
 }
 
-/// `[smtp]`.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct SmtpSection {
-    /// Largest message accepted (advertised with SIZE, enforced while reading).
-    pub max_message_size: ByteSize,
-    /// Recipients per message; extra RCPTs get `452 4.5.3`.
-    pub max_recipients: usize,
-    /// Errors per session before `421 4.7.0` and close.
-    pub max_errors: u32,
-    /// A message whose header has more `Received:` fields than this is refused with
-    /// `554 5.4.6` (RFC 5321 6.3 loop detection, Postfix's `hopcount_limit`); mail queued
-    /// with more (before this check existed) bounces with the same status when delivered.
-    pub max_received_headers: usize,
-    /// Concurrent inbound connections per shard; over it: `421 4.7.0` at the greeting.
-    pub max_connections: usize,
-    /// Concurrent inbound connections per client address per shard (0 = unlimited); over it:
-    /// `421 4.7.0` instead of the greeting.
-    pub max_connections_per_ip: usize,
-    /// New inbound connections per client address per second per shard (0 = unlimited), a
-    /// token bucket with a burst of the same size; over it: `421 4.7.0`.
-    pub max_connection_rate_per_ip: u32,
-    /// Longest command line in octets, CRLF included (RFC 5321 4.5.3.1.4: at least 512).
-    pub max_command_line: usize,
-    /// `"reject"` (default) or `"normalize"`: what to do with a bare CR or LF in message data.
-    pub bare_line_ending: BareLineEnding,
-    /// Inbound timeouts.
-    pub timeouts: TimeoutsSection,
-}
-
-/// `[smtp.timeouts]`: how long the server waits for the client (RFC 5321 4.5.3.2).
-#[derive(Clone, Debug, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct TimeoutsSection {
-    /// From the greeting to the client's first command.
-    pub greeting: HumanDuration,
-    /// Between commands (RFC 5321 4.5.3.2.7 server timeout: 5 minutes).
-    pub command: HumanDuration,
-    /// Between two reads while receiving DATA or BDAT bytes (4.5.3.2.5: 3 minutes).
-    pub data_block: HumanDuration,
-    /// The whole of one DATA or BDAT transfer, from `354` to the end of data (4.5.3.2.6).
-    pub data_termination: HumanDuration,
-}
-
-/// `[relay]`: the relay policy applied at RCPT.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct RelaySection {
-    /// Domains this host accepts mail for from anyone (it relays them on: it has no mailboxes).
-    pub local_domains: Vec<String>,
-    /// Domains this host relays for from anyone (backup MX style).
-    pub relay_domains: Vec<String>,
-    /// Client networks that may send to any domain.
-    pub trusted_networks: Vec<IpNet>,
-    /// Where mail to `<Postmaster>` (no domain, RFC 5321 4.5.1) goes: a mailbox an operator
-    /// reads, e.g. `"postmaster@example.com"`. Unset: `postmaster@<hostname>`, with a warning.
-    pub postmaster: Option<String>,
-}
-
 /// `[shutdown]`.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -264,48 +204,6 @@ impl Default for SpoolSection {
             segment_size: ByteSize::mib(64),
             min_free_space: ByteSize::mib(256),
             min_free_percent: 1.0,
-        }
-    }
-}
-
-impl Default for SmtpSection {
-    fn default() -> Self {
-        SmtpSection {
-            max_message_size: ByteSize::mib(25),
-            max_recipients: 1000,
-            max_errors: 20,
-            max_received_headers: 100,
-            max_connections: 1000,
-            max_connections_per_ip: 20,
-            max_connection_rate_per_ip: 0,
-            max_command_line: 512,
-            bare_line_ending: BareLineEnding::Reject,
-            timeouts: TimeoutsSection::default(),
-        }
-    }
-}
-
-impl Default for TimeoutsSection {
-    fn default() -> Self {
-        TimeoutsSection {
-            greeting: HumanDuration::secs(300),
-            command: HumanDuration::secs(300),
-            data_block: HumanDuration::secs(180),
-            data_termination: HumanDuration::secs(600),
-        }
-    }
-}
-
-impl Default for RelaySection {
-    fn default() -> Self {
-        RelaySection {
-            local_domains: Vec::new(),
-            relay_domains: Vec::new(),
-            trusted_networks: vec![
-                "127.0.0.0/8".parse().expect("literal network"),
-                "::1/128".parse().expect("literal network"),
-            ],
-            postmaster: None,
         }
     }
 }
