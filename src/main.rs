@@ -138,15 +138,39 @@ enum QueueCmd {
     },
 }
 
+/// Logs to standard error: `MTA_LOG` filters (default `info`); `MTA_LOG_FORMAT` is `text`
+/// (default; colours only when standard error is a terminal) or `json` (one object per line,
+/// for journald or a log shipper).
+fn init_logging() -> Result<(), String> {
+    use std::io::IsTerminal;
+    let filter = tracing_subscriber::EnvFilter::try_from_env("MTA_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(filter);
+    match std::env::var("MTA_LOG_FORMAT").as_deref() {
+        Ok("json") => builder.json().with_current_span(false).init(),
+        Ok("text") | Err(std::env::VarError::NotPresent) => {
+            builder.with_ansi(std::io::stderr().is_terminal()).init()
+        }
+        Ok(other) => {
+            return Err(format!(
+                "MTA_LOG_FORMAT={other:?}: write \"text\" or \"json\""
+            ));
+        }
+        Err(std::env::VarError::NotUnicode(_)) => {
+            return Err("MTA_LOG_FORMAT: write \"text\" or \"json\"".to_owned());
+        }
+    }
+    Ok(())
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("MTA_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .init();
+    if let Err(e) = init_logging() {
+        eprintln!("mta: {e}");
+        return ExitCode::from(2);
+    }
     if let Cmd::Passwd { name } = &cli.command {
         return match passwd(name) {
             Ok(line) => {
