@@ -214,25 +214,20 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Cmd::Passwd { .. } => Ok(()),
         Cmd::Run { .. } => run(config),
-        Cmd::CheckConfig { .. } => {
-            // The files the configuration names are read here too (DKIM keys, the shaping
-            // file), so that a bad one shows before a start.
-            let shaping = match &config.delivery.shaping_file {
-                Some(path) => mta::shaping::Shaping::load(path).map(drop),
-                None => Ok(()),
-            };
-            match (mta::dkim::Signer::from_config(&config.dkim), shaping) {
-                (Ok(_), Ok(())) => {
-                    for w in config.warnings() {
-                        eprintln!("mta: warning: {w}");
-                    }
-                    print!("{}", config.to_toml());
-                    Ok(())
+        Cmd::CheckConfig { .. } => match check_files(&config) {
+            Ok(()) => {
+                for w in config.warnings() {
+                    eprintln!("mta: warning: {w}");
                 }
-                (Err(e), _) => Err(anyhow::anyhow!("configuration error: {e}")),
-                (_, Err(e)) => Err(anyhow::anyhow!("configuration error: {e}")),
+                print!("{}", config.to_toml());
+                Ok(())
             }
-        }
+            // Like a bad key: the configuration cannot run (status 2).
+            Err(e) => {
+                eprintln!("mta: configuration error: {e}");
+                return ExitCode::from(2);
+            }
+        },
         Cmd::Metrics { api } => admin_cli::simple(&config, &api, false, "/metrics"),
         Cmd::Queue { what } => match what {
             QueueCmd::List { .. } => queue_list(&config),
@@ -293,6 +288,23 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// Reads every file the configuration names, as `mta run` would: certificates and keys, the
+/// outbound trust roots, the users file, DKIM keys and the shaping file.
+fn check_files(config: &Config) -> Result<(), String> {
+    if !config.tls.certificates.is_empty() {
+        mta::tls::ServerTls::load(&config.tls.certificates).map_err(|e| e.to_string())?;
+    }
+    mta::tls::ClientTls::new(config.tls.ca_file.as_deref()).map_err(|e| e.to_string())?;
+    if let Some(path) = &config.auth.users_file {
+        mta::auth::Users::load(path).map_err(|e| e.to_string())?;
+    }
+    mta::dkim::Signer::from_config(&config.dkim).map_err(|e| e.to_string())?;
+    if let Some(path) = &config.delivery.shaping_file {
+        mta::shaping::Shaping::load(path).map_err(|e| e.to_string())?;
+    }
+    Ok(())
 }
 
 /// `mta passwd NAME`: the users-file line for NAME.

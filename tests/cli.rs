@@ -113,3 +113,43 @@ fn relative_spool_path_works() {
     assert!(status.success(), "{status}");
     assert!(dir.path().join("spool/shard-0").is_dir());
 }
+
+#[test]
+fn check_config_reads_every_file_a_run_would_and_exits_2() {
+    let dir = tempdir();
+    let missing = dir.path().join("missing");
+    let garbage = dir.path().join("garbage.pem");
+    std::fs::write(&garbage, "not a certificate\n").unwrap();
+    let shaping = dir.path().join("shaping.toml");
+    std::fs::write(&shaping, "[default]\nnonsense = 1\n").unwrap();
+    for (what, extra) in [
+        (
+            "users file",
+            format!("[auth]\nusers_file = \"{}\"\n", missing.display()),
+        ),
+        (
+            "certificate",
+            format!(
+                "[[tls.certificates]]\ncert_file = \"{g}\"\nkey_file = \"{g}\"\n",
+                g = garbage.display()
+            ),
+        ),
+        (
+            "trust roots",
+            format!("[tls]\nca_file = \"{}\"\n", missing.display()),
+        ),
+        (
+            "shaping file",
+            format!("[delivery]\nshaping_file = \"{}\"\n", shaping.display()),
+        ),
+    ] {
+        let config = dir.path().join("mta.toml");
+        std::fs::write(&config, &extra).unwrap();
+        let out = mta(&["check-config", "--config", config.to_str().unwrap()]);
+        assert_eq!(out.status.code(), Some(2), "{what}: {out:?}");
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains("configuration error"),
+            "{what}: {out:?}"
+        );
+    }
+}
