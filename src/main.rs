@@ -350,9 +350,21 @@ fn run(config: Config) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The spool as `mta queue list|count` see it: empty (with a note) when it does not exist yet.
+fn offline(config: &Config) -> anyhow::Result<spool::OfflineSpool> {
+    let path = &config.spool.path;
+    if !path.exists() {
+        eprintln!(
+            "mta: no spool at {} yet (the MTA has not run with this configuration): the queue is empty",
+            path.display()
+        );
+        return Ok(spool::OfflineSpool::default());
+    }
+    spool::read_offline(path).with_context(|| format!("reading spool {}", path.display()))
+}
+
 fn queue_list(config: &Config) -> anyhow::Result<()> {
-    let queue = spool::read_offline(&config.spool.path)
-        .with_context(|| format!("reading spool {}", config.spool.path.display()))?;
+    let queue = offline(config)?;
     let now_ms = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64);
@@ -388,8 +400,7 @@ fn queue_list(config: &Config) -> anyhow::Result<()> {
 }
 
 fn queue_count(config: &Config) -> anyhow::Result<()> {
-    let queue = spool::read_offline(&config.spool.path)
-        .with_context(|| format!("reading spool {}", config.spool.path.display()))?;
+    let queue = offline(config)?;
     // Lifetime totals: what the segments on disk hold plus what deleted segments held (kept
     // by the spool's retire records), so the books balance across deletions and restarts.
     let t = queue.stats.lifetime();

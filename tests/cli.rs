@@ -153,3 +153,24 @@ fn check_config_reads_every_file_a_run_would_and_exits_2() {
         );
     }
 }
+
+#[test]
+fn queue_commands_on_a_host_without_a_spool_say_it_is_empty() {
+    let dir = tempdir();
+    let config = write_config(dir.path(), "", "");
+    for cmd in ["count", "list"] {
+        let out = mta(&["queue", cmd, "--config", config.to_str().unwrap()]);
+        assert!(out.status.success(), "{cmd}: {out:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(err.matches("no spool at").count(), 1, "{cmd}: {err}");
+        assert!(err.contains("the queue is empty"), "{cmd}: {err}");
+    }
+    let out = mta(&["queue", "count", "--config", config.to_str().unwrap()]);
+    assert!(String::from_utf8_lossy(&out.stdout).contains("queued    0"));
+    // A spool path that is not a directory: one error, said once.
+    std::fs::write(dir.path().join("spool"), "a file").unwrap();
+    let out = mta(&["queue", "count", "--config", config.to_str().unwrap()]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(err.matches("os error").count(), 1, "{err}");
+}

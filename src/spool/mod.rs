@@ -52,7 +52,7 @@ pub use writer::Spool;
 pub enum SpoolError {
     /// An I/O error (also what every append of a failed batch gets: the caller answers
     /// `452 4.3.1` and treats the message as not accepted).
-    #[error("spool I/O error: {0}")]
+    #[error(transparent)]
     Io(#[from] std::io::Error),
     /// The spool was closed (or its committer stopped).
     #[error("spool is closed")]
