@@ -20,6 +20,7 @@
 //! - [`sockets`]: binding listening sockets (shared ports, waiting for a port still held).
 //! - [`reload`]: what a shard reloads on SIGHUP.
 //! - [`disk`]: the spool's free-space monitor.
+//! - [`memlock`]: the locked memory the shards' io_uring rings need, checked before they start.
 //! - [`shard`]: the one place that wires a shard together and runs them all.
 //! - [`metrics`]: per-shard counters and histograms, and their Prometheus text.
 //! - [`admin`]: the admin HTTP endpoint's server, access policy and CLI client.
@@ -34,6 +35,7 @@ pub mod dkim;
 pub mod dns;
 pub mod eventlog;
 pub mod gauge;
+pub mod memlock;
 pub mod metrics;
 pub mod proxy;
 pub mod queue;

@@ -143,8 +143,10 @@ enum QueueCmd {
 /// for journald or a log shipper).
 fn init_logging() -> Result<(), String> {
     use std::io::IsTerminal;
+    // glommio's own multi-line warning about unregistered buffers is replaced by the one line
+    // of `memlock::check`.
     let filter = tracing_subscriber::EnvFilter::try_from_env("MTA_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,glommio::sys::uring=error"));
     let builder = tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_env_filter(filter);
@@ -213,7 +215,19 @@ fn main() -> ExitCode {
     };
     let result = match cli.command {
         Cmd::Passwd { .. } => Ok(()),
-        Cmd::Run { .. } => run(config),
+        Cmd::Run { .. } => {
+            // Before any executor: a ring that cannot be created is one line and status 2,
+            // not a panic in every shard.
+            match mta::memlock::check(config.effective_shards(), config.io_memory.0) {
+                Err(line) => {
+                    eprintln!("mta: {line}");
+                    return ExitCode::from(2);
+                }
+                Ok(Some(warning)) => tracing::warn!("{warning}"),
+                Ok(None) => {}
+            }
+            run(config)
+        }
         Cmd::CheckConfig { .. } => match check_files(&config) {
             Ok(()) => {
                 for w in config.warnings() {
