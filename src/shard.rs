@@ -101,7 +101,8 @@ pub fn run(
     on_ready: impl FnOnce(&[SocketAddr]),
 ) -> Result<RunSummary, ShardError> {
     let shards = config.effective_shards();
-    let (addrs, placeholders) = resolve_listeners(&config)?;
+    let (addrs, placeholders) =
+        resolve_listeners(&config).map_err(|(addr, source)| ShardError::Listen { addr, source })?;
     // Loaded once here so that a bad certificate stops the start with a clear error.
     let server_tls = match config.tls.certificates.is_empty() {
         true => None,

@@ -14,19 +14,18 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use crate::config::Config;
-use crate::shard::ShardError;
 
 /// Checks that every listener can be bound and gives port-0 listeners a concrete port. The
 /// returned placeholder sockets (bound with SO_REUSEPORT, not listening) hold those ports until
-/// the shards have bound them.
+/// the shards have bound them. An error names the address that cannot be bound.
 pub(crate) fn resolve_listeners(
     config: &Config,
-) -> Result<(Vec<SocketAddr>, Vec<socket2::Socket>), ShardError> {
+) -> Result<(Vec<SocketAddr>, Vec<socket2::Socket>), (SocketAddr, std::io::Error)> {
     let mut addrs = Vec::new();
     let mut placeholders = Vec::new();
     for l in &config.listeners {
         let addr = l.address;
-        let err = |source| ShardError::Listen { addr, source };
+        let err = |source| (addr, source);
         if addr.port() == 0 {
             let sock = socket(addr, true).map_err(err)?;
             let bound = sock

@@ -31,6 +31,26 @@ fn wait_event(dir: &std::path::Path, kind: &str, recipient: &str) -> Value {
     }
 }
 
+/// Waits for `recipient`'s bounce and checks it is a 5.4.6 whose reply says `why`.
+fn assert_loop_bounce(dir: &std::path::Path, recipient: &str, why: &str) {
+    let bounce = wait_event(dir, "Bounce", recipient);
+    assert_eq!(bounce["status"], "5.4.6", "{bounce}");
+    assert!(
+        bounce["reply"].as_str().unwrap_or_default().contains(why),
+        "{bounce}"
+    );
+}
+
+/// A `[[routes]]` entry sending `domain` to 127.0.0.1:`port`.
+fn route(domain: &str, port: u16) -> String {
+    format!("[[routes]]\ndomain = \"{domain}\"\nhosts = [\"127.0.0.1:{port}\"]\n")
+}
+
+/// One `Received:` field, `n` times.
+fn hops(n: usize) -> String {
+    "Received: from a.test by b.test; Tue, 1 Dec 2026 10:00:00 +0000\r\n".repeat(n)
+}
+
 fn receptions(dir: &std::path::Path) -> usize {
     event_log(dir)
         .iter()
@@ -56,10 +76,9 @@ fn a_route_back_to_the_mta_itself_bounces_with_5_4_6() {
     let dir = tempdir();
     let delivery = |loop_port: u16| {
         format!(
-            "[delivery]\n[relay]\nrelay_domains = [\"loop.test\"]\n\
-             [[routes]]\ndomain = \"src.test\"\nhosts = [\"127.0.0.1:{}\"]\n\
-             [[routes]]\ndomain = \"loop.test\"\nhosts = [\"127.0.0.1:{loop_port}\"]\n",
-            sink.port
+            "[delivery]\n[relay]\nrelay_domains = [\"loop.test\"]\n{}{}",
+            route("src.test", sink.port),
+            route("loop.test", loop_port)
         )
     };
     // The MTA's own port is known once it listens: start with a harmless route, then point
@@ -91,14 +110,10 @@ fn a_route_back_to_the_mta_itself_bounces_with_5_4_6() {
         "Subject: loop\r\n\r\nround and round",
     );
     assert!(r.starts_with("250"), "{r}");
-    let bounce = wait_event(dir.path(), "Bounce", "u@loop.test");
-    assert_eq!(bounce["status"], "5.4.6", "{bounce}");
-    assert!(
-        bounce["reply"]
-            .as_str()
-            .unwrap()
-            .contains("mail for loop.test loops back to myself"),
-        "{bounce}"
+    assert_loop_bounce(
+        dir.path(),
+        "u@loop.test",
+        "mail for loop.test loops back to myself",
     );
     // The sender is told, and the message never came back in.
     let got = sink.wait_for(1, Duration::from_secs(20));
@@ -128,24 +143,15 @@ fn an_mx_pointing_at_loopback_is_never_connected_to() {
         dir.path(),
         "",
         &format!(
-            "[delivery]\n[dns]\nservers = [\"{}\"]\n\
-             [[routes]]\ndomain = \"src.test\"\nhosts = [\"127.0.0.1:{}\"]\n",
+            "[delivery]\n[dns]\nservers = [\"{}\"]\n{}",
             fake.addr(),
-            sink.port
+            route("src.test", sink.port)
         ),
     );
     let mut mta = Mta::start(dir.path(), &config);
     let r = send(&mta, "a@src.test", "u@loopmx.test", "Subject: mx\r\n\r\nhi");
     assert!(r.starts_with("250"), "{r}");
-    let bounce = wait_event(dir.path(), "Bounce", "u@loopmx.test");
-    assert_eq!(bounce["status"], "5.4.6", "{bounce}");
-    assert!(
-        bounce["reply"]
-            .as_str()
-            .unwrap()
-            .contains("loops back to myself"),
-        "{bounce}"
-    );
+    assert_loop_bounce(dir.path(), "u@loopmx.test", "loops back to myself");
     assert!(mta.stop().success());
 }
 
@@ -157,10 +163,9 @@ fn bounces_of_mail_from_untrusted_clients_return_only_the_header() {
         dir.path(),
         "",
         &format!(
-            "[delivery]\n[relay]\nrelay_domains = [\"dest.test\"]\ntrusted_networks = []\n\
-             [[routes]]\ndomain = \"dest.test\"\nhosts = [\"127.0.0.1:{p}\"]\n\
-             [[routes]]\ndomain = \"src.test\"\nhosts = [\"127.0.0.1:{p}\"]\n",
-            p = sink.port
+            "[delivery]\n[relay]\nrelay_domains = [\"dest.test\"]\ntrusted_networks = []\n{}{}",
+            route("dest.test", sink.port),
+            route("src.test", sink.port)
         ),
     );
     let mut mta = Mta::start(dir.path(), &config);
@@ -190,9 +195,8 @@ fn postmaster_without_a_domain_goes_to_the_configured_mailbox() {
         dir.path(),
         "",
         &format!(
-            "[delivery]\n[relay]\npostmaster = \"ops@src.test\"\n\
-             [[routes]]\ndomain = \"src.test\"\nhosts = [\"127.0.0.1:{}\"]\n",
-            sink.port
+            "[delivery]\n[relay]\npostmaster = \"ops@src.test\"\n{}",
+            route("src.test", sink.port)
         ),
     );
     let mut mta = Mta::start(dir.path(), &config);
@@ -242,11 +246,7 @@ fn an_unset_postmaster_is_a_warning() {
 fn queued_mail_with_too_many_hops_bounces_when_delivered() {
     let sink = Scripted::start(false, 0);
     let dir = tempdir();
-    let routes = format!(
-        "[[routes]]\ndomain = \"dest.test\"\nhosts = [\"127.0.0.1:{p}\"]\n\
-         [[routes]]\ndomain = \"src.test\"\nhosts = [\"127.0.0.1:{p}\"]\n",
-        p = sink.port
-    );
+    let routes = route("dest.test", sink.port) + &route("src.test", sink.port);
     // Queued by a configuration that allowed it (as mail queued before the limit existed),
     // delivery on hold.
     let config = write_config(
@@ -255,8 +255,7 @@ fn queued_mail_with_too_many_hops_bounces_when_delivered() {
         &format!("[smtp]\nmax_received_headers = 1000\n[delivery]\nhold = true\n{routes}"),
     );
     let mut mta = Mta::start(dir.path(), &config);
-    let looped = "Received: from a.test by b.test; Tue, 1 Dec 2026 10:00:00 +0000\r\n".repeat(101);
-    let within = "Received: from a.test by b.test; Tue, 1 Dec 2026 10:00:00 +0000\r\n".repeat(100);
+    let (looped, within) = (hops(101), hops(100));
     let r = send(
         &mta,
         "a@src.test",
@@ -276,12 +275,7 @@ fn queued_mail_with_too_many_hops_bounces_when_delivered() {
     // Delivered under the default limit (100).
     write_config(dir.path(), "", &format!("[delivery]\n{routes}"));
     let mut mta = Mta::start(dir.path(), &config);
-    let bounce = wait_event(dir.path(), "Bounce", "looped@dest.test");
-    assert_eq!(bounce["status"], "5.4.6", "{bounce}");
-    assert!(
-        bounce["reply"].as_str().unwrap().contains("Too many hops"),
-        "{bounce}"
-    );
+    assert_loop_bounce(dir.path(), "looped@dest.test", "Too many hops");
     wait_event(dir.path(), "Delivery", "fine@dest.test");
     // The sender gets the DSN; the looping message itself never left.
     let got = sink.wait_for(2, Duration::from_secs(20));
@@ -302,8 +296,6 @@ fn more_than_100_received_fields_are_refused_at_the_end_of_data() {
     let dir = tempdir();
     let config = write_config(dir.path(), "", "");
     let mut mta = Mta::start(dir.path(), &config);
-    let hops =
-        |n: usize| "Received: from a.test by b.test; Tue, 1 Dec 2026 10:00:00 +0000\r\n".repeat(n);
     let r = send(
         &mta,
         "a@src.test",

@@ -26,8 +26,9 @@ pub struct SmtpSection {
     /// Errors per session before `421 4.7.0` and close.
     pub max_errors: u32,
     /// A message whose header has more `Received:` fields than this is refused with
-    /// `554 5.4.6` (RFC 5321 6.3 loop detection, Postfix's `hopcount_limit`); mail queued
-    /// with more (before this check existed) bounces with the same status when delivered.
+    /// `554 5.4.6` (RFC 5321 6.3 loop detection, Postfix's `hopcount_limit`); mail recovered
+    /// from the spool at start-up with more (queued before this check existed, or under a
+    /// larger limit) bounces with the same status.
     pub max_received_headers: usize,
     /// Concurrent inbound connections per shard; over it: `421 4.7.0` at the greeting.
     pub max_connections: usize,

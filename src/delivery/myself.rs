@@ -11,7 +11,7 @@
 //!
 //! What it does not do: no DNS, no connections, no decision on what to tell the sender (the
 //! router turns "nothing left" into a 5.4.6 bounce). The interface list is read when the
-//! shard starts; addresses added later are not seen until a restart.
+//! shard starts and again on each SIGHUP reload; an address added in between is not seen.
 //!
 //! Invariants: an address is compared after unmapping IPv4-mapped IPv6; a listener on the
 //! unspecified address owns its port on every local address; hops a route names explicitly
@@ -49,7 +49,7 @@ impl Myself {
     /// As [`Myself::new`], with the interface addresses given (no system call).
     pub fn from_parts(listeners: &[SocketAddr], interfaces: &[IpAddr], own: &[IpAddr]) -> Myself {
         let set = |v: Vec<IpAddr>| {
-            let mut v: Vec<IpAddr> = v.into_iter().map(unmap).collect();
+            let mut v: Vec<IpAddr> = v.into_iter().map(|ip| ip.to_canonical()).collect();
             v.sort();
             v.dedup();
             v
@@ -57,7 +57,7 @@ impl Myself {
         Myself {
             listeners: listeners
                 .iter()
-                .map(|a| SocketAddr::new(unmap(a.ip()), a.port()))
+                .map(|a| SocketAddr::new(a.ip().to_canonical(), a.port()))
                 .collect(),
             local: set(interfaces.iter().chain(own).copied().collect()),
             own: set(own.to_vec()),
@@ -66,7 +66,7 @@ impl Myself {
 
     /// True if connecting to `hop` would reach one of our own SMTP listeners.
     pub fn is_listener(&self, hop: SocketAddr) -> bool {
-        let ip = unmap(hop.ip());
+        let ip = hop.ip().to_canonical();
         self.listeners.iter().any(|l| {
             l.port() == hop.port()
                 && (l.ip() == ip
@@ -78,7 +78,7 @@ impl Myself {
     /// True if a hop learnt from DNS must not be connected to: one of our listeners, one of
     /// our addresses, or a loopback, unspecified or link-local address.
     pub fn refuses_from_dns(&self, hop: SocketAddr) -> bool {
-        let ip = unmap(hop.ip());
+        let ip = hop.ip().to_canonical();
         is_special(ip) || self.local.contains(&ip) || self.is_listener(hop)
     }
 
@@ -100,18 +100,11 @@ impl Myself {
 
 /// Loopback, unspecified or link-local (IPv4 169.254/16, IPv6 fe80::/10).
 pub fn is_special(ip: IpAddr) -> bool {
-    match unmap(ip) {
+    match ip.to_canonical() {
         IpAddr::V4(v4) => v4.is_loopback() || v4.is_unspecified() || v4.is_link_local(),
         IpAddr::V6(v6) => {
             v6.is_loopback() || v6.is_unspecified() || (v6.segments()[0] & 0xffc0) == 0xfe80
         }
-    }
-}
-
-fn unmap(ip: IpAddr) -> IpAddr {
-    match ip {
-        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
-        v4 => v4,
     }
 }
 

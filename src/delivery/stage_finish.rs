@@ -339,9 +339,5 @@ fn from_trusted_client(rec: &MessageRecord, trusted: &[ipnet::IpNet]) -> bool {
     let Ok(addr) = rec.client_addr.parse::<std::net::SocketAddr>() else {
         return false;
     };
-    let ip = match addr.ip() {
-        std::net::IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(addr.ip(), std::net::IpAddr::V4),
-        v4 => v4,
-    };
-    trusted.iter().any(|n| n.contains(&ip))
+    crate::server::relay::in_networks(trusted, addr.ip())
 }

@@ -2,7 +2,8 @@
 //!
 //! What it does: charges each message to the memory budget (holding its body when it fits),
 //! rewrites `<Postmaster>` to the configured mailbox, bounces mail with too many `Received:`
-//! fields (RFC 5321 6.3: queued before the check at reception existed), and turns the pending
+//! fields when recovered from the spool (RFC 5321 6.3: queued before the check at reception
+//! existed; new mail is counted at the end of its DATA), and turns the pending
 //! recipients into jobs: restored deferrals wait for their time, the others are routed now,
 //! grouped by domain.
 //!
@@ -56,6 +57,7 @@ impl Stage {
                 r.address = self.config().postmaster_address();
             }
         }
+        let recovered = states.is_some();
         let states = states.unwrap_or_else(|| vec![None; n]);
         let now_ms = unix_ms(SystemTime::now());
         let age = Duration::from_millis(now_ms.saturating_sub(record.arrival_unix_ms));
@@ -77,10 +79,14 @@ impl Stage {
             .any(|(k, _)| k.eq_ignore_ascii_case("SMTPUTF8"));
         let id = record.id;
         let body = std::mem::take(&mut record.body);
-        // RFC 5321 6.3: mail queued before the check at reception existed may loop. Our own
-        // `Received:` field (on every message from a client) is not one of the client's.
-        let hops = crate::smtp::hops::received_count(&body)
-            .saturating_sub(usize::from(record.client_addr != "local"));
+        // RFC 5321 6.3: mail queued before the check at reception existed may loop (new mail
+        // was counted at the end of its DATA). Our own `Received:` field (on every message
+        // from a client) is not one of the client's.
+        let hops = match recovered {
+            true => crate::smtp::hops::received_count(&body)
+                .saturating_sub(usize::from(record.client_addr != "local")),
+            false => 0,
+        };
         let pool = self.pool_of(&record, &body);
         let meta = meta_bytes(&record);
         let body = match complete {
@@ -151,9 +157,7 @@ impl Stage {
                 }) if *next_attempt_unix_ms > now_ms => {
                     // Checked: a spool record's time never makes the arithmetic panic.
                     let wait = Duration::from_millis(next_attempt_unix_ms - now_ms);
-                    let at = Instant::now()
-                        .checked_add(wait.min(MAX_SPOOLED_WAIT))
-                        .unwrap_or_else(Instant::now);
+                    let at = crate::queue::later(Instant::now(), wait.min(MAX_SPOOLED_WAIT));
                     let job = Job {
                         message: id,
                         recipients: vec![i as u32],

@@ -150,11 +150,7 @@ pub async fn serve(
     ctx.active.set(ctx.active.get() + 1);
     let _active = Active(ctx.clone());
     let client = if entry.proxy_protocol {
-        let from = match peer.ip() {
-            std::net::IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(peer.ip(), Into::into),
-            v4 => v4,
-        };
-        if !entry.proxy_from.iter().any(|n| n.contains(&from)) {
+        if !super::relay::in_networks(&entry.proxy_from, peer.ip()) {
             // Anyone else could claim any client address (a loopback one relays).
             ctx.metrics.session_ended(SessionOutcome::Rejected);
             tracing::info!(%peer, "PROXY listener: peer not in proxy_from; closing");

@@ -58,6 +58,13 @@ impl DomainSet {
     }
 }
 
+/// True if `ip` (an IPv4-mapped IPv6 address counting as its IPv4 address) is in one of
+/// `networks`.
+pub fn in_networks(networks: &[IpNet], ip: IpAddr) -> bool {
+    let ip = ip.to_canonical();
+    networks.iter().any(|n| n.contains(&ip))
+}
+
 /// The relay policy of one listener.
 #[derive(Clone, Debug, Default)]
 pub struct RelayPolicy {
@@ -78,11 +85,7 @@ impl RelayPolicy {
 
     /// True if `client` is in a trusted network.
     pub fn is_trusted(&self, client: IpAddr) -> bool {
-        let client = match client {
-            IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(client, IpAddr::V4),
-            v4 => v4,
-        };
-        self.trusted.iter().any(|n| n.contains(&client))
+        in_networks(&self.trusted, client)
     }
 
     /// True if a client (trusted or not) may send to `rcpt`.

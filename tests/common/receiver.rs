@@ -86,23 +86,11 @@ fn serve(
             }
             e + "250 8BITMIME\r\n"
         } else if upper.starts_with("MAIL FROM:") {
-            from = line[10..]
-                .trim()
-                .trim_start_matches('<')
-                .split('>')
-                .next()
-                .unwrap()
-                .to_owned();
+            from = path_after(&line, "MAIL FROM:");
             to.clear();
             "250 2.1.0 ok\r\n".into()
         } else if upper.starts_with("RCPT TO:") {
-            let rcpt = line[8..]
-                .trim()
-                .trim_start_matches('<')
-                .split('>')
-                .next()
-                .unwrap()
-                .to_owned();
+            let rcpt = path_after(&line, "RCPT TO:");
             if rcpt.starts_with("bad") {
                 "550 5.1.1 no such user\r\n".into()
             } else if rcpt.starts_with("slow")
@@ -167,4 +155,15 @@ fn serve(
             return;
         }
     }
+}
+
+/// The path of a `MAIL FROM:<...>` or `RCPT TO:<...>` line, without its brackets.
+fn path_after(line: &str, verb: &str) -> String {
+    line[verb.len()..]
+        .trim()
+        .trim_start_matches('<')
+        .split('>')
+        .next()
+        .unwrap_or_default()
+        .to_owned()
 }
