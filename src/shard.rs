@@ -138,6 +138,9 @@ pub fn run(
     };
     let shard_addrs = addrs.clone();
     let shard_signals = signals.clone();
+    // Taken before any shard starts: a SIGHUP that lands while the shards start up (after the
+    // configuration was read) is still seen as a reload by every shard.
+    let start_generation = signals.reload_generation();
     let handles = LocalExecutorPoolBuilder::new(placement)
         .name("shard")
         .io_memory(config.io_memory.0 as usize)
@@ -164,6 +167,7 @@ pub fn run(
                 },
                 dkim: dkim.clone(),
             };
+            let signals = (signals, start_generation);
             async move { shard_main(index, config, addrs, inbound, signals, ready).await }
         })
         .map_err(|e| ShardError::Executor(e.to_string()))?;
@@ -215,7 +219,7 @@ async fn shard_main(
     mut config: Arc<Config>,
     addrs: Vec<SocketAddr>,
     inbound: Inbound,
-    signals: SignalWatch,
+    (signals, mut generation): (SignalWatch, u64),
     ready: mpsc::Sender<Result<(), String>>,
 ) -> Result<RunSummary, ShardError> {
     let fail = |message: String| ShardError::Shard {
@@ -420,7 +424,6 @@ async fn shard_main(
     }
     let _ = ready.send(Ok(()));
 
-    let mut generation = signals.reload_generation();
     while !signals.requested() {
         glommio::timer::sleep(Duration::from_millis(50)).await;
         if signals.reload_generation() != generation {
