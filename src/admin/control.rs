@@ -13,16 +13,8 @@
 use futures_channel::{mpsc, oneshot};
 use futures_lite::StreamExt;
 
+pub use crate::delivery::recorder::DeleteMode;
 use crate::metrics::Snapshot;
-
-/// How a deleted message's recipients are accounted for.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum DeleteMode {
-    /// Bounce with a DSN to the sender (`5.0.0 deleted by an administrator`).
-    Bounce,
-    /// Count as bounced, without a DSN.
-    Silent,
-}
 
 /// What an operator asks a shard.
 #[derive(Clone, Debug)]

@@ -1,15 +1,87 @@
 //! The one place that decides what a delivery attempt means for a recipient.
 //!
 //! What it does: maps a server reply or a client failure to `Delivered`, `Deferred` or
-//! `Bounced`, with the enhanced status code and the diagnostic that go into the log and any DSN.
+//! `Bounced`, with the enhanced status code and the diagnostic that go into the log and any DSN;
+//! and decides whether what a connection reports about a job was an attempt at all
+//! ([`Verdict`]).
 //!
-//! What it does not do: no retry timing (the scheduler), no records (the delivery stage).
+//! What it does not do: no retry timing (the scheduler), no records (the recorder).
 //!
 //! Invariants: 2xx → delivered; 4xx, timeouts, network and TLS failures → deferred; 5xx →
-//! bounced. Nothing else.
+//! bounced. Nothing else. A transaction on a reused connection that failed before the server
+//! replied to MAIL is not an attempt (the server may have closed an idle connection); every
+//! other report is one.
 
-use super::client::{ClientError, default_status};
+use super::client::{ClientError, TransactionReplies, default_status};
+use super::phase::Phase;
 use crate::smtp::{EnhancedStatus, Reply};
+
+/// What a connection reports about one job.
+#[derive(Debug)]
+pub enum Attempt {
+    /// The transaction ran: the replies.
+    Replied(TransactionReplies),
+    /// It failed with no usable reply (network, timeout, protocol).
+    Failed(ClientError),
+    /// Decided without a transaction (no route, no connection, too large for the server, a
+    /// shaping rule, an unreadable spool): the same outcome for every recipient.
+    Decided(Outcome),
+}
+
+/// Whether the connection the job went out on had carried a transaction before.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Reuse {
+    /// A connection's first transaction.
+    Fresh,
+    /// A connection that had carried mail before.
+    Reused,
+}
+
+/// What a report means for the job.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Verdict {
+    /// An attempt: one outcome per recipient of the job, in the job's order.
+    Attempted(Vec<Outcome>),
+    /// Not an attempt: the job goes back to its queue and no attempt is counted.
+    NotAttempted,
+}
+
+/// Classifies what a connection reports about a job of `recipients` recipients.
+pub fn verdict(attempt: &Attempt, recipients: usize, reuse: Reuse) -> Verdict {
+    let all = |o: Outcome| Verdict::Attempted(vec![o; recipients]);
+    match attempt {
+        Attempt::Replied(replies) => Verdict::Attempted(
+            (0..recipients)
+                .map(|k| Outcome::of_reply(replies.for_recipient(k)))
+                .collect(),
+        ),
+        Attempt::Failed(ClientError::Io {
+            phase: Phase::Mail, ..
+        }) if reuse == Reuse::Reused => Verdict::NotAttempted,
+        Attempt::Failed(e) => all(Outcome::of_error(e)),
+        Attempt::Decided(o) => all(o.clone()),
+    }
+}
+
+impl TransactionReplies {
+    /// Every reply of the transaction, in order: MAIL, each RCPT, then the data reply.
+    pub fn all(&self) -> impl Iterator<Item = &Reply> {
+        std::iter::once(&self.mail)
+            .chain(&self.rcpts)
+            .chain(&self.data)
+    }
+
+    /// Each distinct failure reply, once, in order (what the shaping rules are shown).
+    pub fn distinct_failures(&self) -> Vec<&Reply> {
+        let mut seen: Vec<&Reply> = Vec::new();
+        for r in self.all() {
+            if !r.is_positive_completion() && !seen.contains(&r) {
+                seen.push(r);
+            }
+        }
+        seen
+    }
+}
 
 /// What happened to one recipient in one attempt.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -140,9 +212,85 @@ mod tests {
             Outcome::of_reply(&reply(354, None)),
             Outcome::Deferred { .. }
         ));
-        let e = ClientError::Timeout { stage: "DATA" };
+        let e = ClientError::Timeout { phase: Phase::Data };
         assert!(
             matches!(Outcome::of_error(&e), Outcome::Deferred { status, .. } if status == s(4, 4, 2))
         );
+    }
+
+    fn io(phase: Phase) -> Attempt {
+        Attempt::Failed(ClientError::Io {
+            phase,
+            source: std::io::ErrorKind::UnexpectedEof.into(),
+        })
+    }
+
+    #[test]
+    fn a_reused_connection_lost_before_mail_is_not_an_attempt() {
+        assert_eq!(
+            verdict(&io(Phase::Mail), 2, Reuse::Reused),
+            Verdict::NotAttempted
+        );
+        // On a fresh connection it is one: the server took the connection and then failed.
+        let Verdict::Attempted(o) = verdict(&io(Phase::Mail), 2, Reuse::Fresh) else {
+            panic!("an attempt");
+        };
+        assert_eq!(o.len(), 2);
+        assert!(
+            matches!(&o[0], Outcome::Deferred { status, .. } if *status == EnhancedStatus::new(4, 4, 1))
+        );
+        // Lost later in the transaction: the server may have the message; it counts.
+        for phase in [
+            Phase::Rcpt,
+            Phase::Data,
+            Phase::MessageData,
+            Phase::EndOfData,
+        ] {
+            assert!(matches!(
+                verdict(&io(phase), 1, Reuse::Reused),
+                Verdict::Attempted(_)
+            ));
+        }
+        // A timeout at MAIL is an attempt even when reused: the server is there but slow.
+        let t = Attempt::Failed(ClientError::Timeout { phase: Phase::Mail });
+        assert!(matches!(
+            verdict(&t, 1, Reuse::Reused),
+            Verdict::Attempted(_)
+        ));
+    }
+
+    #[test]
+    fn each_recipient_gets_the_reply_that_decides_it() {
+        let ok = reply(250, None);
+        let replies = TransactionReplies {
+            mail: ok.clone(),
+            rcpts: vec![
+                ok.clone(),
+                reply(550, Some(EnhancedStatus::new(5, 1, 1))),
+                ok.clone(),
+            ],
+            data: Some(reply(451, None)),
+        };
+        let Verdict::Attempted(o) = verdict(&Attempt::Replied(replies), 3, Reuse::Fresh) else {
+            panic!("an attempt");
+        };
+        assert!(
+            matches!(o[0], Outcome::Deferred { .. }),
+            "the data reply decides"
+        );
+        assert!(
+            matches!(&o[1], Outcome::Bounced { status, .. } if *status == EnhancedStatus::new(5, 1, 1))
+        );
+        assert!(matches!(o[2], Outcome::Deferred { .. }));
+        let refused = TransactionReplies {
+            mail: reply(421, None),
+            rcpts: vec![reply(421, None); 2],
+            data: None,
+        };
+        assert_eq!(refused.distinct_failures().len(), 1, "one 421, shown once");
+        let Verdict::Attempted(o) = verdict(&Attempt::Replied(refused), 2, Reuse::Reused) else {
+            panic!("an attempt");
+        };
+        assert!(o.iter().all(|o| matches!(o, Outcome::Deferred { .. })));
     }
 }

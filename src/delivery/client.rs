@@ -26,7 +26,9 @@ use futures_lite::{AsyncReadExt, AsyncWriteExt};
 use glommio::net::TcpStream;
 use rustls::pki_types::ServerName;
 
+use super::phase::Phase;
 use crate::smtp::ehlo::Extensions;
+use crate::smtp::params::{MailParams, RcptParams};
 use crate::smtp::reply::{MAX_REPLY_BYTES, ReplyError, ReplyParser};
 use crate::smtp::{EnhancedStatus, Reply};
 use crate::tls::{ClientTls, Stream, TlsInfo, TlsPolicy};
@@ -84,24 +86,24 @@ pub enum ClientError {
         source: std::io::Error,
     },
     /// The server did not answer in time.
-    #[error("timeout waiting for the reply to {stage}")]
+    #[error("timeout waiting for the reply to {phase}")]
     Timeout {
         /// What we were waiting for.
-        stage: &'static str,
+        phase: Phase,
     },
     /// Reading or writing failed, or the server closed the connection.
-    #[error("{stage}: {source}")]
+    #[error("{phase}: {source}")]
     Io {
         /// What we were doing.
-        stage: &'static str,
+        phase: Phase,
         /// The error.
         source: std::io::Error,
     },
     /// The server's reply could not be parsed.
-    #[error("malformed reply to {stage}: {source}")]
+    #[error("malformed reply to {phase}: {source}")]
     Protocol {
         /// What we were waiting for.
-        stage: &'static str,
+        phase: Phase,
         /// The parse error.
         source: ReplyError,
     },
@@ -114,10 +116,10 @@ pub enum ClientError {
         handshake: bool,
     },
     /// The server refused us at the greeting or at EHLO/HELO.
-    #[error("{stage} refused: {reply}")]
+    #[error("{phase} refused: {reply}")]
     Refused {
         /// Greeting or EHLO.
-        stage: &'static str,
+        phase: Phase,
         /// Its reply.
         reply: Reply,
     },
@@ -138,10 +140,12 @@ pub use transaction::{Chained, Started};
 pub struct Envelope<'a> {
     /// Reverse path without brackets ("" = null).
     pub reverse_path: &'a str,
-    /// Forward paths without brackets, with their DSN parameters in wire form (may be empty).
-    pub recipients: Vec<(&'a str, &'a str)>,
-    /// MAIL parameters to add besides SIZE/BODY/SMTPUTF8 (e.g. `RET=HDRS ENVID=x`), wire form.
-    pub extra_mail_params: &'a str,
+    /// Forward paths without brackets, with their RCPT parameters (passed on when the server
+    /// offers DSN).
+    pub recipients: Vec<(&'a str, &'a RcptParams)>,
+    /// The MAIL parameters as received; RET and ENVID are passed on when the server offers DSN
+    /// (SIZE, BODY and SMTPUTF8 are the client's own).
+    pub mail_params: &'a MailParams,
     /// The message (header + body) with CRLF line endings, not dot-stuffed.
     pub body: &'a [u8],
     /// The message contains 8-bit octets (request BODY=8BITMIME when offered).
@@ -221,7 +225,9 @@ impl Connection {
                     });
                 }
                 Err(_) => {
-                    return Err(ClientError::Timeout { stage: "connect" });
+                    return Err(ClientError::Timeout {
+                        phase: Phase::Connect,
+                    });
                 }
             };
         let _ = stream.set_nodelay(true);
@@ -241,11 +247,11 @@ impl Connection {
             greeting: String::new(),
             tls: None,
         };
-        let greeting = c.read_reply("greeting", timeouts.greeting).await?;
+        let greeting = c.read_reply(Phase::Greeting, timeouts.greeting).await?;
         if greeting.code != 220 {
             c.usable = false;
             return Err(ClientError::Refused {
-                stage: "greeting",
+                phase: Phase::Greeting,
                 reply: greeting,
             });
         }
@@ -272,8 +278,10 @@ impl Connection {
             return Ok(());
         }
         self.out.extend_from_slice(b"STARTTLS\r\n");
-        self.flush("STARTTLS").await?;
-        let reply = self.read_reply("STARTTLS", self.timeouts.command).await?;
+        self.flush(Phase::StartTls).await?;
+        let reply = self
+            .read_reply(Phase::StartTls, self.timeouts.command)
+            .await?;
         if reply.code != 220 {
             if strict {
                 self.usable = false;
@@ -297,7 +305,7 @@ impl Connection {
             .tcp()
             .set_read_timeout(Some(self.timeouts.command))
             .map_err(|source| ClientError::Io {
-                stage: "TLS handshake",
+                phase: Phase::TlsHandshake,
                 source: std::io::Error::other(source.to_string()),
             })?;
         match plain.connect_tls(config, name).await {
@@ -322,20 +330,20 @@ impl Connection {
         let timeouts = c.timeouts;
         c.out
             .extend_from_slice(format!("EHLO {helo_name}\r\n").as_bytes());
-        c.flush("EHLO").await?;
-        let ehlo = c.read_reply("EHLO", timeouts.command).await?;
+        c.flush(Phase::Ehlo).await?;
+        let ehlo = c.read_reply(Phase::Ehlo, timeouts.command).await?;
         if ehlo.is_positive_completion() {
             c.ext = Extensions::from_reply(&ehlo);
         } else {
             c.ext = Extensions::default();
             c.out
                 .extend_from_slice(format!("HELO {helo_name}\r\n").as_bytes());
-            c.flush("HELO").await?;
-            let helo = c.read_reply("HELO", timeouts.command).await?;
+            c.flush(Phase::Helo).await?;
+            let helo = c.read_reply(Phase::Helo, timeouts.command).await?;
             if !helo.is_positive_completion() {
                 c.usable = false;
                 return Err(ClientError::Refused {
-                    stage: "EHLO",
+                    phase: Phase::Ehlo,
                     reply: helo,
                 });
             }
@@ -371,8 +379,8 @@ impl Connection {
     /// RSET (RFC 5321 4.1.1.5).
     pub async fn rset(&mut self) -> Result<(), ClientError> {
         self.out.extend_from_slice(b"RSET\r\n");
-        self.flush("RSET").await?;
-        let r = self.read_reply("RSET", self.timeouts.command).await?;
+        self.flush(Phase::Rset).await?;
+        let r = self.read_reply(Phase::Rset, self.timeouts.command).await?;
         if !r.is_positive_completion() {
             self.usable = false;
         }
@@ -382,14 +390,14 @@ impl Connection {
     /// NOOP, to check that a pooled connection is still alive.
     pub async fn noop(&mut self) -> Result<(), ClientError> {
         self.out.extend_from_slice(b"NOOP\r\n");
-        self.flush("NOOP").await?;
-        let r = self.read_reply("NOOP", self.timeouts.command).await?;
+        self.flush(Phase::Noop).await?;
+        let r = self.read_reply(Phase::Noop, self.timeouts.command).await?;
         if r.is_positive_completion() {
             Ok(())
         } else {
             self.usable = false;
             Err(ClientError::Refused {
-                stage: "NOOP",
+                phase: Phase::Noop,
                 reply: r,
             })
         }
@@ -399,8 +407,8 @@ impl Connection {
     pub async fn quit(mut self) {
         if self.usable {
             self.out.extend_from_slice(b"QUIT\r\n");
-            if self.flush("QUIT").await.is_ok() {
-                let _ = self.read_reply("QUIT", Duration::from_secs(5)).await;
+            if self.flush(Phase::Quit).await.is_ok() {
+                let _ = self.read_reply(Phase::Quit, Duration::from_secs(5)).await;
             }
         }
         if let Some(stream) = &self.stream {
@@ -408,7 +416,7 @@ impl Connection {
         }
     }
 
-    async fn flush(&mut self, stage: &'static str) -> Result<(), ClientError> {
+    async fn flush(&mut self, phase: Phase) -> Result<(), ClientError> {
         if self.out.is_empty() {
             return Ok(());
         }
@@ -424,11 +432,11 @@ impl Connection {
             Ok(()) => Ok(()),
             Err(e) if e.kind() == std::io::ErrorKind::TimedOut => {
                 self.usable = false;
-                Err(ClientError::Timeout { stage })
+                Err(ClientError::Timeout { phase })
             }
             Err(source) => {
                 self.usable = false;
-                Err(ClientError::Io { stage, source })
+                Err(ClientError::Io { phase, source })
             }
         }
     }
@@ -436,11 +444,7 @@ impl Connection {
     /// Reads one reply, all of it within `limit` from now (one deadline for the whole reply,
     /// not per read: a receiver that trickles octets still times out). The buffer never grows
     /// past one reply's cap; an over-cap reply is a protocol error.
-    async fn read_reply(
-        &mut self,
-        stage: &'static str,
-        limit: Duration,
-    ) -> Result<Reply, ClientError> {
+    async fn read_reply(&mut self, phase: Phase, limit: Duration) -> Result<Reply, ClientError> {
         let started = Instant::now();
         loop {
             match self.parser.parse(&self.buf[self.start..self.end]) {
@@ -455,7 +459,7 @@ impl Connection {
                 Ok(None) => {}
                 Err(source) => {
                     self.usable = false;
-                    return Err(ClientError::Protocol { stage, source });
+                    return Err(ClientError::Protocol { phase, source });
                 }
             }
             if self.start > 0 {
@@ -468,7 +472,7 @@ impl Connection {
                 if self.buf.len() > MAX_REPLY_BYTES {
                     self.usable = false;
                     return Err(ClientError::Protocol {
-                        stage,
+                        phase,
                         source: ReplyError::TooLong,
                     });
                 }
@@ -478,32 +482,32 @@ impl Connection {
             let left = limit.saturating_sub(started.elapsed());
             if left.is_zero() {
                 self.usable = false;
-                return Err(ClientError::Timeout { stage });
+                return Err(ClientError::Timeout { phase });
             }
             let stream = self.stream.as_mut().expect("stream present");
             stream
                 .tcp()
                 .set_read_timeout(Some(left))
                 .map_err(|e| ClientError::Io {
-                    stage,
+                    phase,
                     source: std::io::Error::other(e.to_string()),
                 })?;
             match stream.read(&mut self.buf[self.end..]).await {
                 Ok(0) => {
                     self.usable = false;
                     return Err(ClientError::Io {
-                        stage,
+                        phase,
                         source: std::io::ErrorKind::UnexpectedEof.into(),
                     });
                 }
                 Ok(n) => self.end += n,
                 Err(e) if e.kind() == std::io::ErrorKind::TimedOut => {
                     self.usable = false;
-                    return Err(ClientError::Timeout { stage });
+                    return Err(ClientError::Timeout { phase });
                 }
                 Err(source) => {
                     self.usable = false;
-                    return Err(ClientError::Io { stage, source });
+                    return Err(ClientError::Io { phase, source });
                 }
             }
         }

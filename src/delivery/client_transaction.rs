@@ -17,8 +17,10 @@
 //! any I/O error, timeout or malformed reply makes the connection unusable.
 
 use super::{ClientError, Connection, Envelope, TransactionReplies};
+use crate::delivery::phase::Phase;
 use crate::smtp::Reply;
 use crate::smtp::data::dot_stuff;
+use crate::smtp::params::RcptParams;
 
 /// How far a transaction got when its envelope was sent.
 #[derive(Debug)]
@@ -86,13 +88,13 @@ impl Connection {
     async fn start_inner(&mut self, env: &Envelope<'_>) -> Result<Started, ClientError> {
         if self.ext.pipelining {
             self.write_envelope(env);
-            self.flush("MAIL").await?;
+            self.flush(Phase::Mail).await?;
             return self.envelope_replies(env).await;
         }
         // Without PIPELINING each command waits for its reply (RFC 5321 lock-step).
         self.write_mail(env);
-        self.flush("MAIL").await?;
-        let mail = self.read_reply("MAIL", self.timeouts.command).await?;
+        self.flush(Phase::Mail).await?;
+        let mail = self.read_reply(Phase::Mail, self.timeouts.command).await?;
         if !mail.is_positive_completion() {
             let rcpts = vec![mail.clone(); env.recipients.len()];
             self.rset_after_failure().await;
@@ -105,8 +107,8 @@ impl Connection {
         let mut rcpts = Vec::with_capacity(env.recipients.len());
         for (addr, params) in &env.recipients {
             self.write_rcpt(addr, params);
-            self.flush("RCPT").await?;
-            rcpts.push(self.read_reply("RCPT", self.timeouts.command).await?);
+            self.flush(Phase::Rcpt).await?;
+            rcpts.push(self.read_reply(Phase::Rcpt, self.timeouts.command).await?);
         }
         if !rcpts.iter().any(Reply::is_positive_completion) {
             self.rset_after_failure().await;
@@ -118,15 +120,17 @@ impl Connection {
         }
         if self.ext.chunking {
             self.write_bdat(env.body);
-            self.flush("BDAT").await?;
+            self.flush(Phase::Bdat).await?;
             let data = self
-                .read_reply("BDAT", self.timeouts.data_termination)
+                .read_reply(Phase::Bdat, self.timeouts.data_termination)
                 .await?;
             return Ok(self.done(mail, rcpts, data).await);
         }
         self.out.extend_from_slice(b"DATA\r\n");
-        self.flush("DATA").await?;
-        let go = self.read_reply("DATA", self.timeouts.data_init).await?;
+        self.flush(Phase::Data).await?;
+        let go = self
+            .read_reply(Phase::Data, self.timeouts.data_init)
+            .await?;
         Ok(self.data_phase(mail, rcpts, go).await)
     }
 
@@ -153,9 +157,9 @@ impl Connection {
             self.transactions += 1;
             self.write_envelope(env);
         }
-        let data = match self.flush("message data").await {
+        let data = match self.flush(Phase::MessageData).await {
             Ok(()) => {
-                self.read_reply("end of data", self.timeouts.data_termination)
+                self.read_reply(Phase::EndOfData, self.timeouts.data_termination)
                     .await
             }
             Err(e) => Err(e),
@@ -186,18 +190,20 @@ impl Connection {
 
     /// Reads the replies to a pipelined MAIL, RCPTs and DATA (or BDAT LAST).
     async fn envelope_replies(&mut self, env: &Envelope<'_>) -> Result<Started, ClientError> {
-        let mail = self.read_reply("MAIL", self.timeouts.command).await?;
+        let mail = self.read_reply(Phase::Mail, self.timeouts.command).await?;
         let mut rcpts = Vec::with_capacity(env.recipients.len());
         for _ in 0..env.recipients.len() {
-            rcpts.push(self.read_reply("RCPT", self.timeouts.command).await?);
+            rcpts.push(self.read_reply(Phase::Rcpt, self.timeouts.command).await?);
         }
         if self.ext.chunking {
             let data = self
-                .read_reply("BDAT", self.timeouts.data_termination)
+                .read_reply(Phase::Bdat, self.timeouts.data_termination)
                 .await?;
             return Ok(self.done(mail, rcpts, data).await);
         }
-        let go = self.read_reply("DATA", self.timeouts.data_init).await?;
+        let go = self
+            .read_reply(Phase::Data, self.timeouts.data_init)
+            .await?;
         Ok(self.data_phase(mail, rcpts, go).await)
     }
 
@@ -235,13 +241,12 @@ impl Connection {
         }
     }
 
-    fn write_rcpt(&mut self, addr: &str, params: &str) {
+    fn write_rcpt(&mut self, addr: &str, params: &RcptParams) {
         self.out.extend_from_slice(b"RCPT TO:<");
         self.out.extend_from_slice(addr.as_bytes());
         self.out.push(b'>');
-        if !params.is_empty() && self.ext.dsn {
-            self.out.push(b' ');
-            self.out.extend_from_slice(params.as_bytes());
+        if self.ext.dsn {
+            params.write_wire(&mut self.out);
         }
         self.out.extend_from_slice(b"\r\n");
     }
@@ -267,9 +272,8 @@ impl Connection {
         if env.smtputf8 && self.ext.smtputf8 {
             self.out.extend_from_slice(b" SMTPUTF8");
         }
-        if !env.extra_mail_params.is_empty() && self.ext.dsn {
-            self.out.push(b' ');
-            self.out.extend_from_slice(env.extra_mail_params.as_bytes());
+        if self.ext.dsn {
+            env.mail_params.write_dsn_wire(&mut self.out);
         }
         self.out.extend_from_slice(b"\r\n");
     }
@@ -285,7 +289,7 @@ impl Connection {
 /// The error of a chained transaction whose connection failed before its replies came.
 fn lost() -> ClientError {
     ClientError::Io {
-        stage: "MAIL",
+        phase: Phase::Mail,
         source: std::io::Error::new(
             std::io::ErrorKind::ConnectionAborted,
             "connection lost before the reply",

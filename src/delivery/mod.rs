@@ -17,6 +17,9 @@ pub mod dsn;
 pub mod memory;
 pub mod myself;
 pub mod notify;
+pub mod phase;
+pub mod queued;
+pub mod recorder;
 pub mod route;
 pub mod stage;
 

@@ -27,16 +27,18 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use super::classify::Outcome;
 use super::client::{ClientError, ClientTimeouts, Connection, Envelope, TlsRequest};
-use super::dsn::{self, DsnAction, DsnRecipient, Return};
+use super::dsn;
 use super::memory::Memory;
 use super::myself::Myself;
 use super::notify::Notify;
+use super::queued::{Facts, Progress, Queued};
+use super::recorder::{self, JobResult, Peer, Records};
 use super::route::{Routed, Target, route};
 use crate::config::Config;
 use crate::dns::Resolver;
 use crate::eventlog::{Event, EventLog};
 use crate::metrics::ShardMetrics;
-use crate::queue::{DeferOutcome, DestinationKey, FailurePolicy, Job, RetryPolicy, Scheduler};
+use crate::queue::{DestinationKey, FailurePolicy, Job, RetryPolicy, Scheduler};
 use crate::shaping::{RuleEngine, Shaping};
 use crate::smtp::EnhancedStatus;
 use crate::smtp::Reply;
@@ -67,28 +69,6 @@ pub struct DeliveryStats {
 
 fn bump(c: &Cell<u64>) {
     c.set(c.get() + 1);
-}
-
-struct Queued {
-    /// The envelope; its `body` is empty (the body is in `body` or only in the spool).
-    record: MessageRecord,
-    /// The body, when held in memory (under the memory budget).
-    body: RefCell<Option<Rc<Vec<u8>>>>,
-    /// The body's size.
-    size: usize,
-    /// Bytes charged to the memory budget for the envelope and bookkeeping.
-    meta: u64,
-    /// The source pool the message asked for (header or sender domain), if any.
-    pool: Option<String>,
-    arrival: Instant,
-    attempts: RefCell<Vec<u32>>,
-    pending: Cell<usize>,
-    /// Per recipient: final (delivered, bounced, expired or deleted).
-    done: RefCell<Vec<bool>>,
-    /// Per recipient: the last reply or error, for operators.
-    last: RefCell<Vec<String>>,
-    eight_bit: bool,
-    smtputf8: bool,
 }
 
 /// What a stage shares with the rest of its shard.
@@ -150,63 +130,13 @@ pub struct Stage {
     pub stats: DeliveryStats,
 }
 
-/// The remote end of an attempt, for the log.
-#[derive(Clone, Copy)]
-struct Peer<'a> {
-    /// `name[ip]`, or empty when no server answered.
-    host: &'a str,
-    /// `TLSv1.3 TLS13_...`, or empty for plaintext.
-    tls: &'a str,
-}
-
-impl Peer<'_> {
-    const NONE: Peer<'static> = Peer { host: "", tls: "" };
-}
-
-fn all_of(job: &Job, o: Outcome) -> Vec<(u32, Outcome)> {
-    job.recipients.iter().map(|&i| (i, o.clone())).collect()
-}
-
-/// What a queued message's envelope and bookkeeping cost in memory (an estimate).
 /// The longest wait taken from a recovered Deferred state (a year: later than any retry
 /// schedule's lifetime, so the recipient expires when it comes due).
 const MAX_SPOOLED_WAIT: Duration = Duration::from_secs(365 * 24 * 3600);
 
-/// What a queued recipient costs in memory besides its address: its record, state, attempt
-/// and reply slots and its scheduler job. Measured with `benches/recovery.sh` (2-core VM,
-/// 2026-12-02): 466 MiB of RSS after a restart with 1,000,000 queued recipients of 20,000
-/// 2 KiB messages, about 490 bytes per recipient with the bodies and the process included.
-const RECIPIENT_COST: usize = 448;
-
-/// What a queued message costs in memory besides its recipients and body.
-const MESSAGE_COST: usize = 1024;
-
-/// The memory a queued message's envelope and bookkeeping cost (the estimate the budget
-/// charges; held bodies are charged on their own).
-fn meta_bytes(r: &MessageRecord) -> u64 {
-    let rcpts: usize = r
-        .recipients
-        .iter()
-        .map(|x| x.address.len() + RECIPIENT_COST + x.params.len() * 48)
-        .sum();
-    (std::mem::size_of::<Queued>()
-        + MESSAGE_COST
-        + r.reverse_path.len()
-        + r.client_addr.len()
-        + r.helo.len()
-        + rcpts) as u64
-}
-
 fn unix_ms(t: SystemTime) -> u64 {
     t.duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64)
-}
-
-fn param<'a>(params: &'a [(String, Option<String>)], key: &str) -> Option<&'a str> {
-    params
-        .iter()
-        .find(|(k, _)| k.eq_ignore_ascii_case(key))
-        .and_then(|(_, v)| v.as_deref())
 }
 
 fn domain_of(r: &Recipient, hostname: &str) -> String {

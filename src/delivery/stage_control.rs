@@ -17,8 +17,8 @@ use std::time::{Duration, Instant, SystemTime};
 
 use serde_json::{Value, json};
 
+use super::recorder::DeleteMode;
 use super::*;
-use crate::admin::control::DeleteMode;
 
 /// Upper bounds of the age buckets, in minutes (the last bucket is everything older).
 pub const AGE_BUCKETS_MINUTES: [u64; 9] = [5, 10, 20, 40, 80, 160, 320, 640, 1280];
@@ -40,7 +40,7 @@ impl Stage {
         let (mut messages, mut recipients, mut bytes) = (0u64, 0u64, 0u64);
         for q in self.messages.borrow().values() {
             let bucket = age_bucket(q.arrival.elapsed());
-            let done = q.done.borrow();
+            let done = &q.progress.borrow().done;
             let mut any = false;
             for (r, done) in q.record.recipients.iter().zip(done.iter()) {
                 if *done {
@@ -72,9 +72,8 @@ impl Stage {
             return Value::Null;
         };
         let rec = &q.record;
-        let done = q.done.borrow();
-        let last = q.last.borrow();
-        let attempts = q.attempts.borrow();
+        let p = q.progress.borrow();
+        let (done, last, attempts) = (&p.done, &p.last, &p.attempts);
         let recipients: Vec<Value> = rec
             .recipients
             .iter()
@@ -108,58 +107,11 @@ impl Stage {
             return Value::Null;
         };
         self.sched.borrow_mut().remove_message(id);
-        let qid = QueueId(id);
-        let id_text = qid.to_string();
-        let at_ms = unix_ms(SystemTime::now());
-        let mut failed = Vec::new();
-        let pending: Vec<u32> = {
-            let mut done = q.done.borrow_mut();
-            let pending: Vec<u32> = (0..done.len() as u32)
-                .filter(|&i| !done[i as usize])
-                .collect();
-            for &i in &pending {
-                done[i as usize] = true;
-            }
-            pending
-        };
-        let reason = "deleted by an administrator";
-        for &i in &pending {
-            let rcpt = &q.record.recipients[i as usize];
-            bump(&self.stats.bounced);
-            self.record_state(qid, i, RecipientState::Bounced { at_unix_ms: at_ms });
-            self.log.record(&Event {
-                kind: "AdminAction",
-                queue_id: &id_text,
-                sender: &q.record.reverse_path,
-                recipient: &rcpt.address,
-                destination: "",
-                host: "",
-                tls: "",
-                reply: reason,
-                class: "",
-                status: "5.0.0",
-                attempt: q.attempts.borrow()[i as usize],
-                duration_ms: 0,
-                size: q.size,
-            });
-            if mode == DeleteMode::Bounce {
-                failed.push((
-                    i,
-                    EnhancedStatus::new(5, 0, 0),
-                    reason.to_owned(),
-                    DsnAction::Failed,
-                ));
-            }
-        }
-        q.pending.set(q.pending.get().saturating_sub(pending.len()));
-        if !failed.is_empty() {
-            self.send_dsn(&q, &failed, "").await;
-        }
-        if q.pending.get() == 0 {
-            self.forget(id);
-        }
+        let records = recorder::deleted(&q, &mut q.progress.borrow_mut(), mode, SystemTime::now());
+        let count = records.lines.len();
+        self.carry_out(&q, records, "", &Peer::default()).await;
         self.wake.notify();
-        json!({"id": id_text, "recipients": pending.len(), "mode": match mode {
+        json!({"id": QueueId(id).to_string(), "recipients": count, "mode": match mode {
             DeleteMode::Bounce => "bounce",
             DeleteMode::Silent => "silent",
         }})
@@ -293,7 +245,7 @@ impl Stage {
     pub fn queue_gauges(&self) -> (u64, u64, u64) {
         let (mut recipients, mut bytes) = (0u64, 0u64);
         for q in self.messages.borrow().values() {
-            recipients += q.pending.get() as u64;
+            recipients += q.progress.borrow().pending as u64;
             bytes += q.size as u64;
         }
         let now = Instant::now();

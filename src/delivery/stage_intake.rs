@@ -12,11 +12,11 @@
 //! Invariants: a message whose recipients are all final is not taken; a recovered retry time
 //! never makes the clock arithmetic overflow.
 
-use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::rc::Rc;
 use std::time::{Duration, Instant, SystemTime};
 
+use super::finish::from_trusted_client;
 use super::*;
 
 impl Stage {
@@ -62,21 +62,10 @@ impl Stage {
         let now_ms = unix_ms(SystemTime::now());
         let age = Duration::from_millis(now_ms.saturating_sub(record.arrival_unix_ms));
         let arrival = Instant::now().checked_sub(age).unwrap_or_else(Instant::now);
-        let attempts: Vec<u32> = states
-            .iter()
-            .map(|s| s.as_ref().map_or(0, RecipientState::attempts))
-            .collect();
-        let pending = states
-            .iter()
-            .filter(|s| !s.as_ref().is_some_and(RecipientState::is_final))
-            .count();
-        if pending == 0 {
+        let progress = Progress::new(&states);
+        if progress.pending == 0 {
             return;
         }
-        let smtputf8 = record
-            .mail_params
-            .iter()
-            .any(|(k, _)| k.eq_ignore_ascii_case("SMTPUTF8"));
         let id = record.id;
         let body = std::mem::take(&mut record.body);
         // RFC 5321 6.3: mail queued before the check at reception existed may loop (new mail
@@ -87,50 +76,36 @@ impl Stage {
                 .saturating_sub(usize::from(record.client_addr != "local")),
             false => 0,
         };
-        let pool = self.pool_of(&record, &body);
-        let meta = meta_bytes(&record);
-        let body = match complete {
-            true => self
-                .memory
-                .admit(id, meta, size as u64)
-                .then(|| Rc::new(body)),
+        let config = self.config();
+        let facts = Facts {
+            size,
+            pool: self.pool_of(&record, &body),
+            arrival,
+            eight_bit,
+            trusted: from_trusted_client(&record, &config.relay.trusted_networks),
+        };
+        let q = Rc::new(Queued::new(record, facts, progress));
+        let held = match complete {
+            true => self.memory.admit(id, q.meta, size as u64),
             false => {
-                self.memory.admit_envelope(meta);
-                None
+                self.memory.admit_envelope(q.meta);
+                false
             }
         };
-        let q = Rc::new(Queued {
-            record,
-            body: RefCell::new(body),
-            size,
-            meta,
-            pool,
-            arrival,
-            attempts: RefCell::new(attempts),
-            pending: Cell::new(pending),
-            done: RefCell::new(
-                states
-                    .iter()
-                    .map(|s| s.as_ref().is_some_and(RecipientState::is_final))
-                    .collect(),
-            ),
-            last: RefCell::new(vec![String::new(); n]),
-            eight_bit,
-            smtputf8,
-        });
+        if held {
+            *q.body.borrow_mut() = Some(Rc::new(body));
+        }
         self.messages.borrow_mut().insert(id, q.clone());
         // After the insert: the new message is one the eviction and compaction can see.
         self.evict();
-        let max_hops = self.config().smtp.max_received_headers;
+        let max_hops = config.smtp.max_received_headers;
         if hops > max_hops {
-            let pending: Vec<u32> = (0..n as u32)
-                .filter(|&i| !q.done.borrow()[i as usize])
-                .collect();
+            let pending = q.progress.borrow().pending_recipients();
             let job = Job {
                 message: id,
                 domain: pending
                     .first()
-                    .map(|&i| domain_of(&q.record.recipients[i as usize], &self.config().hostname))
+                    .map(|&i| domain_of(q.recipient(i), &config.hostname))
                     .unwrap_or_default(),
                 recipients: pending,
                 attempts: 0,
@@ -161,24 +136,27 @@ impl Stage {
                     let job = Job {
                         message: id,
                         recipients: vec![i as u32],
-                        domain: domain_of(r, &self.config().hostname),
+                        domain: domain_of(r, &config.hostname),
                         attempts: *attempts,
                         arrival,
                     };
                     self.sched.borrow_mut().defer_until(job, at);
                 }
                 _ => now_by_domain
-                    .entry(domain_of(r, &self.config().hostname))
+                    .entry(domain_of(r, &config.hostname))
                     .or_default()
                     .push(i as u32),
             }
         }
         for (domain, recipients) in now_by_domain {
-            let attempts = recipients
-                .iter()
-                .map(|&i| q.attempts.borrow()[i as usize])
-                .max()
-                .unwrap_or(0);
+            let attempts = {
+                let p = q.progress.borrow();
+                recipients
+                    .iter()
+                    .map(|&i| p.attempts[i as usize])
+                    .max()
+                    .unwrap_or(0)
+            };
             self.route_and_submit(Job {
                 message: id,
                 recipients,

@@ -20,6 +20,7 @@ use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use super::*;
+use crate::delivery::classify::{Attempt, Reuse};
 use crate::delivery::client::{Chained, Started, TransactionReplies};
 use crate::smtp::ehlo::Extensions;
 
@@ -34,36 +35,43 @@ const IDLE_QUICK_LOOKS: u32 = 10;
 /// message waits for an idle connection of its destination.
 const IDLE_RECHECK: Duration = Duration::from_millis(160);
 
-/// A job ready to go out: its message, body and wire parameters.
+/// A job ready to go out: its message and body.
 struct Outgoing {
     job: Job,
     q: Rc<Queued>,
     body: Rc<Vec<u8>>,
-    /// Per recipient of the job: its DSN parameters in wire form (usually empty).
-    rcpt_params: Vec<String>,
-    /// MAIL parameters besides SIZE/BODY/SMTPUTF8 (RET, ENVID).
-    extra: String,
     started: Instant,
-    /// The connection had carried a transaction before this one.
-    reused: bool,
+    /// Whether the connection had carried a transaction before this one.
+    reuse: Reuse,
 }
 
 impl Outgoing {
     fn envelope(&self) -> Envelope<'_> {
-        let rec = &self.q.record;
+        let q = &self.q;
         Envelope {
-            reverse_path: &rec.reverse_path,
+            reverse_path: &q.record.reverse_path,
             recipients: self
                 .job
                 .recipients
                 .iter()
-                .zip(&self.rcpt_params)
-                .map(|(&i, p)| (rec.recipients[i as usize].address.as_str(), p.as_str()))
+                .map(|&i| (q.recipient(i).address.as_str(), q.rcpt(i)))
                 .collect(),
-            extra_mail_params: &self.extra,
+            mail_params: &q.mail_params,
             body: &self.body,
-            eight_bit: self.q.eight_bit,
-            smtputf8: self.q.smtputf8,
+            eight_bit: q.eight_bit,
+            smtputf8: q.smtputf8(),
+        }
+    }
+
+    /// What became of the job, as the recorder takes it.
+    fn result(self, attempt: Attempt, link: &Link<'_>) -> JobResult {
+        JobResult {
+            duration_ms: self.started.elapsed().as_millis() as u64,
+            job: self.job,
+            attempt,
+            reuse: self.reuse,
+            peer: link.peer.clone(),
+            next_hop_dsn: link.dsn,
         }
     }
 }
@@ -78,7 +86,7 @@ struct Open {
 /// What one connection's loop needs to know about where it is connected.
 struct Link<'a> {
     dest: &'a DestinationKey,
-    peer: Peer<'a>,
+    peer: Peer,
     /// The server relays DSN parameters itself.
     dsn: bool,
 }
@@ -125,8 +133,8 @@ impl Stage {
         let link = Link {
             dest: &dest,
             peer: Peer {
-                host: &host,
-                tls: &tls_text,
+                host: host.into(),
+                tls: tls_text.into(),
             },
             dsn: conn.extensions().dsn,
         };
@@ -225,8 +233,7 @@ impl Stage {
     }
 
     /// What to do once a transaction's envelope was answered: keep it open for its content,
-    /// or complete it. False when the connection must be given up (the job went back to the
-    /// scheduler).
+    /// or complete it. False when the connection must be given up (it failed).
     async fn started(
         self: &Rc<Self>,
         out: Outgoing,
@@ -242,7 +249,9 @@ impl Stage {
             Ok(Started::Done(replies)) => Ok(replies),
             Err(e) => Err(e),
         };
-        self.complete(out, replies, link).await
+        let ok = replies.is_ok();
+        self.complete(out, replies, link).await;
+        ok
     }
 
     /// The next ready job of the destination, prepared; jobs that end before they can be sent
@@ -257,33 +266,39 @@ impl Stage {
                 .sched
                 .borrow_mut()
                 .next_job(link.dest, Instant::now())?;
-            let reused = conn.transactions() > 0;
-            if let Some(out) = self.prepare(job, conn.extensions(), link, reused).await {
+            let reuse = match conn.transactions() {
+                0 => Reuse::Fresh,
+                _ => Reuse::Reused,
+            };
+            if let Some(out) = self.prepare(job, conn.extensions(), link, reuse).await {
                 return Some(out);
             }
         }
     }
 
-    /// Reads a job's body and builds its wire parameters; None when the job was finished
-    /// instead (its message is gone, too large for the server, or needs SMTPUTF8 it lacks).
+    /// Reads a job's body; None when the job was finished instead (its message is gone, too
+    /// large for the server, or needs SMTPUTF8 it lacks).
     async fn prepare(
         self: &Rc<Self>,
         job: Job,
         ext: &Extensions,
         link: &Link<'_>,
-        reused: bool,
+        reuse: Reuse,
     ) -> Option<Outgoing> {
-        let (dest, peer, host) = (link.dest, link.peer, link.peer.host);
+        let (dest, host) = (link.dest, &link.peer.host);
         let q = self.messages.borrow().get(&job.message).cloned()?;
         let started = Instant::now();
+        let decided = |job, o| JobResult {
+            peer: link.peer.clone(),
+            ..JobResult::decided(job, o)
+        };
         let body = match self.body(&q).await {
             Ok(b) => b,
             Err(e) => {
                 // Unreadable spool: nothing can be sent; retry later (and say why).
                 tracing::error!(queue_id = %QueueId(job.message), error = %e, "cannot read the message back from the spool");
                 let o = Outcome::defer(EnhancedStatus::new(4, 3, 0), format!("spool read: {e}"));
-                self.finish_job(&job, &all_of(&job, o), &dest.0, peer, 0, false)
-                    .await;
+                self.finish(decided(job, o), &dest.0).await;
                 return None;
             }
         };
@@ -297,108 +312,37 @@ impl Stage {
                     q.size
                 ),
             );
-            self.finish_job(&job, &all_of(&job, o), &dest.0, peer, 0, false)
-                .await;
+            self.finish(decided(job, o), &dest.0).await;
             return None;
         }
-        if q.smtputf8 && !ext.smtputf8 {
+        if q.smtputf8() && !ext.smtputf8 {
             let o = Outcome::bounce(
                 EnhancedStatus::new(5, 6, 7),
                 format!("{host} does not support SMTPUTF8, which this message needs"),
             );
-            self.finish_job(&job, &all_of(&job, o), &dest.0, peer, 0, false)
-                .await;
+            self.finish(decided(job, o), &dest.0).await;
             return None;
         }
-        let rec = &q.record;
-        let rcpt_params: Vec<String> = job
-            .recipients
-            .iter()
-            .map(|&i| {
-                let r = &rec.recipients[i as usize];
-                let notify = param(&r.params, "NOTIFY").map(|n| format!("NOTIFY={n}"));
-                let orcpt = param(&r.params, "ORCPT").map(|o| format!("ORCPT={o}"));
-                match (notify, orcpt) {
-                    (Some(n), Some(o)) => format!("{n} {o}"),
-                    (Some(p), None) | (None, Some(p)) => p,
-                    (None, None) => String::new(),
-                }
-            })
-            .collect();
-        let extra = match (
-            param(&rec.mail_params, "RET"),
-            param(&rec.mail_params, "ENVID"),
-        ) {
-            (Some(r), Some(e)) => format!("RET={r} ENVID={e}"),
-            (Some(r), None) => format!("RET={r}"),
-            (None, Some(e)) => format!("ENVID={e}"),
-            (None, None) => String::new(),
-        };
         Some(Outgoing {
             job,
             q,
             body,
-            rcpt_params,
-            extra,
             started,
-            reused,
+            reuse,
         })
     }
 
-    /// Turns a transaction's replies (or its failure) into recipient outcomes. False when the
-    /// job went back to the scheduler without an attempt: a reused connection died before the
-    /// server accepted anything.
+    /// Hands a transaction's replies (or its failure) to the recorder.
     async fn complete(
         self: &Rc<Self>,
         out: Outgoing,
         result: Result<TransactionReplies, ClientError>,
         link: &Link<'_>,
-    ) -> bool {
-        let (dest, peer, host) = (link.dest, link.peer, link.peer.host);
-        let job = out.job;
-        let ms = out.started.elapsed().as_millis() as u64;
-        let outcomes: Vec<(u32, Outcome)> = match &result {
-            Ok(replies) => {
-                let saw_421 = std::iter::once(&replies.mail)
-                    .chain(&replies.rcpts)
-                    .chain(&replies.data)
-                    .any(|r| r.code == 421);
-                if saw_421 {
-                    let until = Instant::now() + self.config().delivery.suspend.after_421.0;
-                    self.sched
-                        .borrow_mut()
-                        .suspend(dest, until, format!("421 from {host}"));
-                }
-                job.recipients
-                    .iter()
-                    .enumerate()
-                    .map(|(k, &i)| (i, Outcome::of_reply(replies.for_recipient(k))))
-                    .collect()
-            }
-            Err(ClientError::Io { stage, .. }) if out.reused && *stage == "MAIL" => {
-                // A reused connection died before the server accepted anything: not an attempt.
-                self.sched.borrow_mut().submit(dest, job, Instant::now());
-                return false;
-            }
-            Err(e) => all_of(&job, Outcome::of_error(e)),
+    ) {
+        let attempt = match result {
+            Ok(replies) => Attempt::Replied(replies),
+            Err(e) => Attempt::Failed(e),
         };
-        if let Ok(replies) = &result {
-            // Each distinct failure reply of the transaction, once, to the shaping rules.
-            let mut seen: Vec<&Reply> = Vec::new();
-            for r in std::iter::once(&replies.mail)
-                .chain(&replies.rcpts)
-                .chain(&replies.data)
-            {
-                if !r.is_positive_completion() && !seen.contains(&r) {
-                    seen.push(r);
-                }
-            }
-            for r in seen {
-                self.observe(dest, r).await;
-            }
-        }
-        self.finish_job(&job, &outcomes, &dest.0, peer, ms, link.dsn)
-            .await;
-        result.is_ok()
+        self.finish(out.result(attempt, link), &link.dest.0).await;
     }
 }

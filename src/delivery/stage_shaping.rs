@@ -97,7 +97,8 @@ impl Stage {
                     status,
                     format!("bounced by shaping rule {}: {}", action.name, reply.text()),
                 );
-                self.fail_jobs(jobs, &o, &dest.0).await;
+                // Boxed: recording these jobs may show the rules more replies (a recursion).
+                Box::pin(self.fail_jobs(jobs, &o, &dest.0)).await;
             }
         }
     }

@@ -29,6 +29,13 @@ use destination::Destination;
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct DestinationKey(pub String);
 
+/// A key is looked up by its text (the same hash as the `String` it wraps).
+impl std::borrow::Borrow<str> for DestinationKey {
+    fn borrow(&self) -> &str {
+        &self.0
+    }
+}
+
 impl fmt::Display for DestinationKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.0)

@@ -56,7 +56,6 @@ impl BounceClass {
         BounceClass::Unknown,
     ];
 
-    /// The snake_case name, for logs and metric labels.
     /// Position in [`BounceClass::ALL`] (for metric arrays).
     pub fn index(self) -> usize {
         BounceClass::ALL

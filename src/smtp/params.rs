@@ -286,7 +286,56 @@ impl MailParams {
     }
 }
 
+impl MailParams {
+    /// Appends the DSN parameters (RFC 3461: ` RET=.. ENVID=..`, each with a leading space) in
+    /// wire form: what a relaying client passes on to a next hop that offers DSN.
+    pub fn write_dsn_wire(&self, out: &mut Vec<u8>) {
+        match self.ret {
+            Some(Ret::Full) => out.extend_from_slice(b" RET=FULL"),
+            Some(Ret::Headers) => out.extend_from_slice(b" RET=HDRS"),
+            None => {}
+        }
+        if let Some(e) = &self.envid {
+            out.extend_from_slice(b" ENVID=");
+            out.extend_from_slice(xtext_encode(e).as_bytes());
+        }
+    }
+}
+
 impl RcptParams {
+    /// True when neither NOTIFY nor ORCPT was given.
+    pub fn is_empty(&self) -> bool {
+        self.notify.is_none() && self.orcpt.is_none()
+    }
+
+    /// Appends the parameters (` NOTIFY=.. ORCPT=..`, each with a leading space) in wire form.
+    pub fn write_wire(&self, out: &mut Vec<u8>) {
+        if let Some(n) = self.notify {
+            out.extend_from_slice(b" NOTIFY=");
+            let mut first = true;
+            for (on, word) in [
+                (n.success, "SUCCESS"),
+                (n.failure, "FAILURE"),
+                (n.delay, "DELAY"),
+            ] {
+                if on {
+                    if !first {
+                        out.push(b',');
+                    }
+                    out.extend_from_slice(word.as_bytes());
+                    first = false;
+                }
+            }
+            if first {
+                out.extend_from_slice(b"NEVER");
+            }
+        }
+        if let Some(o) = &self.orcpt {
+            out.extend_from_slice(b" ORCPT=");
+            out.extend_from_slice(o.as_bytes());
+        }
+    }
+
     /// Wire form (`NOTIFY=FAILURE,DELAY ORCPT=rfc822;a@b`), empty if none.
     pub fn to_wire(&self) -> String {
         let mut w = Vec::new();
