@@ -21,6 +21,7 @@
 //! - [`reload`]: what a shard reloads on SIGHUP.
 //! - [`disk`]: the spool's free-space monitor.
 //! - [`memlock`]: the locked memory the shards' io_uring rings need, checked before they start.
+//! - [`timers`]: every periodic chore of a shard, with its period.
 //! - [`shard`]: the one place that wires a shard together and runs them all.
 //! - [`metrics`]: per-shard counters and histograms, and their Prometheus text.
 //! - [`admin`]: the admin HTTP endpoint's server, access policy and CLI client.
@@ -47,4 +48,5 @@ pub mod shutdown;
 pub mod smtp;
 pub mod sockets;
 pub mod spool;
+pub mod timers;
 pub mod tls;

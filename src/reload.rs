@@ -14,7 +14,7 @@ use std::sync::Arc;
 
 use crate::auth::Users;
 use crate::config::Config;
-use crate::delivery::Stage;
+use crate::delivery::{QueueHandle, QueueMsg};
 use crate::server::ServerContext;
 use crate::server::connection::Entry;
 use crate::server::session::SessionConfig;
@@ -24,7 +24,7 @@ use crate::tls::ServerTls;
 /// What a reload acts on.
 pub(crate) struct Live<'a> {
     pub(crate) ctx: &'a ServerContext,
-    pub(crate) stage: Option<&'a Stage>,
+    pub(crate) queue: &'a QueueHandle,
     pub(crate) entries: &'a [Rc<Entry>],
     pub(crate) tls_loaded: bool,
 }
@@ -58,18 +58,18 @@ pub(crate) fn reload(index: usize, live: &Live<'_>, config: &mut Arc<Config>) {
                     *entry.session.borrow_mut() =
                         Rc::new(SessionConfig::for_listener(&new, l, live.tls_loaded));
                 }
-                if let Some(stage) = live.stage {
-                    stage.reload(new.clone());
-                    match &new.delivery.shaping_file {
-                        Some(p) => match Shaping::load(p) {
-                            Ok(s) => stage.reload_shaping(Some(Arc::new(s))),
-                            Err(e) => {
-                                tracing::error!(shard = index, error = %e, "shaping reload failed; keeping the old file")
-                            }
-                        },
-                        None => stage.reload_shaping(None),
-                    }
-                }
+                // None keeps the file in force.
+                let shaping = match &new.delivery.shaping_file {
+                    Some(p) => match Shaping::load(p) {
+                        Ok(s) => Some(Some(Arc::new(s))),
+                        Err(e) => {
+                            tracing::error!(shard = index, error = %e, "shaping reload failed; keeping the old file");
+                            None
+                        }
+                    },
+                    None => Some(None),
+                };
+                live.queue.send(QueueMsg::Reload(new.clone(), shaping));
                 *config = new;
                 tracing::info!(shard = index, path = %path.display(), "configuration reloaded");
             }

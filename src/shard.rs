@@ -32,7 +32,7 @@ use crate::admin::control::{self, ShardInbox, ShardLink};
 use crate::admin::{AccessPolicy, service};
 use crate::auth::Users;
 use crate::config::{Config, ListenerMode, SyncMode};
-use crate::delivery::{Stage, StageParts};
+use crate::delivery::{QueueMsg, StageParts};
 use crate::disk::storage_monitor;
 use crate::dns::{DnsConfig, Resolver};
 use crate::eventlog::EventLog;
@@ -280,62 +280,60 @@ async fn shard_main(
         index as u16,
         spool.last_id(),
     )));
-    let stage = if config.delivery.hold {
+    if config.delivery.hold {
         tracing::info!(shard = index, "delivery on hold: mail stays queued");
-        None
-    } else {
-        let d = &config.dns;
-        let dns = DnsConfig {
-            servers: d.servers.clone(),
-            timeout: d.timeout.0,
-            attempts: d.attempts,
-            min_ttl: d.min_ttl.0,
-            max_ttl: d.max_ttl.0,
-            negative_max_ttl: d.negative_max_ttl.0,
-            cache_size: d.cache_size,
-        };
-        let resolver = match Resolver::new(dns) {
-            Ok(r) => r,
-            Err(e) => {
-                let message = format!("DNS: {e}");
-                let _ = ready.send(Err(message.clone()));
-                return Err(fail(message));
-            }
-        };
-        let parts = StageParts {
-            spool: spool.clone(),
-            ids: ids.clone(),
-            metrics: metrics.clone(),
-            gauge: gauge.clone(),
-            log: log.clone(),
-            shaping: inbound.shaping.clone(),
-            listeners: addrs.to_vec(),
-        };
-        let stage = match Stage::new(config.clone(), index, resolver, parts) {
-            Ok(s) => s,
+    }
+    let d = &config.dns;
+    let dns = DnsConfig {
+        servers: d.servers.clone(),
+        timeout: d.timeout.0,
+        attempts: d.attempts,
+        min_ttl: d.min_ttl.0,
+        max_ttl: d.max_ttl.0,
+        negative_max_ttl: d.negative_max_ttl.0,
+        cache_size: d.cache_size,
+    };
+    let resolver = match Resolver::new(dns) {
+        Ok(r) => r,
+        Err(e) => {
+            let message = format!("DNS: {e}");
+            let _ = ready.send(Err(message.clone()));
+            return Err(fail(message));
+        }
+    };
+    let parts = StageParts {
+        spool: spool.clone(),
+        ids: ids.clone(),
+        metrics: metrics.clone(),
+        gauge: gauge.clone(),
+        log: log.clone(),
+        shaping: inbound.shaping.clone(),
+        listeners: addrs.to_vec(),
+    };
+    let (mut queue, queue_handle, queue_rx) =
+        match crate::delivery::start::build(config.clone(), index, resolver, parts) {
+            Ok(q) => q,
             Err(e) => {
                 let message = format!("outbound TLS roots (tls.ca_file): {e}");
                 let _ = ready.send(Err(message.clone()));
                 return Err(fail(message));
             }
         };
-        for m in recovered.messages {
-            stage.intake_recovered(m);
-        }
-        Some(stage)
-    };
-    let accepted = stage.as_ref().map(|stage| {
+    for m in recovered.messages {
+        queue.recovered(m);
+    }
+    let accepted = {
         let (tx, rx) = glommio::channels::local_channel::new_unbounded();
-        let stage = stage.clone();
+        let queue = queue_handle.clone();
         glommio::spawn_local(async move {
             while let Some(record) = rx.recv().await {
-                stage.intake(record);
+                queue.send(QueueMsg::Accepted(record));
             }
         })
         .detach();
-        tx
-    });
-    let delivering = stage.clone().map(|s| glommio::spawn_local(s.run()));
+        Some(tx)
+    };
+    let delivering = glommio::spawn_local(queue.run(queue_rx));
     let mut ctx = ServerContext::new(
         &config,
         Shared {
@@ -354,12 +352,12 @@ async fn shard_main(
         .map(|signer| crate::server::dkim::Signing::new(signer, &config.dkim));
     let ctx = Rc::new(ctx);
     if let Some(inbox) = inbound.inbox {
-        let (ctx, stage, spool, metrics) =
-            (ctx.clone(), stage.clone(), spool.clone(), metrics.clone());
-        let service_stage = stage.clone();
-        glommio::spawn_local(service::serve(inbox, service_stage, move || {
-            service::collect(&metrics, &ctx, stage.as_deref(), &spool)
-        }))
+        let (ctx, spool, metrics) = (ctx.clone(), spool.clone(), metrics.clone());
+        glommio::spawn_local(service::serve(
+            inbox,
+            queue_handle.clone(),
+            move |counters| service::collect(&metrics, &ctx, counters, &spool),
+        ))
         .detach();
     }
     if let Some((sock, links)) = inbound.admin {
@@ -430,7 +428,7 @@ async fn shard_main(
             generation = signals.reload_generation();
             let live = Live {
                 ctx: &ctx,
-                stage: stage.as_deref(),
+                queue: &queue_handle,
                 entries: &entries,
                 tls_loaded,
             };
@@ -447,15 +445,10 @@ async fn shard_main(
         glommio::timer::sleep(Duration::from_millis(20)).await;
     }
     drop(monitor);
-    if let (Some(stage), Some(task)) = (&stage, delivering) {
-        stage.stop();
-        task.await;
-        // Let transactions in flight end (bounded); anything cut off is retried after restart.
-        let give_up = Instant::now() + Duration::from_secs(10);
-        while stage.stats.open.get() > 0 && Instant::now() < give_up {
-            glommio::timer::sleep(Duration::from_millis(20)).await;
-        }
-    }
+    // The queue lets transactions in flight end (at most 10 s); anything cut off is retried
+    // after the restart.
+    queue_handle.send(QueueMsg::Stop);
+    delivering.await;
     spool
         .close()
         .await

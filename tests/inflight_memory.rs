@@ -1,7 +1,7 @@
-//! Messages being received count toward the memory budget (with delivery on hold, so the
-//! queue holds nothing in memory): near the budget new transactions get `452 4.3.1`, a
-//! transfer that would pass it is read to its end and refused with `452 4.3.1`, and once the
-//! transfers end mail is accepted again.
+//! Messages being received count toward the memory budget (with delivery on hold, so that
+//! nothing leaves; the bodies the queue holds are a cache that gives way): near the budget new
+//! transactions get `452 4.3.1`, a transfer that would pass it is read to its end and refused
+//! with `452 4.3.1`, and once the transfers end mail is accepted again.
 
 mod common;
 

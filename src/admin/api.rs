@@ -21,9 +21,10 @@ use std::time::Duration;
 use serde_json::{Value, json};
 
 use super::AccessPolicy;
-use super::control::{Answer, Command, DeleteMode, ShardLink, ask_all};
+use super::control::{Answer, Command, DeleteMode, QueueAnswer, ShardLink, ask_all};
+use super::encode;
 use super::http::{Handler, Head, Method, Request, Response};
-use crate::delivery::AGE_BUCKETS_MINUTES;
+use crate::delivery::views::Request as Ask;
 use crate::spool::QueueId;
 
 /// The routes, over the shards' command links.
@@ -64,17 +65,20 @@ impl Api {
             ("GET", ["queue"]) => self.summary().await,
             ("GET", ["queue", id]) => match QueueId::from_str(id) {
                 Ok(id) => {
-                    self.first(Command::Message(id.0), "no such queued message")
+                    self.first(Ask::Message(id.0), "no such queued message")
                         .await
                 }
                 Err(_) => Response::json(400, &json!({"error": "a queue id is 16 hex digits"})),
             },
             ("POST", ["queue", "flush"]) => {
                 let target = req.query_param("destination").map(str::to_owned);
-                let answers = ask_all(&self.links, Command::Flush(target)).await;
-                let flushed: u64 = jsons(answers)
+                let flushed: usize = queue_answers(&self.links, Ask::Flush(target))
+                    .await
                     .iter()
-                    .filter_map(|v| v["flushed"].as_u64())
+                    .map(|(_, a)| match a {
+                        QueueAnswer::Flushed(n) => *n,
+                        _ => 0,
+                    })
                     .sum();
                 Response::json(200, &json!({"flushed": flushed}))
             }
@@ -86,7 +90,7 @@ impl Api {
                 };
                 match QueueId::from_str(id) {
                     Ok(id) => {
-                        self.first(Command::Delete(id.0, mode), "no such queued message")
+                        self.first(Ask::Delete(id.0, mode), "no such queued message")
                             .await
                     }
                     Err(_) => Response::json(400, &json!({"error": "a queue id is 16 hex digits"})),
@@ -97,15 +101,13 @@ impl Api {
                     Ok(d) => d,
                     Err(e) => return Response::json(400, &json!({"error": e})),
                 };
-                self.per_shard(Command::Suspend((*d).to_owned(), duration.as_secs()))
+                self.per_shard(Ask::Suspend((*d).to_owned(), duration))
                     .await
             }
             ("POST", ["destinations", d, "resume"]) => {
-                self.per_shard(Command::Resume((*d).to_owned())).await
+                self.per_shard(Ask::Resume((*d).to_owned())).await
             }
-            ("GET", ["destinations", d]) => {
-                self.per_shard(Command::Destination((*d).to_owned())).await
-            }
+            ("GET", ["destinations", d]) => self.per_shard(Ask::Explain((*d).to_owned())).await,
             ("GET" | "POST", _) => Response::not_found(),
             _ => Response::json(405, &json!({"error": "method not allowed"})),
         }
@@ -117,7 +119,7 @@ impl Api {
             .into_iter()
             .filter_map(|(shard, a)| match a {
                 Answer::Metrics(s) => Some((shard, *s)),
-                Answer::Json(_) => None,
+                Answer::Queue(_) => None,
             })
             .collect();
         Response {
@@ -128,57 +130,20 @@ impl Api {
     }
 
     async fn summary(&self) -> Response {
-        let answers = jsons(ask_all(&self.links, Command::QueueSummary).await);
-        let buckets = AGE_BUCKETS_MINUTES.len() + 1;
-        let (mut messages, mut recipients, mut bytes) = (0u64, 0u64, 0u64);
-        let mut domains: std::collections::BTreeMap<String, (u64, Vec<u64>)> = Default::default();
-        for a in &answers {
-            messages += a["messages"].as_u64().unwrap_or(0);
-            recipients += a["recipients"].as_u64().unwrap_or(0);
-            bytes += a["bytes"].as_u64().unwrap_or(0);
-            if let Some(map) = a["domains"].as_object() {
-                for (d, v) in map {
-                    let e = domains
-                        .entry(d.clone())
-                        .or_insert_with(|| (0, vec![0; buckets]));
-                    e.0 += v["recipients"].as_u64().unwrap_or(0);
-                    for (i, n) in v["ages"].as_array().into_iter().flatten().enumerate() {
-                        if i < buckets {
-                            e.1[i] += n.as_u64().unwrap_or(0);
-                        }
-                    }
-                }
-            }
-        }
-        let mut rows: Vec<Value> = domains
-            .into_iter()
-            .map(|(d, (n, ages))| json!({"domain": d, "recipients": n, "ages": ages}))
-            .collect();
-        rows.sort_by_key(|r| std::cmp::Reverse(r["recipients"].as_u64().unwrap_or(0)));
-        let labels: Vec<String> = AGE_BUCKETS_MINUTES
-            .iter()
-            .map(|m| format!("<{m}m"))
-            .chain(std::iter::once(format!(
-                ">={}m",
-                AGE_BUCKETS_MINUTES[AGE_BUCKETS_MINUTES.len() - 1]
-            )))
-            .collect();
-        Response::json(
-            200,
-            &json!({
-                "messages": messages,
-                "recipients": recipients,
-                "bytes": bytes,
-                "age_buckets": labels,
-                "domains": rows,
-            }),
-        )
+        let answers = queue_answers(&self.links, Ask::Summary).await;
+        let summaries = answers.iter().filter_map(|(_, a)| match a {
+            QueueAnswer::Summary(s) => Some(s),
+            _ => None,
+        });
+        Response::json(200, &encode::summary(summaries))
     }
 
     /// The first shard's non-null answer, or 404.
-    async fn first(&self, command: Command, missing: &str) -> Response {
-        match jsons(ask_all(&self.links, command).await)
-            .into_iter()
+    async fn first(&self, request: Ask, missing: &str) -> Response {
+        match queue_answers(&self.links, request)
+            .await
+            .iter()
+            .map(|(_, a)| encode::answer(a))
             .find(|v| !v.is_null())
         {
             Some(v) => Response::json(200, &v),
@@ -187,18 +152,16 @@ impl Api {
     }
 
     /// Every shard's answer, as `{"shards": [{"shard": n, ...}]}`.
-    async fn per_shard(&self, command: Command) -> Response {
-        let answers = ask_all(&self.links, command).await;
-        let shards: Vec<Value> = answers
-            .into_iter()
-            .filter_map(|(shard, a)| match a {
-                Answer::Json(mut v) => {
-                    if let Some(o) = v.as_object_mut() {
-                        o.insert("shard".to_owned(), json!(shard));
-                    }
-                    Some(v)
+    async fn per_shard(&self, request: Ask) -> Response {
+        let shards: Vec<Value> = queue_answers(&self.links, request)
+            .await
+            .iter()
+            .map(|(shard, a)| {
+                let mut v = encode::answer(a);
+                if let Some(o) = v.as_object_mut() {
+                    o.insert("shard".to_owned(), json!(shard));
                 }
-                Answer::Metrics(_) => None,
+                v
             })
             .collect();
         let status = if shards.iter().any(|v| v.get("error").is_some()) {
@@ -228,11 +191,13 @@ fn suspend_duration(value: Option<&str>) -> Result<Duration, String> {
     Ok(d)
 }
 
-fn jsons(answers: Vec<(usize, Answer)>) -> Vec<Value> {
-    answers
+/// Every shard's queue answer to `request`, in shard order (shards that are gone are left out).
+async fn queue_answers(links: &[ShardLink], request: Ask) -> Vec<(usize, QueueAnswer)> {
+    ask_all(links, Command::Queue(request))
+        .await
         .into_iter()
-        .filter_map(|(_, a)| match a {
-            Answer::Json(v) => Some(v),
+        .filter_map(|(shard, a)| match a {
+            Answer::Queue(q) => Some((shard, q)),
             Answer::Metrics(_) => None,
         })
         .collect()

@@ -5,7 +5,7 @@
 //! one), and awaits their answers on one-shot channels. Answers are plain data (`Send`).
 //!
 //! What it does not do: no HTTP (see `api`), no execution: the shard's own service task does
-//! what a command asks, on its own executor.
+//! what a command asks, on its own executor (queue questions go to the queue task).
 //!
 //! Invariants: a command never carries or returns a shard-local value (`Rc`, cells); a shard
 //! that has stopped answers nothing, and the asker gets an error for it instead of waiting.
@@ -14,6 +14,7 @@ use futures_channel::{mpsc, oneshot};
 use futures_lite::StreamExt;
 
 pub use crate::delivery::recorder::DeleteMode;
+pub use crate::delivery::views::{Answer as QueueAnswer, Request};
 use crate::metrics::Snapshot;
 
 /// What an operator asks a shard.
@@ -21,20 +22,8 @@ use crate::metrics::Snapshot;
 pub enum Command {
     /// The shard's metrics.
     Metrics,
-    /// Queued recipients per domain with their ages.
-    QueueSummary,
-    /// One message, if this shard has it.
-    Message(u64),
-    /// Delete a message (all its recipients not yet final).
-    Delete(u64, DeleteMode),
-    /// Make deferred mail due now: all, or only that of a domain or destination.
-    Flush(Option<String>),
-    /// Suspend a destination (a domain or a destination key) for this many seconds.
-    Suspend(String, u64),
-    /// Resume a suspended destination.
-    Resume(String),
-    /// Why a destination is or is not sending.
-    Destination(String),
+    /// A question for the shard's queue.
+    Queue(Request),
 }
 
 /// A shard's answer.
@@ -42,8 +31,8 @@ pub enum Command {
 pub enum Answer {
     /// For [`Command::Metrics`].
     Metrics(Box<Snapshot>),
-    /// Anything else: JSON (null when the shard has nothing to say, e.g. an unknown id).
-    Json(serde_json::Value),
+    /// The queue's typed answer.
+    Queue(QueueAnswer),
 }
 
 type Envelope = (Command, oneshot::Sender<Answer>);

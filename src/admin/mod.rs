@@ -16,6 +16,7 @@ pub mod access;
 pub mod api;
 pub mod client;
 pub mod control;
+pub mod encode;
 pub mod http;
 mod rt;
 pub mod service;

@@ -1,30 +1,29 @@
 //! The task on each shard that carries out the admin endpoint's commands.
 //!
-//! What it does: receives [`Command`]s on the shard's inbox and answers them from the shard's
-//! own state: metrics (the shard's counters with the live gauges filled in) and the delivery
-//! stage's queue views and actions.
+//! What it does: receives [`Command`]s on the shard's inbox; metrics it answers from the
+//! shard's counters with the queue's counters and the live gauges filled in, and every queue
+//! question it passes to the shard's queue task through the queue's channel.
 //!
-//! What it does not do: no HTTP, no merging across shards.
+//! What it does not do: no HTTP, no merging across shards, no queue state (the queue task owns
+//! it).
 //!
-//! Invariants: runs on the shard that owns the state; answers every command it receives (with
-//! JSON `null`, or an error object, when it has nothing), so the asker never waits forever.
-
-use std::rc::Rc;
-
-use serde_json::json;
+//! Invariants: runs on the shard that owns the state; answers every command it receives while
+//! the queue task runs, so the asker never waits forever (a queue that has ended answers
+//! nothing and the asker leaves the shard out).
 
 use super::control::{Answer, Command, ShardInbox};
-use crate::delivery::Stage;
+use crate::delivery::QueueHandle;
+use crate::delivery::views::{Answer as QueueAnswer, Counters, Request};
 use crate::metrics::{ShardMetrics, Snapshot};
 use crate::server::ServerContext;
 use crate::spool::Spool;
 
 /// The shard's metrics: its histograms and counters, with the totals kept elsewhere (server,
-/// delivery, spool, DNS) copied in and the gauges read now.
+/// queue, spool, DNS) copied in and the gauges read now.
 pub fn collect(
     metrics: &ShardMetrics,
     server: &ServerContext,
-    stage: Option<&Stage>,
+    queue: Counters,
     spool: &Spool,
 ) -> Snapshot {
     let mut s = metrics.snapshot();
@@ -36,19 +35,14 @@ pub fn collect(
     s.recipients_accepted = st.recipients_accepted.get();
     let counts = spool.counts();
     s.queue_recipients = counts.recipients;
-    if let Some(stage) = stage {
-        let d = &stage.stats;
-        s.recipients_delivered = d.delivered.get();
-        s.recipients_deferred = d.deferred.get();
-        s.recipients_bounced = d.bounced.get();
-        s.recipients_expired = d.expired.get();
-        let (_, bytes, suspended) = stage.queue_gauges();
-        s.queue_bytes = bytes;
-        s.destinations_suspended = suspended;
-        let dns = stage.dns_stats();
-        s.dns_cache_hits = dns.cache_hits;
-        s.dns_cache_misses = dns.cache_misses;
-    }
+    s.recipients_delivered = queue.delivered;
+    s.recipients_deferred = queue.deferred;
+    s.recipients_bounced = queue.bounced;
+    s.recipients_expired = queue.expired;
+    s.queue_bytes = queue.queue_bytes;
+    s.destinations_suspended = queue.suspended;
+    s.dns_cache_hits = queue.dns_cache_hits;
+    s.dns_cache_misses = queue.dns_cache_misses;
     if let Some(d) = &server.dkim {
         s.dkim_signed = d.stats.signed.get();
         s.dkim_no_key = d.stats.no_key.get();
@@ -66,27 +60,26 @@ pub fn collect(
     s
 }
 
-/// Serves commands until every link is dropped. `metrics` builds the shard's snapshot.
+/// Serves commands until every link is dropped. `metrics` builds the shard's snapshot from
+/// the queue's counters.
 pub async fn serve(
     mut inbox: ShardInbox,
-    stage: Option<Rc<Stage>>,
-    metrics: impl Fn() -> Snapshot,
+    queue: QueueHandle,
+    metrics: impl Fn(Counters) -> Snapshot,
 ) {
     while let Some((command, reply)) = inbox.next().await {
-        let answer = match (&command, &stage) {
-            (Command::Metrics, _) => Answer::Metrics(Box::new(metrics())),
-            (_, None) => Answer::Json(json!({"error": "delivery is on hold on this host"})),
-            (Command::QueueSummary, Some(s)) => Answer::Json(s.queue_summary()),
-            (Command::Message(id), Some(s)) => Answer::Json(s.message_info(*id)),
-            (Command::Delete(id, mode), Some(s)) => {
-                Answer::Json(s.delete_message(*id, *mode).await)
+        let answer = match command {
+            Command::Metrics => {
+                let counters = match queue.ask(Request::Counters).await {
+                    Some(QueueAnswer::Counters(c)) => c,
+                    _ => Counters::default(),
+                };
+                Answer::Metrics(Box::new(metrics(counters)))
             }
-            (Command::Flush(target), Some(s)) => Answer::Json(s.flush_queue(target.as_deref())),
-            (Command::Suspend(d, secs), Some(s)) => {
-                Answer::Json(s.suspend_destination(d, *secs).await)
-            }
-            (Command::Resume(d), Some(s)) => Answer::Json(s.resume_destination(d).await),
-            (Command::Destination(d), Some(s)) => Answer::Json(s.explain_destination(d).await),
+            Command::Queue(request) => match queue.ask(request).await {
+                Some(a) => Answer::Queue(a),
+                None => continue,
+            },
         };
         reply.send(answer);
     }

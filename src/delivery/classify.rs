@@ -26,6 +26,8 @@ pub enum Attempt {
     /// Decided without a transaction (no route, no connection, too large for the server, a
     /// shaping rule, an unreadable spool): the same outcome for every recipient.
     Decided(Outcome),
+    /// Never sent: the connection failed before this job's transaction began.
+    NotSent,
 }
 
 /// Whether the connection the job went out on had carried a transaction before.
@@ -60,6 +62,7 @@ pub fn verdict(attempt: &Attempt, recipients: usize, reuse: Reuse) -> Verdict {
         }) if reuse == Reuse::Reused => Verdict::NotAttempted,
         Attempt::Failed(e) => all(Outcome::of_error(e)),
         Attempt::Decided(o) => all(o.clone()),
+        Attempt::NotSent => Verdict::NotAttempted,
     }
 }
 

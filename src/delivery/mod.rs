@@ -2,27 +2,41 @@
 //!
 //! What it does: routes every queued recipient (configured routes, smarthost, or MX hosts),
 //! delivers over pooled outbound SMTP connections, classifies every result once, records it in
-//! the spool and the delivery log, retries with backoff, and sends DSNs (RFC 3461/3464).
+//! the spool and the event log, retries with backoff, and sends DSNs (RFC 3461/3464).
 //!
 //! What it does not do: no inbound protocol (server), no storage format (spool), no timing
 //! decisions of its own (queue).
 //!
-//! Modules: `client` (one outbound connection), `classify` (reply → outcome), `route`
-//! (domain → destination), `myself` (next hops that are this MTA), `dsn` (bounce messages), `log` (delivery log), `stage` (the shard's
-//! delivery loop), `notify` (a wake-up signal).
+//! The parts, each owning its data: `queue_task` (the one owner of the shard's queue, fed by
+//! `queue_msg`), `intake` (a message into jobs), `messages` (the message table under the
+//! memory budget), `routes` (domain → destination, pools, shaping), `connection` (one
+//! outbound connection's task), `client` (its protocol), `classify` (a report → outcomes),
+//! `recorder` (outcomes → records, pure), `sinks` (records → spool, log, DSNs), `views` (what
+//! operators ask, typed), `policy` (the configuration's policies), `start` (wiring).
+//! Leaves: `route`, `myself`, `dsn`, `memory`, `message`, `phase`.
 
 pub mod classify;
 pub mod client;
+pub mod connection;
 pub mod dsn;
+pub mod intake;
 pub mod memory;
+pub mod message;
+pub mod messages;
 pub mod myself;
-pub mod notify;
 pub mod phase;
-pub mod queued;
+pub mod policy;
+pub mod queue_msg;
+pub mod queue_task;
 pub mod recorder;
 pub mod route;
-pub mod stage;
+pub mod routes;
+pub mod sinks;
+pub mod start;
+pub mod views;
 
 pub use classify::Outcome;
-pub use stage::control::AGE_BUCKETS_MINUTES;
-pub use stage::{Stage, StageParts};
+pub use queue_msg::{QueueHandle, QueueMsg};
+pub use queue_task::ShardQueue;
+pub use start::StageParts;
+pub use views::AGE_BUCKETS_MINUTES;

@@ -19,7 +19,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use super::classify::{Attempt, Outcome, Reuse, Verdict, verdict};
 use super::dsn::{DsnAction, DsnRecipient, Return};
-use super::queued::{Progress, Queued};
+use super::message::{Message, Progress};
 use crate::queue::{DeferOutcome, Job, RetryPolicy, Scheduler};
 use crate::shaping::BounceClass;
 use crate::smtp::params::{Notify, Ret};
@@ -168,7 +168,7 @@ struct Report {
 /// What a result means for `q`, whose progress is `p`. Deferred recipients are handed to
 /// `sched` for their retry (or expire there).
 pub fn attempt(
-    q: &Queued,
+    q: &Message,
     p: &mut Progress,
     result: JobResult,
     sched: &mut Scheduler,
@@ -355,7 +355,7 @@ pub const DELETED: &str = "deleted by an administrator";
 
 /// What an operator's deletion means for `q`: every recipient not yet final is bounced (with
 /// a DSN to the sender, if it asked for failures, in [`DeleteMode::Bounce`]).
-pub fn deleted(q: &Queued, p: &mut Progress, mode: DeleteMode, wall: SystemTime) -> Records {
+pub fn deleted(q: &Message, p: &mut Progress, mode: DeleteMode, wall: SystemTime) -> Records {
     let now_ms = wall
         .duration_since(SystemTime::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64);
@@ -405,7 +405,7 @@ pub fn wants(action: DsnAction, notify: Option<Notify>) -> bool {
 /// `relay.trusted_networks` may have forged the sender: its bounces carry the header only,
 /// whatever RET asks, so that a body cannot be reflected to a third party (backscatter).
 /// Otherwise RET decides; without RET, small messages go back whole, as Postfix does.
-pub fn returned(q: &Queued) -> Return {
+pub fn returned(q: &Message) -> Return {
     match q.mail_params.ret {
         _ if !q.trusted => Return::Headers,
         Some(Ret::Headers) => Return::Headers,
@@ -416,7 +416,7 @@ pub fn returned(q: &Queued) -> Return {
 }
 
 fn dsn_request(
-    q: &Queued,
+    q: &Message,
     reports: Vec<Report>,
     host: &str,
     wall: SystemTime,

@@ -5,8 +5,8 @@ use std::time::{Duration, Instant, SystemTime};
 
 use super::*;
 use crate::delivery::client::{ClientError, TransactionReplies};
+use crate::delivery::message::{Facts, Message};
 use crate::delivery::phase::Phase;
-use crate::delivery::queued::{Facts, Queued};
 use crate::queue::Scheduler;
 use crate::smtp::Reply;
 use crate::spool::{MessageRecord, Recipient};
@@ -24,7 +24,7 @@ fn policy(lifetime: Duration) -> RetryPolicy {
 }
 
 /// A message from `sender` to `rcpts` (each with its NOTIFY, wire form, if any).
-fn message(sender: &str, rcpts: &[(&str, Option<&str>)], trusted: bool) -> (Queued, Progress) {
+fn message(sender: &str, rcpts: &[(&str, Option<&str>)], trusted: bool) -> (Message, Progress) {
     let record = MessageRecord {
         id: 42,
         reverse_path: sender.into(),
@@ -54,11 +54,11 @@ fn message(sender: &str, rcpts: &[(&str, Option<&str>)], trusted: bool) -> (Queu
         eight_bit: false,
         trusted,
     };
-    let q = Queued::new(record, facts, progress.clone());
+    let q = Message::new(record, facts);
     (q, progress)
 }
 
-fn job(q: &Queued, recipients: &[u32]) -> Job {
+fn job(q: &Message, recipients: &[u32]) -> Job {
     Job {
         message: q.record.id,
         recipients: recipients.to_vec(),

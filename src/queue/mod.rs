@@ -196,6 +196,11 @@ impl Scheduler {
         }
     }
 
+    /// Replaces the retry policy (a reload): jobs already deferred keep their time.
+    pub fn set_retry_policy(&mut self, retry: RetryPolicy) {
+        self.retry = retry;
+    }
+
     /// Sets the consecutive-connection-failure policy.
     pub fn set_failure_policy(&mut self, p: FailurePolicy) {
         self.failures = p;

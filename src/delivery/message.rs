@@ -1,18 +1,19 @@
-//! A message in a shard's delivery queue: its envelope with typed ESMTP parameters, its body
-//! (held in memory or only in the spool), and each recipient's progress.
+//! A message in a shard's delivery queue: its envelope with typed ESMTP parameters (immutable,
+//! shared by value with the connections that send it), and each recipient's progress (owned by
+//! the queue).
 //!
 //! What it does: builds the queue's view of an accepted or recovered message once (the spool
 //! keeps parameters in wire form; they are parsed here, once, into the types the session
 //! parsed them into, and carried typed to the outbound transaction and the DSN), and estimates
 //! what the message costs in memory.
 //!
-//! What it does not do: no I/O, no scheduling, no decisions about outcomes (the recorder).
+//! What it does not do: no I/O, no scheduling, no body (the queue's message table holds it),
+//! no decisions about outcomes (the recorder).
 //!
-//! Invariants: `progress` has one slot per recipient in every vector; `pending` is the number
-//! of recipients not final; a recipient once final stays final.
+//! Invariants: a [`Message`] never changes once built; [`Progress`] has one slot per
+//! recipient in every vector, `pending` is the number of recipients not final, and a
+//! recipient once final stays final.
 
-use std::cell::RefCell;
-use std::rc::Rc;
 use std::time::Instant;
 
 use crate::smtp::params::{MailParams, RcptParams, parse_mail_params, parse_rcpt_params};
@@ -66,17 +67,16 @@ impl Progress {
     }
 }
 
-/// A queued message.
-pub struct Queued {
-    /// The envelope; its `body` is empty (the body is in `body` or only in the spool), and its
-    /// recipients' wire parameters are moved into `rcpt_params`.
+/// A queued message's envelope.
+#[derive(Debug)]
+pub struct Message {
+    /// The envelope; its `body` is empty (the queue holds the body, or only the spool has it),
+    /// and its recipients' wire parameters are moved into `rcpt_params`.
     pub record: MessageRecord,
     /// MAIL parameters (RET, ENVID, SMTPUTF8, ...).
     pub mail_params: MailParams,
     /// RCPT parameters per recipient; empty when no recipient has any.
     pub rcpt_params: Vec<RcptParams>,
-    /// The body, when held in memory (under the memory budget).
-    pub body: RefCell<Option<Rc<Vec<u8>>>>,
     /// The body's size.
     pub size: usize,
     /// Bytes charged to the memory budget for the envelope and bookkeeping.
@@ -90,8 +90,6 @@ pub struct Queued {
     /// The client authenticated or was in `relay.trusted_networks` (its bounces may carry the
     /// whole message back).
     pub trusted: bool,
-    /// Each recipient's progress.
-    pub progress: RefCell<Progress>,
 }
 
 /// Parameters of no recipient.
@@ -100,11 +98,11 @@ static NO_PARAMS: RcptParams = RcptParams {
     orcpt: None,
 };
 
-impl Queued {
+impl Message {
     /// The queue's view of `record` (whose body was taken out), with typed parameters parsed
     /// from the spool's wire form. Parameters that no longer parse (a spool written by another
     /// version) are dropped with a warning: the mail is still delivered, without them.
-    pub fn new(mut record: MessageRecord, facts: Facts, progress: Progress) -> Queued {
+    pub fn new(mut record: MessageRecord, facts: Facts) -> Message {
         let mail_params = parse_mail_params(wire(&record.mail_params).as_bytes())
             .unwrap_or_else(|e| {
                 tracing::warn!(queue_id = %record.queue_id(), error = %e, "MAIL parameters dropped");
@@ -122,18 +120,16 @@ impl Queued {
                 })
                 .collect(),
         };
-        Queued {
+        Message {
             meta: meta_bytes(&record, rcpt_params.len()),
             record,
             mail_params,
             rcpt_params,
-            body: RefCell::new(None),
             size: facts.size,
             pool: facts.pool,
             arrival: facts.arrival,
             eight_bit: facts.eight_bit,
             trusted: facts.trusted,
-            progress: RefCell::new(progress),
         }
     }
 
@@ -163,7 +159,7 @@ pub struct Facts {
     pub arrival: Instant,
     /// The body has octets over 127.
     pub eight_bit: bool,
-    /// The client was trusted (see [`Queued::trusted`]).
+    /// The client was trusted (see [`Message::trusted`]).
     pub trusted: bool,
 }
 
@@ -191,7 +187,7 @@ fn meta_bytes(r: &MessageRecord, with_params: usize) -> u64 {
         .iter()
         .map(|x| x.address.len() + RECIPIENT_COST)
         .sum();
-    (std::mem::size_of::<Queued>()
+    (std::mem::size_of::<Message>()
         + MESSAGE_COST
         + r.reverse_path.len()
         + r.client_addr.len()
@@ -240,7 +236,7 @@ mod tests {
 
     #[test]
     fn parameters_are_typed_once() {
-        let q = Queued::new(record(), facts(), Progress::new(&[None, None]));
+        let q = Message::new(record(), facts());
         assert_eq!(q.mail_params.ret, Some(Ret::Headers));
         assert_eq!(q.mail_params.envid.as_deref(), Some("x+y"));
         assert_eq!(q.rcpt(0), &RcptParams::default());

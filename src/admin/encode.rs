@@ -1,0 +1,150 @@
+//! The JSON of the queue's typed answers, as the admin endpoint shows them.
+//!
+//! What it does: turns each shard's answer (a summary, a message, a deletion, a suspension, a
+//! destination's state) into the JSON object the endpoint has always returned, and merges the
+//! shards' summaries into one.
+//!
+//! What it does not do: no HTTP, no asking (the routes do both).
+//!
+//! Invariants: field names and shapes are the endpoint's documented ones (`docs/OPERATIONS.md`);
+//! a shard that lacks what was asked gives JSON `null`, a name that routes nowhere an
+//! `{"error": ...}` object.
+
+use serde_json::{Value, json};
+
+use crate::delivery::recorder::DeleteMode;
+use crate::delivery::views::{
+    AGE_BUCKETS, AGE_BUCKETS_MINUTES, Answer, DestinationView, MessageView, Summary,
+};
+
+/// One shard's answer as JSON.
+pub fn answer(a: &Answer) -> Value {
+    match a {
+        Answer::Summary(s) => summary_of_shard(s),
+        Answer::Message(m) => m.as_ref().map_or(Value::Null, message),
+        Answer::Deleted(d) => d.as_ref().map_or(Value::Null, |d| {
+            json!({"id": d.id.to_string(), "recipients": d.recipients, "mode": match d.mode {
+                DeleteMode::Bounce => "bounce",
+                DeleteMode::Silent => "silent",
+            }})
+        }),
+        Answer::Flushed(n) => json!({"flushed": n}),
+        Answer::Suspended(Ok((key, d))) => {
+            json!({"destination": key.0, "suspended_seconds": d.as_secs()})
+        }
+        Answer::Resumed(Ok(key)) => json!({"destination": key.0, "resumed": true}),
+        Answer::Explained(Ok(v)) => destination(v),
+        Answer::Suspended(Err(no)) | Answer::Resumed(Err(no)) | Answer::Explained(Err(no)) => {
+            json!({"error": format!("{}: no route", no.0)})
+        }
+        Answer::Counters(_) => Value::Null,
+    }
+}
+
+fn summary_of_shard(s: &Summary) -> Value {
+    let domains: serde_json::Map<String, Value> = s
+        .domains
+        .iter()
+        .map(|(d, (n, ages))| (d.clone(), json!({"recipients": n, "ages": ages.to_vec()})))
+        .collect();
+    json!({"messages": s.messages, "recipients": s.recipients, "bytes": s.bytes, "domains": domains})
+}
+
+/// The shards' summaries as one: totals, the age bucket labels, and the domains with the most
+/// recipients first.
+pub fn summary<'a>(shards: impl IntoIterator<Item = &'a Summary>) -> Value {
+    let mut total = Summary::default();
+    for s in shards {
+        total.messages += s.messages;
+        total.recipients += s.recipients;
+        total.bytes += s.bytes;
+        for (d, (n, ages)) in &s.domains {
+            let e = total.domains.entry(d.clone()).or_default();
+            e.0 += n;
+            for (sum, a) in e.1.iter_mut().zip(ages) {
+                *sum += a;
+            }
+        }
+    }
+    let mut rows: Vec<(String, u64, [u64; AGE_BUCKETS])> = total
+        .domains
+        .into_iter()
+        .map(|(d, (n, ages))| (d, n, ages))
+        .collect();
+    rows.sort_by_key(|r| std::cmp::Reverse(r.1));
+    let rows: Vec<Value> = rows
+        .into_iter()
+        .map(|(d, n, ages)| json!({"domain": d, "recipients": n, "ages": ages.to_vec()}))
+        .collect();
+    let labels: Vec<String> = AGE_BUCKETS_MINUTES
+        .iter()
+        .map(|m| format!("<{m}m"))
+        .chain(std::iter::once(format!(
+            ">={}m",
+            AGE_BUCKETS_MINUTES[AGE_BUCKETS_MINUTES.len() - 1]
+        )))
+        .collect();
+    json!({
+        "messages": total.messages,
+        "recipients": total.recipients,
+        "bytes": total.bytes,
+        "age_buckets": labels,
+        "domains": rows,
+    })
+}
+
+fn message(m: &MessageView) -> Value {
+    let recipients: Vec<Value> = m
+        .recipients
+        .iter()
+        .map(|r| {
+            json!({
+                "address": r.address,
+                "final": r.done,
+                "attempts": r.attempts,
+                "last_reply": r.last_reply,
+            })
+        })
+        .collect();
+    json!({
+        "id": m.id.to_string(),
+        "sender": m.sender,
+        "size": m.size,
+        "arrival_unix_ms": m.arrival_unix_ms,
+        "age_seconds": m.age.as_secs(),
+        "client": m.client,
+        "auth": m.auth,
+        "tls": m.tls,
+        "recipients": recipients,
+    })
+}
+
+fn destination(v: &DestinationView) -> Value {
+    let Some(s) = &v.state else {
+        return json!({"destination": v.key.0, "known": false, "hops": v.hops, "why": v.why});
+    };
+    let suspended = s
+        .suspended
+        .as_ref()
+        .map(|(left, reason)| json!({"seconds_left": left.as_secs(), "reason": reason}));
+    json!({
+        "destination": v.key.0,
+        "known": true,
+        "why": v.why,
+        "ready_new": s.ready_new,
+        "ready_retry": s.ready_retry,
+        "connections": s.connections,
+        "pending_opens": s.pending_opens,
+        "suspended": suspended,
+        "rate_tokens": s.tokens,
+        "limits": {
+            "max_connections": s.limits.max_connections,
+            "max_messages_per_connection": s.limits.max_messages_per_connection,
+            "max_recipients_per_transaction": s.limits.max_recipients_per_transaction,
+            "rate": s.limits.rate.map(|r| format!("{}/{}s", r.messages, r.per.as_secs_f64())),
+        },
+        "last_error": v.last_error,
+        "rule_in_force": v.rule,
+        "hops": v.hops,
+    })
+}

@@ -1,0 +1,393 @@
+//! One outbound connection's task: open it, carry the destination's jobs over it, close it.
+//!
+//! What it does: opens a connection to the first hop that answers (with the destination's TLS
+//! policy; an opportunistic handshake that fails is retried at once in plaintext and the queue
+//! is told, so that the host gets plaintext for `delivery.tls_fallback`), then asks the queue
+//! for the destination's next job until none comes for `idle_timeout`, the connection has
+//! carried `max_messages_per_connection` transactions, or it fails. An idle connection asks
+//! every 10 ms for 100 ms, then less and less often (up to every 160 ms; see `timers`). When
+//! the server pipelines, each message's content goes out in one write with the next message's
+//! envelope (RFC 2920 3.1), so a busy connection spends one round trip per message. What
+//! became of each job goes back to the queue as a [`JobResult`].
+//!
+//! What it does not do: no protocol details (the client), no decisions about outcomes (the
+//! recorder, in the queue task), no decision on how many connections a destination gets (the
+//! scheduler). It holds no reference into the queue's state: it gets values (a job, the
+//! message's immutable envelope, its body) and sends values back.
+//!
+//! Invariants: the queue hears `Opened` or `OpenFailed` exactly once, then a result for every
+//! job it handed out, then `Closed` (in that order: one channel). A transaction whose content
+//! is pending is always completed before the connection is closed.
+
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use super::classify::{Attempt, Outcome, Reuse};
+use super::client::{
+    Chained, ClientError, ClientTimeouts, Connection, Envelope, Started, TlsRequest,
+    TransactionReplies,
+};
+use super::message::Message;
+use super::queue_msg::{ConnEvent, Delivery, Next, QueueHandle};
+use super::recorder::{JobResult, Peer};
+use super::route::Target;
+use crate::queue::{DestinationKey, Job};
+use crate::smtp::EnhancedStatus;
+use crate::smtp::ehlo::Extensions;
+use crate::spool::{QueueId, Spool};
+use crate::timers::{IDLE_FIRST_LOOK, IDLE_QUICK_LOOKS, IDLE_RECHECK};
+use crate::tls::{ClientTls, TlsPolicy};
+
+/// What every outbound connection of a shard uses (rebuilt on reload).
+pub struct Settings {
+    /// EHLO name, unless the source address has its own.
+    pub helo: String,
+    /// Timeouts of each wait.
+    pub timeouts: ClientTimeouts,
+    /// TLS client configurations.
+    pub tls: ClientTls,
+    /// How long a host whose opportunistic handshake failed gets plaintext.
+    pub tls_fallback: Duration,
+    /// How long an idle connection stays open.
+    pub idle: Duration,
+}
+
+/// What a connection task is given.
+pub struct Plan {
+    /// The destination's queue.
+    pub dest: DestinationKey,
+    /// Where and how to connect.
+    pub target: Rc<Target>,
+    /// Hops sent to in plaintext for now (their opportunistic handshake failed recently).
+    pub plaintext: Vec<SocketAddr>,
+    /// The shard's connection settings.
+    pub settings: Rc<Settings>,
+    /// The spool, to read bodies the queue does not hold.
+    pub spool: Spool,
+    /// Where results go.
+    pub queue: QueueHandle,
+}
+
+/// A job ready to go out: its message and body.
+struct Outgoing {
+    job: Job,
+    msg: Rc<Message>,
+    body: Rc<Vec<u8>>,
+    /// The body was read back from the spool (the queue may hold it again).
+    read_back: bool,
+    started: Instant,
+    reuse: Reuse,
+}
+
+impl Outgoing {
+    fn envelope(&self) -> Envelope<'_> {
+        let m = &self.msg;
+        Envelope {
+            reverse_path: &m.record.reverse_path,
+            recipients: self
+                .job
+                .recipients
+                .iter()
+                .map(|&i| (m.recipient(i).address.as_str(), m.rcpt(i)))
+                .collect(),
+            mail_params: &m.mail_params,
+            body: &self.body,
+            eight_bit: m.eight_bit,
+            smtputf8: m.smtputf8(),
+        }
+    }
+}
+
+/// A transaction whose DATA was answered `354` and whose content is still to be written.
+struct Open {
+    out: Outgoing,
+    mail: crate::smtp::Reply,
+    rcpts: Vec<crate::smtp::Reply>,
+}
+
+/// One connection's task state.
+struct Link {
+    plan: Plan,
+    peer: Peer,
+    /// The server relays DSN parameters itself.
+    dsn: bool,
+}
+
+/// Runs one outbound connection to `plan.dest`.
+pub async fn run(plan: Plan) {
+    let mut conn = None;
+    let mut last_error = String::new();
+    for (name, addr) in &plan.target.hops {
+        match open(&plan, name, *addr).await {
+            Ok(c) => {
+                conn = Some((c, format!("{name}[{}]", addr.ip())));
+                break;
+            }
+            Err(e) => {
+                if let ClientError::Refused { reply, .. } = &e {
+                    plan.queue.conn(ConnEvent::Refused {
+                        dest: plan.dest.clone(),
+                        reply: reply.clone(),
+                    });
+                }
+                last_error = format!("{name}[{}]: {e}", addr.ip());
+            }
+        }
+    }
+    let Some((mut conn, host)) = conn else {
+        plan.queue.conn(ConnEvent::OpenFailed {
+            dest: plan.dest.clone(),
+            error: last_error,
+        });
+        return;
+    };
+    plan.queue.conn(ConnEvent::Opened {
+        dest: plan.dest.clone(),
+    });
+    // What the event log says of this connection's TLS, the same for all its jobs.
+    let tls = conn
+        .tls()
+        .map(|t| format!("{} {}", t.version, t.cipher))
+        .unwrap_or_default();
+    let link = Link {
+        peer: Peer {
+            host: host.into(),
+            tls: tls.into(),
+        },
+        dsn: conn.extensions().dsn,
+        plan,
+    };
+    carry(&mut conn, &link).await;
+    conn.quit().await;
+    link.plan.queue.conn(ConnEvent::Closed {
+        dest: link.plan.dest.clone(),
+    });
+}
+
+/// Connects to one hop with the destination's TLS policy. An opportunistic handshake that
+/// fails is retried at once in plaintext (a receiver with a broken TLS stack still gets its
+/// mail), and the queue remembers the host for `delivery.tls_fallback`.
+async fn open(plan: &Plan, name: &str, addr: SocketAddr) -> Result<Connection, ClientError> {
+    let target = &plan.target;
+    let settings = &plan.settings;
+    let mut policy = target.tls;
+    if policy == TlsPolicy::Opportunistic && plan.plaintext.contains(&addr) {
+        policy = TlsPolicy::None;
+    }
+    let request = |policy| TlsRequest {
+        policy,
+        configs: &settings.tls,
+        server_name: name,
+    };
+    let helo = target.helo.as_ref().unwrap_or(&settings.helo);
+    let (source, timeouts) = (target.source, settings.timeouts);
+    match Connection::open(addr, source, helo, timeouts, request(policy)).await {
+        Err(ClientError::Tls {
+            reason,
+            handshake: true,
+        }) if policy == TlsPolicy::Opportunistic => {
+            tracing::warn!(host = name, %addr, %reason, "TLS failed; falling back to plaintext");
+            plan.queue.conn(ConnEvent::TlsFallback {
+                addr,
+                until: Instant::now() + settings.tls_fallback,
+            });
+            Connection::open(addr, source, helo, timeouts, request(TlsPolicy::None)).await
+        }
+        other => other,
+    }
+}
+
+/// Carries jobs over an open connection until it idles out, is used up or fails.
+async fn carry(conn: &mut Connection, link: &Link) {
+    let idle = link.plan.settings.idle;
+    let max_messages = link.plan.target.limits.max_messages_per_connection;
+    let mut idle_since = Instant::now();
+    let mut open: Option<Open> = None;
+    let mut idle_looks = 0u32;
+    loop {
+        let more = conn.usable() && conn.transactions() < max_messages;
+        // When the queue is stopping it hands out nothing more: nothing new starts.
+        let (mut to_start, stopping) = match more {
+            true => next_outgoing(conn, link).await,
+            false => (None, false),
+        };
+        if let Some(o) = open.take() {
+            let any = Started::any_accepted(&o.mail, &o.rcpts);
+            let env = to_start.as_ref().map(Outgoing::envelope);
+            let (data, chained) = conn.finish_data(&o.out.body, any, env.as_ref()).await;
+            drop(env);
+            let replies = data.map(|d| TransactionReplies {
+                mail: o.mail,
+                rcpts: o.rcpts,
+                data: Some(d),
+            });
+            complete(o.out, replies, link);
+            if let Chained::Sent(result) = chained {
+                let next = to_start.take().expect("a chained transaction was given");
+                if !started(next, result, link, &mut open) {
+                    break;
+                }
+            }
+            idle_since = Instant::now();
+            idle_looks = 0;
+        }
+        if let Some(next) = to_start {
+            if !conn.usable() {
+                // The connection failed finishing the previous message; nothing was sent.
+                report(link, next, Attempt::NotSent);
+                break;
+            }
+            let result = conn.start(&next.envelope()).await;
+            if !started(next, result, link, &mut open) {
+                break;
+            }
+            idle_since = Instant::now();
+            idle_looks = 0;
+            continue;
+        }
+        if open.is_some() {
+            continue;
+        }
+        // Nothing in flight: pause before looking again, even right after a transaction.
+        // Looking at once measured slower: the pause lets a burst gather, and it then goes
+        // out chained on busy connections instead of one message per wake-up.
+        if !more || stopping || idle_since.elapsed() >= idle {
+            break;
+        }
+        // The first looks come soon (mail often arrives in bursts), later ones less often.
+        let pause = IDLE_FIRST_LOOK
+            .saturating_mul(1 << idle_looks.saturating_sub(IDLE_QUICK_LOOKS).min(4))
+            .min(IDLE_RECHECK)
+            .min(idle.saturating_sub(idle_since.elapsed()));
+        idle_looks += 1;
+        glommio::timer::sleep(pause).await;
+    }
+}
+
+/// What to do once a transaction's envelope was answered: keep it open for its content, or
+/// complete it. False when the connection must be given up (it failed).
+fn started(
+    out: Outgoing,
+    result: Result<Started, ClientError>,
+    link: &Link,
+    open: &mut Option<Open>,
+) -> bool {
+    let replies = match result {
+        Ok(Started::Data { mail, rcpts }) => {
+            *open = Some(Open { out, mail, rcpts });
+            return true;
+        }
+        Ok(Started::Done(replies)) => Ok(replies),
+        Err(e) => Err(e),
+    };
+    let ok = replies.is_ok();
+    complete(out, replies, link);
+    ok
+}
+
+/// The next job of the destination, prepared, and whether the queue is stopping; jobs that end
+/// before they can be sent (too large for the server, an unreadable spool) are reported on
+/// the way.
+async fn next_outgoing(conn: &Connection, link: &Link) -> (Option<Outgoing>, bool) {
+    loop {
+        let delivery = match link.plan.queue.next_job(&link.plan.dest).await {
+            Next::Job(d) => d,
+            Next::Idle => return (None, false),
+            Next::Stop => return (None, true),
+        };
+        let reuse = match conn.transactions() {
+            0 => Reuse::Fresh,
+            _ => Reuse::Reused,
+        };
+        if let Some(out) = prepare(delivery, conn.extensions(), link, reuse).await {
+            return (Some(out), false);
+        }
+    }
+}
+
+/// The job with its body; None when it was reported instead (an unreadable spool, too large
+/// for the server, or needing SMTPUTF8 it lacks).
+async fn prepare(d: Delivery, ext: &Extensions, link: &Link, reuse: Reuse) -> Option<Outgoing> {
+    let host = &link.peer.host;
+    let started = Instant::now();
+    let Delivery { job, msg, body } = d;
+    let decided = |job: Job, o: Outcome| {
+        let result = JobResult {
+            peer: link.peer.clone(),
+            ..JobResult::decided(job, o)
+        };
+        link.plan.queue.conn(ConnEvent::Finished {
+            dest: link.plan.dest.clone(),
+            result,
+            read_back: None,
+        });
+    };
+    let (body, read_back) = match body {
+        Some(b) => (b, false),
+        None => match link.plan.spool.read_message(QueueId(job.message)).await {
+            Ok(record) => (Rc::new(record.body), true),
+            Err(e) => {
+                // Unreadable spool: nothing can be sent; retry later (and say why).
+                tracing::error!(queue_id = %QueueId(job.message), error = %e, "cannot read the message back from the spool");
+                let o = Outcome::defer(EnhancedStatus::new(4, 3, 0), format!("spool read: {e}"));
+                decided(job, o);
+                return None;
+            }
+        },
+    };
+    if let Some(Some(limit)) = ext.size
+        && msg.size as u64 > limit
+    {
+        let o = Outcome::bounce(
+            EnhancedStatus::new(5, 3, 4),
+            format!(
+                "message size {} exceeds the limit of {host} ({limit})",
+                msg.size
+            ),
+        );
+        decided(job, o);
+        return None;
+    }
+    if msg.smtputf8() && !ext.smtputf8 {
+        let o = Outcome::bounce(
+            EnhancedStatus::new(5, 6, 7),
+            format!("{host} does not support SMTPUTF8, which this message needs"),
+        );
+        decided(job, o);
+        return None;
+    }
+    Some(Outgoing {
+        job,
+        msg,
+        body,
+        read_back,
+        started,
+        reuse,
+    })
+}
+
+/// Hands a transaction's replies (or its failure) back to the queue.
+fn complete(out: Outgoing, result: Result<TransactionReplies, ClientError>, link: &Link) {
+    let attempt = match result {
+        Ok(replies) => Attempt::Replied(replies),
+        Err(e) => Attempt::Failed(e),
+    };
+    report(link, out, attempt);
+}
+
+fn report(link: &Link, out: Outgoing, attempt: Attempt) {
+    let result = JobResult {
+        duration_ms: out.started.elapsed().as_millis() as u64,
+        job: out.job,
+        attempt,
+        reuse: out.reuse,
+        peer: link.peer.clone(),
+        next_hop_dsn: link.dsn,
+    };
+    link.plan.queue.conn(ConnEvent::Finished {
+        dest: link.plan.dest.clone(),
+        result,
+        read_back: out.read_back.then_some(out.body),
+    });
+}

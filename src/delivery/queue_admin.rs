@@ -1,0 +1,140 @@
+//! The queue task's answers to operators: what the admin endpoint asks a shard's queue.
+//!
+//! What it does: answers [`Request`]s from the state the queue task owns: the summary, one
+//! message, a destination's state and the counters (built by `views`), and carries out the
+//! actions: deleting a message (bounced, with a DSN in [`DeleteMode::Bounce`]), flushing
+//! deferred mail, suspending and resuming a destination. A domain an operator names is routed
+//! first, in a task of its own; the request then comes back with the destination's key.
+//!
+//! What it does not do: no encoding (the admin endpoint's), no cross-shard merging.
+//!
+//! Invariants: runs inside the queue task, between its other messages; a deletion records a
+//! final state for every recipient not yet final, exactly once (an attempt still in flight
+//! finds them final and records nothing).
+
+use std::time::{Instant, SystemTime};
+
+use futures_channel::oneshot;
+
+use super::ShardQueue;
+use crate::delivery::queue_msg::QueueMsg;
+use crate::delivery::recorder::{self, DeleteMode, Peer};
+use crate::delivery::route::Routed;
+use crate::delivery::views::{self, Answer, Counters, Request};
+use crate::queue::DestinationKey;
+
+impl ShardQueue {
+    /// Answers an operator (a name to route first is looked up in a task of its own).
+    pub(super) fn admin(&mut self, request: Request, reply: oneshot::Sender<Answer>) {
+        let now = Instant::now();
+        let answer = match request {
+            Request::Summary => {
+                Answer::Summary(views::summary(&self.messages, &self.config.hostname))
+            }
+            Request::Message(id) => Answer::Message(views::message(&self.messages, id)),
+            Request::Delete(id, mode) => Answer::Deleted(self.delete(id, mode)),
+            Request::Flush(target) => Answer::Flushed(self.flush(target.as_deref(), now)),
+            Request::Counters => Answer::Counters(self.counters(now)),
+            Request::Suspend(ref name, _)
+            | Request::Resume(ref name)
+            | Request::Explain(ref name)
+                if !self.is_key(name) =>
+            {
+                return self.resolve_then(request, reply);
+            }
+            Request::Suspend(name, duration) => {
+                let key = DestinationKey(name);
+                let until = crate::queue::later(now, duration);
+                self.sched
+                    .suspend(&key, until, "suspended by an administrator".to_owned());
+                Answer::Suspended(Ok((key, duration)))
+            }
+            Request::Resume(name) => {
+                let key = DestinationKey(name);
+                self.sched.resume(&key);
+                self.dirty = true;
+                Answer::Resumed(Ok(key))
+            }
+            Request::Explain(name) => {
+                let key = DestinationKey(name);
+                let last = self.last_error.get(&key).cloned();
+                Answer::Explained(Ok(Box::new(views::explain(
+                    key,
+                    &self.sched,
+                    &self.routes,
+                    &self.rules,
+                    last,
+                    now,
+                ))))
+            }
+        };
+        let _ = reply.send(answer);
+    }
+
+    /// True when `name` is a destination key (known here, or in key form) rather than a
+    /// domain to route.
+    fn is_key(&self, name: &str) -> bool {
+        name.contains(':') || self.sched.destinations().any(|k| k.0 == name)
+    }
+
+    /// Routes the domain an operator named, then asks again with its destination key.
+    fn resolve_then(&self, request: Request, reply: oneshot::Sender<Answer>) {
+        let name = request
+            .destination()
+            .unwrap_or_default()
+            .to_ascii_lowercase();
+        let lookup = self.routes.lookup(name);
+        let tx = self.tx.clone();
+        glommio::spawn_local(async move {
+            match lookup.await {
+                Routed::Target(t) => {
+                    tx.send(QueueMsg::Admin(request.for_key(t.key.0.clone()), reply))
+                }
+                Routed::Failed(_) => drop(reply.send(request.no_route())),
+            }
+        })
+        .detach();
+    }
+
+    /// Deletes a message: every recipient not yet final becomes bounced (with a DSN to the
+    /// sender in [`DeleteMode::Bounce`]). None if not queued here.
+    fn delete(&mut self, id: u64, mode: DeleteMode) -> Option<views::Deleted> {
+        let e = self.messages.get_mut(id)?;
+        let msg = e.msg.clone();
+        let records = recorder::deleted(&msg, &mut e.progress, mode, SystemTime::now());
+        self.sched.remove_message(id);
+        self.held.retain(|j| j.message != id);
+        let recipients = records.lines.len();
+        self.carry_out(&msg, records, "", &Peer::default());
+        Some(views::Deleted {
+            id: msg.record.queue_id(),
+            recipients,
+            mode,
+        })
+    }
+
+    /// Makes deferred mail due now: all of it, or that of one domain or destination key.
+    fn flush(&mut self, target: Option<&str>, now: Instant) -> usize {
+        self.dirty = true;
+        match target {
+            None => self.sched.flush(now),
+            Some(t) => {
+                let t = t.to_ascii_lowercase();
+                self.sched.resume(&DestinationKey(t.clone()));
+                self.sched.flush_matching(now, |job| job.domain == t)
+            }
+        }
+    }
+
+    /// The counters, with the gauges read now.
+    fn counters(&self, now: Instant) -> Counters {
+        let dns = self.routes.dns_stats();
+        Counters {
+            queue_bytes: self.messages.values().map(|e| e.msg.size as u64).sum(),
+            suspended: views::suspended(&self.sched, now),
+            dns_cache_hits: dns.cache_hits,
+            dns_cache_misses: dns.cache_misses,
+            ..self.counters
+        }
+    }
+}

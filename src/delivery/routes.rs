@@ -1,0 +1,292 @@
+//! The queue's routing state: which destination each recipient domain goes to, from which
+//! source address, under which limits.
+//!
+//! What it does: keeps the targets of the destinations in use and a route cache (a domain
+//! routed less than a second ago is not looked up again), hands out the lookup of a domain as
+//! a future that owns what it needs (so the queue task never waits for DNS), decides a
+//! message's source pool at intake (a header naming it, else the sender's domain) and, at
+//! routing, picks one of the pool's sources by weight (the destination then becomes "this
+//! destination from this source", with its own queue, limits and shaping), and applies the
+//! shaping file to a routed destination (limits, TLS policy and retry schedule by provider,
+//! domain and source). It also classifies failures into bounce classes with the shaping
+//! file's patterns.
+//!
+//! What it does not do: no DNS itself (`route`), no scheduling, no connections.
+//!
+//! Invariants: every destination the scheduler has a queue for has its target here until the
+//! scheduler forgets it; without source pools a domain's route is reused for at most
+//! [`QUEUE_CHORES`](crate::timers::QUEUE_CHORES); a message without a pool, on a route
+//! without a `source`, is sent from whatever address the system chooses, under the
+//! destination's plain key.
+
+use std::collections::{HashMap, HashSet};
+use std::future::Future;
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::sync::Arc;
+
+use super::myself::Myself;
+use super::route::{Routed, Target, route};
+use crate::config::Config;
+use crate::dns::Resolver;
+use crate::queue::{DestinationKey, RetryPolicy};
+use crate::shaping::{BounceClass, Shaping};
+use crate::smtp::EnhancedStatus;
+use crate::spool::MessageRecord;
+
+/// See the module header.
+pub struct Routes {
+    config: Arc<Config>,
+    resolver: Resolver,
+    myself: Rc<Myself>,
+    listeners: Vec<SocketAddr>,
+    shaping: Option<Arc<Shaping>>,
+    /// The global retry schedule (shaped destinations may have their own).
+    retry: RetryPolicy,
+    cache: HashMap<String, Rc<Target>>,
+    targets: HashMap<DestinationKey, Rc<Target>>,
+    /// Random state for picking a pool's source.
+    pick: u64,
+}
+
+impl Routes {
+    /// The routing of a shard with `config`, answering from `resolver`; no next hop is one of
+    /// `listeners` (or another address of this MTA).
+    pub fn new(
+        config: Arc<Config>,
+        resolver: Resolver,
+        listeners: Vec<SocketAddr>,
+        shaping: Option<Arc<Shaping>>,
+        retry: RetryPolicy,
+        seed: u64,
+    ) -> Routes {
+        Routes {
+            myself: Rc::new(Myself::new(&listeners, &config.delivery.own_addresses)),
+            config,
+            resolver,
+            listeners,
+            shaping,
+            retry,
+            cache: HashMap::new(),
+            targets: HashMap::new(),
+            pick: seed | 1,
+        }
+    }
+
+    /// A reloaded configuration and shaping file: routes are looked up afresh.
+    pub fn reload(&mut self, config: Arc<Config>, shaping: Option<Arc<Shaping>>) {
+        self.myself = Rc::new(Myself::new(&self.listeners, &config.delivery.own_addresses));
+        self.config = config;
+        self.shaping = shaping;
+        self.cache.clear();
+    }
+
+    /// The shaping file in force.
+    pub fn shaping(&self) -> Option<&Arc<Shaping>> {
+        self.shaping.as_ref()
+    }
+
+    /// The target a domain was routed to less than a second ago.
+    pub fn cached(&self, domain: &str) -> Option<Rc<Target>> {
+        self.cache.get(domain).cloned()
+    }
+
+    /// Looks `domain` up (DNS may take a while): the future owns what it needs.
+    pub fn lookup(&self, domain: String) -> impl Future<Output = Routed> + 'static {
+        let (config, resolver, myself) = (
+            self.config.clone(),
+            self.resolver.clone(),
+            self.myself.clone(),
+        );
+        async move { route(&config, &resolver, &myself, &domain).await }
+    }
+
+    /// The routed `target` of `domain` as the message's pool and the shaping file want it,
+    /// remembered for its destination (and cached for the domain when there are no pools).
+    pub fn place(&mut self, target: Rc<Target>, pool: Option<&str>, domain: &str) -> Rc<Target> {
+        let target = self.with_source(target, pool, domain);
+        let target = self.shape(target, domain);
+        // With source pools each message picks its own source: nothing to reuse.
+        if self.config.pools.is_empty() {
+            self.cache.insert(domain.to_owned(), target.clone());
+        }
+        self.targets.insert(target.key.clone(), target.clone());
+        target
+    }
+
+    /// Remembers a cached target for its destination again (the scheduler may have forgotten
+    /// the destination in between).
+    pub fn remember(&mut self, target: &Rc<Target>) {
+        if !self.targets.contains_key(&target.key) {
+            self.targets.insert(target.key.clone(), target.clone());
+        }
+    }
+
+    /// The target of a destination in use.
+    pub fn target(&self, key: &str) -> Option<&Rc<Target>> {
+        self.targets.get(key)
+    }
+
+    /// Every destination in use.
+    pub fn targets(&self) -> impl Iterator<Item = &Rc<Target>> {
+        self.targets.values()
+    }
+
+    /// Forgets the route cache (every second: DNS answers and reloads show soon) and the
+    /// targets of destinations no longer in `live`.
+    pub fn prune(&mut self, live: &HashSet<&DestinationKey>) {
+        self.cache.clear();
+        self.targets.retain(|k, _| live.contains(k));
+    }
+
+    /// The shard's DNS counters.
+    pub fn dns_stats(&self) -> crate::dns::DnsStats {
+        self.resolver.stats()
+    }
+
+    /// The bounce class of a failure, from its reply text (which starts with the code).
+    pub fn classify(&self, status: EnhancedStatus, diagnostic: &str) -> BounceClass {
+        let code = diagnostic
+            .get(..3)
+            .and_then(|c| c.parse::<u16>().ok())
+            .unwrap_or(if status.class == 5 { 550 } else { 450 });
+        match &self.shaping {
+            Some(s) => s
+                .bounce_classifier()
+                .classify(code, Some(status), diagnostic),
+            None => crate::shaping::classify(code, Some(status), diagnostic),
+        }
+    }
+
+    /// The pool a message asks for at intake: its header, else its sender's domain.
+    pub fn pool_of(&self, record: &MessageRecord, body: &[u8]) -> Option<String> {
+        let config = &self.config;
+        let sel = &config.pool_selection;
+        if let Some(h) = &sel.header
+            && let Some(v) = header_value(body, h)
+            && config.pools.iter().any(|p| p.name == v)
+        {
+            return Some(v);
+        }
+        let domain = record.reverse_path.rsplit_once('@').map(|(_, d)| d)?;
+        sel.senders
+            .iter()
+            .find(|s| s.domain.eq_ignore_ascii_case(domain))
+            .map(|s| s.pool.clone())
+    }
+
+    /// The destination as the shaping file wants it (the target unchanged without a file).
+    fn shape(&self, target: Rc<Target>, domain: &str) -> Rc<Target> {
+        let Some(shaping) = &self.shaping else {
+            return target;
+        };
+        let mut mx: Vec<String> = target.hops.iter().map(|(n, _)| n.clone()).collect();
+        mx.dedup();
+        let shape = shaping.resolve(domain, &mx, target.source);
+        let retry = (shape.retry_first.is_some() || shape.retry_max.is_some())
+            .then(|| shape.retry(&self.retry));
+        Rc::new(Target {
+            key: target.key.clone(),
+            hops: target.hops.clone(),
+            source: target.source,
+            limits: shape.limits(&target.limits),
+            tls: shape.tls_policy(target.tls),
+            retry,
+            helo: target.helo.clone(),
+        })
+    }
+
+    /// The routed destination from one of the pool's sources (the target unchanged when the
+    /// message has no pool).
+    fn with_source(
+        &mut self,
+        target: Rc<Target>,
+        message_pool: Option<&str>,
+        domain: &str,
+    ) -> Rc<Target> {
+        let config = &self.config;
+        let pool_name = message_pool
+            .map(str::to_owned)
+            .or_else(|| config.route_for(domain).and_then(|r| r.pool.clone()))
+            .or_else(|| config.pool_selection.default.clone());
+        let Some(pool) = pool_name.and_then(|n| config.pools.iter().find(|p| p.name == n)) else {
+            return target;
+        };
+        let total: u64 = pool.sources.iter().map(|m| u64::from(m.weight)).sum();
+        let mut pick = crate::queue::xorshift64(&mut self.pick) % total.max(1);
+        let member = pool
+            .sources
+            .iter()
+            .find(|m| {
+                let w = u64::from(m.weight);
+                if pick < w {
+                    true
+                } else {
+                    pick -= w;
+                    false
+                }
+            })
+            .unwrap_or(&pool.sources[0]);
+        let Some(source) = config.sources.iter().find(|s| s.name == member.source) else {
+            return target;
+        };
+        Rc::new(Target {
+            key: DestinationKey(format!("{}@{}", target.key.0, source.name)),
+            hops: target.hops.clone(),
+            source: Some(source.address),
+            limits: target.limits.clone(),
+            tls: target.tls,
+            retry: target.retry.clone(),
+            helo: source.ehlo.clone(),
+        })
+    }
+}
+
+/// The value of header `name` in a message's header section (case-insensitive, unfolded).
+pub(super) fn header_value(body: &[u8], name: &str) -> Option<String> {
+    let mut value: Option<String> = None;
+    let mut taking = false;
+    for line in body.split(|&b| b == b'\n') {
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        if line.is_empty() {
+            break;
+        }
+        if line[0] == b' ' || line[0] == b'\t' {
+            if taking && let Some(v) = value.as_mut() {
+                v.push(' ');
+                v.push_str(String::from_utf8_lossy(line).trim());
+            }
+            continue;
+        }
+        if value.is_some() {
+            break;
+        }
+        taking = false;
+        if line.len() > name.len()
+            && line[name.len()] == b':'
+            && line[..name.len()].eq_ignore_ascii_case(name.as_bytes())
+        {
+            taking = true;
+            value = Some(
+                String::from_utf8_lossy(&line[name.len() + 1..])
+                    .trim()
+                    .to_owned(),
+            );
+        }
+    }
+    value.filter(|v| !v.is_empty())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::header_value;
+
+    #[test]
+    fn header_values() {
+        let m = b"Received: x\r\nX-Pool: bulk\r\nSubject: a\r\n folded\r\n\r\nX-Pool: body\r\n";
+        assert_eq!(header_value(m, "x-pool").as_deref(), Some("bulk"));
+        assert_eq!(header_value(m, "Subject").as_deref(), Some("a folded"));
+        assert_eq!(header_value(m, "X-Other"), None);
+        assert_eq!(header_value(b"\r\nX-Pool: late\r\n", "X-Pool"), None);
+    }
+}

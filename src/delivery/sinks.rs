@@ -1,0 +1,162 @@
+//! Where the recorder's records go: the spool, the event log, the metrics, and new DSNs.
+//!
+//! What it does: appends recipient states to the spool (detached: the group commit makes them
+//! durable), writes one event-log line per recipient event, counts bounce classes and delivery
+//! latency, and queues a DSN (RFC 3464) in a task of its own: it reads the original back from
+//! the spool when the queue does not hold it, builds the report, appends it to the spool and
+//! hands it to the queue like any new message, with the null reverse path.
+//!
+//! What it does not do: no decisions (the recorder), no queue state (the queue task owns it).
+//!
+//! Invariants: a DSN is in the spool before the queue takes it; the queue task never waits for
+//! a DSN (the task does).
+
+use std::cell::RefCell;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use super::dsn;
+use super::message::Message;
+use super::queue_msg::{QueueHandle, QueueMsg};
+use super::recorder::{DsnRequest, Line, Peer};
+use crate::config::Config;
+use crate::eventlog::{Event, EventLog};
+use crate::metrics::ShardMetrics;
+use crate::shaping::BounceClass;
+use crate::spool::{
+    MessageRecord, QueueId, QueueIdGenerator, Recipient, RecipientState, Spool, StateRecord,
+};
+
+/// See the module header.
+pub struct Sinks {
+    /// The shard's spool.
+    pub spool: Spool,
+    /// The shard's event log.
+    pub log: Rc<EventLog>,
+    /// The shard's metrics.
+    pub metrics: Rc<ShardMetrics>,
+    /// Queue ids of the shard (DSNs get one).
+    pub ids: Rc<RefCell<QueueIdGenerator>>,
+}
+
+impl Sinks {
+    /// Appends recipient states of message `id`.
+    pub fn states(&self, id: QueueId, states: Vec<(u32, RecipientState)>) {
+        for (recipient, state) in states {
+            let rec = StateRecord {
+                id: id.0,
+                recipient,
+                state,
+            };
+            if let Err(e) = self.spool.append_state_detached(&rec) {
+                tracing::warn!(queue_id = %id, recipient, error = %e, "recording a delivery state failed");
+            }
+        }
+    }
+
+    /// Writes the event-log lines about `msg`, at `dest`, answered by `peer`.
+    pub fn lines(&self, msg: &Message, lines: &[Line], dest: &str, peer: &Peer) {
+        if lines.is_empty() {
+            return;
+        }
+        let id_text = msg.record.queue_id().to_string();
+        for line in lines {
+            self.log.record(&Event {
+                kind: line.kind,
+                queue_id: &id_text,
+                sender: &msg.record.reverse_path,
+                recipient: &msg.recipient(line.recipient).address,
+                destination: dest,
+                host: &peer.host,
+                tls: &peer.tls,
+                reply: &line.reply,
+                class: line.class,
+                status: &line.status.to_string(),
+                attempt: line.attempt,
+                duration_ms: line.duration_ms,
+                size: msg.size,
+            });
+        }
+    }
+
+    /// Counts failures by class and the latency of `delivered` recipients of `msg`.
+    pub fn count(&self, msg: &Message, classes: &[BounceClass], delivered: u64) {
+        for class in classes {
+            self.metrics.failure_classified(class.index());
+        }
+        if delivered > 0 {
+            let latency = msg.arrival.elapsed().as_secs_f64();
+            for _ in 0..delivered {
+                self.metrics.delivery_latency_seconds.observe(latency);
+            }
+        }
+    }
+
+    /// Queues a DSN to the sender of `msg` in a task of its own; `body` is the original when
+    /// the queue holds it. The queue hears of it as [`QueueMsg::Dsn`].
+    pub fn dsn(
+        &self,
+        msg: Rc<Message>,
+        body: Option<Rc<Vec<u8>>>,
+        request: DsnRequest,
+        config: Arc<Config>,
+        queue: QueueHandle,
+    ) {
+        let (spool, ids) = (self.spool.clone(), self.ids.clone());
+        glommio::spawn_local(async move {
+            let rec = &msg.record;
+            // The original is needed for the report: held, or read back from the spool. If
+            // it cannot be read, the report goes out with what is known (no original content).
+            let original = match body {
+                Some(b) => b,
+                None => match spool.read_message(rec.queue_id()).await {
+                    Ok(r) => Rc::new(r.body),
+                    Err(e) => {
+                        tracing::warn!(queue_id = %rec.queue_id(), error = %e, "DSN without the original message");
+                        Rc::new(Vec::new())
+                    }
+                },
+            };
+            let id = ids.borrow_mut().next(SystemTime::now());
+            let unique = id.to_string();
+            let original_id = QueueId(rec.id).to_string();
+            let envid = msg
+                .mail_params
+                .envid
+                .as_deref()
+                .map(crate::smtp::params::xtext_encode);
+            let body = dsn::build(&dsn::DsnInput {
+                reporting_mta: &config.hostname,
+                to: &rec.reverse_path,
+                envid: envid.as_deref(),
+                queue_id: &original_id,
+                arrival: UNIX_EPOCH + Duration::from_millis(rec.arrival_unix_ms),
+                date: SystemTime::now(),
+                recipients: &request.recipients,
+                original: &original,
+                ret: request.ret,
+                unique: &unique,
+            });
+            let record = MessageRecord {
+                id: id.0,
+                reverse_path: String::new(),
+                mail_params: Vec::new(),
+                recipients: vec![Recipient::new(rec.reverse_path.clone())],
+                arrival_unix_ms: SystemTime::now()
+                    .duration_since(UNIX_EPOCH)
+                    .map_or(0, |d| d.as_millis() as u64),
+                client_addr: "local".into(),
+                helo: config.hostname.clone(),
+                tls: None,
+                auth: None,
+                body,
+            };
+            match spool.append_message(&record).await {
+                Ok(()) => queue.send(QueueMsg::Dsn(record)),
+                Err(e) => tracing::warn!(queue_id = %unique, error = %e, "queueing a DSN failed"),
+            }
+        })
+        .detach();
+    }
+}

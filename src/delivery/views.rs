@@ -1,0 +1,365 @@
+//! What operators can ask a shard's queue, and the typed answers.
+//!
+//! What it does: defines the requests (summary, one message, delete, flush, suspend, resume,
+//! explain a destination, the counters) and their answers as plain values, and builds the
+//! read-only answers from the queue's parts: a summary by recipient domain with an age
+//! histogram (like Postfix's `qshape`), one message with its recipients' states, and why a
+//! destination is or is not sending.
+//!
+//! What it does not do: no encoding (the admin endpoint turns answers into JSON), no actions
+//! (the queue task carries out deletes, flushes and suspensions).
+//!
+//! Invariants: answers are `Send` values that own their data; a shard that does not have what
+//! is asked says so (`None`, or [`NoRoute`]) rather than guessing.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use super::messages::Messages;
+use super::recorder::DeleteMode;
+use super::routes::Routes;
+use crate::queue::{DestinationKey, Limits, Scheduler};
+use crate::shaping::RuleEngine;
+use crate::spool::QueueId;
+
+/// Upper bounds of the age buckets, in minutes (the last bucket is everything older).
+pub const AGE_BUCKETS_MINUTES: [u64; 9] = [5, 10, 20, 40, 80, 160, 320, 640, 1280];
+
+/// Buckets of a histogram: one per bound, plus everything older.
+pub const AGE_BUCKETS: usize = AGE_BUCKETS_MINUTES.len() + 1;
+
+/// What an operator asks a shard's queue.
+#[derive(Clone, Debug)]
+pub enum Request {
+    /// Queued recipients per domain with their ages.
+    Summary,
+    /// One message, if this shard has it.
+    Message(u64),
+    /// Delete a message (all its recipients not yet final).
+    Delete(u64, DeleteMode),
+    /// Make deferred mail due now: all, or only that of a domain or destination.
+    Flush(Option<String>),
+    /// Suspend a destination (a domain or a destination key).
+    Suspend(String, Duration),
+    /// Resume a suspended destination.
+    Resume(String),
+    /// Why a destination is or is not sending.
+    Explain(String),
+    /// The queue's counters and gauges.
+    Counters,
+}
+
+impl Request {
+    /// The destination an operator named, if the request names one.
+    pub fn destination(&self) -> Option<&str> {
+        match self {
+            Request::Suspend(n, _) | Request::Resume(n) | Request::Explain(n) => Some(n),
+            _ => None,
+        }
+    }
+
+    /// The same request for destination `key` (once a named domain was routed).
+    pub fn for_key(self, key: String) -> Request {
+        match self {
+            Request::Suspend(_, d) => Request::Suspend(key, d),
+            Request::Resume(_) => Request::Resume(key),
+            Request::Explain(_) => Request::Explain(key),
+            other => other,
+        }
+    }
+
+    /// The answer when the destination it names routes nowhere.
+    pub fn no_route(&self) -> Answer {
+        let no = NoRoute(self.destination().unwrap_or_default().to_owned());
+        match self {
+            Request::Suspend(..) => Answer::Suspended(Err(no)),
+            Request::Resume(_) => Answer::Resumed(Err(no)),
+            _ => Answer::Explained(Err(no)),
+        }
+    }
+}
+
+/// The queue's answer.
+#[derive(Clone, Debug)]
+pub enum Answer {
+    /// For [`Request::Summary`].
+    Summary(Summary),
+    /// For [`Request::Message`]: None if this shard does not have it.
+    Message(Option<MessageView>),
+    /// For [`Request::Delete`]: None if this shard does not have it.
+    Deleted(Option<Deleted>),
+    /// For [`Request::Flush`]: jobs made due.
+    Flushed(usize),
+    /// For [`Request::Suspend`]: the destination and for how long.
+    Suspended(Result<(DestinationKey, Duration), NoRoute>),
+    /// For [`Request::Resume`].
+    Resumed(Result<DestinationKey, NoRoute>),
+    /// For [`Request::Explain`].
+    Explained(Result<Box<DestinationView>, NoRoute>),
+    /// For [`Request::Counters`].
+    Counters(Counters),
+}
+
+/// A name an operator gave that routes nowhere.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NoRoute(pub String);
+
+/// Queued recipients by domain.
+#[derive(Clone, Debug, Default)]
+pub struct Summary {
+    /// Messages with a recipient not final.
+    pub messages: u64,
+    /// Recipients not final.
+    pub recipients: u64,
+    /// Bytes of those messages.
+    pub bytes: u64,
+    /// Per recipient domain: recipients, and how many in each age bucket.
+    pub domains: BTreeMap<String, (u64, [u64; AGE_BUCKETS])>,
+}
+
+/// One queued message.
+#[derive(Clone, Debug)]
+pub struct MessageView {
+    /// Queue id.
+    pub id: QueueId,
+    /// Envelope sender.
+    pub sender: String,
+    /// Size in octets.
+    pub size: usize,
+    /// Arrival, Unix milliseconds.
+    pub arrival_unix_ms: u64,
+    /// Age.
+    pub age: Duration,
+    /// The client's address.
+    pub client: String,
+    /// The authenticated user.
+    pub auth: Option<String>,
+    /// The client's TLS.
+    pub tls: Option<String>,
+    /// Each recipient.
+    pub recipients: Vec<RecipientView>,
+}
+
+/// One recipient of a queued message.
+#[derive(Clone, Debug)]
+pub struct RecipientView {
+    /// Address.
+    pub address: String,
+    /// Delivered, bounced, expired or deleted.
+    pub done: bool,
+    /// Attempts made.
+    pub attempts: u32,
+    /// The last reply or error.
+    pub last_reply: String,
+}
+
+/// What a deletion did.
+#[derive(Clone, Debug)]
+pub struct Deleted {
+    /// The message.
+    pub id: QueueId,
+    /// Recipients deleted.
+    pub recipients: usize,
+    /// How.
+    pub mode: DeleteMode,
+}
+
+/// Why a destination is or is not sending.
+#[derive(Clone, Debug)]
+pub struct DestinationView {
+    /// Its key.
+    pub key: DestinationKey,
+    /// The scheduler's state; None when nothing is queued for it on this shard.
+    pub state: Option<DestinationState>,
+    /// In one sentence.
+    pub why: String,
+    /// Its hops, `name[address]`.
+    pub hops: Vec<String>,
+    /// The last connection error.
+    pub last_error: Option<String>,
+    /// A shaping rule in force, explained.
+    pub rule: Option<String>,
+}
+
+/// A destination's scheduler state.
+#[derive(Clone, Debug)]
+pub struct DestinationState {
+    /// New jobs waiting.
+    pub ready_new: usize,
+    /// Retries waiting.
+    pub ready_retry: usize,
+    /// Connections open.
+    pub connections: usize,
+    /// Connections asked for.
+    pub pending_opens: usize,
+    /// Suspended for how much longer, and why.
+    pub suspended: Option<(Duration, String)>,
+    /// Rate tokens left, if rate-limited.
+    pub tokens: Option<f64>,
+    /// The limits in force.
+    pub limits: Limits,
+}
+
+/// The queue's counters and gauges.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Counters {
+    /// Recipients delivered.
+    pub delivered: u64,
+    /// Attempts deferred.
+    pub deferred: u64,
+    /// Recipients bounced.
+    pub bounced: u64,
+    /// Recipients expired.
+    pub expired: u64,
+    /// DSNs queued.
+    pub dsns: u64,
+    /// Connections opened.
+    pub connections: u64,
+    /// Bytes of queued messages.
+    pub queue_bytes: u64,
+    /// Destinations suspended now.
+    pub suspended: u64,
+    /// DNS answers from the cache.
+    pub dns_cache_hits: u64,
+    /// DNS answers from a server.
+    pub dns_cache_misses: u64,
+}
+
+fn age_bucket(age: Duration) -> usize {
+    let minutes = age.as_secs() / 60;
+    AGE_BUCKETS_MINUTES
+        .iter()
+        .position(|&b| minutes < b)
+        .unwrap_or(AGE_BUCKETS_MINUTES.len())
+}
+
+/// The recipient domain of an address (the host name for one without a domain).
+pub fn domain_of(address: &str, hostname: &str) -> String {
+    match address.rsplit_once('@') {
+        Some((_, d)) => d
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_ascii_lowercase(),
+        None => hostname.to_owned(),
+    }
+}
+
+/// Queued recipients by domain.
+pub fn summary(messages: &Messages, hostname: &str) -> Summary {
+    let mut s = Summary::default();
+    for e in messages.values() {
+        let bucket = age_bucket(e.msg.arrival.elapsed());
+        let mut any = false;
+        for (r, done) in e.msg.record.recipients.iter().zip(&e.progress.done) {
+            if *done {
+                continue;
+            }
+            any = true;
+            s.recipients += 1;
+            let d = s
+                .domains
+                .entry(domain_of(&r.address, hostname))
+                .or_default();
+            d.0 += 1;
+            d.1[bucket] += 1;
+        }
+        if any {
+            s.messages += 1;
+            s.bytes += e.msg.size as u64;
+        }
+    }
+    s
+}
+
+/// One message, if queued here.
+pub fn message(messages: &Messages, id: u64) -> Option<MessageView> {
+    let e = messages.get(id)?;
+    let (rec, p) = (&e.msg.record, &e.progress);
+    Some(MessageView {
+        id: QueueId(id),
+        sender: rec.reverse_path.clone(),
+        size: e.msg.size,
+        arrival_unix_ms: rec.arrival_unix_ms,
+        age: e.msg.arrival.elapsed(),
+        client: rec.client_addr.clone(),
+        auth: rec.auth.clone(),
+        tls: rec.tls.clone(),
+        recipients: rec
+            .recipients
+            .iter()
+            .enumerate()
+            .map(|(i, r)| RecipientView {
+                address: r.address.clone(),
+                done: p.done[i],
+                attempts: p.attempts[i],
+                last_reply: p.last[i].clone(),
+            })
+            .collect(),
+    })
+}
+
+/// Why destination `key` is or is not sending.
+pub fn explain(
+    key: DestinationKey,
+    sched: &Scheduler,
+    routes: &Routes,
+    rules: &RuleEngine,
+    last_error: Option<String>,
+    now: Instant,
+) -> DestinationView {
+    let hops = routes
+        .target(&key.0)
+        .map(|t| t.hops.iter().map(|(n, a)| format!("{n}[{a}]")).collect())
+        .unwrap_or_default();
+    let rule = rules.in_force(&key.0, now);
+    let Some(s) = sched.explain(&key, now) else {
+        return DestinationView {
+            key,
+            state: None,
+            why: "nothing queued for it on this shard".to_owned(),
+            hops,
+            last_error,
+            rule,
+        };
+    };
+    let queued = s.ready_new + s.ready_retry;
+    let why = if let Some((_, reason)) = &s.suspended {
+        format!("suspended: {reason}")
+    } else if queued == 0 {
+        "idle: nothing ready to send".to_owned()
+    } else if s.connections + s.pending_opens >= s.limits.max_connections {
+        "sending: at its connection limit".to_owned()
+    } else if s.tokens.is_some_and(|t| t < 1.0) {
+        "waiting: message rate limit".to_owned()
+    } else if let Some(r) = &rule {
+        format!("sending, slowed by a shaping rule: {r}")
+    } else {
+        "sending".to_owned()
+    };
+    DestinationView {
+        key,
+        state: Some(DestinationState {
+            ready_new: s.ready_new,
+            ready_retry: s.ready_retry,
+            connections: s.connections,
+            pending_opens: s.pending_opens,
+            suspended: s
+                .suspended
+                .map(|(until, reason)| (until.saturating_duration_since(now), reason)),
+            tokens: s.tokens,
+            limits: s.limits,
+        }),
+        why,
+        hops,
+        last_error,
+        rule,
+    }
+}
+
+/// Destinations suspended now.
+pub fn suspended(sched: &Scheduler, now: Instant) -> u64 {
+    sched
+        .destinations()
+        .filter(|k| sched.explain(k, now).is_some_and(|s| s.suspended.is_some()))
+        .count() as u64
+}
