@@ -13,7 +13,6 @@
 use std::path::Path;
 use std::rc::Rc;
 use std::sync::Arc;
-use std::time::Duration;
 
 use crate::config::Config;
 use crate::server::ServerContext;
@@ -38,7 +37,7 @@ pub(crate) async fn storage_monitor(ctx: Rc<ServerContext>, config: Arc<Config>)
         }
         ctx.storage_available.set(available);
         ctx.log.flush();
-        glommio::timer::sleep(Duration::from_secs(1)).await;
+        glommio::timer::sleep(crate::timers::STORAGE_CHECK).await;
     }
 }
 

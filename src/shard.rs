@@ -423,7 +423,7 @@ async fn shard_main(
     let _ = ready.send(Ok(()));
 
     while !signals.requested() {
-        glommio::timer::sleep(Duration::from_millis(50)).await;
+        glommio::timer::sleep(crate::timers::SIGNAL_POLL).await;
         if signals.reload_generation() != generation {
             generation = signals.reload_generation();
             let live = Live {
@@ -442,7 +442,7 @@ async fn shard_main(
     // Sessions close themselves by the grace deadline; allow a little more for their writes.
     let give_up = Instant::now() + config.shutdown.grace.0 + Duration::from_secs(5);
     while ctx.active.get() > 0 && Instant::now() < give_up {
-        glommio::timer::sleep(Duration::from_millis(20)).await;
+        glommio::timer::sleep(crate::timers::DRAIN_POLL).await;
     }
     drop(monitor);
     // The queue lets transactions in flight end (at most 10 s); anything cut off is retried

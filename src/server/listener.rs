@@ -11,7 +11,6 @@
 //! briefly instead.
 
 use std::rc::Rc;
-use std::time::Duration;
 
 use std::future::Future;
 use std::pin::Pin;
@@ -39,7 +38,7 @@ pub async fn accept_or_stop(
             Some(Ok(stream)) => return Some(stream),
             Some(Err(e)) => {
                 tracing::warn!(error = %e, listener = what, "accept failed; backing off");
-                glommio::timer::sleep(Duration::from_millis(50)).await;
+                glommio::timer::sleep(crate::timers::ACCEPT_BACKOFF).await;
             }
         }
     }
