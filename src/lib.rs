@@ -21,6 +21,7 @@
 //! - [`reload`]: what a shard reloads on SIGHUP.
 //! - [`disk`]: the spool's free-space monitor.
 //! - [`memlock`]: the locked memory the shards' io_uring rings need, checked before they start.
+//! - [`read_buffer`]: a connection's unconsumed input, compacted before each read.
 //! - [`timers`]: every periodic chore of a shard, with its period.
 //! - [`shard`]: the one place that wires a shard together and runs them all.
 //! - [`metrics`]: per-shard counters and histograms, and their Prometheus text.
@@ -40,6 +41,7 @@ pub mod memlock;
 pub mod metrics;
 pub mod proxy;
 pub mod queue;
+pub mod read_buffer;
 pub mod reload;
 pub mod server;
 pub mod shaping;

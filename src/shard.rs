@@ -322,16 +322,11 @@ async fn shard_main(
     for m in recovered.messages {
         queue.recovered(m);
     }
-    let accepted = {
-        let (tx, rx) = glommio::channels::local_channel::new_unbounded();
+    let accepted: Option<crate::server::HandOn> = {
         let queue = queue_handle.clone();
-        glommio::spawn_local(async move {
-            while let Some(record) = rx.recv().await {
-                queue.send(QueueMsg::Accepted(record));
-            }
-        })
-        .detach();
-        Some(tx)
+        Some(Rc::new(move |record| {
+            queue.send(QueueMsg::Accepted(record))
+        }))
     };
     let delivering = glommio::spawn_local(queue.run(queue_rx));
     let mut ctx = ServerContext::new(

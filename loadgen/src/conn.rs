@@ -18,6 +18,7 @@ use std::time::Duration;
 
 use futures_lite::{AsyncReadExt, AsyncWriteExt};
 use glommio::net::TcpStream;
+use mta::read_buffer::ReadBuffer;
 use mta::smtp::Reply;
 use mta::smtp::reply::ReplyParser;
 use mta::tls::{Stream, TlsInfo};
@@ -25,9 +26,7 @@ use mta::tls::{Stream, TlsInfo};
 /// One client connection.
 pub struct Conn {
     stream: Stream,
-    buf: Vec<u8>,
-    start: usize,
-    end: usize,
+    buf: ReadBuffer,
     parser: ReplyParser,
 }
 
@@ -43,9 +42,7 @@ impl Conn {
             .map_err(crate::gerr)?;
         Ok(Conn {
             stream: Stream::Plain(stream),
-            buf: vec![0; 16 * 1024],
-            start: 0,
-            end: 0,
+            buf: ReadBuffer::new(16 * 1024),
             parser: ReplyParser::new(),
         })
     }
@@ -64,16 +61,11 @@ impl Conn {
         name: rustls::pki_types::ServerName<'static>,
     ) -> anyhow::Result<Conn> {
         anyhow::ensure!(
-            self.start == self.end,
+            self.buf.is_empty(),
             "server sent data after its STARTTLS reply"
         );
         let stream = self.stream.connect_tls(config, name).await?;
-        Ok(Conn {
-            stream,
-            start: 0,
-            end: 0,
-            ..self
-        })
+        Ok(Conn { stream, ..self })
     }
 
     /// What TLS negotiated, or None on plain TCP.
@@ -84,26 +76,21 @@ impl Conn {
     /// Reads one complete reply.
     pub async fn reply(&mut self) -> anyhow::Result<Reply> {
         loop {
-            if let Some((reply, used)) = self.parser.parse(&self.buf[self.start..self.end])? {
-                self.start += used;
-                if self.start == self.end {
-                    (self.start, self.end) = (0, 0);
-                }
+            if let Some((reply, used)) = self.parser.parse(self.buf.data())? {
+                self.buf.consume(used);
                 return Ok(reply);
             }
-            if self.start > 0 {
-                self.buf.copy_within(self.start..self.end, 0);
-                self.end -= self.start;
-                self.start = 0;
+            self.buf.compact();
+            if self.buf.is_full() {
+                // The parser refuses an over-long reply, so this stays within one reply.
+                let grown = self.buf.capacity() * 2;
+                self.buf.grow(grown);
             }
-            if self.end == self.buf.len() {
-                self.buf.resize(self.buf.len() * 2, 0);
-            }
-            let n = self.stream.read(&mut self.buf[self.end..]).await?;
+            let n = self.stream.read(self.buf.spare()).await?;
             if n == 0 {
                 anyhow::bail!("connection closed by server");
             }
-            self.end += n;
+            self.buf.filled(n);
         }
     }
 

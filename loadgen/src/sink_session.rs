@@ -9,6 +9,7 @@
 //! dropped.
 
 use super::*;
+use mta::read_buffer::ReadBuffer;
 
 /// Writes and flushes (TLS holds its records until flushed).
 pub(super) async fn send(stream: &mut Stream, data: &[u8]) -> std::io::Result<()> {
@@ -29,8 +30,7 @@ pub(super) async fn session(sh: &Shard, tcp: TcpStream) -> anyhow::Result<()> {
         return Ok(());
     }
     send(&mut stream, b"220 sink.test ESMTP loadgen sink\r\n").await?;
-    let mut buf = vec![0u8; 64 * 1024];
-    let (mut start, mut end) = (0, 0);
+    let mut buf = ReadBuffer::new(64 * 1024);
     let mut lines = LineReader::new(4096);
     let mut rcpts: Vec<String> = Vec::new();
     let mut in_tx = false;
@@ -39,11 +39,11 @@ pub(super) async fn session(sh: &Shard, tcp: TcpStream) -> anyhow::Result<()> {
     let mut chunk: Option<(u64, bool)> = None;
     loop {
         loop {
-            let input = &buf[start..end];
+            let input = buf.data();
             if let Some((remaining, last)) = chunk {
                 let take = remaining.min(input.len() as u64) as usize;
                 body.extend_from_slice(&input[..take]);
-                start += take;
+                buf.consume(take);
                 if remaining > take as u64 {
                     chunk = Some((remaining - take as u64, last));
                     break;
@@ -62,11 +62,11 @@ pub(super) async fn session(sh: &Shard, tcp: TcpStream) -> anyhow::Result<()> {
             if let Some(d) = &mut data {
                 match d.decode(input, &mut body) {
                     DataEvent::NeedMore => {
-                        start = end;
+                        buf.clear();
                         break;
                     }
                     DataEvent::End { consumed } => {
-                        start += consumed;
+                        buf.consume(consumed);
                         data = None;
                         finish(sh, &rcpts, &body, &mut out).await;
                         rcpts.clear();
@@ -77,13 +77,17 @@ pub(super) async fn session(sh: &Shard, tcp: TcpStream) -> anyhow::Result<()> {
                 }
             }
             let (n, line) = lines.next(input);
-            start += n;
-            let Some(line) = line else { break };
-            let Line::Command(cmd) = line else {
+            let parsed = line.map(|line| match line {
+                Line::Command(cmd) => Some(parse_command(cmd, true)),
+                _ => None,
+            });
+            buf.consume(n);
+            let Some(parsed) = parsed else { break };
+            let Some(parsed) = parsed else {
                 out.extend_from_slice(b"500 5.5.2 bad line\r\n");
                 continue;
             };
-            match parse_command(cmd, true) {
+            match parsed {
                 Ok(Command::Ehlo(_)) => {
                     out.extend_from_slice(b"250-sink.test\r\n");
                     if sh.opts.pipelining {
@@ -139,21 +143,17 @@ pub(super) async fn session(sh: &Shard, tcp: TcpStream) -> anyhow::Result<()> {
                 Ok(Command::Bdat { size, .. }) => {
                     // Refused chunk: its bytes are still read and dropped.
                     let mut left = size;
-                    let avail = (end - start) as u64;
-                    let take = left.min(avail);
-                    start += take as usize;
+                    let take = left.min(buf.len() as u64);
+                    buf.consume(take as usize);
                     left -= take;
                     while left > 0 {
-                        let n = stream.read(&mut buf).await?;
+                        // Everything read so far was consumed: the whole buffer is free.
+                        let n = stream.read(buf.spare()).await?;
                         anyhow::ensure!(n > 0, "eof in chunk");
+                        buf.filled(n);
                         let take = left.min(n as u64);
+                        buf.consume(take as usize);
                         left -= take;
-                        if take < n as u64 {
-                            buf.copy_within(take as usize..n, 0);
-                            (start, end) = (0, n - take as usize);
-                        } else {
-                            (start, end) = (0, 0);
-                        }
                     }
                     out.extend_from_slice(b"554 5.5.1 no valid recipients\r\n");
                     in_tx = false;
@@ -179,7 +179,7 @@ pub(super) async fn session(sh: &Shard, tcp: TcpStream) -> anyhow::Result<()> {
                     stream = stream.accept_tls(config).await?;
                     sh.stats.borrow_mut().tls_sessions += 1;
                     // RFC 3207: forget everything from before the handshake.
-                    (start, end) = (0, 0);
+                    buf.clear();
                     lines = LineReader::new(4096);
                     in_tx = false;
                     rcpts.clear();
@@ -198,18 +198,12 @@ pub(super) async fn session(sh: &Shard, tcp: TcpStream) -> anyhow::Result<()> {
             send(&mut stream, &out).await?;
             out.clear();
         }
-        if start == end {
-            (start, end) = (0, 0);
-        } else if start > 0 {
-            buf.copy_within(start..end, 0);
-            end -= start;
-            start = 0;
-        }
-        let n = stream.read(&mut buf[end..]).await?;
+        buf.compact();
+        let n = stream.read(buf.spare()).await?;
         if n == 0 {
             return Ok(());
         }
-        end += n;
+        buf.filled(n);
     }
 }
 

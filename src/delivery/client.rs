@@ -27,6 +27,7 @@ use glommio::net::TcpStream;
 use rustls::pki_types::ServerName;
 
 use super::phase::Phase;
+use crate::read_buffer::ReadBuffer;
 use crate::smtp::ehlo::Extensions;
 use crate::smtp::params::{MailParams, RcptParams};
 use crate::smtp::reply::{MAX_REPLY_BYTES, ReplyError, ReplyParser};
@@ -185,9 +186,7 @@ pub struct Connection {
     /// Always present, except for the instant of the TLS upgrade.
     stream: Option<Stream>,
     peer: SocketAddr,
-    buf: Vec<u8>,
-    start: usize,
-    end: usize,
+    buf: ReadBuffer,
     parser: ReplyParser,
     ext: Extensions,
     timeouts: ClientTimeouts,
@@ -235,9 +234,7 @@ impl Connection {
         let mut c = Connection {
             stream: Some(Stream::Plain(stream)),
             peer: addr,
-            buf: vec![0; 16 * 1024],
-            start: 0,
-            end: 0,
+            buf: ReadBuffer::new(16 * 1024),
             parser: ReplyParser::new(),
             ext: Extensions::default(),
             timeouts,
@@ -290,7 +287,7 @@ impl Connection {
             return Ok(());
         }
         // Anything the server sent after its 220 is not trusted (RFC 3207 4.2).
-        (self.start, self.end) = (0, 0);
+        self.buf.clear();
         self.parser.reset();
         let config = match tls.policy {
             TlsPolicy::Verify => tls.configs.verified.clone(),
@@ -447,13 +444,9 @@ impl Connection {
     async fn read_reply(&mut self, phase: Phase, limit: Duration) -> Result<Reply, ClientError> {
         let started = Instant::now();
         loop {
-            match self.parser.parse(&self.buf[self.start..self.end]) {
+            match self.parser.parse(self.buf.data()) {
                 Ok(Some((reply, used))) => {
-                    self.start += used;
-                    if self.start == self.end {
-                        self.start = 0;
-                        self.end = 0;
-                    }
+                    self.buf.consume(used);
                     return Ok(reply);
                 }
                 Ok(None) => {}
@@ -462,22 +455,22 @@ impl Connection {
                     return Err(ClientError::Protocol { phase, source });
                 }
             }
-            if self.start > 0 {
-                self.buf.copy_within(self.start..self.end, 0);
-                self.end -= self.start;
-                self.start = 0;
-            }
-            if self.end == self.buf.len() {
+            self.buf.compact();
+            if self.buf.is_full() {
                 // The parser refuses a reply before it fills MAX_REPLY_BYTES + 1 octets.
-                if self.buf.len() > MAX_REPLY_BYTES {
+                if self.buf.capacity() > MAX_REPLY_BYTES {
                     self.usable = false;
                     return Err(ClientError::Protocol {
                         phase,
                         source: ReplyError::TooLong,
                     });
                 }
-                let grown = self.buf.len().saturating_mul(2).min(MAX_REPLY_BYTES + 1);
-                self.buf.resize(grown, 0);
+                let grown = self
+                    .buf
+                    .capacity()
+                    .saturating_mul(2)
+                    .min(MAX_REPLY_BYTES + 1);
+                self.buf.grow(grown);
             }
             let left = limit.saturating_sub(started.elapsed());
             if left.is_zero() {
@@ -492,7 +485,7 @@ impl Connection {
                     phase,
                     source: std::io::Error::other(e.to_string()),
                 })?;
-            match stream.read(&mut self.buf[self.end..]).await {
+            match stream.read(self.buf.spare()).await {
                 Ok(0) => {
                     self.usable = false;
                     return Err(ClientError::Io {
@@ -500,7 +493,7 @@ impl Connection {
                         source: std::io::ErrorKind::UnexpectedEof.into(),
                     });
                 }
-                Ok(n) => self.end += n,
+                Ok(n) => self.buf.filled(n),
                 Err(e) if e.kind() == std::io::ErrorKind::TimedOut => {
                     self.usable = false;
                     return Err(ClientError::Timeout { phase });

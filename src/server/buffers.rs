@@ -13,6 +13,8 @@
 use std::cell::RefCell;
 use std::ops::{Deref, DerefMut};
 
+use crate::read_buffer::ReadBuffer;
+
 /// Buffers kept for reuse at most.
 const KEEP: usize = 64;
 
@@ -38,7 +40,10 @@ impl BufferPool {
             .borrow_mut()
             .pop()
             .unwrap_or_else(|| vec![0; self.size]);
-        PooledBuffer { pool: self, buf }
+        PooledBuffer {
+            pool: self,
+            buf: ReadBuffer::from_vec(buf),
+        }
     }
 
     /// Buffers waiting for reuse.
@@ -50,18 +55,18 @@ impl BufferPool {
 /// A buffer that goes back to its pool when dropped.
 pub struct PooledBuffer<'a> {
     pool: &'a BufferPool,
-    buf: Vec<u8>,
+    buf: ReadBuffer,
 }
 
 impl Deref for PooledBuffer<'_> {
-    type Target = Vec<u8>;
-    fn deref(&self) -> &Vec<u8> {
+    type Target = ReadBuffer;
+    fn deref(&self) -> &ReadBuffer {
         &self.buf
     }
 }
 
 impl DerefMut for PooledBuffer<'_> {
-    fn deref_mut(&mut self) -> &mut Vec<u8> {
+    fn deref_mut(&mut self) -> &mut ReadBuffer {
         &mut self.buf
     }
 }
@@ -69,8 +74,8 @@ impl DerefMut for PooledBuffer<'_> {
 impl Drop for PooledBuffer<'_> {
     fn drop(&mut self) {
         let mut free = self.pool.free.borrow_mut();
-        if self.buf.len() == self.pool.size && free.len() < KEEP {
-            free.push(std::mem::take(&mut self.buf));
+        if self.buf.capacity() == self.pool.size && free.len() < KEEP {
+            free.push(std::mem::take(&mut self.buf).into_vec());
         }
     }
 }
@@ -84,17 +89,22 @@ mod tests {
         let pool = BufferPool::new(16);
         {
             let mut a = pool.take();
-            a[0] = 7;
+            a.spare()[0] = 7;
+            a.filled(1);
             let _b = pool.take();
         }
         assert_eq!(pool.idle(), 2);
         let a = pool.take();
-        assert_eq!(a.len(), 16);
+        assert_eq!(a.capacity(), 16);
+        assert!(
+            a.is_empty(),
+            "a reused buffer starts with nothing unconsumed"
+        );
         assert_eq!(pool.idle(), 1);
         drop(a);
         {
             let mut grown = pool.take();
-            grown.resize(32, 0);
+            grown.grow(32);
         }
         assert_eq!(pool.idle(), 1, "a grown buffer is dropped, not kept");
         let many: Vec<_> = (0..KEEP + 5).map(|_| pool.take()).collect();

@@ -266,7 +266,6 @@ async fn run(
         client: peer.ip().to_string(),
     };
     let mut buf = ctx.buffers.take();
-    let (mut start, mut end) = (0usize, 0usize);
     let mut out = Vec::with_capacity(1024);
     let mut data_deadline: Option<Instant> = None;
     let mut counted = (0u32, 0u32);
@@ -278,8 +277,8 @@ async fn run(
     write(slot, &mut out).await?;
     loop {
         loop {
-            let (n, action) = session.feed(&buf[start..end], &mut env, &mut out);
-            start += n;
+            let (n, action) = session.feed(buf.data(), &mut env, &mut out);
+            buf.consume(n);
             match action {
                 Action::Read => break,
                 Action::Flush => write(slot, &mut out).await?,
@@ -332,16 +331,15 @@ async fn run(
                         });
                     }
                     session.queued(id, result.map_err(drop), &mut out);
-                    if ok && let Some(next) = &ctx.accepted {
-                        // Unbounded local channel: fails only if the stage is gone (shutdown);
-                        // the message is safe in the spool either way.
-                        let _ = next.try_send(*record);
+                    if ok && let Some(hand_on) = &ctx.accepted {
+                        // The message is safe in the spool whatever becomes of it next.
+                        hand_on(*record);
                     }
                 }
                 Action::StartTls => {
                     write(slot, &mut out).await?;
                     // Whatever the client pipelined after STARTTLS is discarded unread.
-                    (start, end) = (0, 0);
+                    buf.clear();
                     handshake(ctx, slot, ctx.timeouts.command).await?;
                     let info = slot.as_ref().and_then(Stream::tls).expect("TLS is on");
                     tracing::debug!(%peer, tls = %info, "STARTTLS");
@@ -378,22 +376,16 @@ async fn run(
             counted = refused;
         }
         write(slot, &mut out).await?;
-        if start == end {
-            (start, end) = (0, 0);
-        } else if start > 0 {
-            buf.copy_within(start..end, 0);
-            end -= start;
-            start = 0;
-        }
-        if end == buf.len() {
+        buf.compact();
+        if buf.is_full() {
             // The session always consumes a full buffer (long lines are discarded, data is
             // decoded), so this only happens with a pathological limit; grow once, bounded.
             let cap = 4 * READ_BUFFER.max(2 * ctx.session.max_command_line);
-            if buf.len() >= cap {
+            if buf.capacity() >= cap {
                 return Err(std::io::Error::other("input not consumed"));
             }
-            let grown = buf.len() * 2;
-            buf.resize(grown, 0);
+            let grown = buf.capacity() * 2;
+            buf.grow(grown);
         }
         let now = Instant::now();
         let phase = session.phase();
@@ -426,7 +418,8 @@ async fn run(
         stream
             .tcp()
             .set_read_timeout(Some(wait.max(Duration::from_millis(1))))?;
-        let read = async { Some(stream.read(&mut buf[end..]).await) };
+        let spare = buf.spare();
+        let read = async { Some(stream.read(spare).await) };
         let result = if stopping || session.in_transaction() {
             read.await
         } else {
@@ -439,7 +432,7 @@ async fn run(
         match result {
             None => continue,
             Some(Ok(0)) => return Ok(()),
-            Some(Ok(n)) => end += n,
+            Some(Ok(n)) => buf.filled(n),
             Some(Err(e)) if e.kind() == std::io::ErrorKind::TimedOut => {
                 let reply = if ctx.shutdown.started() {
                     replies::shutting_down(&ctx.session.hostname)

@@ -48,6 +48,10 @@ pub struct Timeouts {
     pub data_termination: Duration,
 }
 
+/// What a connection does with a message once it is durable and acknowledged: hand it on,
+/// by value, to whoever delivers it (the shard's queue).
+pub type HandOn = Rc<dyn Fn(MessageRecord)>;
+
 /// Counters of one shard's server (read by tests and, later, metrics).
 #[derive(Debug, Default)]
 pub struct ServerStats {
@@ -79,8 +83,9 @@ pub struct ServerContext {
     pub spool: Spool,
     /// Queue ids of this shard (shared with the delivery stage, which queues DSNs).
     pub ids: Rc<RefCell<QueueIdGenerator>>,
-    /// Where acknowledged messages go next (the shard's delivery stage); None = hold them.
-    pub accepted: Option<glommio::channels::local_channel::LocalSender<MessageRecord>>,
+    /// Where acknowledged messages go next (the shard's delivery queue), called once per
+    /// message after its `250`; None = hold them.
+    pub accepted: Option<HandOn>,
     /// Octets of new mail the spool's file system can take (kept fresh by a monitor task).
     pub storage_available: Cell<u64>,
     /// The shard's stop notice.
@@ -116,7 +121,7 @@ pub struct Shared {
     /// Queue ids of this shard.
     pub ids: Rc<RefCell<QueueIdGenerator>>,
     /// Where acknowledged messages go next; None = hold them.
-    pub accepted: Option<glommio::channels::local_channel::LocalSender<MessageRecord>>,
+    pub accepted: Option<HandOn>,
     /// The shard's stop notice.
     pub shutdown: Rc<Shutdown>,
     /// AUTH failures, counted across shards.
