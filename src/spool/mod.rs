@@ -32,6 +32,8 @@ mod recovery;
 mod writer;
 
 #[cfg(test)]
+mod forward_tests;
+#[cfg(test)]
 mod tests;
 
 use std::path::PathBuf;

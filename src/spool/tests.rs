@@ -1,8 +1,9 @@
 //! Tests of the spool as a whole: recovery from hand-built segments, and the live spool on a
 //! glommio executor (group commit, restart, deletion, failures, accounting).
 //!
-//! What it does not test: the bytes-level framing (`format.rs` tests) and ledger arithmetic
-//! (`ledger.rs` tests). Every test works in its own temp dir.
+//! What it does not test: the bytes-level framing (`format.rs` tests), ledger arithmetic
+//! (`ledger.rs` tests) and copy-forward (`forward_tests.rs`, which shares these helpers).
+//! Every test works in its own temp dir.
 
 use std::future::Future;
 use std::path::Path;
@@ -12,7 +13,7 @@ use glommio::{LocalExecutorBuilder, Placement};
 use super::format::{self, KIND_MESSAGE, KIND_STATE};
 use super::*;
 
-fn run<T>(f: impl Future<Output = T>) -> T {
+pub(super) fn run<T>(f: impl Future<Output = T>) -> T {
     LocalExecutorBuilder::new(Placement::Unbound)
         .io_memory(1 << 20)
         .make()
@@ -20,7 +21,7 @@ fn run<T>(f: impl Future<Output = T>) -> T {
         .run(f)
 }
 
-fn msg(id: u64, rcpts: usize) -> MessageRecord {
+pub(super) fn msg(id: u64, rcpts: usize) -> MessageRecord {
     MessageRecord {
         id,
         reverse_path: "sender@example.com".into(),
@@ -37,7 +38,7 @@ fn msg(id: u64, rcpts: usize) -> MessageRecord {
     }
 }
 
-fn state(id: u64, recipient: u32, state: RecipientState) -> StateRecord {
+pub(super) fn state(id: u64, recipient: u32, state: RecipientState) -> StateRecord {
     StateRecord {
         id,
         recipient,
@@ -45,21 +46,21 @@ fn state(id: u64, recipient: u32, state: RecipientState) -> StateRecord {
     }
 }
 
-const DELIVERED: RecipientState = RecipientState::Delivered { at_unix_ms: 10 };
-const BOUNCED: RecipientState = RecipientState::Bounced { at_unix_ms: 11 };
-const EXPIRED: RecipientState = RecipientState::Expired { at_unix_ms: 12 };
-const DEFERRED: RecipientState = RecipientState::Deferred {
+pub(super) const DELIVERED: RecipientState = RecipientState::Delivered { at_unix_ms: 10 };
+pub(super) const BOUNCED: RecipientState = RecipientState::Bounced { at_unix_ms: 11 };
+pub(super) const EXPIRED: RecipientState = RecipientState::Expired { at_unix_ms: 12 };
+pub(super) const DEFERRED: RecipientState = RecipientState::Deferred {
     at_unix_ms: 13,
     next_attempt_unix_ms: 14,
     attempts: 2,
 };
 
-fn cfg(dir: &Path) -> SpoolConfig {
+pub(super) fn cfg(dir: &Path) -> SpoolConfig {
     SpoolConfig::new(dir.join("shard-0"), 0)
 }
 
 /// Writes a segment file by hand.
-fn write_segment(dir: &Path, shard: u32, n: u64, recs: &[(u8, Vec<u8>)]) {
+pub(super) fn write_segment(dir: &Path, shard: u32, n: u64, recs: &[(u8, Vec<u8>)]) {
     std::fs::create_dir_all(dir).unwrap();
     let mut b = format::encode_header(shard, n).to_vec();
     for (kind, p) in recs {
@@ -67,20 +68,20 @@ fn write_segment(dir: &Path, shard: u32, n: u64, recs: &[(u8, Vec<u8>)]) {
     }
     std::fs::write(dir.join(segment_file_name(n)), b).unwrap();
 }
-fn m(id: u64, r: usize) -> (u8, Vec<u8>) {
+pub(super) fn m(id: u64, r: usize) -> (u8, Vec<u8>) {
     (
         KIND_MESSAGE,
         format::encode_message(&msg(id, r)).unwrap().to_vec(),
     )
 }
-fn s(id: u64, r: u32, st: RecipientState) -> (u8, Vec<u8>) {
+pub(super) fn s(id: u64, r: u32, st: RecipientState) -> (u8, Vec<u8>) {
     (
         KIND_STATE,
         format::encode_state(&state(id, r, st)).unwrap().to_vec(),
     )
 }
 
-fn queued_ids(msgs: &[RecoveredMessage]) -> Vec<u64> {
+pub(super) fn queued_ids(msgs: &[RecoveredMessage]) -> Vec<u64> {
     msgs.iter().map(|m| m.message.id).collect()
 }
 
@@ -483,154 +484,6 @@ fn sync_never_still_writes_and_bad_input_is_refused() {
             Spool::open(bad).await,
             Err(SpoolError::InvalidConfig(_))
         ));
-    });
-}
-
-#[test]
-fn a_long_lived_message_is_copied_forward_and_its_old_segments_go() {
-    let tmp = tempfile::tempdir().unwrap();
-    let mut c = cfg(tmp.path());
-    c.segment_size = 700;
-    let first_segment = run(async {
-        let (spool, _) = Spool::open(c.clone()).await.unwrap();
-        spool.append_message(&msg(1, 3)).await.unwrap();
-        let first = spool.segments()[0];
-        spool.append_state(&state(1, 0, DELIVERED)).await.unwrap();
-        spool.append_state(&state(1, 1, DEFERRED)).await.unwrap();
-        for i in 2..80u64 {
-            spool.append_message(&msg(i, 1)).await.unwrap();
-            spool.append_state(&state(i, 0, DELIVERED)).await.unwrap();
-        }
-        // Message 1 was re-homed: its first segment is gone, the body reads back.
-        assert!(!spool.segments().contains(&first), "{:?}", spool.segments());
-        let back = spool.read_message(QueueId(1)).await.unwrap();
-        assert_eq!(back, msg(1, 3));
-        let t = spool.counts().totals;
-        assert_eq!((t.accepted, t.delivered, t.queued()), (81, 79, 2));
-        // A crash: no close.
-        first
-    });
-    run(async {
-        let (spool, rec) = Spool::open(c.clone()).await.unwrap();
-        assert!(
-            !tmp.path()
-                .join("shard-0")
-                .join(segment_file_name(first_segment))
-                .exists()
-        );
-        assert_eq!(queued_ids(&rec.messages), vec![1]);
-        let m = &rec.messages[0];
-        assert_eq!(m.message, msg(1, 3));
-        assert!(
-            matches!(
-                m.states.as_slice(),
-                [Some(RecipientState::Delivered { .. }), Some(DEFERRED), None]
-            ),
-            "{:?}",
-            m.states
-        );
-        let life = rec.stats.lifetime();
-        assert_eq!((life.accepted, life.delivered, life.queued()), (81, 79, 2));
-        assert_eq!(spool.counts().totals, life);
-        spool.append_state(&state(1, 1, BOUNCED)).await.unwrap();
-        spool.append_state(&state(1, 2, DELIVERED)).await.unwrap();
-        spool.close().await.unwrap();
-    });
-    run(async {
-        let (spool, rec) = Spool::open(c).await.unwrap();
-        assert!(rec.messages.is_empty());
-        let life = rec.stats.lifetime();
-        assert_eq!(
-            life,
-            Totals {
-                accepted: 81,
-                delivered: 80,
-                bounced: 1,
-                expired: 0
-            }
-        );
-        assert_eq!(spool.segments().len(), 1, "only the fresh segment remains");
-        spool.close().await.unwrap();
-    });
-    assert_eq!(
-        read_offline(tmp.path()).unwrap().stats.lifetime().accepted,
-        81
-    );
-}
-
-fn mv(id: u64, r: usize) -> (u8, Vec<u8>) {
-    (
-        format::KIND_MOVE,
-        format::encode_message(&msg(id, r)).unwrap().to_vec(),
-    )
-}
-
-#[test]
-fn recovery_re_homes_a_moved_message_whose_old_segment_is_still_there() {
-    let tmp = tempfile::tempdir().unwrap();
-    let shard = tmp.path().join("shard-0");
-    write_segment(&shard, 0, 1, &[m(1, 2), m(2, 1)]);
-    write_segment(&shard, 0, 2, &[s(2, 0, DELIVERED), s(1, 0, DELIVERED)]);
-    // The move of message 1, with its final state copied, and its old segment not yet gone.
-    write_segment(&shard, 0, 3, &[mv(1, 2), s(1, 0, DELIVERED)]);
-    run(async {
-        let (spool, rec) = Spool::open(cfg(tmp.path())).await.unwrap();
-        assert_eq!(queued_ids(&rec.messages), vec![1]);
-        assert_eq!(rec.messages[0].segment, 3);
-        assert_eq!(rec.messages[0].states, vec![Some(DELIVERED), None]);
-        let t = spool.counts().totals;
-        assert_eq!((t.accepted, t.delivered, t.queued()), (3, 2, 1));
-        // Segment 1 has nothing open left: it goes.
-        assert!(!spool.segments().contains(&1), "{:?}", spool.segments());
-        assert_eq!(spool.read_message(QueueId(1)).await.unwrap(), msg(1, 2));
-        spool.close().await.unwrap();
-    });
-    run(async {
-        let (spool, rec) = Spool::open(cfg(tmp.path())).await.unwrap();
-        assert_eq!(queued_ids(&rec.messages), vec![1]);
-        let t = rec.stats.lifetime();
-        assert_eq!((t.accepted, t.delivered, t.queued()), (3, 2, 1));
-        assert_eq!(spool.counts().totals, t);
-        spool.close().await.unwrap();
-    });
-}
-
-#[test]
-fn recovery_adopts_a_moved_message_whose_old_segment_was_retired() {
-    let tmp = tempfile::tempdir().unwrap();
-    let shard = tmp.path().join("shard-0");
-    // Segment 1 (message 2, delivered; message 1 moved out) was retired: its retire record
-    // counts only message 2.
-    let retire = RetireRecord {
-        segments: vec![1],
-        totals: Totals {
-            accepted: 1,
-            delivered: 1,
-            bounced: 0,
-            expired: 0,
-        },
-    };
-    write_segment(
-        &shard,
-        0,
-        3,
-        &[
-            mv(1, 2),
-            s(1, 0, DELIVERED),
-            (
-                format::KIND_RETIRE,
-                format::encode_retire(&retire).unwrap().to_vec(),
-            ),
-        ],
-    );
-    run(async {
-        let (spool, rec) = Spool::open(cfg(tmp.path())).await.unwrap();
-        assert_eq!(queued_ids(&rec.messages), vec![1]);
-        assert_eq!(rec.messages[0].states, vec![Some(DELIVERED), None]);
-        let t = rec.stats.lifetime();
-        assert_eq!((t.accepted, t.delivered, t.queued()), (3, 2, 1));
-        assert_eq!(spool.counts().totals, t);
-        spool.close().await.unwrap();
     });
 }
 
