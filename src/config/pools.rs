@@ -4,7 +4,7 @@
 //! goes with it), the pools (sources with weights), and the selection of a pool for a message
 //! (a header, the sender's domain, the route, a default); checks that every name used exists.
 //!
-//! What it does not do: no choosing (the delivery stage picks a source per message), no
+//! What it does not do: no choosing (the delivery queue picks a source per message), no
 //! binding of sockets.
 //!
 //! Invariants: after [`check`], source and pool names are unique, every pool has at least one

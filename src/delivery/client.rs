@@ -13,7 +13,7 @@
 //! certificate for the host name); after the handshake the client says EHLO again.
 //!
 //! What it does not do: no decision about what a reply means for a recipient (that is
-//! `classify`), no retries, no pooling, no DNS, no memory of failed handshakes (the stage keeps
+//! `classify`), no retries, no pooling, no DNS, no memory of failed handshakes (the queue keeps
 //! the plaintext fallback).
 //!
 //! Invariants: replies are matched to commands in order; a connection that saw a protocol

@@ -1,4 +1,4 @@
-//! Per-shard DNS client for the delivery stage: MX, A and AAAA lookups.
+//! Per-shard DNS client for delivery: MX, A and AAAA lookups.
 //!
 //! What it does: turns a recipient domain into a [`MailRoute`] (RFC 5321 5.1: MX records
 //! ordered by preference, equal preferences shuffled, implicit MX, RFC 7505 null MX) and a

@@ -81,7 +81,7 @@ pub struct ServerContext {
     pub grace: Duration,
     /// This shard's spool.
     pub spool: Spool,
-    /// Queue ids of this shard (shared with the delivery stage, which queues DSNs).
+    /// Queue ids of this shard (shared with the delivery queue, which queues DSNs).
     pub ids: Rc<RefCell<QueueIdGenerator>>,
     /// Where acknowledged messages go next (the shard's delivery queue), called once per
     /// message after its `250`; None = hold them.

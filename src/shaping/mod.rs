@@ -1,4 +1,4 @@
-//! Traffic shaping for bulk sending: the pure building blocks the delivery stage consults.
+//! Traffic shaping for bulk sending: the pure building blocks the delivery queue consults.
 //!
 //! What it does: loads a shaping file (`config/shaping.toml`, format in `docs/SHAPING.md`) that
 //! sets per-destination limits at four levels (default < provider < domain < source) and

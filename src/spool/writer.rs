@@ -261,7 +261,7 @@ impl Spool {
     }
 
     /// Appends a recipient's new state without waiting for it to be durable: it goes out with
-    /// the next group commit, and a failure is logged. For the delivery stage, which loses
+    /// the next group commit, and a failure is logged. For the delivery queue, which loses
     /// nothing if a state record is lost in a crash (the recipient is tried again: at least
     /// once, never lost).
     pub fn append_state_detached(&self, rec: &StateRecord) -> Result<(), SpoolError> {
