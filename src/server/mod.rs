@@ -22,6 +22,7 @@ pub mod received;
 pub mod relay;
 pub mod replies;
 pub mod session;
+pub mod session_config;
 pub mod transaction;
 
 use std::cell::{Cell, RefCell};

@@ -25,11 +25,11 @@ use std::rc::Rc;
 use std::time::SystemTime;
 
 use super::received::Trace;
-use super::relay::RelayPolicy;
 use super::replies;
+pub use super::session_config::SessionConfig;
 use super::transaction::Transaction;
 use crate::auth::{Credentials, Mechanism, SaslExchange, Step};
-use crate::config::{Config, ListenerConfig, ListenerMode};
+use crate::config::ListenerMode;
 use crate::smtp::command::parse_command;
 use crate::smtp::data::ChunkChecker;
 use crate::smtp::params::Body;
@@ -57,66 +57,6 @@ pub const MAX_PENDING_REPLIES: usize = 64 * 1024;
 
 /// The most a `BDAT` command makes the body buffer reserve before its bytes arrive.
 const BDAT_FIRST_RESERVE: u64 = 64 * 1024;
-
-/// The session's settings, shared by all sessions of a shard.
-#[derive(Clone, Debug)]
-pub struct SessionConfig {
-    /// Our host name.
-    pub hostname: String,
-    /// Largest message accepted, in octets.
-    pub max_message_size: u64,
-    /// Recipients per transaction.
-    pub max_recipients: usize,
-    /// Error replies before the session is closed.
-    pub max_errors: u32,
-    /// More `Received:` fields than this in a message's header: `554 5.4.6`.
-    pub max_received_headers: usize,
-    /// Longest command line, CRLF included.
-    pub max_command_line: usize,
-    /// What to do with bare CR/LF in message data.
-    pub bare_line_ending: BareLineEnding,
-    /// Who may relay where.
-    pub relay: RelayPolicy,
-    /// What the listener is for.
-    pub mode: ListenerMode,
-    /// STARTTLS is offered (a certificate is configured and TLS is not implicit).
-    pub starttls: bool,
-    /// AUTH can succeed (a users file is configured).
-    pub auth: bool,
-    /// AUTH is offered before TLS too.
-    pub auth_plaintext: bool,
-}
-
-impl SessionConfig {
-    /// The session settings of one listener; `tls` says whether a certificate is loaded.
-    pub fn for_listener(config: &Config, listener: &ListenerConfig, tls: bool) -> Self {
-        SessionConfig {
-            mode: listener.mode,
-            starttls: tls && listener.mode != ListenerMode::Submissions,
-            auth: config.auth.users_file.is_some(),
-            auth_plaintext: listener.auth_plaintext,
-            ..SessionConfig::from_config(config)
-        }
-    }
-
-    /// The session settings of a plain `smtp` listener without TLS or AUTH.
-    pub fn from_config(config: &Config) -> Self {
-        SessionConfig {
-            hostname: config.hostname.clone(),
-            max_message_size: config.smtp.max_message_size.0,
-            max_received_headers: config.smtp.max_received_headers,
-            max_recipients: config.smtp.max_recipients,
-            max_errors: config.smtp.max_errors,
-            max_command_line: config.smtp.max_command_line,
-            bare_line_ending: config.smtp.bare_line_ending,
-            relay: RelayPolicy::new(&config.relay),
-            mode: ListenerMode::Smtp,
-            starttls: false,
-            auth: false,
-            auth_plaintext: false,
-        }
-    }
-}
 
 /// What the caller must do next.
 #[derive(Debug)]

@@ -1,7 +1,7 @@
 //! Session tests: bytes in, replies out, no sockets.
 
 use super::*;
-use crate::config::Config;
+use crate::config::{Config, ListenerConfig};
 use crate::tls::TlsInfo;
 use std::time::{Duration, UNIX_EPOCH};
 
