@@ -202,9 +202,15 @@ impl ShardQueue {
     /// Applies a reloaded configuration: routes, per-destination limits, relay host, TLS
     /// policies, connection settings and the retry schedule take effect at the next decision
     /// (every new message and every retry is routed afresh); mail already waiting in a
-    /// destination's queue, and connections already open, go on as they are. Shaping rules
-    /// keep their state.
+    /// destination's queue, and connections already open, go on as they are. A re-read
+    /// shaping file brings its rules: an unchanged rule keeps its reductions and match counts,
+    /// a changed or removed one's reductions end (`RuleEngine::reload`); a suspension already
+    /// in force runs to its end (an operator lifts it with `mta dest resume`).
     fn reload(&mut self, config: Arc<Config>, shaping: Option<Option<Arc<Shaping>>>) {
+        if let Some(file) = &shaping {
+            let rules = file.as_ref().map(|s| s.rule_engine().rules().to_vec());
+            self.rules.reload(rules.unwrap_or_default());
+        }
         let shaping = shaping.unwrap_or_else(|| self.routes.shaping().cloned());
         self.routes.reload(config.clone(), shaping);
         match super::policy::settings(&config) {

@@ -156,6 +156,19 @@ impl Rule {
         true
     }
 
+    /// Whether `other` is the same rule, as written (its position aside): a reload that keeps
+    /// a rule keeps what it has in force.
+    pub fn same_as(&self, other: &Rule) -> bool {
+        self.name == other.name
+            && self.match_code == other.match_code
+            && self.match_enhanced == other.match_enhanced
+            && self.match_text.as_ref().map(Regex::as_str)
+                == other.match_text.as_ref().map(Regex::as_str)
+            && self.action == other.action
+            && self.trigger == other.trigger
+            && self.recover_after == other.recover_after
+    }
+
     /// A human description: `"gmail-rate" (421 4.7.28 /rate limit/, 3 within 1h)`.
     pub fn describe(&self) -> String {
         let mut m = Vec::new();

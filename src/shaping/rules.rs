@@ -200,6 +200,30 @@ impl RuleEngine {
         }
     }
 
+    /// Takes a reloaded file's rules. What a rule kept as it was (same name, matchers, action,
+    /// trigger and quiet period, wherever it now stands) has in force stays: a suspension runs
+    /// to its end, a reduced factor keeps recovering, its match window keeps counting. What a
+    /// changed or removed rule put in force ends now. New rules start with no matches.
+    pub fn reload(&mut self, rules: Vec<Rule>) {
+        let map: Vec<Option<usize>> = self
+            .rules
+            .iter()
+            .map(|old| rules.iter().position(|new| new.same_as(old)))
+            .collect();
+        let moved = |i: usize| map.get(i).copied().flatten();
+        for s in self.dests.values_mut() {
+            s.suspended = s.suspended.and_then(|(u, i)| moved(i).map(|j| (u, j)));
+            for f in [&mut s.rate, &mut s.connections] {
+                *f = f.and_then(|x| moved(x.rule).map(|j| Factor { rule: j, ..x }));
+            }
+            s.windows = std::mem::take(&mut s.windows)
+                .into_iter()
+                .filter_map(|(i, w)| moved(i).map(|j| (j, w)))
+                .collect();
+        }
+        self.rules = rules;
+    }
+
     /// The rules.
     pub fn rules(&self) -> &[Rule] {
         &self.rules

@@ -342,3 +342,37 @@ fn triggers_and_patterns_parse() {
         assert!(EnhancedPattern::parse(bad).is_none(), "{bad}");
     }
 }
+
+#[test]
+fn a_reload_keeps_what_unchanged_rules_put_in_force_and_ends_the_rest() {
+    let susp = "[[rule]]\nname = \"s\"\nmatch_enhanced = \"4.7.28\"\naction = \"suspend\"\nduration = \"1h\"\n";
+    let slow = "[[rule]]\nname = \"r\"\nmatch_code = 451\naction = \"reduce_rate\"\nfactor = 0.5\n";
+    let mut e = engine(&format!("{susp}{slow}"));
+    let t = Instant::now();
+    assert!(e.observe("a", &gmail_428(), t).is_some());
+    assert!(e.observe("b", &reply(451, (4, 3, 0), "later"), t).is_some());
+    // The suspension rule moves to second place, unchanged; the rate rule changes its factor.
+    let changed =
+        "[[rule]]\nname = \"r\"\nmatch_code = 451\naction = \"reduce_rate\"\nfactor = 0.25\n";
+    let new = Shaping::parse(&format!("{changed}{susp}")).unwrap();
+    e.reload(new.rule_engine().rules().to_vec());
+    let now = t + MIN;
+    assert!(e.current("a", now).suspended_until.is_some());
+    let why = e.in_force("a", now).unwrap();
+    assert!(why.contains("rule \"s\""), "{why}");
+    assert_eq!(
+        e.current("b", now),
+        Adjustment::NONE,
+        "a changed rule's effect ends"
+    );
+    // The new rule applies from now on.
+    let a = e
+        .observe("b", &reply(451, (4, 3, 0), "later"), now)
+        .unwrap();
+    assert_eq!(a.kind, ActionKind::ReduceRate { factor: 0.25 });
+    assert_eq!(a.rule, 0);
+    // Removing every rule ends everything.
+    e.reload(Vec::new());
+    assert_eq!(e.current("a", now), Adjustment::NONE);
+    assert!(e.observe("a", &gmail_428(), now).is_none());
+}
