@@ -29,7 +29,7 @@ pub struct ApiArgs {
     pub json: bool,
 }
 
-fn base(config: &Config, args: &ApiArgs) -> anyhow::Result<String> {
+pub(crate) fn base(config: &Config, args: &ApiArgs) -> anyhow::Result<String> {
     if let Some(url) = &args.url {
         return Ok(url.trim_end_matches('/').to_owned());
     }
@@ -41,7 +41,12 @@ fn base(config: &Config, args: &ApiArgs) -> anyhow::Result<String> {
 }
 
 /// GET or POST `path`; returns the JSON answer (or the text, for `/metrics`).
-fn call(config: &Config, args: &ApiArgs, post: bool, path: &str) -> anyhow::Result<String> {
+pub(crate) fn call(
+    config: &Config,
+    args: &ApiArgs,
+    post: bool,
+    path: &str,
+) -> anyhow::Result<String> {
     let base = base(config, args)?;
     let token = config.admin.token.as_deref();
     let (status, body) = if post {
@@ -59,7 +64,7 @@ fn call(config: &Config, args: &ApiArgs, post: bool, path: &str) -> anyhow::Resu
     Ok(body)
 }
 
-fn json(body: &str) -> anyhow::Result<Value> {
+pub(crate) fn json(body: &str) -> anyhow::Result<Value> {
     serde_json::from_str(body).context("the answer is not JSON")
 }
 
@@ -101,9 +106,9 @@ fn scalar(v: &Value) -> String {
     }
 }
 
-/// `mta queue summary`: recipients by domain and age, like `qshape`.
-pub fn summary(config: &Config, args: &ApiArgs) -> anyhow::Result<()> {
-    let body = call(config, args, false, "/queue")?;
+/// `mta queue shape` (`summary`): recipients by domain and age, like `qshape`.
+pub fn summary(config: &Config, args: &ApiArgs, path: &str) -> anyhow::Result<()> {
+    let body = call(config, args, false, path)?;
     if args.json {
         println!("{body}");
         return Ok(());

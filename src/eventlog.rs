@@ -1,4 +1,5 @@
-//! The event log: one JSON line per reception, rejection and delivery event, per shard.
+//! The event log: one JSON line per reception, rejection, delivery and operator event, per
+//! shard.
 //!
 //! What it does: formats records into an in-memory buffer and appends it to
 //! `<log.dir>/delivery-<shard>.jsonl` when it passes 64 KiB or when `flush` is called (the shard
@@ -82,6 +83,22 @@ pub struct Rejection<'a> {
     pub reply: &'a str,
     /// Client IP address.
     pub client: &'a str,
+}
+
+/// A state-changing action of an operator on one shard (`Operator`).
+pub struct Operator<'a> {
+    /// What: `hold`, `release`, `delete`, `bounce`, `requeue`, `flush`, `suspend`, `resume`,
+    /// `pause`, `unpause`.
+    pub action: &'a str,
+    /// On what: a selection (`domain=example.com`), a queue id or a destination.
+    pub target: &'a str,
+    /// Who: the admin client's address and how it was let in (`127.0.0.1 network`,
+    /// `192.0.2.7 token`).
+    pub by: &'a str,
+    /// Messages acted on (on this shard).
+    pub messages: usize,
+    /// Their recipients not yet final.
+    pub recipients: usize,
 }
 
 /// A shard's event log.
@@ -196,6 +213,20 @@ impl EventLog {
         ] {
             field(&mut b, key, value);
         }
+        self.end(b);
+    }
+
+    /// Appends an `Operator` event.
+    pub fn operator(&self, o: &Operator<'_>) {
+        let mut b = self.begin("Operator");
+        for (key, value) in [("action", o.action), ("target", o.target), ("by", o.by)] {
+            field(&mut b, key, value);
+        }
+        let _ = write!(
+            b,
+            ",\"messages\":{},\"recipients\":{}",
+            o.messages, o.recipients
+        );
         self.end(b);
     }
 

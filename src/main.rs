@@ -2,7 +2,6 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
@@ -10,9 +9,10 @@ use clap::{Parser, Subcommand};
 use mta::config::Config;
 
 mod admin_cli;
+mod queue_cli;
 use admin_cli::ApiArgs;
 use mta::shutdown::SignalWatch;
-use mta::spool::{self, QueueId};
+use queue_cli::{DeliveryCmd, QueueCmd};
 
 #[derive(Parser)]
 #[command(
@@ -45,11 +45,16 @@ enum Cmd {
         /// The user name.
         name: String,
     },
-    /// Look at and act on the queue (`list` and `count` read the spool and work while the MTA
-    /// is stopped; the others ask the running MTA through its admin endpoint).
+    /// Look at and act on the queue (through the admin endpoint; `count`, and `list` when the
+    /// MTA does not answer, read the spool and work while the MTA is stopped).
     Queue {
         #[command(subcommand)]
         what: QueueCmd,
+    },
+    /// Pause or resume all delivery of the running MTA.
+    Delivery {
+        #[command(subcommand)]
+        what: DeliveryCmd,
     },
     /// Look at and act on delivery destinations (through the admin endpoint).
     Dest {
@@ -86,53 +91,6 @@ enum DestCmd {
     Resume {
         /// Domain or destination key.
         destination: String,
-        #[command(flatten)]
-        api: ApiArgs,
-    },
-}
-
-#[derive(Subcommand)]
-enum QueueCmd {
-    /// One line per queued message: id, sender, recipients, size, age.
-    List {
-        /// Configuration file (TOML).
-        #[arg(long, short)]
-        config: Option<PathBuf>,
-    },
-    /// The accounting totals, per recipient: accepted, delivered, bounced, expired, queued.
-    Count {
-        /// Configuration file (TOML).
-        #[arg(long, short)]
-        config: Option<PathBuf>,
-    },
-    /// Queued recipients by domain and age (like qshape).
-    Summary {
-        #[command(flatten)]
-        api: ApiArgs,
-    },
-    /// One queued message and its recipients.
-    Show {
-        /// Queue id (16 hex digits).
-        id: String,
-        #[command(flatten)]
-        api: ApiArgs,
-    },
-    /// Retry deferred mail now: all of it, or one domain's.
-    Flush {
-        /// Only this domain (or destination key).
-        #[arg(long)]
-        destination: Option<String>,
-        #[command(flatten)]
-        api: ApiArgs,
-    },
-    /// Delete a message: its pending recipients bounce (a DSN goes to the sender, unless
-    /// `--silent`).
-    Delete {
-        /// Queue id (16 hex digits).
-        id: String,
-        /// No DSN to the sender.
-        #[arg(long)]
-        silent: bool,
         #[command(flatten)]
         api: ApiArgs,
     },
@@ -189,13 +147,8 @@ fn main() -> ExitCode {
         Cmd::Passwd { .. } => None,
         Cmd::Run { config } | Cmd::CheckConfig { config } => config.clone(),
         Cmd::Metrics { api } => api.config.clone(),
-        Cmd::Queue { what } => match what {
-            QueueCmd::List { config } | QueueCmd::Count { config } => config.clone(),
-            QueueCmd::Summary { api }
-            | QueueCmd::Show { api, .. }
-            | QueueCmd::Flush { api, .. }
-            | QueueCmd::Delete { api, .. } => api.config.clone(),
-        },
+        Cmd::Queue { what } => what.config(),
+        Cmd::Delivery { what } => what.config(),
         Cmd::Dest { what } => match what {
             DestCmd::Show { api, .. }
             | DestCmd::Suspend { api, .. }
@@ -243,29 +196,8 @@ fn main() -> ExitCode {
             }
         },
         Cmd::Metrics { api } => admin_cli::simple(&config, &api, false, "/metrics"),
-        Cmd::Queue { what } => match what {
-            QueueCmd::List { .. } => queue_list(&config),
-            QueueCmd::Count { .. } => queue_count(&config),
-            QueueCmd::Summary { api } => admin_cli::summary(&config, &api),
-            QueueCmd::Show { id, api } => admin_cli::simple(
-                &config,
-                &api,
-                false,
-                &format!("/queue/{}", admin_cli::encode(&id)),
-            ),
-            QueueCmd::Flush { destination, api } => {
-                let path = match destination {
-                    Some(d) => format!("/queue/flush?destination={}", admin_cli::encode(&d)),
-                    None => "/queue/flush".to_owned(),
-                };
-                admin_cli::simple(&config, &api, true, &path)
-            }
-            QueueCmd::Delete { id, silent, api } => {
-                let mode = if silent { "silent" } else { "bounce" };
-                let path = format!("/queue/{}/delete?mode={mode}", admin_cli::encode(&id));
-                admin_cli::simple(&config, &api, true, &path)
-            }
-        },
+        Cmd::Queue { what } => queue_cli::queue(&config, what),
+        Cmd::Delivery { what } => queue_cli::delivery(&config, what),
         Cmd::Dest { what } => match what {
             DestCmd::Show { destination, api } => admin_cli::simple(
                 &config,
@@ -362,77 +294,4 @@ fn run(config: Config) -> anyhow::Result<()> {
         "stopped"
     );
     Ok(())
-}
-
-/// The spool as `mta queue list|count` see it: empty (with a note) when it does not exist yet.
-fn offline(config: &Config) -> anyhow::Result<spool::OfflineSpool> {
-    let path = &config.spool.path;
-    if !path.exists() {
-        eprintln!(
-            "mta: no spool at {} yet (the MTA has not run with this configuration): the queue is empty",
-            path.display()
-        );
-        return Ok(spool::OfflineSpool::default());
-    }
-    spool::read_offline(path).with_context(|| format!("reading spool {}", path.display()))
-}
-
-fn queue_list(config: &Config) -> anyhow::Result<()> {
-    let queue = offline(config)?;
-    let now_ms = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64);
-    println!(
-        "{:<16}  {:>10}  {:>8}  {:<32}  recipients",
-        "id", "size", "age", "sender"
-    );
-    for m in &queue.messages {
-        let msg = &m.message;
-        let pending: Vec<&str> = msg
-            .recipients
-            .iter()
-            .zip(&m.states)
-            .filter(|(_, s)| !s.as_ref().is_some_and(spool::RecipientState::is_final))
-            .map(|(r, _)| r.address.as_str())
-            .collect();
-        let sender = if msg.reverse_path.is_empty() {
-            "<>"
-        } else {
-            msg.reverse_path.as_str()
-        };
-        println!(
-            "{:<16}  {:>10}  {:>8}  {:<32}  {}",
-            QueueId(msg.id).to_string(),
-            msg.body.len(),
-            age(now_ms.saturating_sub(msg.arrival_unix_ms)),
-            sender,
-            pending.join(", ")
-        );
-    }
-    println!("{} message(s) queued", queue.messages.len());
-    Ok(())
-}
-
-fn queue_count(config: &Config) -> anyhow::Result<()> {
-    let queue = offline(config)?;
-    // Lifetime totals: what the segments on disk hold plus what deleted segments held (kept
-    // by the spool's retire records), so the books balance across deletions and restarts.
-    let t = queue.stats.lifetime();
-    println!("accepted  {}", t.accepted);
-    println!("delivered {}", t.delivered);
-    println!("bounced   {}", t.bounced);
-    println!("expired   {}", t.expired);
-    println!("queued    {}", t.queued());
-    println!("messages  {}", queue.messages.len());
-    Ok(())
-}
-
-fn age(ms: u64) -> String {
-    let s = ms / 1000;
-    match s {
-        0..60 => format!("{s}s"),
-        60..3600 => format!("{}m", s / 60),
-        3600..86400 => format!("{}h", s / 3600),
-        _ => format!("{}d", s / 86400),
-    }
 }

@@ -1,10 +1,13 @@
 //! The admin endpoint's routes: metrics, queue and destination views and actions.
 //!
 //! What it does: answers `GET /metrics` (Prometheus text), `GET /queue` (queued recipients by
-//! domain with an age histogram, like `qshape`), `GET /queue/<id>`, `POST /queue/flush`
-//! (`?destination=<domain or key>` for one), `POST /queue/<id>/delete` (`?mode=bounce|silent`),
-//! `POST /destinations/<d>/suspend` (`?duration=1h`), `POST /destinations/<d>/resume`,
-//! `GET /destinations/<d>` and `GET /health`, by asking every shard and merging the answers.
+//! recipient or, with `?by=sender`, sender domain with an age histogram, like `qshape`),
+//! `GET /queue/messages` (a selection, oldest first), `GET /queue/<id>`, `GET /queue/<id>/body`,
+//! `POST /queue/hold|release|requeue|delete` (a selection; `?mode=bounce|silent`),
+//! `POST /queue/flush` (`?destination=<domain or key>` for one), `POST /queue/<id>/delete`,
+//! `POST /delivery/pause|resume`, `POST /destinations/<d>/suspend` (`?duration=1h`),
+//! `POST /destinations/<d>/resume`, `GET /destinations/<d>` and `GET /health`, by asking every
+//! shard (with who asks, for the event log) and merging the answers.
 //!
 //! What it does not do: no state of its own; no execution (each shard acts on its own queue).
 //!
@@ -21,10 +24,12 @@ use std::time::Duration;
 use serde_json::{Value, json};
 
 use super::AccessPolicy;
-use super::control::{Answer, Command, DeleteMode, QueueAnswer, ShardLink, ask_all};
+use super::control::{Actor, Answer, Command, DeleteMode, QueueAnswer, ShardLink, ask_all};
 use super::encode;
 use super::http::{Handler, Head, Method, Request, Response};
-use crate::delivery::views::Request as Ask;
+use super::query::{self, actor};
+use crate::delivery::queue_task::MAX_LIST;
+use crate::delivery::views::{Op, Request as Ask, SummaryBy};
 use crate::spool::QueueId;
 
 /// The routes, over the shards' command links.
@@ -62,17 +67,46 @@ impl Api {
                 Response::json(200, &json!({"status": "ok", "shards": self.links.len()}))
             }
             ("GET", ["metrics"]) => self.metrics().await,
-            ("GET", ["queue"]) => self.summary().await,
+            ("GET", ["queue"]) => {
+                let by = match req.query_param("by") {
+                    None | Some("recipient") => SummaryBy::Recipient,
+                    Some("sender") => SummaryBy::Sender,
+                    Some(_) => {
+                        return Response::json(400, &json!({"error": "by is recipient or sender"}));
+                    }
+                };
+                self.summary(by).await
+            }
+            ("GET", ["queue", "messages"]) => self.list(&req).await,
+            ("POST", ["queue", verb @ ("hold" | "release" | "delete" | "requeue")]) => {
+                self.act(&req, verb).await
+            }
+            ("POST", ["delivery", verb @ ("pause" | "resume")]) => {
+                let ask = Ask::Pause(*verb == "pause");
+                let paused = queue_answers(&self.links, ask, actor(&req))
+                    .await
+                    .iter()
+                    .any(|(_, a)| matches!(a, QueueAnswer::Paused(true)));
+                Response::json(200, &json!({"paused": paused}))
+            }
+            ("GET", ["queue", id, "body"]) => match QueueId::from_str(id) {
+                Ok(id) => self.body(id).await,
+                Err(_) => Response::json(400, &json!({"error": "a queue id is 16 hex digits"})),
+            },
             ("GET", ["queue", id]) => match QueueId::from_str(id) {
                 Ok(id) => {
-                    self.first(Ask::Message(id.0), "no such queued message")
-                        .await
+                    self.first(
+                        Ask::Message(id.0),
+                        Actor::default(),
+                        "no such queued message",
+                    )
+                    .await
                 }
                 Err(_) => Response::json(400, &json!({"error": "a queue id is 16 hex digits"})),
             },
             ("POST", ["queue", "flush"]) => {
                 let target = req.query_param("destination").map(str::to_owned);
-                let flushed: usize = queue_answers(&self.links, Ask::Flush(target))
+                let flushed: usize = queue_answers(&self.links, Ask::Flush(target), actor(&req))
                     .await
                     .iter()
                     .map(|(_, a)| match a {
@@ -90,8 +124,12 @@ impl Api {
                 };
                 match QueueId::from_str(id) {
                     Ok(id) => {
-                        self.first(Ask::Delete(id.0, mode), "no such queued message")
-                            .await
+                        self.first(
+                            Ask::Delete(id.0, mode),
+                            actor(&req),
+                            "no such queued message",
+                        )
+                        .await
                     }
                     Err(_) => Response::json(400, &json!({"error": "a queue id is 16 hex digits"})),
                 }
@@ -101,13 +139,17 @@ impl Api {
                     Ok(d) => d,
                     Err(e) => return Response::json(400, &json!({"error": e})),
                 };
-                self.per_shard(Ask::Suspend((*d).to_owned(), duration))
+                self.per_shard(Ask::Suspend((*d).to_owned(), duration), actor(&req))
                     .await
             }
             ("POST", ["destinations", d, "resume"]) => {
-                self.per_shard(Ask::Resume((*d).to_owned())).await
+                self.per_shard(Ask::Resume((*d).to_owned()), actor(&req))
+                    .await
             }
-            ("GET", ["destinations", d]) => self.per_shard(Ask::Explain((*d).to_owned())).await,
+            ("GET", ["destinations", d]) => {
+                self.per_shard(Ask::Explain((*d).to_owned()), actor(&req))
+                    .await
+            }
             ("GET" | "POST", _) => Response::not_found(),
             _ => Response::json(405, &json!({"error": "method not allowed"})),
         }
@@ -129,8 +171,8 @@ impl Api {
         }
     }
 
-    async fn summary(&self) -> Response {
-        let answers = queue_answers(&self.links, Ask::Summary).await;
+    async fn summary(&self, by: SummaryBy) -> Response {
+        let answers = queue_answers(&self.links, Ask::Summary(by), Actor::default()).await;
         let summaries = answers.iter().filter_map(|(_, a)| match a {
             QueueAnswer::Summary(s) => Some(s),
             _ => None,
@@ -138,9 +180,90 @@ impl Api {
         Response::json(200, &encode::summary(summaries))
     }
 
+    /// `GET /queue/messages`: the selected messages of every shard, oldest first.
+    async fn list(&self, req: &Request) -> Response {
+        let select = match query::select(req, true) {
+            Ok(s) => s,
+            Err(e) => return Response::json(400, &json!({"error": e})),
+        };
+        let limit = match req.query_param("limit").map(str::parse::<usize>) {
+            None => 1000,
+            Some(Ok(n)) if n <= MAX_LIST => n,
+            Some(_) => {
+                let e = format!("limit is a number up to {MAX_LIST}");
+                return Response::json(400, &json!({"error": e}));
+            }
+        };
+        let answers = queue_answers(&self.links, Ask::List(select, limit), Actor::default()).await;
+        let (mut rows, mut matched) = (Vec::new(), 0u64);
+        for (_, a) in &answers {
+            let v = encode::answer(a);
+            matched += v["matched"].as_u64().unwrap_or(0);
+            if let Value::Array(r) = &v["messages"] {
+                rows.extend(r.iter().cloned());
+            }
+        }
+        rows.sort_by_key(|r| r["arrival_unix_ms"].as_u64().unwrap_or(0));
+        rows.truncate(limit);
+        Response::json(200, &json!({"matched": matched, "messages": rows}))
+    }
+
+    /// `POST /queue/hold|release|delete|requeue`: an action on the selected messages.
+    async fn act(&self, req: &Request, verb: &str) -> Response {
+        let select = match query::select(req, false) {
+            Ok(s) => s,
+            Err(e) => return Response::json(400, &json!({"error": e})),
+        };
+        let op = match verb {
+            "hold" => Op::Hold,
+            "release" => Op::Release,
+            "requeue" => Op::Requeue,
+            _ => match req.query_param("mode").unwrap_or("bounce") {
+                "bounce" => Op::Delete(DeleteMode::Bounce),
+                "silent" => Op::Delete(DeleteMode::Silent),
+                _ => return Response::json(400, &json!({"error": "mode is bounce or silent"})),
+            },
+        };
+        let answers = queue_answers(&self.links, Ask::Act(op, select), actor(req)).await;
+        let (mut messages, mut recipients, mut errors) = (0, 0, Vec::new());
+        for (_, a) in &answers {
+            if let QueueAnswer::Acted(a) = a {
+                messages += a.messages;
+                recipients += a.recipients;
+                errors.extend(a.error.clone());
+            }
+        }
+        let status = if errors.is_empty() { 200 } else { 500 };
+        Response::json(
+            status,
+            &json!({"action": op.name(), "messages": messages, "recipients": recipients,
+                    "errors": errors}),
+        )
+    }
+
+    /// `GET /queue/<id>/body`: the message as stored (our `Received:` first).
+    async fn body(&self, id: QueueId) -> Response {
+        for (_, a) in queue_answers(&self.links, Ask::Body(id.0), Actor::default()).await {
+            match a {
+                QueueAnswer::Body(Some(Ok(body))) => {
+                    return Response {
+                        status: 200,
+                        content_type: "message/rfc822",
+                        body,
+                    };
+                }
+                QueueAnswer::Body(Some(Err(e))) => {
+                    return Response::json(500, &json!({"error": e}));
+                }
+                _ => {}
+            }
+        }
+        Response::json(404, &json!({"error": "no such queued message"}))
+    }
+
     /// The first shard's non-null answer, or 404.
-    async fn first(&self, request: Ask, missing: &str) -> Response {
-        match queue_answers(&self.links, request)
+    async fn first(&self, request: Ask, by: Actor, missing: &str) -> Response {
+        match queue_answers(&self.links, request, by)
             .await
             .iter()
             .map(|(_, a)| encode::answer(a))
@@ -152,8 +275,8 @@ impl Api {
     }
 
     /// Every shard's answer, as `{"shards": [{"shard": n, ...}]}`.
-    async fn per_shard(&self, request: Ask) -> Response {
-        let shards: Vec<Value> = queue_answers(&self.links, request)
+    async fn per_shard(&self, request: Ask, by: Actor) -> Response {
+        let shards: Vec<Value> = queue_answers(&self.links, request, by)
             .await
             .iter()
             .map(|(shard, a)| {
@@ -192,8 +315,8 @@ fn suspend_duration(value: Option<&str>) -> Result<Duration, String> {
 }
 
 /// Every shard's queue answer to `request`, in shard order (shards that are gone are left out).
-async fn queue_answers(links: &[ShardLink], request: Ask) -> Vec<(usize, QueueAnswer)> {
-    ask_all(links, Command::Queue(request))
+async fn queue_answers(links: &[ShardLink], request: Ask, by: Actor) -> Vec<(usize, QueueAnswer)> {
+    ask_all(links, Command::Queue(request, by))
         .await
         .into_iter()
         .filter_map(|(shard, a)| match a {

@@ -1,7 +1,7 @@
 //! A tiny blocking HTTP client for the CLI to call the running daemon's admin endpoint.
 //!
 //! What it does: one `GET` or `POST` (JSON body) to `base` + `path`, with an optional bearer
-//! token, and returns the status and the body as text, whatever the status.
+//! token, and returns the status and the body (as text, or as bytes), whatever the status.
 //!
 //! What it does not do: no TLS, no proxies, no retries, no redirects; it does not interpret
 //! the answer.
@@ -21,6 +21,17 @@ pub const MAX_RESPONSE: u64 = 64 * 1024 * 1024;
 
 /// `GET base+path`; returns the status and the body.
 pub fn get(base: &str, path: &str, token: Option<&str>) -> Result<(u16, String), AdminError> {
+    let (status, body) = get_bytes(base, path, token)?;
+    Ok((status, String::from_utf8_lossy(&body).into_owned()))
+}
+
+/// `GET base+path`; returns the status and the body as bytes (a stored message may hold
+/// 8-bit octets that are not UTF-8).
+pub fn get_bytes(
+    base: &str,
+    path: &str,
+    token: Option<&str>,
+) -> Result<(u16, Vec<u8>), AdminError> {
     let url = join(base, path);
     let mut req = agent().get(&url);
     if let Some(t) = token {
@@ -43,7 +54,8 @@ pub fn post(
     if let Some(t) = token {
         req = req.header("Authorization", format!("Bearer {t}"));
     }
-    finish(&url, req.send(body))
+    let (status, body) = finish(&url, req.send(body))?;
+    Ok((status, String::from_utf8_lossy(&body).into_owned()))
 }
 
 fn agent() -> ureq::Agent {
@@ -67,7 +79,7 @@ fn join(base: &str, path: &str) -> String {
 fn finish(
     url: &str,
     result: Result<ureq::http::Response<ureq::Body>, ureq::Error>,
-) -> Result<(u16, String), AdminError> {
+) -> Result<(u16, Vec<u8>), AdminError> {
     let err = |source| AdminError::Transport {
         url: url.to_string(),
         source: Box::new(source),
@@ -78,7 +90,7 @@ fn finish(
         .body_mut()
         .with_config()
         .limit(MAX_RESPONSE)
-        .read_to_string()
+        .read_to_vec()
         .map_err(err)?;
     Ok((status, body))
 }

@@ -14,7 +14,7 @@ use futures_channel::{mpsc, oneshot};
 use futures_lite::StreamExt;
 
 pub use crate::delivery::recorder::DeleteMode;
-pub use crate::delivery::views::{Answer as QueueAnswer, Request};
+pub use crate::delivery::views::{Actor, Answer as QueueAnswer, Request};
 use crate::metrics::Snapshot;
 
 /// What an operator asks a shard.
@@ -22,8 +22,8 @@ use crate::metrics::Snapshot;
 pub enum Command {
     /// The shard's metrics.
     Metrics,
-    /// A question for the shard's queue.
-    Queue(Request),
+    /// A question for the shard's queue, and who asks.
+    Queue(Request, Actor),
 }
 
 /// A shard's answer.

@@ -1,8 +1,8 @@
 //! The JSON of the queue's typed answers, as the admin endpoint shows them.
 //!
-//! What it does: turns each shard's answer (a summary, a message, a deletion, a suspension, a
-//! destination's state) into the JSON object the endpoint has always returned, and merges the
-//! shards' summaries into one.
+//! What it does: turns each shard's answer (a summary, a list, a message, a deletion, an
+//! action, a suspension, a destination's state) into the JSON object the endpoint returns,
+//! and merges the shards' summaries, lists and actions into one.
 //!
 //! What it does not do: no HTTP, no asking (the routes do both).
 //!
@@ -13,6 +13,7 @@
 use serde_json::{Value, json};
 
 use crate::delivery::recorder::DeleteMode;
+use crate::delivery::select::ListRow;
 use crate::delivery::views::{
     AGE_BUCKETS, AGE_BUCKETS_MINUTES, Answer, DestinationView, MessageView, Summary,
 };
@@ -37,8 +38,34 @@ pub fn answer(a: &Answer) -> Value {
         Answer::Suspended(Err(no)) | Answer::Resumed(Err(no)) | Answer::Explained(Err(no)) => {
             json!({"error": format!("{}: no route", no.0)})
         }
-        Answer::Counters(_) => Value::Null,
+        Answer::List(rows, matched) => {
+            json!({"matched": matched, "messages": rows.iter().map(list_row).collect::<Vec<_>>()})
+        }
+        Answer::Acted(a) => {
+            json!({"messages": a.messages, "recipients": a.recipients, "error": a.error})
+        }
+        Answer::Paused(on) => json!({"paused": on}),
+        Answer::Counters(_) | Answer::Body(_) => Value::Null,
     }
+}
+
+/// One row of `mta queue list`.
+fn list_row(r: &ListRow) -> Value {
+    let recipients: Vec<Value> = r
+        .recipients
+        .iter()
+        .map(|(address, last)| json!({"address": address, "last_reply": last}))
+        .collect();
+    json!({
+        "id": r.id.to_string(),
+        "state": r.state.name(),
+        "sender": r.sender,
+        "size": r.size,
+        "arrival_unix_ms": r.arrival_unix_ms,
+        "age_seconds": r.age.as_secs(),
+        "next_attempt_seconds": r.next_attempt_in.map(|d| d.as_secs()),
+        "recipients": recipients,
+    })
 }
 
 fn summary_of_shard(s: &Summary) -> Value {

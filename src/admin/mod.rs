@@ -18,6 +18,7 @@ pub mod client;
 pub mod control;
 pub mod encode;
 pub mod http;
+pub mod query;
 mod rt;
 pub mod service;
 

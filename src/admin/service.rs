@@ -13,7 +13,7 @@
 
 use super::control::{Answer, Command, ShardInbox};
 use crate::delivery::QueueHandle;
-use crate::delivery::views::{Answer as QueueAnswer, Counters, Request};
+use crate::delivery::views::{Actor, Answer as QueueAnswer, Counters, Request};
 use crate::metrics::{ShardMetrics, Snapshot};
 use crate::server::ServerContext;
 use crate::spool::Spool;
@@ -70,13 +70,13 @@ pub async fn serve(
     while let Some((command, reply)) = inbox.next().await {
         let answer = match command {
             Command::Metrics => {
-                let counters = match queue.ask(Request::Counters).await {
+                let counters = match queue.ask(Request::Counters, Actor::default()).await {
                     Some(QueueAnswer::Counters(c)) => c,
                     _ => Counters::default(),
                 };
                 Answer::Metrics(Box::new(metrics(counters)))
             }
-            Command::Queue(request) => match queue.ask(request).await {
+            Command::Queue(request, by) => match queue.ask(request, by).await {
                 Some(a) => Answer::Queue(a),
                 None => continue,
             },

@@ -31,6 +31,7 @@ pub mod queue_task;
 pub mod recorder;
 pub mod route;
 pub mod routes;
+pub mod select;
 pub mod sinks;
 pub mod start;
 pub mod views;

@@ -2,9 +2,11 @@
 //!
 //! What it does: answers [`Request`]s from the state the queue task owns: the summary, one
 //! message, a destination's state and the counters (built by `views`), and carries out the
-//! actions: deleting a message (bounced, with a DSN in [`DeleteMode::Bounce`]), flushing
-//! deferred mail, suspending and resuming a destination. A domain an operator names is routed
-//! first, in a task of its own; the request then comes back with the destination's key.
+//! actions: deleting messages (bounced, with a DSN in [`DeleteMode::Bounce`]), flushing
+//! deferred mail, suspending and resuming a destination (the actions on selected messages and
+//! the pause are in `queue_ops.rs`). Every change is recorded in the event log with who asked.
+//! A domain an operator names is routed first, in a task of its own; the request then comes
+//! back with the destination's key.
 //!
 //! What it does not do: no encoding (the admin endpoint's), no cross-shard merging.
 //!
@@ -12,6 +14,7 @@
 //! final state for every recipient not yet final, exactly once (an attempt still in flight
 //! finds them final and records nothing).
 
+use std::collections::HashSet;
 use std::time::{Instant, SystemTime};
 
 use futures_channel::oneshot;
@@ -20,39 +23,66 @@ use super::ShardQueue;
 use crate::delivery::queue_msg::QueueMsg;
 use crate::delivery::recorder::{self, DeleteMode, Peer};
 use crate::delivery::route::Routed;
-use crate::delivery::views::{self, Answer, Counters, Request};
+use crate::delivery::views::{self, Actor, Answer, Counters, Request};
 use crate::queue::DestinationKey;
 
 impl ShardQueue {
-    /// Answers an operator (a name to route first is looked up in a task of its own).
-    pub(super) fn admin(&mut self, request: Request, reply: oneshot::Sender<Answer>) {
+    /// Answers an operator (a name to route first is looked up in a task of its own); `by`
+    /// is who asks, recorded with every change in the event log.
+    pub(super) fn admin(&mut self, request: Request, by: Actor, reply: oneshot::Sender<Answer>) {
         let now = Instant::now();
         let answer = match request {
-            Request::Summary => {
-                Answer::Summary(views::summary(&self.messages, &self.config.hostname))
+            Request::Summary(group) => {
+                Answer::Summary(views::summary(&self.messages, &self.config.hostname, group))
             }
+            Request::List(select, limit) => self.list(&select, limit, now),
             Request::Message(id) => Answer::Message(views::message(&self.messages, id)),
-            Request::Delete(id, mode) => Answer::Deleted(self.delete(id, mode)),
-            Request::Flush(target) => Answer::Flushed(self.flush(target.as_deref(), now)),
+            Request::Body(id) => return self.body(id, reply),
+            Request::Act(op, select) => return self.act(op, select, by, reply),
+            Request::Pause(on) => {
+                self.pause(on);
+                self.operator(if on { "pause" } else { "unpause" }, "", &by, 0, 0);
+                Answer::Paused(self.hold)
+            }
+            Request::Delete(id, mode) => {
+                let deleted = self.delete(id, mode);
+                if let Some(d) = &deleted {
+                    let action = views::Op::Delete(mode).name();
+                    self.operator(action, &d.id.to_string(), &by, 1, d.recipients);
+                }
+                Answer::Deleted(deleted)
+            }
+            Request::Flush(target) => {
+                let n = self.flush(target.as_deref(), now);
+                let what = format!(
+                    "{} ({n} retries made due)",
+                    target.as_deref().unwrap_or("all")
+                );
+                self.operator("flush", &what, &by, 0, 0);
+                Answer::Flushed(n)
+            }
             Request::Counters => Answer::Counters(self.counters(now)),
             Request::Suspend(ref name, _)
             | Request::Resume(ref name)
             | Request::Explain(ref name)
                 if !self.is_key(name) =>
             {
-                return self.resolve_then(request, reply);
+                return self.resolve_then(request, by, reply);
             }
             Request::Suspend(name, duration) => {
                 let key = DestinationKey(name);
                 let until = crate::queue::later(now, duration);
                 self.sched
                     .suspend(&key, until, "suspended by an administrator".to_owned());
+                let what = format!("{} for {}s", key.0, duration.as_secs());
+                self.operator("suspend", &what, &by, 0, 0);
                 Answer::Suspended(Ok((key, duration)))
             }
             Request::Resume(name) => {
                 let key = DestinationKey(name);
                 self.sched.resume(&key);
                 self.dirty = true;
+                self.operator("resume", &key.0, &by, 0, 0);
                 Answer::Resumed(Ok(key))
             }
             Request::Explain(name) => {
@@ -78,7 +108,7 @@ impl ShardQueue {
     }
 
     /// Routes the domain an operator named, then asks again with its destination key.
-    fn resolve_then(&self, request: Request, reply: oneshot::Sender<Answer>) {
+    fn resolve_then(&self, request: Request, by: Actor, reply: oneshot::Sender<Answer>) {
         let name = request
             .destination()
             .unwrap_or_default()
@@ -88,7 +118,7 @@ impl ShardQueue {
         glommio::spawn_local(async move {
             match lookup.await {
                 Routed::Target(t) => {
-                    tx.send(QueueMsg::Admin(request.for_key(t.key.0.clone()), reply))
+                    tx.send(QueueMsg::Admin(request.for_key(t.key.0.clone()), by, reply))
                 }
                 Routed::Failed(_) => drop(reply.send(request.no_route())),
             }
@@ -99,18 +129,39 @@ impl ShardQueue {
     /// Deletes a message: every recipient not yet final becomes bounced (with a DSN to the
     /// sender in [`DeleteMode::Bounce`]). None if not queued here.
     fn delete(&mut self, id: u64, mode: DeleteMode) -> Option<views::Deleted> {
-        let e = self.messages.get_mut(id)?;
-        let msg = e.msg.clone();
-        let records = recorder::deleted(&msg, &mut e.progress, mode, SystemTime::now());
-        self.sched.remove_message(id);
-        self.held.retain(|j| j.message != id);
-        let recipients = records.lines.len();
-        self.carry_out(&msg, records, "", &Peer::default());
-        Some(views::Deleted {
-            id: msg.record.queue_id(),
-            recipients,
-            mode,
-        })
+        self.delete_many(&[id], mode).pop()
+    }
+
+    /// Deletes messages (see [`Self::delete`]): their waiting jobs leave the scheduler in one
+    /// pass. Returns what was deleted (ids not queued here are skipped).
+    pub(super) fn delete_many(&mut self, ids: &[u64], mode: DeleteMode) -> Vec<views::Deleted> {
+        let ids: HashSet<u64> = ids
+            .iter()
+            .copied()
+            .filter(|id| self.messages.get(*id).is_some())
+            .collect();
+        if ids.is_empty() {
+            return Vec::new();
+        }
+        self.sched.remove_where(|j| ids.contains(&j.message));
+        self.held.retain(|j| !ids.contains(&j.message));
+        self.holds.retain(|id, _| !ids.contains(id));
+        let mut out = Vec::with_capacity(ids.len());
+        for id in ids {
+            let Some(e) = self.messages.get_mut(id) else {
+                continue;
+            };
+            let msg = e.msg.clone();
+            let records = recorder::deleted(&msg, &mut e.progress, mode, SystemTime::now());
+            let recipients = records.lines.len();
+            self.carry_out(&msg, records, "", &Peer::default());
+            out.push(views::Deleted {
+                id: msg.record.queue_id(),
+                recipients,
+                mode,
+            });
+        }
+        out
     }
 
     /// Makes deferred mail due now: all of it, or that of one domain or destination key.

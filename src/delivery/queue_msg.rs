@@ -21,7 +21,7 @@ use glommio::channels::local_channel::{self, LocalReceiver, LocalSender};
 use super::message::Message;
 use super::recorder::JobResult;
 use super::route::Routed;
-use super::views::{Answer, Request};
+use super::views::{Actor, Answer, Request};
 use crate::config::Config;
 use crate::queue::{DestinationKey, Job};
 use crate::shaping::Shaping;
@@ -66,7 +66,7 @@ pub enum QueueMsg {
     /// A connection task reports.
     Conn(ConnEvent),
     /// An operator asks.
-    Admin(Request, oneshot::Sender<Answer>),
+    Admin(Request, Actor, oneshot::Sender<Answer>),
     /// A reloaded configuration and shaping file (None: keep the shaping file in force, its
     /// reload failed; `Some(None)`: no shaping file).
     Reload(Arc<Config>, Option<Option<Arc<Shaping>>>),
@@ -150,10 +150,10 @@ impl QueueHandle {
         rx.await.unwrap_or(Next::Stop)
     }
 
-    /// Asks an operator's question; None once the queue task has ended.
-    pub async fn ask(&self, request: Request) -> Option<Answer> {
+    /// Asks an operator's question (`by` is who asks); None once the queue task has ended.
+    pub async fn ask(&self, request: Request, by: Actor) -> Option<Answer> {
         let (tx, rx) = oneshot::channel();
-        self.send(QueueMsg::Admin(request, tx));
+        self.send(QueueMsg::Admin(request, by, tx));
         rx.await.ok()
     }
 }

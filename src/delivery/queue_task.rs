@@ -70,8 +70,10 @@ pub struct ShardQueue {
     last_error: HashMap<DestinationKey, String>,
     /// Hosts whose opportunistic handshake failed, sent to in plaintext until the instant.
     tls_fallback: HashMap<SocketAddr, Instant>,
-    /// With `delivery.hold`: jobs kept, not routed.
+    /// With `delivery.hold` (or an operator's pause): jobs kept, not routed.
     held: Vec<Job>,
+    /// Messages an operator holds, with their jobs taken out of the scheduler.
+    holds: HashMap<u64, Vec<Job>>,
     /// Connection tasks started and not yet ended.
     live: usize,
     stopping: bool,
@@ -103,6 +105,7 @@ impl ShardQueue {
             last_error: HashMap::new(),
             tls_fallback: HashMap::new(),
             held: Vec::new(),
+            holds: HashMap::new(),
             live: 0,
             stopping: false,
             dirty: true,
@@ -114,6 +117,9 @@ impl ShardQueue {
     /// Takes a message recovered from the spool, whose body may be only its header section
     /// (then the rest is read back from the spool when it is sent).
     pub fn recovered(&mut self, m: RecoveredMessage) {
+        if m.held {
+            self.holds.insert(m.message.id, Vec::new());
+        }
         self.take(Arrival {
             record: m.message,
             states: Some(m.states),
@@ -173,7 +179,14 @@ impl ShardQueue {
         for job in poll.due {
             self.route(job);
         }
-        if !self.stopping {
+        if self.hold {
+            // Paused: no connection; what a connection put back waits with the rest.
+            for dest in &poll.open {
+                self.sched.connection_open_failed(dest);
+            }
+            let ready = self.sched.drain_ready();
+            self.held.extend(ready);
+        } else if !self.stopping {
             for dest in poll.open {
                 self.connect(dest, now);
             }
@@ -190,7 +203,7 @@ impl ShardQueue {
             }
             QueueMsg::Routed(job, routed) => self.routed(job, routed),
             QueueMsg::Conn(event) => self.conn(event),
-            QueueMsg::Admin(request, reply) => self.admin(request, reply),
+            QueueMsg::Admin(request, by, reply) => self.admin(request, by, reply),
             QueueMsg::Reload(config, shaping) => self.reload(config, shaping),
             QueueMsg::Stop => {
                 self.stopping = true;
@@ -223,6 +236,9 @@ impl ShardQueue {
             .set_retry_policy(super::policy::retry_policy(&config));
         self.sched
             .set_failure_policy(super::policy::failure_policy(&config));
+        if config.delivery.hold != self.config.delivery.hold {
+            self.pause(config.delivery.hold);
+        }
         self.config = config;
         self.dirty = true;
     }
@@ -258,7 +274,10 @@ impl ShardQueue {
             return;
         }
         for (job, at) in i.later {
-            self.sched.defer_until(job, at);
+            match self.holds.get_mut(&job.message) {
+                Some(h) => h.push(job),
+                None => self.sched.defer_until(job, at),
+            }
         }
         for job in i.now {
             self.route(job);
@@ -269,6 +288,10 @@ impl ShardQueue {
     /// Routes a job's domain (DNS may take a while: a task of its own) and queues it, or keeps
     /// it with `delivery.hold`. A domain routed less than a second ago is queued at once.
     fn route(&mut self, job: Job) {
+        if let Some(h) = self.holds.get_mut(&job.message) {
+            h.push(job);
+            return;
+        }
         if self.hold {
             self.held.push(job);
             return;
@@ -289,6 +312,9 @@ impl ShardQueue {
 
     fn routed(&mut self, job: Job, routed: Routed) {
         match routed {
+            Routed::Target(_) if self.hold || self.holds.contains_key(&job.message) => {
+                self.route(job);
+            }
             Routed::Target(target) => {
                 let pool = self
                     .messages
@@ -376,7 +402,7 @@ impl ShardQueue {
 
     /// The next job of `dest` for a connection, with its envelope and held body.
     fn next_job(&mut self, dest: &DestinationKey) -> Next {
-        if self.stopping {
+        if self.stopping || self.hold {
             return Next::Stop;
         }
         while let Some(job) = self.sched.next_job(dest, Instant::now()) {
@@ -424,7 +450,15 @@ impl ShardQueue {
             classify: &classify,
         };
         let records = recorder::attempt(&msg, &mut e.progress, result, &mut self.sched, &cx);
+        let id = msg.record.id;
         self.carry_out(&msg, records, dest, &peer);
+        // A message held while this attempt was out: its retry waits for the release.
+        if !self.holds.is_empty() && self.holds.contains_key(&id) {
+            let jobs = self.sched.remove_message(id);
+            if let Some(h) = self.holds.get_mut(&id) {
+                h.extend(jobs);
+            }
+        }
     }
 
     /// Does what the recorder decided for message `msg`, at `dest`, answered by `peer`.
@@ -468,6 +502,7 @@ impl ShardQueue {
         }
         if r.finished {
             self.messages.forget(id.0);
+            self.holds.remove(&id.0);
         }
     }
 
@@ -524,3 +559,6 @@ impl ShardQueue {
 
 #[path = "queue_admin.rs"]
 mod admin;
+#[path = "queue_ops.rs"]
+mod ops;
+pub use ops::MAX_LIST;

@@ -81,6 +81,12 @@ impl Routes {
         self.cache.clear();
     }
 
+    /// Forgets the cached routes: the next message of every domain is routed afresh (an
+    /// operator's requeue after a route or DNS change).
+    pub fn forget_cached(&mut self) {
+        self.cache.clear();
+    }
+
     /// The shaping file in force.
     pub fn shaping(&self) -> Option<&Arc<Shaping>> {
         self.shaping.as_ref()

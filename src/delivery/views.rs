@@ -1,10 +1,11 @@
 //! What operators can ask a shard's queue, and the typed answers.
 //!
-//! What it does: defines the requests (summary, one message, delete, flush, suspend, resume,
-//! explain a destination, the counters) and their answers as plain values, and builds the
-//! read-only answers from the queue's parts: a summary by recipient domain with an age
-//! histogram (like Postfix's `qshape`), one message with its recipients' states, and why a
-//! destination is or is not sending.
+//! What it does: defines the requests (summary, list, one message or its content, delete,
+//! actions on selected messages, pause, flush, suspend, resume, explain a destination, the
+//! counters) and their answers as plain values, and builds the read-only answers from the
+//! queue's parts: a summary by recipient or sender domain with an age histogram (like
+//! Postfix's `qshape`), one message with its recipients' states, and why a destination is or
+//! is not sending.
 //!
 //! What it does not do: no encoding (the admin endpoint turns answers into JSON), no actions
 //! (the queue task carries out deletes, flushes and suspensions).
@@ -18,6 +19,7 @@ use std::time::{Duration, Instant};
 use super::messages::Messages;
 use super::recorder::DeleteMode;
 use super::routes::Routes;
+use super::select::{ListRow, Select};
 use crate::queue::{DestinationKey, Limits, Scheduler};
 use crate::shaping::RuleEngine;
 use crate::spool::QueueId;
@@ -31,10 +33,18 @@ pub const AGE_BUCKETS: usize = AGE_BUCKETS_MINUTES.len() + 1;
 /// What an operator asks a shard's queue.
 #[derive(Clone, Debug)]
 pub enum Request {
-    /// Queued recipients per domain with their ages.
-    Summary,
+    /// Queued recipients per recipient domain (or per sender domain) with their ages.
+    Summary(SummaryBy),
+    /// The messages a selection matches, at most this many.
+    List(Select, usize),
     /// One message, if this shard has it.
     Message(u64),
+    /// One message's content as stored, if this shard has it.
+    Body(u64),
+    /// An action on every message a selection matches.
+    Act(Op, Select),
+    /// Pause (true) or resume (false) all delivery of the shard, until the next restart.
+    Pause(bool),
     /// Delete a message (all its recipients not yet final).
     Delete(u64, DeleteMode),
     /// Make deferred mail due now: all, or only that of a domain or destination.
@@ -79,13 +89,69 @@ impl Request {
     }
 }
 
+/// What [`Request::Summary`] groups by.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SummaryBy {
+    /// The recipient's domain (like Postfix's `qshape`).
+    Recipient,
+    /// The sender's domain (like `qshape -s`).
+    Sender,
+}
+
+/// An action on selected messages.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Op {
+    /// Hold: not delivered until released (durable: survives a restart).
+    Hold,
+    /// Release held messages: they are routed again now.
+    Release,
+    /// Delete (every recipient not yet final ends, with a DSN or silently).
+    Delete(DeleteMode),
+    /// Route waiting mail again now (after a route or DNS change): held mail stays held.
+    Requeue,
+}
+
+impl Op {
+    /// The action's name in the event log.
+    pub fn name(self) -> &'static str {
+        match self {
+            Op::Hold => "hold",
+            Op::Release => "release",
+            Op::Delete(DeleteMode::Bounce) => "bounce",
+            Op::Delete(DeleteMode::Silent) => "delete",
+            Op::Requeue => "requeue",
+        }
+    }
+}
+
+/// What an action did on one shard.
+#[derive(Clone, Debug, Default)]
+pub struct Acted {
+    /// Messages it acted on.
+    pub messages: usize,
+    /// Their recipients not yet final.
+    pub recipients: usize,
+    /// Why it could not be made durable, if it could not (a hold or release then holds only
+    /// until the next restart).
+    pub error: Option<String>,
+}
+
 /// The queue's answer.
 #[derive(Clone, Debug)]
 pub enum Answer {
     /// For [`Request::Summary`].
     Summary(Summary),
+    /// For [`Request::List`]: the rows, and how many messages matched in all.
+    List(Vec<ListRow>, usize),
     /// For [`Request::Message`]: None if this shard does not have it.
     Message(Option<MessageView>),
+    /// For [`Request::Body`]: None if this shard does not have it, else the content or why it
+    /// could not be read.
+    Body(Option<Result<Vec<u8>, String>>),
+    /// For [`Request::Act`].
+    Acted(Acted),
+    /// For [`Request::Pause`]: whether delivery is paused now.
+    Paused(bool),
     /// For [`Request::Delete`]: None if this shard does not have it.
     Deleted(Option<Deleted>),
     /// For [`Request::Flush`]: jobs made due.
@@ -99,6 +165,11 @@ pub enum Answer {
     /// For [`Request::Counters`].
     Counters(Counters),
 }
+
+/// Who asks: the admin client's address and how it was let in (`127.0.0.1 network`,
+/// `192.0.2.7 token`), as the event log records it.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Actor(pub String);
 
 /// A name an operator gave that routes nowhere.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -244,11 +315,16 @@ pub fn domain_of(address: &str, hostname: &str) -> String {
     }
 }
 
-/// Queued recipients by domain.
-pub fn summary(messages: &Messages, hostname: &str) -> Summary {
+/// Queued recipients by recipient domain, or by sender domain (`<>` for the null sender).
+pub fn summary(messages: &Messages, hostname: &str, by: SummaryBy) -> Summary {
     let mut s = Summary::default();
     for e in messages.values() {
         let bucket = age_bucket(e.msg.arrival.elapsed());
+        let sender = &e.msg.record.reverse_path;
+        let sender_domain = match sender.is_empty() {
+            true => "<>".to_owned(),
+            false => domain_of(sender, hostname),
+        };
         let mut any = false;
         for (r, done) in e.msg.record.recipients.iter().zip(&e.progress.done) {
             if *done {
@@ -256,10 +332,11 @@ pub fn summary(messages: &Messages, hostname: &str) -> Summary {
             }
             any = true;
             s.recipients += 1;
-            let d = s
-                .domains
-                .entry(domain_of(&r.address, hostname))
-                .or_default();
+            let key = match by {
+                SummaryBy::Recipient => domain_of(&r.address, hostname),
+                SummaryBy::Sender => sender_domain.clone(),
+            };
+            let d = s.domains.entry(key).or_default();
             d.0 += 1;
             d.1[bucket] += 1;
         }

@@ -184,11 +184,13 @@ impl Destination {
                 .is_none_or(|t| now.saturating_duration_since(t) > KEEP_IDLE)
     }
 
-    pub(super) fn remove_message(&mut self, message: u64) -> Vec<Job> {
+    pub(super) fn remove_where(&mut self, pick: &impl Fn(&Job) -> bool) -> Vec<Job> {
         let mut out = Vec::new();
         for q in [&mut self.new, &mut self.retry] {
-            let (gone, keep): (Vec<Job>, Vec<Job>) =
-                q.drain(..).partition(|j| j.message == message);
+            if !q.iter().any(pick) {
+                continue;
+            }
+            let (gone, keep): (Vec<Job>, Vec<Job>) = q.drain(..).partition(|j| pick(j));
             q.extend(keep);
             out.extend(gone);
         }

@@ -366,18 +366,43 @@ impl Scheduler {
 
     /// Removes every queued job of a message.
     pub fn remove_message(&mut self, message: u64) -> Vec<Job> {
+        self.remove_where(|j| j.message == message)
+    }
+
+    /// Removes every queued job (ready or deferred) that `pick` selects, in one pass.
+    pub fn remove_where(&mut self, pick: impl Fn(&Job) -> bool) -> Vec<Job> {
         let mut out = Vec::new();
         for d in self.dests.values_mut() {
-            out.extend(d.remove_message(message));
+            out.extend(d.remove_where(&pick));
         }
         let ids: Vec<u64> = self
             .deferred
             .iter()
-            .filter(|(_, j)| j.message == message)
+            .filter(|(_, j)| pick(j))
             .map(|(id, _)| *id)
             .collect();
         for id in ids {
             out.extend(self.deferred.remove(&id));
+        }
+        out
+    }
+
+    /// Takes every job waiting in any destination's ready queues (deferred jobs stay).
+    pub fn drain_ready(&mut self) -> Vec<Job> {
+        let keys: Vec<DestinationKey> = self.dests.keys().cloned().collect();
+        keys.iter()
+            .flat_map(|k| self.drain_destination(k))
+            .collect()
+    }
+
+    /// When each message's earliest deferred job is due.
+    pub fn next_attempts(&self) -> HashMap<u64, Instant> {
+        let mut out: HashMap<u64, Instant> = HashMap::new();
+        for Reverse((at, id)) in &self.timers {
+            if let Some(job) = self.deferred.get(id) {
+                let e = out.entry(job.message).or_insert(*at);
+                *e = (*e).min(*at);
+            }
         }
         out
     }

@@ -158,6 +158,13 @@ impl Committer {
                                 st.ledger.apply_state(segment, &rec);
                                 Ok(())
                             }
+                            Effect::Hold(rec) => {
+                                if st.ledger.apply_hold(segment, rec.id, rec.held) {
+                                    Ok(())
+                                } else {
+                                    Err(SpoolError::UnknownMessage(QueueId(rec.id)))
+                                }
+                            }
                         };
                         answer(w.tx, r);
                     }

@@ -17,12 +17,12 @@ use rkyv::rancor;
 use rkyv::util::AlignedVec;
 
 use super::SpoolError;
-use super::model::{ArchivedMessageRecord, MessageRecord, RetireRecord, StateRecord};
+use super::model::{ArchivedMessageRecord, HoldRecord, MessageRecord, RetireRecord, StateRecord};
 
 /// Segment file magic.
 pub const MAGIC: &[u8; 8] = b"MTASPOOL";
 /// Current format version (header field).
-pub const FORMAT_VERSION: u32 = 2;
+pub const FORMAT_VERSION: u32 = 3;
 /// The oldest format version this build reads (version 1 has no move records).
 pub const OLDEST_READABLE_VERSION: u32 = 1;
 /// Segment header length.
@@ -40,6 +40,8 @@ pub const KIND_RETIRE: u8 = 3;
 /// Record kind of a moved message: the same payload as [`KIND_MESSAGE`], copied forward from
 /// an older segment (format version 2). It re-homes a message already counted as accepted.
 pub const KIND_MOVE: u8 = 4;
+/// Record kind of a [`HoldRecord`] (format version 3).
+pub const KIND_HOLD: u8 = 5;
 
 /// Encodes a segment header.
 pub fn encode_header(shard: u32, segment: u64) -> [u8; HEADER_LEN] {
@@ -133,6 +135,11 @@ pub fn encode_retire(rec: &RetireRecord) -> Result<AlignedVec, SpoolError> {
     rkyv::to_bytes::<rancor::Error>(rec).map_err(encode_err)
 }
 
+/// Serializes a hold record payload.
+pub fn encode_hold(rec: &HoldRecord) -> Result<AlignedVec, SpoolError> {
+    rkyv::to_bytes::<rancor::Error>(rec).map_err(encode_err)
+}
+
 /// A record that passed every check.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Record {
@@ -167,6 +174,13 @@ pub enum Record {
         offset: u64,
         /// The record.
         rec: RetireRecord,
+    },
+    /// A hold record (format version 3).
+    Hold {
+        /// Frame offset in the segment.
+        offset: u64,
+        /// The record.
+        rec: HoldRecord,
     },
 }
 
@@ -296,6 +310,11 @@ impl<'a> RecordIter<'a> {
                 offset,
                 rec: rkyv::from_bytes::<RetireRecord, rancor::Error>(&self.scratch)
                     .map_err(|_| Stop::Invalid("retire fails validation"))?,
+            },
+            KIND_HOLD => Record::Hold {
+                offset,
+                rec: rkyv::from_bytes::<HoldRecord, rancor::Error>(&self.scratch)
+                    .map_err(|_| Stop::Invalid("hold fails validation"))?,
             },
             _ => return Err(Stop::Invalid("unknown kind")),
         };

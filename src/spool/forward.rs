@@ -4,8 +4,9 @@
 //! still-open messages are few, copies each of those messages' frames to the front of the batch
 //! as a move record (same payload, kind `KIND_MOVE`), followed by a state record for every
 //! recipient already final and the latest deferral of the others (so attempt counts and retry
-//! times survive); once the batch is durable the ledger re-homes the messages, and the
-//! old segments (and the segments their final states pinned) become deletable.
+//! times survive), and a hold record if an operator holds the message; once the batch is
+//! durable the ledger re-homes the messages, and the old segments (and the segments their
+//! final states and holds pinned) become deletable.
 //!
 //! What it does not do: no decisions about delivery; no moving of a segment that still holds
 //! many open messages (copying it would cost more than keeping it).
@@ -21,9 +22,11 @@ use glommio::io::BufferedFile;
 use tracing::{debug, warn};
 
 use super::{Batch, Committer, io_err};
-use crate::spool::format::{self, FRAME_HEADER_LEN, KIND_MOVE, KIND_STATE, MAX_RECORD_LEN};
+use crate::spool::format::{
+    self, FRAME_HEADER_LEN, KIND_HOLD, KIND_MOVE, KIND_STATE, MAX_RECORD_LEN,
+};
 use crate::spool::ledger::Forward;
-use crate::spool::model::StateRecord;
+use crate::spool::model::{HoldRecord, StateRecord};
 use crate::spool::recovery::segment_file_name;
 
 /// Segments with at most this many open messages are emptied.
@@ -73,6 +76,7 @@ impl Committer {
                 offset,
                 finals,
                 deferred,
+                held,
             } in messages
             {
                 match read_frame(&file, offset).await {
@@ -99,6 +103,11 @@ impl Committer {
                             };
                             ok &= format::encode_state(&rec)
                                 .and_then(|p| format::push_frame(&mut front, KIND_STATE, &p))
+                                .is_ok();
+                        }
+                        if held {
+                            ok &= format::encode_hold(&HoldRecord { id, held })
+                                .and_then(|p| format::push_frame(&mut front, KIND_HOLD, &p))
                                 .is_ok();
                         }
                         if ok {

@@ -31,6 +31,8 @@ struct MsgEntry {
     pins: Vec<u64>,
     /// The latest `Deferred` state of recipients not yet final (copied forward with a move).
     deferred: Vec<(u32, RecipientState)>,
+    /// Held by an operator (the latest hold record says so).
+    held: bool,
 }
 
 /// Per-segment bookkeeping.
@@ -48,6 +50,7 @@ pub(crate) struct Forward {
     pub(crate) offset: u64,
     pub(crate) finals: Vec<FinalKind>,
     pub(crate) deferred: Vec<(u32, RecipientState)>,
+    pub(crate) held: bool,
 }
 
 /// What applying a state record did.
@@ -148,6 +151,7 @@ impl Ledger {
                         offset: m.offset,
                         finals: m.finals.to_vec(),
                         deferred: m.deferred.clone(),
+                        held: m.held,
                     })
                 })
                 .collect();
@@ -190,6 +194,7 @@ impl Ledger {
                 open: recipients,
                 pins: Vec::new(),
                 deferred: Vec::new(),
+                held: false,
             },
         );
         true
@@ -248,6 +253,26 @@ impl Ledger {
             self.segs.entry(seg).or_default().pins += 1;
         }
         StateOutcome::Applied { newly_final: true }
+    }
+
+    /// Applies a durable hold record found in (or committed to) segment `seg`; false if the
+    /// message is not tracked. The record pins `seg` while the message lives (like a final
+    /// state): deleting it could bring back an older hold or release at the next recovery.
+    pub(crate) fn apply_hold(&mut self, seg: u64, id: u64, held: bool) -> bool {
+        let Some(m) = self.msgs.get_mut(&id) else {
+            return false;
+        };
+        m.held = held;
+        if m.segment != seg && !m.pins.contains(&seg) {
+            m.pins.push(seg);
+            self.segs.entry(seg).or_default().pins += 1;
+        }
+        true
+    }
+
+    /// Whether a tracked message is held.
+    pub(crate) fn is_held(&self, id: u64) -> bool {
+        self.msgs.get(&id).is_some_and(|m| m.held)
     }
 
     /// Whether `seg` is tracked and may be deleted (no open recipient, not pinned).
@@ -422,5 +447,24 @@ mod tests {
         assert_eq!(l.deletable_segments(Some(3)), vec![2]);
         assert_eq!(l.queued_messages(), 0);
         assert_eq!(l.last_id(), Some(20));
+    }
+
+    #[test]
+    fn a_hold_record_pins_its_segment_while_the_message_lives() {
+        let mut l = Ledger::default();
+        assert!(l.add_message(1, 32, 7, 1));
+        l.ensure_segment(2);
+        assert!(l.is_deletable(2));
+        assert!(l.apply_hold(2, 7, true));
+        assert!(l.is_held(7));
+        // Deleting segment 2 would forget the hold at the next recovery.
+        assert!(!l.is_deletable(2));
+        assert!(!l.apply_hold(2, 8, true), "not tracked");
+        assert!(l.apply_hold(2, 7, false));
+        assert!(!l.is_held(7));
+        // The pin goes with the message.
+        l.apply_state(1, &st(7, 0, D));
+        assert_eq!(l.remove_segment(1, true), vec![2]);
+        assert!(l.is_deletable(2));
     }
 }

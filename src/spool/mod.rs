@@ -34,13 +34,15 @@ mod writer;
 #[cfg(test)]
 mod forward_tests;
 #[cfg(test)]
+mod hold_tests;
+#[cfg(test)]
 mod tests;
 
 use std::path::PathBuf;
 
 pub use config::{SpoolConfig, SpoolCounts, SpoolStats, SyncMode, shard_dir};
 pub use model::{
-    MAX_SHARDS, MessageRecord, ParseQueueIdError, QUEUE_ID_EPOCH_UNIX_MS, QueueId,
+    HoldRecord, MAX_SHARDS, MessageRecord, ParseQueueIdError, QUEUE_ID_EPOCH_UNIX_MS, QueueId,
     QueueIdGenerator, Recipient, RecipientState, RetireRecord, StateRecord, Totals,
 };
 pub use recovery::{

@@ -329,6 +329,16 @@ impl StateRecord {
     }
 }
 
+/// Record kind 5 (format version 3): an operator held or released a message. The latest one
+/// of a message wins; a held message is not delivered until released, across restarts.
+#[derive(Archive, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+pub struct HoldRecord {
+    /// `QueueId.0` of the message.
+    pub id: u64,
+    /// Held (true) or released (false).
+    pub held: bool,
+}
+
 /// Record kind 3 (written by the spool itself, never by callers): the segments in `segments`
 /// are retired (every recipient in them final) and about to be unlinked; `totals` is the
 /// cumulative accounting of every segment ever retired on this shard, including these.

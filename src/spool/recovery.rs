@@ -54,6 +54,8 @@ pub struct RecoveredMessage {
     pub states: Vec<Option<RecipientState>>,
     /// Segment holding the message record.
     pub segment: u64,
+    /// Held by an operator: not delivered until released.
+    pub held: bool,
 }
 
 impl RecoveredMessage {
@@ -290,6 +292,9 @@ pub(crate) fn scan_shard(dir: &Path, shard: u32) -> Result<ShardScan, SpoolError
                         v[rec.recipient as usize] = Some(rec.state);
                     }
                 }
+                Record::Hold { rec, .. } => {
+                    ledger.apply_hold(number, rec.id, rec.held);
+                }
                 Record::Retire { rec, .. } => {
                     leftovers.extend(rec.segments.iter().copied());
                     retired = Some(rec.totals);
@@ -380,6 +385,7 @@ pub(crate) fn load_queued(
                 eight_bit,
                 states,
                 segment: seg.number,
+                held: scan.ledger.is_held(id),
             });
         }
     }

@@ -35,9 +35,9 @@ use tracing::{error, warn};
 
 use super::SpoolError;
 use super::config::{SpoolConfig, SpoolCounts, SpoolStats, SyncMode};
-use super::format::{self, HEADER_LEN, KIND_MESSAGE, KIND_RETIRE, KIND_STATE, Stop};
+use super::format::{self, HEADER_LEN, KIND_HOLD, KIND_MESSAGE, KIND_RETIRE, KIND_STATE, Stop};
 use super::ledger::{Ledger, StateOutcome};
-use super::model::{MAX_SHARDS, MessageRecord, QueueId, RetireRecord, StateRecord};
+use super::model::{HoldRecord, MAX_SHARDS, MessageRecord, QueueId, RetireRecord, StateRecord};
 use super::recovery::{self, Recovered, segment_file_name};
 use crate::metrics::ShardMetrics;
 
@@ -51,6 +51,7 @@ use committer::{Committer, io_err};
 enum Effect {
     Message { id: u64, recipients: u32 },
     State(StateRecord),
+    Hold(HoldRecord),
 }
 
 struct Waiter {
@@ -267,6 +268,35 @@ impl Spool {
     pub fn append_state_detached(&self, rec: &StateRecord) -> Result<(), SpoolError> {
         let payload = self.state_payload(rec)?;
         self.push(KIND_STATE, &payload, Effect::State(rec.clone()), None)
+    }
+
+    /// Holds (`held`) or releases messages, and resolves once that is durable (one group
+    /// commit for all of them): an operator's hold survives a restart. Messages no longer
+    /// tracked (every recipient final) are skipped. The first error, if any, is returned.
+    pub async fn append_holds(&self, ids: &[QueueId], held: bool) -> Result<(), SpoolError> {
+        let mut waits = Vec::with_capacity(ids.len());
+        for id in ids {
+            if !self.0.st.borrow().ledger.contains(id.0) {
+                continue;
+            }
+            let rec = HoldRecord { id: id.0, held };
+            let payload = format::encode_hold(&rec)?;
+            let (tx, rx) = oneshot::channel();
+            self.push(KIND_HOLD, &payload, Effect::Hold(rec), Some(tx))?;
+            waits.push(rx);
+        }
+        let mut first = Ok(());
+        for rx in waits {
+            if let Err(e) = rx.await.unwrap_or(Err(SpoolError::Closed)) {
+                first = first.and(Err(e));
+            }
+        }
+        first
+    }
+
+    /// Whether a message is held (as far as durable records say).
+    pub fn is_held(&self, id: QueueId) -> bool {
+        self.0.st.borrow().ledger.is_held(id.0)
     }
 
     async fn submit(&self, kind: u8, payload: &[u8], effect: Effect) -> Result<(), SpoolError> {

@@ -1,0 +1,275 @@
+//! The queue verbs operators reach for, through the `mta` command against a running binary:
+//! list with filters (like mailq), hold and release that survive a restart (postsuper -h/-H),
+//! bounce and delete by selection, show --body (postcat), shape by sender (qshape -s),
+//! requeue after a route change (postsuper -r), the delivery pause, and the `Operator` events
+//! that record who did what.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use common::receiver::Scripted;
+use common::{Client, Mta, event_log, tempdir, write_config};
+use serde_json::Value;
+
+/// Runs `mta <args> --config <config> --url http://<admin>`: (success, stdout, stderr).
+fn cli(admin: SocketAddr, config: &Path, args: &[&str]) -> (bool, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_mta"))
+        .args(args)
+        .arg("--config")
+        .arg(config)
+        .arg("--url")
+        .arg(format!("http://{admin}"))
+        .output()
+        .expect("mta runs");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn cli_json(admin: SocketAddr, config: &Path, args: &[&str]) -> Value {
+    let mut all = args.to_vec();
+    all.push("--json");
+    let (ok, out, err) = cli(admin, config, &all);
+    assert!(ok, "mta {args:?} failed: {err}");
+    serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out}"))
+}
+
+/// Sends one message from `from` to `to`; returns its queue id.
+fn send(mta: &Mta, from: &str, to: &str, subject: &str) -> String {
+    let mut c = Client::connect(mta.addr);
+    c.codes(1);
+    c.send(b"EHLO c.test\r\n");
+    c.reply();
+    c.send(format!("MAIL FROM:<{from}>\r\nRCPT TO:<{to}>\r\nDATA\r\n").as_bytes());
+    assert_eq!(c.codes(3), [250, 250, 354]);
+    c.send(format!("Subject: {subject}\r\n\r\nbody of {subject}\r\n.\r\n").as_bytes());
+    let r = c.reply().unwrap();
+    assert!(r.starts_with("250"), "{r}");
+    r.split_whitespace().last().unwrap().to_owned()
+}
+
+/// The listed messages' (id, state) pairs.
+fn listed(admin: SocketAddr, config: &Path, filter: &[&str]) -> Vec<(String, String)> {
+    let mut args = vec!["queue", "list"];
+    args.extend_from_slice(filter);
+    let v = cli_json(admin, config, &args);
+    v["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| {
+            (
+                m["id"].as_str().unwrap().to_owned(),
+                m["state"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect()
+}
+
+fn wait_until(what: &str, limit: Duration, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + limit;
+    while !f() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Routes every test domain to `port` (nothing listens on 9: attempts are deferred for an
+/// hour).
+fn config_routing_to(dir: &Path, port: u16) -> std::path::PathBuf {
+    write_config(
+        dir,
+        "",
+        &format!(
+            "[delivery]\n[delivery.retry]\nfirst = \"1h\"\nmax = \"2h\"\n\
+             [[routes]]\ndomain = \"a.test\"\nhosts = [\"127.0.0.1:{port}\"]\n\
+             [[routes]]\ndomain = \"b.test\"\nhosts = [\"127.0.0.1:{port}\"]\n"
+        ),
+    )
+}
+
+#[test]
+fn list_hold_release_bounce_delete_and_show_body() {
+    let dir = tempdir();
+    let config = config_routing_to(dir.path(), 9);
+    let mut mta = Mta::start(dir.path(), &config);
+    let admin = mta.admin.expect("admin endpoint");
+    let news1 = send(&mta, "news@shop.test", "u1@a.test", "one");
+    let news2 = send(&mta, "news@shop.test", "u2@b.test", "two");
+    let other = send(&mta, "x@other.test", "u3@a.test", "three");
+    wait_until("three deferred messages", Duration::from_secs(20), || {
+        listed(admin, &config, &["--state", "deferred"]).len() == 3
+    });
+
+    // Filters: by recipient domain, by sender (address or @domain), by state.
+    let ids = |v: Vec<(String, String)>| -> Vec<String> { v.into_iter().map(|x| x.0).collect() };
+    let mut a = ids(listed(admin, &config, &["--domain", "a.test"]));
+    a.sort();
+    let mut want = vec![news1.clone(), other.clone()];
+    want.sort();
+    assert_eq!(a, want);
+    let shop = ids(listed(admin, &config, &["--sender", "@shop.test"]));
+    assert_eq!(shop.len(), 2);
+    assert!(shop.contains(&news1) && shop.contains(&news2));
+    assert_eq!(
+        ids(listed(admin, &config, &["--sender", "x@other.test"])),
+        std::slice::from_ref(&other)
+    );
+    assert!(listed(admin, &config, &["--state", "held"]).is_empty());
+    // The table says the same.
+    let (ok, table, _) = cli(admin, &config, &["queue", "list", "--domain", "b.test"]);
+    assert!(
+        ok && table.contains(&news2) && table.contains("deferred"),
+        "{table}"
+    );
+    assert!(table.contains("1 message(s)"), "{table}");
+
+    // An action needs a selection.
+    let (ok, _, err) = cli(admin, &config, &["queue", "hold"]);
+    assert!(!ok && err.contains("say which messages"), "{err}");
+
+    // Hold the newsletter sender's mail.
+    let v = cli_json(admin, &config, &["queue", "hold", "--sender", "@shop.test"]);
+    assert_eq!(v["messages"], 2, "{v}");
+    let held = ids(listed(admin, &config, &["--state", "held"]));
+    assert_eq!(held.len(), 2, "{held:?}");
+    // Holding again changes nothing.
+    let v = cli_json(admin, &config, &["queue", "hold", &news1]);
+    assert_eq!(v["messages"], 0, "{v}");
+
+    // show --body prints the message as stored.
+    let (ok, body, err) = cli(admin, &config, &["queue", "show", &news2, "--body"]);
+    assert!(ok, "{err}");
+    assert!(body.starts_with("Received: "), "{body}");
+    assert!(
+        body.contains("Subject: two\r\n") && body.contains("body of two"),
+        "{body}"
+    );
+    let (ok, _, err) = cli(
+        admin,
+        &config,
+        &["queue", "show", "0000000000000001", "--body"],
+    );
+    assert!(!ok && err.contains("404"), "{err}");
+
+    // Shape by sender domain.
+    let v = cli_json(admin, &config, &["queue", "shape", "--sender"]);
+    let domains: Vec<&str> = v["domains"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["domain"].as_str().unwrap())
+        .collect();
+    assert_eq!(domains, ["shop.test", "other.test"], "{v}");
+
+    // The hold survives a restart.
+    assert!(mta.stop().success());
+    let mut mta = Mta::start(dir.path(), &config);
+    let admin = mta.admin.expect("admin endpoint");
+    let mut held = ids(listed(admin, &config, &["--state", "held"]));
+    held.sort();
+    let mut want = vec![news1.clone(), news2.clone()];
+    want.sort();
+    assert_eq!(held, want);
+    // Offline, too.
+    let (ok, text, _) = cli(admin, &config, &["queue", "list", "--offline"]);
+    assert!(ok && text.matches("held").count() >= 2, "{text}");
+
+    // Release one: it is no longer held (it is tried again now, and deferred again).
+    let v = cli_json(admin, &config, &["queue", "release", &news1]);
+    assert_eq!(v["messages"], 1, "{v}");
+    assert_eq!(
+        ids(listed(admin, &config, &["--state", "held"])),
+        std::slice::from_ref(&news2)
+    );
+
+    // Bounce by domain: the other sender's a.test mail and news1 bounce with a DSN.
+    let v = cli_json(admin, &config, &["queue", "bounce", "--domain", "a.test"]);
+    assert_eq!(v["messages"], 2, "{v}");
+    // Delete the held one silently.
+    let v = cli_json(
+        admin,
+        &config,
+        &["queue", "delete", "--state", "held", "--silent"],
+    );
+    assert_eq!(v["messages"], 1, "{v}");
+    // What is left are the two DSNs to the senders (their domains have no route: deferred or
+    // bounced without a further DSN, never looping).
+    let left = listed(admin, &config, &[]);
+    assert!(
+        left.iter()
+            .all(|(id, _)| ![&news1, &news2, &other].contains(&id)),
+        "{left:?}"
+    );
+    assert!(mta.stop().success());
+
+    // Every action is in the event log, with who asked.
+    let ops: Vec<Value> = event_log(dir.path())
+        .into_iter()
+        .filter(|e| e["type"] == "Operator")
+        .collect();
+    let actions: Vec<&str> = ops.iter().map(|e| e["action"].as_str().unwrap()).collect();
+    for a in ["hold", "release", "bounce", "delete"] {
+        assert!(actions.contains(&a), "{a} missing: {ops:?}");
+    }
+    let hold = ops
+        .iter()
+        .find(|e| e["action"] == "hold" && e["messages"].as_u64() > Some(0))
+        .unwrap();
+    assert_eq!(hold["target"], "sender=@shop.test", "{hold}");
+    assert_eq!(hold["by"], "127.0.0.1 network", "{hold}");
+}
+
+#[test]
+fn requeue_after_a_route_change_and_the_delivery_pause() {
+    let dir = tempdir();
+    let config = config_routing_to(dir.path(), 9);
+    let mut mta = Mta::start(dir.path(), &config);
+    let admin = mta.admin.expect("admin endpoint");
+    let first = send(&mta, "s@src.test", "u@a.test", "first");
+    wait_until("a deferral", Duration::from_secs(20), || {
+        listed(admin, &config, &["--state", "deferred"]).len() == 1
+    });
+
+    // The route now points at a live receiver; the retry is an hour away until requeued.
+    let rx = Scripted::start(false, 0);
+    config_routing_to(dir.path(), rx.port);
+    mta.signal(libc::SIGHUP);
+    std::thread::sleep(Duration::from_millis(300));
+    let v = cli_json(admin, &config, &["queue", "requeue", "--all"]);
+    assert_eq!(v["messages"], 1, "{v}");
+    let got = rx.wait_for(1, Duration::from_secs(20));
+    assert_eq!(got.len(), 1, "requeued mail was not delivered");
+    assert!(got[0].body.contains("Subject: first"));
+    wait_until("an empty queue", Duration::from_secs(10), || {
+        listed(admin, &config, &[]).is_empty()
+    });
+
+    // Paused: mail is accepted and queued, nothing is sent.
+    let v = cli_json(admin, &config, &["delivery", "pause"]);
+    assert_eq!(v["paused"], true, "{v}");
+    let second = send(&mta, "s@src.test", "v@b.test", "second");
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_eq!(rx.got.lock().unwrap().len(), 1, "sent while paused");
+    assert_eq!(listed(admin, &config, &[]).len(), 1);
+    let v = cli_json(admin, &config, &["delivery", "resume"]);
+    assert_eq!(v["paused"], false, "{v}");
+    let got = rx.wait_for(2, Duration::from_secs(20));
+    assert_eq!(got.len(), 2, "not delivered after the pause");
+    assert!(mta.stop().success());
+    let actions: Vec<String> = event_log(dir.path())
+        .into_iter()
+        .filter(|e| e["type"] == "Operator")
+        .map(|e| e["action"].as_str().unwrap().to_owned())
+        .collect();
+    for a in ["requeue", "pause", "unpause"] {
+        assert!(actions.iter().any(|x| x == a), "{a}: {actions:?}");
+    }
+    let _ = (first, second);
+}
