@@ -344,14 +344,14 @@ async fn shard_main(
     );
     ctx.dkim = inbound
         .dkim
-        .map(|signer| crate::server::dkim::Signing::new(signer, &config.dkim));
+        .map(|signer| crate::server::dkim::Signing::new(signer, &config.dkim, metrics.clone()));
     let ctx = Rc::new(ctx);
     if let Some(inbox) = inbound.inbox {
-        let (ctx, spool, metrics) = (ctx.clone(), spool.clone(), metrics.clone());
+        let (spool, metrics) = (spool.clone(), metrics.clone());
         glommio::spawn_local(service::serve(
             inbox,
             queue_handle.clone(),
-            move |counters| service::collect(&metrics, &ctx, counters, &spool),
+            move |counters| service::collect(&metrics, counters, &spool),
         ))
         .detach();
     }
@@ -412,7 +412,7 @@ async fn shard_main(
     let monitor = glommio::spawn_local(storage_monitor(ctx.clone(), config.clone()));
     if let Some(after) = crate::crash::fault_panic_after() {
         let ctx = ctx.clone();
-        let accepted = move || ctx.stats.messages_accepted.get();
+        let accepted = move || ctx.metrics.messages_accepted.get();
         glommio::spawn_local(crate::crash::panic_after(accepted, after, index)).detach();
     }
     let _ = ready.send(Ok(()));
@@ -450,12 +450,12 @@ async fn shard_main(
         .map_err(|e| fail(format!("closing spool: {e}")))?;
     tracing::info!(
         shard = index,
-        accepted = ctx.stats.messages_accepted.get(),
+        accepted = ctx.metrics.messages_accepted.get(),
         "shard stopped"
     );
     Ok(RunSummary {
-        messages_accepted: ctx.stats.messages_accepted.get(),
-        recipients_accepted: ctx.stats.recipients_accepted.get(),
+        messages_accepted: ctx.metrics.messages_accepted.get(),
+        recipients_accepted: ctx.metrics.recipients_accepted.get(),
     })
 }
 

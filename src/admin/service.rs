@@ -15,24 +15,13 @@ use super::control::{Answer, Command, ShardInbox};
 use crate::delivery::QueueHandle;
 use crate::delivery::views::{Actor, Answer as QueueAnswer, Counters, Request};
 use crate::metrics::{ShardMetrics, Snapshot};
-use crate::server::ServerContext;
 use crate::spool::Spool;
 
-/// The shard's metrics: its histograms and counters, with the totals kept elsewhere (server,
-/// queue, spool, DNS) copied in and the gauges read now.
-pub fn collect(
-    metrics: &ShardMetrics,
-    server: &ServerContext,
-    queue: Counters,
-    spool: &Spool,
-) -> Snapshot {
+/// The shard's metrics: the counters and histograms the server, DKIM and the spool bump in
+/// place, with what the queue task owns (its counters, sent by value) copied in and the gauges
+/// read now.
+pub fn collect(metrics: &ShardMetrics, queue: Counters, spool: &Spool) -> Snapshot {
     let mut s = metrics.snapshot();
-    let st = &server.stats;
-    s.connections_accepted = st.connections.get();
-    // Over the shard's limit or a per-address limit.
-    s.connections_refused = st.refused.get() + st.refused_per_ip.get();
-    s.messages_accepted = st.messages_accepted.get();
-    s.recipients_accepted = st.recipients_accepted.get();
     let counts = spool.counts();
     s.queue_recipients = counts.recipients;
     s.recipients_delivered = queue.delivered;
@@ -43,20 +32,7 @@ pub fn collect(
     s.destinations_suspended = queue.suspended;
     s.dns_cache_hits = queue.dns_cache_hits;
     s.dns_cache_misses = queue.dns_cache_misses;
-    if let Some(d) = &server.dkim {
-        s.dkim_signed = d.stats.signed.get();
-        s.dkim_no_key = d.stats.no_key.get();
-        s.dkim_failed = d.stats.failed.get();
-        s.bulk_without_unsubscribe = d.stats.bulk_without_unsubscribe.get();
-    }
-    s.spool_bytes = std::fs::read_dir(spool.dir())
-        .map(|dir| {
-            dir.filter_map(Result::ok)
-                .filter_map(|e| e.metadata().ok())
-                .map(|m| m.len())
-                .sum()
-        })
-        .unwrap_or(0);
+    s.spool_bytes = spool.disk_bytes();
     s
 }
 

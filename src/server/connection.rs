@@ -184,8 +184,7 @@ pub async fn serve(
     let _admitted = match admitted {
         Ok(()) => (!exempt).then(|| Admitted(ctx.clone(), client.ip())),
         Err(why) => {
-            let stats = &ctx.stats;
-            stats.refused_per_ip.set(stats.refused_per_ip.get() + 1);
+            ctx.metrics.connections_refused.inc();
             ctx.metrics.session_ended(SessionOutcome::Rejected);
             tracing::info!(%client, ?why, "connection over the per-address limit");
             // On implicit TLS a plaintext reply would only garble the client's handshake.
@@ -297,18 +296,12 @@ async fn run(
                         .observe(started.elapsed().as_secs_f64());
                     match &result {
                         Ok(()) => {
-                            let stats = &ctx.stats;
-                            stats
-                                .messages_accepted
-                                .set(stats.messages_accepted.get() + 1);
-                            stats.recipients_accepted.set(
-                                stats.recipients_accepted.get() + record.recipients.len() as u64,
-                            );
+                            ctx.metrics.messages_accepted.inc();
+                            ctx.metrics
+                                .recipients_accepted
+                                .add(record.recipients.len() as u64);
                         }
                         Err(e) => {
-                            ctx.stats
-                                .spool_failures
-                                .set(ctx.stats.spool_failures.get() + 1);
                             tracing::warn!(%peer, queue_id = %id, error = %e, "spool append failed");
                         }
                     }
@@ -328,6 +321,7 @@ async fn run(
                             helo: &record.helo,
                             tls: record.tls.as_deref().unwrap_or(""),
                             auth: record.auth.as_deref().unwrap_or(""),
+                            message_id: crate::headers::message_id(&record.body).unwrap_or(""),
                         });
                     }
                     session.queued(id, result.map_err(drop), &mut out);

@@ -15,31 +15,20 @@
 //! Invariants: lives on one shard (`Cell`, `RefCell`); only the `Arc<Signer>` and the moved
 //! body cross to the blocking thread when `dkim.offload` is set; the warning map is bounded.
 
-use std::cell::{Cell, RefCell};
+use std::cell::RefCell;
 use std::collections::HashMap;
+use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::dkim::{DkimError, DkimSection, SignScope, Signer};
+use crate::metrics::ShardMetrics;
 use crate::spool::MessageRecord;
 
 /// At most one warning of each kind per From domain in this interval.
 const WARN_INTERVAL: Duration = Duration::from_secs(60);
 /// The warning map is cleared when it holds more domains than this.
 const WARN_MAP_LIMIT: usize = 10_000;
-
-/// Counters of one shard's signing.
-#[derive(Debug, Default)]
-pub struct SigningStats {
-    /// Messages spooled with at least one signature.
-    pub signed: Cell<u64>,
-    /// Messages in scope whose From domain has no key (spooled unsigned).
-    pub no_key: Cell<u64>,
-    /// Messages whose signing failed (spooled unsigned).
-    pub failed: Cell<u64>,
-    /// Signed messages with many recipients and no one-click unsubscription.
-    pub bulk_without_unsubscribe: Cell<u64>,
-}
 
 /// The shard's DKIM signing stage.
 pub struct Signing {
@@ -49,8 +38,8 @@ pub struct Signing {
     bulk_recipients: usize,
     /// Last warning per (kind, From domain).
     warned: RefCell<HashMap<(Warning, String), Instant>>,
-    /// Counters.
-    pub stats: SigningStats,
+    /// The shard's metrics (the signing counters).
+    metrics: Rc<ShardMetrics>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -61,14 +50,14 @@ enum Warning {
 
 impl Signing {
     /// The signing stage for `section`, with keys loaded at start.
-    pub fn new(signer: Arc<Signer>, section: &DkimSection) -> Self {
+    pub fn new(signer: Arc<Signer>, section: &DkimSection, metrics: Rc<ShardMetrics>) -> Self {
         Signing {
             signer,
             scope: section.sign,
             offload: section.offload,
             bulk_recipients: section.bulk_warning_recipients,
             warned: RefCell::new(HashMap::new()),
-            stats: SigningStats::default(),
+            metrics,
         }
     }
 
@@ -97,14 +86,12 @@ impl Signing {
         let domain = || crate::dkim::from_domain(&record.body).unwrap_or_default();
         match result {
             Ok(true) => {
-                self.stats.signed.set(self.stats.signed.get() + 1);
+                self.metrics.dkim_signed.inc();
                 if self.bulk_recipients > 0
                     && record.recipients.len() > self.bulk_recipients
                     && !crate::dkim::has_one_click_unsubscribe(&record.body)
                 {
-                    let s = &self.stats;
-                    s.bulk_without_unsubscribe
-                        .set(s.bulk_without_unsubscribe.get() + 1);
+                    self.metrics.bulk_without_unsubscribe.inc();
                     let domain = domain();
                     if self.may_warn(Warning::Bulk, &domain) {
                         tracing::warn!(
@@ -117,14 +104,14 @@ impl Signing {
                 }
             }
             Ok(false) => {
-                self.stats.no_key.set(self.stats.no_key.get() + 1);
+                self.metrics.dkim_no_key.inc();
                 let domain = domain();
                 if self.may_warn(Warning::NoKey, &domain) {
                     tracing::warn!(from_domain = %domain, "no DKIM key for the From domain; sent unsigned");
                 }
             }
             Err(e) => {
-                self.stats.failed.set(self.stats.failed.get() + 1);
+                self.metrics.dkim_failed.inc();
                 tracing::error!(queue_id = record.id, error = %e, "DKIM signing failed; spooling unsigned");
             }
         }
@@ -173,6 +160,7 @@ mod tests {
         let signing = Signing::new(
             Arc::new(Signer::from_config(&DkimSection::default()).expect("no keys")),
             &DkimSection::default(),
+            Rc::default(),
         );
         assert!(signing.may_warn(Warning::Bulk, "a.example"));
         assert!(!signing.may_warn(Warning::Bulk, "a.example"));
@@ -183,13 +171,13 @@ mod tests {
     #[test]
     fn scope() {
         let signer = Arc::new(Signer::from_config(&DkimSection::default()).expect("no keys"));
-        let submitted = Signing::new(signer.clone(), &DkimSection::default());
+        let submitted = Signing::new(signer.clone(), &DkimSection::default(), Rc::default());
         assert!(submitted.applies(true));
         assert!(!submitted.applies(false));
         let all = DkimSection {
             sign: SignScope::All,
             ..DkimSection::default()
         };
-        assert!(Signing::new(signer, &all).applies(false));
+        assert!(Signing::new(signer, &all, Rc::default()).applies(false));
     }
 }

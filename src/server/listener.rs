@@ -48,13 +48,12 @@ pub async fn accept_or_stop(
 pub async fn accept_loop(ctx: Rc<ServerContext>, entry: Rc<Entry>, listener: TcpListener) {
     let mut stop = std::pin::pin!(ctx.shutdown.wait());
     while let Some(stream) = accept_or_stop(&listener, stop.as_mut(), "smtp").await {
-        let stats = &ctx.stats;
-        stats.connections.set(stats.connections.get() + 1);
+        ctx.metrics.connections_accepted.inc();
         let Ok(peer) = stream.peer_addr() else {
             continue;
         };
         if ctx.active.get() >= ctx.max_connections {
-            stats.refused.set(stats.refused.get() + 1);
+            ctx.metrics.connections_refused.inc();
             glommio::spawn_local(connection::refuse(ctx.clone(), stream)).detach();
         } else {
             glommio::spawn_local(connection::serve(ctx.clone(), entry.clone(), stream, peer))

@@ -53,23 +53,6 @@ pub struct Timeouts {
 /// by value, to whoever delivers it (the shard's queue).
 pub type HandOn = Rc<dyn Fn(MessageRecord)>;
 
-/// Counters of one shard's server (read by tests and, later, metrics).
-#[derive(Debug, Default)]
-pub struct ServerStats {
-    /// Connections accepted (including those refused for the connection limit).
-    pub connections: Cell<u64>,
-    /// Connections refused with `421` for the connection limit.
-    pub refused: Cell<u64>,
-    /// Connections refused with `421` for a per-address limit.
-    pub refused_per_ip: Cell<u64>,
-    /// Messages acknowledged with `250` after their spool sync.
-    pub messages_accepted: Cell<u64>,
-    /// Recipients of those messages.
-    pub recipients_accepted: Cell<u64>,
-    /// Messages refused with `452 4.3.1` because the spool failed.
-    pub spool_failures: Cell<u64>,
-}
-
 /// Everything a shard's connections share.
 pub struct ServerContext {
     /// Session settings.
@@ -95,8 +78,6 @@ pub struct ServerContext {
     pub admission: admission::Admission,
     /// Connections open now.
     pub active: Cell<usize>,
-    /// Counters.
-    pub stats: ServerStats,
     /// Inbound TLS (certificates), swapped whole on reload; None = no certificate.
     pub tls: RefCell<Option<crate::tls::ServerTls>>,
     /// AUTH credential checks.
@@ -169,7 +150,6 @@ impl ServerContext {
                 rate: config.smtp.max_connection_rate_per_ip,
             }),
             active: Cell::new(0),
-            stats: ServerStats::default(),
             tls: RefCell::new(None),
             login: login::Login::new(&config.auth, None, auth_throttle),
             metrics,

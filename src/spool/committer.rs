@@ -99,7 +99,11 @@ impl Committer {
         }
         self.inner.bump(|s| s.segments_created += 1);
         self.inner.st.borrow_mut().ledger.ensure_segment(number);
-        self.inner.st.borrow_mut().current = Some(number);
+        {
+            let mut st = self.inner.st.borrow_mut();
+            st.current = Some(number);
+            st.seg_bytes.insert(number, HEADER_LEN as u64);
+        }
         self.seg = Some(OpenSegment {
             number,
             file,
@@ -252,6 +256,11 @@ impl Committer {
         let base = seg.tail;
         write_all(&seg.file, buf, base).await?;
         seg.tail += buf.len() as u64;
+        self.inner
+            .st
+            .borrow_mut()
+            .seg_bytes
+            .insert(seg.number, seg.tail);
         #[cfg(test)]
         if self.inner.fail_syncs.get() > 0 {
             self.inner.fail_syncs.set(self.inner.fail_syncs.get() - 1);
@@ -289,11 +298,9 @@ impl Committer {
         if !seg.committed {
             match seg.file.remove().await {
                 Ok(()) => {
-                    self.inner
-                        .st
-                        .borrow_mut()
-                        .ledger
-                        .remove_segment(seg.number, true);
+                    let mut st = self.inner.st.borrow_mut();
+                    st.ledger.remove_segment(seg.number, true);
+                    st.seg_bytes.remove(&seg.number);
                 }
                 Err(e) => {
                     warn!(error = %e, segment = seg.number, "cannot remove abandoned segment")
@@ -334,8 +341,13 @@ impl Committer {
             }
             .await;
             match r {
-                Ok(()) => self.inner.bump(|s| s.segments_deleted += 1),
-                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Ok(()) => {
+                    self.inner.bump(|s| s.segments_deleted += 1);
+                    self.inner.st.borrow_mut().seg_bytes.remove(&n);
+                }
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                    self.inner.st.borrow_mut().seg_bytes.remove(&n);
+                }
                 // Named again by the next retire record; recovery deletes it uncounted.
                 Err(e) => {
                     warn!(error = %e, segment = n, "cannot delete retired spool segment");

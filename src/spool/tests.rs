@@ -521,3 +521,32 @@ fn detached_states_go_out_with_the_next_commit_and_survive_a_restart() {
         spool.close().await.unwrap();
     });
 }
+
+#[test]
+fn disk_bytes_are_what_the_segment_files_hold() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut c = cfg(tmp.path());
+    c.segment_size = 700;
+    let on_disk = |dir: &Path| -> u64 {
+        std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().metadata().unwrap().len())
+            .sum()
+    };
+    run(async {
+        let (spool, _) = Spool::open(c.clone()).await.unwrap();
+        assert_eq!(spool.disk_bytes(), on_disk(&c.dir));
+        for i in 1..40u64 {
+            spool.append_message(&msg(i, 1)).await.unwrap();
+            spool.append_state(&state(i, 0, DELIVERED)).await.unwrap();
+            assert_eq!(spool.disk_bytes(), on_disk(&c.dir), "after message {i}");
+        }
+        assert!(spool.stats().segments_deleted > 0, "segments were retired");
+        spool.close().await.unwrap();
+    });
+    run(async {
+        let (spool, _) = Spool::open(c.clone()).await.unwrap();
+        assert_eq!(spool.disk_bytes(), on_disk(&c.dir));
+        spool.close().await.unwrap();
+    });
+}

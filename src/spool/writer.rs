@@ -23,7 +23,7 @@
 //!   shared state is only touched in short synchronous sections.
 
 use std::cell::{Cell, RefCell};
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, VecDeque};
 use std::io;
 use std::path::Path;
 use std::rc::Rc;
@@ -94,6 +94,8 @@ struct State {
     /// Segment being written (None between an abandon/roll and the next batch).
     current: Option<u64>,
     closing: bool,
+    /// Bytes of each segment file on disk (for the metrics, without a directory scan).
+    seg_bytes: BTreeMap<u64, u64>,
 }
 
 struct Inner {
@@ -165,6 +167,12 @@ impl Spool {
         if removed_any && durable {
             std::fs::File::open(&cfg.dir)?.sync_all()?;
         }
+        let mut seg_bytes = BTreeMap::new();
+        for seg in &scan.segments {
+            if let Ok(m) = std::fs::metadata(&seg.path) {
+                seg_bytes.insert(seg.number, m.len());
+            }
+        }
         let messages = recovery::load_queued(&mut scan, cfg.recovery_body_budget)?;
         let next = scan
             .segments
@@ -185,6 +193,7 @@ impl Spool {
                 lingering: Vec::new(),
                 current: None,
                 closing: false,
+                seg_bytes,
             }),
             stats: Cell::new(SpoolStats::default()),
             waker: Cell::new(None),
@@ -379,6 +388,11 @@ impl Spool {
     /// Counters for metrics/tests: commits (fdatasync calls), records committed, bytes.
     pub fn stats(&self) -> SpoolStats {
         self.0.stats.get()
+    }
+
+    /// Bytes of the shard's segment files on disk, as the spool wrote them.
+    pub fn disk_bytes(&self) -> u64 {
+        self.0.st.borrow().seg_bytes.values().sum()
     }
 
     /// Queued messages/recipients of this shard and its lifetime accounting
