@@ -69,6 +69,8 @@ pub struct Reception<'a> {
     pub tls: &'a str,
     /// Authenticated user, empty if none.
     pub auth: &'a str,
+    /// The message's `Message-ID` (`<...>`), empty if it has none.
+    pub message_id: &'a str,
 }
 
 /// A recipient or message refused by the server (`Rejection`).
@@ -195,6 +197,7 @@ impl EventLog {
             ("helo", r.helo),
             ("tls", r.tls),
             ("auth", r.auth),
+            ("message_id", r.message_id),
         ] {
             field(&mut b, key, value);
         }
@@ -368,6 +371,7 @@ mod tests {
                 helo: "c.test",
                 tls: "",
                 auth: "",
+                message_id: "<m@x>",
             });
             log.rejection(&Rejection {
                 stage: "rcpt",

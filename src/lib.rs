@@ -10,6 +10,7 @@
 //! - [`dns`]: the per-shard DNS client (MX and address lookups, cache).
 //! - [`delivery`]: outbound connections, outcome classification, records, DSNs.
 //! - [`gauge`]: the shard's memory gauge, one budget for mail received and mail queued.
+//! - [`headers`]: fields of a stored message's header section (`Message-ID`, pool headers).
 //! - [`eventlog`]: the per-shard JSON-lines log of receptions, rejections and deliveries.
 //! - [`shaping`]: per-provider traffic shaping, adaptive backoff rules, bounce classes (pure).
 //! - [`tls`]: rustls configurations and the stream that STARTTLS upgrades.
@@ -37,6 +38,7 @@ pub mod dkim;
 pub mod dns;
 pub mod eventlog;
 pub mod gauge;
+pub mod headers;
 pub mod memlock;
 pub mod metrics;
 pub mod proxy;

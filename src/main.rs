@@ -10,6 +10,7 @@ use mta::config::Config;
 
 mod admin_cli;
 mod queue_cli;
+mod trace_cli;
 use admin_cli::ApiArgs;
 use mta::shutdown::SignalWatch;
 use queue_cli::{DeliveryCmd, QueueCmd};
@@ -60,6 +61,21 @@ enum Cmd {
     Dest {
         #[command(subcommand)]
         what: DestCmd,
+    },
+    /// What became of a message: its events from the event log, by queue id, Message-ID
+    /// (`<...>`) or recipient address (works while the MTA is stopped).
+    Trace {
+        /// A queue id, a Message-ID in angle brackets, or a recipient address.
+        query: String,
+        /// Only events of the last period, e.g. `2h`, `3d`.
+        #[arg(long)]
+        since: Option<String>,
+        /// Print the matching event-log lines (JSON) instead of a summary per line.
+        #[arg(long)]
+        json: bool,
+        /// Configuration file (TOML): its log.dir is read.
+        #[arg(long, short)]
+        config: Option<PathBuf>,
     },
     /// Print the running MTA's metrics (Prometheus text).
     Metrics {
@@ -148,6 +164,7 @@ fn main() -> ExitCode {
         Cmd::Run { config } | Cmd::CheckConfig { config } => config.clone(),
         Cmd::Metrics { api } => api.config.clone(),
         Cmd::Queue { what } => what.config(),
+        Cmd::Trace { config, .. } => config.clone(),
         Cmd::Delivery { what } => what.config(),
         Cmd::Dest { what } => match what {
             DestCmd::Show { api, .. }
@@ -197,6 +214,9 @@ fn main() -> ExitCode {
         },
         Cmd::Metrics { api } => admin_cli::simple(&config, &api, false, "/metrics"),
         Cmd::Queue { what } => queue_cli::queue(&config, what),
+        Cmd::Trace {
+            query, since, json, ..
+        } => trace_cli::trace(&config, &query, since.as_deref(), json),
         Cmd::Delivery { what } => queue_cli::delivery(&config, what),
         Cmd::Dest { what } => match what {
             DestCmd::Show { destination, api } => admin_cli::simple(

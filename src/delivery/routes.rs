@@ -169,7 +169,7 @@ impl Routes {
         let config = &self.config;
         let sel = &config.pool_selection;
         if let Some(h) = &sel.header
-            && let Some(v) = header_value(body, h)
+            && let Some(v) = crate::headers::value(body, h)
             && config.pools.iter().any(|p| p.name == v)
         {
             return Some(v);
@@ -245,54 +245,5 @@ impl Routes {
             retry: target.retry.clone(),
             helo: source.ehlo.clone(),
         })
-    }
-}
-
-/// The value of header `name` in a message's header section (case-insensitive, unfolded).
-pub(super) fn header_value(body: &[u8], name: &str) -> Option<String> {
-    let mut value: Option<String> = None;
-    let mut taking = false;
-    for line in body.split(|&b| b == b'\n') {
-        let line = line.strip_suffix(b"\r").unwrap_or(line);
-        if line.is_empty() {
-            break;
-        }
-        if line[0] == b' ' || line[0] == b'\t' {
-            if taking && let Some(v) = value.as_mut() {
-                v.push(' ');
-                v.push_str(String::from_utf8_lossy(line).trim());
-            }
-            continue;
-        }
-        if value.is_some() {
-            break;
-        }
-        taking = false;
-        if line.len() > name.len()
-            && line[name.len()] == b':'
-            && line[..name.len()].eq_ignore_ascii_case(name.as_bytes())
-        {
-            taking = true;
-            value = Some(
-                String::from_utf8_lossy(&line[name.len() + 1..])
-                    .trim()
-                    .to_owned(),
-            );
-        }
-    }
-    value.filter(|v| !v.is_empty())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::header_value;
-
-    #[test]
-    fn header_values() {
-        let m = b"Received: x\r\nX-Pool: bulk\r\nSubject: a\r\n folded\r\n\r\nX-Pool: body\r\n";
-        assert_eq!(header_value(m, "x-pool").as_deref(), Some("bulk"));
-        assert_eq!(header_value(m, "Subject").as_deref(), Some("a folded"));
-        assert_eq!(header_value(m, "X-Other"), None);
-        assert_eq!(header_value(b"\r\nX-Pool: late\r\n", "X-Pool"), None);
     }
 }
