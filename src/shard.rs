@@ -12,8 +12,10 @@
 //! Invariants: a shard shares nothing mutable with another on the mail path; the only
 //! cross-thread values are the configuration (read-only), what is loaded from files at start
 //! (certificates, users, DKIM keys: read-only), the AUTH failure throttle (one mutex, touched
-//! only by AUTH commands, so that the limit holds for the host), the admin endpoint's links to
-//! the shards, the stop request (one atomic) and the start-up channel.
+//! only by AUTH commands, so that the limit holds for the host), the delivery limits'
+//! host-wide state (`queue::HostLimits`: atomics per destination, so that connection and rate
+//! limits hold for the host), the admin endpoint's links to the shards, the stop request (one
+//! atomic) and the start-up channel.
 
 use std::cell::RefCell;
 use std::net::SocketAddr;
@@ -118,6 +120,8 @@ pub fn run(
         false => None,
     };
     let auth_throttle = Login::shared_throttle(&config.auth);
+    // Every shard's scheduler takes its destinations' leases and tokens from this one state.
+    let host_limits = Arc::new(crate::queue::HostLimits::new());
     let shaping = match &config.delivery.shaping_file {
         Some(path) => Some(Arc::new(Shaping::load(path)?)),
         None => None,
@@ -155,6 +159,7 @@ pub fn run(
                 tls: server_tls.clone(),
                 users: users.clone(),
                 auth_throttle: auth_throttle.clone(),
+                host_limits: host_limits.clone(),
                 shaping: shaping.clone(),
                 inbox: take(&mut inboxes.lock().unwrap_or_else(|e| e.into_inner())),
                 admin: match index {
@@ -309,6 +314,7 @@ async fn shard_main(
         log: log.clone(),
         shaping: inbound.shaping.clone(),
         listeners: addrs.to_vec(),
+        host_limits: inbound.host_limits.clone(),
     };
     let (mut queue, queue_handle, queue_rx) =
         match crate::delivery::start::build(config.clone(), index, resolver, parts) {
@@ -464,6 +470,8 @@ struct Inbound {
     tls: Option<ServerTls>,
     users: Option<Arc<Users>>,
     auth_throttle: Arc<std::sync::Mutex<crate::auth::FailureThrottle>>,
+    /// The delivery limits every shard shares.
+    host_limits: Arc<crate::queue::HostLimits>,
     /// The traffic shaping file.
     shaping: Option<Arc<Shaping>>,
     /// This shard's admin command queue.

@@ -133,12 +133,17 @@ impl ShardQueue {
     pub async fn run(mut self, rx: LocalReceiver<QueueMsg>) {
         let mut chores = Instant::now() + QUEUE_CHORES;
         let mut give_up = None;
+        // When the scheduler last asked to be asked again (a rate token or a host-wide
+        // connection lease due then).
+        let mut asked: Option<Instant> = None;
         loop {
             let now = Instant::now();
-            let next = match self.dirty || self.sched.deferred_len() > 0 {
+            let due = asked.is_some_and(|t| now >= t);
+            let next = match self.dirty || due || self.sched.deferred_len() > 0 {
                 true => self.poll(now),
-                false => None,
+                false => asked,
             };
+            asked = next;
             if now >= chores {
                 self.chores(now);
                 chores = now + QUEUE_CHORES;
@@ -405,7 +410,8 @@ impl ShardQueue {
         if self.stopping || self.hold {
             return Next::Stop;
         }
-        while let Some(job) = self.sched.next_job(dest, Instant::now()) {
+        let now = Instant::now();
+        while let Some(job) = self.sched.next_job(dest, now) {
             // A message deleted by an operator leaves jobs behind: they are dropped here.
             if let Some(e) = self.messages.get(job.message) {
                 return Next::Job(Delivery {
@@ -414,6 +420,10 @@ impl ShardQueue {
                     job,
                 });
             }
+        }
+        // Another shard waits for this destination's host-wide lease: let it go.
+        if self.sched.yield_lease(dest, now) {
+            return Next::Stop;
         }
         Next::Idle
     }
@@ -553,6 +563,7 @@ impl ShardQueue {
             self.apply_limits(&t, now);
         }
         self.tls_fallback.retain(|_, until| *until > now);
+        self.sched.host().prune(now);
         self.sinks.log.flush();
     }
 }

@@ -30,7 +30,7 @@ use crate::dns::Resolver;
 use crate::eventlog::EventLog;
 use crate::gauge::MemoryGauge;
 use crate::metrics::ShardMetrics;
-use crate::queue::Scheduler;
+use crate::queue::{HostLimits, Scheduler};
 use crate::shaping::Shaping;
 use crate::spool::{QueueIdGenerator, Spool};
 
@@ -50,6 +50,8 @@ pub struct StageParts {
     pub shaping: Option<Arc<Shaping>>,
     /// The bound SMTP listening addresses (so that no next hop is one of them).
     pub listeners: Vec<SocketAddr>,
+    /// The delivery limits every shard shares.
+    pub host_limits: Arc<HostLimits>,
 }
 
 /// The queue of shard `shard`, its handle and its channel's receiving end.
@@ -67,6 +69,7 @@ pub fn build(
         log,
         shaping,
         listeners,
+        host_limits,
     } = parts;
     let budget = config.delivery.memory_budget.0 / config.effective_shards() as u64;
     let seed = SystemTime::now()
@@ -74,7 +77,7 @@ pub fn build(
         .map_or(0, |d| d.as_millis() as u64)
         ^ (shard as u64).wrapping_mul(0x9e37_79b9);
     let retry = retry_policy(&config);
-    let mut sched = Scheduler::new(retry.clone(), seed);
+    let mut sched = Scheduler::with_host(retry.clone(), seed, host_limits);
     sched.set_failure_policy(failure_policy(&config));
     let parts = QueueParts {
         settings: Rc::new(settings(&config)?),

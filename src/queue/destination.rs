@@ -1,19 +1,23 @@
 //! One destination's queue inside the scheduler: ready jobs (new and retried), connection
-//! counts, rate tokens, suspension and failure backoff.
+//! counts, slow start and failure backoff, over the host-wide state of the destination
+//! (leases, rates, suspension) that every shard shares.
 //!
 //! What it does: the per-destination half of the scheduler's rules.
 //!
 //! What it does not do: no timers of its own (the scheduler's heap), no I/O.
 //!
-//! Invariants: `open + pending_opens <= limits.max_connections` whenever `wants_connection`
-//! said yes; tokens never exceed the rate's burst.
+//! Invariants: `open + pending_opens` counts this shard's share of the destination's leases
+//! (one taken for each yes of `wants_connection`, given back when that connection closes or
+//! fails to open), so the host never holds more than `limits.max_connections`; a job is
+//! handed out only with a message token of the host-wide rate.
 
 use std::collections::VecDeque;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use super::shared::SharedDest;
 use super::{DestinationState, Job, Limits};
 
-#[derive(Default)]
 pub(super) struct Destination {
     pub(super) limits: Limits,
     new: VecDeque<Job>,
@@ -21,11 +25,8 @@ pub(super) struct Destination {
     retry_turn: bool,
     pub(super) open: usize,
     pub(super) pending_opens: usize,
-    pub(super) suspended: Option<(Instant, String)>,
-    tokens: f64,
-    refilled: Option<Instant>,
-    conn_tokens: f64,
-    conn_refilled: Option<Instant>,
+    /// The host-wide state: leases, rates, suspension.
+    pub(super) shared: Arc<SharedDest>,
     pub(super) failures: u32,
     pub(super) backoff: Option<Duration>,
     last_active: Option<Instant>,
@@ -34,11 +35,27 @@ pub(super) struct Destination {
 /// How long an empty destination is kept (its failure backoff survives that long).
 const KEEP_IDLE: Duration = Duration::from_secs(300);
 
+/// How soon a destination at its host-wide connection limit looks again (another shard's
+/// connection may have closed).
+pub(super) const LEASE_RETRY: Duration = Duration::from_millis(100);
+
 impl Destination {
-    pub(super) fn set_limits(&mut self, limits: Limits) {
-        if self.refilled.is_none() {
-            self.tokens = limits.rate.map_or(0.0, |r| f64::from(r.messages));
+    pub(super) fn new(shared: Arc<SharedDest>) -> Destination {
+        Destination {
+            limits: Limits::default(),
+            new: VecDeque::new(),
+            retry: VecDeque::new(),
+            retry_turn: false,
+            open: 0,
+            pending_opens: 0,
+            shared,
+            failures: 0,
+            backoff: None,
+            last_active: None,
         }
+    }
+
+    pub(super) fn set_limits(&mut self, limits: Limits) {
         self.limits = limits;
     }
 
@@ -62,41 +79,8 @@ impl Destination {
         }
     }
 
-    fn refill(&mut self, now: Instant) {
-        let Some(rate) = self.limits.rate else { return };
-        let burst = f64::from(rate.messages);
-        if let Some(last) = self.refilled {
-            let add =
-                now.saturating_duration_since(last).as_secs_f64() / rate.per.as_secs_f64() * burst;
-            self.tokens = (self.tokens + add).min(burst);
-        } else {
-            self.tokens = burst;
-        }
-        self.refilled = Some(now);
-    }
-
-    /// When the next token arrives, if one is missing.
-    fn token_at(&self, now: Instant) -> Option<Instant> {
-        let rate = self.limits.rate?;
-        if self.tokens >= 1.0 {
-            return None;
-        }
-        let per_token = rate.per.as_secs_f64() / f64::from(rate.messages);
-        Some(super::later(
-            now,
-            super::secs_f64((1.0 - self.tokens) * per_token),
-        ))
-    }
-
-    fn suspended_until(&mut self, now: Instant) -> Option<Instant> {
-        match &self.suspended {
-            Some((until, _)) if *until > now => Some(*until),
-            Some(_) => {
-                self.suspended = None;
-                None
-            }
-            None => None,
-        }
+    fn suspended_until(&self, now: Instant) -> Option<Instant> {
+        self.shared.suspended_until(now)
     }
 
     /// Takes one waiting job, new or retried, ignoring limits (for an operator or a rule that
@@ -109,7 +93,8 @@ impl Destination {
         self.new.len() + self.retry.len()
     }
 
-    /// Ok if one more connection should be opened; Err(Some(t)) if not before t.
+    /// Ok if one more connection should be opened (a host-wide lease is then held for it);
+    /// Err(Some(t)) if not before t.
     pub(super) fn wants_connection(&mut self, now: Instant) -> Result<(), Option<Instant>> {
         if self.ready_len() == 0 {
             return Err(None);
@@ -120,34 +105,24 @@ impl Destination {
         if self.open + self.pending_opens >= self.limits.max_connections {
             return Err(None);
         }
-        self.refill(now);
-        if let Some(at) = self.token_at(now) {
+        if let Some(rate) = self.limits.rate
+            && let Some(at) = self.shared.message_due(now, rate)
+        {
             return Err(Some(at));
-        }
-        if let Some(rate) = self.limits.connection_rate {
-            let burst = f64::from(rate.messages);
-            self.conn_tokens = match self.conn_refilled {
-                Some(last) => (self.conn_tokens
-                    + now.saturating_duration_since(last).as_secs_f64() / rate.per.as_secs_f64()
-                        * burst)
-                    .min(burst),
-                None => burst,
-            };
-            self.conn_refilled = Some(now);
-            if self.conn_tokens < 1.0 {
-                let per = rate.per.as_secs_f64() / burst;
-                return Err(Some(super::later(
-                    now,
-                    super::secs_f64((1.0 - self.conn_tokens) * per),
-                )));
-            }
         }
         // Slow start: with connections already open, add one only if jobs outnumber them.
         if self.open > 0 && self.ready_len() <= self.open + self.pending_opens {
             return Err(None);
         }
-        if self.limits.connection_rate.is_some() {
-            self.conn_tokens -= 1.0;
+        if !self.shared.try_lease(self.limits.max_connections) {
+            self.shared.refused(now);
+            return Err(Some(super::later(now, LEASE_RETRY)));
+        }
+        if let Some(rate) = self.limits.connection_rate
+            && let Err(at) = self.shared.take_connection(now, rate)
+        {
+            self.shared.release();
+            return Err(Some(at));
         }
         Ok(())
     }
@@ -156,8 +131,9 @@ impl Destination {
         if self.suspended_until(now).is_some() || self.ready_len() == 0 {
             return None;
         }
-        self.refill(now);
-        if self.limits.rate.is_some() && self.tokens < 1.0 {
+        if let Some(rate) = self.limits.rate
+            && self.shared.take_message(now, rate).is_err()
+        {
             return None;
         }
         let take_retry = (self.retry_turn && !self.retry.is_empty()) || self.new.is_empty();
@@ -167,9 +143,6 @@ impl Destination {
         } else {
             self.new.pop_front()
         }?;
-        if self.limits.rate.is_some() {
-            self.tokens -= 1.0;
-        }
         self.last_active = Some(now);
         Some(job)
     }
@@ -178,7 +151,7 @@ impl Destination {
         self.ready_len() == 0
             && self.open == 0
             && self.pending_opens == 0
-            && self.suspended.is_none()
+            && self.suspended_until(now).is_none()
             && self
                 .last_active
                 .is_none_or(|t| now.saturating_duration_since(t) > KEEP_IDLE)
@@ -203,8 +176,8 @@ impl Destination {
             ready_retry: self.retry.len(),
             connections: self.open,
             pending_opens: self.pending_opens,
-            suspended: self.suspended.clone().filter(|(u, _)| *u > now),
-            tokens: self.limits.rate.map(|_| self.tokens),
+            suspended: self.shared.suspension(now),
+            tokens: self.limits.rate.map(|r| self.shared.message_tokens(now, r)),
             limits: self.limits.clone(),
         }
     }

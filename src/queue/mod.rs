@@ -2,8 +2,10 @@
 //!
 //! What it does: keeps one ready queue per destination (new mail and retries in two queues taken
 //! in turn, so neither starves the other), a timer heap of deferred jobs, per-destination limits
-//! (connections, a token-bucket message rate), suspensions (after a `421` or repeated connection
-//! failures, with doubling backoff), and the retry policy (exponential backoff with jitter, queue
+//! (connections, message and connection rates) and suspensions (after a `421` or repeated
+//! connection failures, with doubling backoff) that hold for the whole host (`shared.rs`: every
+//! shard's scheduler takes leases and tokens from one state per destination), and the retry
+//! policy (exponential backoff with jitter, queue
 //! lifetime). `poll(now)` says which retries are due, which destinations should get one more
 //! connection, and when to call again — like Postfix's qmgr loop, there are no hidden timers.
 //!
@@ -12,18 +14,21 @@
 //! memory stays flat whatever the message sizes.
 //!
 //! Invariants: a destination never has more than `max_connections` connections open plus asked
-//! for; at most one new connection per destination per poll (slow start); a job is in exactly one
+//! for on the whole host; at most one new connection per destination per poll (slow start); a job is in exactly one
 //! place (a ready queue, the timer heap, or handed out) until the caller reports on it; time
 //! arithmetic saturates ([`later`], [`secs_f64`]): no wait, however large, panics.
 
 mod destination;
+mod shared;
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
 use std::fmt;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use destination::Destination;
+pub use shared::{HostLimits, SharedDest};
 
 /// Names a destination queue: `route:<pattern>`, `relay:<host>` or `mx:<sorted MX hosts>`.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -57,7 +62,7 @@ pub struct Job {
     pub arrival: Instant,
 }
 
-/// A message rate: a token bucket of `messages` tokens refilled over `per`.
+/// A message rate: `messages` per `per`, with a burst of `messages` (GCRA).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Rate {
     /// Messages per period (also the burst).
@@ -66,7 +71,7 @@ pub struct Rate {
     pub per: Duration,
 }
 
-/// Limits of a destination (per shard).
+/// Limits of a destination (for the whole host).
 #[derive(Clone, Debug, PartialEq)]
 pub struct Limits {
     /// Connections.
@@ -180,12 +185,20 @@ pub struct Scheduler {
     timers: BinaryHeap<Reverse<(Instant, u64)>>,
     deferred: HashMap<u64, Job>,
     next_timer: u64,
+    host: Arc<HostLimits>,
 }
 
 impl Scheduler {
-    /// A scheduler with a retry policy and a seed for the jitter.
+    /// A scheduler with a retry policy and a seed for the jitter, whose limits hold for itself
+    /// alone.
     pub fn new(retry: RetryPolicy, seed: u64) -> Self {
+        Scheduler::with_host(retry, seed, Arc::new(HostLimits::new()))
+    }
+
+    /// A scheduler whose destinations' limits it shares with every scheduler given `host`.
+    pub fn with_host(retry: RetryPolicy, seed: u64, host: Arc<HostLimits>) -> Self {
         Scheduler {
+            host,
             retry,
             failures: FailurePolicy::default(),
             rng: seed | 1,
@@ -207,7 +220,15 @@ impl Scheduler {
     }
 
     fn dest(&mut self, key: &DestinationKey) -> &mut Destination {
-        self.dests.entry(key.clone()).or_default()
+        let host = &self.host;
+        self.dests
+            .entry(key.clone())
+            .or_insert_with(|| Destination::new(host.entry(&key.0)))
+    }
+
+    /// The host-wide limit state this scheduler shares with the other shards'.
+    pub fn host(&self) -> &Arc<HostLimits> {
+        &self.host
     }
 
     /// Sets or updates a destination's limits.
@@ -290,6 +311,15 @@ impl Scheduler {
         poll
     }
 
+    /// Whether `dest` has nothing ready on this shard while another shard wants one of its
+    /// connection leases (was refused one lately): an idle connection of this shard should
+    /// then close and give its lease back.
+    pub fn yield_lease(&self, dest: &DestinationKey, now: Instant) -> bool {
+        self.dests.get(dest).is_some_and(|d| {
+            d.ready_len() == 0 && d.shared.contended(now, 2 * destination::LEASE_RETRY)
+        })
+    }
+
     /// The next job for a connection to `dest`, if not suspended and the rate allows.
     pub fn next_job(&mut self, dest: &DestinationKey, now: Instant) -> Option<Job> {
         self.dests.get_mut(dest)?.next_job(now)
@@ -305,23 +335,29 @@ impl Scheduler {
     /// A connection asked for by `poll` could not be opened.
     pub fn connection_open_failed(&mut self, dest: &DestinationKey) {
         let d = self.dest(dest);
-        d.pending_opens = d.pending_opens.saturating_sub(1);
+        if d.pending_opens > 0 {
+            d.pending_opens -= 1;
+            d.shared.release();
+        }
     }
 
     /// An open connection was closed.
     pub fn connection_closed(&mut self, dest: &DestinationKey) {
         let d = self.dest(dest);
-        d.open = d.open.saturating_sub(1);
+        if d.open > 0 {
+            d.open -= 1;
+            d.shared.release();
+        }
     }
 
     /// Suspends a destination until `until`.
     pub fn suspend(&mut self, dest: &DestinationKey, until: Instant, reason: String) {
-        self.dest(dest).suspended = Some((until, reason));
+        self.dest(dest).shared.suspend(until, reason);
     }
 
     /// Lifts a suspension.
     pub fn resume(&mut self, dest: &DestinationKey) {
-        self.dest(dest).suspended = None;
+        self.dest(dest).shared.resume();
     }
 
     /// Counts a failed connection; suspends after `threshold` in a row (doubling backoff).
@@ -338,10 +374,8 @@ impl Scheduler {
             .map_or(p.backoff, |b| b.saturating_mul(2).min(p.max_backoff));
         d.backoff = Some(wait);
         let until = later(now, wait);
-        d.suspended = Some((
-            until,
-            format!("{} consecutive connection failures", p.threshold),
-        ));
+        let why = format!("{} consecutive connection failures", p.threshold);
+        d.shared.suspend(until, why);
         Some(until)
     }
 

@@ -14,6 +14,8 @@ pub struct Received {
     pub from: String,
     pub to: Vec<String>,
     pub body: String,
+    /// When its end of data arrived.
+    pub at: Instant,
 }
 
 /// A scripted receiving server: recipients whose local part starts with `bad` get 550,
@@ -22,6 +24,8 @@ pub struct Scripted {
     pub port: u16,
     pub got: Arc<Mutex<Vec<Received>>>,
     pub connections: Arc<AtomicUsize>,
+    /// The most connections that were open at once.
+    pub max_open: Arc<AtomicUsize>,
 }
 
 impl Scripted {
@@ -31,19 +35,27 @@ impl Scripted {
         let got: Arc<Mutex<Vec<Received>>> = Arc::default();
         let connections = Arc::new(AtomicUsize::new(0));
         let deferred = Arc::new(AtomicUsize::new(0));
-        let (g, c) = (got.clone(), connections.clone());
+        let max_open = Arc::new(AtomicUsize::new(0));
+        let open = Arc::new(AtomicUsize::new(0));
+        let (g, c, m) = (got.clone(), connections.clone(), max_open.clone());
         std::thread::spawn(move || {
             for stream in listener.incoming() {
                 let Ok(stream) = stream else { break };
                 c.fetch_add(1, Ordering::SeqCst);
-                let (g, d) = (g.clone(), deferred.clone());
-                std::thread::spawn(move || serve(stream, &g, &d, chunking, defer_times));
+                let now_open = open.fetch_add(1, Ordering::SeqCst) + 1;
+                m.fetch_max(now_open, Ordering::SeqCst);
+                let (g, d, o) = (g.clone(), deferred.clone(), open.clone());
+                std::thread::spawn(move || {
+                    serve(stream, &g, &d, chunking, defer_times);
+                    o.fetch_sub(1, Ordering::SeqCst);
+                });
             }
         });
         Scripted {
             port,
             got,
             connections,
+            max_open,
         }
     }
 
@@ -126,6 +138,7 @@ fn serve(
                     from: from.clone(),
                     to: to.clone(),
                     body: String::from_utf8_lossy(&body).into(),
+                    at: Instant::now(),
                 });
                 "250 2.0.0 queued\r\n".into()
             }
@@ -140,6 +153,7 @@ fn serve(
                     from: from.clone(),
                     to: to.clone(),
                     body: String::from_utf8_lossy(&body).into(),
+                    at: Instant::now(),
                 });
                 "250 2.0.0 queued\r\n".into()
             }
