@@ -122,6 +122,8 @@ pub fn run(
     let auth_throttle = Login::shared_throttle(&config.auth);
     // Every shard's scheduler takes its destinations' leases and tokens from this one state.
     let host_limits = Arc::new(crate::queue::HostLimits::new());
+    // And every shard's server admits client addresses against this one table.
+    let admission = Arc::new(crate::server::admission::Admission::host(&config));
     let shaping = match &config.delivery.shaping_file {
         Some(path) => Some(Arc::new(Shaping::load(path)?)),
         None => None,
@@ -160,6 +162,7 @@ pub fn run(
                 users: users.clone(),
                 auth_throttle: auth_throttle.clone(),
                 host_limits: host_limits.clone(),
+                admission: admission.clone(),
                 shaping: shaping.clone(),
                 inbox: take(&mut inboxes.lock().unwrap_or_else(|e| e.into_inner())),
                 admin: match index {
@@ -343,6 +346,7 @@ async fn shard_main(
             accepted,
             shutdown: shutdown.clone(),
             auth_throttle: inbound.auth_throttle,
+            admission: inbound.admission.clone(),
             metrics: metrics.clone(),
             gauge,
             log: log.clone(),
@@ -472,6 +476,8 @@ struct Inbound {
     auth_throttle: Arc<std::sync::Mutex<crate::auth::FailureThrottle>>,
     /// The delivery limits every shard shares.
     host_limits: Arc<crate::queue::HostLimits>,
+    /// The per-address inbound limits every shard shares.
+    admission: Arc<crate::server::admission::Admission>,
     /// The traffic shaping file.
     shaping: Option<Arc<Shaping>>,
     /// This shard's admin command queue.

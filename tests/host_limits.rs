@@ -80,3 +80,29 @@ fn a_shard_refused_a_lease_sends_once_another_shard_lets_go() {
     assert!(mta.stop().success());
     assert_eq!(rx.max_open.load(Ordering::SeqCst), 1);
 }
+
+#[test]
+fn the_per_address_limit_holds_across_shards() {
+    let dir = tempdir();
+    let config = write_config(
+        dir.path(),
+        "",
+        "[relay]\ntrusted_networks = []\n[smtp]\nmax_connections_per_ip = 3\n",
+    );
+    let mta = Mta::start(dir.path(), &config);
+    // Twelve connections from one address, spread by the kernel over both shards: three are
+    // greeted, the others refused, whichever shard took them.
+    let mut greeted = Vec::new();
+    let mut refused = 0;
+    for _ in 0..12 {
+        let mut c = common::Client::connect(mta.addr);
+        let r = c.reply().unwrap();
+        if r.starts_with("220") {
+            greeted.push(c);
+        } else {
+            assert!(r.starts_with("421 4.7.0"), "{r}");
+            refused += 1;
+        }
+    }
+    assert_eq!((greeted.len(), refused), (3, 9));
+}

@@ -1,28 +1,35 @@
-//! Per-client-address admission of inbound connections on one shard.
+//! Per-client-address admission of inbound connections, for the whole host.
 //!
 //! What it does: counts the open connections and the recent connection rate of each client
 //! address and says whether a new connection from that address may start
 //! (`[smtp] max_connections_per_ip`, `[smtp] max_connection_rate_per_ip`). The rate is a token
 //! bucket per address: it holds at most `rate` tokens, refills at `rate` tokens per second, and
-//! every admitted connection takes one.
+//! every admitted connection takes one. One table serves every shard (the kernel spreads one
+//! address's connections over the shards), so the limits hold for the host.
 //!
-//! What it does not do: no I/O and no replies (the connection answers `421 4.7.0`), no
-//! cross-shard view (the kernel spreads one address's connections over the shards, so the
-//! host-wide effect of a limit is up to shards x the value), no grouping of addresses into
-//! networks (each IPv6 address counts on its own), no shard-wide limit (the accept loop has it).
+//! What it does not do: no I/O and no replies (the connection answers `421 4.7.0`), no grouping
+//! of addresses into networks (each IPv6 address counts on its own), no shard-wide limit (the
+//! accept loop has it).
 //!
-//! Invariants: an address has an entry only while it has open connections or a bucket that is
-//! not yet full; entries older than one second with no open connection are swept at most once
-//! a second, so the table stays bounded by the open connections plus the last second's new
-//! ones. A refused connection takes no token and is not counted as open.
+//! Invariants: the table is split into [`STRIPES`] parts by address, each behind its own
+//! mutex, held only to look at and change one address (never across an `.await`); an address
+//! has an entry only while it has open connections or a bucket that is not yet full; entries
+//! older than one second with no open connection are swept at most once a second, so the
+//! table stays bounded by the open connections plus the last second's new ones. A refused
+//! connection takes no token and is not counted as open.
 
-use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
+use std::hash::{BuildHasher, RandomState};
 use std::net::IpAddr;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 /// How often idle entries are swept (also how long a drained bucket takes to refill).
 const SWEEP_EVERY: Duration = Duration::from_secs(1);
+
+/// Parts of the table, so that shards admitting different addresses rarely wait for each other.
+pub const STRIPES: usize = 64;
 
 /// The limits, 0 meaning unlimited.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -44,12 +51,15 @@ struct Client {
     refilled: Instant,
 }
 
-/// The per-address table of one shard.
+/// The per-address table of the host.
 #[derive(Debug)]
 pub struct Admission {
     limits: Limits,
-    clients: RefCell<HashMap<IpAddr, Client>>,
-    swept: Cell<Instant>,
+    stripes: Box<[Mutex<HashMap<IpAddr, Client>>]>,
+    hasher: RandomState,
+    epoch: Instant,
+    /// When the last sweep ran, in milliseconds since `epoch`.
+    swept_ms: AtomicU64,
 }
 
 /// Why a connection was not admitted.
@@ -66,14 +76,29 @@ impl Admission {
     pub fn new(limits: Limits) -> Self {
         Admission {
             limits,
-            clients: RefCell::new(HashMap::new()),
-            swept: Cell::new(Instant::now()),
+            stripes: (0..STRIPES).map(|_| Mutex::default()).collect(),
+            hasher: RandomState::new(),
+            epoch: Instant::now(),
+            swept_ms: AtomicU64::new(0),
         }
+    }
+
+    /// The host's table for the limits of `[smtp]`.
+    pub fn host(config: &crate::config::Config) -> Admission {
+        Admission::new(Limits {
+            max_connections: config.smtp.max_connections_per_ip,
+            rate: config.smtp.max_connection_rate_per_ip,
+        })
     }
 
     /// True when neither limit is set (nothing is tracked then).
     pub fn unlimited(&self) -> bool {
         self.limits.max_connections == 0 && self.limits.rate == 0
+    }
+
+    fn stripe(&self, ip: IpAddr) -> std::sync::MutexGuard<'_, HashMap<IpAddr, Client>> {
+        let i = (self.hasher.hash_one(ip) as usize) % STRIPES;
+        self.stripes[i].lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Admits a new connection from `ip` at `now`, counting it as open until [`Self::release`].
@@ -83,7 +108,7 @@ impl Admission {
         }
         self.sweep(now);
         let rate = f64::from(self.limits.rate);
-        let mut clients = self.clients.borrow_mut();
+        let mut clients = self.stripe(ip);
         let client = clients.entry(ip).or_insert(Client {
             open: 0,
             tokens: rate,
@@ -110,7 +135,7 @@ impl Admission {
         if self.unlimited() {
             return;
         }
-        let mut clients = self.clients.borrow_mut();
+        let mut clients = self.stripe(ip);
         if let Some(client) = clients.get_mut(&ip) {
             client.open = client.open.saturating_sub(1);
             if client.open == 0 && self.limits.rate == 0 {
@@ -121,18 +146,35 @@ impl Admission {
 
     /// Addresses tracked now (for tests and metrics).
     pub fn tracked(&self) -> usize {
-        self.clients.borrow().len()
+        self.stripes
+            .iter()
+            .map(|s| s.lock().map_or(0, |m| m.len()))
+            .sum()
     }
 
-    /// Drops entries that have no open connection and a full bucket, at most once a second.
+    /// Drops entries that have no open connection and a full bucket, at most once a second
+    /// (whichever caller finds the sweep due does it, one stripe at a time).
     fn sweep(&self, now: Instant) {
-        if now.saturating_duration_since(self.swept.get()) < SWEEP_EVERY {
+        let now_ms = u64::try_from(now.saturating_duration_since(self.epoch).as_millis())
+            .unwrap_or(u64::MAX);
+        let last = self.swept_ms.load(Ordering::Acquire);
+        let every = SWEEP_EVERY.as_millis() as u64;
+        if now_ms.saturating_sub(last) < every
+            || self
+                .swept_ms
+                .compare_exchange(last, now_ms, Ordering::AcqRel, Ordering::Acquire)
+                .is_err()
+        {
             return;
         }
-        self.swept.set(now);
-        self.clients
-            .borrow_mut()
-            .retain(|_, c| c.open > 0 || now.saturating_duration_since(c.refilled) < SWEEP_EVERY);
+        for stripe in self.stripes.iter() {
+            stripe
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .retain(|_, c| {
+                    c.open > 0 || now.saturating_duration_since(c.refilled) < SWEEP_EVERY
+                });
+        }
     }
 }
 

@@ -74,8 +74,8 @@ pub struct ServerContext {
     pub storage_available: Cell<u64>,
     /// The shard's stop notice.
     pub shutdown: Rc<Shutdown>,
-    /// Per-client-address limits.
-    pub admission: admission::Admission,
+    /// Per-client-address limits, for the whole host (shared by every shard).
+    pub admission: Arc<admission::Admission>,
     /// Connections open now.
     pub active: Cell<usize>,
     /// Inbound TLS (certificates), swapped whole on reload; None = no certificate.
@@ -108,6 +108,8 @@ pub struct Shared {
     pub shutdown: Rc<Shutdown>,
     /// AUTH failures, counted across shards.
     pub auth_throttle: Arc<Mutex<FailureThrottle>>,
+    /// Per-client-address limits, counted across shards ([`admission::Admission::host`]).
+    pub admission: Arc<admission::Admission>,
     /// The shard's metrics.
     pub metrics: Rc<crate::metrics::ShardMetrics>,
     /// The shard's memory gauge (the delivery queue publishes what it holds).
@@ -125,6 +127,7 @@ impl ServerContext {
             accepted,
             shutdown,
             auth_throttle,
+            admission,
             metrics,
             gauge,
             log,
@@ -145,10 +148,7 @@ impl ServerContext {
             accepted,
             storage_available: Cell::new(u64::MAX),
             shutdown,
-            admission: admission::Admission::new(admission::Limits {
-                max_connections: config.smtp.max_connections_per_ip,
-                rate: config.smtp.max_connection_rate_per_ip,
-            }),
+            admission,
             active: Cell::new(0),
             tls: RefCell::new(None),
             login: login::Login::new(&config.auth, None, auth_throttle),
