@@ -35,7 +35,7 @@ use super::routes::Routes;
 use super::sinks::Sinks;
 use super::views::Counters;
 use crate::config::Config;
-use crate::queue::{DestinationKey, Job, Scheduler};
+use crate::queue::{DestinationKey, Job, Reduction, Scheduler};
 use crate::shaping::{ActionKind, RuleEngine, Shaping};
 use crate::smtp::{EnhancedStatus, Reply};
 use crate::spool::{MessageRecord, RecoveredMessage};
@@ -341,8 +341,15 @@ impl ShardQueue {
     }
 
     /// The limits in force for a destination: shaped, with the rule adjustment applied.
+    /// The limits in force for a destination: shaped, with the deeper of this shard's rule
+    /// reduction and the one another shard's rule published for the whole host.
     fn apply_limits(&mut self, target: &Target, now: Instant) {
-        let adjustment = self.rules.current(&target.key.0, now);
+        let mut adjustment = self.rules.current(&target.key.0, now);
+        let rules = self.rules.rules();
+        let every = |i: usize| rules.get(i).map(|r| r.recover_after);
+        let (rate, connections) = self.sched.shared(&target.key).reductions(now, every);
+        adjustment.rate_factor = adjustment.rate_factor.min(rate);
+        adjustment.connection_factor = adjustment.connection_factor.min(connections);
         self.sched
             .set_limits(&target.key, adjustment.apply(&target.limits));
     }
@@ -531,6 +538,21 @@ impl ShardQueue {
                 self.sched.suspend(dest, until, action.explain.clone());
             }
             ActionKind::ReduceRate { .. } | ActionKind::ReduceConnections { .. } => {
+                // Published for every shard's scheduler: the host slows down as one.
+                let current = self.rules.current(&dest.0, now);
+                let rate = matches!(action.kind, ActionKind::ReduceRate { .. });
+                let value = match rate {
+                    true => current.rate_factor,
+                    false => current.connection_factor,
+                };
+                let reduction = Reduction {
+                    rule: action.rule,
+                    value,
+                    since: now,
+                };
+                let rules = self.rules.rules();
+                let every = |i: usize| rules.get(i).map(|r| r.recover_after);
+                self.sched.shared(dest).reduce(rate, reduction, now, every);
                 if let Some(t) = self.routes.target(&dest.0).cloned() {
                     self.apply_limits(&t, now);
                 }

@@ -28,7 +28,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use destination::Destination;
-pub use shared::{HostLimits, SharedDest};
+pub use shared::{HostLimits, Reduction, SharedDest};
 
 /// Names a destination queue: `route:<pattern>`, `relay:<host>` or `mx:<sorted MX hosts>`.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -224,6 +224,11 @@ impl Scheduler {
         self.dests
             .entry(key.clone())
             .or_insert_with(|| Destination::new(host.entry(&key.0)))
+    }
+
+    /// The host-wide state of destination `dest` (leases, rates, suspension, reductions).
+    pub fn shared(&mut self, dest: &DestinationKey) -> &SharedDest {
+        &self.dest(dest).shared
     }
 
     /// The host-wide limit state this scheduler shares with the other shards'.

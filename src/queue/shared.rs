@@ -89,6 +89,10 @@ pub struct SharedDest {
     suspended_until: AtomicU64,
     /// When a shard was last refused a lease (nanoseconds since the epoch; 0 = never).
     refused_at: AtomicU64,
+    /// A shaping rule's reduction of the message rate, packed ([`Reduction`]; 0 = none).
+    rate_reduction: AtomicU64,
+    /// A shaping rule's reduction of the connection limit, packed (0 = none).
+    conn_reduction: AtomicU64,
     reason: Mutex<String>,
 }
 
@@ -101,6 +105,8 @@ impl SharedDest {
             connections: Gcra::default(),
             suspended_until: AtomicU64::new(0),
             refused_at: AtomicU64::new(0),
+            rate_reduction: AtomicU64::new(0),
+            conn_reduction: AtomicU64::new(0),
             reason: Mutex::new(String::new()),
         }
     }
@@ -178,6 +184,43 @@ impl SharedDest {
         self.connections.take(n, rate).map_err(|t| self.at(t))
     }
 
+    /// Publishes a shaping rule's reduction (factor `value` of rule `rule` at `now`, doubling
+    /// back every `recover_after` of that rule) of the message rate (`rate`) or the connection
+    /// limit, unless a deeper one is in force: every shard then applies it.
+    pub fn reduce(
+        &self,
+        rate: bool,
+        reduction: Reduction,
+        now: Instant,
+        recover_after: impl Fn(usize) -> Option<Duration>,
+    ) {
+        let cell = if rate {
+            &self.rate_reduction
+        } else {
+            &self.conn_reduction
+        };
+        let new = reduction.pack(self.epoch);
+        let _ = cell.fetch_update(Ordering::AcqRel, Ordering::Acquire, |old| {
+            let current = Reduction::unpack(old, self.epoch)
+                .map_or(1.0, |r| r.at(now, recover_after(r.rule)));
+            (reduction.value < current).then_some(new)
+        });
+    }
+
+    /// The reductions in force at `now` (message rate, connections), 1.0 for none; a rule the
+    /// caller no longer knows (`recover_after` says None) reduces nothing.
+    pub fn reductions(
+        &self,
+        now: Instant,
+        recover_after: impl Fn(usize) -> Option<Duration>,
+    ) -> (f64, f64) {
+        let at = |cell: &AtomicU64| {
+            Reduction::unpack(cell.load(Ordering::Acquire), self.epoch)
+                .map_or(1.0, |r| r.at(now, recover_after(r.rule)))
+        };
+        (at(&self.rate_reduction), at(&self.conn_reduction))
+    }
+
     /// Suspends the destination (for every shard) until `until`, for `reason`.
     pub fn suspend(&self, until: Instant, reason: String) {
         *self.reason.lock().unwrap_or_else(|e| e.into_inner()) = reason;
@@ -205,6 +248,55 @@ impl SharedDest {
             .unwrap_or_else(|e| e.into_inner())
             .clone();
         Some((until, reason))
+    }
+}
+
+/// A shaping rule's reduction: a factor in `(0, 1)` set at `since` by rule `rule`, doubling
+/// back every `recover_after` of the rule. Packed in 64 bits to be read and replaced whole:
+/// rule (12 bits), factor (16 bits, in 1/65535), since (36 bits, in 10 ms since the epoch:
+/// about 21 years).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Reduction {
+    /// The rule's index in the shaping file.
+    pub rule: usize,
+    /// The factor when set.
+    pub value: f64,
+    /// When it was set.
+    pub since: Instant,
+}
+
+impl Reduction {
+    const TICK_NS: u128 = 10_000_000;
+
+    fn pack(&self, epoch: Instant) -> u64 {
+        let rule = (self.rule as u64).min(0xfff);
+        let value = (self.value.clamp(0.0, 1.0) * 65535.0).round() as u64;
+        let since = (self.since.saturating_duration_since(epoch).as_nanos() / Self::TICK_NS)
+            .min((1 << 36) - 1) as u64;
+        // Never 0: 0 means "none".
+        (rule << 52) | (value << 36) | since.max(1)
+    }
+
+    fn unpack(bits: u64, epoch: Instant) -> Option<Reduction> {
+        if bits == 0 {
+            return None;
+        }
+        let since = Duration::from_nanos((bits & ((1 << 36) - 1)).saturating_mul(10_000_000));
+        Some(Reduction {
+            rule: (bits >> 52) as usize,
+            value: ((bits >> 36) & 0xffff) as f64 / 65535.0,
+            since: super::later(epoch, since),
+        })
+    }
+
+    /// The factor at `now`: doubled for every `recover_after` gone by, at most 1.
+    fn at(&self, now: Instant, recover_after: Option<Duration>) -> f64 {
+        let Some(every) = recover_after else {
+            return 1.0;
+        };
+        let steps = now.saturating_duration_since(self.since).as_nanos() / every.as_nanos().max(1);
+        let steps = i32::try_from(steps.min(64)).unwrap_or(64);
+        (self.value * 2f64.powi(steps)).min(1.0)
     }
 }
 
@@ -358,6 +450,49 @@ mod tests {
         );
         other.resume();
         assert!(d.suspended_until(t0).is_none());
+    }
+
+    #[test]
+    fn a_reduction_is_shared_the_deepest_wins_and_it_doubles_back() {
+        let host = HostLimits::new();
+        let (a, b) = (host.entry("mx:r"), host.entry("mx:r"));
+        let t0 = Instant::now();
+        let every = |_: usize| Some(Duration::from_secs(60));
+        assert_eq!(b.reductions(t0, every), (1.0, 1.0));
+        let half = Reduction {
+            rule: 3,
+            value: 0.5,
+            since: t0,
+        };
+        a.reduce(true, half, t0, every);
+        let (rate, conns) = b.reductions(t0, every);
+        assert!((rate - 0.5).abs() < 1e-4 && conns == 1.0, "{rate} {conns}");
+        // A shallower one does not replace it; a deeper one does.
+        a.reduce(
+            true,
+            Reduction {
+                value: 0.75,
+                ..half
+            },
+            t0,
+            every,
+        );
+        assert!((b.reductions(t0, every).0 - 0.5).abs() < 1e-4);
+        a.reduce(
+            true,
+            Reduction {
+                value: 0.25,
+                ..half
+            },
+            t0,
+            every,
+        );
+        assert!((b.reductions(t0, every).0 - 0.25).abs() < 1e-4);
+        // It doubles back every minute, and a rule no longer known ends it.
+        let later = t0 + Duration::from_secs(61);
+        assert!((b.reductions(later, every).0 - 0.5).abs() < 1e-3);
+        assert_eq!(b.reductions(later + Duration::from_secs(120), every).0, 1.0);
+        assert_eq!(b.reductions(t0, |_| None).0, 1.0);
     }
 
     #[test]
