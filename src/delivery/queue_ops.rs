@@ -112,39 +112,48 @@ impl ShardQueue {
         reply: oneshot::Sender<Answer>,
     ) {
         let ids = self.matching(&select);
-        let recipients: usize = ids
-            .iter()
-            .filter_map(|id| self.messages.get(*id))
-            .map(|e| e.progress.pending)
-            .sum();
-        let what = select.describe();
+        let pending = |q: &Self, ids: &[u64]| -> usize {
+            ids.iter()
+                .filter_map(|id| q.messages.get(*id))
+                .map(|e| e.progress.pending)
+                .sum()
+        };
+        // A deletion ends the recipients: they are counted before it.
+        let (changed, recipients, durable) = match op {
+            Op::Hold => {
+                let changed = self.hold_messages(&ids);
+                let n = pending(self, &changed);
+                (changed, n, Some(true))
+            }
+            Op::Release => {
+                let changed = self.release_messages(&ids);
+                let n = pending(self, &changed);
+                (changed, n, Some(false))
+            }
+            Op::Delete(mode) => {
+                let n = pending(self, &ids);
+                self.delete_many(&ids, mode);
+                (ids, n, None)
+            }
+            Op::Requeue => {
+                let changed = self.requeue(&ids);
+                let n = pending(self, &changed);
+                (changed, n, None)
+            }
+        };
         let mut acted = Acted {
-            messages: ids.len(),
+            messages: changed.len(),
             recipients,
             error: None,
         };
-        let durable: Option<(Vec<u64>, bool)> = match op {
-            Op::Hold => Some((self.hold_messages(&ids), true)),
-            Op::Release => Some((self.release_messages(&ids), false)),
-            Op::Delete(mode) => {
-                self.delete_many(&ids, mode);
-                None
-            }
-            Op::Requeue => {
-                self.requeue(&ids);
-                None
-            }
-        };
-        if let Some((changed, _)) = &durable {
-            acted.messages = changed.len();
-            acted.recipients = changed
-                .iter()
-                .filter_map(|id| self.messages.get(*id))
-                .map(|e| e.progress.pending)
-                .sum();
-        }
-        self.operator(op.name(), &what, &by, acted.messages, acted.recipients);
-        let Some((changed, held)) = durable else {
+        self.operator(
+            op.name(),
+            &select.describe(),
+            &by,
+            acted.messages,
+            recipients,
+        );
+        let Some(held) = durable else {
             let _ = reply.send(Answer::Acted(acted));
             return;
         };
@@ -202,9 +211,10 @@ impl ShardQueue {
 
     /// Routes the waiting jobs of messages again now, with the route cache forgotten (after a
     /// route or DNS change). Held messages stay held; with delivery paused, nothing moves.
-    fn requeue(&mut self, ids: &[u64]) {
+    /// Returns the messages requeued.
+    fn requeue(&mut self, ids: &[u64]) -> Vec<u64> {
         if self.hold {
-            return;
+            return Vec::new();
         }
         let set: HashSet<u64> = ids
             .iter()
@@ -216,6 +226,7 @@ impl ShardQueue {
             self.route(job);
         }
         self.dirty = true;
+        set.into_iter().collect()
     }
 
     /// Pauses (or resumes) all delivery: nothing is routed or sent while paused; connections
