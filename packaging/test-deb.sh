@@ -8,14 +8,16 @@
 #
 # Needs root and dpkg; without them it prints "test-deb: SKIP: <why>" and exits 0. It ends
 # with "test-deb: PASS" (status 0) or "test-deb: FAIL: <what>" (status 1), and it always
-# purges what it installed and removes the user, spool and log directories it created.
+# purges what it installed and removes the user, state (spool) and log directories it created.
 #
 # Where systemd is not PID 1 (containers, most CI machines) the start is emulated from the
-# installed unit file: its ExecStartPre= and ExecStart= run as its User= with its
-# capabilities, LimitMEMLOCK=, LimitNOFILE= and Environment=, in a mount namespace where the
-# whole file system is read-only but its ReadWritePaths= and LogsDirectory=
-# (ProtectSystem=strict), with a private /tmp and no /home or /root. Where systemd runs, the
-# package's own postinst starts the real service and the test uses systemctl.
+# installed unit file: its StateDirectory= and LogsDirectory= are created (if missing) under
+# /var/lib and /var/log and given to its User= with their modes, as systemd does; then its
+# ExecStartPre= and ExecStart= run as its User= with its capabilities, LimitMEMLOCK=,
+# LimitNOFILE= and Environment=, in a mount namespace where the whole file system is read-only
+# but those directories and its ReadWritePaths= (ProtectSystem=strict), with a private /tmp
+# and no /home or /root. Where systemd runs, the package's own postinst starts the real
+# service and the test uses systemctl.
 #
 # cargo-deb is installed (pinned, once) into target/tools: nothing is cached outside the
 # repository.
@@ -47,10 +49,10 @@ if [ -n "$status" ] && [ "$status" != not-installed ]; then
 fi
 
 # What existed before, so that cleanup removes only what the test made.
-had_user=no had_group=no had_spool=no had_log=no
+had_user=no had_group=no had_state=no had_log=no
 getent passwd mta >/dev/null && had_user=yes
 getent group mta >/dev/null && had_group=yes
-[ -e /var/spool/mta ] && had_spool=yes
+[ -e /var/lib/mta ] && had_state=yes
 [ -e /var/log/mta ] && had_log=yes
 installed=no
 mta_pid=
@@ -64,7 +66,7 @@ cleanup() {
     if [ "$installed" = yes ]; then
         dpkg --purge mta </dev/null >"$WORK/purge-cleanup.log" 2>&1 || say "cleanup: dpkg --purge mta failed"
     fi
-    [ "$had_spool" = yes ] || rm -rf /var/spool/mta
+    [ "$had_state" = yes ] || rm -rf /var/lib/mta
     [ "$had_log" = yes ] || rm -rf /var/log/mta
     if [ "$had_user" = no ] && getent passwd mta >/dev/null; then
         userdel mta || say "cleanup: userdel mta failed"
@@ -126,9 +128,9 @@ done
 IFS=: read -r _ _ uid _ _ home shell < <(getent passwd mta) || fail "no user mta after install"
 getent group mta >/dev/null || fail "no group mta after install"
 [ "$uid" -lt 1000 ] || fail "mta is not a system user (uid $uid)"
-[ "$home" = /var/spool/mta ] || fail "home of mta is $home, not /var/spool/mta"
+[ "$home" = /var/lib/mta ] || fail "home of mta is $home, not /var/lib/mta"
 [ "$shell" = /usr/sbin/nologin ] || fail "shell of mta is $shell"
-for d in /var/spool/mta /var/log/mta; do
+for d in /var/lib/mta /var/log/mta; do
     [ "$(stat -c '%U:%G %a' "$d" 2>/dev/null)" = "mta:mta 750" ] ||
         fail "$d is not a directory mta:mta 750 ($(stat -c '%U:%G %a' "$d" 2>&1))"
 done
@@ -172,7 +174,7 @@ while IFS= read -r e; do as_mta+=("$e"); done < <(unit_value Environment)
     cat "$WORK/check.err" >&2
     fail "mta check-config --config $CONFIG as the user mta"
 }
-for want in 'path = "/var/spool/mta"' 'dir = "/var/log/mta"' 'address = "127.0.0.1:25"' \
+for want in 'path = "/var/lib/mta/spool"' 'dir = "/var/log/mta"' 'address = "127.0.0.1:25"' \
     'shaping_file = "/etc/mta/shaping.toml"'; do
     grep -qF "$want" "$WORK/check.out" || fail "the effective configuration lacks: $want"
 done
@@ -234,8 +236,19 @@ else
     pre=$(unit_value ExecStartPre)
     start=$(unit_value ExecStart)
     [ -n "$pre" ] && [ -n "$start" ] || fail "the unit has no ExecStartPre= or ExecStart="
+    # StateDirectory= and LogsDirectory= (plain names, no ":" forms): systemd creates each
+    # under /var/lib and /var/log at every start, owned by User= and Group=, with the mode of
+    # StateDirectoryMode= and LogsDirectoryMode= (0755 when unset), and makes it writable.
     writable=$(unit_value ReadWritePaths)
-    for d in $(unit_value LogsDirectory); do writable="$writable /var/log/$d"; done
+    for kind in State:/var/lib Logs:/var/log; do
+        mode=$(unit_value "${kind%%:*}DirectoryMode")
+        for d in $(unit_value "${kind%%:*}Directory"); do
+            [[ $d != *:* && $d != */* ]] || fail "the emulation handles only plain names in ${kind%%:*}Directory= ($d)"
+            install -d -o "$(unit_value User)" -g "$(unit_value Group)" -m "${mode:-0755}" "${kind#*:}/$d"
+            chmod "${mode:-0755}" "${kind#*:}/$d"
+            writable="$writable ${kind#*:}/$d"
+        done
+    done
     # In a new mount namespace: each writable path becomes its own mount, then every other
     # mount but the kernel's (/proc, /sys, /dev) is made read-only; /tmp and /var/tmp are
     # private, /home, /root and /run/user empty (PrivateTmp=, ProtectHome=). Then the unit's
@@ -279,12 +292,12 @@ else
             exec unshare --mount --propagation private bash -c "$sandbox" sandbox "$@"
     }
     # The sandbox must really be read-only where the unit says so.
-    if in_unit "${as_mta[@]}" touch /var/spool/mta/.probe /etc/mta/.probe 2>/dev/null; then
+    if in_unit "${as_mta[@]}" touch /var/lib/mta/.probe /etc/mta/.probe 2>/dev/null; then
         fail "the emulated ProtectSystem=strict let mta write /etc/mta"
     fi
-    in_unit "${as_mta[@]}" touch /var/spool/mta/.probe /var/log/mta/.probe ||
-        fail "mta cannot write /var/spool/mta and /var/log/mta under the unit's settings"
-    rm -f /var/spool/mta/.probe /var/log/mta/.probe /etc/mta/.probe
+    in_unit "${as_mta[@]}" touch /var/lib/mta/.probe /var/log/mta/.probe ||
+        fail "mta cannot write /var/lib/mta and /var/log/mta under the unit's settings"
+    rm -f /var/lib/mta/.probe /var/log/mta/.probe /etc/mta/.probe
 
     in_unit "${as_mta[@]}" bash -c "$pre" >"$WORK/pre.log" 2>&1 || {
         cat "$WORK/pre.log" >&2
@@ -301,7 +314,7 @@ else
         [ "$(readlink "/proc/$mta_pid/exe")" = /usr/bin/mta ] ||
         fail "PID $mta_pid is not /usr/bin/mta running as mta"
     smtp_probe || fail "no SMTP greeting, EHLO and QUIT on 127.0.0.1:25"
-    ls -d /var/spool/mta/shard-* >/dev/null 2>&1 || fail "no shard directory in /var/spool/mta"
+    ls -d /var/lib/mta/spool/shard-* >/dev/null 2>&1 || fail "no shard directory in /var/lib/mta/spool"
 
     # ExecReload= lines in order, as the unit's user, with $MAINPID.
     while IFS= read -r line; do
@@ -329,7 +342,7 @@ else
         cat "$WORK/run.log" >&2
         fail "the MTA exited with status $rc after SIGTERM"
     }
-    say "started as the unit starts it (user mta, read-only system but spool and log): SMTP answers on 127.0.0.1:25, reload and stop work"
+    say "started as the unit starts it (user mta, read-only system but state directory and log): SMTP answers on 127.0.0.1:25, reload and stop work"
 fi
 
 # --- upgrade ---------------------------------------------------------------------------------
@@ -375,11 +388,11 @@ for gone in /usr/bin/mta /usr/bin/loadgen "$UNIT" /etc/mta/mta.toml /etc/mta/sha
     /etc/systemd/system/multi-user.target.wants/mta.service /var/log/mta; do
     [ ! -e "$gone" ] && [ ! -L "$gone" ] || fail "$gone is still there after purge"
 done
-if [ -n "$(find /var/spool/mta -type f -print -quit 2>/dev/null)" ]; then
-    grep -q "/var/spool/mta is kept" "$WORK/purge.log" || fail "purge kept a spool with files without saying so"
-elif [ -e /var/spool/mta ]; then
-    fail "purge left an empty /var/spool/mta"
+if [ -n "$(find /var/lib/mta -type f -print -quit 2>/dev/null)" ]; then
+    grep -q "/var/lib/mta is kept" "$WORK/purge.log" || fail "purge kept a state directory with files without saying so"
+elif [ -e /var/lib/mta ]; then
+    fail "purge left an empty /var/lib/mta"
 fi
-say "purge: binaries, unit, conffiles, event log removed; a spool with files is kept and named"
+say "purge: binaries, unit, conffiles, event log removed; a state directory with files (the spool) is kept and named"
 
 say PASS

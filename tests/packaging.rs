@@ -1,13 +1,15 @@
 //! The packaged configuration and the systemd unit, as the pair the Debian package installs:
-//! `packaging/mta.toml` (/etc/mta/mta.toml) passes `mta check-config`, has absolute spool and
-//! log paths, listens on loopback only and names the shaping file the package installs;
-//! `config/mta.service` runs /usr/bin/mta with that file and makes exactly those paths
-//! writable under `ProtectSystem=strict`.
+//! `packaging/mta.toml` (/etc/mta/mta.toml) passes `mta check-config`, has its spool in the
+//! unit's state directory (/var/lib/mta/spool) and its event log in the unit's logs directory
+//! (/var/log/mta), listens on loopback only and names the shaping file the package installs;
+//! `config/mta.service` runs /usr/bin/mta with that file and, under `ProtectSystem=strict`,
+//! makes those directories writable through `StateDirectory=` and `LogsDirectory=` (mode
+//! 0750), with no `ReadWritePaths=`.
 //!
 //! Not here: building, installing and starting the package, which needs root and dpkg
 //! (`packaging/test-deb.sh`, run by `.ci/run`).
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 
 use mta::config::Config;
@@ -50,7 +52,7 @@ fn packaged_config_passes_check_config() {
     }
     let effective = String::from_utf8(out.stdout).unwrap();
     assert!(
-        effective.contains("path = \"/var/spool/mta\""),
+        effective.contains("path = \"/var/lib/mta/spool\""),
         "{effective}"
     );
     assert!(effective.contains("dir = \"/var/log/mta\""), "{effective}");
@@ -59,7 +61,7 @@ fn packaged_config_passes_check_config() {
 #[test]
 fn packaged_config_and_unit_agree() {
     let config = Config::load(&Path::new(ROOT).join("packaging/mta.toml")).unwrap();
-    assert_eq!(config.spool.path, Path::new("/var/spool/mta"));
+    assert_eq!(config.spool.path, Path::new("/var/lib/mta/spool"));
     assert_eq!(config.log.dir, Path::new("/var/log/mta"));
     assert_eq!(
         config.delivery.shaping_file.as_deref(),
@@ -94,22 +96,29 @@ fn packaged_config_and_unit_agree() {
     assert_eq!(one("ProtectSystem"), "strict");
     assert!(unit_values(&unit, "WorkingDirectory").is_empty());
 
-    // Under ProtectSystem=strict only ReadWritePaths= and the LogsDirectory= (under /var/log)
-    // are writable: the spool and the event log must be in them.
-    let mut writable: Vec<PathBuf> = one("ReadWritePaths")
-        .split_whitespace()
-        .map(PathBuf::from)
-        .collect();
-    writable.extend(
-        one("LogsDirectory")
-            .split_whitespace()
-            .map(|d| Path::new("/var/log").join(d)),
+    assert!(!one("LimitMEMLOCK").is_empty());
+
+    // Under ProtectSystem=strict only the StateDirectory= (under /var/lib) and the
+    // LogsDirectory= (under /var/log) are writable, which systemd creates and gives to User=
+    // at every start: the spool must be in the first, the event log in the second, with no
+    // ReadWritePaths= to keep in step with the configuration.
+    assert!(unit_values(&unit, "ReadWritePaths").is_empty());
+    let state = Path::new("/var/lib").join(one("StateDirectory"));
+    let logs = Path::new("/var/log").join(one("LogsDirectory"));
+    assert_eq!(state, Path::new("/var/lib/mta"));
+    assert_eq!(logs, Path::new("/var/log/mta"));
+    assert_eq!(one("StateDirectoryMode"), "0750");
+    assert_eq!(one("LogsDirectoryMode"), "0750");
+    assert!(
+        config.spool.path.starts_with(&state) && config.spool.path != state,
+        "{} is not inside {}",
+        config.spool.path.display(),
+        state.display()
     );
-    for needed in [&config.spool.path, &config.log.dir] {
-        assert!(
-            writable.iter().any(|w| needed.starts_with(w)),
-            "{} is not writable under the unit ({writable:?})",
-            needed.display()
-        );
-    }
+    assert!(
+        config.log.dir.starts_with(&logs),
+        "{} is not inside {}",
+        config.log.dir.display(),
+        logs.display()
+    );
 }
