@@ -72,6 +72,16 @@ fn listed(admin: SocketAddr, config: &Path, filter: &[&str]) -> Vec<(String, Str
         .collect()
 }
 
+/// The sum over the shards of gauge `mta_<name>` in `mta metrics`.
+fn gauge(admin: SocketAddr, config: &Path, name: &str) -> u64 {
+    let (ok, text, err) = cli(admin, config, &["metrics"]);
+    assert!(ok, "{err}");
+    text.lines()
+        .filter(|l| l.starts_with(&format!("mta_{name}{{")))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+        .sum()
+}
+
 fn wait_until(what: &str, limit: Duration, mut f: impl FnMut() -> bool) {
     let deadline = Instant::now() + limit;
     while !f() {
@@ -139,6 +149,7 @@ fn list_hold_release_bounce_delete_and_show_body() {
     assert_eq!(v["messages"], 2, "{v}");
     let held = ids(listed(admin, &config, &["--state", "held"]));
     assert_eq!(held.len(), 2, "{held:?}");
+    assert_eq!(gauge(admin, &config, "messages_held"), 2);
     // Holding again changes nothing.
     let v = cli_json(admin, &config, &["queue", "hold", &news1]);
     assert_eq!(v["messages"], 0, "{v}");
@@ -252,8 +263,14 @@ fn requeue_after_a_route_change_and_the_delivery_pause() {
     });
 
     // Paused: mail is accepted and queued, nothing is sent.
+    assert_eq!(gauge(admin, &config, "delivery_paused"), 0);
     let v = cli_json(admin, &config, &["delivery", "pause"]);
     assert_eq!(v["paused"], true, "{v}");
+    assert_eq!(
+        gauge(admin, &config, "delivery_paused"),
+        2,
+        "both shards say paused"
+    );
     let second = send(&mta, "s@src.test", "v@b.test", "second");
     std::thread::sleep(Duration::from_millis(1500));
     assert_eq!(rx.got.lock().unwrap().len(), 1, "sent while paused");

@@ -33,6 +33,8 @@ pub fn collect(metrics: &ShardMetrics, queue: Counters, spool: &Spool) -> Snapsh
     s.dns_cache_hits = queue.dns_cache_hits;
     s.dns_cache_misses = queue.dns_cache_misses;
     s.spool_bytes = spool.disk_bytes();
+    s.messages_held = queue.held;
+    s.delivery_paused = u64::from(queue.paused);
     s
 }
 

@@ -182,6 +182,8 @@ impl ShardQueue {
         let dns = self.routes.dns_stats();
         Counters {
             queue_bytes: self.messages.values().map(|e| e.msg.size as u64).sum(),
+            held: self.holds.len() as u64,
+            paused: self.hold,
             suspended: views::suspended(&self.sched, now),
             dns_cache_hits: dns.cache_hits,
             dns_cache_misses: dns.cache_misses,

@@ -288,6 +288,10 @@ pub struct Counters {
     pub connections: u64,
     /// Bytes of queued messages.
     pub queue_bytes: u64,
+    /// Messages an operator holds.
+    pub held: u64,
+    /// Delivery is paused.
+    pub paused: bool,
     /// Destinations suspended now.
     pub suspended: u64,
     /// DNS answers from the cache.

@@ -122,6 +122,14 @@ const GAUGES: &[(&str, &str, Field)] = &[
     ("spool_bytes", "Bytes the spool occupies on disk.", |s| {
         s.spool_bytes
     }),
+    ("messages_held", "Messages an operator holds.", |s| {
+        s.messages_held
+    }),
+    (
+        "delivery_paused",
+        "1 while delivery is paused (mta delivery pause, delivery.hold).",
+        |s| s.delivery_paused,
+    ),
 ];
 
 const HISTOGRAMS: &[(&str, &str, HistField)] = &[

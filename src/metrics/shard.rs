@@ -49,6 +49,10 @@ pub struct ShardMetrics {
     pub destinations_suspended: Gauge,
     /// Bytes the spool occupies on disk.
     pub spool_bytes: Gauge,
+    /// Messages an operator holds.
+    pub messages_held: Gauge,
+    /// 1 while an operator (or `delivery.hold`) pauses delivery.
+    pub delivery_paused: Gauge,
     /// DNS answers served from the cache.
     pub dns_cache_hits: Counter,
     /// DNS lookups that missed the cache.
@@ -100,6 +104,8 @@ impl ShardMetrics {
             queue_bytes: Gauge::default(),
             destinations_suspended: Gauge::default(),
             spool_bytes: Gauge::default(),
+            messages_held: Gauge::default(),
+            delivery_paused: Gauge::default(),
             dns_cache_hits: Counter::default(),
             dns_cache_misses: Counter::default(),
             dkim_signed: Counter::default(),
@@ -153,6 +159,8 @@ impl ShardMetrics {
             queue_bytes: self.queue_bytes.get(),
             destinations_suspended: self.destinations_suspended.get(),
             spool_bytes: self.spool_bytes.get(),
+            messages_held: self.messages_held.get(),
+            delivery_paused: self.delivery_paused.get(),
             dns_cache_hits: self.dns_cache_hits.get(),
             dns_cache_misses: self.dns_cache_misses.get(),
             dkim_signed: self.dkim_signed.get(),
@@ -191,6 +199,8 @@ pub struct Snapshot {
     pub queue_bytes: u64,
     pub destinations_suspended: u64,
     pub spool_bytes: u64,
+    pub messages_held: u64,
+    pub delivery_paused: u64,
     pub dns_cache_hits: u64,
     pub dns_cache_misses: u64,
     pub dkim_signed: u64,
@@ -241,6 +251,8 @@ impl Snapshot {
             other.destinations_suspended,
         );
         add(&mut self.spool_bytes, other.spool_bytes);
+        add(&mut self.messages_held, other.messages_held);
+        add(&mut self.delivery_paused, other.delivery_paused);
         add(&mut self.dns_cache_hits, other.dns_cache_hits);
         add(&mut self.dns_cache_misses, other.dns_cache_misses);
         add(&mut self.dkim_signed, other.dkim_signed);
