@@ -193,6 +193,7 @@ impl Routes {
             tls: shape.tls_policy(target.tls),
             retry,
             helo: target.helo.clone(),
+            auth: target.auth.clone(),
         })
     }
 
@@ -238,6 +239,7 @@ impl Routes {
             tls: target.tls,
             retry: target.retry.clone(),
             helo: source.ehlo.clone(),
+            auth: target.auth.clone(),
         })
     }
 }
