@@ -37,6 +37,8 @@ pub struct Event<'a> {
     pub host: &'a str,
     /// TLS version and cipher of the connection, empty for plaintext.
     pub tls: &'a str,
+    /// The user name the connection authenticated as (outbound AUTH), empty without AUTH.
+    pub auth: &'a str,
     /// The reply or failure.
     pub reply: &'a str,
     /// Enhanced status code.
@@ -165,6 +167,7 @@ impl EventLog {
             ("destination", e.destination),
             ("host", e.host),
             ("tls", e.tls),
+            ("auth", e.auth),
             ("reply", e.reply),
             ("status", e.status),
             ("class", e.class),

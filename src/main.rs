@@ -172,8 +172,12 @@ fn main() -> ExitCode {
             | DestCmd::Resume { api, .. } => api.config.clone(),
         },
     };
+    // Only a run (and its check) reads the credential files; the queue and admin commands
+    // need the settings alone.
+    let runs = matches!(cli.command, Cmd::Run { .. } | Cmd::CheckConfig { .. });
     let config = match config_path {
-        Some(path) => Config::load(&path),
+        Some(path) if runs => Config::load(&path),
+        Some(path) => Config::read(&path),
         None => Config::parse(""),
     };
     let config = match config {
@@ -257,7 +261,8 @@ fn main() -> ExitCode {
 }
 
 /// Reads every file the configuration names, as `mta run` would: certificates and keys, the
-/// outbound trust roots, the users file, DKIM keys and the shaping file.
+/// outbound trust roots, the users file, DKIM keys and the shaping file (the outbound AUTH
+/// credential files were read with the configuration, by `Config::load`).
 fn check_files(config: &Config) -> Result<(), String> {
     if !config.tls.certificates.is_empty() {
         mta::tls::ServerTls::load(&config.tls.certificates).map_err(|e| e.to_string())?;

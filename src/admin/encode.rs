@@ -148,7 +148,7 @@ fn message(m: &MessageView) -> Value {
 
 fn destination(v: &DestinationView) -> Value {
     let Some(s) = &v.state else {
-        return json!({"destination": v.key.0, "known": false, "hops": v.hops, "why": v.why});
+        return json!({"destination": v.key.0, "known": false, "hops": v.hops, "auth": v.auth, "why": v.why});
     };
     let suspended = s
         .suspended
@@ -173,5 +173,6 @@ fn destination(v: &DestinationView) -> Value {
         "last_error": v.last_error,
         "rule_in_force": v.rule,
         "hops": v.hops,
+        "auth": v.auth,
     })
 }

@@ -2,7 +2,8 @@
 //!
 //! What it does: decodes SASL exchanges for the PLAIN (RFC 4616) and LOGIN mechanisms
 //! ([`sasl`]), loads and checks a users file of argon2 password hashes ([`users`]), and
-//! throttles clients that keep failing ([`throttle`]).
+//! throttles clients that keep failing ([`throttle`]). For the outbound client it reads the
+//! credentials presented to a next hop and writes the PLAIN and LOGIN lines ([`client`]).
 //!
 //! What it does not do: no sockets, no clock reads (time is passed in), no TLS policy (the
 //! session decides whether AUTH is offered), no reply formatting beyond the challenge text.
@@ -10,10 +11,12 @@
 //! Invariants: every input-derived failure is a value ([`AuthError`], a SASL step), never a
 //! panic; passwords are never logged or placed in error messages.
 
+pub mod client;
 pub mod sasl;
 pub mod throttle;
 pub mod users;
 
+pub use client::{ClientCredentials, CredentialsError, CredentialsFile};
 pub use sasl::{Credentials, Mechanism, SaslExchange, Step};
 pub use throttle::{FailureThrottle, ThrottleLimits};
 pub use users::{Users, hash_password};

@@ -83,6 +83,9 @@ pub struct DeliverySection {
     pub helo_name: Option<String>,
     /// Smarthost for every domain without a route: `"host:port"` (port 25 if omitted).
     pub relay_host: Option<String>,
+    /// File with the `username:password` the smarthost is authenticated with (AUTH, only over
+    /// TLS); read at start and on reload, never shown.
+    pub relay_auth_file: Option<std::path::PathBuf>,
     /// Public addresses by which this host is reached through NAT or a load balancer (as
     /// Postfix's `proxy_interfaces`): a next hop there is this MTA itself, so mail for it
     /// bounces with 5.4.6 instead of looping. The listening and interface addresses are
@@ -208,6 +211,10 @@ pub struct RouteConfig {
     /// The source pool of this route's mail (after the header and sender-domain selection).
     #[serde(default)]
     pub pool: Option<String>,
+    /// File with the `username:password` this route's hosts are authenticated with (AUTH,
+    /// only over TLS).
+    #[serde(default)]
+    pub auth_file: Option<std::path::PathBuf>,
 }
 
 impl Default for DeliverySection {
@@ -216,6 +223,7 @@ impl Default for DeliverySection {
             hold: false,
             helo_name: None,
             relay_host: None,
+            relay_auth_file: None,
             own_addresses: Vec::new(),
             max_recipients_per_transaction: 100,
             max_connections: 10,
@@ -319,6 +327,13 @@ impl DeliverySection {
             && let Err(p) = parse_next_hop(r)
         {
             return err("relay_host", p);
+        }
+        if self.relay_auth_file.is_some() && self.relay_host.is_none() {
+            return err(
+                "relay_auth_file",
+                "is for delivery.relay_host, which is not set (a route has its own auth_file)"
+                    .into(),
+            );
         }
         if self.max_recipients_per_transaction == 0 {
             return err(

@@ -1,17 +1,22 @@
 //! The MTA's configuration: a TOML file whose every key has a built-in default.
 //!
 //! What it does: defines the configuration tree with its defaults, loads and validates a file
-//! (errors name the key and the problem), and prints the effective configuration back as TOML.
+//! (errors name the key and the problem), reads the outbound AUTH credential files it names
+//! (`secrets`), and prints the effective configuration back as TOML.
 //!
-//! What it does not do: no reloading, no I/O besides reading the file, no interpretation of
-//! policies (the server and the spool read their sections).
+//! What it does not do: no reloading, no I/O besides reading the file and its credential
+//! files, no interpretation of policies (the server and the spool read their sections).
 //!
-//! Invariants: a `Config` returned by [`Config::load`] or [`Config::default`] has passed
-//! [`Config::validate`]; `config/mta.toml` documents the same defaults as this module.
+//! Invariants: a `Config` returned by [`Config::load`], [`Config::read`] or
+//! [`Config::default`] has passed [`Config::validate`], and one from [`Config::load`] holds the
+//! credentials of every file it names (so a reload that cannot read one keeps the old
+//! configuration whole);
+//! `config/mta.toml` documents the same defaults as this module.
 
 mod delivery;
 mod listener;
 mod pools;
+mod secrets;
 mod smtp;
 mod units;
 
@@ -26,6 +31,7 @@ pub use delivery::{
 };
 pub use listener::{AdminSection, AuthSection, ListenerConfig, ListenerMode, TlsSection};
 pub use pools::{PoolConfig, PoolMember, PoolSelection, SenderPool, SourceConfig};
+pub use secrets::Secrets;
 pub use smtp::{RelaySection, SmtpSection, TimeoutsSection};
 pub use units::{ByteSize, HumanDuration};
 
@@ -113,6 +119,10 @@ pub struct Config {
     /// The file this configuration was read from (for reloads); not a setting.
     #[serde(skip)]
     pub source: Option<PathBuf>,
+    /// The credentials of the outbound AUTH files it names, read by [`Config::load`]; not a
+    /// setting.
+    #[serde(skip)]
+    pub secrets: Secrets,
     /// DKIM signing of mail we send.
     pub dkim: crate::dkim::DkimSection,
 }
@@ -191,6 +201,7 @@ impl Default for Config {
             auth: AuthSection::default(),
             admin: AdminSection::default(),
             source: None,
+            secrets: Secrets::default(),
             dkim: crate::dkim::DkimSection::default(),
         }
     }
@@ -217,8 +228,18 @@ impl Default for ShutdownSection {
 }
 
 impl Config {
-    /// Reads, parses and validates a configuration file.
+    /// Reads, parses and validates a configuration file, and reads the credential files it
+    /// names (an unreadable or malformed one is an error naming its key): the configuration
+    /// to run with.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let mut config = Config::read(path)?;
+        config.secrets = Secrets::load(config.credential_files())?;
+        Ok(config)
+    }
+
+    /// Reads, parses and validates a configuration file without reading the credential files
+    /// it names: for commands that only talk to a running MTA or read its spool.
+    pub fn read(path: &Path) -> Result<Config, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|err| ConfigError::Read {
             path: path.to_owned(),
             err,
@@ -232,6 +253,21 @@ impl Config {
         })?;
         config.source = Some(path.to_owned());
         Ok(config)
+    }
+
+    /// The outbound AUTH credential files named, with their keys.
+    pub fn credential_files(&self) -> impl Iterator<Item = (String, &Path)> {
+        let relay = self
+            .delivery
+            .relay_auth_file
+            .as_deref()
+            .map(|p| ("delivery.relay_auth_file".to_owned(), p));
+        let routes = self.routes.iter().enumerate().filter_map(|(i, r)| {
+            r.auth_file
+                .as_deref()
+                .map(|p| (format!("routes[{i}].auth_file"), p))
+        });
+        relay.into_iter().chain(routes)
     }
 
     /// Parses and validates configuration text.
@@ -407,6 +443,7 @@ impl Config {
                 self.postmaster_address()
             ));
         }
+        w.extend(self.secrets.warnings());
         w
     }
 
@@ -512,65 +549,4 @@ pub fn system_hostname() -> String {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn empty_file_is_the_defaults() {
-        let c = Config::parse("").unwrap();
-        assert_eq!(c.listeners[0].address.port(), 2525);
-        assert_eq!(c.smtp.max_message_size, ByteSize::mib(25));
-        assert_eq!(c.smtp.max_recipients, 1000);
-        assert_eq!(c.spool.sync, SyncMode::Always);
-    }
-
-    #[test]
-    fn values_are_parsed_with_units() {
-        let c = Config::parse(
-            "[smtp]\nmax_message_size = \"10MiB\"\n[smtp.timeouts]\ncommand = \"30s\"\n",
-        )
-        .unwrap();
-        assert_eq!(c.smtp.max_message_size.0, 10 << 20);
-        assert_eq!(c.smtp.timeouts.command, HumanDuration::secs(30));
-    }
-
-    #[test]
-    fn errors_name_the_key() {
-        let e = Config::parse("[smtp]\nmax_recipients = 0\n").unwrap_err();
-        assert!(e.to_string().contains("smtp.max_recipients"), "{e}");
-        let e = Config::parse("[smtp]\nmax_message_size = \"lots\"\n").unwrap_err();
-        assert!(e.to_string().contains("max_message_size"), "{e}");
-        let e = Config::parse("[smtp]\nmax_recipents = 3\n").unwrap_err();
-        assert!(e.to_string().contains("max_recipents"), "{e}");
-        let e = Config::parse("[relay]\nlocal_domains = [\"bad domain\"]\n").unwrap_err();
-        assert!(e.to_string().contains("relay.local_domains"), "{e}");
-    }
-
-    #[test]
-    fn own_domains_need_a_route() {
-        let e = Config::parse("[relay]\nlocal_domains = [\"a.test\"]\n").unwrap_err();
-        assert!(e.to_string().contains("has no route"), "{e}");
-        let c = Config::parse(
-            "[relay]\nlocal_domains = [\"a.test\", \"*.b.test\"]\n\
-             [[routes]]\ndomain = \"a.test\"\nhosts = [\"127.0.0.1:2526\"]\n\
-             [[routes]]\ndomain = \"*.b.test\"\nhosts = [\"127.0.0.1\"]\n",
-        )
-        .unwrap();
-        assert_eq!(c.route_for("A.test").unwrap().domain, "a.test");
-        assert_eq!(c.route_for("x.b.test").unwrap().domain, "*.b.test");
-        assert!(c.route_for("b.test").is_none());
-        assert!(
-            Config::parse(
-                "[delivery]\nrelay_host = \"127.0.0.1:25\"\n[relay]\nlocal_domains = [\"a.test\"]\n"
-            )
-            .is_ok()
-        );
-    }
-
-    #[test]
-    fn effective_config_round_trips() {
-        let c = Config::default();
-        let again = Config::parse(&c.to_toml()).unwrap();
-        assert_eq!(again.to_toml(), c.to_toml());
-    }
-}
+mod tests;

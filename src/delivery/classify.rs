@@ -7,8 +7,8 @@
 //!
 //! What it does not do: no retry timing (the scheduler), no records (the recorder).
 //!
-//! Invariants: 2xx → delivered; 4xx, timeouts, network and TLS failures → deferred; 5xx →
-//! bounced. Nothing else. A transaction on a reused connection that failed before the server
+//! Invariants: 2xx → delivered; 4xx, timeouts, network, TLS and AUTH failures → deferred;
+//! 5xx → bounced. Nothing else. A transaction on a reused connection that failed before the server
 //! replied to MAIL is not an attempt (the server may have closed an idle connection); every
 //! other report is one.
 
@@ -63,6 +63,15 @@ pub fn verdict(attempt: &Attempt, recipients: usize, reuse: Reuse) -> Verdict {
         Attempt::Failed(e) => all(Outcome::of_error(e)),
         Attempt::Decided(o) => all(o.clone()),
         Attempt::NotSent => Verdict::NotAttempted,
+    }
+}
+
+/// The status the waiting jobs of a destination are deferred with when no hop could be
+/// opened and `err` was the last failure: a failed AUTH's own (`4.7.x`), else `4.4.1`.
+pub fn open_failed_status(err: &ClientError) -> EnhancedStatus {
+    match err {
+        ClientError::Auth { status, .. } => *status,
+        _ => EnhancedStatus::new(4, 4, 1),
     }
 }
 
@@ -140,6 +149,10 @@ impl Outcome {
             },
             ClientError::Timeout { .. } => Outcome::Deferred {
                 status: EnhancedStatus::new(4, 4, 2),
+                diagnostic: err.to_string(),
+            },
+            ClientError::Auth { status, .. } => Outcome::Deferred {
+                status: *status,
                 diagnostic: err.to_string(),
             },
             _ => Outcome::Deferred {

@@ -12,6 +12,9 @@
 //! plaintext when not offered), required (any certificate, no plaintext) or verify (a valid
 //! certificate for the host name); after the handshake the client says EHLO again.
 //!
+//! AUTH (RFC 4954, `client_auth.rs`): a next hop with credentials is authenticated after EHLO
+//! inside TLS, once per connection; the credentials are never written on a plaintext stream.
+//!
 //! What it does not do: no decision about what a reply means for a recipient (that is
 //! `classify`), no retries, no pooling, no DNS, no memory of failed handshakes (the queue keeps
 //! the plaintext fallback).
@@ -27,6 +30,7 @@ use glommio::net::TcpStream;
 use rustls::pki_types::ServerName;
 
 use super::phase::Phase;
+use crate::auth::ClientCredentials;
 use crate::read_buffer::ReadBuffer;
 use crate::smtp::ehlo::Extensions;
 use crate::smtp::params::{MailParams, RcptParams};
@@ -116,6 +120,14 @@ pub enum ClientError {
         /// True when a handshake was attempted and failed (a plaintext retry may work).
         handshake: bool,
     },
+    /// AUTH (RFC 4954) failed, or the credentials were withheld because TLS was not up.
+    #[error("{reason}")]
+    Auth {
+        /// The status to defer with (class 4: a failed AUTH never bounces mail).
+        status: EnhancedStatus,
+        /// What happened, with the user name (never the password).
+        reason: String,
+    },
     /// The server refused us at the greeting or at EHLO/HELO.
     #[error("{phase} refused: {reply}")]
     Refused {
@@ -133,6 +145,8 @@ impl ClientError {
     }
 }
 
+#[path = "client_auth.rs"]
+mod auth;
 #[path = "client_transaction.rs"]
 mod transaction;
 pub use transaction::{Chained, Started};
@@ -195,16 +209,20 @@ pub struct Connection {
     usable: bool,
     greeting: String,
     tls: Option<TlsInfo>,
+    /// The user name AUTH succeeded with.
+    auth: Option<String>,
 }
 
 impl Connection {
-    /// Connects, reads the greeting and introduces itself with `helo_name`.
+    /// Connects, reads the greeting, introduces itself with `helo_name`, starts TLS per
+    /// policy and, with `auth`, authenticates (inside TLS only).
     pub async fn open(
         addr: SocketAddr,
         source: Option<IpAddr>,
         helo_name: &str,
         timeouts: ClientTimeouts,
         tls: TlsRequest<'_>,
+        auth: Option<&ClientCredentials>,
     ) -> Result<Connection, ClientError> {
         let connect = async {
             match source {
@@ -243,6 +261,7 @@ impl Connection {
             usable: true,
             greeting: String::new(),
             tls: None,
+            auth: None,
         };
         let greeting = c.read_reply(Phase::Greeting, timeouts.greeting).await?;
         if greeting.code != 220 {
@@ -255,7 +274,14 @@ impl Connection {
         c.greeting = greeting.text();
         c.hello(helo_name).await?;
         if tls.policy != TlsPolicy::None {
-            c.starttls(helo_name, tls).await?;
+            let started = c.starttls(helo_name, tls).await;
+            started.map_err(|e| auth::unless_tls(e, auth))?;
+        }
+        if let Some(credentials) = auth
+            && let Err(e) = c.authenticate(credentials).await
+        {
+            c.quit().await;
+            return Err(e);
         }
         Ok(c)
     }
@@ -351,6 +377,11 @@ impl Connection {
     /// What TLS negotiated, if the connection is encrypted.
     pub fn tls(&self) -> Option<&TlsInfo> {
         self.tls.as_ref()
+    }
+
+    /// The user name the connection authenticated as, if it did.
+    pub fn authenticated(&self) -> Option<&str> {
+        self.auth.as_deref()
     }
 
     /// The server's extensions.

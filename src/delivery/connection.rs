@@ -1,8 +1,9 @@
 //! One outbound connection's task: open it, carry the destination's jobs over it, close it.
 //!
 //! What it does: opens a connection to the first hop that answers (with the destination's TLS
-//! policy; an opportunistic handshake that fails is retried at once in plaintext and the queue
-//! is told, so that the host gets plaintext for `delivery.tls_fallback`), then asks the queue
+//! policy, at least `required` when it has AUTH credentials; an opportunistic handshake that
+//! fails is retried at once in plaintext and the queue is told, so that the host gets
+//! plaintext for `delivery.tls_fallback`; with credentials, it authenticates), then asks the queue
 //! for the destination's next job until none comes for `idle_timeout`, the connection has
 //! carried `max_messages_per_connection` transactions, or it fails. An idle connection asks
 //! every 10 ms for 100 ms, then less and less often (up to every 160 ms; see `timers`). When
@@ -23,7 +24,7 @@ use std::net::SocketAddr;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
-use super::classify::{Attempt, Outcome, Reuse};
+use super::classify::{Attempt, Outcome, Reuse, open_failed_status};
 use super::client::{
     Chained, ClientError, ClientTimeouts, Connection, Envelope, Started, TlsRequest,
     TransactionReplies,
@@ -118,6 +119,7 @@ struct Link {
 pub async fn run(plan: Plan) {
     let mut conn = None;
     let mut last_error = String::new();
+    let mut status = EnhancedStatus::new(4, 4, 1);
     for (name, addr) in &plan.target.hops {
         match open(&plan, name, *addr).await {
             Ok(c) => {
@@ -131,6 +133,10 @@ pub async fn run(plan: Plan) {
                         reply: reply.clone(),
                     });
                 }
+                if let ClientError::Auth { .. } = &e {
+                    tracing::warn!(destination = %plan.dest.0, host = %name, %addr, error = %e, "outbound AUTH failed; the destination's mail is deferred");
+                }
+                status = open_failed_status(&e);
                 last_error = format!("{name}[{}]: {e}", addr.ip());
             }
         }
@@ -139,6 +145,7 @@ pub async fn run(plan: Plan) {
         plan.queue.conn(ConnEvent::OpenFailed {
             dest: plan.dest.clone(),
             error: last_error,
+            status,
         });
         return;
     };
@@ -154,6 +161,7 @@ pub async fn run(plan: Plan) {
         peer: Peer {
             host: host.into(),
             tls: tls.into(),
+            auth: Rc::new(conn.authenticated().unwrap_or_default().to_owned()),
         },
         dsn: conn.extensions().dsn,
         plan,
@@ -165,13 +173,19 @@ pub async fn run(plan: Plan) {
     });
 }
 
-/// Connects to one hop with the destination's TLS policy. An opportunistic handshake that
-/// fails is retried at once in plaintext (a receiver with a broken TLS stack still gets its
-/// mail), and the queue remembers the host for `delivery.tls_fallback`.
+/// Connects to one hop with the destination's TLS policy, and authenticates when the
+/// destination has credentials (then the policy is at least `required`: credentials never go
+/// out in plaintext). An opportunistic handshake that fails is retried at once in plaintext (a
+/// receiver with a broken TLS stack still gets its mail), and the queue remembers the host for
+/// `delivery.tls_fallback`.
 async fn open(plan: &Plan, name: &str, addr: SocketAddr) -> Result<Connection, ClientError> {
     let target = &plan.target;
     let settings = &plan.settings;
-    let mut policy = target.tls;
+    let auth = target.auth.as_deref();
+    let mut policy = match auth {
+        Some(_) => target.tls.at_least_required(),
+        None => target.tls,
+    };
     if policy == TlsPolicy::Opportunistic && plan.plaintext.contains(&addr) {
         policy = TlsPolicy::None;
     }
@@ -182,7 +196,7 @@ async fn open(plan: &Plan, name: &str, addr: SocketAddr) -> Result<Connection, C
     };
     let helo = target.helo.as_ref().unwrap_or(&settings.helo);
     let (source, timeouts) = (target.source, settings.timeouts);
-    match Connection::open(addr, source, helo, timeouts, request(policy)).await {
+    match Connection::open(addr, source, helo, timeouts, request(policy), auth).await {
         Err(ClientError::Tls {
             reason,
             handshake: true,
@@ -192,7 +206,8 @@ async fn open(plan: &Plan, name: &str, addr: SocketAddr) -> Result<Connection, C
                 addr,
                 until: Instant::now() + settings.tls_fallback,
             });
-            Connection::open(addr, source, helo, timeouts, request(TlsPolicy::None)).await
+            let plain = request(TlsPolicy::None);
+            Connection::open(addr, source, helo, timeouts, plain, None).await
         }
         other => other,
     }

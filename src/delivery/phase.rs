@@ -25,6 +25,8 @@ pub enum Phase {
     StartTls,
     /// The TLS handshake after STARTTLS.
     TlsHandshake,
+    /// AUTH (RFC 4954) and its SASL exchange.
+    Auth,
     /// MAIL FROM: before the server accepted anything of the transaction.
     Mail,
     /// RCPT TO.
@@ -55,6 +57,7 @@ impl Phase {
             Phase::Helo => "HELO",
             Phase::StartTls => "STARTTLS",
             Phase::TlsHandshake => "TLS handshake",
+            Phase::Auth => "AUTH",
             Phase::Mail => "MAIL",
             Phase::Rcpt => "RCPT",
             Phase::Data => "DATA",

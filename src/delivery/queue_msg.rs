@@ -25,7 +25,7 @@ use super::views::{Actor, Answer, Request};
 use crate::config::Config;
 use crate::queue::{DestinationKey, Job};
 use crate::shaping::Shaping;
-use crate::smtp::Reply;
+use crate::smtp::{EnhancedStatus, Reply};
 use crate::spool::MessageRecord;
 
 /// A new channel: its handle, and the receiving end for the queue task.
@@ -90,12 +90,14 @@ pub enum ConnEvent {
         /// Until.
         until: Instant,
     },
-    /// No hop answered.
+    /// No hop answered (or none could be authenticated with).
     OpenFailed {
         /// The destination.
         dest: DestinationKey,
         /// The last hop's error.
         error: String,
+        /// What the waiting jobs are deferred with (`4.4.1`, or a failed AUTH's `4.7.x`).
+        status: EnhancedStatus,
     },
     /// Connected.
     Opened {

@@ -385,7 +385,11 @@ impl ShardQueue {
             ConnEvent::TlsFallback { addr, until } => {
                 self.tls_fallback.insert(addr, until);
             }
-            ConnEvent::OpenFailed { dest, error } => self.no_connection(dest, error),
+            ConnEvent::OpenFailed {
+                dest,
+                error,
+                status,
+            } => self.no_connection(dest, error, status),
             ConnEvent::Opened { dest } => {
                 self.sched.connection_opened(&dest);
                 self.sched.connect_succeeded(&dest);
@@ -435,13 +439,14 @@ impl ShardQueue {
         Next::Idle
     }
 
-    /// No hop answered: every waiting job of the destination is deferred.
-    fn no_connection(&mut self, dest: DestinationKey, error: String) {
+    /// No hop answered (or none could be authenticated with): every waiting job of the
+    /// destination is deferred with `status`.
+    fn no_connection(&mut self, dest: DestinationKey, error: String, status: EnhancedStatus) {
         self.live = self.live.saturating_sub(1);
         let now = Instant::now();
         self.sched.connection_open_failed(&dest);
         self.sched.connect_failed(&dest, now);
-        let outcome = Outcome::defer(EnhancedStatus::new(4, 4, 1), error.clone());
+        let outcome = Outcome::defer(status, error.clone());
         self.last_error.insert(dest.clone(), error);
         while let Some(job) = self.sched.next_job(&dest, Instant::now()) {
             self.finish(JobResult::decided(job, outcome.clone()), &dest.0);

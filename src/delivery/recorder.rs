@@ -30,14 +30,17 @@ use crate::spool::RecipientState;
 /// Postfix does.
 const FULL_RETURN_MAX: usize = 50_000;
 
-/// The remote end of an attempt: `name[ip]` and `TLSv1.3 TLS13_...`, both empty when no server
-/// answered (or plaintext).
+/// The remote end of an attempt: `name[ip]`, `TLSv1.3 TLS13_...` and the user name AUTH
+/// succeeded with, each empty when no server answered (or plaintext, or no AUTH). Thin
+/// pointers (`Rc<String>`): every job result carries a copy.
 #[derive(Clone, Debug, Default)]
 pub struct Peer {
     /// `name[ip]`.
-    pub host: Rc<str>,
+    pub host: Rc<String>,
     /// Version and cipher, empty for plaintext.
-    pub tls: Rc<str>,
+    pub tls: Rc<String>,
+    /// The user name the connection authenticated as, empty without AUTH.
+    pub auth: Rc<String>,
 }
 
 /// What a connection (or the queue itself) hands back about one job.

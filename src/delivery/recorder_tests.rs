@@ -82,8 +82,9 @@ fn replied(job: Job, mail: u16, rcpts: &[u16], data: Option<u16>) -> JobResult {
         }),
         reuse: Reuse::Fresh,
         peer: Peer {
-            host: "mx.b.test[192.0.2.9]".into(),
-            tls: "".into(),
+            host: Rc::new("mx.b.test[192.0.2.9]".to_owned()),
+            tls: Rc::default(),
+            auth: Rc::default(),
         },
         duration_ms: 5,
         next_hop_dsn: false,

@@ -2,7 +2,8 @@
 //! hosts (RFC 5321 5.1), and which destination queue that makes.
 //!
 //! What it does: turns a domain into a `Target` (the destination key, the next hops with their
-//! addresses in order, the source address and the limits), or a permanent or temporary failure.
+//! addresses in order, the source address, the limits and, for a route or smarthost with an
+//! AUTH file, the credentials), or a permanent or temporary failure.
 //! Destinations of DNS-routed mail are keyed by their MX host set, so domains that share MX
 //! hosts share one queue and its limits.
 //!
@@ -14,8 +15,11 @@
 //! ([`Myself`]): when nothing else is left the recipients bounce with 5.4.6 (RFC 5321 6.3).
 
 use std::net::{IpAddr, SocketAddr};
+use std::path::Path;
 use std::rc::Rc;
+use std::sync::Arc;
 
+use crate::auth::ClientCredentials;
 use crate::config::{Config, RateSpec, parse_next_hop};
 use crate::dns::{DnsError, MailRoute, Resolver};
 use crate::queue::{DestinationKey, Limits, Rate};
@@ -42,6 +46,9 @@ pub struct Target {
     pub retry: Option<crate::queue::RetryPolicy>,
     /// EHLO name of its source address, if not the MTA's.
     pub helo: Option<String>,
+    /// The credentials its hops are authenticated with (AUTH); a connection to a destination
+    /// with credentials is made with at least the `required` TLS policy.
+    pub auth: Option<Arc<ClientCredentials>>,
 }
 
 /// The result of routing a domain.
@@ -94,6 +101,25 @@ async fn hops(resolver: &Resolver, specs: &[String]) -> Result<Vec<(String, Sock
     Ok(out)
 }
 
+/// The credentials read from `file` (None: the destination is not authenticated). A file the
+/// configuration names but did not read (one not made by `Config::load`) defers the mail: it
+/// is never sent without the AUTH it was configured with.
+fn credentials(
+    config: &Config,
+    file: Option<&Path>,
+) -> Result<Option<Arc<ClientCredentials>>, Outcome> {
+    let Some(path) = file else {
+        return Ok(None);
+    };
+    match config.secrets.get(path) {
+        Some(c) => Ok(Some(c.clone())),
+        None => Err(Outcome::defer(
+            EnhancedStatus::new(4, 7, 0),
+            format!("the AUTH credentials of {} were not read", path.display()),
+        )),
+    }
+}
+
 /// The bounce of mail whose every next hop is this MTA (Postfix's wording).
 fn loops_back(domain: &str) -> Outcome {
     Outcome::bounce(
@@ -128,6 +154,10 @@ fn without_listeners(
 /// Routes `domain` (lower-case). `myself` knows which hops would loop back to us.
 pub async fn route(config: &Config, resolver: &Resolver, myself: &Myself, domain: &str) -> Routed {
     if let Some(r) = config.route_for(domain) {
+        let auth = match credentials(config, r.auth_file.as_deref()) {
+            Ok(auth) => auth,
+            Err(o) => return Routed::Failed(o),
+        };
         return match without_listeners(hops(resolver, &r.hosts).await, myself, domain) {
             Ok(hops) => Routed::Target(Rc::new(Target {
                 key: DestinationKey(format!("route:{}", r.domain.to_ascii_lowercase())),
@@ -137,11 +167,16 @@ pub async fn route(config: &Config, resolver: &Resolver, myself: &Myself, domain
                 tls: r.tls.unwrap_or(config.delivery.tls),
                 retry: None,
                 helo: None,
+                auth,
             })),
             Err(o) => Routed::Failed(o),
         };
     }
     if let Some(relay) = &config.delivery.relay_host {
+        let auth = match credentials(config, config.delivery.relay_auth_file.as_deref()) {
+            Ok(auth) => auth,
+            Err(o) => return Routed::Failed(o),
+        };
         return match without_listeners(
             hops(resolver, std::slice::from_ref(relay)).await,
             myself,
@@ -155,6 +190,7 @@ pub async fn route(config: &Config, resolver: &Resolver, myself: &Myself, domain
                 tls: config.delivery.tls,
                 retry: None,
                 helo: None,
+                auth,
             })),
             Err(o) => Routed::Failed(o),
         };
@@ -201,6 +237,7 @@ pub async fn route(config: &Config, resolver: &Resolver, myself: &Myself, domain
                 tls: config.delivery.tls,
                 retry: None,
                 helo: None,
+                auth: None,
             }))
         }
         Err(e @ DnsError::NotFound(_)) => {

@@ -199,6 +199,7 @@ impl Routes {
             tls: shape.tls_policy(target.tls),
             retry,
             helo: target.helo.clone(),
+            auth: target.auth.clone(),
         })
     }
 
@@ -244,6 +245,7 @@ impl Routes {
             tls: target.tls,
             retry: target.retry.clone(),
             helo: source.ehlo.clone(),
+            auth: target.auth.clone(),
         })
     }
 }

@@ -70,6 +70,7 @@ impl Sinks {
                 destination: dest,
                 host: &peer.host,
                 tls: &peer.tls,
+                auth: &peer.auth,
                 reply: &line.reply,
                 class: line.class,
                 status: &line.status.to_string(),

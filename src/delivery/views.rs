@@ -246,6 +246,8 @@ pub struct DestinationView {
     pub why: String,
     /// Its hops, `name[address]`.
     pub hops: Vec<String>,
+    /// The user name its hops are authenticated as (AUTH), if it has credentials.
+    pub auth: Option<String>,
     /// The last connection error.
     pub last_error: Option<String>,
     /// A shaping rule in force, explained.
@@ -388,10 +390,13 @@ pub fn explain(
     last_error: Option<String>,
     now: Instant,
 ) -> DestinationView {
-    let hops = routes
-        .target(&key.0)
+    let target = routes.target(&key.0);
+    let hops = target
         .map(|t| t.hops.iter().map(|(n, a)| format!("{n}[{a}]")).collect())
         .unwrap_or_default();
+    let auth = target
+        .and_then(|t| t.auth.as_ref())
+        .map(|c| c.username().to_owned());
     let rule = rules.in_force(&key.0, now);
     let Some(s) = sched.explain(&key, now) else {
         return DestinationView {
@@ -399,6 +404,7 @@ pub fn explain(
             state: None,
             why: "nothing queued for it on this shard".to_owned(),
             hops,
+            auth,
             last_error,
             rule,
         };
@@ -432,6 +438,7 @@ pub fn explain(
         }),
         why,
         hops,
+        auth,
         last_error,
         rule,
     }

@@ -40,6 +40,17 @@ pub enum TlsPolicy {
     Verify,
 }
 
+impl TlsPolicy {
+    /// The policy, raised to `required` if it is weaker: what a destination that is sent
+    /// credentials gets (they never go out in plaintext).
+    pub fn at_least_required(self) -> TlsPolicy {
+        match self {
+            TlsPolicy::None | TlsPolicy::Opportunistic => TlsPolicy::Required,
+            strict => strict,
+        }
+    }
+}
+
 /// The client configurations of one shard.
 #[derive(Clone, Debug)]
 pub struct ClientTls {

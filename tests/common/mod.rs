@@ -5,6 +5,7 @@
 pub mod certs;
 pub mod dkim;
 pub mod receiver;
+pub mod smarthost;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
