@@ -350,6 +350,7 @@ fn serve(stream: TcpStream, connection: usize, shared: &Shared) {
                 from: from.clone(),
                 to: to.clone(),
                 body,
+                at: Instant::now(),
             });
             "250 2.0.0 queued\r\n".into()
         } else if upper == "RSET" || upper == "NOOP" {
