@@ -21,7 +21,7 @@ pub mod http;
 mod rt;
 pub mod service;
 
-pub use access::AccessPolicy;
+pub use access::{AccessPolicy, LiveAccess};
 pub use http::{Handler, Head, Request, Response, serve};
 
 /// Errors of the admin client.

@@ -3,12 +3,14 @@
 //! What it does: defines the configuration tree with its defaults, loads and validates a file
 //! (errors name the key and the problem), and prints the effective configuration back as TOML.
 //!
-//! What it does not do: no reloading, no I/O besides reading the file, no interpretation of
-//! policies (the server and the spool read their sections).
+//! What it does not do: no reloading (`changes` only says which keys differ and which of them
+//! need a restart), no I/O besides reading the file, no interpretation of policies (the server
+//! and the spool read their sections).
 //!
 //! Invariants: a `Config` returned by [`Config::load`] or [`Config::default`] has passed
 //! [`Config::validate`]; `config/mta.toml` documents the same defaults as this module.
 
+pub mod changes;
 mod delivery;
 mod listener;
 mod pools;

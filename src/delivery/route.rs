@@ -16,7 +16,7 @@
 use std::net::{IpAddr, SocketAddr};
 use std::rc::Rc;
 
-use crate::config::{Config, RateSpec, parse_next_hop};
+use crate::config::{Config, RateSpec, RouteConfig, parse_next_hop};
 use crate::dns::{DnsError, MailRoute, Resolver};
 use crate::queue::{DestinationKey, Limits, Rate};
 use crate::smtp::EnhancedStatus;
@@ -42,6 +42,8 @@ pub struct Target {
     pub retry: Option<crate::queue::RetryPolicy>,
     /// EHLO name of its source address, if not the MTA's.
     pub helo: Option<String>,
+    /// The recipient domain whose routing made it (the shaping file is applied by it).
+    pub domain: String,
 }
 
 /// The result of routing a domain.
@@ -50,6 +52,18 @@ pub enum Routed {
     Target(Rc<Target>),
     /// Cannot be delivered now or ever.
     Failed(Outcome),
+}
+
+/// The limits and TLS policy of a destination reached through `route` (None: the smarthost or
+/// MX hosts), before shaping.
+pub fn policy(config: &Config, route: Option<&RouteConfig>) -> (Limits, TlsPolicy) {
+    match route {
+        Some(r) => (
+            limits(config, r.max_connections, r.rate),
+            r.tls.unwrap_or(config.delivery.tls),
+        ),
+        None => (limits(config, None, None), config.delivery.tls),
+    }
 }
 
 fn limits(config: &Config, max_connections: Option<usize>, rate: Option<RateSpec>) -> Limits {
@@ -129,15 +143,19 @@ fn without_listeners(
 pub async fn route(config: &Config, resolver: &Resolver, myself: &Myself, domain: &str) -> Routed {
     if let Some(r) = config.route_for(domain) {
         return match without_listeners(hops(resolver, &r.hosts).await, myself, domain) {
-            Ok(hops) => Routed::Target(Rc::new(Target {
-                key: DestinationKey(format!("route:{}", r.domain.to_ascii_lowercase())),
-                hops,
-                source: r.source,
-                limits: limits(config, r.max_connections, r.rate),
-                tls: r.tls.unwrap_or(config.delivery.tls),
-                retry: None,
-                helo: None,
-            })),
+            Ok(hops) => {
+                let (limits, tls) = policy(config, Some(r));
+                Routed::Target(Rc::new(Target {
+                    key: DestinationKey(format!("route:{}", r.domain.to_ascii_lowercase())),
+                    hops,
+                    source: r.source,
+                    limits,
+                    tls,
+                    retry: None,
+                    helo: None,
+                    domain: domain.to_owned(),
+                }))
+            }
             Err(o) => Routed::Failed(o),
         };
     }
@@ -147,15 +165,19 @@ pub async fn route(config: &Config, resolver: &Resolver, myself: &Myself, domain
             myself,
             domain,
         ) {
-            Ok(hops) => Routed::Target(Rc::new(Target {
-                key: DestinationKey(format!("relay:{relay}")),
-                hops,
-                source: None,
-                limits: limits(config, None, None),
-                tls: config.delivery.tls,
-                retry: None,
-                helo: None,
-            })),
+            Ok(hops) => {
+                let (limits, tls) = policy(config, None);
+                Routed::Target(Rc::new(Target {
+                    key: DestinationKey(format!("relay:{relay}")),
+                    hops,
+                    source: None,
+                    limits,
+                    tls,
+                    retry: None,
+                    helo: None,
+                    domain: domain.to_owned(),
+                }))
+            }
             Err(o) => Routed::Failed(o),
         };
     }
@@ -193,14 +215,16 @@ pub async fn route(config: &Config, resolver: &Resolver, myself: &Myself, domain
                     format!("{domain}: no address for any MX host"),
                 ));
             }
+            let (limits, tls) = policy(config, None);
             Routed::Target(Rc::new(Target {
                 key: DestinationKey(format!("mx:{}", names.join(","))),
                 hops,
                 source: None,
-                limits: limits(config, None, None),
-                tls: config.delivery.tls,
+                limits,
+                tls,
                 retry: None,
                 helo: None,
+                domain: domain.to_owned(),
             }))
         }
         Err(e @ DnsError::NotFound(_)) => {

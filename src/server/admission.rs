@@ -14,12 +14,16 @@
 //! Invariants: an address has an entry only while it has open connections or a bucket that is
 //! not yet full; entries older than one second with no open connection are swept at most once
 //! a second, so the table stays bounded by the open connections plus the last second's new
-//! ones. A refused connection takes no token and is not counted as open.
+//! ones. A refused connection takes no token and is not counted as open. New limits (a reload)
+//! apply to the next connection; a connection admitted while nothing was limited is not
+//! counted, so a limit set later counts only the connections that start after it.
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
+
+use crate::config::Config;
 
 /// How often idle entries are swept (also how long a drained bucket takes to refill).
 const SWEEP_EVERY: Duration = Duration::from_secs(1);
@@ -31,6 +35,16 @@ pub struct Limits {
     pub max_connections: usize,
     /// New connections per address per second (and the burst).
     pub rate: u32,
+}
+
+impl Limits {
+    /// `smtp.max_connections_per_ip` and `smtp.max_connection_rate_per_ip`.
+    pub fn from_config(config: &Config) -> Limits {
+        Limits {
+            max_connections: config.smtp.max_connections_per_ip,
+            rate: config.smtp.max_connection_rate_per_ip,
+        }
+    }
 }
 
 /// What one address is doing.
@@ -47,7 +61,7 @@ struct Client {
 /// The per-address table of one shard.
 #[derive(Debug)]
 pub struct Admission {
-    limits: Limits,
+    limits: Cell<Limits>,
     clients: RefCell<HashMap<IpAddr, Client>>,
     swept: Cell<Instant>,
 }
@@ -65,34 +79,43 @@ impl Admission {
     /// An empty table with these limits.
     pub fn new(limits: Limits) -> Self {
         Admission {
-            limits,
+            limits: Cell::new(limits),
             clients: RefCell::new(HashMap::new()),
             swept: Cell::new(Instant::now()),
         }
     }
 
-    /// True when neither limit is set (nothing is tracked then).
-    pub fn unlimited(&self) -> bool {
-        self.limits.max_connections == 0 && self.limits.rate == 0
+    /// Replaces the limits (a reload); connections already admitted stay counted.
+    pub fn set_limits(&self, limits: Limits) {
+        self.limits.set(limits);
     }
 
-    /// Admits a new connection from `ip` at `now`, counting it as open until [`Self::release`].
-    pub fn admit(&self, ip: IpAddr, now: Instant) -> Result<(), Refusal> {
+    /// True when neither limit is set (nothing is tracked then).
+    pub fn unlimited(&self) -> bool {
+        let l = self.limits.get();
+        l.max_connections == 0 && l.rate == 0
+    }
+
+    /// Admits a new connection from `ip` at `now`. `Ok(true)`: it is counted as open until
+    /// [`Self::release`]; `Ok(false)`: nothing is limited, so nothing is counted (and nothing
+    /// is to be released).
+    pub fn admit(&self, ip: IpAddr, now: Instant) -> Result<bool, Refusal> {
         if self.unlimited() {
-            return Ok(());
+            return Ok(false);
         }
         self.sweep(now);
-        let rate = f64::from(self.limits.rate);
+        let limits = self.limits.get();
+        let rate = f64::from(limits.rate);
         let mut clients = self.clients.borrow_mut();
         let client = clients.entry(ip).or_insert(Client {
             open: 0,
             tokens: rate,
             refilled: now,
         });
-        if self.limits.max_connections > 0 && client.open >= self.limits.max_connections {
+        if limits.max_connections > 0 && client.open >= limits.max_connections {
             return Err(Refusal::TooManyOpen);
         }
-        if self.limits.rate > 0 {
+        if limits.rate > 0 {
             let elapsed = now.saturating_duration_since(client.refilled).as_secs_f64();
             client.tokens = (client.tokens + elapsed * rate).min(rate);
             client.refilled = now;
@@ -102,18 +125,15 @@ impl Admission {
             client.tokens -= 1.0;
         }
         client.open += 1;
-        Ok(())
+        Ok(true)
     }
 
-    /// A connection admitted from `ip` ended.
+    /// A connection counted by [`Self::admit`] (`Ok(true)`) from `ip` ended.
     pub fn release(&self, ip: IpAddr) {
-        if self.unlimited() {
-            return;
-        }
         let mut clients = self.clients.borrow_mut();
         if let Some(client) = clients.get_mut(&ip) {
             client.open = client.open.saturating_sub(1);
-            if client.open == 0 && self.limits.rate == 0 {
+            if client.open == 0 && self.limits.get().rate == 0 {
                 clients.remove(&ip);
             }
         }
@@ -150,12 +170,12 @@ mod tests {
             rate: 0,
         });
         let now = Instant::now();
-        assert_eq!(a.admit(A, now), Ok(()));
-        assert_eq!(a.admit(A, now), Ok(()));
+        assert_eq!(a.admit(A, now), Ok(true));
+        assert_eq!(a.admit(A, now), Ok(true));
         assert_eq!(a.admit(A, now), Err(Refusal::TooManyOpen));
-        assert_eq!(a.admit(B, now), Ok(()));
+        assert_eq!(a.admit(B, now), Ok(true));
         a.release(A);
-        assert_eq!(a.admit(A, now), Ok(()));
+        assert_eq!(a.admit(A, now), Ok(true));
         a.release(A);
         a.release(A);
         a.release(B);
@@ -170,14 +190,14 @@ mod tests {
         });
         let t0 = Instant::now();
         for _ in 0..3 {
-            assert_eq!(a.admit(A, t0), Ok(()));
+            assert_eq!(a.admit(A, t0), Ok(true));
             a.release(A);
         }
         assert_eq!(a.admit(A, t0), Err(Refusal::TooFast));
-        assert_eq!(a.admit(B, t0), Ok(()));
+        assert_eq!(a.admit(B, t0), Ok(true));
         // One token comes back every third of a second.
         let t1 = t0 + Duration::from_millis(340);
-        assert_eq!(a.admit(A, t1), Ok(()));
+        assert_eq!(a.admit(A, t1), Ok(true));
         assert_eq!(a.admit(A, t1), Err(Refusal::TooFast));
     }
 
@@ -198,6 +218,30 @@ mod tests {
         a.admit(B, t0 + Duration::from_secs(2)).unwrap();
         // A is still open; B was just admitted; the hundred idle ones are gone.
         assert_eq!(a.tracked(), 2);
+    }
+
+    #[test]
+    fn new_limits_apply_to_the_next_connection() {
+        let a = Admission::new(Limits::default());
+        let now = Instant::now();
+        // Unlimited: not counted, so nothing to release.
+        assert_eq!(a.admit(A, now), Ok(false));
+        a.set_limits(Limits {
+            max_connections: 1,
+            rate: 0,
+        });
+        assert_eq!(a.admit(A, now), Ok(true));
+        assert_eq!(a.admit(A, now), Err(Refusal::TooManyOpen));
+        a.set_limits(Limits {
+            max_connections: 2,
+            rate: 0,
+        });
+        assert_eq!(a.admit(A, now), Ok(true));
+        // Back to unlimited: the counted ones are still released.
+        a.set_limits(Limits::default());
+        a.release(A);
+        a.release(A);
+        assert_eq!(a.tracked(), 0);
     }
 
     #[test]

@@ -14,6 +14,10 @@ pub struct Received {
     pub from: String,
     pub to: Vec<String>,
     pub body: String,
+    /// The EHLO name the sender gave on that connection.
+    pub helo: String,
+    /// The sender's address (its source address).
+    pub client: String,
 }
 
 /// A scripted receiving server: recipients whose local part starts with `bad` get 550,
@@ -69,10 +73,13 @@ fn serve(
     stream
         .set_read_timeout(Some(Duration::from_secs(30)))
         .unwrap();
+    let client = stream
+        .peer_addr()
+        .map_or(String::new(), |a| a.ip().to_string());
     let mut w = stream.try_clone().unwrap();
     let mut r = BufReader::new(stream);
     let _ = w.write_all(b"220 scripted.test ESMTP\r\n");
-    let (mut from, mut to) = (String::new(), Vec::new());
+    let (mut from, mut to, mut helo) = (String::new(), Vec::new(), String::new());
     loop {
         let mut line = String::new();
         if r.read_line(&mut line).unwrap_or(0) == 0 {
@@ -80,6 +87,7 @@ fn serve(
         }
         let upper = line.to_ascii_uppercase();
         let reply: String = if upper.starts_with("EHLO") {
+            helo = line[4..].trim().to_owned();
             let mut e = "250-scripted.test\r\n250-PIPELINING\r\n250-SIZE 1000000\r\n".to_owned();
             if chunking {
                 e.push_str("250-CHUNKING\r\n");
@@ -126,6 +134,8 @@ fn serve(
                     from: from.clone(),
                     to: to.clone(),
                     body: String::from_utf8_lossy(&body).into(),
+                    helo: helo.clone(),
+                    client: client.clone(),
                 });
                 "250 2.0.0 queued\r\n".into()
             }
@@ -140,6 +150,8 @@ fn serve(
                     from: from.clone(),
                     to: to.clone(),
                     body: String::from_utf8_lossy(&body).into(),
+                    helo: helo.clone(),
+                    client: client.clone(),
                 });
                 "250 2.0.0 queued\r\n".into()
             }
