@@ -2,7 +2,7 @@
 //!
 //! What it does: every second, reads the free space of the spool's file system (`statvfs`),
 //! publishes what is left above the floor (`spool.min_free_space` or `spool.min_free_percent`,
-//! whichever is larger) to the server, which answers new transactions `452 4.3.1` at zero, and
+//! whichever is larger, as the server context holds them: a reload changes them) to the server, which answers new transactions `452 4.3.1` at zero, and
 //! flushes the shard's event log.
 //!
 //! What it does not do: no cleanup, no accounting of what the spool itself holds.
@@ -23,11 +23,8 @@ pub(crate) async fn storage_monitor(ctx: Rc<ServerContext>, config: Arc<Config>)
     loop {
         let available = match free_space(&config.spool.path) {
             Some((free, total)) => {
-                let floor = config
-                    .spool
-                    .min_free_space
-                    .0
-                    .max((total as f64 * config.spool.min_free_percent / 100.0) as u64);
+                let (min_free, min_percent) = ctx.storage_floor.get();
+                let floor = min_free.max((total as f64 * min_percent / 100.0) as u64);
                 free.saturating_sub(floor)
             }
             None => u64::MAX,

@@ -113,9 +113,9 @@ pub struct EventLog {
     buf: RefCell<Vec<u8>>,
     size: Cell<u64>,
     opened: Cell<Instant>,
-    rotate_size: u64,
-    rotate_interval: Duration,
-    keep: Duration,
+    rotate_size: Cell<u64>,
+    rotate_interval: Cell<Duration>,
+    keep: Cell<Duration>,
 }
 
 impl EventLog {
@@ -131,10 +131,18 @@ impl EventLog {
             buf: RefCell::new(Vec::with_capacity(64 * 1024)),
             size: Cell::new(size),
             opened: Cell::new(Instant::now()),
-            rotate_size: cfg.rotate_size.0,
-            rotate_interval: cfg.rotate_interval.0,
-            keep: cfg.keep.0,
+            rotate_size: Cell::new(cfg.rotate_size.0),
+            rotate_interval: Cell::new(cfg.rotate_interval.0),
+            keep: Cell::new(cfg.keep.0),
         })
+    }
+
+    /// Takes a reloaded `[log]`'s rotation and retention (the directory stays: a new one
+    /// takes a restart).
+    pub fn set_rotation(&self, cfg: &LogSection) {
+        self.rotate_size.set(cfg.rotate_size.0);
+        self.rotate_interval.set(cfg.rotate_interval.0);
+        self.keep.set(cfg.keep.0);
     }
 
     fn begin(&self, kind: &str) -> std::cell::RefMut<'_, Vec<u8>> {
@@ -246,8 +254,8 @@ impl EventLog {
         }
         let size = self.size.get();
         if size > 0
-            && (size + data.len() as u64 > self.rotate_size
-                || self.opened.get().elapsed() >= self.rotate_interval)
+            && (size + data.len() as u64 > self.rotate_size.get()
+                || self.opened.get().elapsed() >= self.rotate_interval.get())
         {
             self.rotate();
         }
@@ -300,7 +308,7 @@ impl EventLog {
             let old = entry
                 .metadata()
                 .and_then(|m| m.modified())
-                .is_ok_and(|t| t.elapsed().is_ok_and(|age| age > self.keep));
+                .is_ok_and(|t| t.elapsed().is_ok_and(|age| age > self.keep.get()));
             if old {
                 let _ = std::fs::remove_file(entry.path());
             }

@@ -31,18 +31,17 @@ use glommio::{CpuSet, LocalExecutorPoolBuilder, PoolPlacement};
 
 use crate::admin::api::Api;
 use crate::admin::control::{self, ShardInbox, ShardLink};
-use crate::admin::{AccessPolicy, service};
+use crate::admin::{AccessPolicy, LiveAccess, service};
 use crate::auth::Users;
-use crate::config::{Config, ListenerMode, SyncMode};
+use crate::config::{Config, SyncMode};
 use crate::delivery::{QueueMsg, StageParts};
 use crate::disk::storage_monitor;
 use crate::dns::{DnsConfig, Resolver};
 use crate::eventlog::EventLog;
 use crate::metrics::ShardMetrics;
 use crate::reload::{Live, reload};
-use crate::server::connection::Entry;
+use crate::server::listener::Entry;
 use crate::server::login::Login;
-use crate::server::session::SessionConfig;
 use crate::server::{ServerContext, Shared, listener};
 use crate::shaping::Shaping;
 use crate::shutdown::{Shutdown, SignalWatch};
@@ -365,16 +364,16 @@ async fn shard_main(
         ))
         .detach();
     }
+    let mut admin_access = None;
     if let Some((sock, links)) = inbound.admin {
         // SAFETY: a bound, listening TCP socket whose ownership moves to glommio.
         let listener = unsafe { TcpListener::from_raw_fd(sock.into_raw_fd()) };
-        let api = Rc::new(Api::new(
-            links,
-            AccessPolicy {
-                allow: config.admin.allow.clone(),
-                token: config.admin.token.clone(),
-            },
-        ));
+        let access = LiveAccess::new(AccessPolicy {
+            allow: config.admin.allow.clone(),
+            token: config.admin.token.clone(),
+        });
+        admin_access = Some(access.clone());
+        let api = Rc::new(Api::new(links, access));
         let stop = shutdown.clone();
         glommio::spawn_local(crate::admin::serve(listener, api, async move {
             stop.wait().await
@@ -387,16 +386,7 @@ async fn shard_main(
     let mut accepting = Vec::new();
     let mut entries = Vec::new();
     for (addr, listener_config) in addrs.iter().zip(&config.listeners) {
-        let entry = Rc::new(Entry {
-            session: RefCell::new(Rc::new(SessionConfig::for_listener(
-                &config,
-                listener_config,
-                tls_loaded,
-            ))),
-            implicit_tls: listener_config.mode == ListenerMode::Submissions,
-            proxy_protocol: listener_config.proxy_protocol,
-            proxy_from: listener_config.proxy_networks(),
-        });
+        let entry = Rc::new(Entry::new(&config, listener_config, tls_loaded));
         if index == 0 && listener_config.proxy_protocol && listener_config.proxy_from.is_none() {
             tracing::info!(%addr, "PROXY headers accepted from loopback only (set proxy_from for the load balancers)");
         }
@@ -427,6 +417,7 @@ async fn shard_main(
     }
     let _ = ready.send(Ok(()));
 
+    let started = config.clone();
     while !signals.requested() {
         glommio::timer::sleep(crate::timers::SIGNAL_POLL).await;
         if signals.reload_generation() != generation {
@@ -435,7 +426,8 @@ async fn shard_main(
                 ctx: &ctx,
                 queue: &queue_handle,
                 entries: &entries,
-                tls_loaded,
+                started: &started,
+                admin: admin_access.as_ref(),
             };
             reload(index, &live, &mut config);
         }

@@ -2,15 +2,19 @@
 //!
 //! What it does: `AccessPolicy` permits a request (a read or a change) when the peer's address is in one of the
 //! allowed networks, or when the request carries `Authorization: Bearer <token>` matching the
-//! configured token (compared in constant time).
+//! configured token (compared in constant time). [`LiveAccess`] holds the policy in force: the
+//! endpoint reads it for every request and a reload replaces it.
 //!
 //! What it does not do: no choice of which routes it guards (the handler's: the admin API
 //! guards all but `GET /health`), no users or roles, no rate limiting.
 //!
 //! Invariants: with no token configured, only the address check applies; an empty configured
-//! token never matches; IPv4-mapped IPv6 peers are checked as IPv4.
+//! token never matches; IPv4-mapped IPv6 peers are checked as IPv4; a request is judged whole
+//! by the policy in force when its head arrived.
 
+use std::cell::RefCell;
 use std::net::IpAddr;
+use std::rc::Rc;
 
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
@@ -60,6 +64,28 @@ impl AccessPolicy {
             }
             _ => false,
         }
+    }
+}
+
+/// The access policy in force, shared on the endpoint's shard by the endpoint (which asks it
+/// about every request) and the shard's reload (which replaces it).
+#[derive(Clone, Debug, Default)]
+pub struct LiveAccess(Rc<RefCell<AccessPolicy>>);
+
+impl LiveAccess {
+    /// Starts with `policy`.
+    pub fn new(policy: AccessPolicy) -> LiveAccess {
+        LiveAccess(Rc::new(RefCell::new(policy)))
+    }
+
+    /// Replaces the policy (a reload): the next request is judged by the new one.
+    pub fn set(&self, policy: AccessPolicy) {
+        *self.0.borrow_mut() = policy;
+    }
+
+    /// [`AccessPolicy::permits_change`] of the policy in force.
+    pub fn permits_change(&self, peer: IpAddr, authorization_header: Option<&str>) -> bool {
+        self.0.borrow().permits_change(peer, authorization_header)
     }
 }
 
@@ -114,6 +140,22 @@ mod tests {
             token: Some(String::new()),
         };
         assert!(!empty.permits_change(ip("192.0.2.1"), Some("Bearer ")));
+    }
+
+    #[test]
+    fn a_replaced_policy_judges_the_next_request() {
+        let live = LiveAccess::new(AccessPolicy {
+            allow: vec![],
+            token: Some("old".into()),
+        });
+        let endpoint = live.clone();
+        assert!(endpoint.permits_change(ip("192.0.2.1"), Some("Bearer old")));
+        live.set(AccessPolicy {
+            allow: vec![],
+            token: Some("new".into()),
+        });
+        assert!(!endpoint.permits_change(ip("192.0.2.1"), Some("Bearer old")));
+        assert!(endpoint.permits_change(ip("192.0.2.1"), Some("Bearer new")));
     }
 
     #[test]

@@ -12,7 +12,8 @@
 //! What it does not do: no state of its own; no execution (each shard acts on its own queue).
 //!
 //! Invariants: every request but `GET /health` is refused with `403`, before its body is read,
-//! unless the access policy permits it (allowed network or bearer token): the reads show
+//! unless the access policy in force (`admin.allow` and `admin.token`, as last reloaded)
+//! permits it (allowed network or bearer token): the reads show
 //! senders, recipients, client addresses and AUTH names and cause DNS lookups, so they are
 //! guarded like the changes; answers are JSON except `/metrics`.
 
@@ -23,7 +24,7 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use super::AccessPolicy;
+use super::LiveAccess;
 use super::control::{Actor, Answer, Command, DeleteMode, QueueAnswer, ShardLink, ask_all};
 use super::encode;
 use super::http::{Handler, Head, Method, Request, Response};
@@ -35,12 +36,13 @@ use crate::spool::QueueId;
 /// The routes, over the shards' command links.
 pub struct Api {
     links: Vec<ShardLink>,
-    access: AccessPolicy,
+    access: LiveAccess,
 }
 
 impl Api {
-    /// Routes over `links` (one per shard, in shard order).
-    pub fn new(links: Vec<ShardLink>, access: AccessPolicy) -> Api {
+    /// Routes over `links` (one per shard, in shard order), guarded by the access policy in
+    /// force at each request.
+    pub fn new(links: Vec<ShardLink>, access: LiveAccess) -> Api {
         Api { links, access }
     }
 

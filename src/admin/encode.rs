@@ -130,6 +130,7 @@ fn message(m: &MessageView) -> Value {
                 "final": r.done,
                 "attempts": r.attempts,
                 "last_reply": r.last_reply,
+                "next_attempt_unix_ms": r.next_attempt_unix_ms,
             })
         })
         .collect();

@@ -22,7 +22,7 @@ pub mod query;
 mod rt;
 pub mod service;
 
-pub use access::AccessPolicy;
+pub use access::{AccessPolicy, LiveAccess};
 pub use http::{Handler, Head, Request, Response, serve};
 
 /// Errors of the admin client.

@@ -66,6 +66,12 @@ impl FailureThrottle {
         self.limits
     }
 
+    /// Replaces the limits (a reload); failures already counted stay (a lower
+    /// `max_failures` keeps only the latest ones at the next failure).
+    pub fn set_limits(&mut self, limits: ThrottleLimits) {
+        self.limits = limits;
+    }
+
     /// The number of addresses currently tracked.
     pub fn tracked(&self) -> usize {
         self.failures.len()

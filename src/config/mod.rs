@@ -4,8 +4,9 @@
 //! (errors name the key and the problem), reads the outbound AUTH credential files it names
 //! (`secrets`), and prints the effective configuration back as TOML.
 //!
-//! What it does not do: no reloading, no I/O besides reading the file and its credential
-//! files, no interpretation of policies (the server and the spool read their sections).
+//! What it does not do: no reloading (`changes` only says which keys differ and which of them
+//! need a restart), no I/O besides reading the file and its credential files, no
+//! interpretation of policies (the server and the spool read their sections).
 //!
 //! Invariants: a `Config` returned by [`Config::load`], [`Config::read`] or
 //! [`Config::default`] has passed [`Config::validate`], and one from [`Config::load`] holds the
@@ -13,6 +14,7 @@
 //! configuration whole);
 //! `config/mta.toml` documents the same defaults as this module.
 
+pub mod changes;
 mod delivery;
 mod listener;
 mod pools;

@@ -37,6 +37,9 @@ pub struct Progress {
     pub done: Vec<bool>,
     /// The last reply or error, per recipient, for operators.
     pub last: Vec<String>,
+    /// When a deferred recipient is tried again (Unix milliseconds), per recipient, for
+    /// operators; 0 when no retry is waiting (not deferred, final, or being tried now).
+    pub next_attempt: Vec<u64>,
     /// Recipients not final.
     pub pending: usize,
 }
@@ -56,6 +59,25 @@ impl Progress {
             pending: done.iter().filter(|d| !**d).count(),
             done,
             last: vec![String::new(); states.len()],
+            next_attempt: states
+                .iter()
+                .map(|s| match s {
+                    Some(RecipientState::Deferred {
+                        next_attempt_unix_ms,
+                        ..
+                    }) => *next_attempt_unix_ms,
+                    _ => 0,
+                })
+                .collect(),
+        }
+    }
+
+    /// The recipients of a job that is being tried now have no retry waiting.
+    pub fn retry_due(&mut self, recipients: &[u32]) {
+        for &i in recipients {
+            if let Some(t) = self.next_attempt.get_mut(i as usize) {
+                *t = 0;
+            }
         }
     }
 

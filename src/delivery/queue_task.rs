@@ -182,6 +182,9 @@ impl ShardQueue {
         self.dirty = false;
         let poll = self.sched.poll(now);
         for job in poll.due {
+            if let Some(e) = self.messages.get_mut(job.message) {
+                e.progress.retry_due(&job.recipients);
+            }
             self.route(job);
         }
         if self.hold {
@@ -217,13 +220,15 @@ impl ShardQueue {
         }
     }
 
-    /// Applies a reloaded configuration: routes, per-destination limits, relay host, TLS
-    /// policies, connection settings and the retry schedule take effect at the next decision
-    /// (every new message and every retry is routed afresh); mail already waiting in a
-    /// destination's queue, and connections already open, go on as they are. A re-read
-    /// shaping file brings its rules: an unchanged rule keeps its reductions and match counts,
-    /// a changed or removed one's reductions end (`RuleEngine::reload`); a suspension already
-    /// in force runs to its end (an operator lifts it with `mta dest resume`).
+    /// Applies a reloaded configuration: routes, relay host, sources and pools take effect at
+    /// the next routing decision (every new message and every retry is routed afresh); the
+    /// destinations in use take the new per-destination limits, TLS policies, retry schedules
+    /// and EHLO names at once; new connections get the new outbound settings (EHLO name,
+    /// timeouts, TLS roots), and the next deferral the new retry and suspension policies.
+    /// Connections already open go on as they are. A re-read shaping file brings its rules: an
+    /// unchanged rule keeps its reductions and match counts, a changed or removed one's
+    /// reductions end (`RuleEngine::reload`); a suspension already in force runs to its end (an
+    /// operator lifts it with `mta dest resume`).
     fn reload(&mut self, config: Arc<Config>, shaping: Option<Option<Arc<Shaping>>>) {
         if let Some(file) = &shaping {
             let rules = file.as_ref().map(|s| s.rule_engine().rules().to_vec());
@@ -231,6 +236,11 @@ impl ShardQueue {
         }
         let shaping = shaping.unwrap_or_else(|| self.routes.shaping().cloned());
         self.routes.reload(config.clone(), shaping);
+        let now = Instant::now();
+        let targets: Vec<Rc<Target>> = self.routes.targets().cloned().collect();
+        for t in targets {
+            self.apply_limits(&t, now);
+        }
         match super::policy::settings(&config) {
             Ok(s) => self.settings = Rc::new(s),
             Err(e) => {

@@ -302,6 +302,9 @@ pub fn attempt(
             DeferOutcome::Scheduled { at } => {
                 let next = now_ms + at.saturating_duration_since(cx.now).as_millis() as u64;
                 for (i, _) in &retry {
+                    if let Some(t) = p.next_attempt.get_mut(*i as usize) {
+                        *t = next;
+                    }
                     let state = RecipientState::Deferred {
                         at_unix_ms: now_ms,
                         next_attempt_unix_ms: next,

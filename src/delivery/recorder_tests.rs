@@ -182,6 +182,11 @@ fn a_deferral_is_scheduled_and_recorded_with_its_next_attempt() {
         "first retry after 60 s"
     );
     assert_eq!(s.deferred_len(), 1, "the scheduler holds the retry");
+    assert_eq!(
+        p.next_attempt,
+        vec![0, next_attempt_unix_ms],
+        "operators see the retry"
+    );
     assert_eq!(p.last[1], "451 rcpt");
     assert_eq!(r.classes, vec![BounceClass::Unknown]);
     // The retry, due and failed again, counts a second attempt.

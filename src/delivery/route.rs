@@ -20,7 +20,7 @@ use std::rc::Rc;
 use std::sync::Arc;
 
 use crate::auth::ClientCredentials;
-use crate::config::{Config, RateSpec, parse_next_hop};
+use crate::config::{Config, RateSpec, RouteConfig, parse_next_hop};
 use crate::dns::{DnsError, MailRoute, Resolver};
 use crate::queue::{DestinationKey, Limits, Rate};
 use crate::smtp::EnhancedStatus;
@@ -49,6 +49,8 @@ pub struct Target {
     /// The credentials its hops are authenticated with (AUTH); a connection to a destination
     /// with credentials is made with at least the `required` TLS policy.
     pub auth: Option<Arc<ClientCredentials>>,
+    /// The recipient domain whose routing made it (the shaping file is applied by it).
+    pub domain: String,
 }
 
 /// The result of routing a domain.
@@ -57,6 +59,18 @@ pub enum Routed {
     Target(Rc<Target>),
     /// Cannot be delivered now or ever.
     Failed(Outcome),
+}
+
+/// The limits and TLS policy of a destination reached through `route` (None: the smarthost or
+/// MX hosts), before shaping.
+pub fn policy(config: &Config, route: Option<&RouteConfig>) -> (Limits, TlsPolicy) {
+    match route {
+        Some(r) => (
+            limits(config, r.max_connections, r.rate),
+            r.tls.unwrap_or(config.delivery.tls),
+        ),
+        None => (limits(config, None, None), config.delivery.tls),
+    }
 }
 
 fn limits(config: &Config, max_connections: Option<usize>, rate: Option<RateSpec>) -> Limits {
@@ -104,7 +118,7 @@ async fn hops(resolver: &Resolver, specs: &[String]) -> Result<Vec<(String, Sock
 /// The credentials read from `file` (None: the destination is not authenticated). A file the
 /// configuration names but did not read (one not made by `Config::load`) defers the mail: it
 /// is never sent without the AUTH it was configured with.
-fn credentials(
+pub(super) fn credentials(
     config: &Config,
     file: Option<&Path>,
 ) -> Result<Option<Arc<ClientCredentials>>, Outcome> {
@@ -159,16 +173,20 @@ pub async fn route(config: &Config, resolver: &Resolver, myself: &Myself, domain
             Err(o) => return Routed::Failed(o),
         };
         return match without_listeners(hops(resolver, &r.hosts).await, myself, domain) {
-            Ok(hops) => Routed::Target(Rc::new(Target {
-                key: DestinationKey(format!("route:{}", r.domain.to_ascii_lowercase())),
-                hops,
-                source: r.source,
-                limits: limits(config, r.max_connections, r.rate),
-                tls: r.tls.unwrap_or(config.delivery.tls),
-                retry: None,
-                helo: None,
-                auth,
-            })),
+            Ok(hops) => {
+                let (limits, tls) = policy(config, Some(r));
+                Routed::Target(Rc::new(Target {
+                    key: DestinationKey(format!("route:{}", r.domain.to_ascii_lowercase())),
+                    hops,
+                    source: r.source,
+                    limits,
+                    tls,
+                    retry: None,
+                    helo: None,
+                    auth,
+                    domain: domain.to_owned(),
+                }))
+            }
             Err(o) => Routed::Failed(o),
         };
     }
@@ -182,16 +200,20 @@ pub async fn route(config: &Config, resolver: &Resolver, myself: &Myself, domain
             myself,
             domain,
         ) {
-            Ok(hops) => Routed::Target(Rc::new(Target {
-                key: DestinationKey(format!("relay:{relay}")),
-                hops,
-                source: None,
-                limits: limits(config, None, None),
-                tls: config.delivery.tls,
-                retry: None,
-                helo: None,
-                auth,
-            })),
+            Ok(hops) => {
+                let (limits, tls) = policy(config, None);
+                Routed::Target(Rc::new(Target {
+                    key: DestinationKey(format!("relay:{relay}")),
+                    hops,
+                    source: None,
+                    limits,
+                    tls,
+                    retry: None,
+                    helo: None,
+                    auth,
+                    domain: domain.to_owned(),
+                }))
+            }
             Err(o) => Routed::Failed(o),
         };
     }
@@ -229,15 +251,17 @@ pub async fn route(config: &Config, resolver: &Resolver, myself: &Myself, domain
                     format!("{domain}: no address for any MX host"),
                 ));
             }
+            let (limits, tls) = policy(config, None);
             Routed::Target(Rc::new(Target {
                 key: DestinationKey(format!("mx:{}", names.join(","))),
                 hops,
                 source: None,
-                limits: limits(config, None, None),
-                tls: config.delivery.tls,
+                limits,
+                tls,
                 retry: None,
                 helo: None,
                 auth: None,
+                domain: domain.to_owned(),
             }))
         }
         Err(e @ DnsError::NotFound(_)) => {

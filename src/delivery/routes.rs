@@ -6,10 +6,12 @@
 //! a future that owns what it needs (so the queue task never waits for DNS), decides a
 //! message's source pool at intake (a header naming it, else the sender's domain) and, at
 //! routing, picks one of the pool's sources by weight (the destination then becomes "this
-//! destination from this source", with its own queue, limits and shaping), and applies the
-//! shaping file to a routed destination (limits, TLS policy and retry schedule by provider,
-//! domain and source). It also classifies failures into bounce classes with the shaping
-//! file's patterns.
+//! destination from this source", keyed `<key>@<source>` ([`pooled_key`]), with its own queue,
+//! limits and shaping), and applies the shaping file to a routed destination (limits, TLS
+//! policy and retry schedule by provider, domain and source). On a reload the destinations in
+//! use take the new limits, TLS policy, retry schedule and EHLO name at once (their next hops
+//! stay until their mail is routed again). It also classifies failures into bounce classes
+//! with the shaping file's patterns.
 //!
 //! What it does not do: no DNS itself (`route`), no scheduling, no connections.
 //!
@@ -73,12 +75,59 @@ impl Routes {
         }
     }
 
-    /// A reloaded configuration and shaping file: routes are looked up afresh.
+    /// A reloaded configuration and shaping file: routes are looked up afresh, and every
+    /// destination in use takes the new limits, TLS policy, retry schedule and EHLO name (the
+    /// caller hands its limits to the scheduler).
     pub fn reload(&mut self, config: Arc<Config>, shaping: Option<Arc<Shaping>>) {
         self.myself = Rc::new(Myself::new(&self.listeners, &config.delivery.own_addresses));
+        self.retry = super::policy::retry_policy(&config);
         self.config = config;
         self.shaping = shaping;
         self.cache.clear();
+        let refreshed: Vec<Rc<Target>> = self.targets.values().map(|t| self.refresh(t)).collect();
+        for t in refreshed {
+            self.targets.insert(t.key.clone(), t);
+        }
+    }
+
+    /// `target` under the configuration in force: the same key, next hops and source address,
+    /// with the limits, TLS policy, retry schedule and EHLO name it would be routed with now.
+    fn refresh(&self, target: &Target) -> Rc<Target> {
+        let config = &self.config;
+        let (base, source) = split_pooled(&target.key.0);
+        let route = base.strip_prefix("route:").and_then(|pattern| {
+            config
+                .routes
+                .iter()
+                .find(|r| r.domain.eq_ignore_ascii_case(pattern))
+        });
+        let (limits, tls) = super::route::policy(config, route);
+        let helo = match source {
+            Some(name) => match config.sources.iter().find(|s| s.name == name) {
+                Some(s) => s.ehlo.clone(),
+                None => target.helo.clone(),
+            },
+            None => None,
+        };
+        // The credentials of the reloaded file (those in use if it names none it read).
+        let file = match route {
+            Some(r) => r.auth_file.as_deref(),
+            None if base.starts_with("relay:") => config.delivery.relay_auth_file.as_deref(),
+            None => None,
+        };
+        let auth = super::route::credentials(config, file).unwrap_or_else(|_| target.auth.clone());
+        let plain = Rc::new(Target {
+            key: target.key.clone(),
+            hops: target.hops.clone(),
+            source: target.source,
+            limits,
+            tls,
+            retry: None,
+            helo,
+            auth,
+            domain: target.domain.clone(),
+        });
+        self.shape(plain)
     }
 
     /// Forgets the cached routes: the next message of every domain is routed afresh (an
@@ -111,7 +160,7 @@ impl Routes {
     /// remembered for its destination (and cached for the domain when there are no pools).
     pub fn place(&mut self, target: Rc<Target>, pool: Option<&str>, domain: &str) -> Rc<Target> {
         let target = self.with_source(target, pool, domain);
-        let target = self.shape(target, domain);
+        let target = self.shape(target);
         // With source pools each message picks its own source: nothing to reuse.
         if self.config.pools.is_empty() {
             self.cache.insert(domain.to_owned(), target.clone());
@@ -182,13 +231,13 @@ impl Routes {
     }
 
     /// The destination as the shaping file wants it (the target unchanged without a file).
-    fn shape(&self, target: Rc<Target>, domain: &str) -> Rc<Target> {
+    fn shape(&self, target: Rc<Target>) -> Rc<Target> {
         let Some(shaping) = &self.shaping else {
             return target;
         };
         let mut mx: Vec<String> = target.hops.iter().map(|(n, _)| n.clone()).collect();
         mx.dedup();
-        let shape = shaping.resolve(domain, &mx, target.source);
+        let shape = shaping.resolve(&target.domain, &mx, target.source);
         let retry = (shape.retry_first.is_some() || shape.retry_max.is_some())
             .then(|| shape.retry(&self.retry));
         Rc::new(Target {
@@ -200,6 +249,7 @@ impl Routes {
             retry,
             helo: target.helo.clone(),
             auth: target.auth.clone(),
+            domain: target.domain.clone(),
         })
     }
 
@@ -238,7 +288,7 @@ impl Routes {
             return target;
         };
         Rc::new(Target {
-            key: DestinationKey(format!("{}@{}", target.key.0, source.name)),
+            key: pooled_key(&target.key, &source.name),
             hops: target.hops.clone(),
             source: Some(source.address),
             limits: target.limits.clone(),
@@ -246,6 +296,21 @@ impl Routes {
             retry: target.retry.clone(),
             helo: source.ehlo.clone(),
             auth: target.auth.clone(),
+            domain: target.domain.clone(),
         })
+    }
+}
+
+/// The key of destination `base` sent to from source `source`: `<base>@<source>`.
+pub fn pooled_key(base: &DestinationKey, source: &str) -> DestinationKey {
+    DestinationKey(format!("{}@{source}", base.0))
+}
+
+/// A destination key's plain key and, for a pool's source, the source's name. A plain key
+/// never holds `@` (it is a domain, a host and port, or MX host names).
+pub fn split_pooled(key: &str) -> (&str, Option<&str>) {
+    match key.split_once('@') {
+        Some((base, source)) => (base, Some(source)),
+        None => (key, None),
     }
 }

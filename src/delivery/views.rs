@@ -222,6 +222,8 @@ pub struct RecipientView {
     pub attempts: u32,
     /// The last reply or error.
     pub last_reply: String,
+    /// When it is tried again (Unix milliseconds), if a retry is waiting.
+    pub next_attempt_unix_ms: Option<u64>,
 }
 
 /// What a deletion did.
@@ -376,6 +378,11 @@ pub fn message(messages: &Messages, id: u64) -> Option<MessageView> {
                 done: p.done[i],
                 attempts: p.attempts[i],
                 last_reply: p.last[i].clone(),
+                next_attempt_unix_ms: p
+                    .next_attempt
+                    .get(i)
+                    .copied()
+                    .filter(|&t| t > 0 && !p.done[i]),
             })
             .collect(),
     })

@@ -16,13 +16,15 @@
 //! has an entry only while it has open connections or a bucket that is not yet full; entries
 //! older than one second with no open connection are swept at most once a second, so the
 //! table stays bounded by the open connections plus the last second's new ones. A refused
-//! connection takes no token and is not counted as open.
+//! connection takes no token and is not counted as open. New limits (a reload) apply to the
+//! next connection; a connection admitted while nothing was limited is not counted, so a limit
+//! set later counts only the connections that start after it.
 
 use std::collections::HashMap;
 use std::hash::{BuildHasher, RandomState};
 use std::net::IpAddr;
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 /// How often idle entries are swept (also how long a drained bucket takes to refill).
@@ -40,6 +42,16 @@ pub struct Limits {
     pub rate: u32,
 }
 
+impl Limits {
+    /// `smtp.max_connections_per_ip` and `smtp.max_connection_rate_per_ip`.
+    pub fn from_config(config: &crate::config::Config) -> Limits {
+        Limits {
+            max_connections: config.smtp.max_connections_per_ip,
+            rate: config.smtp.max_connection_rate_per_ip,
+        }
+    }
+}
+
 /// What one address is doing.
 #[derive(Debug)]
 struct Client {
@@ -54,7 +66,8 @@ struct Client {
 /// The per-address table of the host.
 #[derive(Debug)]
 pub struct Admission {
-    limits: Limits,
+    max_connections: AtomicUsize,
+    rate: AtomicU32,
     stripes: Box<[Mutex<HashMap<IpAddr, Client>>]>,
     hasher: RandomState,
     epoch: Instant,
@@ -75,7 +88,8 @@ impl Admission {
     /// An empty table with these limits.
     pub fn new(limits: Limits) -> Self {
         Admission {
-            limits,
+            max_connections: AtomicUsize::new(limits.max_connections),
+            rate: AtomicU32::new(limits.rate),
             stripes: (0..STRIPES).map(|_| Mutex::default()).collect(),
             hasher: RandomState::new(),
             epoch: Instant::now(),
@@ -85,15 +99,28 @@ impl Admission {
 
     /// The host's table for the limits of `[smtp]`.
     pub fn host(config: &crate::config::Config) -> Admission {
-        Admission::new(Limits {
-            max_connections: config.smtp.max_connections_per_ip,
-            rate: config.smtp.max_connection_rate_per_ip,
-        })
+        Admission::new(Limits::from_config(config))
+    }
+
+    /// The limits in force.
+    pub fn limits(&self) -> Limits {
+        Limits {
+            max_connections: self.max_connections.load(Ordering::Relaxed),
+            rate: self.rate.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Replaces the limits (a reload); connections already admitted stay counted.
+    pub fn set_limits(&self, limits: Limits) {
+        self.max_connections
+            .store(limits.max_connections, Ordering::Relaxed);
+        self.rate.store(limits.rate, Ordering::Relaxed);
     }
 
     /// True when neither limit is set (nothing is tracked then).
     pub fn unlimited(&self) -> bool {
-        self.limits.max_connections == 0 && self.limits.rate == 0
+        let l = self.limits();
+        l.max_connections == 0 && l.rate == 0
     }
 
     fn stripe(&self, ip: IpAddr) -> std::sync::MutexGuard<'_, HashMap<IpAddr, Client>> {
@@ -101,23 +128,26 @@ impl Admission {
         self.stripes[i].lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Admits a new connection from `ip` at `now`, counting it as open until [`Self::release`].
-    pub fn admit(&self, ip: IpAddr, now: Instant) -> Result<(), Refusal> {
-        if self.unlimited() {
-            return Ok(());
+    /// Admits a new connection from `ip` at `now`. `Ok(true)`: it is counted as open until
+    /// [`Self::release`]; `Ok(false)`: nothing is limited, so nothing is counted (and nothing
+    /// is to be released).
+    pub fn admit(&self, ip: IpAddr, now: Instant) -> Result<bool, Refusal> {
+        let limits = self.limits();
+        if limits.max_connections == 0 && limits.rate == 0 {
+            return Ok(false);
         }
         self.sweep(now);
-        let rate = f64::from(self.limits.rate);
+        let rate = f64::from(limits.rate);
         let mut clients = self.stripe(ip);
         let client = clients.entry(ip).or_insert(Client {
             open: 0,
             tokens: rate,
             refilled: now,
         });
-        if self.limits.max_connections > 0 && client.open >= self.limits.max_connections {
+        if limits.max_connections > 0 && client.open >= limits.max_connections {
             return Err(Refusal::TooManyOpen);
         }
-        if self.limits.rate > 0 {
+        if limits.rate > 0 {
             let elapsed = now.saturating_duration_since(client.refilled).as_secs_f64();
             client.tokens = (client.tokens + elapsed * rate).min(rate);
             client.refilled = now;
@@ -127,18 +157,15 @@ impl Admission {
             client.tokens -= 1.0;
         }
         client.open += 1;
-        Ok(())
+        Ok(true)
     }
 
-    /// A connection admitted from `ip` ended.
+    /// A connection counted by [`Self::admit`] (`Ok(true)`) from `ip` ended.
     pub fn release(&self, ip: IpAddr) {
-        if self.unlimited() {
-            return;
-        }
         let mut clients = self.stripe(ip);
         if let Some(client) = clients.get_mut(&ip) {
             client.open = client.open.saturating_sub(1);
-            if client.open == 0 && self.limits.rate == 0 {
+            if client.open == 0 && self.limits().rate == 0 {
                 clients.remove(&ip);
             }
         }
@@ -192,12 +219,12 @@ mod tests {
             rate: 0,
         });
         let now = Instant::now();
-        assert_eq!(a.admit(A, now), Ok(()));
-        assert_eq!(a.admit(A, now), Ok(()));
+        assert_eq!(a.admit(A, now), Ok(true));
+        assert_eq!(a.admit(A, now), Ok(true));
         assert_eq!(a.admit(A, now), Err(Refusal::TooManyOpen));
-        assert_eq!(a.admit(B, now), Ok(()));
+        assert_eq!(a.admit(B, now), Ok(true));
         a.release(A);
-        assert_eq!(a.admit(A, now), Ok(()));
+        assert_eq!(a.admit(A, now), Ok(true));
         a.release(A);
         a.release(A);
         a.release(B);
@@ -212,14 +239,14 @@ mod tests {
         });
         let t0 = Instant::now();
         for _ in 0..3 {
-            assert_eq!(a.admit(A, t0), Ok(()));
+            assert_eq!(a.admit(A, t0), Ok(true));
             a.release(A);
         }
         assert_eq!(a.admit(A, t0), Err(Refusal::TooFast));
-        assert_eq!(a.admit(B, t0), Ok(()));
+        assert_eq!(a.admit(B, t0), Ok(true));
         // One token comes back every third of a second.
         let t1 = t0 + Duration::from_millis(340);
-        assert_eq!(a.admit(A, t1), Ok(()));
+        assert_eq!(a.admit(A, t1), Ok(true));
         assert_eq!(a.admit(A, t1), Err(Refusal::TooFast));
     }
 
@@ -240,6 +267,30 @@ mod tests {
         a.admit(B, t0 + Duration::from_secs(2)).unwrap();
         // A is still open; B was just admitted; the hundred idle ones are gone.
         assert_eq!(a.tracked(), 2);
+    }
+
+    #[test]
+    fn new_limits_apply_to_the_next_connection() {
+        let a = Admission::new(Limits::default());
+        let now = Instant::now();
+        // Unlimited: not counted, so nothing to release.
+        assert_eq!(a.admit(A, now), Ok(false));
+        a.set_limits(Limits {
+            max_connections: 1,
+            rate: 0,
+        });
+        assert_eq!(a.admit(A, now), Ok(true));
+        assert_eq!(a.admit(A, now), Err(Refusal::TooManyOpen));
+        a.set_limits(Limits {
+            max_connections: 2,
+            rate: 0,
+        });
+        assert_eq!(a.admit(A, now), Ok(true));
+        // Back to unlimited: the counted ones are still released.
+        a.set_limits(Limits::default());
+        a.release(A);
+        a.release(A);
+        assert_eq!(a.tracked(), 0);
     }
 
     #[test]

@@ -21,10 +21,11 @@ use std::time::{Duration, Instant, SystemTime};
 use futures_lite::{AsyncReadExt, AsyncWriteExt};
 use glommio::net::TcpStream;
 
-use super::ServerContext;
+use super::listener::Entry;
 use super::proxy_header;
 use super::replies;
 use super::session::{Action, AuthOutcome, Phase, Session, SessionConfig, SessionEnv};
+use super::{ServerContext, Timeouts};
 use crate::eventlog::{Reception, Rejection};
 use crate::metrics::{BackpressureReason, SessionOutcome};
 use crate::smtp::Reply;
@@ -116,18 +117,6 @@ impl Drop for Active {
     }
 }
 
-/// How a listener's connections begin.
-pub struct Entry {
-    /// The listener's session settings.
-    pub session: std::cell::RefCell<Rc<SessionConfig>>,
-    /// TLS from the first byte (RFC 8314 implicit TLS).
-    pub implicit_tls: bool,
-    /// A PROXY protocol header comes first and names the client.
-    pub proxy_protocol: bool,
-    /// The networks allowed to send that header (the load balancers).
-    pub proxy_from: Vec<ipnet::IpNet>,
-}
-
 /// Releases the client address's slot in the per-address limits when the connection ends.
 struct Admitted(Rc<ServerContext>, std::net::IpAddr);
 
@@ -149,15 +138,19 @@ pub async fn serve(
 ) {
     ctx.active.set(ctx.active.get() + 1);
     let _active = Active(ctx.clone());
-    let client = if entry.proxy_protocol {
-        if !super::relay::in_networks(&entry.proxy_from, peer.ip()) {
+    // What the connection starts with stays its own whatever a reload brings.
+    let timeouts = ctx.timeouts.get();
+    let session_config = entry.session.borrow().clone();
+    let proxy_from = entry.proxy_from.borrow().clone();
+    let client = if let Some(proxy_from) = proxy_from {
+        if !super::relay::in_networks(&proxy_from, peer.ip()) {
             // Anyone else could claim any client address (a loopback one relays).
             ctx.metrics.session_ended(SessionOutcome::Rejected);
             tracing::info!(%peer, "PROXY listener: peer not in proxy_from; closing");
             let _ = stream.shutdown(std::net::Shutdown::Both).await;
             return;
         }
-        match proxy_header::read(&mut stream, ctx.timeouts.greeting).await {
+        match proxy_header::read(&mut stream, timeouts.greeting).await {
             Ok(header) => {
                 let client = header.source.unwrap_or(peer);
                 tracing::debug!(%peer, %client, "PROXY header");
@@ -175,14 +168,13 @@ pub async fn serve(
     };
     // Trusted networks are exempt from the per-address limits (as Postfix exempts
     // $mynetworks): an injecting application may need many connections.
-    let session_config = entry.session.borrow().clone();
     let exempt = session_config.relay.is_trusted(client.ip());
     let admitted = match exempt {
-        true => Ok(()),
+        true => Ok(false),
         false => ctx.admission.admit(client.ip(), Instant::now()),
     };
     let _admitted = match admitted {
-        Ok(()) => (!exempt).then(|| Admitted(ctx.clone(), client.ip())),
+        Ok(counted) => counted.then(|| Admitted(ctx.clone(), client.ip())),
         Err(why) => {
             ctx.metrics.connections_refused.inc();
             ctx.metrics.session_ended(SessionOutcome::Rejected);
@@ -191,7 +183,7 @@ pub async fn serve(
             if !entry.implicit_tls {
                 let _ = stream.set_nodelay(true);
                 let mut out = Vec::new();
-                replies::too_many_from_address(&ctx.session.hostname).write_to(&mut out);
+                replies::too_many_from_address(&session_config.hostname).write_to(&mut out);
                 let _ = stream.write_all(&out).await;
             }
             let _ = stream.shutdown(std::net::Shutdown::Both).await;
@@ -200,7 +192,12 @@ pub async fn serve(
     };
     let peer = client;
     let mut stream = Some(Stream::Plain(stream));
-    let outcome = match run(&ctx, &entry, &mut stream, peer).await {
+    let started = Started {
+        session: session_config,
+        timeouts,
+        implicit_tls: entry.implicit_tls,
+    };
+    let outcome = match run(&ctx, started, &mut stream, peer).await {
         Ok(()) => SessionOutcome::Completed,
         Err(e) if e.kind() == std::io::ErrorKind::TimedOut => SessionOutcome::Timeout,
         Err(e) => {
@@ -214,12 +211,12 @@ pub async fn serve(
     }
 }
 
-/// Answers `421 4.7.0` to a connection over the shard's limit and closes it.
-pub async fn refuse(ctx: Rc<ServerContext>, mut stream: TcpStream) {
+/// Answers `421 4.7.0` (from `hostname`) to a connection over the shard's limit and closes it.
+pub async fn refuse(ctx: Rc<ServerContext>, mut stream: TcpStream, hostname: String) {
     ctx.metrics.session_ended(SessionOutcome::Rejected);
     let _ = stream.set_nodelay(true);
     let mut out = Vec::new();
-    replies::too_many_connections(&ctx.session.hostname).write_to(&mut out);
+    replies::too_many_connections(&hostname).write_to(&mut out);
     let _ = stream.write_all(&out).await;
     let _ = stream.shutdown(std::net::Shutdown::Both).await;
 }
@@ -242,21 +239,32 @@ async fn handshake(
     Ok(())
 }
 
+/// The settings a connection started with.
+struct Started {
+    session: Rc<SessionConfig>,
+    timeouts: Timeouts,
+    implicit_tls: bool,
+}
+
 async fn run(
     ctx: &ServerContext,
-    entry: &Entry,
+    started: Started,
     slot: &mut Option<Stream>,
     peer: SocketAddr,
 ) -> std::io::Result<()> {
+    let Started {
+        session: session_config,
+        timeouts: t,
+        implicit_tls,
+    } = started;
     let tcp = slot.as_ref().expect("stream").tcp();
     tcp.set_nodelay(true)?;
     // A client that stops reading (its window stays shut) is cut off like one that stops
     // writing: no write waits longer than the command timeout (RFC 5321 4.5.3.2.7).
-    tcp.set_write_timeout(Some(ctx.timeouts.command))?;
-    let session_config = entry.session.borrow().clone();
+    tcp.set_write_timeout(Some(t.command))?;
     let mut session = Session::new(session_config.clone(), peer);
-    if entry.implicit_tls {
-        handshake(ctx, slot, ctx.timeouts.greeting).await?;
+    if implicit_tls {
+        handshake(ctx, slot, t.greeting).await?;
         let info = slot.as_ref().and_then(Stream::tls).expect("TLS is on");
         session.tls_started(info);
     }
@@ -334,7 +342,7 @@ async fn run(
                     write(slot, &mut out).await?;
                     // Whatever the client pipelined after STARTTLS is discarded unread.
                     buf.clear();
-                    handshake(ctx, slot, ctx.timeouts.command).await?;
+                    handshake(ctx, slot, t.command).await?;
                     let info = slot.as_ref().and_then(Stream::tls).expect("TLS is on");
                     tracing::debug!(%peer, tls = %info, "STARTTLS");
                     session.tls_started(info);
@@ -374,7 +382,7 @@ async fn run(
         if buf.is_full() {
             // The session always consumes a full buffer (long lines are discarded, data is
             // decoded), so this only happens with a pathological limit; grow once, bounded.
-            let cap = 4 * READ_BUFFER.max(2 * ctx.session.max_command_line);
+            let cap = 4 * READ_BUFFER.max(2 * session_config.max_command_line);
             if buf.capacity() >= cap {
                 return Err(std::io::Error::other("input not consumed"));
             }
@@ -383,7 +391,6 @@ async fn run(
         }
         let now = Instant::now();
         let phase = session.phase();
-        let t = &ctx.timeouts;
         let mut wait = match phase {
             Phase::Greeting => t.greeting,
             Phase::Command => {
@@ -399,13 +406,13 @@ async fn run(
         if stopping {
             let deadline = ctx.shutdown.deadline().expect("started");
             if !session.in_transaction() || now >= deadline {
-                replies::shutting_down(&ctx.session.hostname).write_to(&mut out);
+                replies::shutting_down(&session_config.hostname).write_to(&mut out);
                 return write(slot, &mut out).await;
             }
             wait = wait.min(deadline - now);
         }
         if wait.is_zero() {
-            replies::timeout(&ctx.session.hostname).write_to(&mut out);
+            replies::timeout(&session_config.hostname).write_to(&mut out);
             return write(slot, &mut out).await;
         }
         let stream = slot.as_mut().expect("stream");
@@ -429,9 +436,9 @@ async fn run(
             Some(Ok(n)) => buf.filled(n),
             Some(Err(e)) if e.kind() == std::io::ErrorKind::TimedOut => {
                 let reply = if ctx.shutdown.started() {
-                    replies::shutting_down(&ctx.session.hostname)
+                    replies::shutting_down(&session_config.hostname)
                 } else {
-                    replies::timeout(&ctx.session.hostname)
+                    replies::timeout(&session_config.hostname)
                 };
                 reply.write_to(&mut out);
                 return write(slot, &mut out).await;

@@ -8,14 +8,14 @@
 //! It also logs senders of bulk mail without RFC 8058 one-click unsubscription and From
 //! domains without a key, at most once a minute per From domain.
 //!
-//! What it does not do: no key loading (the shard loads the keys once at start), no
-//! verification, no DNS; it never refuses or loses a message: a signing error is logged and
+//! What it does not do: no key loading (the shard loads the keys at start and on a reload,
+//! and hands them over with [`Signing::replace`]), no verification, no DNS; it never refuses or loses a message: a signing error is logged and
 //! counted and the message is spooled unsigned.
 //!
 //! Invariants: lives on one shard (`Cell`, `RefCell`); only the `Arc<Signer>` and the moved
 //! body cross to the blocking thread when `dkim.offload` is set; the warning map is bounded.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::rc::Rc;
 use std::sync::Arc;
@@ -30,12 +30,13 @@ const WARN_INTERVAL: Duration = Duration::from_secs(60);
 /// The warning map is cleared when it holds more domains than this.
 const WARN_MAP_LIMIT: usize = 10_000;
 
-/// The shard's DKIM signing stage.
+/// The shard's DKIM signing stage. Its keys and settings are replaced whole by a reload; a
+/// message being signed keeps the keys it started with.
 pub struct Signing {
-    signer: Arc<Signer>,
-    scope: SignScope,
-    offload: bool,
-    bulk_recipients: usize,
+    signer: RefCell<Arc<Signer>>,
+    scope: Cell<SignScope>,
+    offload: Cell<bool>,
+    bulk_recipients: Cell<usize>,
     /// Last warning per (kind, From domain).
     warned: RefCell<HashMap<(Warning, String), Instant>>,
     /// The shard's metrics (the signing counters).
@@ -52,19 +53,27 @@ impl Signing {
     /// The signing stage for `section`, with keys loaded at start.
     pub fn new(signer: Arc<Signer>, section: &DkimSection, metrics: Rc<ShardMetrics>) -> Self {
         Signing {
-            signer,
-            scope: section.sign,
-            offload: section.offload,
-            bulk_recipients: section.bulk_warning_recipients,
+            signer: RefCell::new(signer),
+            scope: Cell::new(section.sign),
+            offload: Cell::new(section.offload),
+            bulk_recipients: Cell::new(section.bulk_warning_recipients),
             warned: RefCell::new(HashMap::new()),
             metrics,
         }
     }
 
+    /// Takes reloaded keys and `[dkim]` settings (the counters and warning times stay).
+    pub fn replace(&self, signer: Arc<Signer>, section: &DkimSection) {
+        *self.signer.borrow_mut() = signer;
+        self.scope.set(section.sign);
+        self.offload.set(section.offload);
+        self.bulk_recipients.set(section.bulk_warning_recipients);
+    }
+
     /// Whether a message is in scope; `originated` = from an authenticated client or a
     /// trusted network.
     pub fn applies(&self, originated: bool) -> bool {
-        originated || self.scope == SignScope::All
+        originated || self.scope.get() == SignScope::All
     }
 
     /// Signs `record` in place when it is in scope. Never fails: on error the body is left
@@ -74,21 +83,22 @@ impl Signing {
             return;
         }
         let body = std::mem::take(&mut record.body);
-        let (body, result) = if self.offload {
-            let signer = self.signer.clone();
+        let signer = self.signer.borrow().clone();
+        let (body, result) = if self.offload.get() {
             glommio::executor()
                 .spawn_blocking(move || sign_body(&signer, body))
                 .await
         } else {
-            sign_body(&self.signer, body)
+            sign_body(&signer, body)
         };
         record.body = body;
         let domain = || crate::dkim::from_domain(&record.body).unwrap_or_default();
         match result {
             Ok(true) => {
                 self.metrics.dkim_signed.inc();
-                if self.bulk_recipients > 0
-                    && record.recipients.len() > self.bulk_recipients
+                let bulk = self.bulk_recipients.get();
+                if bulk > 0
+                    && record.recipients.len() > bulk
                     && !crate::dkim::has_one_click_unsubscribe(&record.body)
                 {
                     self.metrics.bulk_without_unsubscribe.inc();

@@ -62,7 +62,7 @@ pub struct Login {
     throttle: Arc<Mutex<FailureThrottle>>,
     cache: RefCell<HashSet<[u8; 32]>>,
     secret: [u8; 32],
-    failure_delay: Duration,
+    failure_delay: std::cell::Cell<Duration>,
     /// Password checks running now.
     verifying: std::cell::Cell<usize>,
 }
@@ -91,9 +91,22 @@ impl Login {
             throttle,
             cache: RefCell::new(HashSet::new()),
             secret,
-            failure_delay: config.failure_delay.0,
+            failure_delay: std::cell::Cell::new(config.failure_delay.0),
             verifying: std::cell::Cell::new(0),
         }
+    }
+
+    /// Takes a reloaded `[auth]`: the failure delay, and the throttle's limits (the throttle
+    /// is shared: every shard sets the same values; failures counted so far stay counted).
+    pub fn reload(&self, config: &AuthSection) {
+        self.failure_delay.set(config.failure_delay.0);
+        let mut throttle = self.throttle();
+        let limits = ThrottleLimits {
+            max_failures: config.max_failures,
+            window: config.failure_window.0,
+            ..throttle.limits()
+        };
+        throttle.set_limits(limits);
     }
 
     /// Replaces the users (after a reload) and forgets every remembered success.
@@ -111,7 +124,7 @@ impl Login {
     pub async fn check(&self, peer: IpAddr, creds: &Credentials) -> AuthOutcome {
         let started = Instant::now();
         if !self.throttle().begin(peer, started) {
-            glommio::timer::sleep(self.failure_delay).await;
+            glommio::timer::sleep(self.failure_delay.get()).await;
             return AuthOutcome::Throttled;
         }
         let verdict = match creds.authzid.is_empty() || creds.authzid == creds.username {
@@ -128,7 +141,7 @@ impl Login {
                 AuthOutcome::Throttled
             }
             Verdict::Wrong => {
-                glommio::timer::sleep(self.failure_delay).await;
+                glommio::timer::sleep(self.failure_delay.get()).await;
                 AuthOutcome::Failure
             }
         }

@@ -34,7 +34,6 @@ use crate::auth::FailureThrottle;
 use crate::config::Config;
 use crate::shutdown::Shutdown;
 use crate::spool::{MessageRecord, QueueIdGenerator, Spool};
-use session::SessionConfig;
 
 /// Inbound timeouts (RFC 5321 4.5.3.2), from `[smtp.timeouts]`.
 #[derive(Clone, Copy, Debug)]
@@ -53,16 +52,13 @@ pub struct Timeouts {
 /// by value, to whoever delivers it (the shard's queue).
 pub type HandOn = Rc<dyn Fn(MessageRecord)>;
 
-/// Everything a shard's connections share.
+/// Everything a shard's connections share. The settings in cells are replaced whole by a
+/// reload ([`ServerContext::reload`]); a connection reads them once, when it starts.
 pub struct ServerContext {
-    /// Session settings.
-    pub session: Rc<SessionConfig>,
     /// Inbound timeouts.
-    pub timeouts: Timeouts,
+    pub timeouts: Cell<Timeouts>,
     /// Connection limit of this shard.
-    pub max_connections: usize,
-    /// Transactions in progress may run this long after a stop request.
-    pub grace: Duration,
+    pub max_connections: Cell<usize>,
     /// This shard's spool.
     pub spool: Spool,
     /// Queue ids of this shard (shared with the delivery queue, which queues DSNs).
@@ -72,6 +68,9 @@ pub struct ServerContext {
     pub accepted: Option<HandOn>,
     /// Octets of new mail the spool's file system can take (kept fresh by a monitor task).
     pub storage_available: Cell<u64>,
+    /// The free space kept on the spool's file system: `spool.min_free_space` and
+    /// `spool.min_free_percent` (the monitor task reads them at every check).
+    pub storage_floor: Cell<(u64, f64)>,
     /// The shard's stop notice.
     pub shutdown: Rc<Shutdown>,
     /// Per-client-address limits, for the whole host (shared by every shard).
@@ -132,21 +131,14 @@ impl ServerContext {
             gauge,
             log,
         } = shared;
-        let t = &config.smtp.timeouts;
         ServerContext {
-            session: Rc::new(SessionConfig::from_config(config)),
-            timeouts: Timeouts {
-                greeting: t.greeting.0,
-                command: t.command.0,
-                data_block: t.data_block.0,
-                data_termination: t.data_termination.0,
-            },
-            max_connections: config.smtp.max_connections,
-            grace: config.shutdown.grace.0,
+            timeouts: Cell::new(Timeouts::from_config(config)),
+            max_connections: Cell::new(config.smtp.max_connections),
             spool,
             ids,
             accepted,
             storage_available: Cell::new(u64::MAX),
+            storage_floor: Cell::new(storage_floor(config)),
             shutdown,
             admission,
             active: Cell::new(0),
@@ -159,4 +151,35 @@ impl ServerContext {
             buffers: buffers::BufferPool::new(connection::read_buffer_size(config)),
         }
     }
+
+    /// Takes a reloaded configuration's inbound limits and timeouts (connections that start
+    /// from now on get them; those open keep theirs), the spool's free-space floor, the AUTH
+    /// failure delay and throttle, and the event log's rotation. The per-listener session
+    /// settings are the caller's (they hang on the listeners).
+    pub fn reload(&self, config: &Config) {
+        self.timeouts.set(Timeouts::from_config(config));
+        self.max_connections.set(config.smtp.max_connections);
+        self.admission
+            .set_limits(admission::Limits::from_config(config));
+        self.storage_floor.set(storage_floor(config));
+        self.login.reload(&config.auth);
+        self.log.set_rotation(&config.log);
+    }
+}
+
+impl Timeouts {
+    /// The timeouts of `[smtp.timeouts]`.
+    pub fn from_config(config: &Config) -> Timeouts {
+        let t = &config.smtp.timeouts;
+        Timeouts {
+            greeting: t.greeting.0,
+            command: t.command.0,
+            data_block: t.data_block.0,
+            data_termination: t.data_termination.0,
+        }
+    }
+}
+
+fn storage_floor(config: &Config) -> (u64, f64) {
+    (config.spool.min_free_space.0, config.spool.min_free_percent)
 }

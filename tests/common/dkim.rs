@@ -37,6 +37,20 @@ pub fn make_keys(dir: &Path) -> TestKeys {
         "rsa._domainkey.example.com v=DKIM1; k=rsa; p={}\n",
         b64(spki.as_bytes())
     );
+    let ed_file = dir.join("ed.pem");
+    let public = make_ed25519_key(&ed_file);
+    records += &format!("ed._domainkey.example.com v=DKIM1; k=ed25519; p={public}\n");
+    let records_file = dir.join("records");
+    std::fs::write(&records_file, records).expect("write");
+    TestKeys {
+        rsa_file,
+        ed_file,
+        records: records_file,
+    }
+}
+
+/// Writes a new Ed25519 key (PKCS#8 PEM) to `path`; returns its public key in base64.
+pub fn make_ed25519_key(path: &Path) -> String {
     let pkcs8 = Ed25519KeyPair::generate_pkcs8(&SystemRandom::new()).expect("Ed25519");
     let pair = Ed25519KeyPair::from_pkcs8(pkcs8.as_ref()).expect("parses");
     let body = b64(pkcs8.as_ref());
@@ -45,26 +59,15 @@ pub fn make_keys(dir: &Path) -> TestKeys {
         .chunks(64)
         .map(|c| std::str::from_utf8(c).expect("ASCII"))
         .collect();
-    let ed_file = dir.join("ed.pem");
     std::fs::write(
-        &ed_file,
+        path,
         format!(
             "-----BEGIN PRIVATE KEY-----\n{}\n-----END PRIVATE KEY-----\n",
             lines.join("\n")
         ),
     )
     .expect("write");
-    records += &format!(
-        "ed._domainkey.example.com v=DKIM1; k=ed25519; p={}\n",
-        b64(pair.public_key().as_ref())
-    );
-    let records_file = dir.join("records");
-    std::fs::write(&records_file, records).expect("write");
-    TestKeys {
-        rsa_file,
-        ed_file,
-        records: records_file,
-    }
+    b64(pair.public_key().as_ref())
 }
 
 /// The directory holding dkimpy and PyNaCl, installed on first use. A lock file keeps

@@ -142,6 +142,24 @@ impl Mta {
         unsafe { libc::kill(self.child.id() as i32, sig) };
     }
 
+    /// Sends SIGHUP and waits (at most 10 s) until both shards of a `write_config`
+    /// configuration logged `configuration reloaded`.
+    pub fn reload(&mut self) {
+        let count = |mta: &mut Mta| {
+            mta.drain_log()
+                .iter()
+                .filter(|l| l.contains("configuration reloaded"))
+                .count()
+        };
+        let before = count(self);
+        self.signal(libc::SIGHUP);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while count(self) < before + 2 {
+            assert!(Instant::now() < deadline, "no reload: {:?}", self.log_lines);
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     /// Waits for the process to exit, at most `limit`.
     pub fn wait(&mut self, limit: Duration) -> Option<std::process::ExitStatus> {
         let deadline = Instant::now() + limit;
@@ -300,6 +318,38 @@ pub fn submit(mta: &Mta, rcpts: &[&str], subject: &str) -> String {
     let r = c.reply().unwrap();
     assert!(r.starts_with("250"), "{r}");
     r.split_whitespace().last().unwrap().to_owned()
+}
+
+/// Runs `mta <args> --config <config> --url http://<admin>`; returns (success, stdout, stderr).
+pub fn mta_cli(admin: SocketAddr, config: &Path, args: &[&str]) -> (bool, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_mta"))
+        .args(args)
+        .arg("--config")
+        .arg(config)
+        .arg("--url")
+        .arg(format!("http://{admin}"))
+        .output()
+        .expect("mta runs");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// [`mta_cli`] with `--json`: the answer, parsed; panics if the command failed.
+pub fn mta_cli_json(admin: SocketAddr, config: &Path, args: &[&str]) -> serde_json::Value {
+    let mut all = args.to_vec();
+    all.push("--json");
+    let (ok, out, err) = mta_cli(admin, config, &all);
+    assert!(ok, "mta {args:?} failed: {err}");
+    serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out}"))
+}
+
+/// A loopback port with nothing listening on it (bound, then let go).
+pub fn closed_port() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    l.local_addr().expect("address").port()
 }
 
 /// Sends one raw HTTP/1.1 request to `admin` and returns the response's status code.

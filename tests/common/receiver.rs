@@ -16,6 +16,10 @@ pub struct Received {
     pub body: String,
     /// When its end of data arrived.
     pub at: Instant,
+    /// The EHLO name the sender gave on that connection.
+    pub helo: String,
+    /// The sender's address (its source address).
+    pub client: String,
 }
 
 /// A scripted receiving server: recipients whose local part starts with `bad` get 550,
@@ -81,10 +85,13 @@ fn serve(
     stream
         .set_read_timeout(Some(Duration::from_secs(30)))
         .unwrap();
+    let client = stream
+        .peer_addr()
+        .map_or(String::new(), |a| a.ip().to_string());
     let mut w = stream.try_clone().unwrap();
     let mut r = BufReader::new(stream);
     let _ = w.write_all(b"220 scripted.test ESMTP\r\n");
-    let (mut from, mut to) = (String::new(), Vec::new());
+    let (mut from, mut to, mut helo) = (String::new(), Vec::new(), String::new());
     loop {
         let mut line = String::new();
         if r.read_line(&mut line).unwrap_or(0) == 0 {
@@ -92,6 +99,7 @@ fn serve(
         }
         let upper = line.to_ascii_uppercase();
         let reply: String = if upper.starts_with("EHLO") {
+            helo = line[4..].trim().to_owned();
             let mut e = "250-scripted.test\r\n250-PIPELINING\r\n250-SIZE 1000000\r\n".to_owned();
             if chunking {
                 e.push_str("250-CHUNKING\r\n");
@@ -139,6 +147,8 @@ fn serve(
                     to: to.clone(),
                     body: String::from_utf8_lossy(&body).into(),
                     at: Instant::now(),
+                    helo: helo.clone(),
+                    client: client.clone(),
                 });
                 "250 2.0.0 queued\r\n".into()
             }
@@ -154,6 +164,8 @@ fn serve(
                     to: to.clone(),
                     body: String::from_utf8_lossy(&body).into(),
                     at: Instant::now(),
+                    helo: helo.clone(),
+                    client: client.clone(),
                 });
                 "250 2.0.0 queued\r\n".into()
             }

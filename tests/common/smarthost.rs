@@ -351,6 +351,8 @@ fn serve(stream: TcpStream, connection: usize, shared: &Shared) {
                 to: to.clone(),
                 body,
                 at: Instant::now(),
+                helo: String::new(),
+                client: String::new(),
             });
             "250 2.0.0 queued\r\n".into()
         } else if upper == "RSET" || upper == "NOOP" {
