@@ -65,16 +65,18 @@ enum Cmd {
 
 #[derive(Subcommand)]
 enum DestCmd {
-    /// Why a destination (a domain, or a key like `mx:...`) is or is not sending.
+    /// Why a destination (a domain, or a key like `mx:...`) is or is not sending, with the
+    /// queue of each source of its pool.
     Show {
-        /// Domain or destination key.
+        /// Domain or destination key (`<key>@<source>` for one source's queue).
         destination: String,
         #[command(flatten)]
         api: ApiArgs,
     },
-    /// Stop sending to a destination for a while.
+    /// Stop sending to a destination for a while (from every source of its pool, also for
+    /// mail queued later).
     Suspend {
-        /// Domain or destination key.
+        /// Domain or destination key (`<key>@<source>` for one source's queue).
         destination: String,
         /// How long, e.g. `30m`, `2h`.
         #[arg(long = "for", default_value = "1h")]
@@ -82,9 +84,9 @@ enum DestCmd {
         #[command(flatten)]
         api: ApiArgs,
     },
-    /// Lift a suspension.
+    /// Lift a suspension (from every source of its pool).
     Resume {
-        /// Domain or destination key.
+        /// Domain or destination key (`<key>@<source>` for one source's queue).
         destination: String,
         #[command(flatten)]
         api: ApiArgs,
@@ -117,9 +119,10 @@ enum QueueCmd {
         #[command(flatten)]
         api: ApiArgs,
     },
-    /// Retry deferred mail now: all of it, or one domain's.
+    /// Retry deferred mail now: all of it, one domain's, or one destination's.
     Flush {
-        /// Only this domain (or destination key).
+        /// Only this domain, or the mail that last went through this destination key (or a
+        /// source's queue of it).
         #[arg(long)]
         destination: Option<String>,
         #[command(flatten)]

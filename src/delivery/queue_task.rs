@@ -33,6 +33,7 @@ use super::recorder::{self, JobResult, Peer, Records};
 use super::route::{Routed, Target};
 use super::routes::Routes;
 use super::sinks::Sinks;
+use super::suspensions::{self, Suspensions};
 use super::views::Counters;
 use crate::config::Config;
 use crate::queue::{DestinationKey, Job, Scheduler};
@@ -68,6 +69,8 @@ pub struct ShardQueue {
     counters: Counters,
     /// Last connection error per destination, for operators.
     last_error: HashMap<DestinationKey, String>,
+    /// Operators' suspensions, for the queues made while they last.
+    suspensions: Suspensions,
     /// Hosts whose opportunistic handshake failed, sent to in plaintext until the instant.
     tls_fallback: HashMap<SocketAddr, Instant>,
     /// With `delivery.hold`: jobs kept, not routed.
@@ -101,6 +104,7 @@ impl ShardQueue {
             settings: parts.settings,
             counters: Counters::default(),
             last_error: HashMap::new(),
+            suspensions: Suspensions::default(),
             tls_fallback: HashMap::new(),
             held: Vec::new(),
             live: 0,
@@ -311,9 +315,16 @@ impl ShardQueue {
         }
     }
 
-    /// Queues a routed job on its destination, with the destination's limits in force.
+    /// Queues a routed job on its destination, with the destination's limits in force; a new
+    /// queue that an operator's suspension covers starts suspended.
     fn submit(&mut self, target: &Target, job: Job) {
         let now = Instant::now();
+        if !self.sched.knows(&target.key)
+            && let Some(until) = self.suspensions.for_new_queue(&target.key.0, now)
+        {
+            self.sched
+                .suspend(&target.key, until, suspensions::REASON.to_owned());
+        }
         self.apply_limits(target, now);
         self.sched.submit(&target.key, job, now);
         self.dirty = true;
@@ -431,6 +442,7 @@ impl ShardQueue {
             wall: SystemTime::now(),
             retry: own.as_ref(),
             after_421: self.config.delivery.suspend.after_421.0,
+            destination: dest,
             classify: &classify,
         };
         let records = recorder::attempt(&msg, &mut e.progress, result, &mut self.sched, &cx);
@@ -518,6 +530,7 @@ impl ShardQueue {
     /// log is flushed, rules relax and limits follow, idle destinations are forgotten.
     fn chores(&mut self, now: Instant) {
         self.rules.prune(now);
+        self.suspensions.prune(now);
         {
             let live: HashSet<&DestinationKey> = self.sched.destinations().collect();
             self.routes.prune(&live);

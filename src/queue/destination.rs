@@ -178,7 +178,10 @@ impl Destination {
         self.ready_len() == 0
             && self.open == 0
             && self.pending_opens == 0
-            && self.suspended.is_none()
+            && self
+                .suspended
+                .as_ref()
+                .is_none_or(|(until, _)| *until <= now)
             && self
                 .last_active
                 .is_none_or(|t| now.saturating_duration_since(t) > KEEP_IDLE)
