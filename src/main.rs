@@ -86,16 +86,18 @@ enum Cmd {
 
 #[derive(Subcommand)]
 enum DestCmd {
-    /// Why a destination (a domain, or a key like `mx:...`) is or is not sending.
+    /// Why a destination (a domain, or a key like `mx:...`) is or is not sending, with the
+    /// queue of each source of its pool.
     Show {
-        /// Domain or destination key.
+        /// Domain or destination key (`<key>@<source>` for one source's queue).
         destination: String,
         #[command(flatten)]
         api: ApiArgs,
     },
-    /// Stop sending to a destination for a while.
+    /// Stop sending to a destination for a while (from every source of its pool, also for
+    /// mail queued later).
     Suspend {
-        /// Domain or destination key.
+        /// Domain or destination key (`<key>@<source>` for one source's queue).
         destination: String,
         /// How long, e.g. `30m`, `2h`.
         #[arg(long = "for", default_value = "1h")]
@@ -103,9 +105,9 @@ enum DestCmd {
         #[command(flatten)]
         api: ApiArgs,
     },
-    /// Lift a suspension.
+    /// Lift a suspension (from every source of its pool).
     Resume {
-        /// Domain or destination key.
+        /// Domain or destination key (`<key>@<source>` for one source's queue).
         destination: String,
         #[command(flatten)]
         api: ApiArgs,

@@ -114,9 +114,10 @@ pub enum QueueCmd {
         #[command(flatten)]
         api: ApiArgs,
     },
-    /// Retry deferred mail now: all of it, or one domain's.
+    /// Retry deferred mail now: all of it, one domain's, or one destination's.
     Flush {
-        /// Only this domain (or destination key).
+        /// Only this domain, or the mail that last went through this destination key (or a
+        /// source's queue of it).
         #[arg(long)]
         destination: Option<String>,
         #[command(flatten)]

@@ -1,6 +1,7 @@
 //! Source pools through real sockets: messages leave from the loopback addresses of their pool
 //! (127.0.0.2-4), in proportion to the weights, with each source's EHLO name; the pool is
-//! chosen by header, by sender domain, or by default.
+//! chosen by header, by sender domain, or by default. `mta dest suspend|show|resume` and
+//! `mta queue flush --destination` given a domain or key act on the queues of every source.
 
 mod common;
 
@@ -10,7 +11,8 @@ use std::net::TcpListener;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::{Client, Mta, tempdir, write_config};
+use common::receiver::Scripted;
+use common::{Client, Mta, closed_port, event_log, mta_cli_json, submit, tempdir, write_config};
 
 /// (client IP, EHLO name, MAIL FROM line, Subject) of each message received.
 type Seen = Arc<Mutex<Vec<(String, String, String, String)>>>;
@@ -184,4 +186,115 @@ fn a_route_source_address_is_used() {
     let seen = seen.lock().unwrap();
     assert_eq!(seen.len(), 3);
     assert!(seen.iter().all(|(ip, ..)| ip == "127.0.0.5"), "{seen:?}");
+}
+
+/// Every shard's entries under `sources` of a `mta dest show` answer.
+fn source_queues(v: &serde_json::Value) -> Vec<serde_json::Value> {
+    v["shards"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|s| s["sources"].as_array().cloned().unwrap_or_default())
+        .collect()
+}
+
+#[test]
+fn destination_commands_cover_every_source_of_a_pool() {
+    let rx = Scripted::start(false, 0);
+    let down = closed_port();
+    let dir = tempdir();
+    let config = write_config(
+        dir.path(),
+        "",
+        &format!(
+            "[delivery]\nmax_messages_per_connection = 1\n\
+             [delivery.retry]\nfirst = \"1h\"\n\
+             [[routes]]\ndomain = \"dest.test\"\nhosts = [\"127.0.0.1:{}\"]\n\
+             [[routes]]\ndomain = \"down.test\"\nhosts = [\"127.0.0.1:{down}\"]\n\
+             [[sources]]\nname = \"a\"\naddress = \"127.0.0.2\"\n\
+             [[sources]]\nname = \"b\"\naddress = \"127.0.0.3\"\n\
+             [[pools]]\nname = \"bulk\"\nsources = [{{ source = \"a\" }}, {{ source = \"b\" }}]\n\
+             [pool_selection]\ndefault = \"bulk\"\n",
+            rx.port
+        ),
+    );
+    let mut mta = Mta::start(dir.path(), &config);
+    let admin = mta.admin.expect("admin endpoint");
+
+    // Suspended before any mail is queued: the sources' queues made later are suspended too.
+    let v = mta_cli_json(
+        admin,
+        &config,
+        &["dest", "suspend", "dest.test", "--for", "1h"],
+    );
+    assert_eq!(v["shards"][0]["destination"], "route:dest.test", "{v}");
+    for i in 0..6 {
+        submit(&mta, &["u@dest.test"], &format!("held {i}"));
+    }
+    std::thread::sleep(Duration::from_millis(1500));
+    assert!(rx.got.lock().unwrap().is_empty(), "sent while suspended");
+
+    let v = mta_cli_json(admin, &config, &["dest", "show", "dest.test"]);
+    let queues = source_queues(&v);
+    assert!(!queues.is_empty(), "each source's queue is listed: {v}");
+    let mut ready = 0;
+    for q in &queues {
+        let (key, source) = (q["destination"].as_str().unwrap(), &q["source"]);
+        let address = match source.as_str().unwrap() {
+            "a" => "127.0.0.2",
+            "b" => "127.0.0.3",
+            other => panic!("source {other}: {v}"),
+        };
+        assert_eq!(key, format!("route:dest.test@{}", source.as_str().unwrap()));
+        assert_eq!(q["source_address"], address, "{q}");
+        assert_eq!(
+            q["suspended"]["reason"], "suspended by an administrator",
+            "{q}"
+        );
+        ready += q["ready_new"].as_u64().unwrap();
+    }
+    assert_eq!(ready, 6, "every message waits in a source's queue: {v}");
+
+    let v = mta_cli_json(admin, &config, &["dest", "resume", "dest.test"]);
+    let resumed: usize = v["shards"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["sources"].as_array().map_or(0, Vec::len))
+        .sum();
+    assert_eq!(resumed, queues.len(), "{v}");
+    let got = rx.wait_for(6, Duration::from_secs(20));
+    assert_eq!(got.len(), 6, "delivered once resumed");
+    assert!(
+        got.iter()
+            .all(|m| m.client == "127.0.0.2" || m.client == "127.0.0.3"),
+        "{got:?}"
+    );
+
+    // Deferred mail is flushed by the destination's key, whichever source it went through.
+    submit(&mta, &["u@down.test"], "down 1");
+    submit(&mta, &["v@down.test"], "down 2");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let deferrals = loop {
+        let lines: Vec<serde_json::Value> = event_log(dir.path())
+            .into_iter()
+            .filter(|l| l["type"] == "TransientFailure")
+            .collect();
+        if lines.len() >= 2 {
+            break lines;
+        }
+        assert!(Instant::now() < deadline, "no deferrals");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    for l in &deferrals {
+        let d = l["destination"].as_str().unwrap();
+        assert!(d.starts_with("route:down.test@"), "{l}");
+    }
+    let flush = |key: &str| {
+        let v = mta_cli_json(admin, &config, &["queue", "flush", "--destination", key]);
+        v["flushed"].as_u64().unwrap()
+    };
+    assert_eq!(flush("route:down.test@nosuch"), 0);
+    assert_eq!(flush("route:down.test"), 2);
+    assert!(mta.stop().success());
 }

@@ -58,6 +58,11 @@ impl AccessPolicy {
         if self.allow.iter().any(|net| net.contains(&peer)) {
             return true;
         }
+        self.token_matches(authorization_header)
+    }
+
+    /// Whether the header carries the configured bearer token (never with no token set).
+    pub fn token_matches(&self, authorization_header: Option<&str>) -> bool {
         match (&self.token, authorization_header.and_then(bearer)) {
             (Some(expected), Some(given)) if !expected.is_empty() => {
                 constant_time_eq(expected.as_bytes(), given.as_bytes())
@@ -81,6 +86,11 @@ impl LiveAccess {
     /// Replaces the policy (a reload): the next request is judged by the new one.
     pub fn set(&self, policy: AccessPolicy) {
         *self.0.borrow_mut() = policy;
+    }
+
+    /// [`AccessPolicy::token_matches`] of the policy in force.
+    pub fn token_matches(&self, authorization_header: Option<&str>) -> bool {
+        self.0.borrow().token_matches(authorization_header)
     }
 
     /// [`AccessPolicy::permits_change`] of the policy in force.

@@ -28,7 +28,7 @@ use super::LiveAccess;
 use super::control::{Actor, Answer, Command, DeleteMode, QueueAnswer, ShardLink, ask_all};
 use super::encode;
 use super::http::{Handler, Head, Method, Request, Response};
-use super::query::{self, actor};
+use super::query;
 use crate::delivery::queue_task::MAX_LIST;
 use crate::delivery::views::{Op, Request as Ask, SummaryBy};
 use crate::spool::QueueId;
@@ -85,7 +85,7 @@ impl Api {
             }
             ("POST", ["delivery", verb @ ("pause" | "resume")]) => {
                 let ask = Ask::Pause(*verb == "pause");
-                let paused = queue_answers(&self.links, ask, actor(&req))
+                let paused = queue_answers(&self.links, ask, self.actor(&req))
                     .await
                     .iter()
                     .any(|(_, a)| matches!(a, QueueAnswer::Paused(true)));
@@ -108,14 +108,15 @@ impl Api {
             },
             ("POST", ["queue", "flush"]) => {
                 let target = req.query_param("destination").map(str::to_owned);
-                let flushed: usize = queue_answers(&self.links, Ask::Flush(target), actor(&req))
-                    .await
-                    .iter()
-                    .map(|(_, a)| match a {
-                        QueueAnswer::Flushed(n) => *n,
-                        _ => 0,
-                    })
-                    .sum();
+                let flushed: usize =
+                    queue_answers(&self.links, Ask::Flush(target), self.actor(&req))
+                        .await
+                        .iter()
+                        .map(|(_, a)| match a {
+                            QueueAnswer::Flushed(n) => *n,
+                            _ => 0,
+                        })
+                        .sum();
                 Response::json(200, &json!({"flushed": flushed}))
             }
             ("POST", ["queue", id, "delete"]) => {
@@ -128,7 +129,7 @@ impl Api {
                     Ok(id) => {
                         self.first(
                             Ask::Delete(id.0, mode),
-                            actor(&req),
+                            self.actor(&req),
                             "no such queued message",
                         )
                         .await
@@ -141,15 +142,15 @@ impl Api {
                     Ok(d) => d,
                     Err(e) => return Response::json(400, &json!({"error": e})),
                 };
-                self.per_shard(Ask::Suspend((*d).to_owned(), duration), actor(&req))
+                self.per_shard(Ask::Suspend((*d).to_owned(), duration), self.actor(&req))
                     .await
             }
             ("POST", ["destinations", d, "resume"]) => {
-                self.per_shard(Ask::Resume((*d).to_owned()), actor(&req))
+                self.per_shard(Ask::Resume((*d).to_owned()), self.actor(&req))
                     .await
             }
             ("GET", ["destinations", d]) => {
-                self.per_shard(Ask::Explain((*d).to_owned()), actor(&req))
+                self.per_shard(Ask::Explain((*d).to_owned()), self.actor(&req))
                     .await
             }
             ("GET" | "POST", _) => Response::not_found(),
@@ -180,6 +181,12 @@ impl Api {
             _ => None,
         });
         Response::json(200, &encode::summary(summaries))
+    }
+
+    /// Who asks, for the event log.
+    fn actor(&self, req: &Request) -> Actor {
+        let by_token = self.access.token_matches(req.header("authorization"));
+        query::actor(req, by_token)
     }
 
     /// `GET /queue/messages`: the selected messages of every shard, oldest first.
@@ -226,7 +233,7 @@ impl Api {
                 _ => return Response::json(400, &json!({"error": "mode is bounce or silent"})),
             },
         };
-        let answers = queue_answers(&self.links, Ask::Act(op, select), actor(req)).await;
+        let answers = queue_answers(&self.links, Ask::Act(op, select), self.actor(req)).await;
         let (mut messages, mut recipients, mut errors) = (0, 0, Vec::new());
         for (_, a) in &answers {
             if let QueueAnswer::Acted(a) = a {

@@ -17,6 +17,7 @@ use crate::delivery::select::ListRow;
 use crate::delivery::views::{
     AGE_BUCKETS, AGE_BUCKETS_MINUTES, Answer, DestinationView, MessageView, Summary,
 };
+use crate::queue::DestinationKey;
 
 /// One shard's answer as JSON.
 pub fn answer(a: &Answer) -> Value {
@@ -30,10 +31,14 @@ pub fn answer(a: &Answer) -> Value {
             }})
         }),
         Answer::Flushed(n) => json!({"flushed": n}),
-        Answer::Suspended(Ok((key, d))) => {
-            json!({"destination": key.0, "suspended_seconds": d.as_secs()})
+        Answer::Suspended(Ok((acted, d))) => json!({
+            "destination": acted.key.0,
+            "suspended_seconds": d.as_secs(),
+            "sources": keys(&acted.sources),
+        }),
+        Answer::Resumed(Ok(acted)) => {
+            json!({"destination": acted.key.0, "resumed": true, "sources": keys(&acted.sources)})
         }
-        Answer::Resumed(Ok(key)) => json!({"destination": key.0, "resumed": true}),
         Answer::Explained(Ok(v)) => destination(v),
         Answer::Suspended(Err(no)) | Answer::Resumed(Err(no)) | Answer::Explained(Err(no)) => {
             json!({"error": format!("{}: no route", no.0)})
@@ -66,6 +71,10 @@ fn list_row(r: &ListRow) -> Value {
         "next_attempt_seconds": r.next_attempt_in.map(|d| d.as_secs()),
         "recipients": recipients,
     })
+}
+
+fn keys(keys: &[DestinationKey]) -> Vec<&str> {
+    keys.iter().map(|k| k.0.as_str()).collect()
 }
 
 fn summary_of_shard(s: &Summary) -> Value {
@@ -147,9 +156,21 @@ fn message(m: &MessageView) -> Value {
     })
 }
 
+/// One destination's view; a pool's sources' queues are listed under `sources`, each with
+/// its `source` (name) and `source_address`.
 fn destination(v: &DestinationView) -> Value {
+    let sources: Vec<Value> = v.sources.iter().map(destination).collect();
     let Some(s) = &v.state else {
-        return json!({"destination": v.key.0, "known": false, "hops": v.hops, "auth": v.auth, "why": v.why});
+        return json!({
+            "destination": v.key.0,
+            "source": v.source,
+            "source_address": v.source_address,
+            "known": false,
+            "hops": v.hops,
+            "auth": v.auth,
+            "why": v.why,
+            "sources": sources,
+        });
     };
     let suspended = s
         .suspended
@@ -157,6 +178,8 @@ fn destination(v: &DestinationView) -> Value {
         .map(|(left, reason)| json!({"seconds_left": left.as_secs(), "reason": reason}));
     json!({
         "destination": v.key.0,
+        "source": v.source,
+        "source_address": v.source_address,
         "known": true,
         "why": v.why,
         "ready_new": s.ready_new,
@@ -175,5 +198,6 @@ fn destination(v: &DestinationView) -> Value {
         "rule_in_force": v.rule,
         "hops": v.hops,
         "auth": v.auth,
+        "sources": sources,
     })
 }

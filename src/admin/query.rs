@@ -58,12 +58,9 @@ pub fn select(req: &Request, default_all: bool) -> Result<Select, String> {
     Ok(s)
 }
 
-/// Who asks: `<address> token` when the request carries a bearer token, else
-/// `<address> network` (let in by `admin.allow`).
-pub fn actor(req: &Request) -> Actor {
-    let how = match req.header("authorization") {
-        Some(_) => "token",
-        None => "network",
-    };
+/// Who asks: `<address> token` when the request carries the configured bearer token
+/// (`by_token`), else `<address> network` (let in by `admin.allow`).
+pub fn actor(req: &Request, by_token: bool) -> Actor {
+    let how = if by_token { "token" } else { "network" };
     Actor(format!("{} {how}", req.peer.ip().to_canonical()))
 }

@@ -12,7 +12,8 @@
 //! memory budget), `routes` (domain → destination, pools, shaping), `connection` (one
 //! outbound connection's task), `client` (its protocol), `classify` (a report → outcomes),
 //! `recorder` (outcomes → records, pure), `sinks` (records → spool, log, DSNs), `views` (what
-//! operators ask, typed), `policy` (the configuration's policies), `start` (wiring).
+//! operators ask, typed), `suspensions` (what operators suspended, for queues made later),
+//! `policy` (the configuration's policies), `start` (wiring).
 //! Leaves: `route`, `myself`, `dsn`, `memory`, `message`, `phase`.
 
 pub mod classify;
@@ -34,6 +35,7 @@ pub mod routes;
 pub mod select;
 pub mod sinks;
 pub mod start;
+pub mod suspensions;
 pub mod views;
 
 pub use classify::Outcome;

@@ -6,7 +6,10 @@
 //! deferred mail, suspending and resuming a destination (the actions on selected messages and
 //! the pause are in `queue_ops.rs`). Every change is recorded in the event log with who asked.
 //! A domain an operator names is routed first, in a task of its own; the request then comes
-//! back with the destination's key.
+//! back with the destination's key. A key covers the queues of its pool's sources
+//! (`<key>@<source>`): a suspend, resume or explain acts on each of them, a suspension also on
+//! those made while it lasts (`suspensions`), and a flush of a key takes the deferred mail that
+//! last went through any of them.
 //!
 //! What it does not do: no encoding (the admin endpoint's), no cross-shard merging.
 //!
@@ -23,7 +26,9 @@ use super::ShardQueue;
 use crate::delivery::queue_msg::QueueMsg;
 use crate::delivery::recorder::{self, DeleteMode, Peer};
 use crate::delivery::route::Routed;
-use crate::delivery::views::{self, Actor, Answer, Counters, Request};
+use crate::delivery::routes::covers;
+use crate::delivery::suspensions::REASON;
+use crate::delivery::views::{self, Actor, Answer, Counters, Covered, Request};
 use crate::queue::DestinationKey;
 
 impl ShardQueue {
@@ -72,33 +77,57 @@ impl ShardQueue {
             Request::Suspend(name, duration) => {
                 let key = DestinationKey(name);
                 let until = crate::queue::later(now, duration);
-                self.sched
-                    .suspend(&key, until, "suspended by an administrator".to_owned());
+                let sources = self.sources_of(&key);
+                for k in std::iter::once(&key).chain(&sources) {
+                    self.sched.suspend(k, until, REASON.to_owned());
+                }
+                self.suspensions.suspend(&key.0, until, now);
                 let what = format!("{} for {}s", key.0, duration.as_secs());
                 self.operator("suspend", &what, &by, 0, 0);
-                Answer::Suspended(Ok((key, duration)))
+                Answer::Suspended(Ok((Covered { key, sources }, duration)))
             }
             Request::Resume(name) => {
                 let key = DestinationKey(name);
-                self.sched.resume(&key);
+                let sources = self.sources_of(&key);
+                for k in std::iter::once(&key).chain(&sources) {
+                    self.sched.resume(k);
+                }
+                self.suspensions.resume(&key.0);
                 self.dirty = true;
                 self.operator("resume", &key.0, &by, 0, 0);
-                Answer::Resumed(Ok(key))
+                Answer::Resumed(Ok(Covered { key, sources }))
             }
             Request::Explain(name) => {
                 let key = DestinationKey(name);
-                let last = self.last_error.get(&key).cloned();
-                Answer::Explained(Ok(Box::new(views::explain(
-                    key,
-                    &self.sched,
-                    &self.routes,
-                    &self.rules,
-                    last,
-                    now,
-                ))))
+                let sources = self.sources_of(&key);
+                let mut view = self.explain(key, now);
+                view.sources = sources.into_iter().map(|k| self.explain(k, now)).collect();
+                if view.state.is_none() && !view.sources.is_empty() {
+                    view.why = "its mail is queued per source of its pool (see sources)".to_owned();
+                }
+                Answer::Explained(Ok(Box::new(view)))
             }
         };
         let _ = reply.send(answer);
+    }
+
+    /// Why the queue `key` is or is not sending.
+    fn explain(&self, key: DestinationKey, now: Instant) -> views::DestinationView {
+        let last = self.last_error.get(&key).cloned();
+        views::explain(key, &self.sched, &self.routes, &self.rules, last, now)
+    }
+
+    /// The queues of the pool's sources of `key` (`<key>@<source>`) the scheduler has, in
+    /// order.
+    fn sources_of(&self, key: &DestinationKey) -> Vec<DestinationKey> {
+        let mut keys: Vec<DestinationKey> = self
+            .sched
+            .destinations()
+            .filter(|k| k.0.len() > key.0.len() && covers(&key.0, &k.0))
+            .cloned()
+            .collect();
+        keys.sort();
+        keys
     }
 
     /// True when `name` is a destination key (known here, or in key form) rather than a
@@ -164,15 +193,27 @@ impl ShardQueue {
         out
     }
 
-    /// Makes deferred mail due now: all of it, or that of one domain or destination key.
+    /// Makes deferred mail due now: all of it, or that of one domain, or that which last went
+    /// through a destination key or one of its pool's sources (which are resumed).
     fn flush(&mut self, target: Option<&str>, now: Instant) -> usize {
         self.dirty = true;
         match target {
             None => self.sched.flush(now),
             Some(t) => {
                 let t = t.to_ascii_lowercase();
-                self.sched.resume(&DestinationKey(t.clone()));
-                self.sched.flush_matching(now, |job| job.domain == t)
+                let covered: Vec<DestinationKey> = self
+                    .sched
+                    .destinations()
+                    .filter(|k| covers(&t, &k.0))
+                    .cloned()
+                    .collect();
+                for k in &covered {
+                    self.sched.resume(k);
+                }
+                self.suspensions.resume(&t);
+                self.sched.flush_matching(now, |job, via| {
+                    job.domain == t || via.is_some_and(|k| covers(&t, &k.0))
+                })
             }
         }
     }

@@ -33,11 +33,12 @@ use super::recorder::{self, JobResult, Peer, Records};
 use super::route::{Routed, Target};
 use super::routes::Routes;
 use super::sinks::Sinks;
+use super::suspensions::{self, Suspensions};
 use super::views::Counters;
 use crate::config::Config;
-use crate::queue::{DestinationKey, Job, Reduction, Scheduler};
-use crate::shaping::{ActionKind, RuleEngine, Shaping};
-use crate::smtp::{EnhancedStatus, Reply};
+use crate::queue::{DestinationKey, Job, Scheduler};
+use crate::shaping::{RuleEngine, Shaping};
+use crate::smtp::EnhancedStatus;
 use crate::spool::{MessageRecord, RecoveredMessage};
 use crate::timers::QUEUE_CHORES;
 
@@ -68,6 +69,8 @@ pub struct ShardQueue {
     counters: Counters,
     /// Last connection error per destination, for operators.
     last_error: HashMap<DestinationKey, String>,
+    /// Operators' suspensions, for the queues made while they last.
+    suspensions: Suspensions,
     /// Hosts whose opportunistic handshake failed, sent to in plaintext until the instant.
     tls_fallback: HashMap<SocketAddr, Instant>,
     /// With `delivery.hold` (or an operator's pause): jobs kept, not routed.
@@ -103,6 +106,7 @@ impl ShardQueue {
             settings: parts.settings,
             counters: Counters::default(),
             last_error: HashMap::new(),
+            suspensions: Suspensions::default(),
             tls_fallback: HashMap::new(),
             held: Vec::new(),
             holds: HashMap::new(),
@@ -342,26 +346,19 @@ impl ShardQueue {
         }
     }
 
-    /// Queues a routed job on its destination, with the destination's limits in force.
+    /// Queues a routed job on its destination, with the destination's limits in force; a new
+    /// queue that an operator's suspension covers starts suspended.
     fn submit(&mut self, target: &Target, job: Job) {
         let now = Instant::now();
+        if !self.sched.knows(&target.key)
+            && let Some(until) = self.suspensions.for_new_queue(&target.key.0, now)
+        {
+            self.sched
+                .suspend(&target.key, until, suspensions::REASON.to_owned());
+        }
         self.apply_limits(target, now);
         self.sched.submit(&target.key, job, now);
         self.dirty = true;
-    }
-
-    /// The limits in force for a destination: shaped, with the rule adjustment applied.
-    /// The limits in force for a destination: shaped, with the deeper of this shard's rule
-    /// reduction and the one another shard's rule published for the whole host.
-    fn apply_limits(&mut self, target: &Target, now: Instant) {
-        let mut adjustment = self.rules.current(&target.key.0, now);
-        let rules = self.rules.rules();
-        let every = |i: usize| rules.get(i).map(|r| r.recover_after);
-        let (rate, connections) = self.sched.shared(&target.key).reductions(now, every);
-        adjustment.rate_factor = adjustment.rate_factor.min(rate);
-        adjustment.connection_factor = adjustment.connection_factor.min(connections);
-        self.sched
-            .set_limits(&target.key, adjustment.apply(&target.limits));
     }
 
     /// Starts a connection task for `dest`.
@@ -479,6 +476,7 @@ impl ShardQueue {
             wall: SystemTime::now(),
             retry: own.as_ref(),
             after_421: self.config.delivery.suspend.after_421.0,
+            destination: dest,
             classify: &classify,
         };
         let records = recorder::attempt(&msg, &mut e.progress, result, &mut self.sched, &cx);
@@ -538,58 +536,11 @@ impl ShardQueue {
         }
     }
 
-    /// Shows a failure reply to the rules and carries out what fires.
-    fn observe(&mut self, dest: &DestinationKey, reply: &Reply) {
-        if reply.is_positive_completion() {
-            return;
-        }
-        let now = Instant::now();
-        let Some(action) = self.rules.observe(&dest.0, reply, now) else {
-            return;
-        };
-        tracing::info!(destination = %dest.0, rule = %action.name, explain = %action.explain, "shaping rule fired");
-        match action.kind {
-            ActionKind::Suspend { until } => {
-                self.sched.suspend(dest, until, action.explain.clone());
-            }
-            ActionKind::ReduceRate { .. } | ActionKind::ReduceConnections { .. } => {
-                // Published for every shard's scheduler: the host slows down as one.
-                let current = self.rules.current(&dest.0, now);
-                let rate = matches!(action.kind, ActionKind::ReduceRate { .. });
-                let value = match rate {
-                    true => current.rate_factor,
-                    false => current.connection_factor,
-                };
-                let reduction = Reduction {
-                    rule: action.rule,
-                    value,
-                    since: now,
-                };
-                let rules = self.rules.rules();
-                let every = |i: usize| rules.get(i).map(|r| r.recover_after);
-                self.sched.shared(dest).reduce(rate, reduction, now, every);
-                if let Some(t) = self.routes.target(&dest.0).cloned() {
-                    self.apply_limits(&t, now);
-                }
-            }
-            ActionKind::Bounce => {
-                let status = reply.status.unwrap_or(EnhancedStatus::new(5, 0, 0));
-                let status = EnhancedStatus::new(5, status.subject, status.detail);
-                let o = Outcome::bounce(
-                    status,
-                    format!("bounced by shaping rule {}: {}", action.name, reply.text()),
-                );
-                for job in self.sched.drain_destination(dest) {
-                    self.finish(JobResult::decided(job, o.clone()), &dest.0);
-                }
-            }
-        }
-    }
-
     /// Every [`QUEUE_CHORES`]: routes are forgotten (DNS answers and reloads show soon), the
     /// log is flushed, rules relax and limits follow, idle destinations are forgotten.
     fn chores(&mut self, now: Instant) {
         self.rules.prune(now);
+        self.suspensions.prune(now);
         {
             let live: HashSet<&DestinationKey> = self.sched.destinations().collect();
             self.routes.prune(&live);
@@ -609,4 +560,6 @@ impl ShardQueue {
 mod admin;
 #[path = "queue_ops.rs"]
 mod ops;
+#[path = "queue_shaping.rs"]
+mod shaping;
 pub use ops::MAX_LIST;

@@ -20,7 +20,7 @@ use std::time::{Duration, Instant, SystemTime};
 use super::classify::{Attempt, Outcome, Reuse, Verdict, verdict};
 use super::dsn::{DsnAction, DsnRecipient, Return};
 use super::message::{Message, Progress};
-use crate::queue::{DeferOutcome, Job, RetryPolicy, Scheduler};
+use crate::queue::{DeferOutcome, DestinationKey, Job, RetryPolicy, Scheduler};
 use crate::shaping::BounceClass;
 use crate::smtp::params::{Notify, Ret};
 use crate::smtp::{EnhancedStatus, Reply};
@@ -84,6 +84,8 @@ pub struct Context<'a> {
     pub retry: Option<&'a RetryPolicy>,
     /// How long a `421` suspends the destination.
     pub after_421: Duration,
+    /// The destination queue the job went through (empty when routing itself failed).
+    pub destination: &'a str,
     /// The bounce class of a failure (status, diagnostic).
     pub classify: &'a dyn Fn(EnhancedStatus, &str) -> BounceClass,
 }
@@ -294,10 +296,8 @@ pub fn attempt(
             attempts: job.attempts + 1,
             arrival: q.arrival,
         };
-        let decided = match cx.retry {
-            Some(policy) => sched.defer_with(again, cx.now, policy),
-            None => sched.defer(again, cx.now),
-        };
+        let via = (!cx.destination.is_empty()).then(|| DestinationKey(cx.destination.to_owned()));
+        let decided = sched.defer_from(again, via, cx.now, cx.retry);
         match decided {
             DeferOutcome::Scheduled { at } => {
                 let next = now_ms + at.saturating_duration_since(cx.now).as_millis() as u64;

@@ -101,6 +101,7 @@ fn cx(now: Instant, retry: Option<&RetryPolicy>) -> Context<'_> {
         wall: SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000),
         retry,
         after_421: Duration::from_secs(300),
+        destination: "route:b.test",
         classify: &classify,
     }
 }
@@ -182,6 +183,11 @@ fn a_deferral_is_scheduled_and_recorded_with_its_next_attempt() {
         "first retry after 60 s"
     );
     assert_eq!(s.deferred_len(), 1, "the scheduler holds the retry");
+    assert_eq!(
+        s.flush_matching(now, |_, via| via.is_some_and(|k| k.0 == "route:b.test")),
+        1,
+        "the retry knows the queue it went through"
+    );
     assert_eq!(
         p.next_attempt,
         vec![0, next_attempt_unix_ms],

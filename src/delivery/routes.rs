@@ -306,11 +306,41 @@ pub fn pooled_key(base: &DestinationKey, source: &str) -> DestinationKey {
     DestinationKey(format!("{}@{source}", base.0))
 }
 
+/// True when destination `named` (as an operator names it) covers queue `key`: `key` is
+/// `named` itself or one of its pool's sources, `<named>@<source>` (ASCII case ignored).
+pub fn covers(named: &str, key: &str) -> bool {
+    let (n, k) = (named.as_bytes(), key.as_bytes());
+    k.len() >= n.len()
+        && k[..n.len()].eq_ignore_ascii_case(n)
+        && (k.len() == n.len() || k[n.len()] == b'@')
+}
+
 /// A destination key's plain key and, for a pool's source, the source's name. A plain key
 /// never holds `@` (it is a domain, a host and port, or MX host names).
 pub fn split_pooled(key: &str) -> (&str, Option<&str>) {
     match key.split_once('@') {
         Some((base, source)) => (base, Some(source)),
         None => (key, None),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{covers, split_pooled};
+
+    #[test]
+    fn a_key_covers_its_pool_sources() {
+        assert!(covers("route:a.test", "route:a.test"));
+        assert!(covers("route:a.test", "route:a.test@src1"));
+        assert!(covers("Route:A.test", "route:a.test@Src2"));
+        assert!(covers("route:a.test@src1", "route:a.test@src1"));
+        assert!(!covers("route:a.test@src1", "route:a.test@src2"));
+        assert!(!covers("route:a.test", "route:a.test.example@src1"));
+        assert!(!covers("route:a.test", "route:a.tes"));
+        assert!(!covers("a.test", "route:a.test"));
+        assert!(covers("relay:127.0.0.1:25", "relay:127.0.0.1:25@s"));
+        assert!(!covers("relay:127.0.0.1:2", "relay:127.0.0.1:25@s"));
+        assert_eq!(split_pooled("mx:a,b@s"), ("mx:a,b", Some("s")));
+        assert_eq!(split_pooled("mx:a,b"), ("mx:a,b", None));
     }
 }

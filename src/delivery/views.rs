@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use super::messages::Messages;
 use super::recorder::DeleteMode;
-use super::routes::Routes;
+use super::routes::{Routes, split_pooled};
 use super::select::{ListRow, Select};
 use crate::queue::{DestinationKey, Limits, Scheduler};
 use crate::shaping::RuleEngine;
@@ -49,11 +49,12 @@ pub enum Request {
     Delete(u64, DeleteMode),
     /// Make deferred mail due now: all, or only that of a domain or destination.
     Flush(Option<String>),
-    /// Suspend a destination (a domain or a destination key).
+    /// Suspend a destination (a domain or a destination key) and the queues of its pool's
+    /// sources, also those made while the suspension lasts.
     Suspend(String, Duration),
-    /// Resume a suspended destination.
+    /// Resume a suspended destination and its pool's sources.
     Resume(String),
-    /// Why a destination is or is not sending.
+    /// Why a destination, and each queue of its pool's sources, is or is not sending.
     Explain(String),
     /// The queue's counters and gauges.
     Counters,
@@ -156,10 +157,10 @@ pub enum Answer {
     Deleted(Option<Deleted>),
     /// For [`Request::Flush`]: jobs made due.
     Flushed(usize),
-    /// For [`Request::Suspend`]: the destination and for how long.
-    Suspended(Result<(DestinationKey, Duration), NoRoute>),
+    /// For [`Request::Suspend`]: the destinations and for how long.
+    Suspended(Result<(Covered, Duration), NoRoute>),
     /// For [`Request::Resume`].
-    Resumed(Result<DestinationKey, NoRoute>),
+    Resumed(Result<Covered, NoRoute>),
     /// For [`Request::Explain`].
     Explained(Result<Box<DestinationView>, NoRoute>),
     /// For [`Request::Counters`].
@@ -170,6 +171,15 @@ pub enum Answer {
 /// `192.0.2.7 token`), as the event log records it.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Actor(pub String);
+
+/// The queues an operator's suspend or resume acted on, on one shard.
+#[derive(Clone, Debug)]
+pub struct Covered {
+    /// The destination named (a domain is routed to its key first).
+    pub key: DestinationKey,
+    /// The queues of its pool's sources (`<key>@<source>`) that this shard has now.
+    pub sources: Vec<DestinationKey>,
+}
 
 /// A name an operator gave that routes nowhere.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -242,6 +252,10 @@ pub struct Deleted {
 pub struct DestinationView {
     /// Its key.
     pub key: DestinationKey,
+    /// The pool source it is sent from, for a source's queue (`<key>@<source>`).
+    pub source: Option<String>,
+    /// The local address it is sent from, when one is set (a source, a route's `source`).
+    pub source_address: Option<std::net::IpAddr>,
     /// The scheduler's state; None when nothing is queued for it on this shard.
     pub state: Option<DestinationState>,
     /// In one sentence.
@@ -254,6 +268,9 @@ pub struct DestinationView {
     pub last_error: Option<String>,
     /// A shaping rule in force, explained.
     pub rule: Option<String>,
+    /// The queues of its pool's sources on this shard, each explained (empty for a source's
+    /// own queue).
+    pub sources: Vec<DestinationView>,
 }
 
 /// A destination's scheduler state.
@@ -404,16 +421,21 @@ pub fn explain(
     let auth = target
         .and_then(|t| t.auth.as_ref())
         .map(|c| c.username().to_owned());
+    let source = split_pooled(&key.0).1.map(str::to_owned);
+    let source_address = target.and_then(|t| t.source);
     let rule = rules.in_force(&key.0, now);
     let Some(s) = sched.explain(&key, now) else {
         return DestinationView {
             key,
+            source,
+            source_address,
             state: None,
             why: "nothing queued for it on this shard".to_owned(),
             hops,
             auth,
             last_error,
             rule,
+            sources: Vec::new(),
         };
     };
     let queued = s.ready_new + s.ready_retry;
@@ -432,6 +454,8 @@ pub fn explain(
     };
     DestinationView {
         key,
+        source,
+        source_address,
         state: Some(DestinationState {
             ready_new: s.ready_new,
             ready_retry: s.ready_retry,
@@ -448,6 +472,7 @@ pub fn explain(
         auth,
         last_error,
         rule,
+        sources: Vec::new(),
     }
 }
 

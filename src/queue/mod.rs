@@ -1,7 +1,8 @@
 //! The delivery scheduler of one shard: pure scheduling, no I/O, no clock (time is a parameter).
 //!
 //! What it does: keeps one ready queue per destination (new mail and retries in two queues taken
-//! in turn, so neither starves the other), a timer heap of deferred jobs, per-destination limits
+//! in turn, so neither starves the other), a timer heap of deferred jobs (each with the
+//! destination its last attempt went through, for an operator's flush), per-destination limits
 //! (connections, message and connection rates) and suspensions (after a `421` or repeated
 //! connection failures, with doubling backoff) that hold for the whole host (`shared.rs`: every
 //! shard's scheduler takes leases and tokens from one state per destination), and the retry
@@ -183,7 +184,8 @@ pub struct Scheduler {
     rng: u64,
     dests: HashMap<DestinationKey, Destination>,
     timers: BinaryHeap<Reverse<(Instant, u64)>>,
-    deferred: HashMap<u64, Job>,
+    /// Each deferred job, with the destination its last attempt went through, if known.
+    deferred: HashMap<u64, (Job, Option<DestinationKey>)>,
     next_timer: u64,
     host: Arc<HostLimits>,
 }
@@ -236,6 +238,12 @@ impl Scheduler {
         &self.host
     }
 
+    /// True when the scheduler has a queue for `dest` (mail waiting, a connection, a
+    /// suspension, or recent activity).
+    pub fn knows(&self, dest: &DestinationKey) -> bool {
+        self.dests.contains_key(dest)
+    }
+
     /// Sets or updates a destination's limits.
     pub fn set_limits(&mut self, dest: &DestinationKey, limits: Limits) {
         self.dest(dest).set_limits(limits);
@@ -257,28 +265,44 @@ impl Scheduler {
 
     /// Schedules the retry of a job that failed temporarily, or expires it.
     pub fn defer(&mut self, job: Job, now: Instant) -> DeferOutcome {
-        let policy = self.retry.clone();
-        self.defer_with(job, now, &policy)
+        self.defer_from(job, None, now, None)
     }
 
     /// Like [`Scheduler::defer`], with a destination's own retry schedule.
     pub fn defer_with(&mut self, job: Job, now: Instant, policy: &RetryPolicy) -> DeferOutcome {
-        let base = backoff(policy, job.attempts.max(1));
+        self.defer_from(job, None, now, Some(policy))
+    }
+
+    /// Like [`Scheduler::defer`], for a job whose attempt went through destination `via`
+    /// (kept for [`Scheduler::flush_matching`]), under `policy` or the global schedule.
+    pub fn defer_from(
+        &mut self,
+        job: Job,
+        via: Option<DestinationKey>,
+        now: Instant,
+        policy: Option<&RetryPolicy>,
+    ) -> DeferOutcome {
+        let policy = policy.unwrap_or(&self.retry).clone();
+        let base = backoff(&policy, job.attempts.max(1));
         let spread = (self.random_unit() * 2.0 - 1.0) * policy.jitter;
         let wait = secs_f64(base.as_secs_f64() * (1.0 + spread).max(0.0));
         let at = later(now, wait);
         if at > later(job.arrival, policy.lifetime) {
             return DeferOutcome::Expired(job);
         }
-        self.defer_until(job, at);
+        self.defer_until_from(job, via, at);
         DeferOutcome::Scheduled { at }
     }
 
     /// Schedules a job for a given time (e.g. restored after a restart).
     pub fn defer_until(&mut self, job: Job, at: Instant) {
+        self.defer_until_from(job, None, at);
+    }
+
+    fn defer_until_from(&mut self, job: Job, via: Option<DestinationKey>, at: Instant) {
         let id = self.next_timer;
         self.next_timer += 1;
-        self.deferred.insert(id, job);
+        self.deferred.insert(id, (job, via));
         self.timers.push(Reverse((at, id)));
     }
 
@@ -291,7 +315,7 @@ impl Scheduler {
                 break;
             }
             self.timers.pop();
-            if let Some(job) = self.deferred.remove(&id) {
+            if let Some((job, _)) = self.deferred.remove(&id) {
                 poll.due.push(job);
             }
         }
@@ -417,11 +441,11 @@ impl Scheduler {
         let ids: Vec<u64> = self
             .deferred
             .iter()
-            .filter(|(_, j)| pick(j))
+            .filter(|(_, (j, _))| pick(j))
             .map(|(id, _)| *id)
             .collect();
         for id in ids {
-            out.extend(self.deferred.remove(&id));
+            out.extend(self.deferred.remove(&id).map(|(job, _)| job));
         }
         out
     }
@@ -438,7 +462,7 @@ impl Scheduler {
     pub fn next_attempts(&self) -> HashMap<u64, Instant> {
         let mut out: HashMap<u64, Instant> = HashMap::new();
         for Reverse((at, id)) in &self.timers {
-            if let Some(job) = self.deferred.get(id) {
+            if let Some((job, _)) = self.deferred.get(id) {
                 let e = out.entry(job.message).or_insert(*at);
                 *e = (*e).min(*at);
             }
@@ -448,26 +472,31 @@ impl Scheduler {
 
     /// Makes every deferred job due now; returns how many.
     pub fn flush(&mut self, now: Instant) -> usize {
-        let jobs: Vec<(u64, Job)> = self.deferred.drain().collect();
+        let jobs: Vec<(u64, (Job, Option<DestinationKey>))> = self.deferred.drain().collect();
         self.timers.clear();
         let n = jobs.len();
-        for (_, job) in jobs {
-            self.defer_until(job, now);
+        for (_, (job, via)) in jobs {
+            self.defer_until_from(job, via, now);
         }
         n
     }
 
-    /// Makes the deferred jobs that `matches` selects due now; returns how many.
-    pub fn flush_matching(&mut self, now: Instant, matches: impl Fn(&Job) -> bool) -> usize {
+    /// Makes the deferred jobs that `matches` selects due now; returns how many. `matches` is
+    /// given each job and the destination its last attempt went through, if known.
+    pub fn flush_matching(
+        &mut self,
+        now: Instant,
+        matches: impl Fn(&Job, Option<&DestinationKey>) -> bool,
+    ) -> usize {
         let ids: Vec<u64> = self
             .deferred
             .iter()
-            .filter(|(_, j)| matches(j))
+            .filter(|(_, (j, via))| matches(j, via.as_ref()))
             .map(|(id, _)| *id)
             .collect();
         for id in &ids {
-            if let Some(job) = self.deferred.remove(id) {
-                self.defer_until(job, now);
+            if let Some((job, via)) = self.deferred.remove(id) {
+                self.defer_until_from(job, via, now);
             }
         }
         ids.len()

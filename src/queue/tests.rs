@@ -154,6 +154,18 @@ fn suspension_blocks_open_and_next_job_until_it_ends() {
 }
 
 #[test]
+fn an_empty_suspended_destination_is_kept_until_its_suspension_ends() {
+    let mut s = Scheduler::new(policy(), 1);
+    let t0 = Instant::now();
+    let k = key("route:a.test");
+    s.suspend(&k, secs(t0, 3600), "suspended by an administrator".into());
+    s.poll(secs(t0, 600));
+    assert!(s.knows(&k), "still suspended: kept with nothing queued");
+    s.poll(secs(t0, 3601));
+    assert!(!s.knows(&k), "ended and idle: forgotten");
+}
+
+#[test]
 fn consecutive_failures_suspend_with_doubling_backoff_and_reset() {
     let mut s = Scheduler::new(policy(), 1);
     s.set_failure_policy(FailurePolicy {
