@@ -4,36 +4,11 @@
 
 mod common;
 
-use std::net::SocketAddr;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::{Mta, http_status, queue_counts, submit, tempdir, write_config};
-
-/// Runs `mta <args> --url http://<admin>` and returns (success, stdout, stderr).
-fn cli(admin: SocketAddr, config: &std::path::Path, args: &[&str]) -> (bool, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_mta"))
-        .args(args)
-        .arg("--config")
-        .arg(config)
-        .arg("--url")
-        .arg(format!("http://{admin}"))
-        .output()
-        .expect("mta runs");
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
-
-fn cli_json(admin: SocketAddr, config: &std::path::Path, args: &[&str]) -> serde_json::Value {
-    let mut all = args.to_vec();
-    all.push("--json");
-    let (ok, out, err) = cli(admin, config, &all);
-    assert!(ok, "mta {args:?} failed: {err}");
-    serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out}"))
-}
+use common::{
+    Mta, http_status, mta_cli, mta_cli_json, queue_counts, submit, tempdir, write_config,
+};
 
 #[test]
 fn queue_and_destination_operations() {
@@ -54,14 +29,14 @@ fn queue_and_destination_operations() {
     // Wait until both messages were tried once.
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
-        let v = cli_json(admin, &config, &["queue", "show", &second]);
+        let v = mta_cli_json(admin, &config, &["queue", "show", &second]);
         if v["recipients"][0]["attempts"].as_u64() == Some(1) {
             break;
         }
         assert!(Instant::now() < deadline, "no attempt: {v}");
         std::thread::sleep(Duration::from_millis(100));
     }
-    let v = cli_json(admin, &config, &["queue", "show", &first]);
+    let v = mta_cli_json(admin, &config, &["queue", "show", &first]);
     assert_eq!(v["sender"], "a@src.test");
     assert_eq!(v["recipients"].as_array().unwrap().len(), 2);
     assert!(
@@ -72,17 +47,17 @@ fn queue_and_destination_operations() {
         "{v}"
     );
 
-    let v = cli_json(admin, &config, &["queue", "summary"]);
+    let v = mta_cli_json(admin, &config, &["queue", "summary"]);
     assert_eq!(v["recipients"], 3, "{v}");
     assert_eq!(v["domains"][0]["domain"], "dest.test");
     assert_eq!(
         v["domains"][0]["ages"][0], 3,
         "all younger than 5 minutes: {v}"
     );
-    let (ok, table, _) = cli(admin, &config, &["queue", "summary"]);
+    let (ok, table, _) = mta_cli(admin, &config, &["queue", "summary"]);
     assert!(ok && table.contains("dest.test"), "{table}");
 
-    let (ok, metrics, _) = cli(admin, &config, &["metrics"]);
+    let (ok, metrics, _) = mta_cli(admin, &config, &["metrics"]);
     assert!(ok);
     let total = |name: &str| -> u64 {
         metrics
@@ -100,7 +75,7 @@ fn queue_and_destination_operations() {
         "{metrics}"
     );
 
-    let v = cli_json(admin, &config, &["dest", "show", "dest.test"]);
+    let v = mta_cli_json(admin, &config, &["dest", "show", "dest.test"]);
     let shards = v["shards"].as_array().unwrap();
     assert!(
         shards.iter().any(|s| s["last_error"]
@@ -108,12 +83,12 @@ fn queue_and_destination_operations() {
             .is_some_and(|e| e.contains("127.0.0.1"))),
         "{v}"
     );
-    cli_json(
+    mta_cli_json(
         admin,
         &config,
         &["dest", "suspend", "dest.test", "--for", "10m"],
     );
-    let v = cli_json(admin, &config, &["dest", "show", "dest.test"]);
+    let v = mta_cli_json(admin, &config, &["dest", "show", "dest.test"]);
     assert!(
         v["shards"]
             .as_array()
@@ -122,8 +97,8 @@ fn queue_and_destination_operations() {
             .all(|s| s["why"].as_str().unwrap().starts_with("suspended")),
         "{v}"
     );
-    cli_json(admin, &config, &["dest", "resume", "dest.test"]);
-    let v = cli_json(admin, &config, &["dest", "show", "dest.test"]);
+    mta_cli_json(admin, &config, &["dest", "resume", "dest.test"]);
+    let v = mta_cli_json(admin, &config, &["dest", "show", "dest.test"]);
     assert!(
         v["shards"]
             .as_array()
@@ -133,14 +108,14 @@ fn queue_and_destination_operations() {
         "{v}"
     );
 
-    let v = cli_json(admin, &config, &["queue", "flush"]);
+    let v = mta_cli_json(admin, &config, &["queue", "flush"]);
     assert!(v["flushed"].as_u64().unwrap() >= 1, "{v}");
 
-    let v = cli_json(admin, &config, &["queue", "delete", &first, "--silent"]);
+    let v = mta_cli_json(admin, &config, &["queue", "delete", &first, "--silent"]);
     assert_eq!(v["recipients"], 2, "{v}");
-    let (ok, _, err) = cli(admin, &config, &["queue", "show", &first]);
+    let (ok, _, err) = mta_cli(admin, &config, &["queue", "show", &first]);
     assert!(!ok && err.contains("404"), "{err}");
-    let (ok, _, err) = cli(admin, &config, &["queue", "show", "nothex"]);
+    let (ok, _, err) = mta_cli(admin, &config, &["queue", "show", "nothex"]);
     assert!(!ok && err.contains("400"), "{err}");
 
     assert!(mta.stop().success());
@@ -163,30 +138,30 @@ fn queue_commands_work_while_delivery_is_on_hold() {
     let first = submit(&mta, &["a@dest.test", "b@dest.test"], "held");
     let second = submit(&mta, &["c@other.test"], "held");
 
-    let v = cli_json(admin, &config, &["queue", "summary"]);
+    let v = mta_cli_json(admin, &config, &["queue", "summary"]);
     assert_eq!(
         (v["messages"].as_u64(), v["recipients"].as_u64()),
         (Some(2), Some(3)),
         "{v}"
     );
     assert_eq!(v["domains"][0]["domain"], "dest.test", "{v}");
-    let v = cli_json(admin, &config, &["queue", "show", &second]);
+    let v = mta_cli_json(admin, &config, &["queue", "show", &second]);
     assert_eq!(v["recipients"][0]["address"], "c@other.test");
     assert_eq!(v["recipients"][0]["attempts"], 0, "held: never tried");
-    let v = cli_json(admin, &config, &["queue", "flush"]);
+    let v = mta_cli_json(admin, &config, &["queue", "flush"]);
     assert_eq!(v["flushed"], 0, "nothing deferred: {v}");
-    let v = cli_json(admin, &config, &["queue", "delete", &first, "--silent"]);
+    let v = mta_cli_json(admin, &config, &["queue", "delete", &first, "--silent"]);
     assert_eq!(v["recipients"], 2, "{v}");
-    let (ok, _, err) = cli(admin, &config, &["queue", "show", &first]);
+    let (ok, _, err) = mta_cli(admin, &config, &["queue", "show", &first]);
     assert!(!ok && err.contains("404"), "{err}");
-    let v = cli_json(admin, &config, &["queue", "summary"]);
+    let v = mta_cli_json(admin, &config, &["queue", "summary"]);
     assert_eq!(v["recipients"], 1, "{v}");
     assert!(mta.stop().success());
 
     // After a restart, still on hold, the queue is recovered and shown.
     let mut mta = Mta::start(dir.path(), &config);
     let admin = mta.admin.expect("admin endpoint");
-    let v = cli_json(admin, &config, &["queue", "summary"]);
+    let v = mta_cli_json(admin, &config, &["queue", "summary"]);
     assert_eq!(
         (v["messages"].as_u64(), v["recipients"].as_u64()),
         (Some(1), Some(1)),
@@ -247,7 +222,7 @@ fn requests_need_an_allowed_network_or_the_token() {
         403
     );
     // The CLI sends the configured token (delivery is on hold here; the queue still answers).
-    let (ok, out, err) = cli(admin, &config, &["queue", "flush", "--json"]);
+    let (ok, out, err) = mta_cli(admin, &config, &["queue", "flush", "--json"]);
     assert!(ok, "{err}");
     assert!(out.contains("flushed"), "{out}");
     assert!(mta.stop().success());

@@ -8,37 +8,11 @@ mod common;
 
 use std::net::SocketAddr;
 use std::path::Path;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::receiver::Scripted;
-use common::{Client, Mta, event_log, tempdir, write_config};
+use common::{Client, Mta, event_log, mta_cli, mta_cli_json, tempdir, write_config};
 use serde_json::Value;
-
-/// Runs `mta <args> --config <config> --url http://<admin>`: (success, stdout, stderr).
-fn cli(admin: SocketAddr, config: &Path, args: &[&str]) -> (bool, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_mta"))
-        .args(args)
-        .arg("--config")
-        .arg(config)
-        .arg("--url")
-        .arg(format!("http://{admin}"))
-        .output()
-        .expect("mta runs");
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
-
-fn cli_json(admin: SocketAddr, config: &Path, args: &[&str]) -> Value {
-    let mut all = args.to_vec();
-    all.push("--json");
-    let (ok, out, err) = cli(admin, config, &all);
-    assert!(ok, "mta {args:?} failed: {err}");
-    serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out}"))
-}
 
 /// Sends one message from `from` to `to`; returns its queue id.
 fn send(mta: &Mta, from: &str, to: &str, subject: &str) -> String {
@@ -58,7 +32,7 @@ fn send(mta: &Mta, from: &str, to: &str, subject: &str) -> String {
 fn listed(admin: SocketAddr, config: &Path, filter: &[&str]) -> Vec<(String, String)> {
     let mut args = vec!["queue", "list"];
     args.extend_from_slice(filter);
-    let v = cli_json(admin, config, &args);
+    let v = mta_cli_json(admin, config, &args);
     v["messages"]
         .as_array()
         .unwrap()
@@ -74,7 +48,7 @@ fn listed(admin: SocketAddr, config: &Path, filter: &[&str]) -> Vec<(String, Str
 
 /// The sum over the shards of gauge `mta_<name>` in `mta metrics`.
 fn gauge(admin: SocketAddr, config: &Path, name: &str) -> u64 {
-    let (ok, text, err) = cli(admin, config, &["metrics"]);
+    let (ok, text, err) = mta_cli(admin, config, &["metrics"]);
     assert!(ok, "{err}");
     text.lines()
         .filter(|l| l.starts_with(&format!("mta_{name}{{")))
@@ -133,7 +107,7 @@ fn list_hold_release_bounce_delete_and_show_body() {
     );
     assert!(listed(admin, &config, &["--state", "held"]).is_empty());
     // The table says the same.
-    let (ok, table, _) = cli(admin, &config, &["queue", "list", "--domain", "b.test"]);
+    let (ok, table, _) = mta_cli(admin, &config, &["queue", "list", "--domain", "b.test"]);
     assert!(
         ok && table.contains(&news2) && table.contains("deferred"),
         "{table}"
@@ -141,28 +115,28 @@ fn list_hold_release_bounce_delete_and_show_body() {
     assert!(table.contains("1 message(s)"), "{table}");
 
     // An action needs a selection.
-    let (ok, _, err) = cli(admin, &config, &["queue", "hold"]);
+    let (ok, _, err) = mta_cli(admin, &config, &["queue", "hold"]);
     assert!(!ok && err.contains("say which messages"), "{err}");
 
     // Hold the newsletter sender's mail.
-    let v = cli_json(admin, &config, &["queue", "hold", "--sender", "@shop.test"]);
+    let v = mta_cli_json(admin, &config, &["queue", "hold", "--sender", "@shop.test"]);
     assert_eq!(v["messages"], 2, "{v}");
     let held = ids(listed(admin, &config, &["--state", "held"]));
     assert_eq!(held.len(), 2, "{held:?}");
     assert_eq!(gauge(admin, &config, "messages_held"), 2);
     // Holding again changes nothing.
-    let v = cli_json(admin, &config, &["queue", "hold", &news1]);
+    let v = mta_cli_json(admin, &config, &["queue", "hold", &news1]);
     assert_eq!(v["messages"], 0, "{v}");
 
     // show --body prints the message as stored.
-    let (ok, body, err) = cli(admin, &config, &["queue", "show", &news2, "--body"]);
+    let (ok, body, err) = mta_cli(admin, &config, &["queue", "show", &news2, "--body"]);
     assert!(ok, "{err}");
     assert!(body.starts_with("Received: "), "{body}");
     assert!(
         body.contains("Subject: two\r\n") && body.contains("body of two"),
         "{body}"
     );
-    let (ok, _, err) = cli(
+    let (ok, _, err) = mta_cli(
         admin,
         &config,
         &["queue", "show", "0000000000000001", "--body"],
@@ -170,7 +144,7 @@ fn list_hold_release_bounce_delete_and_show_body() {
     assert!(!ok && err.contains("404"), "{err}");
 
     // Shape by sender domain.
-    let v = cli_json(admin, &config, &["queue", "shape", "--sender"]);
+    let v = mta_cli_json(admin, &config, &["queue", "shape", "--sender"]);
     let domains: Vec<&str> = v["domains"]
         .as_array()
         .unwrap()
@@ -189,11 +163,11 @@ fn list_hold_release_bounce_delete_and_show_body() {
     want.sort();
     assert_eq!(held, want);
     // Offline, too.
-    let (ok, text, _) = cli(admin, &config, &["queue", "list", "--offline"]);
+    let (ok, text, _) = mta_cli(admin, &config, &["queue", "list", "--offline"]);
     assert!(ok && text.matches("held").count() >= 2, "{text}");
 
     // Release one: it is no longer held (it is tried again now, and deferred again).
-    let v = cli_json(admin, &config, &["queue", "release", &news1]);
+    let v = mta_cli_json(admin, &config, &["queue", "release", &news1]);
     assert_eq!(v["messages"], 1, "{v}");
     assert_eq!(
         ids(listed(admin, &config, &["--state", "held"])),
@@ -201,10 +175,10 @@ fn list_hold_release_bounce_delete_and_show_body() {
     );
 
     // Bounce by domain: the other sender's a.test mail and news1 bounce with a DSN.
-    let v = cli_json(admin, &config, &["queue", "bounce", "--domain", "a.test"]);
+    let v = mta_cli_json(admin, &config, &["queue", "bounce", "--domain", "a.test"]);
     assert_eq!(v["messages"], 2, "{v}");
     // Delete the held one silently.
-    let v = cli_json(
+    let v = mta_cli_json(
         admin,
         &config,
         &["queue", "delete", "--state", "held", "--silent"],
@@ -253,7 +227,7 @@ fn requeue_after_a_route_change_and_the_delivery_pause() {
     config_routing_to(dir.path(), rx.port);
     mta.signal(libc::SIGHUP);
     std::thread::sleep(Duration::from_millis(300));
-    let v = cli_json(admin, &config, &["queue", "requeue", "--all"]);
+    let v = mta_cli_json(admin, &config, &["queue", "requeue", "--all"]);
     assert_eq!(v["messages"], 1, "{v}");
     let got = rx.wait_for(1, Duration::from_secs(20));
     assert_eq!(got.len(), 1, "requeued mail was not delivered");
@@ -264,7 +238,7 @@ fn requeue_after_a_route_change_and_the_delivery_pause() {
 
     // Paused: mail is accepted and queued, nothing is sent.
     assert_eq!(gauge(admin, &config, "delivery_paused"), 0);
-    let v = cli_json(admin, &config, &["delivery", "pause"]);
+    let v = mta_cli_json(admin, &config, &["delivery", "pause"]);
     assert_eq!(v["paused"], true, "{v}");
     assert_eq!(
         gauge(admin, &config, "delivery_paused"),
@@ -275,7 +249,7 @@ fn requeue_after_a_route_change_and_the_delivery_pause() {
     std::thread::sleep(Duration::from_millis(1500));
     assert_eq!(rx.got.lock().unwrap().len(), 1, "sent while paused");
     assert_eq!(listed(admin, &config, &[]).len(), 1);
-    let v = cli_json(admin, &config, &["delivery", "resume"]);
+    let v = mta_cli_json(admin, &config, &["delivery", "resume"]);
     assert_eq!(v["paused"], false, "{v}");
     let got = rx.wait_for(2, Duration::from_secs(20));
     assert_eq!(got.len(), 2, "not delivered after the pause");

@@ -6,7 +6,6 @@
 
 mod common;
 
-use std::net::SocketAddr;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -17,7 +16,7 @@ use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 use common::certs::make_certs;
 use common::smarthost::{Offer, Smarthost};
-use common::{Client, Mta, event_log, queue_counts, submit, tempdir, write_config};
+use common::{Client, Mta, event_log, mta_cli_json, queue_counts, submit, tempdir, write_config};
 
 const USER: &str = "relay-user";
 /// With a colon and a space: the password is everything after the first colon.
@@ -81,21 +80,6 @@ fn wait_log(mta: &mut Mta, n: usize, parts: &[&str]) {
         assert!(Instant::now() < deadline, "{parts:?}: {:?}", mta.log_lines);
         std::thread::sleep(Duration::from_millis(50));
     }
-}
-
-/// Runs `mta <args> --config <config> --url http://<admin> --json` and returns its JSON.
-fn cli_json(admin: SocketAddr, config: &Path, args: &[&str]) -> serde_json::Value {
-    let out = Command::new(env!("CARGO_BIN_EXE_mta"))
-        .args(args)
-        .arg("--config")
-        .arg(config)
-        .arg("--url")
-        .arg(format!("http://{admin}"))
-        .arg("--json")
-        .output()
-        .expect("mta runs");
-    assert!(out.status.success(), "mta {args:?}: {out:?}");
-    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {out:?}"))
 }
 
 /// Nothing the MTA wrote (event log, standard error) holds the password.
@@ -226,7 +210,7 @@ fn a_wrong_password_defers_sends_nothing_and_a_reload_fixes_it() {
         "{auths:?}"
     );
     // The operator sees who was refused and why (on the shard that has the mail).
-    let all = cli_json(admin, &config, &["dest", "show", "wrong.test"]);
+    let all = mta_cli_json(admin, &config, &["dest", "show", "wrong.test"]);
     let shards = all["shards"].as_array().unwrap();
     let d = shards
         .iter()
@@ -246,7 +230,7 @@ fn a_wrong_password_defers_sends_nothing_and_a_reload_fixes_it() {
         2,
         &["configuration reload failed", "routes[0].auth_file"],
     );
-    cli_json(admin, &config, &["queue", "flush"]);
+    mta_cli_json(admin, &config, &["queue", "flush"]);
     let failures = wait_events(dir.path(), 2, |v| v["type"] == "TransientFailure");
     assert_eq!(failures[1]["status"], "4.7.8", "{:?}", failures[1]);
     assert_eq!(smarthost.auths().len(), 2);
@@ -255,7 +239,7 @@ fn a_wrong_password_defers_sends_nothing_and_a_reload_fixes_it() {
     std::fs::write(&auth, format!("{USER}:{PASSWORD}\n")).unwrap();
     mta.signal(libc::SIGHUP);
     wait_log(&mut mta, 2, &["configuration reloaded"]);
-    cli_json(admin, &config, &["queue", "flush"]);
+    mta_cli_json(admin, &config, &["queue", "flush"]);
     let v = &wait_events(dir.path(), 1, |v| v["type"] == "Delivery")[0];
     assert_eq!(v["auth"], USER, "{v}");
     assert_eq!(smarthost.wait_for(1, Duration::from_secs(10)).len(), 1);
