@@ -114,6 +114,22 @@ fn list_hold_release_bounce_delete_and_show_body() {
     );
     assert!(table.contains("1 message(s)"), "{table}");
 
+    // --limit shows the oldest and says how many matched.
+    let v = mta_cli_json(admin, &config, &["queue", "list", "--limit", "1"]);
+    assert_eq!(v["matched"], 3, "{v}");
+    let rows = v["messages"].as_array().unwrap();
+    assert_eq!(rows.len(), 1, "{v}");
+    let all = mta_cli_json(admin, &config, &["queue", "list"]);
+    let oldest = all["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .min_by_key(|m| m["arrival_unix_ms"].as_u64())
+        .unwrap();
+    assert_eq!(
+        rows[0]["arrival_unix_ms"], oldest["arrival_unix_ms"],
+        "the oldest first: {v}"
+    );
     // An action needs a selection.
     let (ok, _, err) = mta_cli(admin, &config, &["queue", "hold"]);
     assert!(!ok && err.contains("say which messages"), "{err}");

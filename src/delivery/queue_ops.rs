@@ -62,24 +62,35 @@ impl ShardQueue {
 
     /// The messages `select` matches, oldest first, at most `limit` of them, with how many
     /// matched in all.
+    /// Only the rows shown are built: the matches are first kept as (arrival, id) pairs.
     pub(super) fn list(&self, select: &Select, limit: usize, now: Instant) -> Answer {
         let next = self.sched.next_attempts();
-        let mut rows: Vec<select::ListRow> = self
+        let mut found: Vec<(u64, u64)> = self
             .messages
             .values()
             .filter(|e| e.progress.pending > 0)
-            .filter_map(|e| {
+            .filter(|e| {
                 let id = e.msg.record.id;
+                let state = self.state_of(id, next.contains_key(&id));
+                select.matches(e, state, &self.config.hostname)
+            })
+            .map(|e| (e.msg.record.arrival_unix_ms, e.msg.record.id))
+            .collect();
+        let total = found.len();
+        let limit = limit.min(MAX_LIST).min(total);
+        if limit < total {
+            found.select_nth_unstable(limit);
+            found.truncate(limit);
+        }
+        found.sort_unstable();
+        let rows = found
+            .iter()
+            .filter_map(|&(_, id)| {
+                let e = self.messages.get(id)?;
                 let due = next.get(&id).copied();
-                let state = self.state_of(id, due.is_some());
-                select
-                    .matches(e, state, &self.config.hostname)
-                    .then(|| select::row(e, state, due, now))
+                Some(select::row(e, self.state_of(id, due.is_some()), due, now))
             })
             .collect();
-        let total = rows.len();
-        rows.sort_by_key(|r| (r.arrival_unix_ms, r.id.0));
-        rows.truncate(limit.min(MAX_LIST));
         Answer::List(rows, total)
     }
 

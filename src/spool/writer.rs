@@ -122,6 +122,10 @@ impl Inner {
     }
 }
 
+/// Hold records waited for at once by [`Spool::append_holds`] (bounds what a bulk hold keeps
+/// in flight).
+pub const HOLDS_PER_COMMIT: usize = 4096;
+
 /// Handle to one shard's spool (cheap to clone; all clones share the spool).
 #[derive(Clone)]
 pub struct Spool(Rc<Inner>);
@@ -279,25 +283,28 @@ impl Spool {
         self.push(KIND_STATE, &payload, Effect::State(rec.clone()), None)
     }
 
-    /// Holds (`held`) or releases messages, and resolves once that is durable (one group
-    /// commit for all of them): an operator's hold survives a restart. Messages no longer
-    /// tracked (every recipient final) are skipped. The first error, if any, is returned.
+    /// Holds (`held`) or releases messages, and resolves once that is durable (a group commit
+    /// per [`HOLDS_PER_COMMIT`] of them): an operator's hold survives a restart. Messages no
+    /// longer tracked (every recipient final) are skipped. The first error, if any, is
+    /// returned.
     pub async fn append_holds(&self, ids: &[QueueId], held: bool) -> Result<(), SpoolError> {
-        let mut waits = Vec::with_capacity(ids.len());
-        for id in ids {
-            if !self.0.st.borrow().ledger.contains(id.0) {
-                continue;
-            }
-            let rec = HoldRecord { id: id.0, held };
-            let payload = format::encode_hold(&rec)?;
-            let (tx, rx) = oneshot::channel();
-            self.push(KIND_HOLD, &payload, Effect::Hold(rec), Some(tx))?;
-            waits.push(rx);
-        }
         let mut first = Ok(());
-        for rx in waits {
-            if let Err(e) = rx.await.unwrap_or(Err(SpoolError::Closed)) {
-                first = first.and(Err(e));
+        for chunk in ids.chunks(HOLDS_PER_COMMIT) {
+            let mut waits = Vec::with_capacity(chunk.len());
+            for id in chunk {
+                if !self.0.st.borrow().ledger.contains(id.0) {
+                    continue;
+                }
+                let rec = HoldRecord { id: id.0, held };
+                let payload = format::encode_hold(&rec)?;
+                let (tx, rx) = oneshot::channel();
+                self.push(KIND_HOLD, &payload, Effect::Hold(rec), Some(tx))?;
+                waits.push(rx);
+            }
+            for rx in waits {
+                if let Err(e) = rx.await.unwrap_or(Err(SpoolError::Closed)) {
+                    first = first.and(Err(e));
+                }
             }
         }
         first
