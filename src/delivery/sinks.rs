@@ -4,7 +4,9 @@
 //! durable), writes one event-log line per recipient event, counts bounce classes and delivery
 //! latency, and queues a DSN (RFC 3464) in a task of its own: it reads the original back from
 //! the spool when the queue does not hold it, builds the report, appends it to the spool and
-//! hands it to the queue like any new message, with the null reverse path.
+//! hands it to the queue like any new message, with the null reverse path; at most
+//! [`DSNS_AT_ONCE`] are built at once, so that a bulk bounce does not read every original back
+//! together.
 //!
 //! What it does not do: no decisions (the recorder), no queue state (the queue task owns it).
 //!
@@ -38,7 +40,13 @@ pub struct Sinks {
     pub metrics: Rc<ShardMetrics>,
     /// Queue ids of the shard (DSNs get one).
     pub ids: Rc<RefCell<QueueIdGenerator>>,
+    /// DSNs being built at once ([`DSNS_AT_ONCE`]): a bulk bounce of a large queue reads its
+    /// originals back from the spool a few at a time, not all together.
+    pub dsn_slots: Rc<glommio::sync::Semaphore>,
 }
+
+/// The most DSNs a shard builds at once (each may read its original back from the spool).
+pub const DSNS_AT_ONCE: u64 = 16;
 
 impl Sinks {
     /// Appends recipient states of message `id`.
@@ -104,8 +112,12 @@ impl Sinks {
         config: Arc<Config>,
         queue: QueueHandle,
     ) {
-        let (spool, ids) = (self.spool.clone(), self.ids.clone());
+        let (spool, ids, slots) = (self.spool.clone(), self.ids.clone(), self.dsn_slots.clone());
         glommio::spawn_local(async move {
+            // Held until the report is in the spool (the semaphore is never closed).
+            let Ok(_slot) = slots.acquire_permit(1).await else {
+                return;
+            };
             let rec = &msg.record;
             // The original is needed for the report: held, or read back from the spool. If
             // it cannot be read, the report goes out with what is known (no original content).

@@ -96,6 +96,7 @@ pub fn build(
             log,
             metrics,
             ids,
+            dsn_slots: Rc::new(glommio::sync::Semaphore::new(super::sinks::DSNS_AT_ONCE)),
         },
     };
     Ok(ShardQueue::new(config, shaping, parts))
