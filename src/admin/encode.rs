@@ -186,6 +186,7 @@ fn destination(v: &DestinationView) -> Value {
         "ready_retry": s.ready_retry,
         "connections": s.connections,
         "pending_opens": s.pending_opens,
+        "host_connections": s.host_connections,
         "suspended": suspended,
         "rate_tokens": s.tokens,
         "limits": {

@@ -284,6 +284,8 @@ pub struct DestinationState {
     pub connections: usize,
     /// Connections asked for.
     pub pending_opens: usize,
+    /// Connections open or being opened by every shard (host-wide).
+    pub host_connections: usize,
     /// Suspended for how much longer, and why.
     pub suspended: Option<(Duration, String)>,
     /// Rate tokens left, if rate-limited.
@@ -445,6 +447,8 @@ pub fn explain(
         "idle: nothing ready to send".to_owned()
     } else if s.connections + s.pending_opens >= s.limits.max_connections {
         "sending: at its connection limit".to_owned()
+    } else if s.host_connections >= s.limits.max_connections {
+        "waiting: other shards hold every connection the limit allows".to_owned()
     } else if s.tokens.is_some_and(|t| t < 1.0) {
         "waiting: message rate limit".to_owned()
     } else if let Some(r) = &rule {
@@ -461,6 +465,7 @@ pub fn explain(
             ready_retry: s.ready_retry,
             connections: s.connections,
             pending_opens: s.pending_opens,
+            host_connections: s.host_connections,
             suspended: s
                 .suspended
                 .map(|(until, reason)| (until.saturating_duration_since(now), reason)),

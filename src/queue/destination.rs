@@ -176,6 +176,7 @@ impl Destination {
             ready_retry: self.retry.len(),
             connections: self.open,
             pending_opens: self.pending_opens,
+            host_connections: self.shared.leases(),
             suspended: self.shared.suspension(now),
             tokens: self.limits.rate.map(|r| self.shared.message_tokens(now, r)),
             limits: self.limits.clone(),

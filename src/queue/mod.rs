@@ -148,6 +148,8 @@ pub struct DestinationState {
     pub connections: usize,
     /// Connections asked for and not yet reported.
     pub pending_opens: usize,
+    /// Connections open or being opened to it by every shard (the host-wide leases).
+    pub host_connections: usize,
     /// Suspended until, and why.
     pub suspended: Option<(Instant, String)>,
     /// Rate tokens available (if rate-limited).

@@ -349,3 +349,36 @@ fn extreme_waits_saturate_instead_of_panicking() {
     assert!(again.open.is_empty());
     assert!(again.next_wakeup.is_some_and(|w| w > secs(t0, 86_400)));
 }
+
+#[test]
+fn two_schedulers_sharing_a_host_share_its_connection_limit() {
+    let host = std::sync::Arc::new(crate::queue::HostLimits::new());
+    let mut a = Scheduler::with_host(policy(), 1, host.clone());
+    let mut b = Scheduler::with_host(policy(), 2, host);
+    let d = DestinationKey("mx:shared".into());
+    let limits = Limits {
+        max_connections: 2,
+        ..Limits::default()
+    };
+    let now = Instant::now();
+    for (i, s) in [&mut a, &mut b].into_iter().enumerate() {
+        s.set_limits(&d, limits.clone());
+        for m in 0..5 {
+            s.submit(&d, job(10 * i as u64 + m, 1, 0, now), now);
+        }
+    }
+    // Slow start opens one per poll: two polls on a, then b finds the host at its limit.
+    assert_eq!(a.poll(now).open, vec![d.clone()]);
+    a.connection_opened(&d);
+    assert_eq!(a.poll(now).open, vec![d.clone()]);
+    let p = b.poll(now);
+    assert!(p.open.is_empty(), "b must not pass the host-wide limit");
+    assert!(p.next_wakeup.is_some(), "b looks again soon");
+    let seen = b.explain(&d, now).unwrap();
+    assert_eq!((seen.connections, seen.host_connections), (0, 2));
+    assert!(!b.yield_lease(&d, now), "b has mail of its own");
+    // a's connection closes: b gets the lease.
+    a.connection_closed(&d);
+    assert_eq!(b.poll(now).open, vec![d.clone()]);
+    assert_eq!(b.explain(&d, now).unwrap().host_connections, 2);
+}
