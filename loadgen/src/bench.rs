@@ -43,7 +43,7 @@ pub struct BenchOptions {
     pub sync: String,
     /// Where the MTA's spool goes (a temporary directory inside it).
     pub spool_parent: PathBuf,
-    /// Outbound connections per destination per shard.
+    /// Outbound connections to the sink (host-wide in the MTA).
     pub max_connections: usize,
     /// Benchmark this already-running MTA instead of starting one.
     pub peer: Option<SocketAddr>,
@@ -55,6 +55,8 @@ pub struct BenchOptions {
     pub tls: bool,
     /// TOML appended to the generated MTA configuration (`--mta-config-extra`).
     pub mta_config_extra: Option<String>,
+    /// Progress lines on standard error while it runs.
+    pub progress: bool,
 }
 
 struct RunningSink {
@@ -255,7 +257,10 @@ pub fn run(opts: BenchOptions) -> anyhow::Result<serde_json::Value> {
     let base_sink = start_sink("127.0.0.1:0".parse()?, opts.sink_threads, tls.clone())?;
     let mut o = opts.send.clone();
     o.target = base_sink.addr;
-    let baseline = send::run(o, false)?;
+    if opts.progress {
+        eprintln!("wire limit: {n} messages straight into a sink");
+    }
+    let baseline = send::run(o, opts.progress)?;
     base_sink.stop()?;
 
     // 2. Through the MTA.
@@ -280,11 +285,20 @@ pub fn run(opts: BenchOptions) -> anyhow::Result<serde_json::Value> {
     let started = Instant::now();
     let mut o = opts.send.clone();
     o.target = target;
-    let through: anyhow::Result<Report> = send::run(o, false);
+    if opts.progress {
+        eprintln!("through the MTA at {target}: {n} messages, relayed to a sink");
+    }
+    let through: anyhow::Result<Report> = send::run(o, opts.progress);
     let accepted = through.as_ref().map_or(0, Report::ok);
     let deadline = started + opts.deadline;
+    let mut shown = started.elapsed().as_secs();
     while sink.count() < accepted && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(20));
+        let now = started.elapsed().as_secs();
+        if opts.progress && now > shown {
+            shown = now;
+            eprintln!("[{now:>4}s] delivered={}/{accepted}", sink.count());
+        }
     }
     let delivered_in = started.elapsed();
     let (cpu1, rss) = pid.map_or((0.0, 0), usage);

@@ -76,7 +76,7 @@ struct BenchArgs {
     /// Directory on the disk to test; the MTA's spool goes in a temporary directory inside it.
     #[arg(long, default_value = "/tmp")]
     spool_dir: PathBuf,
-    /// MTA outbound connections to the sink, per shard.
+    /// MTA outbound connections to the sink (the MTA's limits hold for the whole host).
     #[arg(long, default_value_t = 25)]
     max_connections: usize,
     /// Benchmark another MTA already running on this address (it must relay to --peer-sink).
@@ -98,6 +98,9 @@ struct BenchArgs {
     /// generated certificate (its outbound STARTTLS to the sink is opportunistic).
     #[arg(long)]
     tls: bool,
+    /// No progress lines on standard error (each second: rate, p99, errors; then delivered).
+    #[arg(long, short)]
+    quiet: bool,
 }
 
 #[derive(clap::Args)]
@@ -344,6 +347,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 peer_sink: a.peer_sink,
                 deadline: a.deadline,
                 tls: a.tls,
+                progress: !a.quiet,
                 mta_config_extra: match &a.mta_config_extra {
                     Some(path) => Some(
                         std::fs::read_to_string(path)

@@ -260,6 +260,10 @@ fn bench_runs_end_to_end_and_its_card_parses() {
     assert_eq!(card["complete"], true);
     assert_eq!(card["corrupt"], 0);
     assert!(card["delivered_per_s"].as_f64().unwrap() > 0.0);
+    // Progress on standard error: each phase named, and a line per second of sending.
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("wire limit: 2000 messages"), "{err}");
+    assert!(err.contains("through the MTA at 127.0.0.1:"), "{err}");
     assert!(card["baseline_wire_per_s"].as_f64().unwrap() > 0.0);
     assert!(card["mta_peak_rss_kib"].as_u64().unwrap() > 0);
 }
