@@ -116,7 +116,7 @@ const GAUGES: &[(&str, &str, Field)] = &[
     }),
     (
         "destinations_suspended",
-        "Destinations currently suspended.",
+        "Suspended destinations this shard has mail for (a host-wide suspension is counted by every shard that has mail for it).",
         |s| s.destinations_suspended,
     ),
     ("spool_bytes", "Bytes the spool occupies on disk.", |s| {

@@ -45,7 +45,7 @@ pub struct ShardMetrics {
     pub queue_recipients: Gauge,
     /// Bytes of the messages in the queue.
     pub queue_bytes: Gauge,
-    /// Destinations currently suspended.
+    /// Suspended destinations this shard has mail for.
     pub destinations_suspended: Gauge,
     /// Bytes the spool occupies on disk.
     pub spool_bytes: Gauge,
