@@ -16,7 +16,7 @@
 //! the error that kept them from being so); a held message is never handed to a connection;
 //! a release never makes a message that another hold still covers due.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::time::Instant;
 
 use futures_channel::oneshot;
@@ -42,12 +42,9 @@ impl ShardQueue {
         }
     }
 
-    /// The ids of the queued messages `select` matches.
-    fn matching(&self, select: &Select) -> Vec<u64> {
-        let next = match select.state {
-            Some(MessageState::Held) => Default::default(),
-            _ => self.sched.next_attempts(),
-        };
+    /// The (arrival, id) of every queued message `select` matches, given when each message's
+    /// next retry is due (`next`).
+    fn matching(&self, select: &Select, next: &HashMap<u64, Instant>) -> Vec<(u64, u64)> {
         self.messages
             .values()
             .filter(|e| e.progress.pending > 0)
@@ -56,26 +53,15 @@ impl ShardQueue {
                 let state = self.state_of(id, next.contains_key(&id));
                 select.matches(e, state, &self.config.hostname)
             })
-            .map(|e| e.msg.record.id)
+            .map(|e| (e.msg.record.arrival_unix_ms, e.msg.record.id))
             .collect()
     }
 
     /// The messages `select` matches, oldest first, at most `limit` of them, with how many
-    /// matched in all.
-    /// Only the rows shown are built: the matches are first kept as (arrival, id) pairs.
+    /// matched in all. Only the rows shown are built.
     pub(super) fn list(&self, select: &Select, limit: usize, now: Instant) -> Answer {
         let next = self.sched.next_attempts();
-        let mut found: Vec<(u64, u64)> = self
-            .messages
-            .values()
-            .filter(|e| e.progress.pending > 0)
-            .filter(|e| {
-                let id = e.msg.record.id;
-                let state = self.state_of(id, next.contains_key(&id));
-                select.matches(e, state, &self.config.hostname)
-            })
-            .map(|e| (e.msg.record.arrival_unix_ms, e.msg.record.id))
-            .collect();
+        let mut found = self.matching(select, &next);
         let total = found.len();
         let limit = limit.min(MAX_LIST).min(total);
         if limit < total {
@@ -122,7 +108,15 @@ impl ShardQueue {
         by: Actor,
         reply: oneshot::Sender<Answer>,
     ) {
-        let ids = self.matching(&select);
+        let next = match select.state {
+            Some(MessageState::Held) => HashMap::new(),
+            _ => self.sched.next_attempts(),
+        };
+        let ids: Vec<u64> = self
+            .matching(&select, &next)
+            .into_iter()
+            .map(|(_, id)| id)
+            .collect();
         let pending = |q: &Self, ids: &[u64]| -> usize {
             ids.iter()
                 .filter_map(|id| q.messages.get(*id))
