@@ -165,6 +165,29 @@ fn without_listeners(
     }
 }
 
+/// The target of destination `key` for `domain`, through `hops` (a route's, the relay's or
+/// the MX hosts'), routed afresh (no shaped retry, no source EHLO yet).
+fn routed(
+    key: String,
+    hops: Vec<(String, SocketAddr)>,
+    source: Option<IpAddr>,
+    (limits, tls): (Limits, TlsPolicy),
+    auth: Option<Arc<ClientCredentials>>,
+    domain: &str,
+) -> Routed {
+    Routed::Target(Rc::new(Target {
+        key: DestinationKey(key),
+        hops,
+        source,
+        limits,
+        tls,
+        retry: None,
+        helo: None,
+        auth,
+        domain: domain.to_owned(),
+    }))
+}
+
 /// Routes `domain` (lower-case). `myself` knows which hops would loop back to us.
 pub async fn route(config: &Config, resolver: &Resolver, myself: &Myself, domain: &str) -> Routed {
     if let Some(r) = config.route_for(domain) {
@@ -173,20 +196,14 @@ pub async fn route(config: &Config, resolver: &Resolver, myself: &Myself, domain
             Err(o) => return Routed::Failed(o),
         };
         return match without_listeners(hops(resolver, &r.hosts).await, myself, domain) {
-            Ok(hops) => {
-                let (limits, tls) = policy(config, Some(r));
-                Routed::Target(Rc::new(Target {
-                    key: DestinationKey(format!("route:{}", r.domain.to_ascii_lowercase())),
-                    hops,
-                    source: r.source,
-                    limits,
-                    tls,
-                    retry: None,
-                    helo: None,
-                    auth,
-                    domain: domain.to_owned(),
-                }))
-            }
+            Ok(hops) => routed(
+                format!("route:{}", r.domain.to_ascii_lowercase()),
+                hops,
+                r.source,
+                policy(config, Some(r)),
+                auth,
+                domain,
+            ),
             Err(o) => Routed::Failed(o),
         };
     }
@@ -200,20 +217,14 @@ pub async fn route(config: &Config, resolver: &Resolver, myself: &Myself, domain
             myself,
             domain,
         ) {
-            Ok(hops) => {
-                let (limits, tls) = policy(config, None);
-                Routed::Target(Rc::new(Target {
-                    key: DestinationKey(format!("relay:{relay}")),
-                    hops,
-                    source: None,
-                    limits,
-                    tls,
-                    retry: None,
-                    helo: None,
-                    auth,
-                    domain: domain.to_owned(),
-                }))
-            }
+            Ok(hops) => routed(
+                format!("relay:{relay}"),
+                hops,
+                None,
+                policy(config, None),
+                auth,
+                domain,
+            ),
             Err(o) => Routed::Failed(o),
         };
     }
@@ -251,18 +262,14 @@ pub async fn route(config: &Config, resolver: &Resolver, myself: &Myself, domain
                     format!("{domain}: no address for any MX host"),
                 ));
             }
-            let (limits, tls) = policy(config, None);
-            Routed::Target(Rc::new(Target {
-                key: DestinationKey(format!("mx:{}", names.join(","))),
+            routed(
+                format!("mx:{}", names.join(",")),
                 hops,
-                source: None,
-                limits,
-                tls,
-                retry: None,
-                helo: None,
-                auth: None,
-                domain: domain.to_owned(),
-            }))
+                None,
+                policy(config, None),
+                None,
+                domain,
+            )
         }
         Err(e @ DnsError::NotFound(_)) => {
             Routed::Failed(Outcome::bounce(EnhancedStatus::new(5, 1, 2), e.to_string()))

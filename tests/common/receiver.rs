@@ -184,7 +184,7 @@ fn serve(
 }
 
 /// The path of a `MAIL FROM:<...>` or `RCPT TO:<...>` line, without its brackets.
-fn path_after(line: &str, verb: &str) -> String {
+pub fn path_after(line: &str, verb: &str) -> String {
     line[verb.len()..]
         .trim()
         .trim_start_matches('<')

@@ -16,7 +16,7 @@ use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 use mta::tls::{CertificateConfig, ServerTls};
 
-use super::receiver::Received;
+use super::receiver::{Received, path_after};
 
 /// What the smarthost offers and expects.
 #[derive(Clone, Copy)]
@@ -367,15 +367,4 @@ fn serve(stream: TcpStream, connection: usize, shared: &Shared) {
             return;
         }
     }
-}
-
-/// The path of a `MAIL FROM:<...>` or `RCPT TO:<...>` line, without its brackets.
-fn path_after(line: &str, verb: &str) -> String {
-    line[verb.len()..]
-        .trim()
-        .trim_start_matches('<')
-        .split('>')
-        .next()
-        .unwrap_or_default()
-        .to_owned()
 }
