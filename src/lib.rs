@@ -30,6 +30,7 @@
 
 pub mod admin;
 pub mod auth;
+pub mod cluster;
 pub mod config;
 pub mod crash;
 pub mod delivery;

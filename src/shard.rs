@@ -119,8 +119,9 @@ pub fn run(
         false => None,
     };
     let auth_throttle = Login::shared_throttle(&config.auth);
-    // Every shard's scheduler takes its destinations' leases and tokens from this one state.
-    let host_limits = Arc::new(crate::queue::HostLimits::new());
+    // Every shard's scheduler takes its destinations' leases and tokens from this one state
+    // (in a cluster, filled by the cluster agent from the Redis all nodes share).
+    let (host_limits, cluster) = crate::cluster::start(&config.cluster, &config.hostname);
     // And every shard's server admits client addresses against this one table.
     let admission = Arc::new(crate::server::admission::Admission::host(&config));
     let shaping = match &config.delivery.shaping_file {
@@ -198,7 +199,12 @@ pub fn run(
     }
     let mut summary = RunSummary::default();
     let mut failure = None;
-    for (shard, result) in handles.join_all().into_iter().enumerate() {
+    let joined = handles.join_all();
+    // The shards are done: the cluster agent gives this node's leases back.
+    if let Some(cluster) = cluster {
+        cluster.stop();
+    }
+    for (shard, result) in joined.into_iter().enumerate() {
         match result {
             Ok(Ok(s)) => {
                 summary.messages_accepted += s.messages_accepted;
@@ -373,7 +379,8 @@ async fn shard_main(
             token: config.admin.token.clone(),
         });
         admin_access = Some(access.clone());
-        let api = Rc::new(Api::new(links, access));
+        let api =
+            Rc::new(Api::new(links, access).with_cluster(inbound.host_limits.cluster().cloned()));
         let stop = shutdown.clone();
         glommio::spawn_local(crate::admin::serve(listener, api, async move {
             stop.wait().await

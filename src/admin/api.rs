@@ -37,13 +37,23 @@ use crate::spool::QueueId;
 pub struct Api {
     links: Vec<ShardLink>,
     access: LiveAccess,
+    cluster: Option<std::sync::Arc<crate::queue::ClusterLink>>,
 }
 
 impl Api {
     /// Routes over `links` (one per shard, in shard order), guarded by the access policy in
     /// force at each request.
     pub fn new(links: Vec<ShardLink>, access: LiveAccess) -> Api {
-        Api { links, access }
+        Api {
+            links,
+            access,
+            cluster: None,
+        }
+    }
+
+    /// Adds the node's cluster state to the metrics.
+    pub fn with_cluster(self, cluster: Option<std::sync::Arc<crate::queue::ClusterLink>>) -> Api {
+        Api { cluster, ..self }
     }
 
     async fn route(&self, req: Request) -> Response {
@@ -170,7 +180,13 @@ impl Api {
         Response {
             status: 200,
             content_type: crate::metrics::CONTENT_TYPE,
-            body: crate::metrics::encode(&snapshots).into_bytes(),
+            body: {
+                let mut text = crate::metrics::encode(&snapshots);
+                if let Some(link) = &self.cluster {
+                    text.push_str(&crate::metrics::encode_cluster(link));
+                }
+                text.into_bytes()
+            },
         }
     }
 

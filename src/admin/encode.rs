@@ -187,6 +187,7 @@ fn destination(v: &DestinationView) -> Value {
         "connections": s.connections,
         "pending_opens": s.pending_opens,
         "host_connections": s.host_connections,
+        "cluster_connections": s.cluster_connections,
         "suspended": suspended,
         "rate_tokens": s.tokens,
         "limits": {

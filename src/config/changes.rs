@@ -31,6 +31,7 @@ pub const RESTART_ONLY: &[&str] = &[
     "log.dir",
     "admin.listen",
     "dkim.enabled",
+    "cluster",
 ];
 
 /// The dotted keys whose values differ between `old` and `new`, in alphabetical order of

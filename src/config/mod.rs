@@ -15,6 +15,7 @@
 //! `config/mta.toml` documents the same defaults as this module.
 
 pub mod changes;
+mod cluster;
 mod delivery;
 mod listener;
 mod pools;
@@ -27,6 +28,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+pub use cluster::ClusterSection;
 pub use delivery::{
     ClientTimeoutsSection, DeliverySection, DnsSection, RateSpec, RetrySection, RouteConfig,
     SuspendSection, parse_next_hop,
@@ -127,6 +129,8 @@ pub struct Config {
     pub secrets: Secrets,
     /// DKIM signing of mail we send.
     pub dkim: crate::dkim::DkimSection,
+    /// The Redis shared with other nodes, so that limits hold across them.
+    pub cluster: ClusterSection,
 }
 
 /// `[log]`.
@@ -205,6 +209,7 @@ impl Default for Config {
             source: None,
             secrets: Secrets::default(),
             dkim: crate::dkim::DkimSection::default(),
+            cluster: ClusterSection::default(),
         }
     }
 }
@@ -312,6 +317,7 @@ impl Config {
             return invalid("listeners", "at least one listener is needed");
         }
         listener::check(&self.listeners, &self.tls, &self.auth)?;
+        self.cluster.check()?;
         self.admin.address()?;
         pools::check(
             &self.sources,

@@ -151,6 +151,9 @@ impl ShardQueue {
             if now >= chores {
                 self.chores(now);
                 chores = now + QUEUE_CHORES;
+                // Another node may have lifted a suspension this queue waits on: look again
+                // once a second.
+                self.dirty |= self.sched.host().cluster().is_some();
             }
             if self.stopping && (self.live == 0 || give_up.is_some_and(|t| now >= t)) {
                 break;
@@ -425,7 +428,8 @@ impl ShardQueue {
 
     /// The next job of `dest` for a connection, with its envelope and held body.
     fn next_job(&mut self, dest: &DestinationKey) -> Next {
-        if self.stopping || self.hold {
+        // Stopping, held, or over the cluster's lowered cap on this host's connections.
+        if self.stopping || self.hold || self.sched.over_cap(dest) {
             return Next::Stop;
         }
         let now = Instant::now();

@@ -286,6 +286,8 @@ pub struct DestinationState {
     pub pending_opens: usize,
     /// Connections open or being opened by every shard (host-wide).
     pub host_connections: usize,
+    /// In a cluster: the connections the cluster grants this node now.
+    pub cluster_connections: Option<usize>,
     /// Suspended for how much longer, and why.
     pub suspended: Option<(Duration, String)>,
     /// Rate tokens left, if rate-limited.
@@ -427,12 +429,16 @@ pub fn explain(
     let source_address = target.and_then(|t| t.source);
     let rule = rules.in_force(&key.0, now);
     let Some(s) = sched.explain(&key, now) else {
+        let why = match sched.host_suspension(&key, now) {
+            Some((_, reason)) => format!("suspended: {reason} (nothing queued on this shard)"),
+            None => "nothing queued for it on this shard".to_owned(),
+        };
         return DestinationView {
             key,
             source,
             source_address,
             state: None,
-            why: "nothing queued for it on this shard".to_owned(),
+            why,
             hops,
             auth,
             last_error,
@@ -449,6 +455,11 @@ pub fn explain(
         "sending: at its connection limit".to_owned()
     } else if s.host_connections >= s.limits.max_connections {
         "waiting: other shards hold every connection the limit allows".to_owned()
+    } else if s
+        .cluster_connections
+        .is_some_and(|c| s.host_connections >= c)
+    {
+        "waiting: other nodes of the cluster hold the connections the limit allows".to_owned()
     } else if s.tokens.is_some_and(|t| t < 1.0) {
         "waiting: message rate limit".to_owned()
     } else if let Some(r) = &rule {
@@ -466,6 +477,7 @@ pub fn explain(
             connections: s.connections,
             pending_opens: s.pending_opens,
             host_connections: s.host_connections,
+            cluster_connections: s.cluster_connections,
             suspended: s
                 .suspended
                 .map(|(until, reason)| (until.saturating_duration_since(now), reason)),

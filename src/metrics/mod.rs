@@ -12,11 +12,13 @@
 //! `outcome` / `reason` enums (plus `le` on buckets), so cardinality is bounded.
 
 mod cells;
+mod cluster;
 mod encode;
 mod histogram;
 mod shard;
 
 pub use cells::{BackpressureReason, Counter, Gauge, SessionOutcome};
+pub use cluster::encode_cluster;
 pub use encode::{CONTENT_TYPE, encode};
 pub use histogram::{
     DELIVERY_LATENCY_SECONDS_BUCKETS, FDATASYNC_SECONDS_BUCKETS, GROUP_COMMIT_BATCH_BUCKETS,

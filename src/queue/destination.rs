@@ -177,6 +177,7 @@ impl Destination {
             connections: self.open,
             pending_opens: self.pending_opens,
             host_connections: self.shared.leases(),
+            cluster_connections: self.shared.cluster_cap(),
             suspended: self.shared.suspension(now),
             tokens: self.limits.rate.map(|r| self.shared.message_tokens(now, r)),
             limits: self.limits.clone(),

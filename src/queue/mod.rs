@@ -19,7 +19,9 @@
 //! place (a ready queue, the timer heap, or handed out) until the caller reports on it; time
 //! arithmetic saturates ([`later`], [`secs_f64`]): no wait, however large, panics.
 
+mod cluster_share;
 mod destination;
+mod gcra;
 mod shared;
 
 use std::cmp::Reverse;
@@ -28,6 +30,7 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+pub use cluster_share::{Bucket, ClusterLink, Note, instant_of_ms, unix_ms};
 use destination::Destination;
 pub use shared::{HostLimits, Reduction, SharedDest};
 
@@ -150,6 +153,8 @@ pub struct DestinationState {
     pub pending_opens: usize,
     /// Connections open or being opened to it by every shard (the host-wide leases).
     pub host_connections: usize,
+    /// In a cluster: the connections the cluster grants this node now.
+    pub cluster_connections: Option<usize>,
     /// Suspended until, and why.
     pub suspended: Option<(Instant, String)>,
     /// Rate tokens available (if rate-limited).
@@ -351,6 +356,12 @@ impl Scheduler {
         })
     }
 
+    /// True when the host holds more of `dest`'s connections than the cluster now allows: a
+    /// connection then closes rather than take another job.
+    pub fn over_cap(&self, dest: &DestinationKey) -> bool {
+        self.dests.get(dest).is_some_and(|d| d.shared.over_cap())
+    }
+
     /// The next job for a connection to `dest`, if not suspended and the rate allows.
     pub fn next_job(&mut self, dest: &DestinationKey, now: Instant) -> Option<Job> {
         self.dests.get_mut(dest)?.next_job(now)
@@ -507,6 +518,16 @@ impl Scheduler {
     /// A destination's state.
     pub fn explain(&self, dest: &DestinationKey, now: Instant) -> Option<DestinationState> {
         self.dests.get(dest).map(|d| d.explain(now))
+    }
+
+    /// The host-wide suspension of `dest` (decided by another shard or node), even when this
+    /// scheduler has no queue for it.
+    pub fn host_suspension(
+        &self,
+        dest: &DestinationKey,
+        now: Instant,
+    ) -> Option<(Instant, String)> {
+        self.host.get(&dest.0)?.suspension(now)
     }
 
     /// Known destinations.

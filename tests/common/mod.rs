@@ -5,6 +5,7 @@
 pub mod certs;
 pub mod dkim;
 pub mod receiver;
+pub mod redis;
 pub mod smarthost;
 
 use std::io::{BufRead, BufReader, Read, Write};

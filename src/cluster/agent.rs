@@ -1,0 +1,440 @@
+//! The node's cluster agent: a thread that owns the Redis connection and keeps this host's
+//! share of the cluster's limits, so that no shard ever waits on Redis.
+//!
+//! What it does: every tick (10 ms, or at once when a shard decides a suspension) it sends
+//! one pipeline with what is due: the node's heartbeat (every second), the suspensions,
+//! resumptions and reductions the shards decided (stored and published), lease asks
+//! (`leases::next_ask`) and token refills for the destinations whose shards spent or wanted
+//! tokens. Replies set the caps and fill the buckets in the host registry. When Redis fails
+//! or is slower than `timeout`, the state is degraded: rates run on the local share, caps
+//! follow `leases::degraded_cap`, notes wait (up to 4,096) to be sent, and the agent
+//! reconnects with a doubling backoff (100 ms to 5 s). At stop it gives every lease back and
+//! leaves the node registry.
+//!
+//! What it does not do: no listening to other nodes (`subscriber.rs`), no limits of its own
+//! (the shards pass theirs).
+//!
+//! Invariants: at most one pipeline in flight; every Redis call has the configured timeout;
+//! a refill asks for at most a fifth of a second of the rate (at least 1, at most the burst)
+//! and the tokens are valid for half a second, so a node holds at most `1.5 × batch` unspent
+//! tokens of a destination; calls are counted in `ClusterStats::commands`.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{Receiver, RecvTimeoutError};
+use std::sync::{Arc, Weak};
+use std::time::{Duration, Instant};
+
+use redis::{Cmd, Connection, Value};
+
+use super::leases::{self, Track};
+use super::scripts::{self, LeaseAsk, Scripts};
+use super::{Keys, Settings, wire};
+use crate::queue::{Bucket, ClusterLink, HostLimits, Note, Rate, SharedDest};
+
+const TICK: Duration = Duration::from_millis(10);
+const HEARTBEAT_EVERY: Duration = Duration::from_secs(1);
+const TOKEN_VALIDITY: Duration = Duration::from_millis(500);
+const MAX_PENDING_NOTES: usize = 4096;
+
+/// What one reply of a pipeline is for.
+enum Pending {
+    Heartbeat,
+    Ignore,
+    Lease { key: String, sent: Instant },
+    Tokens { key: String, connections: bool },
+}
+
+struct Dest {
+    shared: Weak<SharedDest>,
+    leases: Track,
+}
+
+/// The agent's state.
+pub struct Agent {
+    settings: Settings,
+    keys: Keys,
+    host: Arc<HostLimits>,
+    link: Arc<ClusterLink>,
+    notes: Receiver<Note>,
+    stop: Arc<AtomicBool>,
+    scripts: Scripts,
+    conn: Option<Connection>,
+    retry_at: Instant,
+    backoff: Duration,
+    degraded_since: Instant,
+    next_heartbeat: Instant,
+    pending: VecDeque<Note>,
+    dests: HashMap<String, Dest>,
+}
+
+/// How many tokens one refill asks for: a fifth of a second of the rate, at least 1, at most
+/// the burst.
+pub fn batch(rate: Rate) -> u64 {
+    let per_sec = f64::from(rate.messages) / rate.per.as_secs_f64().max(1e-3);
+    ((per_sec * 0.2).round() as u64).clamp(1, u64::from(rate.messages.max(1)))
+}
+
+impl Agent {
+    /// An agent for `host`, whose shards send notes on the channel `notes` comes from.
+    pub fn new(
+        settings: Settings,
+        host: Arc<HostLimits>,
+        link: Arc<ClusterLink>,
+        notes: Receiver<Note>,
+        stop: Arc<AtomicBool>,
+    ) -> Agent {
+        let now = Instant::now();
+        link.set_nodes(settings.assume_nodes);
+        Agent {
+            keys: Keys::new(&settings.prefix),
+            settings,
+            host,
+            link,
+            notes,
+            stop,
+            scripts: Scripts::default(),
+            conn: None,
+            retry_at: now,
+            backoff: Duration::from_millis(100),
+            degraded_since: now,
+            next_heartbeat: now,
+            pending: VecDeque::new(),
+            dests: HashMap::new(),
+        }
+    }
+
+    /// Runs until stopped, then gives the leases back.
+    pub fn run(mut self) {
+        while !self.stop.load(Ordering::Acquire) {
+            match self.notes.recv_timeout(TICK) {
+                Ok(note) => self.queue_note(note),
+                Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Disconnected) => std::thread::sleep(TICK),
+            }
+            while let Ok(note) = self.notes.try_recv() {
+                self.queue_note(note);
+            }
+            self.tick(Instant::now());
+        }
+        self.leave();
+    }
+
+    fn queue_note(&mut self, note: Note) {
+        if self.pending.len() >= MAX_PENDING_NOTES {
+            self.pending.pop_front();
+        }
+        self.pending.push_back(note);
+    }
+
+    fn connect(&mut self, now: Instant) -> bool {
+        if self.conn.is_some() {
+            return true;
+        }
+        if now < self.retry_at {
+            return false;
+        }
+        match self.open() {
+            Ok(conn) => {
+                self.conn = Some(conn);
+                self.backoff = Duration::from_millis(100);
+                self.next_heartbeat = now;
+                for d in self.dests.values_mut() {
+                    d.leases.renew_at = Some(now);
+                }
+                true
+            }
+            Err(e) => {
+                self.failed(now, &e);
+                false
+            }
+        }
+    }
+
+    fn open(&self) -> redis::RedisResult<Connection> {
+        let client = redis::Client::open(self.settings.redis.as_str())?;
+        let mut conn = client.get_connection_with_timeout(self.settings.timeout)?;
+        conn.set_read_timeout(Some(self.settings.timeout))?;
+        conn.set_write_timeout(Some(self.settings.timeout))?;
+        let mut pipe = redis::pipe();
+        for c in self.scripts.load() {
+            pipe.add_command(c);
+        }
+        pipe.query::<Vec<Value>>(&mut conn)?;
+        self.link.stats.commands.fetch_add(3, Ordering::Relaxed);
+        Ok(conn)
+    }
+
+    fn failed(&mut self, now: Instant, e: &redis::RedisError) {
+        self.conn = None;
+        self.retry_at = now + self.backoff;
+        self.backoff = (self.backoff * 2).min(Duration::from_secs(5));
+        if !self.link.set_degraded(true) {
+            self.degraded_since = now;
+            self.link.stats.failures.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(error = %e, redis = %self.settings.redis,
+                "cluster state degraded: Redis unreachable, running on this node's local share");
+        }
+    }
+
+    fn refresh(&mut self) {
+        let Some(all) = self.host.added_since_last() else {
+            return;
+        };
+        for (key, shared) in all {
+            self.dests.entry(key).or_insert(Dest {
+                shared,
+                leases: Track::default(),
+            });
+        }
+    }
+
+    fn tick(&mut self, now: Instant) {
+        self.refresh();
+        self.dests.retain(|_, d| d.shared.strong_count() > 0);
+        if !self.connect(now) {
+            self.degraded_caps(now);
+            return;
+        }
+        let (cmds, pending) = self.due(now);
+        if cmds.is_empty() {
+            return;
+        }
+        let mut pipe = redis::pipe();
+        for c in cmds {
+            pipe.add_command(c);
+        }
+        let sent = pending.len();
+        let Some(conn) = self.conn.as_mut() else {
+            return;
+        };
+        let result = pipe.query::<Vec<Value>>(conn);
+        self.link
+            .stats
+            .commands
+            .fetch_add(sent as u64, Ordering::Relaxed);
+        match result {
+            Ok(values) => {
+                if self.link.set_degraded(false) {
+                    tracing::info!(redis = %self.settings.redis, "cluster state restored");
+                }
+                self.pending.clear();
+                for (p, v) in pending.into_iter().zip(values.iter()) {
+                    self.apply(p, v, now);
+                }
+            }
+            Err(e) => {
+                self.failed(now, &e);
+                self.degraded_caps(now);
+            }
+        }
+    }
+
+    /// The commands due now, each with what its reply is for.
+    fn due(&mut self, now: Instant) -> (Vec<Cmd>, Vec<Pending>) {
+        let (mut cmds, mut pending) = (Vec::new(), Vec::new());
+        if now >= self.next_heartbeat {
+            self.next_heartbeat = now + HEARTBEAT_EVERY;
+            let s = &self.settings;
+            cmds.push(
+                self.scripts
+                    .heartbeat(&self.keys.nodes, &s.node, s.dead_after, true),
+            );
+            pending.push(Pending::Heartbeat);
+        }
+        for note in &self.pending {
+            for c in self.publish(note) {
+                cmds.push(c);
+                pending.push(Pending::Ignore);
+            }
+        }
+        let now_ns = self.host.ns_at(now);
+        for (key, d) in &mut self.dests {
+            let Some(shared) = d.shared.upgrade() else {
+                continue;
+            };
+            if let Some(ask) = leases::next_ask(&shared, &d.leases, now) {
+                if ask > shared.cluster_cap().unwrap_or(0) {
+                    d.leases.last_more = Some(now);
+                }
+                d.leases.asked = ask;
+                cmds.push(self.scripts.lease(&LeaseAsk {
+                    key: &self.keys.lease(key),
+                    nodes: &self.keys.nodes,
+                    node: &self.settings.node,
+                    ask,
+                    limit: shared.max_seen(),
+                    ttl: self.settings.lease_ttl,
+                    stale: self.settings.stale(),
+                    dead: self.settings.dead_after,
+                }));
+                pending.push(Pending::Lease {
+                    key: key.clone(),
+                    sent: now,
+                });
+            }
+            for (bucket, connections) in [
+                (shared.message_bucket(), false),
+                (shared.connection_bucket(), true),
+            ] {
+                if let Some((rate, want)) = refill(bucket, now_ns) {
+                    let k = self.keys.rate(key, connections);
+                    let period = rate.per / rate.messages.max(1);
+                    cmds.push(self.scripts.gcra(&k, period, rate.messages, want));
+                    pending.push(Pending::Tokens {
+                        key: key.clone(),
+                        connections,
+                    });
+                }
+            }
+        }
+        (cmds, pending)
+    }
+
+    fn publish(&self, note: &Note) -> Vec<Cmd> {
+        let node = &self.settings.node;
+        let mut store = match note {
+            Note::Suspend {
+                key,
+                until_ms,
+                reason,
+            } => {
+                let mut c = redis::cmd("HSET");
+                c.arg(&self.keys.suspensions)
+                    .arg(key)
+                    .arg(wire::suspension(node, *until_ms, reason));
+                Some(c)
+            }
+            Note::Resume { key } => {
+                let mut c = redis::cmd("HDEL");
+                c.arg(&self.keys.suspensions).arg(key);
+                Some(c)
+            }
+            Note::Reduce { .. } => None,
+        };
+        let mut out: Vec<Cmd> = store.take().into_iter().collect();
+        let mut c = redis::cmd("PUBLISH");
+        c.arg(&self.keys.channel).arg(wire::encode(node, note));
+        out.push(c);
+        out
+    }
+
+    fn apply(&mut self, p: Pending, v: &Value, now: Instant) {
+        match p {
+            Pending::Ignore => {}
+            Pending::Heartbeat => {
+                let seen = usize::try_from(scripts::int(v)).unwrap_or(1);
+                self.link.set_nodes(seen.max(self.settings.assume_nodes));
+            }
+            Pending::Lease { key, sent } => {
+                let Some(d) = self.dests.get_mut(&key) else {
+                    return;
+                };
+                let Some(shared) = d.shared.upgrade() else {
+                    return;
+                };
+                let (grant, waiting) = scripts::pair(v);
+                shared.set_cluster_cap(usize::try_from(grant).unwrap_or(0));
+                let ttl = self.settings.lease_ttl;
+                d.leases.valid_until = Some(sent + ttl / 2);
+                d.leases.renew_at = Some(sent + ttl / 4);
+                d.leases.others_waiting = waiting != 0;
+                if waiting != 0 {
+                    shared.wanted_elsewhere(now);
+                }
+            }
+            Pending::Tokens { key, connections } => {
+                let Some(shared) = self.dests.get(&key).and_then(|d| d.shared.upgrade()) else {
+                    return;
+                };
+                let bucket = match connections {
+                    true => shared.connection_bucket(),
+                    false => shared.message_bucket(),
+                };
+                let (n, wait_us) = scripts::pair(v);
+                let now_ns = self.host.ns_at(now);
+                if n > 0 {
+                    let until = now_ns.saturating_add(TOKEN_VALIDITY.as_nanos() as u64);
+                    bucket.fill(n as u64, now_ns, until);
+                } else {
+                    let wait = (wait_us.max(1) as u64).min(1_000_000) * 1_000;
+                    bucket.refused_until(now_ns.saturating_add(wait));
+                }
+            }
+        }
+    }
+
+    fn degraded_caps(&mut self, now: Instant) {
+        let (since, ttl, nodes) = (
+            self.degraded_since,
+            self.settings.lease_ttl,
+            self.link.nodes(),
+        );
+        for d in self.dests.values() {
+            if let Some(shared) = d.shared.upgrade()
+                && let Some(cap) = leases::degraded_cap(&shared, &d.leases, now, since, ttl, nodes)
+                && shared.cluster_cap() != Some(cap)
+            {
+                shared.set_cluster_cap(cap);
+            }
+        }
+    }
+
+    /// Gives every lease back and leaves the registry (best effort, at stop).
+    fn leave(&mut self) {
+        let Some(conn) = self.conn.as_mut() else {
+            return;
+        };
+        let mut pipe = redis::pipe();
+        for key in self.dests.keys() {
+            pipe.add_command(self.scripts.lease(&LeaseAsk {
+                key: &self.keys.lease(key),
+                nodes: &self.keys.nodes,
+                node: &self.settings.node,
+                ask: 0,
+                limit: 0,
+                ttl: self.settings.lease_ttl,
+                stale: self.settings.stale(),
+                dead: self.settings.dead_after,
+            }));
+        }
+        let s = &self.settings;
+        pipe.add_command(
+            self.scripts
+                .heartbeat(&self.keys.nodes, &s.node, s.dead_after, false),
+        );
+        if let Err(e) = pipe.query::<Vec<Value>>(conn) {
+            tracing::warn!(error = %e, "could not give the cluster leases back at stop");
+        }
+    }
+}
+
+/// Whether `bucket` needs a refill at `now_ns`: a shard spent or wanted a token within the
+/// last second, fewer than half a batch are at hand, and the schedule did not refuse.
+fn refill(bucket: &Bucket, now_ns: u64) -> Option<(Rate, u64)> {
+    let rate = bucket.rate()?;
+    if rate.messages == 0 || rate.per.is_zero() {
+        return None;
+    }
+    let want = batch(rate);
+    let low = bucket.available(now_ns) * 2.0 < want as f64;
+    (low && bucket.wanted(now_ns, 1_000_000_000) && bucket.may_ask(now_ns)).then_some((rate, want))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_batch_is_a_fifth_of_a_second_within_the_burst() {
+        let r = |messages, secs| Rate {
+            messages,
+            per: Duration::from_secs(secs),
+        };
+        assert_eq!(batch(r(50, 1)), 10);
+        assert_eq!(batch(r(300, 60)), 1);
+        assert_eq!(batch(r(100_000, 1)), 20_000);
+        assert_eq!(batch(r(3, 1)), 1);
+        assert_eq!(batch(r(1000, 1)), 200);
+    }
+}
