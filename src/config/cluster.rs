@@ -71,7 +71,7 @@ impl ClusterSection {
         if !self.enabled() {
             return Ok(());
         }
-        if !(self.redis.starts_with("redis://") || self.redis.starts_with("rediss://")) {
+        if !self.redis.starts_with("redis://") {
             return invalid("redis", "must be a redis:// address");
         }
         let printable = |s: &str| s.bytes().all(|b| b.is_ascii_graphic());

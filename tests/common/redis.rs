@@ -16,6 +16,16 @@ pub struct Redis {
     dir: PathBuf,
 }
 
+/// Installs the package once per test binary where it is missing (as root, with apt-get),
+/// through the same script `.ci/run` uses.
+fn install_once() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("packaging/install-test-deps.sh");
+        let _ = Command::new("bash").arg(script).status();
+    });
+}
+
 fn find() -> Option<PathBuf> {
     let path = std::env::var_os("PATH").unwrap_or_default();
     std::env::split_paths(&path)
@@ -27,6 +37,9 @@ fn find() -> Option<PathBuf> {
 impl Redis {
     /// A running Redis, or None (with a message) when `redis-server` is not installed.
     pub fn start(dir: &Path) -> Option<Redis> {
+        if find().is_none() {
+            install_once();
+        }
         let Some(bin) = find() else {
             eprintln!(
                 "SKIP: redis-server is not installed (apt-get install -y redis-server; \
