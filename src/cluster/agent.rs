@@ -15,9 +15,10 @@
 //! (the shards pass theirs).
 //!
 //! Invariants: at most one pipeline in flight; every Redis call has the configured timeout;
-//! a refill asks for at most a fifth of a second of the rate (at least 1, at most the burst)
-//! and the tokens are valid for half a second, so a node holds at most `1.5 × batch` unspent
-//! tokens of a destination; calls are counted in `ClusterStats::commands`.
+//! a refill tops a bucket up to one batch (a fifth of a second of the rate, at least 1, at
+//! most the burst), so a node never holds more than one batch of unspent tokens of a
+//! destination, and tokens not spent within half a second of the last refill are dropped;
+//! calls are counted in `ClusterStats::commands`.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -41,8 +42,17 @@ const MAX_PENDING_NOTES: usize = 4096;
 enum Pending {
     Heartbeat,
     Ignore,
-    Lease { key: String, sent: Instant },
-    Tokens { key: String, connections: bool },
+    Lease {
+        key: String,
+        sent: Instant,
+        /// The ask was for more than the cap in force.
+        more: bool,
+        ask: usize,
+    },
+    Tokens {
+        key: String,
+        connections: bool,
+    },
 }
 
 struct Dest {
@@ -66,6 +76,8 @@ pub struct Agent {
     next_heartbeat: Instant,
     pending: VecDeque<Note>,
     dests: HashMap<String, Dest>,
+    /// The current degraded period was logged (the first one starts with the process).
+    announced: bool,
 }
 
 /// How many tokens one refill asks for: a fifth of a second of the rate, at least 1, at most
@@ -101,6 +113,7 @@ impl Agent {
             next_heartbeat: now,
             pending: VecDeque::new(),
             dests: HashMap::new(),
+            announced: false,
         }
     }
 
@@ -169,8 +182,12 @@ impl Agent {
         self.conn = None;
         self.retry_at = now + self.backoff;
         self.backoff = (self.backoff * 2).min(Duration::from_secs(5));
-        if !self.link.set_degraded(true) {
-            self.degraded_since = now;
+        let was_degraded = self.link.set_degraded(true);
+        if !was_degraded || !self.announced {
+            if !was_degraded {
+                self.degraded_since = now;
+            }
+            self.announced = true;
             self.link.stats.failures.fetch_add(1, Ordering::Relaxed);
             tracing::warn!(error = %e, redis = %self.settings.redis,
                 "cluster state degraded: Redis unreachable, running on this node's local share");
@@ -216,6 +233,7 @@ impl Agent {
         match result {
             Ok(values) => {
                 if self.link.set_degraded(false) {
+                    self.announced = false;
                     tracing::info!(redis = %self.settings.redis, "cluster state restored");
                 }
                 self.pending.clear();
@@ -254,7 +272,8 @@ impl Agent {
                 continue;
             };
             if let Some(ask) = leases::next_ask(&shared, &d.leases, now) {
-                if ask > shared.cluster_cap().unwrap_or(0) {
+                let more = ask > shared.cluster_cap().unwrap_or(0);
+                if more {
                     d.leases.last_more = Some(now);
                 }
                 d.leases.asked = ask;
@@ -271,6 +290,8 @@ impl Agent {
                 pending.push(Pending::Lease {
                     key: key.clone(),
                     sent: now,
+                    more,
+                    ask,
                 });
             }
             for (bucket, connections) in [
@@ -326,7 +347,12 @@ impl Agent {
                 let seen = usize::try_from(scripts::int(v)).unwrap_or(1);
                 self.link.set_nodes(seen.max(self.settings.assume_nodes));
             }
-            Pending::Lease { key, sent } => {
+            Pending::Lease {
+                key,
+                sent,
+                more,
+                ask,
+            } => {
                 let Some(d) = self.dests.get_mut(&key) else {
                     return;
                 };
@@ -339,6 +365,8 @@ impl Agent {
                 d.leases.valid_until = Some(sent + ttl / 2);
                 d.leases.renew_at = Some(sent + ttl / 4);
                 d.leases.others_waiting = waiting != 0;
+                d.leases.more_refused_until = (more && usize::try_from(grant).unwrap_or(0) < ask)
+                    .then(|| now + leases::REFUSED_PAUSE);
                 if waiting != 0 {
                     shared.wanted_elsewhere(now);
                 }
@@ -409,16 +437,20 @@ impl Agent {
     }
 }
 
-/// Whether `bucket` needs a refill at `now_ns`: a shard spent or wanted a token within the
-/// last second, fewer than half a batch are at hand, and the schedule did not refuse.
+/// Whether `bucket` needs a refill at `now_ns`, and how many tokens: a shard spent or wanted
+/// a token within the last second, the schedule did not refuse, and fewer than half a batch
+/// are at hand or the batch ends within 150 ms. The refill tops the bucket up to one batch.
 fn refill(bucket: &Bucket, now_ns: u64) -> Option<(Rate, u64)> {
     let rate = bucket.rate()?;
     if rate.messages == 0 || rate.per.is_zero() {
         return None;
     }
-    let want = batch(rate);
-    let low = bucket.available(now_ns) * 2.0 < want as f64;
-    (low && bucket.wanted(now_ns, 1_000_000_000) && bucket.may_ask(now_ns)).then_some((rate, want))
+    let full = batch(rate);
+    let at_hand = bucket.available(now_ns) as u64;
+    let low = at_hand * 2 < full || bucket.ends_within(now_ns, 150_000_000);
+    let want = full.saturating_sub(at_hand);
+    (want > 0 && low && bucket.wanted(now_ns, 1_000_000_000) && bucket.may_ask(now_ns))
+        .then_some((rate, want))
 }
 
 #[cfg(test)]

@@ -2,9 +2,10 @@
 //! keeps when the cluster state is degraded.
 //!
 //! What it does: [`next_ask`] turns what the shards did (a refused lease, leases held, the
-//! cap in force) into the total this node asks for: one more while shards are refused under
-//! the destination's limit, the leases held when the rest went unused for a second (or
-//! another node waits), the same again when the grant is due for renewal. [`degraded_cap`]
+//! cap in force) into the total this node asks for: twice what it holds (at least 1) while
+//! shards are refused under the destination's limit, the leases held when the rest went unused for a second (or
+//! another node waits), the same again when the grant is due for renewal. An ask for more that
+//! Redis refused is not repeated for half a second. [`degraded_cap`]
 //! is the cap while Redis cannot be reached: the grant while its lease is still valid, then
 //! no more than the local share, then the local share once every node's leases have expired.
 //!
@@ -26,6 +27,8 @@ const WANTS_WITHIN: Duration = Duration::from_millis(250);
 const UNUSED_FOR: Duration = Duration::from_secs(1);
 /// The least time between two asks for more of one destination.
 const ASK_EVERY: Duration = Duration::from_millis(50);
+/// How long after a refused ask for more the next one waits.
+pub const REFUSED_PAUSE: Duration = Duration::from_millis(500);
 
 /// What the agent knows of one destination's leases in the cluster.
 #[derive(Clone, Debug, Default)]
@@ -40,6 +43,9 @@ pub struct Track {
     pub last_more: Option<Instant>,
     /// The last reply said another node waits for a lease.
     pub others_waiting: bool,
+    /// The last ask for more was refused: no other before this time (the grant is renewed as
+    /// usual, and leases another node gives back come with it).
+    pub more_refused_until: Option<Instant>,
 }
 
 /// The total to ask for now, if anything is to be asked.
@@ -54,8 +60,10 @@ pub fn next_ask(d: &SharedDest, t: &Track, now: Instant) -> Option<usize> {
     if refused(WANTS_WITHIN) && cap < max {
         let due = t
             .last_more
-            .is_none_or(|at| now.saturating_duration_since(at) >= ASK_EVERY);
-        return due.then(|| (cap.max(held) + 1).min(max));
+            .is_none_or(|at| now.saturating_duration_since(at) >= ASK_EVERY)
+            && t.more_refused_until.is_none_or(|until| now >= until);
+        // Doubling, as slow start does: 1, 2, 4, ... up to the limit.
+        return due.then(|| (cap.max(held) * 2).clamp(1, max));
     }
     if cap > held && (t.others_waiting || !refused(UNUSED_FOR)) {
         return Some(d.lower_cluster_cap(held));
@@ -100,7 +108,7 @@ mod tests {
     }
 
     #[test]
-    fn a_refused_shard_asks_one_more_and_unused_leases_go_back() {
+    fn a_refused_shard_asks_for_double_and_unused_leases_go_back() {
         let (host, _rx) = clustered();
         let d = host.entry("route:a");
         let t0 = Instant::now();
@@ -124,6 +132,7 @@ mod tests {
         let idle = later + UNUSED_FOR + Duration::from_millis(1);
         assert_eq!(next_ask(&d, &t, idle), Some(1));
         assert_eq!(d.cluster_cap(), Some(1));
+        // Asks for more double what is held.
         t.asked = 1;
         // Renewal when due.
         assert_eq!(next_ask(&d, &t, idle), None);

@@ -11,9 +11,9 @@
 //!
 //! What it does not do: no I/O (the agent in `crate::cluster` talks to Redis), no waiting.
 //!
-//! Invariants: a token is spent at most once and only before its batch's validity ends (a
-//! batch that is not spent in time is dropped, never carried into a later window); times are
-//! nanoseconds since the host registry's epoch.
+//! Invariants: a token is spent at most once and only while the bucket's validity (renewed by
+//! each refill) lasts: tokens left when it ends are dropped; times are nanoseconds since the
+//! host registry's epoch.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc;
@@ -223,6 +223,11 @@ impl Bucket {
     pub fn wanted(&self, now: u64, within: u64) -> bool {
         let at = self.wanted_at.load(Ordering::Relaxed);
         at != 0 && now.saturating_sub(at) <= within
+    }
+
+    /// Whether the batch at hand ends within `within` of `now` (or has ended).
+    pub fn ends_within(&self, now: u64, within: u64) -> bool {
+        self.valid_until.load(Ordering::Acquire) <= now.saturating_add(within)
     }
 
     /// Whether the agent may ask the schedule again at `now`.
