@@ -20,6 +20,7 @@ mod listener;
 mod pools;
 mod secrets;
 mod smtp;
+mod tls_policy;
 mod units;
 
 use std::net::SocketAddr;
@@ -35,6 +36,7 @@ pub use listener::{AdminSection, AuthSection, ListenerConfig, ListenerMode, TlsS
 pub use pools::{PoolConfig, PoolMember, PoolSelection, SenderPool, SourceConfig};
 pub use secrets::Secrets;
 pub use smtp::{RelaySection, SmtpSection, TimeoutsSection};
+pub use tls_policy::TlsPolicySection;
 pub use units::{ByteSize, HumanDuration};
 
 /// Why a configuration was refused.

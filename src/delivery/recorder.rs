@@ -41,6 +41,18 @@ pub struct Peer {
     pub tls: Rc<String>,
     /// The user name the connection authenticated as, empty without AUTH.
     pub auth: Rc<String>,
+    /// The TLS policy the connection applied and whether the certificate was authenticated.
+    pub tls_policy: Rc<TlsUsed>,
+}
+
+/// The TLS policy a connection applied, for the events.
+#[derive(Clone, Debug, Default)]
+pub struct TlsUsed {
+    /// `dane`, `mta-sts`, `opportunistic`, ... (`security::Applied`).
+    pub policy: String,
+    /// `yes` when the certificate was authenticated (by the policy, or it would have passed
+    /// `verify`), `no` when not, empty for plaintext.
+    pub verified: &'static str,
 }
 
 /// What a connection (or the queue itself) hands back about one job.

@@ -85,6 +85,7 @@ fn replied(job: Job, mail: u16, rcpts: &[u16], data: Option<u16>) -> JobResult {
             host: Rc::new("mx.b.test[192.0.2.9]".to_owned()),
             tls: Rc::default(),
             auth: Rc::default(),
+            ..Peer::default()
         },
         duration_ms: 5,
         next_hop_dsn: false,

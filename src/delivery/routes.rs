@@ -31,10 +31,12 @@ use super::myself::Myself;
 use super::route::{Routed, Target, route};
 use crate::config::Config;
 use crate::dns::Resolver;
+use crate::mta_sts::{FetchSettings, MtaSts};
 use crate::queue::{DestinationKey, RetryPolicy};
 use crate::shaping::{BounceClass, Shaping};
 use crate::smtp::EnhancedStatus;
 use crate::spool::MessageRecord;
+use crate::tls::ClientTls;
 
 /// See the module header.
 pub struct Routes {
@@ -49,6 +51,8 @@ pub struct Routes {
     targets: HashMap<DestinationKey, Rc<Target>>,
     /// Random state for picking a pool's source.
     pick: u64,
+    /// The shard's MTA-STS policies (None: `delivery.tls_policy.mta_sts` is off).
+    sts: Option<MtaSts>,
 }
 
 impl Routes {
@@ -63,7 +67,8 @@ impl Routes {
         seed: u64,
     ) -> Routes {
         Routes {
-            myself: Rc::new(Myself::new(&listeners, &config.delivery.own_addresses)),
+            sts: mta_sts(&config, None),
+            myself: Rc::new(myself(&listeners, &config)),
             config,
             resolver,
             listeners,
@@ -79,8 +84,15 @@ impl Routes {
     /// destination in use takes the new limits, TLS policy, retry schedule and EHLO name (the
     /// caller hands its limits to the scheduler).
     pub fn reload(&mut self, config: Arc<Config>, shaping: Option<Arc<Shaping>>) {
-        self.myself = Rc::new(Myself::new(&self.listeners, &config.delivery.own_addresses));
+        self.myself = Rc::new(myself(&self.listeners, &config));
         self.retry = super::policy::retry_policy(&config);
+        self.sts = mta_sts(
+            &config,
+            self.sts.take().filter(|_| {
+                self.config.delivery.tls_policy == config.delivery.tls_policy
+                    && self.config.tls.ca_file == config.tls.ca_file
+            }),
+        );
         self.config = config;
         self.shaping = shaping;
         self.cache.clear();
@@ -126,6 +138,7 @@ impl Routes {
             helo,
             auth,
             domain: target.domain.clone(),
+            security: target.security.clone(),
         });
         self.shape(plain)
     }
@@ -148,12 +161,13 @@ impl Routes {
 
     /// Looks `domain` up (DNS may take a while): the future owns what it needs.
     pub fn lookup(&self, domain: String) -> impl Future<Output = Routed> + 'static {
-        let (config, resolver, myself) = (
+        let (config, resolver, myself, sts) = (
             self.config.clone(),
             self.resolver.clone(),
             self.myself.clone(),
+            self.sts.clone(),
         );
-        async move { route(&config, &resolver, &myself, &domain).await }
+        async move { route(&config, &resolver, &myself, sts.as_ref(), &domain).await }
     }
 
     /// The routed `target` of `domain` as the message's pool and the shaping file want it,
@@ -250,6 +264,7 @@ impl Routes {
             helo: target.helo.clone(),
             auth: target.auth.clone(),
             domain: target.domain.clone(),
+            security: target.security.clone(),
         })
     }
 
@@ -297,8 +312,48 @@ impl Routes {
             helo: source.ehlo.clone(),
             auth: target.auth.clone(),
             domain: target.domain.clone(),
+            security: target.security.clone(),
         })
     }
+}
+
+/// What is this MTA itself under `config`.
+fn myself(listeners: &[SocketAddr], config: &Config) -> Myself {
+    let d = &config.delivery;
+    Myself::new(listeners, &d.own_addresses).with_mx(d.mx_port, d.mx_allow_loopback)
+}
+
+/// The shard's MTA-STS policies under `config`: `kept` when the settings did not change (a
+/// reload keeps what memory knows), else new ones; None when MTA-STS is off or its client
+/// configuration cannot be built (a bad `tls.ca_file` already stops the start).
+fn mta_sts(config: &Config, kept: Option<MtaSts>) -> Option<MtaSts> {
+    let p = &config.delivery.tls_policy;
+    if !p.mta_sts {
+        return None;
+    }
+    if kept.is_some() {
+        return kept;
+    }
+    let tls = match ClientTls::new(config.tls.ca_file.as_deref()) {
+        Ok(t) => t,
+        Err(e) => {
+            tracing::error!(error = %e, "MTA-STS is off: no TLS client configuration");
+            return None;
+        }
+    };
+    let dir = p
+        .mta_sts_cache
+        .clone()
+        .unwrap_or_else(|| config.spool.path.join("mta-sts"));
+    Some(MtaSts::new(
+        dir,
+        FetchSettings {
+            port: p.mta_sts_port,
+            timeout: p.mta_sts_fetch_timeout.0,
+            max_size: p.mta_sts_max_size.0 as usize,
+            tls: tls.verified,
+        },
+    ))
 }
 
 /// The key of destination `base` sent to from source `source`: `<base>@<source>`.

@@ -1,0 +1,276 @@
+//! Outbound TLS that receivers require through DNS, through real sockets on loopback: DANE
+//! (TLSA records with and without the AD bit of the fake resolver) and MTA-STS (policies served
+//! by a local HTTPS server, and policies kept on disk), against a receiving `mta` whose
+//! certificates come from a CA made here.
+
+mod common;
+
+use std::collections::HashMap;
+use std::net::Ipv4Addr;
+use std::path::Path;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use common::certs::make_certs;
+use common::{Mta, event_log, submit, tempdir, write_config};
+use mta::dns::fake::{FakeDns, FakeZone};
+use rustls::pki_types::CertificateDer;
+use rustls::pki_types::pem::PemObject;
+
+/// Waits until the event log has a delivery event for `rcpt` (bounded) and returns it.
+fn wait_for(dir: &Path, rcpt: &str) -> serde_json::Value {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while Instant::now() < deadline {
+        if let Some(v) = event_log(dir).into_iter().find(|v| v["recipient"] == rcpt) {
+            return v;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    panic!("no delivery record for {rcpt}: {:?}", event_log(dir));
+}
+
+fn sha256(data: &[u8]) -> Vec<u8> {
+    ring::digest::digest(&ring::digest::SHA256, data)
+        .as_ref()
+        .to_vec()
+}
+
+fn first_cert(path: &Path) -> CertificateDer<'static> {
+    CertificateDer::pem_file_iter(path)
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+}
+
+fn spki(cert: &CertificateDer<'_>) -> Vec<u8> {
+    let ee = webpki::EndEntityCert::try_from(cert).unwrap();
+    ee.subject_public_key_info().as_ref().to_vec()
+}
+
+/// A receiving `mta` (delivery on hold) taking mail for `domains`, with these certificates.
+fn receiver(
+    dir: &Path,
+    domains: &[&str],
+    certs: &[(std::path::PathBuf, std::path::PathBuf)],
+) -> Mta {
+    let list: Vec<String> = domains.iter().map(|d| format!("\"{d}\"")).collect();
+    // Delivery is on hold: the relay host is never connected to.
+    let mut extra = format!(
+        "[relay]\nlocal_domains = [{}]\n[delivery]\nhold = true\nrelay_host = \"127.0.0.1:9\"\n[tls]\n",
+        list.join(", ")
+    );
+    for (cert, key) in certs {
+        extra.push_str(&format!(
+            "[[tls.certificates]]\ncert_file = \"{}\"\nkey_file = \"{}\"\n",
+            cert.display(),
+            key.display()
+        ));
+    }
+    let config = write_config(dir, "", &extra);
+    Mta::start(dir, &config)
+}
+
+fn policy(mode: &str, mx: &[&str]) -> String {
+    let mut p = format!("version: STSv1\r\nmode: {mode}\r\n");
+    for m in mx {
+        p.push_str(&format!("mx: {m}\r\n"));
+    }
+    p.push_str("max_age: 86400\r\n");
+    p
+}
+
+fn now_unix() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+#[test]
+fn dane_and_mta_sts_decide_how_mail_goes_out() {
+    let certs_dir = tempdir();
+    let good_names = [
+        "mx.dane-ok.test",
+        "mx.dane-bad.test",
+        "mx.unsigned.test",
+        "mx.both.test",
+        "mx.sts-enforce.test",
+        "mx.sts-nomatch.test",
+        "mx.sts-testing.test",
+        "mx.sts-none.test",
+        "mx.sts-expired.test",
+        "mx.sts-cached.test",
+    ];
+    let sts_domains = [
+        "both.test",
+        "sts-enforce.test",
+        "sts-nomatch.test",
+        "sts-badcert.test",
+        "sts-testing.test",
+        "sts-none.test",
+    ];
+    let policy_hosts: Vec<String> = sts_domains.iter().map(|d| format!("mta-sts.{d}")).collect();
+    let policy_names: Vec<&str> = policy_hosts.iter().map(String::as_str).collect();
+    let certs = make_certs(
+        certs_dir.path(),
+        &[&good_names, &["mx.dane-ta.test"], &policy_names],
+    );
+    // The DANE-TA host sends its CA in its chain.
+    let ta_chain = certs_dir.path().join("ta-chain.pem");
+    let mut chain = std::fs::read(&certs.leaves[1].0).unwrap();
+    chain.extend(std::fs::read(&certs.ca).unwrap());
+    std::fs::write(&ta_chain, chain).unwrap();
+    let leaf = first_cert(&certs.leaves[0].0);
+    let ca = first_cert(&certs.ca);
+
+    let domains: Vec<&str> = [
+        "dane-ok.test",
+        "dane-bad.test",
+        "dane-ta.test",
+        "unsigned.test",
+        "sts-expired.test",
+        "sts-cached.test",
+    ]
+    .into_iter()
+    .chain(sts_domains)
+    .collect();
+    let recv_dir = tempdir();
+    let receiver_certs = [
+        certs.leaves[0].clone(),
+        (ta_chain, certs.leaves[1].1.clone()),
+    ];
+    let mut recv = receiver(recv_dir.path(), &domains, &receiver_certs);
+    let port = recv.addr.port();
+
+    let mut policies = HashMap::new();
+    let mut add = |d: &str, p: String| {
+        policies.insert(format!("mta-sts.{d}"), p);
+    };
+    add("both.test", policy("enforce", &["nomatch.example"]));
+    add(
+        "sts-enforce.test",
+        policy("enforce", &["*.sts-enforce.test"]),
+    );
+    add(
+        "sts-nomatch.test",
+        policy("enforce", &["mx.elsewhere.example"]),
+    );
+    add(
+        "sts-badcert.test",
+        policy("enforce", &["mx.sts-badcert.test"]),
+    );
+    add(
+        "sts-testing.test",
+        policy("testing", &["mx.elsewhere.example"]),
+    );
+    add(
+        "sts-none.test",
+        "version: STSv1\r\nmode: none\r\nmax_age: 86400\r\n".to_owned(),
+    );
+    let https = common::https::start(&certs.leaves[2].0, &certs.leaves[2].1, policies);
+
+    let tlsa = |z: FakeZone, host: &str, u: u8, s: u8, m: u8, d: &[u8]| {
+        z.tlsa(&format!("_{port}._tcp.{host}"), u, s, m, d)
+    };
+    let mut zone = FakeZone::default();
+    for d in &domains {
+        zone = zone
+            .mx(d, 10, &format!("mx.{d}"))
+            .a(&format!("mx.{d}"), Ipv4Addr::LOCALHOST);
+    }
+    for d in sts_domains {
+        zone = zone
+            .txt(&format!("_mta-sts.{d}"), "v=STSv1; id=20261204T1;")
+            .a(&format!("mta-sts.{d}"), Ipv4Addr::LOCALHOST);
+    }
+    zone = tlsa(zone, "mx.dane-ok.test", 3, 1, 1, &sha256(&spki(&leaf)));
+    zone = tlsa(zone, "mx.dane-bad.test", 3, 1, 1, &[0u8; 32]);
+    zone = tlsa(zone, "mx.dane-ta.test", 2, 0, 1, &sha256(ca.as_ref()));
+    zone = tlsa(zone, "mx.both.test", 3, 0, 1, &sha256(leaf.as_ref()));
+    // A record that does not match, in a zone that is not signed: not used.
+    zone = tlsa(zone, "mx.unsigned.test", 3, 1, 1, &[0u8; 32]);
+    for z in ["dane-ok.test", "dane-bad.test", "dane-ta.test", "both.test"] {
+        zone = zone.signed(z);
+    }
+    let dns = FakeDns::start(zone).unwrap();
+
+    let dir = tempdir();
+    // Policies kept from an earlier run: one expired, one still valid.
+    let cache = dir.path().join("spool/mta-sts");
+    std::fs::create_dir_all(&cache).unwrap();
+    let kept = |domain: &str, fetched: u64| {
+        let c = serde_json::json!({
+            "id": "old",
+            "policy": {"mode": "enforce", "mx": ["mx.elsewhere.example"], "max_age": 86400},
+            "fetched_unix": fetched,
+        });
+        std::fs::write(cache.join(format!("{domain}.json")), c.to_string()).unwrap();
+    };
+    kept("sts-expired.test", 1000);
+    kept("sts-cached.test", now_unix() - 60);
+
+    let extra = format!(
+        "[delivery]\nidle_timeout = \"1s\"\nmx_port = {port}\nmx_allow_loopback = true\n\
+         [delivery.retry]\nfirst = \"1h\"\n\
+         [delivery.tls_policy]\ndane = true\nmta_sts = true\nmta_sts_port = {}\n\
+         [dns]\nservers = [\"{}\"]\n[tls]\nca_file = \"{}\"\n",
+        https.port,
+        dns.addr(),
+        certs.ca.display(),
+    );
+    let config = write_config(dir.path(), "", &extra);
+    let mut sender = Mta::start(dir.path(), &config);
+    let rcpts: Vec<String> = domains.iter().map(|d| format!("u@{d}")).collect();
+    let rcpt_refs: Vec<&str> = rcpts.iter().map(String::as_str).collect();
+    submit(&sender, &rcpt_refs, "policies");
+
+    let delivered = |rcpt: &str, policy: &str, verified: &str| {
+        let v = wait_for(dir.path(), rcpt);
+        assert_eq!(v["type"], "Delivery", "{v}");
+        assert!(v["tls"].as_str().unwrap().starts_with("TLSv1."), "{v}");
+        assert_eq!(v["tls_policy"], policy, "{v}");
+        assert_eq!(v["tls_verified"], verified, "{v}");
+    };
+    let deferred = |rcpt: &str, words: &str| {
+        let v = wait_for(dir.path(), rcpt);
+        assert_eq!(v["type"], "TransientFailure", "{v}");
+        assert_eq!(v["status"], "4.7.5", "{v}");
+        assert!(v["reply"].as_str().unwrap().contains(words), "{v}");
+    };
+    // DANE: a matching DANE-EE record, a matching DANE-TA record (the chain is checked against
+    // the anchor the server sent), a record that matches nothing.
+    delivered("u@dane-ok.test", "dane", "yes");
+    delivered("u@dane-ta.test", "dane", "yes");
+    deferred("u@dane-bad.test", "TLSA");
+    // No AD bit: the records are ignored and the configured policy applies.
+    delivered("u@unsigned.test", "opportunistic", "yes");
+    // DANE wins over an MTA-STS policy that would have refused the host.
+    delivered("u@both.test", "dane", "yes");
+    // MTA-STS enforce: a named host with a valid certificate; no named host; a bad certificate.
+    delivered("u@sts-enforce.test", "mta-sts", "yes");
+    deferred("u@sts-nomatch.test", "MTA-STS");
+    deferred("u@sts-badcert.test", "mta-sts policy");
+    // testing reports only, none withdraws the policy.
+    delivered("u@sts-testing.test", "mta-sts-testing/opportunistic", "yes");
+    delivered("u@sts-none.test", "opportunistic", "yes");
+    // A kept policy past its max_age no longer applies; one within it still does.
+    delivered("u@sts-expired.test", "opportunistic", "yes");
+    deferred("u@sts-cached.test", "MTA-STS");
+
+    // Fetched policies are kept on disk for the next start.
+    let kept: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(cache.join("sts-enforce.test.json")).unwrap())
+            .unwrap();
+    assert_eq!(kept["policy"]["mode"], "enforce", "{kept}");
+    assert_eq!(kept["id"], "20261204T1", "{kept}");
+    assert!(
+        sender
+            .drain_log()
+            .iter()
+            .any(|l| l.contains("MTA-STS (testing)")),
+        "testing mode reports the failure in the log"
+    );
+
+    assert!(sender.stop().success());
+    assert!(recv.stop().success());
+}
