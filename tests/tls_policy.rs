@@ -11,7 +11,7 @@ use std::path::Path;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use common::certs::make_certs;
-use common::{Mta, event_log, submit, tempdir, write_config};
+use common::{Mta, event_log, mta_cli_json, submit, tempdir, write_config};
 use mta::dns::fake::{FakeDns, FakeZone};
 use rustls::pki_types::CertificateDer;
 use rustls::pki_types::pem::PemObject;
@@ -210,7 +210,7 @@ fn dane_and_mta_sts_decide_how_mail_goes_out() {
     kept("sts-cached.test", now_unix() - 60);
 
     let extra = format!(
-        "[delivery]\nidle_timeout = \"1s\"\nmx_port = {port}\nmx_allow_loopback = true\n\
+        "[delivery]\nidle_timeout = \"30s\"\nmx_port = {port}\nmx_allow_loopback = true\n\
          [delivery.retry]\nfirst = \"1h\"\n\
          [delivery.tls_policy]\ndane = true\nmta_sts = true\nmta_sts_port = {}\n\
          [dns]\nservers = [\"{}\"]\n[tls]\nca_file = \"{}\"\n",
@@ -269,6 +269,41 @@ fn dane_and_mta_sts_decide_how_mail_goes_out() {
             .iter()
             .any(|l| l.contains("MTA-STS (testing)")),
         "testing mode reports the failure in the log"
+    );
+
+    // `mta dest show` says which policies the hops get and what the last connection used.
+    let admin = sender.admin.expect("admin endpoint");
+    let shows = |domain: &str, field: &str, words: &str| {
+        let v = mta_cli_json(admin, &config, &["dest", "show", domain]);
+        let shards = v["shards"].as_array().unwrap();
+        assert!(
+            shards
+                .iter()
+                .any(|s| s[field].as_str().is_some_and(|t| t.contains(words))),
+            "{domain} {field} should say {words:?}: {v}"
+        );
+    };
+    shows("dane-ok.test", "tls_policy", "mx.dane-ok.test: DANE");
+    shows(
+        "dane-ok.test",
+        "last_tls",
+        "policy dane, certificate verified: yes",
+    );
+    shows("dane-bad.test", "tls_policy", "mx.dane-bad.test: DANE");
+    shows(
+        "sts-enforce.test",
+        "tls_policy",
+        "MTA-STS enforce (id 20261204T1",
+    );
+    shows(
+        "sts-enforce.test",
+        "last_tls",
+        "policy mta-sts, certificate verified: yes",
+    );
+    shows(
+        "unsigned.test",
+        "tls_policy",
+        "no DANE (host address not DNSSEC-validated)",
     );
 
     assert!(sender.stop().success());

@@ -151,15 +151,20 @@ pub async fn run(plan: Plan) {
         });
         return;
     };
-    plan.queue.conn(ConnEvent::Opened {
-        dest: plan.dest.clone(),
-    });
     // What the event log says of this connection's TLS, the same for all its jobs.
     let tls = conn
         .tls()
         .map(|t| format!("{} {}", t.version, t.cipher))
         .unwrap_or_default();
     let tls_verified = verified(&conn, &hop, &plan.settings, name);
+    let described = match tls_verified {
+        "" => format!("plaintext, policy {}", hop.applied),
+        v => format!("{tls}, policy {}, certificate verified: {v}", hop.applied),
+    };
+    plan.queue.conn(ConnEvent::Opened {
+        dest: plan.dest.clone(),
+        tls: format!("{host}: {described}"),
+    });
     if let Applied::MtaStsTesting(_) = hop.applied
         && tls_verified != "yes"
     {

@@ -397,7 +397,8 @@ impl ShardQueue {
                 error,
                 status,
             } => self.no_connection(dest, error, status),
-            ConnEvent::Opened { dest } => {
+            ConnEvent::Opened { dest, tls } => {
+                self.routes.connected_with(&dest, tls);
                 self.sched.connection_opened(&dest);
                 self.sched.connect_succeeded(&dest);
                 self.counters.connections += 1;

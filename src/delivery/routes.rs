@@ -53,6 +53,8 @@ pub struct Routes {
     pick: u64,
     /// The shard's MTA-STS policies (None: `delivery.tls_policy.mta_sts` is off).
     sts: Option<MtaSts>,
+    /// The TLS of each destination's last connection, described.
+    last_tls: HashMap<DestinationKey, String>,
 }
 
 impl Routes {
@@ -68,6 +70,7 @@ impl Routes {
     ) -> Routes {
         Routes {
             sts: mta_sts(&config, None),
+            last_tls: HashMap::new(),
             myself: Rc::new(myself(&listeners, &config)),
             config,
             resolver,
@@ -206,6 +209,17 @@ impl Routes {
     pub fn prune(&mut self, live: &HashSet<&DestinationKey>) {
         self.cache.clear();
         self.targets.retain(|k, _| live.contains(k));
+        self.last_tls.retain(|k, _| live.contains(k));
+    }
+
+    /// Remembers the TLS a connection of `dest` opened with (once per connection).
+    pub fn connected_with(&mut self, dest: &DestinationKey, tls: String) {
+        self.last_tls.insert(dest.clone(), tls);
+    }
+
+    /// The TLS of the last connection of `dest`, described.
+    pub fn last_tls(&self, dest: &DestinationKey) -> Option<&String> {
+        self.last_tls.get(dest)
     }
 
     /// The shard's DNS counters.
