@@ -309,3 +309,170 @@ fn dane_and_mta_sts_decide_how_mail_goes_out() {
     assert!(sender.stop().success());
     assert!(recv.stop().success());
 }
+
+/// An SMTP client that says EHLO, STARTTLS (trusting `ca`) and EHLO again, then sends `lines`
+/// and returns every reply after the second EHLO's, in order (the second EHLO's reply first).
+fn smtp_over_tls(addr: std::net::SocketAddr, ca: &Path, commands: &[&str]) -> Vec<String> {
+    use std::io::{BufRead, BufReader, Write};
+    use std::sync::Arc;
+    let tcp = std::net::TcpStream::connect(addr).unwrap();
+    tcp.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    let mut plain = BufReader::new(tcp.try_clone().unwrap());
+    let read_reply = |r: &mut dyn BufRead| {
+        let mut text = String::new();
+        loop {
+            let mut line = String::new();
+            assert!(r.read_line(&mut line).unwrap() > 0, "EOF after {text:?}");
+            text.push_str(&line);
+            if line.as_bytes().get(3) == Some(&b' ') {
+                return text;
+            }
+        }
+    };
+    read_reply(&mut plain);
+    (&tcp).write_all(b"EHLO c.test\r\n").unwrap();
+    let ehlo = read_reply(&mut plain);
+    assert!(
+        !ehlo.contains("REQUIRETLS"),
+        "not offered before TLS: {ehlo}"
+    );
+    (&tcp).write_all(b"STARTTLS\r\n").unwrap();
+    assert!(read_reply(&mut plain).starts_with("220"));
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(first_cert(ca)).unwrap();
+    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    let conn =
+        rustls::ClientConnection::new(Arc::new(config), "mx.test".try_into().unwrap()).unwrap();
+    let tls = rustls::StreamOwned::new(conn, tcp);
+    let mut tls = BufReader::new(tls);
+    tls.get_mut().write_all(b"EHLO c.test\r\n").unwrap();
+    let mut replies = vec![read_reply(&mut tls)];
+    for c in commands {
+        tls.get_mut().write_all(c.as_bytes()).unwrap();
+        replies.push(read_reply(&mut tls));
+    }
+    replies
+}
+
+#[test]
+fn requiretls_mail_goes_only_over_verified_tls_to_servers_that_offer_it() {
+    let certs_dir = tempdir();
+    let names = ["mx.test", "mx.dane-ok.test", "mx.plain.test", "127.0.0.1"];
+    let certs = make_certs(certs_dir.path(), &[&names]);
+    let leaf = first_cert(&certs.leaves[0].0);
+    let recv_dir = tempdir();
+    let mut recv = receiver(
+        recv_dir.path(),
+        &["dane-ok.test", "plain.test"],
+        &certs.leaves,
+    );
+    let port = recv.addr.port();
+    // A next hop with a valid certificate that does not offer REQUIRETLS.
+    let legacy = common::smarthost::Smarthost::start(
+        common::smarthost::Offer {
+            starttls: true,
+            mechanisms: "PLAIN",
+            user: "u",
+            password: "p",
+        },
+        &certs.leaves[0].0,
+        &certs.leaves[0].1,
+    );
+    let zone = FakeZone::default()
+        .mx("dane-ok.test", 10, "mx.dane-ok.test")
+        .a("mx.dane-ok.test", Ipv4Addr::LOCALHOST)
+        .tlsa(
+            &format!("_{port}._tcp.mx.dane-ok.test"),
+            3,
+            1,
+            1,
+            &sha256(&spki(&leaf)),
+        )
+        .signed("dane-ok.test")
+        .mx("plain.test", 10, "mx.plain.test")
+        .a("mx.plain.test", Ipv4Addr::LOCALHOST);
+    let dns = FakeDns::start(zone).unwrap();
+
+    let dir = tempdir();
+    let extra = format!(
+        "[delivery]\nidle_timeout = \"1s\"\nmx_port = {port}\nmx_allow_loopback = true\n\
+         [delivery.retry]\nfirst = \"1h\"\n[delivery.tls_policy]\ndane = true\n\
+         [[routes]]\ndomain = \"legacy.test\"\nhosts = [\"127.0.0.1:{}\"]\ntls = \"verify\"\n\
+         [dns]\nservers = [\"{}\"]\n[tls]\nca_file = \"{}\"\n\
+         [[tls.certificates]]\ncert_file = \"{}\"\nkey_file = \"{}\"\n",
+        legacy.port,
+        dns.addr(),
+        certs.ca.display(),
+        certs.leaves[0].0.display(),
+        certs.leaves[0].1.display(),
+    );
+    let config = write_config(dir.path(), "", &extra);
+    let mut sender = Mta::start(dir.path(), &config);
+
+    // Outside TLS the parameter is refused and not offered.
+    let mut c = common::Client::connect(sender.addr);
+    c.reply();
+    c.send(b"EHLO c.test\r\n");
+    let ehlo = c.reply().unwrap();
+    assert!(!ehlo.contains("REQUIRETLS"), "{ehlo}");
+    c.send(b"MAIL FROM:<a@src.test> REQUIRETLS\r\n");
+    let r = c.reply().unwrap();
+    assert!(r.starts_with("530 5.7.10"), "{r}");
+
+    // Inside TLS it is offered, accepted and kept with the message.
+    let replies = smtp_over_tls(
+        sender.addr,
+        &certs.ca,
+        &[
+            "MAIL FROM:<a@src.test> REQUIRETLS\r\n",
+            "RCPT TO:<u@dane-ok.test>\r\n",
+            "RCPT TO:<u@plain.test>\r\n",
+            "RCPT TO:<u@legacy.test>\r\n",
+            "DATA\r\n",
+            "Subject: secret\r\n\r\nhello\r\n.\r\n",
+            "QUIT\r\n",
+        ],
+    );
+    assert!(replies[0].contains("REQUIRETLS"), "{replies:?}");
+    let codes: Vec<&str> = replies[1..].iter().map(|r| &r[..3]).collect();
+    assert_eq!(
+        codes,
+        ["250", "250", "250", "250", "354", "250", "221"],
+        "{replies:?}"
+    );
+
+    // DANE-verified and offering REQUIRETLS: delivered, with the parameter passed on.
+    let v = wait_for(dir.path(), "u@dane-ok.test");
+    assert_eq!(v["type"], "Delivery", "{v}");
+    assert_eq!(v["tls_policy"], "dane", "{v}");
+    // Opportunistic TLS is not enough: bounced (5.7.10).
+    let v = wait_for(dir.path(), "u@plain.test");
+    assert_eq!(v["type"], "Bounce", "{v}");
+    assert_eq!(v["status"], "5.7.10", "{v}");
+    // A verified next hop without REQUIRETLS: bounced (5.7.30).
+    let v = wait_for(dir.path(), "u@legacy.test");
+    assert_eq!(v["type"], "Bounce", "{v}");
+    assert_eq!(v["status"], "5.7.30", "{v}");
+    assert!(legacy.got.lock().unwrap().is_empty(), "nothing sent to it");
+
+    assert!(sender.stop().success());
+    assert!(recv.stop().success());
+    let queue = mta::spool::read_offline(&recv_dir.path().join("spool")).expect("spool");
+    assert_eq!(
+        queue.messages.len(),
+        1,
+        "only the DANE-verified copy arrived"
+    );
+    let m = &queue.messages[0].message;
+    assert!(
+        m.mail_params.iter().any(|(k, _)| k == "REQUIRETLS"),
+        "{:?}",
+        m.mail_params
+    );
+}

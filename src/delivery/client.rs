@@ -4,7 +4,8 @@
 //! EHLO (HELO if EHLO is refused), and sends transactions: with PIPELINING, MAIL, every RCPT and
 //! DATA (or BDAT with the body, when CHUNKING is offered) go out in one write (RFC 2920, RFC
 //! 3030); without CHUNKING the body is dot-stuffed while writing (RFC 5321 4.5.2). SIZE is
-//! declared when offered, 8BITMIME and SMTPUTF8 are requested when the message needs them.
+//! declared when offered, 8BITMIME and SMTPUTF8 are requested when the message needs them,
+//! REQUIRETLS (RFC 8689) is passed on when the message has it and the server offers it.
 //! Each command waits at most its RFC 5321 4.5.3.2 timeout for its whole reply (one deadline
 //! however the reply trickles in); a reply over 64 KiB or 1000 lines is a protocol error.
 //!

@@ -10,7 +10,9 @@
 //! every 10 ms for 100 ms, then less and less often (up to every 160 ms; see `timers`). When
 //! the server pipelines, each message's content goes out in one write with the next message's
 //! envelope (RFC 2920 3.1), so a busy connection spends one round trip per message. What
-//! became of each job goes back to the queue as a [`JobResult`].
+//! became of each job goes back to the queue as a [`JobResult`]. A REQUIRETLS message (RFC
+//! 8689) goes only over a connection whose certificate its policy authenticated, to a server
+//! that offers REQUIRETLS; otherwise it is bounced (5.7.10, 5.7.30) before anything is sent.
 //!
 //! What it does not do: no protocol details (the client), no decisions about outcomes (the
 //! recorder, in the queue task), no decision on how many connections a destination gets (the
@@ -115,6 +117,11 @@ struct Link {
     peer: Peer,
     /// The server relays DSN parameters itself.
     dsn: bool,
+    /// The connection is TLS with a certificate its policy authenticated (DANE, MTA-STS,
+    /// `verify`): what REQUIRETLS mail needs (RFC 8689 4.2.1).
+    verified_tls: bool,
+    /// The policy the connection applied.
+    applied: Applied,
 }
 
 /// Runs one outbound connection to `plan.dest`.
@@ -181,6 +188,8 @@ pub async fn run(plan: Plan) {
             }),
         },
         dsn: conn.extensions().dsn,
+        verified_tls: conn.tls().is_some() && hop.authenticates(),
+        applied: hop.applied,
         plan,
     };
     carry(&mut conn, &link).await;
@@ -426,6 +435,10 @@ async fn prepare(d: Delivery, ext: &Extensions, link: &Link, reuse: Reuse) -> Op
         decided(job, o);
         return None;
     }
+    if let Some(o) = requiretls_refusal(&msg, ext, link) {
+        decided(job, o);
+        return None;
+    }
     Some(Outgoing {
         job,
         msg,
@@ -434,6 +447,32 @@ async fn prepare(d: Delivery, ext: &Extensions, link: &Link, reuse: Reuse) -> Op
         started,
         reuse,
     })
+}
+
+/// The bounce of REQUIRETLS mail (RFC 8689 4.2.1, 5) that this connection cannot carry: it is
+/// not TLS authenticated by DANE, MTA-STS or `verify` (5.7.10), or the server does not offer
+/// REQUIRETLS (5.7.30). None when the message can go.
+fn requiretls_refusal(msg: &Message, ext: &Extensions, link: &Link) -> Option<Outcome> {
+    if !msg.mail_params.requiretls {
+        return None;
+    }
+    let host = &link.peer.host;
+    if !link.verified_tls {
+        return Some(Outcome::bounce(
+            EnhancedStatus::new(5, 7, 10),
+            format!(
+                "REQUIRETLS: {host} is not reached over verified TLS (policy {}); the message needs DANE, MTA-STS or tls = \"verify\"",
+                link.applied
+            ),
+        ));
+    }
+    if !ext.requiretls {
+        return Some(Outcome::bounce(
+            EnhancedStatus::new(5, 7, 30),
+            format!("REQUIRETLS support required: {host} does not offer REQUIRETLS"),
+        ));
+    }
+    None
 }
 
 /// Hands a transaction's replies (or its failure) back to the queue.
