@@ -271,6 +271,27 @@ fn dane_and_mta_sts_decide_how_mail_goes_out() {
         "testing mode reports the failure in the log"
     );
 
+    // TLS-Required: No (RFC 8689 5): the receiver's policies do not hold the message back.
+    let mut c = common::Client::connect(sender.addr);
+    c.reply();
+    c.send(
+        b"EHLO c.test\r\nMAIL FROM:<a@src.test>\r\nRCPT TO:<v@dane-bad.test>\r\n\
+          RCPT TO:<v@sts-nomatch.test>\r\nDATA\r\n",
+    );
+    assert_eq!(c.codes(5), [250, 250, 250, 250, 354]);
+    c.send(b"TLS-Required: No\r\nSubject: optional\r\n\r\nhi\r\n.\r\n");
+    assert!(c.reply().unwrap().starts_with("250"));
+    delivered("v@dane-bad.test", "opportunistic", "yes");
+    delivered("v@sts-nomatch.test", "opportunistic", "yes");
+    let v = wait_for(dir.path(), "v@dane-bad.test");
+    assert!(
+        v["destination"]
+            .as_str()
+            .unwrap()
+            .starts_with("tls-optional:"),
+        "{v}"
+    );
+
     // `mta dest show` says which policies the hops get and what the last connection used.
     let admin = sender.admin.expect("admin endpoint");
     let shows = |domain: &str, field: &str, words: &str| {

@@ -97,6 +97,7 @@ pub fn take(
         arrival,
         eight_bit: a.eight_bit,
         trusted: trusted(&a.record, &config.relay.trusted_networks),
+        tls_required_no: crate::headers::tls_required_no(&body),
     };
     let msg = Message::new(a.record, facts);
     let id = msg.record.id;

@@ -317,6 +317,7 @@ impl ShardQueue {
         }
         if let Some(target) = self.routes.cached(&job.domain) {
             self.routes.remember(&target);
+            let target = self.routes.for_message(target, self.tls_optional(&job));
             self.submit(&target, job);
             return;
         }
@@ -340,10 +341,17 @@ impl ShardQueue {
                     .get(job.message)
                     .and_then(|e| e.msg.pool.clone());
                 let target = self.routes.place(target, pool.as_deref(), &job.domain);
+                let target = self.routes.for_message(target, self.tls_optional(&job));
                 self.submit(&target, job);
             }
             Routed::Failed(outcome) => self.finish(JobResult::decided(job, outcome), ""),
         }
+    }
+
+    /// The job's message says `TLS-Required: No` (RFC 8689 5).
+    fn tls_optional(&self, job: &Job) -> bool {
+        let msg = self.messages.get(job.message);
+        msg.is_some_and(|e| e.msg.tls_optional)
     }
 
     /// Queues a routed job on its destination, with the destination's limits in force; a new

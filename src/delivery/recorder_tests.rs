@@ -53,6 +53,7 @@ fn message(sender: &str, rcpts: &[(&str, Option<&str>)], trusted: bool) -> (Mess
         arrival: Instant::now(),
         eight_bit: false,
         trusted,
+        tls_required_no: false,
     };
     let q = Message::new(record, facts);
     (q, progress)

@@ -265,19 +265,11 @@ pub async fn route(
                 .sts
                 .as_ref()
                 .filter(|c| c.policy.mode == Mode::Enforce);
-            if let Some(c) = enforced {
-                // RFC 8461 4.1: only the MX hosts the policy names.
-                hosts.retain(|h| c.policy.matches_mx(&h.name));
-                if hosts.is_empty() {
-                    return Routed::Failed(Outcome::defer(
-                        EnhancedStatus::new(4, 7, 5),
-                        format!(
-                            "MTA-STS: no MX host of {domain} matches its enforced policy (mx: {})",
-                            c.policy.mx.join(", ")
-                        ),
-                    ));
-                }
-            } else if let Some(c) = &security.sts {
+            // An enforced policy's unnamed MX hosts stay hops, refused at connection time
+            // (`security::for_hop`): mail that says TLS-Required: No may still use them.
+            if enforced.is_none()
+                && let Some(c) = &security.sts
+            {
                 for h in hosts.iter().filter(|h| !c.policy.matches_mx(&h.name)) {
                     tracing::warn!(%domain, host = %h.name, "MTA-STS (testing): MX host not named by the policy; delivered anyway");
                 }

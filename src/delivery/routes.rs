@@ -186,6 +186,37 @@ impl Routes {
         target
     }
 
+    /// The target a message goes through: `target` itself, or, for a message that says
+    /// `TLS-Required: No` ([`Message::tls_optional`](super::message::Message)) to a destination
+    /// with DANE or MTA-STS, the same hops without them, as a destination of its own
+    /// (`tls-optional:<hosts>`), remembered here (afresh each time: the hops follow routing).
+    pub fn for_message(&mut self, target: Rc<Target>, tls_optional: bool) -> Rc<Target> {
+        let s = &target.security;
+        if !tls_optional || (s.dane.is_empty() && s.sts.is_none()) {
+            return target;
+        }
+        let rest = target
+            .key
+            .0
+            .split_once(':')
+            .map_or(&*target.key.0, |(_, r)| r);
+        let key = DestinationKey(format!("tls-optional:{rest}"));
+        let relaxed = Rc::new(Target {
+            key: key.clone(),
+            hops: target.hops.clone(),
+            source: target.source,
+            limits: target.limits.clone(),
+            tls: target.tls,
+            retry: target.retry.clone(),
+            helo: target.helo.clone(),
+            auth: target.auth.clone(),
+            domain: target.domain.clone(),
+            security: Rc::default(),
+        });
+        self.targets.insert(key, relaxed.clone());
+        relaxed
+    }
+
     /// Remembers a cached target for its destination again (the scheduler may have forgotten
     /// the destination in between).
     pub fn remember(&mut self, target: &Rc<Target>) {

@@ -12,15 +12,15 @@
 //! DANE (a certificate that matches none of them defers the mail); a host with validated TLSA
 //! records none of which are usable gets TLS without authentication; a host whose TLSA lookup
 //! failed in a signed zone is not sent to. Otherwise an MTA-STS policy in `enforce` mode
-//! leaves out MX hosts it does not name (routing) and needs a certificate valid for the host
-//! name (`verify`); in `testing` mode the configured policy applies and failures are only
+//! refuses MX hosts it does not name and needs a certificate valid for the host name
+//! (`verify`); in `testing` mode the configured policy applies and failures are only
 //! logged. Otherwise the configured policy (`delivery.tls`, a route's `tls`) applies.
 //!
 //! What it does not do: no lookups for configured routes and the smarthost (their `tls` is
 //! what the operator chose), no TLS-RPT.
 //!
 //! Invariants: a hop with usable DANE records is never sent to without a matching
-//! certificate; an MX host that an `enforce` policy does not name is never a hop.
+//! certificate; an MX host that an `enforce` policy does not name is never connected to.
 
 use std::rc::Rc;
 use std::sync::Arc;
@@ -179,10 +179,20 @@ pub fn for_hop(security: &Security, configured: TlsPolicy, host: &str) -> HopTls
         }
         _ => {}
     }
-    match security.sts_mode() {
-        Some(Mode::Enforce) => plain(TlsPolicy::Verify, Applied::MtaSts),
-        Some(Mode::Testing) => plain(configured, Applied::MtaStsTesting(configured)),
-        _ => plain(configured, Applied::Configured(configured)),
+    match &security.sts {
+        Some(c) if c.policy.mode == Mode::Enforce && !c.policy.matches_mx(host) => HopTls {
+            // RFC 8461 4.1: only the MX hosts the policy names.
+            refuse: Some(format!(
+                "MTA-STS: {host} is not named by the enforced policy (mx: {})",
+                c.policy.mx.join(", ")
+            )),
+            ..plain(TlsPolicy::Verify, Applied::MtaSts)
+        },
+        _ => match security.sts_mode() {
+            Some(Mode::Enforce) => plain(TlsPolicy::Verify, Applied::MtaSts),
+            Some(Mode::Testing) => plain(configured, Applied::MtaStsTesting(configured)),
+            _ => plain(configured, Applied::Configured(configured)),
+        },
     }
 }
 
