@@ -245,3 +245,121 @@ pub async fn resolve(
     }
     Rc::new(security)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::mta_sts::Policy;
+
+    fn sts(mode: Mode) -> Option<Cached> {
+        Some(Cached {
+            id: "1".into(),
+            policy: Policy {
+                mode,
+                mx: vec!["*.a.test".into()],
+                max_age: 60,
+            },
+            fetched_unix: 0,
+        })
+    }
+
+    #[test]
+    fn what_each_hop_gets() {
+        use TlsPolicy as P;
+        let dane_config = dane_config(vec![]).unwrap();
+        let with = |dane: Vec<(&str, Dane)>, sts| Security {
+            dane: dane.into_iter().map(|(h, d)| (h.to_owned(), d)).collect(),
+            sts,
+        };
+        let cases: Vec<(Security, TlsPolicy, &str, TlsPolicy, &str, bool)> = vec![
+            (
+                Security::default(),
+                P::Opportunistic,
+                "mx.a.test",
+                P::Opportunistic,
+                "opportunistic",
+                false,
+            ),
+            (
+                Security::default(),
+                P::Verify,
+                "mx.a.test",
+                P::Verify,
+                "verify",
+                false,
+            ),
+            (
+                with(vec![("mx.a.test", Dane::Verify(dane_config.clone()))], None),
+                P::None,
+                "mx.a.test",
+                P::Required,
+                "dane",
+                false,
+            ),
+            (
+                with(vec![("mx.a.test", Dane::EncryptOnly)], None),
+                P::Opportunistic,
+                "mx.a.test",
+                P::Required,
+                "dane-encrypt-only",
+                false,
+            ),
+            (
+                with(vec![("mx.a.test", Dane::Failed("x".into()))], None),
+                P::Opportunistic,
+                "mx.a.test",
+                P::Required,
+                "dane",
+                true,
+            ),
+            (
+                with(
+                    vec![("mx.a.test", Dane::NotApplicable("y"))],
+                    sts(Mode::Enforce),
+                ),
+                P::Opportunistic,
+                "mx.a.test",
+                P::Verify,
+                "mta-sts",
+                false,
+            ),
+            (
+                with(vec![], sts(Mode::Enforce)),
+                P::Opportunistic,
+                "mx.b.test",
+                P::Verify,
+                "mta-sts",
+                true,
+            ),
+            (
+                with(vec![], sts(Mode::Testing)),
+                P::Opportunistic,
+                "mx.b.test",
+                P::Opportunistic,
+                "mta-sts-testing/opportunistic",
+                false,
+            ),
+            // DANE of one host does not decide for another.
+            (
+                with(vec![("mx.x.test", Dane::EncryptOnly)], None),
+                P::Opportunistic,
+                "mx.a.test",
+                P::Opportunistic,
+                "opportunistic",
+                false,
+            ),
+        ];
+        for (i, (security, configured, host, policy, applied, refused)) in cases.iter().enumerate()
+        {
+            let hop = for_hop(security, *configured, host);
+            assert_eq!(hop.policy, *policy, "case {i}");
+            assert_eq!(hop.applied.to_string(), *applied, "case {i}");
+            assert_eq!(hop.refuse.is_some(), *refused, "case {i}");
+            assert_eq!(
+                hop.config.is_some(),
+                *applied == "dane" && !refused,
+                "case {i}"
+            );
+        }
+    }
+}

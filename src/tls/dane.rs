@@ -171,3 +171,106 @@ impl ServerCertVerifier for DaneVerifier {
             .supported_schemes()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
+
+    fn record(usage: u8, selector: u8, matching: u8, data: Vec<u8>) -> TLSA {
+        TLSA::new(usage.into(), selector.into(), matching.into(), data)
+    }
+
+    fn sha(alg: &'static ring::digest::Algorithm, data: &[u8]) -> Vec<u8> {
+        ring::digest::digest(alg, data).as_ref().to_vec()
+    }
+
+    /// A CA and a leaf for `name` signed by it.
+    fn chain(name: &str) -> (CertificateDer<'static>, CertificateDer<'static>) {
+        let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate().unwrap()).unwrap();
+        let leaf_key = KeyPair::generate().unwrap();
+        let leaf = CertificateParams::new(vec![name.to_owned()])
+            .unwrap()
+            .signed_by(&leaf_key, &ca)
+            .unwrap();
+        (ca.der().clone(), leaf.der().clone())
+    }
+
+    fn verify(records: Vec<TLSA>, chain: &[CertificateDer<'static>], name: &str) -> bool {
+        let v = DaneVerifier {
+            records: records.into_iter().filter(usable).collect(),
+            provider: provider(),
+        };
+        let name = ServerName::try_from(name.to_owned()).unwrap();
+        v.verify_server_cert(&chain[0], &chain[1..], &name, &[], UnixTime::now())
+            .is_ok()
+    }
+
+    #[test]
+    fn selectors_and_matching_types() {
+        let (_, leaf) = chain("mx.test");
+        let spki = webpki::EndEntityCert::try_from(&leaf)
+            .unwrap()
+            .subject_public_key_info()
+            .as_ref()
+            .to_vec();
+        let full = leaf.as_ref().to_vec();
+        let cases = [
+            (record(3, 0, 0, full.clone()), true),
+            (record(3, 0, 1, sha(&ring::digest::SHA256, &full)), true),
+            (record(3, 0, 2, sha(&ring::digest::SHA512, &full)), true),
+            (record(3, 1, 0, spki.clone()), true),
+            (record(3, 1, 1, sha(&ring::digest::SHA256, &spki)), true),
+            (record(3, 1, 2, sha(&ring::digest::SHA512, &spki)), true),
+            (record(3, 1, 1, sha(&ring::digest::SHA256, &full)), false),
+            (record(3, 0, 1, vec![0; 32]), false),
+            (record(3, 2, 1, sha(&ring::digest::SHA256, &full)), false),
+            (record(3, 0, 3, full.clone()), false),
+        ];
+        for (i, (r, want)) in cases.iter().enumerate() {
+            assert_eq!(matches(r, &leaf), *want, "case {i}: {r:?}");
+        }
+    }
+
+    #[test]
+    fn usages() {
+        let data = vec![0; 32];
+        assert!(usable(&record(2, 0, 1, data.clone())));
+        assert!(usable(&record(3, 1, 1, data.clone())));
+        assert!(!usable(&record(0, 0, 1, data.clone())), "PKIX-TA");
+        assert!(!usable(&record(1, 0, 1, data.clone())), "PKIX-EE");
+        assert!(!usable(&record(3, 7, 1, data.clone())));
+        assert!(!usable(&record(3, 0, 9, data)));
+    }
+
+    #[test]
+    fn end_entity_and_trust_anchor_records() {
+        let (ca, leaf) = chain("mx.test");
+        let ee = record(3, 0, 1, sha(&ring::digest::SHA256, leaf.as_ref()));
+        let ta = record(2, 0, 1, sha(&ring::digest::SHA256, ca.as_ref()));
+        // DANE-EE: the certificate itself, whatever name was asked for.
+        assert!(verify(
+            vec![ee.clone()],
+            std::slice::from_ref(&leaf),
+            "mx.test"
+        ));
+        assert!(verify(vec![ee], std::slice::from_ref(&leaf), "other.test"));
+        // DANE-TA: the anchor must be in the chain, and the name must match.
+        assert!(verify(
+            vec![ta.clone()],
+            &[leaf.clone(), ca.clone()],
+            "mx.test"
+        ));
+        assert!(!verify(
+            vec![ta.clone()],
+            &[leaf.clone(), ca.clone()],
+            "other.test"
+        ));
+        assert!(!verify(vec![ta], std::slice::from_ref(&leaf), "mx.test"));
+        // The same record as PKIX-EE is unusable: nothing matches.
+        let pkix = record(1, 0, 1, sha(&ring::digest::SHA256, leaf.as_ref()));
+        assert!(!verify(vec![pkix], &[leaf], "mx.test"));
+    }
+}
