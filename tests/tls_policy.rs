@@ -98,6 +98,7 @@ fn dane_and_mta_sts_decide_how_mail_goes_out() {
         "mx.sts-nomatch.test",
         "mx.sts-testing.test",
         "mx.sts-none.test",
+        "mx.sts-404.test",
         "mx.sts-expired.test",
         "mx.sts-cached.test",
     ];
@@ -108,6 +109,7 @@ fn dane_and_mta_sts_decide_how_mail_goes_out() {
         "sts-badcert.test",
         "sts-testing.test",
         "sts-none.test",
+        "sts-404.test",
     ];
     let policy_hosts: Vec<String> = sts_domains.iter().map(|d| format!("mta-sts.{d}")).collect();
     let policy_names: Vec<&str> = policy_hosts.iter().map(String::as_str).collect();
@@ -253,6 +255,8 @@ fn dane_and_mta_sts_decide_how_mail_goes_out() {
     // testing reports only, none withdraws the policy.
     delivered("u@sts-testing.test", "mta-sts-testing/opportunistic", "yes");
     delivered("u@sts-none.test", "opportunistic", "yes");
+    // A record whose policy cannot be fetched (404), nothing kept: as if there were none.
+    delivered("u@sts-404.test", "opportunistic", "yes");
     // A kept policy past its max_age no longer applies; one within it still does.
     delivered("u@sts-expired.test", "opportunistic", "yes");
     deferred("u@sts-cached.test", "MTA-STS");

@@ -8,7 +8,9 @@
 //! the record is missing, the DNS fails or the fetch fails, a cached policy that has not
 //! outlived its `max_age` is used; without one the domain has no policy (the RFC's rule: mail
 //! is then delivered as if the domain had none). Concurrent lookups of one domain on a shard
-//! share one fetch.
+//! share one fetch, and after a failed fetch the same record id is not fetched again for
+//! [`RETRY_FAILED_FETCH`] (a broken policy server does not hold every routing of the domain
+//! up for the fetch timeout).
 //!
 //! What it does not do: no refresh ahead of expiry, no sharing between shards in memory (each
 //! shard fetches on its own first use, then reads the file the others wrote), no reporting.
@@ -33,6 +35,8 @@ use crate::dns::Resolver;
 
 /// Most domains whose policy a shard keeps in memory.
 pub const MAX_DOMAINS: usize = 100_000;
+/// How long a failed fetch is not tried again for the same record id (seconds).
+pub const RETRY_FAILED_FETCH: u64 = 300;
 
 /// A policy as cached.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -62,6 +66,8 @@ struct Inner {
     /// Domain -> what memory knows (None: nothing on disk either).
     memory: RefCell<HashMap<String, Option<Cached>>>,
     inflight: RefCell<HashMap<String, Vec<oneshot::Sender<Option<Cached>>>>>,
+    /// Domain -> (record id, Unix seconds) of its last failed fetch.
+    failed: RefCell<HashMap<String, (String, u64)>>,
 }
 
 fn now_unix() -> u64 {
@@ -88,6 +94,7 @@ impl MtaSts {
             fetch,
             memory: RefCell::new(HashMap::new()),
             inflight: RefCell::new(HashMap::new()),
+            failed: RefCell::new(HashMap::new()),
         }))
     }
 
@@ -106,6 +113,15 @@ impl MtaSts {
             return cached;
         };
         if cached.as_ref().is_some_and(|c| c.id == id) {
+            return cached;
+        }
+        let failed_lately = self
+            .0
+            .failed
+            .borrow()
+            .get(domain)
+            .is_some_and(|(fid, at)| *fid == id && now < at.saturating_add(RETRY_FAILED_FETCH));
+        if failed_lately {
             return cached;
         }
         self.fetch_shared(resolver, domain, id).await.or(cached)
@@ -161,6 +177,7 @@ impl MtaSts {
                 };
                 tracing::info!(%domain, id = %c.id, mode = c.policy.mode.as_str(), max_age = c.policy.max_age, "MTA-STS policy fetched");
                 self.remember(domain, Some(c.clone()));
+                self.0.failed.borrow_mut().remove(domain);
                 if let Some(f) = file_name(domain)
                     && let Err(e) = write(&self.0.dir, &f, &c)
                 {
@@ -170,6 +187,11 @@ impl MtaSts {
             }
             Err(e) => {
                 tracing::warn!(%domain, error = %e, "MTA-STS policy fetch failed; the cached policy (if any) applies");
+                let mut failed = self.0.failed.borrow_mut();
+                if failed.len() >= MAX_DOMAINS {
+                    failed.clear();
+                }
+                failed.insert(domain.to_owned(), (id, now_unix()));
                 None
             }
         };
