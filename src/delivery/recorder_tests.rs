@@ -492,3 +492,11 @@ fn a_decided_outcome_goes_to_every_recipient() {
             .all(|x| x.remote_mta.is_none())
     );
 }
+
+#[test]
+fn requiretls_mail_returns_only_its_header() {
+    let (mut q, _) = message("a@src.test", &[("u@b.test", None)], true);
+    assert_eq!(returned(&q), crate::delivery::dsn::Return::Full);
+    q.mail_params.requiretls = true;
+    assert_eq!(returned(&q), crate::delivery::dsn::Return::Headers);
+}
