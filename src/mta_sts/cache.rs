@@ -4,7 +4,8 @@
 //! What it does: [`MtaSts::policy`] gives the policy to apply to a domain now: it reads the
 //! `_mta-sts` TXT record; when its `id` differs from the cached policy's (or nothing valid is
 //! cached) the policy is fetched, and a fetched policy is kept in memory and written to
-//! `<dir>/<domain>.json` (temporary file, then rename) so that a restart still knows it. When
+//! `<dir>/<domain>.json` (temporary file, then rename; file I/O runs on the executor's
+//! blocking threads) so that a restart still knows it. When
 //! the record is missing, the DNS fails or the fetch fails, a cached policy that has not
 //! outlived its `max_age` is used; without one the domain has no policy (the RFC's rule: mail
 //! is then delivered as if the domain had none). Concurrent lookups of one domain on a shard
@@ -101,7 +102,7 @@ impl MtaSts {
     /// The policy to apply to `domain` (lower-case) now, with its record id; None: no policy.
     pub async fn policy(&self, resolver: &Resolver, domain: &str) -> Option<Cached> {
         let now = now_unix();
-        let cached = self.cached(domain).filter(|c| c.valid_at(now));
+        let cached = self.cached(domain).await.filter(|c| c.valid_at(now));
         let records = match resolver.txt(&format!("_mta-sts.{domain}")).await {
             Ok(r) => r,
             Err(e) => {
@@ -127,12 +128,17 @@ impl MtaSts {
         self.fetch_shared(resolver, domain, id).await.or(cached)
     }
 
-    /// What memory (or, the first time, the disk) holds for `domain`, expired or not.
-    fn cached(&self, domain: &str) -> Option<Cached> {
+    /// What memory (or, the first time, the disk) holds for `domain`, expired or not. The
+    /// file is read on the executor's blocking threads: the shard never waits on the disk.
+    async fn cached(&self, domain: &str) -> Option<Cached> {
         if let Some(known) = self.0.memory.borrow().get(domain) {
             return known.clone();
         }
-        let loaded = file_name(domain).and_then(|f| read(&self.0.dir.join(f)));
+        let path = file_name(domain).map(|f| self.0.dir.join(f));
+        let loaded = match path {
+            Some(p) => glommio::executor().spawn_blocking(move || read(&p)).await,
+            None => None,
+        };
         self.remember(domain, loaded.clone());
         loaded
     }
@@ -178,10 +184,14 @@ impl MtaSts {
                 tracing::info!(%domain, id = %c.id, mode = c.policy.mode.as_str(), max_age = c.policy.max_age, "MTA-STS policy fetched");
                 self.remember(domain, Some(c.clone()));
                 self.0.failed.borrow_mut().remove(domain);
-                if let Some(f) = file_name(domain)
-                    && let Err(e) = write(&self.0.dir, &f, &c)
-                {
-                    tracing::warn!(%domain, dir = %self.0.dir.display(), error = %e, "cannot keep the MTA-STS policy on disk");
+                if let Some(f) = file_name(domain) {
+                    let (dir, kept) = (self.0.dir.clone(), c.clone());
+                    let written = glommio::executor()
+                        .spawn_blocking(move || write(&dir, &f, &kept))
+                        .await;
+                    if let Err(e) = written {
+                        tracing::warn!(%domain, dir = %self.0.dir.display(), error = %e, "cannot keep the MTA-STS policy on disk");
+                    }
                 }
                 Some(c)
             }
