@@ -501,3 +501,64 @@ fn requiretls_mail_goes_only_over_verified_tls_to_servers_that_offer_it() {
         m.mail_params
     );
 }
+
+#[test]
+fn an_enforced_policy_is_kept_across_a_restart() {
+    let certs_dir = tempdir();
+    let certs = make_certs(
+        certs_dir.path(),
+        &[&["mx.kept.test"], &["mta-sts.kept.test"]],
+    );
+    let recv_dir = tempdir();
+    let mut recv = receiver(recv_dir.path(), &["kept.test"], &certs.leaves[..1]);
+    let port = recv.addr.port();
+    let mut policies = HashMap::new();
+    policies.insert(
+        "mta-sts.kept.test".to_owned(),
+        policy("enforce", &["mx.elsewhere.example"]),
+    );
+    let https = common::https::start(&certs.leaves[1].0, &certs.leaves[1].1, policies);
+    let zone = || {
+        FakeZone::default()
+            .mx("kept.test", 10, "mx.kept.test")
+            .a("mx.kept.test", Ipv4Addr::LOCALHOST)
+    };
+    let with_policy = FakeDns::start(
+        zone()
+            .txt("_mta-sts.kept.test", "v=STSv1; id=1;")
+            .a("mta-sts.kept.test", Ipv4Addr::LOCALHOST),
+    )
+    .unwrap();
+    let dir = tempdir();
+    let config = |dns: std::net::SocketAddr| {
+        let extra = format!(
+            "[delivery]\nidle_timeout = \"1s\"\nmx_port = {port}\nmx_allow_loopback = true\n\
+             [delivery.retry]\nfirst = \"1h\"\n[delivery.tls_policy]\nmta_sts = true\n\
+             mta_sts_port = {}\n[dns]\nservers = [\"{dns}\"]\n[tls]\nca_file = \"{}\"\n",
+            https.port,
+            certs.ca.display(),
+        );
+        write_config(dir.path(), "", &extra)
+    };
+    let mut sender = Mta::start(dir.path(), &config(with_policy.addr()));
+    submit(&sender, &["u@kept.test"], "first");
+    let v = wait_for(dir.path(), "u@kept.test");
+    assert_eq!(v["type"], "TransientFailure", "{v}");
+    assert!(v["reply"].as_str().unwrap().contains("MTA-STS"), "{v}");
+    assert!(sender.stop().success());
+
+    // After the restart the record is gone from DNS: the kept policy still applies.
+    let without = FakeDns::start(zone()).unwrap();
+    let mut sender = Mta::start(dir.path(), &config(without.addr()));
+    submit(&sender, &["v@kept.test"], "second");
+    let v = wait_for(dir.path(), "v@kept.test");
+    assert_eq!(v["type"], "TransientFailure", "{v}");
+    assert!(v["reply"].as_str().unwrap().contains("MTA-STS"), "{v}");
+    assert_eq!(
+        https.requests.load(std::sync::atomic::Ordering::SeqCst),
+        1,
+        "fetched once, before the restart"
+    );
+    assert!(sender.stop().success());
+    assert!(recv.stop().success());
+}
