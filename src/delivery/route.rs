@@ -5,7 +5,10 @@
 //! addresses in order, the source address, the limits and, for a route or smarthost with an
 //! AUTH file, the credentials), or a permanent or temporary failure.
 //! Destinations of DNS-routed mail are keyed by their MX host set, so domains that share MX
-//! hosts share one queue and its limits.
+//! hosts share one queue and its limits. For DNS-routed mail the receiver's DANE records and
+//! MTA-STS policy (`security`) travel with the target; a domain under an enforced MTA-STS
+//! policy gets a queue of its own, `mta-sts:<hosts>`. MX hosts are reached on
+//! `delivery.mx_port` (25).
 //!
 //! What it does not do: no connections, no caching of its own (the DNS client caches).
 //!
