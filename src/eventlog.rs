@@ -37,6 +37,10 @@ pub struct Event<'a> {
     pub host: &'a str,
     /// TLS version and cipher of the connection, empty for plaintext.
     pub tls: &'a str,
+    /// The TLS policy the connection applied (`dane`, `mta-sts`, `opportunistic`, ...).
+    pub tls_policy: &'a str,
+    /// `yes`/`no`: the server's certificate was authenticated; empty for plaintext.
+    pub tls_verified: &'a str,
     /// The user name the connection authenticated as (outbound AUTH), empty without AUTH.
     pub auth: &'a str,
     /// The reply or failure.
@@ -175,6 +179,8 @@ impl EventLog {
             ("destination", e.destination),
             ("host", e.host),
             ("tls", e.tls),
+            ("tls_policy", e.tls_policy),
+            ("tls_verified", e.tls_verified),
             ("auth", e.auth),
             ("reply", e.reply),
             ("status", e.status),

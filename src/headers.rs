@@ -49,6 +49,12 @@ pub fn value(body: &[u8], name: &str) -> Option<String> {
     value.filter(|v| !v.is_empty())
 }
 
+/// True when the message says `TLS-Required: No` (RFC 8689 5): its sender asks that the
+/// receiver's published TLS policies (DANE, MTA-STS) not hold it back.
+pub fn tls_required_no(body: &[u8]) -> bool {
+    value(body, "TLS-Required").is_some_and(|v| v.eq_ignore_ascii_case("no"))
+}
+
 /// The `<...>` token of the first `Message-ID` field (on its first line or a folded one), as
 /// written; None when absent, malformed or over [`MAX_ID`] octets.
 pub fn message_id(body: &[u8]) -> Option<&str> {

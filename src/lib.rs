@@ -7,7 +7,8 @@
 //! - [`server`]: inbound sessions of one shard (accept, parse, hand to the spool).
 //! - [`spool`]: the per-shard append-only store with group commit, and its recovery.
 //! - [`queue`]: the delivery scheduler (pure: destinations, retries, limits).
-//! - [`dns`]: the per-shard DNS client (MX and address lookups, cache).
+//! - [`dns`]: the per-shard DNS client (MX and address lookups, cache; TLSA and TXT).
+//! - [`mta_sts`]: MTA-STS policies (RFC 8461): parsing, HTTPS fetch, durable cache.
 //! - [`delivery`]: outbound connections, outcome classification, records, DSNs.
 //! - [`gauge`]: the shard's memory gauge, one budget for mail received and mail queued.
 //! - [`headers`]: fields of a stored message's header section (`Message-ID`, pool headers).
@@ -42,6 +43,7 @@ pub mod gauge;
 pub mod headers;
 pub mod memlock;
 pub mod metrics;
+pub mod mta_sts;
 pub mod proxy;
 pub mod queue;
 pub mod read_buffer;

@@ -168,6 +168,8 @@ fn destination(v: &DestinationView) -> Value {
             "known": false,
             "hops": v.hops,
             "auth": v.auth,
+            "tls_policy": v.tls_policy,
+            "last_tls": v.last_tls,
             "why": v.why,
             "sources": sources,
         });
@@ -200,6 +202,8 @@ fn destination(v: &DestinationView) -> Value {
         "rule_in_force": v.rule,
         "hops": v.hops,
         "auth": v.auth,
+        "tls_policy": v.tls_policy,
+        "last_tls": v.last_tls,
         "sources": sources,
     })
 }

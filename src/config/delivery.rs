@@ -118,6 +118,14 @@ pub struct DeliverySection {
     /// Traffic shaping file (per-provider limits, adaptive rules, bounce classes); see
     /// `config/shaping.toml` and `docs/SHAPING.md`. None = the limits above for everyone.
     pub shaping_file: Option<std::path::PathBuf>,
+    /// The port MX hosts are connected to (and whose TLSA records are looked up): 25.
+    pub mx_port: u16,
+    /// Accept MX hosts whose addresses are loopback (127.0.0.0/8, ::1). Only for test rigs
+    /// whose receivers listen on loopback: otherwise a name in someone else's zone could make
+    /// the MTA connect to a local service. Our own listeners are refused regardless.
+    pub mx_allow_loopback: bool,
+    /// TLS that receivers require through DNS: DANE and MTA-STS.
+    pub tls_policy: super::tls_policy::TlsPolicySection,
 }
 
 /// `[delivery.retry]`.
@@ -237,6 +245,9 @@ impl Default for DeliverySection {
             tls_fallback: HumanDuration::secs(3600),
             memory_budget: ByteSize::mib(1024),
             shaping_file: None,
+            mx_port: 25,
+            mx_allow_loopback: false,
+            tls_policy: Default::default(),
         }
     }
 }
@@ -366,7 +377,10 @@ impl DeliverySection {
                 "must be at least 1".into(),
             );
         }
-        Ok(())
+        if self.mx_port == 0 {
+            return err("mx_port", "must not be 0".into());
+        }
+        self.tls_policy.validate()
     }
 }
 

@@ -21,6 +21,7 @@ mod listener;
 mod pools;
 mod secrets;
 mod smtp;
+mod tls_policy;
 mod units;
 
 use std::net::SocketAddr;
@@ -37,6 +38,7 @@ pub use listener::{AdminSection, AuthSection, ListenerConfig, ListenerMode, TlsS
 pub use pools::{PoolConfig, PoolMember, PoolSelection, SenderPool, SourceConfig};
 pub use secrets::Secrets;
 pub use smtp::{RelaySection, SmtpSection, TimeoutsSection};
+pub use tls_policy::TlsPolicySection;
 pub use units::{ByteSize, HumanDuration};
 
 /// Why a configuration was refused.

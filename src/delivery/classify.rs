@@ -70,7 +70,7 @@ pub fn verdict(attempt: &Attempt, recipients: usize, reuse: Reuse) -> Verdict {
 /// opened and `err` was the last failure: a failed AUTH's own (`4.7.x`), else `4.4.1`.
 pub fn open_failed_status(err: &ClientError) -> EnhancedStatus {
     match err {
-        ClientError::Auth { status, .. } => *status,
+        ClientError::Auth { status, .. } | ClientError::Policy { status, .. } => *status,
         _ => EnhancedStatus::new(4, 4, 1),
     }
 }

@@ -4,7 +4,8 @@
 //! EHLO (HELO if EHLO is refused), and sends transactions: with PIPELINING, MAIL, every RCPT and
 //! DATA (or BDAT with the body, when CHUNKING is offered) go out in one write (RFC 2920, RFC
 //! 3030); without CHUNKING the body is dot-stuffed while writing (RFC 5321 4.5.2). SIZE is
-//! declared when offered, 8BITMIME and SMTPUTF8 are requested when the message needs them.
+//! declared when offered, 8BITMIME and SMTPUTF8 are requested when the message needs them,
+//! REQUIRETLS (RFC 8689) is passed on when the message has it and the server offers it.
 //! Each command waits at most its RFC 5321 4.5.3.2 timeout for its whole reply (one deadline
 //! however the reply trickles in); a reply over 64 KiB or 1000 lines is a protocol error.
 //!
@@ -47,6 +48,8 @@ pub struct TlsRequest<'a> {
     pub configs: &'a ClientTls,
     /// The host name the certificate must be valid for (`verify`), also sent as SNI.
     pub server_name: &'a str,
+    /// A configuration that replaces the policy's (DANE: the host's TLSA records).
+    pub config: Option<&'a std::sync::Arc<rustls::ClientConfig>>,
 }
 
 /// Client-side timeouts (RFC 5321 4.5.3.2).
@@ -126,6 +129,14 @@ pub enum ClientError {
         /// The status to defer with (class 4: a failed AUTH never bounces mail).
         status: EnhancedStatus,
         /// What happened, with the user name (never the password).
+        reason: String,
+    },
+    /// The receiver's published policy (DANE, MTA-STS) forbids sending to this host now.
+    #[error("{reason}")]
+    Policy {
+        /// The status to defer with.
+        status: EnhancedStatus,
+        /// What the policy required and what failed.
         reason: String,
     },
     /// The server refused us at the greeting or at EHLO/HELO.
@@ -209,6 +220,8 @@ pub struct Connection {
     usable: bool,
     greeting: String,
     tls: Option<TlsInfo>,
+    /// The chain the server presented in the TLS handshake.
+    certs: Vec<rustls::pki_types::CertificateDer<'static>>,
     /// The user name AUTH succeeded with.
     auth: Option<String>,
 }
@@ -261,6 +274,7 @@ impl Connection {
             usable: true,
             greeting: String::new(),
             tls: None,
+            certs: Vec::new(),
             auth: None,
         };
         let greeting = c.read_reply(Phase::Greeting, timeouts.greeting).await?;
@@ -315,8 +329,9 @@ impl Connection {
         // Anything the server sent after its 220 is not trusted (RFC 3207 4.2).
         self.buf.clear();
         self.parser.reset();
-        let config = match tls.policy {
-            TlsPolicy::Verify => tls.configs.verified.clone(),
+        let config = match (tls.config, tls.policy) {
+            (Some(c), _) => c.clone(),
+            (None, TlsPolicy::Verify) => tls.configs.verified.clone(),
             _ => tls.configs.any.clone(),
         };
         let name = match ServerName::try_from(tls.server_name.to_owned()) {
@@ -334,6 +349,7 @@ impl Connection {
         match plain.connect_tls(config, name).await {
             Ok(stream) => {
                 self.tls = stream.tls();
+                self.certs = stream.peer_certificates();
                 self.stream = Some(stream);
             }
             Err(e) => {
@@ -377,6 +393,11 @@ impl Connection {
     /// What TLS negotiated, if the connection is encrypted.
     pub fn tls(&self) -> Option<&TlsInfo> {
         self.tls.as_ref()
+    }
+
+    /// The certificate chain the server presented (empty without TLS).
+    pub fn peer_certificates(&self) -> &[rustls::pki_types::CertificateDer<'static>] {
+        &self.certs
     }
 
     /// The user name the connection authenticated as, if it did.

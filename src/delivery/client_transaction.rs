@@ -275,6 +275,9 @@ impl Connection {
         if self.ext.dsn {
             env.mail_params.write_dsn_wire(&mut self.out);
         }
+        if env.mail_params.requiretls && self.ext.requiretls {
+            self.out.extend_from_slice(b" REQUIRETLS");
+        }
         self.out.extend_from_slice(b"\r\n");
     }
 

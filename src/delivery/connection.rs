@@ -1,7 +1,8 @@
 //! One outbound connection's task: open it, carry the destination's jobs over it, close it.
 //!
-//! What it does: opens a connection to the first hop that answers (with the destination's TLS
-//! policy, at least `required` when it has AUTH credentials; an opportunistic handshake that
+//! What it does: opens a connection to the first hop that answers (with the hop's TLS policy
+//! from `security`: DANE, MTA-STS or the destination's configured one, at least `required`
+//! when it has AUTH credentials; an opportunistic handshake that
 //! fails is retried at once in plaintext and the queue is told, so that the host gets
 //! plaintext for `delivery.tls_fallback`; with credentials, it authenticates), then asks the queue
 //! for the destination's next job until none comes for `idle_timeout`, the connection has
@@ -9,7 +10,9 @@
 //! every 10 ms for 100 ms, then less and less often (up to every 160 ms; see `timers`). When
 //! the server pipelines, each message's content goes out in one write with the next message's
 //! envelope (RFC 2920 3.1), so a busy connection spends one round trip per message. What
-//! became of each job goes back to the queue as a [`JobResult`].
+//! became of each job goes back to the queue as a [`JobResult`]. A REQUIRETLS message (RFC
+//! 8689) goes only over a connection whose certificate its policy authenticated, to a server
+//! that offers REQUIRETLS; otherwise it is bounced (5.7.10, 5.7.30) before anything is sent.
 //!
 //! What it does not do: no protocol details (the client), no decisions about outcomes (the
 //! recorder, in the queue task), no decision on how many connections a destination gets (the
@@ -31,8 +34,9 @@ use super::client::{
 };
 use super::message::Message;
 use super::queue_msg::{ConnEvent, Delivery, Next, QueueHandle};
-use super::recorder::{JobResult, Peer};
+use super::recorder::{JobResult, Peer, TlsUsed};
 use super::route::Target;
+use super::security::{self, Applied, HopTls};
 use crate::queue::{DestinationKey, Job};
 use crate::smtp::EnhancedStatus;
 use crate::smtp::ehlo::Extensions;
@@ -113,6 +117,11 @@ struct Link {
     peer: Peer,
     /// The server relays DSN parameters itself.
     dsn: bool,
+    /// The connection is TLS with a certificate its policy authenticated (DANE, MTA-STS,
+    /// `verify`): what REQUIRETLS mail needs (RFC 8689 4.2.1).
+    verified_tls: bool,
+    /// The policy the connection applied.
+    applied: Applied,
 }
 
 /// Runs one outbound connection to `plan.dest`.
@@ -122,8 +131,8 @@ pub async fn run(plan: Plan) {
     let mut status = EnhancedStatus::new(4, 4, 1);
     for (name, addr) in &plan.target.hops {
         match open(&plan, name, *addr).await {
-            Ok(c) => {
-                conn = Some((c, format!("{name}[{}]", addr.ip())));
+            Ok((c, hop)) => {
+                conn = Some((c, format!("{name}[{}]", addr.ip()), hop, name));
                 break;
             }
             Err(e) => {
@@ -141,7 +150,7 @@ pub async fn run(plan: Plan) {
             }
         }
     }
-    let Some((mut conn, host)) = conn else {
+    let Some((mut conn, host, hop, name)) = conn else {
         plan.queue.conn(ConnEvent::OpenFailed {
             dest: plan.dest.clone(),
             error: last_error,
@@ -149,21 +158,38 @@ pub async fn run(plan: Plan) {
         });
         return;
     };
-    plan.queue.conn(ConnEvent::Opened {
-        dest: plan.dest.clone(),
-    });
     // What the event log says of this connection's TLS, the same for all its jobs.
     let tls = conn
         .tls()
         .map(|t| format!("{} {}", t.version, t.cipher))
         .unwrap_or_default();
+    let tls_verified = verified(&conn, &hop, &plan.settings, name);
+    let described = match tls_verified {
+        "" => format!("plaintext, policy {}", hop.applied),
+        v => format!("{tls}, policy {}, certificate verified: {v}", hop.applied),
+    };
+    plan.queue.conn(ConnEvent::Opened {
+        dest: plan.dest.clone(),
+        tls: format!("{host}: {described}"),
+    });
+    if let Applied::MtaStsTesting(_) = hop.applied
+        && tls_verified != "yes"
+    {
+        tracing::warn!(destination = %plan.dest.0, host = %name, tls = %tls, "MTA-STS (testing): the connection would fail the policy (no TLS or a certificate not valid for the host); delivered anyway");
+    }
     let link = Link {
         peer: Peer {
             host: host.into(),
             tls: tls.into(),
             auth: Rc::new(conn.authenticated().unwrap_or_default().to_owned()),
+            tls_policy: Rc::new(TlsUsed {
+                policy: hop.applied.to_string(),
+                verified: tls_verified,
+            }),
         },
         dsn: conn.extensions().dsn,
+        verified_tls: conn.tls().is_some() && hop.authenticates(),
+        applied: hop.applied,
         plan,
     };
     carry(&mut conn, &link).await;
@@ -173,30 +199,66 @@ pub async fn run(plan: Plan) {
     });
 }
 
-/// Connects to one hop with the destination's TLS policy, and authenticates when the
+/// "yes" when the connection's certificate was authenticated (the policy required it, or it
+/// passes `verify`'s check), "no" when not, "" without TLS.
+fn verified(conn: &Connection, hop: &HopTls, settings: &Settings, name: &str) -> &'static str {
+    match conn.tls() {
+        None => "",
+        Some(_) if hop.authenticates() => "yes",
+        Some(_) if settings.tls.verifies(conn.peer_certificates(), name) => "yes",
+        Some(_) => "no",
+    }
+}
+
+/// Connects to one hop with its TLS policy (`security::for_hop`), and authenticates when the
 /// destination has credentials (then the policy is at least `required`: credentials never go
 /// out in plaintext). An opportunistic handshake that fails is retried at once in plaintext (a
 /// receiver with a broken TLS stack still gets its mail), and the queue remembers the host for
-/// `delivery.tls_fallback`.
-async fn open(plan: &Plan, name: &str, addr: SocketAddr) -> Result<Connection, ClientError> {
+/// `delivery.tls_fallback`. A failure that DANE or MTA-STS caused is a [`ClientError::Policy`]
+/// (4.7.5), naming the policy.
+async fn open(
+    plan: &Plan,
+    name: &str,
+    addr: SocketAddr,
+) -> Result<(Connection, HopTls), ClientError> {
     let target = &plan.target;
     let settings = &plan.settings;
     let auth = target.auth.as_deref();
-    let mut policy = match auth {
+    let configured = match auth {
         Some(_) => target.tls.at_least_required(),
         None => target.tls,
     };
-    if policy == TlsPolicy::Opportunistic && plan.plaintext.contains(&addr) {
-        policy = TlsPolicy::None;
+    let mut hop = security::for_hop(&target.security, configured, name);
+    if let Some(reason) = hop.refuse.take() {
+        return Err(ClientError::Policy {
+            status: EnhancedStatus::new(4, 7, 5),
+            reason,
+        });
     }
+    if hop.policy == TlsPolicy::Opportunistic && plan.plaintext.contains(&addr) {
+        hop.policy = TlsPolicy::None;
+    }
+    let policy = hop.policy;
     let request = |policy| TlsRequest {
         policy,
         configs: &settings.tls,
         server_name: name,
+        config: hop.config.as_ref(),
     };
     let helo = target.helo.as_ref().unwrap_or(&settings.helo);
     let (source, timeouts) = (target.source, settings.timeouts);
-    match Connection::open(addr, source, helo, timeouts, request(policy), auth).await {
+    let opened = Connection::open(addr, source, helo, timeouts, request(policy), auth).await;
+    let opened = match (opened, hop.applied) {
+        (
+            Err(ClientError::Tls { reason, .. }),
+            applied @ (Applied::Dane | Applied::DaneEncryptOnly | Applied::MtaSts),
+        ) => Err(ClientError::Policy {
+            status: EnhancedStatus::new(4, 7, 5),
+            reason: format!("{applied} policy: TLS: {reason}"),
+        }),
+        (other, _) => other,
+    };
+    let opened = match opened {
         Err(ClientError::Tls {
             reason,
             handshake: true,
@@ -210,7 +272,8 @@ async fn open(plan: &Plan, name: &str, addr: SocketAddr) -> Result<Connection, C
             Connection::open(addr, source, helo, timeouts, plain, None).await
         }
         other => other,
-    }
+    };
+    opened.map(|c| (c, hop))
 }
 
 /// Carries jobs over an open connection until it idles out, is used up or fails.
@@ -372,6 +435,10 @@ async fn prepare(d: Delivery, ext: &Extensions, link: &Link, reuse: Reuse) -> Op
         decided(job, o);
         return None;
     }
+    if let Some(o) = requiretls_refusal(&msg, ext, link) {
+        decided(job, o);
+        return None;
+    }
     Some(Outgoing {
         job,
         msg,
@@ -380,6 +447,32 @@ async fn prepare(d: Delivery, ext: &Extensions, link: &Link, reuse: Reuse) -> Op
         started,
         reuse,
     })
+}
+
+/// The bounce of REQUIRETLS mail (RFC 8689 4.2.1, 5) that this connection cannot carry: it is
+/// not TLS authenticated by DANE, MTA-STS or `verify` (5.7.10), or the server does not offer
+/// REQUIRETLS (5.7.30). None when the message can go.
+fn requiretls_refusal(msg: &Message, ext: &Extensions, link: &Link) -> Option<Outcome> {
+    if !msg.mail_params.requiretls {
+        return None;
+    }
+    let host = &link.peer.host;
+    if !link.verified_tls {
+        return Some(Outcome::bounce(
+            EnhancedStatus::new(5, 7, 10),
+            format!(
+                "REQUIRETLS: {host} is not reached over verified TLS (policy {}); the message needs DANE, MTA-STS or tls = \"verify\"",
+                link.applied
+            ),
+        ));
+    }
+    if !ext.requiretls {
+        return Some(Outcome::bounce(
+            EnhancedStatus::new(5, 7, 30),
+            format!("REQUIRETLS support required: {host} does not offer REQUIRETLS"),
+        ));
+    }
+    None
 }
 
 /// Hands a transaction's replies (or its failure) back to the queue.

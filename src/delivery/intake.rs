@@ -97,6 +97,8 @@ pub fn take(
         arrival,
         eight_bit: a.eight_bit,
         trusted: trusted(&a.record, &config.relay.trusted_networks),
+        // Only DANE and MTA-STS can hold mail back: without them the header is not looked for.
+        tls_required_no: receiver_policies(config) && crate::headers::tls_required_no(&body),
     };
     let msg = Message::new(a.record, facts);
     let id = msg.record.id;
@@ -183,4 +185,10 @@ fn trusted(rec: &MessageRecord, trusted: &[ipnet::IpNet]) -> bool {
         return false;
     };
     crate::server::relay::in_networks(trusted, addr.ip())
+}
+
+/// True when receivers' TLS policies (DANE, MTA-STS) are applied at all.
+fn receiver_policies(config: &Config) -> bool {
+    let p = &config.delivery.tls_policy;
+    p.dane || p.mta_sts
 }

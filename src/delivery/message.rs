@@ -112,6 +112,9 @@ pub struct Message {
     /// The client authenticated or was in `relay.trusted_networks` (its bounces may carry the
     /// whole message back).
     pub trusted: bool,
+    /// `TLS-Required: No` without the REQUIRETLS parameter (RFC 8689 5): DANE and MTA-STS are
+    /// not applied to it.
+    pub tls_optional: bool,
 }
 
 /// Parameters of no recipient.
@@ -143,6 +146,7 @@ impl Message {
                 .collect(),
         };
         Message {
+            tls_optional: facts.tls_required_no && !mail_params.requiretls,
             meta: meta_bytes(&record, rcpt_params.len()),
             record,
             mail_params,
@@ -183,6 +187,8 @@ pub struct Facts {
     pub eight_bit: bool,
     /// The client was trusted (see [`Message::trusted`]).
     pub trusted: bool,
+    /// The header says `TLS-Required: No` (see [`Message::tls_optional`]).
+    pub tls_required_no: bool,
 }
 
 /// Parameters in wire form again (`K=V K2`), as the session's parser reads them.
@@ -253,6 +259,7 @@ mod tests {
             arrival: Instant::now(),
             eight_bit: false,
             trusted: true,
+            tls_required_no: false,
         }
     }
 

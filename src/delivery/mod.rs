@@ -13,7 +13,8 @@
 //! outbound connection's task), `client` (its protocol), `classify` (a report → outcomes),
 //! `recorder` (outcomes → records, pure), `sinks` (records → spool, log, DSNs), `views` (what
 //! operators ask, typed), `suspensions` (what operators suspended, for queues made later),
-//! `policy` (the configuration's policies), `start` (wiring).
+//! `policy` (the configuration's policies), `security` (DANE, MTA-STS and the configured TLS
+//! policy of each hop), `start` (wiring).
 //! Leaves: `route`, `myself`, `dsn`, `memory`, `message`, `phase`.
 
 pub mod classify;
@@ -32,6 +33,7 @@ pub mod queue_task;
 pub mod recorder;
 pub mod route;
 pub mod routes;
+pub mod security;
 pub mod select;
 pub mod sinks;
 pub mod start;

@@ -30,6 +30,10 @@ pub struct Myself {
     local: Vec<IpAddr>,
     /// The configured own addresses (reached through NAT: any listener port is ours there).
     own: Vec<IpAddr>,
+    /// The port MX hosts are reached on (25; `delivery.mx_port`).
+    mx_port: u16,
+    /// MX hosts on loopback addresses may be used (`delivery.mx_allow_loopback`, test rigs).
+    loopback_mx: bool,
 }
 
 impl Myself {
@@ -61,7 +65,18 @@ impl Myself {
                 .collect(),
             local: set(interfaces.iter().chain(own).copied().collect()),
             own: set(own.to_vec()),
+            mx_port: 25,
+            loopback_mx: false,
         }
+    }
+
+    /// MX hosts are reached on `port`; with `loopback`, MX hosts on loopback addresses are
+    /// not refused (a test rig whose receivers listen on 127.0.0.1; never in production).
+    /// Our own listeners stay refused.
+    pub fn with_mx(mut self, port: u16, loopback: bool) -> Myself {
+        self.mx_port = port;
+        self.loopback_mx = loopback;
+        self
     }
 
     /// True if connecting to `hop` would reach one of our own SMTP listeners.
@@ -79,10 +94,11 @@ impl Myself {
     /// our addresses, or a loopback, unspecified or link-local address.
     pub fn refuses_from_dns(&self, hop: SocketAddr) -> bool {
         let ip = hop.ip().to_canonical();
-        is_special(ip) || self.local.contains(&ip) || self.is_listener(hop)
+        let allowed = self.loopback_mx && ip.is_loopback();
+        (!allowed && (is_special(ip) || self.local.contains(&ip))) || self.is_listener(hop)
     }
 
-    /// RFC 5321 5.1: the lowest preference among MX hosts (reached on port 25) with an
+    /// RFC 5321 5.1: the lowest preference among MX hosts (reached on the MX port) with an
     /// address that [`Myself::refuses_from_dns`]. That host and every host of equal or higher
     /// preference must be dropped; `None` if no host is ours.
     pub fn own_preference(&self, hosts: &[MxHost]) -> Option<u16> {
@@ -91,7 +107,7 @@ impl Myself {
             .filter(|h| {
                 h.addrs
                     .iter()
-                    .any(|a| self.refuses_from_dns(SocketAddr::new(*a, 25)))
+                    .any(|a| self.refuses_from_dns(SocketAddr::new(*a, self.mx_port)))
             })
             .map(|h| h.preference)
             .min()

@@ -103,6 +103,8 @@ pub enum ConnEvent {
     Opened {
         /// The destination.
         dest: DestinationKey,
+        /// The TLS the connection uses, described for `mta dest show`.
+        tls: String,
     },
     /// Asks for the destination's next job.
     Next {

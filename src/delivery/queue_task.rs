@@ -320,6 +320,7 @@ impl ShardQueue {
         }
         if let Some(target) = self.routes.cached(&job.domain) {
             self.routes.remember(&target);
+            let target = self.routes.for_message(target, self.tls_optional(&job));
             self.submit(&target, job);
             return;
         }
@@ -343,10 +344,17 @@ impl ShardQueue {
                     .get(job.message)
                     .and_then(|e| e.msg.pool.clone());
                 let target = self.routes.place(target, pool.as_deref(), &job.domain);
+                let target = self.routes.for_message(target, self.tls_optional(&job));
                 self.submit(&target, job);
             }
             Routed::Failed(outcome) => self.finish(JobResult::decided(job, outcome), ""),
         }
+    }
+
+    /// The job's message says `TLS-Required: No` (RFC 8689 5).
+    fn tls_optional(&self, job: &Job) -> bool {
+        let msg = self.messages.get(job.message);
+        msg.is_some_and(|e| e.msg.tls_optional)
     }
 
     /// Queues a routed job on its destination, with the destination's limits in force; a new
@@ -400,7 +408,8 @@ impl ShardQueue {
                 error,
                 status,
             } => self.no_connection(dest, error, status),
-            ConnEvent::Opened { dest } => {
+            ConnEvent::Opened { dest, tls } => {
+                self.routes.connected_with(&dest, tls);
                 self.sched.connection_opened(&dest);
                 self.sched.connect_succeeded(&dest);
                 self.counters.connections += 1;

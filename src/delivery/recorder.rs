@@ -41,6 +41,18 @@ pub struct Peer {
     pub tls: Rc<String>,
     /// The user name the connection authenticated as, empty without AUTH.
     pub auth: Rc<String>,
+    /// The TLS policy the connection applied and whether the certificate was authenticated.
+    pub tls_policy: Rc<TlsUsed>,
+}
+
+/// The TLS policy a connection applied, for the events.
+#[derive(Clone, Debug, Default)]
+pub struct TlsUsed {
+    /// `dane`, `mta-sts`, `opportunistic`, ... (`security::Applied`).
+    pub policy: String,
+    /// `yes` when the certificate was authenticated (by the policy, or it would have passed
+    /// `verify`), `no` when not, empty for plaintext.
+    pub verified: &'static str,
 }
 
 /// What a connection (or the queue itself) hands back about one job.
@@ -410,10 +422,12 @@ pub fn wants(action: DsnAction, notify: Option<Notify>) -> bool {
 /// How much of the original a DSN returns. A client that neither authenticated nor is in
 /// `relay.trusted_networks` may have forged the sender: its bounces carry the header only,
 /// whatever RET asks, so that a body cannot be reflected to a third party (backscatter).
-/// Otherwise RET decides; without RET, small messages go back whole, as Postfix does.
+/// Otherwise RET decides; without RET, small messages go back whole, as Postfix does. A
+/// REQUIRETLS message (RFC 8689) never goes back whole: its DSN is not sent under REQUIRETLS,
+/// so the body it protected would travel without the TLS its sender demanded.
 pub fn returned(q: &Message) -> Return {
     match q.mail_params.ret {
-        _ if !q.trusted => Return::Headers,
+        _ if !q.trusted || q.mail_params.requiretls => Return::Headers,
         Some(Ret::Headers) => Return::Headers,
         Some(Ret::Full) => Return::Full,
         None if q.size <= FULL_RETURN_MAX => Return::Full,

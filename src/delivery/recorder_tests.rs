@@ -53,6 +53,7 @@ fn message(sender: &str, rcpts: &[(&str, Option<&str>)], trusted: bool) -> (Mess
         arrival: Instant::now(),
         eight_bit: false,
         trusted,
+        tls_required_no: false,
     };
     let q = Message::new(record, facts);
     (q, progress)
@@ -85,6 +86,7 @@ fn replied(job: Job, mail: u16, rcpts: &[u16], data: Option<u16>) -> JobResult {
             host: Rc::new("mx.b.test[192.0.2.9]".to_owned()),
             tls: Rc::default(),
             auth: Rc::default(),
+            ..Peer::default()
         },
         duration_ms: 5,
         next_hop_dsn: false,
@@ -489,4 +491,12 @@ fn a_decided_outcome_goes_to_every_recipient() {
             .iter()
             .all(|x| x.remote_mta.is_none())
     );
+}
+
+#[test]
+fn requiretls_mail_returns_only_its_header() {
+    let (mut q, _) = message("a@src.test", &[("u@b.test", None)], true);
+    assert_eq!(returned(&q), crate::delivery::dsn::Return::Full);
+    q.mail_params.requiretls = true;
+    assert_eq!(returned(&q), crate::delivery::dsn::Return::Headers);
 }

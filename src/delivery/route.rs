@@ -5,7 +5,10 @@
 //! addresses in order, the source address, the limits and, for a route or smarthost with an
 //! AUTH file, the credentials), or a permanent or temporary failure.
 //! Destinations of DNS-routed mail are keyed by their MX host set, so domains that share MX
-//! hosts share one queue and its limits.
+//! hosts share one queue and its limits. For DNS-routed mail the receiver's DANE records and
+//! MTA-STS policy (`security`) travel with the target; a domain under an enforced MTA-STS
+//! policy gets a queue of its own, `mta-sts:<hosts>`. MX hosts are reached on
+//! `delivery.mx_port` (25).
 //!
 //! What it does not do: no connections, no caching of its own (the DNS client caches).
 //!
@@ -28,6 +31,8 @@ use crate::tls::TlsPolicy;
 
 use super::classify::Outcome;
 use super::myself::Myself;
+use super::security::{self, Security};
+use crate::mta_sts::{Mode, MtaSts};
 
 /// A resolved destination.
 #[derive(Debug)]
@@ -51,6 +56,9 @@ pub struct Target {
     pub auth: Option<Arc<ClientCredentials>>,
     /// The recipient domain whose routing made it (the shaping file is applied by it).
     pub domain: String,
+    /// What the receiver requires of TLS through DNS (DANE, MTA-STS); empty for routes and
+    /// the smarthost.
+    pub security: Rc<Security>,
 }
 
 /// The result of routing a domain.
@@ -174,6 +182,7 @@ fn routed(
     (limits, tls): (Limits, TlsPolicy),
     auth: Option<Arc<ClientCredentials>>,
     domain: &str,
+    security: Rc<Security>,
 ) -> Routed {
     Routed::Target(Rc::new(Target {
         key: DestinationKey(key),
@@ -185,11 +194,19 @@ fn routed(
         helo: None,
         auth,
         domain: domain.to_owned(),
+        security,
     }))
 }
 
-/// Routes `domain` (lower-case). `myself` knows which hops would loop back to us.
-pub async fn route(config: &Config, resolver: &Resolver, myself: &Myself, domain: &str) -> Routed {
+/// Routes `domain` (lower-case). `myself` knows which hops would loop back to us; `sts` holds
+/// the shard's MTA-STS policies (None: MTA-STS is off).
+pub async fn route(
+    config: &Config,
+    resolver: &Resolver,
+    myself: &Myself,
+    sts: Option<&MtaSts>,
+    domain: &str,
+) -> Routed {
     if let Some(r) = config.route_for(domain) {
         let auth = match credentials(config, r.auth_file.as_deref()) {
             Ok(auth) => auth,
@@ -203,6 +220,7 @@ pub async fn route(config: &Config, resolver: &Resolver, myself: &Myself, domain
                 policy(config, Some(r)),
                 auth,
                 domain,
+                Rc::default(),
             ),
             Err(o) => Routed::Failed(o),
         };
@@ -224,6 +242,7 @@ pub async fn route(config: &Config, resolver: &Resolver, myself: &Myself, domain
                 policy(config, None),
                 auth,
                 domain,
+                Rc::default(),
             ),
             Err(o) => Routed::Failed(o),
         };
@@ -244,6 +263,20 @@ pub async fn route(config: &Config, resolver: &Resolver, myself: &Myself, domain
                     return Routed::Failed(loops_back(domain));
                 }
             }
+            let security = security::resolve(config, resolver, sts, domain, &hosts).await;
+            let enforced = security
+                .sts
+                .as_ref()
+                .filter(|c| c.policy.mode == Mode::Enforce);
+            // An enforced policy's unnamed MX hosts stay hops, refused at connection time
+            // (`security::for_hop`): mail that says TLS-Required: No may still use them.
+            if enforced.is_none()
+                && let Some(c) = &security.sts
+            {
+                for h in hosts.iter().filter(|h| !c.policy.matches_mx(&h.name)) {
+                    tracing::warn!(%domain, host = %h.name, "MTA-STS (testing): MX host not named by the policy; delivered anyway");
+                }
+            }
             let mut names: Vec<String> =
                 hosts.iter().map(|h| h.name.to_ascii_lowercase()).collect();
             names.sort();
@@ -253,7 +286,7 @@ pub async fn route(config: &Config, resolver: &Resolver, myself: &Myself, domain
                 .flat_map(|h| {
                     h.addrs
                         .iter()
-                        .map(|a| (h.name.clone(), SocketAddr::new(*a, 25)))
+                        .map(|a| (h.name.clone(), SocketAddr::new(*a, config.delivery.mx_port)))
                 })
                 .collect();
             if hops.is_empty() {
@@ -262,13 +295,16 @@ pub async fn route(config: &Config, resolver: &Resolver, myself: &Myself, domain
                     format!("{domain}: no address for any MX host"),
                 ));
             }
+            // Enforced mail has its own queue: other domains on these hosts need no certificate.
+            let prefix = if enforced.is_some() { "mta-sts" } else { "mx" };
             routed(
-                format!("mx:{}", names.join(",")),
+                format!("{prefix}:{}", names.join(",")),
                 hops,
                 None,
                 policy(config, None),
                 None,
                 domain,
+                security,
             )
         }
         Err(e @ DnsError::NotFound(_)) => {

@@ -31,10 +31,12 @@ use super::myself::Myself;
 use super::route::{Routed, Target, route};
 use crate::config::Config;
 use crate::dns::Resolver;
+use crate::mta_sts::{FetchSettings, MtaSts};
 use crate::queue::{DestinationKey, RetryPolicy};
 use crate::shaping::{BounceClass, Shaping};
 use crate::smtp::EnhancedStatus;
 use crate::spool::MessageRecord;
+use crate::tls::ClientTls;
 
 /// See the module header.
 pub struct Routes {
@@ -49,6 +51,10 @@ pub struct Routes {
     targets: HashMap<DestinationKey, Rc<Target>>,
     /// Random state for picking a pool's source.
     pick: u64,
+    /// The shard's MTA-STS policies (None: `delivery.tls_policy.mta_sts` is off).
+    sts: Option<MtaSts>,
+    /// The TLS of each destination's last connection, described.
+    last_tls: HashMap<DestinationKey, String>,
 }
 
 impl Routes {
@@ -63,7 +69,9 @@ impl Routes {
         seed: u64,
     ) -> Routes {
         Routes {
-            myself: Rc::new(Myself::new(&listeners, &config.delivery.own_addresses)),
+            sts: mta_sts(&config, None),
+            last_tls: HashMap::new(),
+            myself: Rc::new(myself(&listeners, &config)),
             config,
             resolver,
             listeners,
@@ -79,8 +87,15 @@ impl Routes {
     /// destination in use takes the new limits, TLS policy, retry schedule and EHLO name (the
     /// caller hands its limits to the scheduler).
     pub fn reload(&mut self, config: Arc<Config>, shaping: Option<Arc<Shaping>>) {
-        self.myself = Rc::new(Myself::new(&self.listeners, &config.delivery.own_addresses));
+        self.myself = Rc::new(myself(&self.listeners, &config));
         self.retry = super::policy::retry_policy(&config);
+        self.sts = mta_sts(
+            &config,
+            self.sts.take().filter(|_| {
+                self.config.delivery.tls_policy == config.delivery.tls_policy
+                    && self.config.tls.ca_file == config.tls.ca_file
+            }),
+        );
         self.config = config;
         self.shaping = shaping;
         self.cache.clear();
@@ -126,6 +141,7 @@ impl Routes {
             helo,
             auth,
             domain: target.domain.clone(),
+            security: target.security.clone(),
         });
         self.shape(plain)
     }
@@ -148,12 +164,13 @@ impl Routes {
 
     /// Looks `domain` up (DNS may take a while): the future owns what it needs.
     pub fn lookup(&self, domain: String) -> impl Future<Output = Routed> + 'static {
-        let (config, resolver, myself) = (
+        let (config, resolver, myself, sts) = (
             self.config.clone(),
             self.resolver.clone(),
             self.myself.clone(),
+            self.sts.clone(),
         );
-        async move { route(&config, &resolver, &myself, &domain).await }
+        async move { route(&config, &resolver, &myself, sts.as_ref(), &domain).await }
     }
 
     /// The routed `target` of `domain` as the message's pool and the shaping file want it,
@@ -167,6 +184,37 @@ impl Routes {
         }
         self.targets.insert(target.key.clone(), target.clone());
         target
+    }
+
+    /// The target a message goes through: `target` itself, or, for a message that says
+    /// `TLS-Required: No` ([`Message::tls_optional`](super::message::Message)) to a destination
+    /// with DANE or MTA-STS, the same hops without them, as a destination of its own
+    /// (`tls-optional:<hosts>`), remembered here (afresh each time: the hops follow routing).
+    pub fn for_message(&mut self, target: Rc<Target>, tls_optional: bool) -> Rc<Target> {
+        let s = &target.security;
+        if !tls_optional || (s.dane.is_empty() && s.sts.is_none()) {
+            return target;
+        }
+        let rest = target
+            .key
+            .0
+            .split_once(':')
+            .map_or(&*target.key.0, |(_, r)| r);
+        let key = DestinationKey(format!("tls-optional:{rest}"));
+        let relaxed = Rc::new(Target {
+            key: key.clone(),
+            hops: target.hops.clone(),
+            source: target.source,
+            limits: target.limits.clone(),
+            tls: target.tls,
+            retry: target.retry.clone(),
+            helo: target.helo.clone(),
+            auth: target.auth.clone(),
+            domain: target.domain.clone(),
+            security: Rc::default(),
+        });
+        self.targets.insert(key, relaxed.clone());
+        relaxed
     }
 
     /// Remembers a cached target for its destination again (the scheduler may have forgotten
@@ -192,6 +240,17 @@ impl Routes {
     pub fn prune(&mut self, live: &HashSet<&DestinationKey>) {
         self.cache.clear();
         self.targets.retain(|k, _| live.contains(k));
+        self.last_tls.retain(|k, _| live.contains(k));
+    }
+
+    /// Remembers the TLS a connection of `dest` opened with (once per connection).
+    pub fn connected_with(&mut self, dest: &DestinationKey, tls: String) {
+        self.last_tls.insert(dest.clone(), tls);
+    }
+
+    /// The TLS of the last connection of `dest`, described.
+    pub fn last_tls(&self, dest: &DestinationKey) -> Option<&String> {
+        self.last_tls.get(dest)
     }
 
     /// The shard's DNS counters.
@@ -250,6 +309,7 @@ impl Routes {
             helo: target.helo.clone(),
             auth: target.auth.clone(),
             domain: target.domain.clone(),
+            security: target.security.clone(),
         })
     }
 
@@ -297,8 +357,48 @@ impl Routes {
             helo: source.ehlo.clone(),
             auth: target.auth.clone(),
             domain: target.domain.clone(),
+            security: target.security.clone(),
         })
     }
+}
+
+/// What is this MTA itself under `config`.
+fn myself(listeners: &[SocketAddr], config: &Config) -> Myself {
+    let d = &config.delivery;
+    Myself::new(listeners, &d.own_addresses).with_mx(d.mx_port, d.mx_allow_loopback)
+}
+
+/// The shard's MTA-STS policies under `config`: `kept` when the settings did not change (a
+/// reload keeps what memory knows), else new ones; None when MTA-STS is off or its client
+/// configuration cannot be built (a bad `tls.ca_file` already stops the start).
+fn mta_sts(config: &Config, kept: Option<MtaSts>) -> Option<MtaSts> {
+    let p = &config.delivery.tls_policy;
+    if !p.mta_sts {
+        return None;
+    }
+    if kept.is_some() {
+        return kept;
+    }
+    let tls = match ClientTls::new(config.tls.ca_file.as_deref()) {
+        Ok(t) => t,
+        Err(e) => {
+            tracing::error!(error = %e, "MTA-STS is off: no TLS client configuration");
+            return None;
+        }
+    };
+    let dir = p
+        .mta_sts_cache
+        .clone()
+        .unwrap_or_else(|| config.spool.path.join("mta-sts"));
+    Some(MtaSts::new(
+        dir,
+        FetchSettings {
+            port: p.mta_sts_port,
+            timeout: p.mta_sts_fetch_timeout.0,
+            max_size: p.mta_sts_max_size.0 as usize,
+            tls: tls.verified,
+        },
+    ))
 }
 
 /// The key of destination `base` sent to from source `source`: `<base>@<source>`.

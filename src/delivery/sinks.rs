@@ -78,6 +78,8 @@ impl Sinks {
                 destination: dest,
                 host: &peer.host,
                 tls: &peer.tls,
+                tls_policy: &peer.tls_policy.policy,
+                tls_verified: peer.tls_policy.verified,
                 auth: &peer.auth,
                 reply: &line.reply,
                 class: line.class,

@@ -268,6 +268,10 @@ pub struct DestinationView {
     pub last_error: Option<String>,
     /// A shaping rule in force, explained.
     pub rule: Option<String>,
+    /// The TLS its hops get: the configured policy, and DANE and MTA-STS where they apply.
+    pub tls_policy: Option<String>,
+    /// The TLS of its last connection on this shard (version, cipher, policy, verified).
+    pub last_tls: Option<String>,
     /// The queues of its pool's sources on this shard, each explained (empty for a source's
     /// own queue).
     pub sources: Vec<DestinationView>,
@@ -428,6 +432,18 @@ pub fn explain(
     let source = split_pooled(&key.0).1.map(str::to_owned);
     let source_address = target.and_then(|t| t.source);
     let rule = rules.in_force(&key.0, now);
+    let tls_policy = target.map(|t| {
+        let configured = match t.auth {
+            Some(_) => t.tls.at_least_required(),
+            None => t.tls,
+        };
+        let policy = super::security::Applied::Configured(configured);
+        match t.security.describe() {
+            d if d.is_empty() => format!("configured {policy}"),
+            d => format!("configured {policy}; {d}"),
+        }
+    });
+    let last_tls = routes.last_tls(&key).cloned();
     let Some(s) = sched.explain(&key, now) else {
         let why = match sched.host_suspension(&key, now) {
             Some((_, reason)) => format!("suspended: {reason} (nothing queued on this shard)"),
@@ -443,6 +459,8 @@ pub fn explain(
             auth,
             last_error,
             rule,
+            tls_policy,
+            last_tls,
             sources: Vec::new(),
         };
     };
@@ -489,6 +507,8 @@ pub fn explain(
         auth,
         last_error,
         rule,
+        tls_policy,
+        last_tls,
         sources: Vec::new(),
     }
 }

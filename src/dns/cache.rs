@@ -36,6 +36,8 @@ pub struct CacheLookup {
     pub answer: CachedAnswer,
     /// Time left before expiry.
     pub remaining: Duration,
+    /// The answer came with the AD bit (DNSSEC-validated by the resolver asked).
+    pub authentic: bool,
 }
 
 type Key = (String, RecordType);
@@ -44,6 +46,7 @@ struct Entry {
     answer: CachedAnswer,
     expires: Instant,
     seq: u64,
+    authentic: bool,
 }
 
 /// Bounded cache of DNS answers; see the module header.
@@ -92,6 +95,7 @@ impl DnsCache {
                 Some(CacheLookup {
                     answer: e.answer.clone(),
                     remaining: e.expires - now,
+                    authentic: e.authentic,
                 })
             }
             Some(_) => {
@@ -163,6 +167,7 @@ impl DnsCache {
                 answer,
                 expires,
                 seq,
+                authentic: false,
             },
         );
     }
@@ -175,6 +180,14 @@ impl DnsCache {
                 break;
             };
             self.remove(&key);
+        }
+    }
+
+    /// Marks the stored answer of (name, type) as DNSSEC-validated (it came with the AD bit).
+    pub fn mark_authentic(&mut self, name: &str, rtype: RecordType) {
+        let key = (name.to_ascii_lowercase(), rtype);
+        if let Some(e) = self.entries.get_mut(&key) {
+            e.authentic = true;
         }
     }
 

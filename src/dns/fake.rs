@@ -8,8 +8,12 @@
 //! sent before the real one. It runs on its own std threads with std sockets, so it works
 //! from any test and any executor, and stops when dropped.
 //!
-//! What it does not do: zone files, wildcards, delegation, DNSSEC, anything beyond what the
-//! MTA's resolver tests need. It is public (not `#[cfg(test)]`) only so integration tests
+//! Answers about names under a zone marked [`FakeZone::signed`] carry the AD bit, as a
+//! validating resolver's would (no signatures: the MTA trusts the bit, not RRSIGs). TXT and
+//! TLSA records serve the MTA-STS and DANE tests.
+//!
+//! What it does not do: zone files, wildcards, delegation, DNSSEC records, anything beyond what
+//! the MTA's resolver tests need. It is public (not `#[cfg(test)]`) only so integration tests
 //! and the binary's tests can use it; production code must not.
 //!
 //! Invariants: binds only 127.0.0.1; every blocking call has a short timeout so `Drop`
@@ -25,7 +29,8 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use hickory_proto::op::{Edns, Message, OpCode, ResponseCode};
-use hickory_proto::rr::rdata::{A, AAAA, CNAME, MX, SOA};
+use hickory_proto::rr::rdata::tlsa::{CertUsage, Matching, Selector};
+use hickory_proto::rr::rdata::{A, AAAA, CNAME, MX, SOA, TLSA, TXT};
 use hickory_proto::rr::{Name, RData, Record, RecordType};
 
 /// Default TTL of records added before any [`FakeZone::ttl`] call.
@@ -41,6 +46,7 @@ pub struct FakeZone {
     timeout: HashSet<String>,
     truncate: HashSet<String>,
     decoys: HashSet<String>,
+    signed: HashSet<String>,
     ttl: Option<u32>,
     negative_ttl: Option<u32>,
     no_chase: bool,
@@ -88,6 +94,36 @@ impl FakeZone {
     /// Adds `alias CNAME target`.
     pub fn cname(self, alias: &str, target: &str) -> Self {
         self.add(alias, RData::CNAME(CNAME(fqdn(target))))
+    }
+
+    /// Adds `owner TXT text` (one string, split into 255-octet pieces as on the wire).
+    pub fn txt(self, owner: &str, text: &str) -> Self {
+        let pieces: Vec<&[u8]> = text.as_bytes().chunks(255).collect();
+        self.add(owner, RData::TXT(TXT::from_bytes(pieces)))
+    }
+
+    /// Adds `owner TLSA usage selector matching data` (RFC 6698 2.1).
+    pub fn tlsa(self, owner: &str, usage: u8, selector: u8, matching: u8, data: &[u8]) -> Self {
+        let rdata = TLSA::new(
+            CertUsage::from(usage),
+            Selector::from(selector),
+            Matching::from(matching),
+            data.to_vec(),
+        );
+        self.add(owner, RData::TLSA(rdata))
+    }
+
+    /// Sets the AD bit on answers about `zone` and every name under it, as a validating
+    /// resolver does for a signed zone.
+    pub fn signed(mut self, zone: &str) -> Self {
+        self.signed.insert(key(zone));
+        self
+    }
+
+    fn is_signed(&self, name: &str) -> bool {
+        self.signed
+            .iter()
+            .any(|z| name == z || name.ends_with(&format!(".{z}")))
     }
 
     /// Answers SERVFAIL for every question about this name.
@@ -159,6 +195,7 @@ impl FakeZone {
             resp.metadata.response_code = ResponseCode::ServFail;
             return Some(resp);
         }
+        resp.metadata.authentic_data = self.is_signed(&qkey);
         if !over_tcp && self.truncate.contains(&qkey) {
             resp.metadata.truncation = true;
             return Some(resp);

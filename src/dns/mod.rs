@@ -1,4 +1,5 @@
-//! Per-shard DNS client for delivery: MX, A and AAAA lookups.
+//! Per-shard DNS client for delivery: MX, A and AAAA lookups; TLSA and TXT for outbound TLS
+//! policy (`secure.rs`).
 //!
 //! What it does: turns a recipient domain into a [`MailRoute`] (RFC 5321 5.1: MX records
 //! ordered by preference, equal preferences shuffled, implicit MX, RFC 7505 null MX) and a
@@ -9,8 +10,11 @@
 //! caches positive and negative answers (RFC 2308) and shares one query in flight between
 //! concurrent lookups of the same (name, type) on the shard.
 //!
-//! What it does not do: recursion (it is a stub resolver and sets RD), DNSSEC validation,
-//! DANE/TLSA, search lists or `ndots` (names are always absolute), `/etc/hosts`, 0x20
+//! Queries set AD (RFC 6840 5.7) so that a validating resolver says whether it validated the
+//! answer; the cache keeps that bit with the answer.
+//!
+//! What it does not do: recursion (it is a stub resolver and sets RD), DNSSEC validation of
+//! its own (the AD bit of the configured resolver is trusted), search lists or `ndots` (names are always absolute), `/etc/hosts`, 0x20
 //! case randomisation, domain literals (`[192.0.2.1]` is the caller's business: see
 //! [`Resolver::mail_route`]).
 //!
@@ -44,10 +48,12 @@
 mod cache;
 pub mod fake;
 mod resolver;
+mod secure;
 mod transport;
 
 pub use cache::{CacheLookup, CachedAnswer, DnsCache};
 pub use resolver::{MAX_CNAME_HOPS, MAX_MX_TARGETS, Resolver};
+pub use secure::TlsaLookup;
 
 use std::net::{IpAddr, SocketAddr, SocketAddrV6};
 use std::time::Duration;

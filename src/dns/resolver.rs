@@ -42,7 +42,8 @@ pub const MAX_CNAME_HOPS: usize = 8;
 pub const MAX_MX_TARGETS: usize = 16;
 
 type Key = (String, RecordType);
-type Outcome = Result<CachedAnswer, DnsError>;
+/// A lookup's answer and whether it came with the AD bit.
+type Outcome = Result<(CachedAnswer, bool), DnsError>;
 
 /// Per-shard DNS resolver; cheap to clone (an `Rc`), not `Send`.
 #[derive(Clone)]
@@ -293,13 +294,24 @@ impl Resolver {
         }
     }
 
-    /// One (name, type) lookup: cache, then a query in flight, then the network.
-    async fn lookup(&self, key: &str, name: &Name, rtype: RecordType) -> Outcome {
+    /// One (name, type) lookup, without its AD bit.
+    async fn lookup(
+        &self,
+        key: &str,
+        name: &Name,
+        rtype: RecordType,
+    ) -> Result<CachedAnswer, DnsError> {
+        self.lookup_ad(key, name, rtype).await.map(|(a, _)| a)
+    }
+
+    /// One (name, type) lookup: cache, then a query in flight, then the network; with whether
+    /// the answer was DNSSEC-validated (AD bit).
+    pub(crate) async fn lookup_ad(&self, key: &str, name: &Name, rtype: RecordType) -> Outcome {
         let k: Key = (key.to_string(), rtype);
         loop {
             let hit = self.0.cache.borrow_mut().get(key, rtype, Instant::now());
             if let Some(hit) = hit {
-                return Ok(hit.answer);
+                return Ok((hit.answer, hit.authentic));
             }
             let waiter = {
                 let mut inflight = self.0.inflight.borrow_mut();
@@ -340,6 +352,8 @@ impl Resolver {
         let mut current = name.clone();
         let mut chain_ttl = u32::MAX;
         let mut hops = 0usize;
+        // Every answer on the way must carry AD for the result to count as validated.
+        let mut authentic = true;
         loop {
             let msg = self
                 .0
@@ -347,6 +361,7 @@ impl Resolver {
                 .query(&current, rtype, &self.0.counters)
                 .await
                 .map_err(|reason| DnsError::temporary(key, reason))?;
+            authentic &= msg.metadata.authentic_data;
             let asked = current.clone();
             let mut records = Vec::new();
             loop {
@@ -386,14 +401,12 @@ impl Resolver {
             }
             let now = Instant::now();
             if !records.is_empty() {
-                self.0.cache.borrow_mut().insert_positive(
-                    key,
-                    rtype,
-                    records.clone(),
-                    chain_ttl,
-                    now,
-                );
-                return Ok(CachedAnswer::Positive(records));
+                let mut cache = self.0.cache.borrow_mut();
+                cache.insert_positive(key, rtype, records.clone(), chain_ttl, now);
+                if authentic {
+                    cache.mark_authentic(key, rtype);
+                }
+                return Ok((CachedAnswer::Positive(records), authentic));
             }
             let negative = match msg.metadata.response_code {
                 ResponseCode::NXDomain => CachedAnswer::NxDomain,
@@ -402,15 +415,13 @@ impl Resolver {
                 _ => CachedAnswer::NoData,
             };
             if let Some(ttl) = negative_ttl(&msg) {
-                self.0.cache.borrow_mut().insert_negative(
-                    key,
-                    rtype,
-                    negative.clone(),
-                    ttl.min(chain_ttl),
-                    now,
-                );
+                let mut cache = self.0.cache.borrow_mut();
+                cache.insert_negative(key, rtype, negative.clone(), ttl.min(chain_ttl), now);
+                if authentic {
+                    cache.mark_authentic(key, rtype);
+                }
             }
-            return Ok(negative);
+            return Ok((negative, authentic));
         }
     }
 }

@@ -223,6 +223,8 @@ pub(crate) fn build_query(
     // `Message::query()` draws the id from hickory-proto's thread-local CSPRNG.
     let mut msg = Message::query();
     msg.metadata.recursion_desired = true;
+    // RFC 6840 5.7: asks a validating resolver to say (AD) whether it validated the answer.
+    msg.metadata.authentic_data = true;
     let mut q = Query::query(name.clone(), rtype);
     q.set_query_class(DNSClass::IN);
     msg.add_query(q);

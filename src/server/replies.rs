@@ -223,6 +223,16 @@ pub fn auth_required() -> Reply {
     Reply::new(530, st(5, 7, 0), "Authentication required")
 }
 
+/// `530 5.7.10 REQUIRETLS needs a TLS session`: the REQUIRETLS MAIL parameter (RFC 8689 4.1)
+/// outside TLS (X.7.10 "Encryption needed", RFC 5248).
+pub fn requiretls_without_tls() -> Reply {
+    Reply::new(
+        530,
+        st(5, 7, 10),
+        "REQUIRETLS needs a TLS session: STARTTLS first",
+    )
+}
+
 /// `538 5.7.11 Encryption required for requested authentication mechanism` (RFC 4954 6).
 pub fn encryption_required() -> Reply {
     Reply::new(

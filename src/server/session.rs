@@ -1,5 +1,5 @@
 //! The inbound ESMTP session as a sans-IO state machine (RFC 5321 with PIPELINING, SIZE,
-//! 8BITMIME, SMTPUTF8, ENHANCEDSTATUSCODES, DSN and CHUNKING).
+//! 8BITMIME, SMTPUTF8, ENHANCEDSTATUSCODES, DSN and CHUNKING; REQUIRETLS inside TLS, RFC 8689).
 //!
 //! What it does: takes the bytes a client sent, answers every command with its RFC reply
 //! (written into an output buffer), receives message bodies by DATA or BDAT, and hands a
@@ -358,6 +358,10 @@ impl Session {
             if self.cfg.starttls && self.tls.is_none() {
                 lines.push("STARTTLS".to_owned());
             }
+            // RFC 8689 4.1: only where the parameter can be accepted, inside TLS.
+            if self.tls.is_some() {
+                lines.push("REQUIRETLS".to_owned());
+            }
             if self.auth_offered() {
                 lines.push("AUTH PLAIN LOGIN".to_owned());
             }
@@ -393,6 +397,9 @@ impl Session {
         }
         if params.body == Some(Body::BinaryMime) {
             return self.error(replies::param_not_offered("BODY=BINARYMIME is"), out);
+        }
+        if params.requiretls && self.tls.is_none() {
+            return self.error(replies::requiretls_without_tls(), out);
         }
         if params
             .size

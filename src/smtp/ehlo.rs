@@ -32,6 +32,8 @@ pub struct Extensions {
     pub enhanced_status_codes: bool,
     /// AUTH mechanisms (RFC 4954).
     pub auth: Vec<String>,
+    /// REQUIRETLS (RFC 8689).
+    pub requiretls: bool,
 }
 
 impl Extensions {
@@ -53,6 +55,7 @@ impl Extensions {
                 "STARTTLS" => e.starttls = true,
                 "DSN" => e.dsn = true,
                 "ENHANCEDSTATUSCODES" => e.enhanced_status_codes = true,
+                "REQUIRETLS" => e.requiretls = true,
                 "AUTH" => e.auth = words.map(str::to_ascii_uppercase).collect(),
                 _ => {}
             }

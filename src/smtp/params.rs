@@ -1,5 +1,6 @@
 //! ESMTP parameters of MAIL and RCPT (RFC 5321 4.1.2 esmtp-param; SIZE RFC 1870, BODY RFC
-//! 6152/3030, SMTPUTF8 RFC 6531, RET/ENVID/NOTIFY/ORCPT RFC 3461, AUTH RFC 4954).
+//! 6152/3030, SMTPUTF8 RFC 6531, RET/ENVID/NOTIFY/ORCPT RFC 3461, AUTH RFC 4954, REQUIRETLS
+//! RFC 8689).
 //!
 //! What it does: parses the space-separated `keyword[=value]` list after a path into typed
 //! values, and writes them back in wire form for the client.
@@ -57,6 +58,8 @@ pub struct MailParams {
     pub envid: Option<String>,
     /// AUTH=, as given.
     pub auth: Option<String>,
+    /// REQUIRETLS (RFC 8689): the message may only be relayed over verified TLS.
+    pub requiretls: bool,
 }
 
 /// RCPT parameters.
@@ -170,6 +173,12 @@ pub fn parse_mail_params(input: &[u8]) -> Result<MailParams, ParamError> {
                 p.envid = Some(xtext_decode(t.as_bytes()).map_err(|_| bad(&k))?);
             }
             "AUTH" => p.auth = Some(text(v, &k)?),
+            "REQUIRETLS" => {
+                if v.is_some() {
+                    return Err(bad(&k));
+                }
+                p.requiretls = true;
+            }
             _ => return Err(ParamError::Unrecognized(k)),
         }
     }
@@ -281,6 +290,9 @@ impl MailParams {
         }
         if let Some(a) = &self.auth {
             w.push(format!("AUTH={a}"));
+        }
+        if self.requiretls {
+            w.push("REQUIRETLS".to_owned());
         }
         w.join(" ")
     }
@@ -447,5 +459,16 @@ mod tests {
         }
         let zero = parse_mail_params(b"SIZE=00000000000000000000").unwrap();
         assert_eq!(zero.size, Some(0));
+    }
+
+    #[test]
+    fn requiretls_is_a_flag() {
+        let p = parse_mail_params(b"requiretls").unwrap();
+        assert!(p.requiretls);
+        assert_eq!(p.to_wire(), "REQUIRETLS");
+        assert!(matches!(
+            parse_mail_params(b"REQUIRETLS=1"),
+            Err(ParamError::BadValue { .. })
+        ));
     }
 }

@@ -21,8 +21,10 @@ use super::model::{ArchivedMessageRecord, HoldRecord, MessageRecord, RetireRecor
 
 /// Segment file magic.
 pub const MAGIC: &[u8; 8] = b"MTASPOOL";
-/// Current format version (header field).
-pub const FORMAT_VERSION: u32 = 3;
+/// Current format version (header field). Version 4: a [`MessageRecord`]'s MAIL parameters
+/// may hold `REQUIRETLS` (RFC 8689), which older builds would drop and so deliver the message
+/// without the TLS it demands; they refuse version-4 segments instead.
+pub const FORMAT_VERSION: u32 = 4;
 /// The oldest format version this build reads (version 1 has no move records).
 pub const OLDEST_READABLE_VERSION: u32 = 1;
 /// Segment header length.
@@ -452,6 +454,13 @@ mod tests {
         assert!(matches!(check_header(&b, 3, 8), HeaderCheck::Bad(_)));
         assert_eq!(check_header(&b[..31], 3, 7), HeaderCheck::Missing);
         assert_eq!(check_header(&[0u8; 64], 3, 7), HeaderCheck::Missing);
+        // Every older version is still read; a newer one is refused.
+        for version in OLDEST_READABLE_VERSION..=FORMAT_VERSION + 1 {
+            let mut h = encode_header(3, 7);
+            h[8..12].copy_from_slice(&version.to_le_bytes());
+            let valid = check_header(&h, 3, 7) == HeaderCheck::Valid;
+            assert_eq!(valid, version <= FORMAT_VERSION, "version {version}");
+        }
         for (s, _, e) in &spans {
             assert_eq!(s % 8, 0);
             assert_eq!(e % 8, 0);

@@ -6,8 +6,11 @@
 //! system's trust store (or a configured CA file) for the MX host name. Both keep rustls's
 //! in-memory session cache, so reconnects to the same host resume their session.
 //!
-//! What it does not do: no DANE, no MTA-STS (the `verify` policy is configured per destination),
-//! no client certificates.
+//! [`ClientTls::verifies`] checks after the fact whether a chain that was accepted without
+//! checks would have passed `verify` (what the delivery events report as "verified").
+//!
+//! What it does not do: no DANE (`dane.rs`), no MTA-STS decisions (the delivery's policy
+//! code chooses which configuration a connection uses), no client certificates.
 //!
 //! [`any_certificate_config`] builds the first alone (no trust store is read).
 //!
@@ -58,6 +61,8 @@ pub struct ClientTls {
     pub any: Arc<rustls::ClientConfig>,
     /// `verify`: a certificate valid for the host name.
     pub verified: Arc<rustls::ClientConfig>,
+    /// The check `verified` makes, for chains accepted by `any` (None: no trusted root).
+    webpki: Option<Arc<rustls::client::WebPkiServerVerifier>>,
 }
 
 impl ClientTls {
@@ -86,7 +91,15 @@ impl ClientTls {
                 }
             }
         }
-        let verified = rustls::ClientConfig::builder_with_provider(provider)
+        let roots = Arc::new(roots);
+        // An empty store cannot build a verifier: then nothing verifies.
+        let webpki = rustls::client::WebPkiServerVerifier::builder_with_provider(
+            roots.clone(),
+            provider.clone(),
+        )
+        .build()
+        .ok();
+        let verified = rustls::ClientConfig::builder_with_provider(provider.clone())
             .with_protocol_versions(VERSIONS)
             .map_err(rustls_error)?
             .with_root_certificates(roots)
@@ -94,7 +107,23 @@ impl ClientTls {
         Ok(ClientTls {
             any,
             verified: Arc::new(verified),
+            webpki,
         })
+    }
+
+    /// True when `chain` (end entity first) is valid for `server_name` against the trusted
+    /// roots, as `verify` would check it.
+    pub fn verifies(&self, chain: &[CertificateDer<'_>], server_name: &str) -> bool {
+        let (Some(ee), Ok(name), Some(webpki)) = (
+            chain.first(),
+            ServerName::try_from(server_name),
+            &self.webpki,
+        ) else {
+            return false;
+        };
+        webpki
+            .verify_server_cert(ee, &chain[1..], &name, &[], UnixTime::now())
+            .is_ok()
     }
 }
 

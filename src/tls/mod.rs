@@ -3,7 +3,7 @@
 //! What it does: builds the server configuration from PEM certificate chains and keys (several
 //! certificates chosen by SNI), builds the client configurations used for outbound STARTTLS
 //! (opportunistic without certificate checks, or verifying against the system's roots or a
-//! configured CA file), and provides [`Stream`], a TCP stream that may be upgraded to TLS in
+//! configured CA file, or, for DANE, a host's TLSA records: `dane.rs`), and provides [`Stream`], a TCP stream that may be upgraded to TLS in
 //! place, with the facts logged and written into `Received:` ([`TlsInfo`]).
 //!
 //! What it does not do: no SMTP (the session decides when to upgrade), no OpenSSL, no client
@@ -14,10 +14,12 @@
 //! builds new ones, so sessions in progress keep theirs).
 
 mod client;
+mod dane;
 mod server;
 mod stream;
 
 pub use client::{ClientTls, TlsPolicy, any_certificate_config};
+pub use dane::{dane_config, usable as usable_tlsa};
 pub use server::{CertificateConfig, ServerTls};
 pub use stream::Stream;
 

@@ -49,6 +49,19 @@ impl Stream {
         }
     }
 
+    /// The certificate chain the server presented (client side, after the handshake).
+    pub fn peer_certificates(&self) -> Vec<rustls::pki_types::CertificateDer<'static>> {
+        match self {
+            Stream::Client(s) => s
+                .get_ref()
+                .1
+                .peer_certificates()
+                .map(|c| c.iter().map(|c| c.clone().into_owned()).collect())
+                .unwrap_or_default(),
+            _ => Vec::new(),
+        }
+    }
+
     /// True when TLS is on.
     pub fn is_tls(&self) -> bool {
         !matches!(self, Stream::Plain(_))

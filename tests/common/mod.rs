@@ -4,6 +4,7 @@
 
 pub mod certs;
 pub mod dkim;
+pub mod https;
 pub mod receiver;
 pub mod redis;
 pub mod smarthost;
