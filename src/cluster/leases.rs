@@ -75,6 +75,16 @@ pub fn next_ask(d: &SharedDest, t: &Track, now: Instant) -> Option<usize> {
     (renew && (cap > 0 || t.asked > 0)).then_some(cap)
 }
 
+/// What this node needs at least: one more than it holds while its shards are refused under
+/// the limit, else 0 (another node that sees a need unmet gives back what it does not use).
+pub fn need(d: &SharedDest, now: Instant) -> usize {
+    let (max, cap) = (d.max_seen(), d.cluster_cap().unwrap_or(0));
+    match d.refused_within(now, WANTS_WITHIN) && cap < max {
+        true => (cap.max(d.leases()) + 1).min(max),
+        false => 0,
+    }
+}
+
 /// The cap while degraded since `since`: the grant until its validity ends, then at most the
 /// local share (`max_connections / nodes`), then the local share from `since + 2 × ttl`.
 pub fn degraded_cap(

@@ -6,7 +6,9 @@
 //!   counts the nodes;
 //! - `lease`: sets how many connection leases of a destination a node asks for, and grants
 //!   what the limit leaves once the other nodes' live leases, and the local share of each
-//!   node that went silent but is not yet presumed dead, are counted;
+//!   node that went silent but is not yet presumed dead, are counted; it records what the node
+//!   needs at least (its shards are refused below that), and says whether another node's
+//!   need is unmet;
 //! - `gcra`: takes up to `want` tokens from a destination's shared GCRA schedule.
 //!
 //! What it does not do: no connection handling (the agent sends these in pipelines), no
@@ -47,6 +49,7 @@ local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local node, ask, limit = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
 local ttl, stale, dead = tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6])
+local need = tonumber(ARGV[7])
 local others, waiting = 0, 0
 local holders = {}
 local entries = redis.call('HGETALL', KEYS[1])
@@ -77,7 +80,7 @@ if grant < 0 then grant = 0 end
 if ask == 0 then
   redis.call('HDEL', KEYS[1], node)
 else
-  redis.call('HSET', KEYS[1], node, grant .. ':' .. ask .. ':' .. (now + ttl))
+  redis.call('HSET', KEYS[1], node, grant .. ':' .. need .. ':' .. (now + ttl))
   redis.call('PEXPIRE', KEYS[1], ttl * 2)
 end
 return {grant, waiting}
@@ -130,6 +133,8 @@ pub struct LeaseAsk<'a> {
     pub node: &'a str,
     /// Leases wanted in all (0 gives every lease back).
     pub ask: usize,
+    /// Leases needed at least (0 when no shard is refused).
+    pub need: usize,
     /// The destination's limit.
     pub limit: usize,
     /// How long the grant lives.
@@ -177,7 +182,8 @@ impl Scripts {
             .arg(a.limit)
             .arg(ms(a.ttl))
             .arg(ms(a.stale))
-            .arg(ms(a.dead));
+            .arg(ms(a.dead))
+            .arg(a.need);
         c
     }
 
