@@ -7,7 +7,8 @@
 //! `POST /queue/flush` (`?destination=<domain or key>` for one), `POST /queue/<id>/delete`,
 //! `POST /delivery/pause|resume`, `POST /destinations/<d>/suspend` (`?duration=1h`),
 //! `POST /destinations/<d>/resume`, `GET /destinations/<d>` and `GET /health`, by asking every
-//! shard (with who asks, for the event log) and merging the answers.
+//! shard (with who asks, for the event log) and merging the answers; `/suppression...` goes to
+//! the suppression routes (`suppression`), which use the host's list directly.
 //!
 //! What it does not do: no state of its own; no execution (each shard acts on its own queue).
 //!
@@ -37,13 +38,29 @@ use crate::spool::QueueId;
 pub struct Api {
     links: Vec<ShardLink>,
     access: LiveAccess,
+    suppression: Option<super::suppression::Routes>,
 }
 
 impl Api {
     /// Routes over `links` (one per shard, in shard order), guarded by the access policy in
     /// force at each request.
     pub fn new(links: Vec<ShardLink>, access: LiveAccess) -> Api {
-        Api { links, access }
+        Api {
+            links,
+            access,
+            suppression: None,
+        }
+    }
+
+    /// The same, with the suppression routes over `list` (None: they answer that the list is
+    /// off), logging changes to `log`.
+    pub fn with_suppression(
+        mut self,
+        list: Option<std::sync::Arc<crate::suppression::Suppression>>,
+        log: std::rc::Rc<crate::eventlog::EventLog>,
+    ) -> Api {
+        self.suppression = list.map(|list| super::suppression::Routes { list, log });
+        self
     }
 
     async fn route(&self, req: Request) -> Response {
@@ -64,6 +81,17 @@ impl Api {
             Method::POST => "POST",
             _ => "OTHER",
         };
+        if segments.first() == Some(&"suppression") {
+            let by = self.actor(&req).0;
+            let answer = match &self.suppression {
+                Some(routes) => routes.route(&req, &segments, &by).await,
+                None => Some(Response::json(
+                    404,
+                    &json!({"error": "the suppression list is off (suppression.enabled)"}),
+                )),
+            };
+            return answer.unwrap_or_else(Response::not_found);
+        }
         match (method, segments.as_slice()) {
             ("GET", ["health"]) => {
                 Response::json(200, &json!({"status": "ok", "shards": self.links.len()}))

@@ -31,6 +31,11 @@ pub const RESTART_ONLY: &[&str] = &[
     "log.dir",
     "admin.listen",
     "dkim.enabled",
+    "suppression.enabled",
+    "suppression.path",
+    "suppression.hard_bounce_classes",
+    "suppression.hard_bounce_expiry",
+    "suppression.compact_size",
 ];
 
 /// The dotted keys whose values differ between `old` and `new`, in alphabetical order of

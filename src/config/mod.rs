@@ -127,6 +127,8 @@ pub struct Config {
     pub secrets: Secrets,
     /// DKIM signing of mail we send.
     pub dkim: crate::dkim::DkimSection,
+    /// The suppression list.
+    pub suppression: crate::suppression::SuppressionSection,
 }
 
 /// `[log]`.
@@ -205,6 +207,7 @@ impl Default for Config {
             source: None,
             secrets: Secrets::default(),
             dkim: crate::dkim::DkimSection::default(),
+            suppression: crate::suppression::SuppressionSection::default(),
         }
     }
 }
@@ -379,6 +382,9 @@ impl Config {
             return invalid("shutdown.grace", "at most 1h");
         }
         self.validate_dkim()?;
+        self.suppression
+            .check()
+            .map_err(|(key, problem)| ConfigError::Invalid { key, problem })?;
         let keyed = |(key, problem): (String, String)| ConfigError::Invalid { key, problem };
         self.delivery.validate().map_err(keyed)?;
         for (i, route) in self.routes.iter().enumerate() {

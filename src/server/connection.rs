@@ -71,6 +71,11 @@ impl SessionEnv for Env<'_> {
         });
     }
 
+    fn suppressed(&self, recipient: &str) -> Option<&'static str> {
+        let kind = self.ctx.suppression.as_ref()?.check("", recipient)?;
+        Some(kind.as_str())
+    }
+
     fn storage_available(&self) -> u64 {
         // Called when a transaction starts; 0 refuses it with 452 4.3.1.
         let metrics = &self.ctx.metrics;
