@@ -178,8 +178,12 @@ pub fn suppression(config: &Config, cmd: SuppressionCmd) -> anyhow::Result<()> {
                         path.push_str(&format!("&{k}={}", encode(v)));
                     }
                 }
-                let v = admin_cli::json(&admin_cli::call(config, &api, true, &path)?)?;
-                println!("listed {}", shown(&v));
+                let body = admin_cli::call(config, &api, true, &path)?;
+                if api.json {
+                    println!("{body}");
+                    continue;
+                }
+                println!("listed {}", shown(&admin_cli::json(&body)?));
             }
             Ok(())
         }
@@ -193,7 +197,12 @@ pub fn suppression(config: &Config, cmd: SuppressionCmd) -> anyhow::Result<()> {
                 if let Some(t) = &tenant {
                     path.push_str(&format!("&tenant={}", encode(t)));
                 }
-                let v = admin_cli::json(&admin_cli::call(config, &api, true, &path)?)?;
+                let body = admin_cli::call(config, &api, true, &path)?;
+                if api.json {
+                    println!("{body}");
+                    continue;
+                }
+                let v = admin_cli::json(&body)?;
                 match v["removed"].as_bool() {
                     Some(true) => println!("removed {}", v["address"].as_str().unwrap_or(&a)),
                     _ => println!("{} was not listed", v["address"].as_str().unwrap_or(&a)),

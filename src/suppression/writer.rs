@@ -14,7 +14,7 @@
 
 use std::sync::Arc;
 use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use futures_channel::oneshot;
 
@@ -76,14 +76,16 @@ fn now_secs() -> u64 {
 impl Writer {
     /// Serves requests until the channel closes or a stop.
     pub fn run(mut self, rx: Receiver<Request>) {
+        let mut purged = Instant::now();
         loop {
+            if purged.elapsed() >= PURGE_EVERY {
+                let now = now_secs();
+                self.table.remove_where(|m| m.expired(now));
+                purged = Instant::now();
+            }
             let first = match rx.recv_timeout(PURGE_EVERY) {
                 Ok(r) => r,
-                Err(RecvTimeoutError::Timeout) => {
-                    let now = now_secs();
-                    self.table.remove_where(|m| m.expired(now));
-                    continue;
-                }
+                Err(RecvTimeoutError::Timeout) => continue,
                 Err(RecvTimeoutError::Disconnected) => return,
             };
             let mut writes = Vec::new();
