@@ -100,3 +100,28 @@ impl SuppressionSection {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::config::Config;
+
+    #[test]
+    fn values_are_checked_and_the_directory_defaults_under_the_spool() {
+        let c = Config::parse("[suppression]\nmode = \"delivery\"\nhard_bounce_expiry = \"90d\"\n")
+            .unwrap();
+        assert_eq!(c.suppression.mode, super::Mode::Delivery);
+        assert_eq!(c.suppression.hard_bounce_expiry.0.as_secs(), 90 * 86_400);
+        assert_eq!(
+            c.suppression.dir(std::path::Path::new("/var/spool")),
+            std::path::Path::new("/var/spool/suppression")
+        );
+        let e = Config::parse("[suppression]\nhard_bounce_classes = [\"bad_mailbox\", \"nope\"]\n")
+            .unwrap_err();
+        assert!(
+            e.to_string().contains("suppression.hard_bounce_classes"),
+            "{e}"
+        );
+        let e = Config::parse("[suppression]\nmode = \"sometimes\"\n").unwrap_err();
+        assert!(e.to_string().contains("mode"), "{e}");
+    }
+}
