@@ -250,3 +250,41 @@ fn a_hard_bounce_suppresses_the_next_message_to_its_recipient() {
             .all(|m| !m.to.iter().any(|t| t.starts_with("bad1")))
     );
 }
+
+#[test]
+fn bad_requests_are_refused_and_a_list_turned_off_answers_404() {
+    let dir = tempdir();
+    let cfg = write_config(dir.path(), "", "");
+    let mta = Mta::start(dir.path(), &cfg);
+    let admin = mta.admin.unwrap();
+    let post = |path: &str, body: &str| {
+        common::http_status(
+            admin,
+            &format!(
+                "POST {path} HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            ),
+        )
+    };
+    assert_eq!(post("/suppression/add?address=%3C%3E", ""), 400);
+    assert_eq!(
+        post("/suppression/add?address=a@b.test&tenant=a%20b", ""),
+        400
+    );
+    assert_eq!(
+        post("/suppression/add?address=a@b.test&expires=soon", ""),
+        400
+    );
+    assert_eq!(post("/suppression/import", "ok@b.test\n<>\n"), 400);
+    assert_eq!(post("/suppression/import", "ok@b.test\n"), 200);
+    let (ok, _, err) = mta_cli(admin, &cfg, &["suppression", "list", "--limit", "0"]);
+    assert!(!ok && err.contains("limit"), "{err}");
+    drop(mta);
+
+    let dir = tempdir();
+    let cfg = write_config(dir.path(), "", "[suppression]\nenabled = false\n");
+    let mta = Mta::start(dir.path(), &cfg);
+    let (ok, _, err) = mta_cli(mta.admin.unwrap(), &cfg, &["suppression", "list"]);
+    assert!(!ok && err.contains("404"), "{err}");
+    assert!(!dir.path().join("spool/suppression").exists());
+}
