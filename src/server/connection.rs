@@ -28,7 +28,7 @@ use super::session::{Action, AuthOutcome, Phase, Session, SessionConfig, Session
 use super::{ServerContext, Timeouts};
 use crate::eventlog::{Reception, Rejection};
 use crate::metrics::{BackpressureReason, SessionOutcome};
-use crate::smtp::Reply;
+use crate::smtp::{ForwardPath, Reply};
 use crate::spool::QueueId;
 use crate::tls::Stream;
 
@@ -71,8 +71,11 @@ impl SessionEnv for Env<'_> {
         });
     }
 
-    fn suppressed(&self, recipient: &str) -> Option<&'static str> {
-        let kind = self.ctx.suppression.as_ref()?.check("", recipient)?;
+    fn suppressed(&self, recipient: &ForwardPath) -> Option<&'static str> {
+        let ForwardPath::Mailbox(m) = recipient else {
+            return None;
+        };
+        let kind = self.ctx.suppression.as_ref()?.check_of("", m)?;
         Some(kind.as_str())
     }
 

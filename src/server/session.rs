@@ -50,7 +50,7 @@ pub trait SessionEnv {
     /// A recipient (`rcpt`) or a message (`data`) was refused with `reply` (for the event log).
     fn rejected(&mut self, _stage: &str, _sender: &str, _recipient: &str, _reply: &Reply) {}
     /// Why `recipient` is on the suppression list (its kind), None if it is not.
-    fn suppressed(&self, _recipient: &str) -> Option<&'static str> {
+    fn suppressed(&self, _recipient: &ForwardPath) -> Option<&'static str> {
         None
     }
 }
@@ -455,7 +455,7 @@ impl Session {
         // on the reply; the rest is dropped at delivery (docs/SUPPRESSION.md).
         if self.cfg.suppress_at_rcpt
             && (self.trusted || self.user.is_some())
-            && let Some(kind) = env.suppressed(&path.to_string())
+            && let Some(kind) = env.suppressed(&path)
         {
             self.refused.0 += 1;
             let reply = replies::suppressed(&path.to_string(), kind);

@@ -23,9 +23,9 @@ impl SessionEnv for FakeEnv {
     fn storage_available(&self) -> u64 {
         self.storage
     }
-    fn suppressed(&self, recipient: &str) -> Option<&'static str> {
+    fn suppressed(&self, recipient: &ForwardPath) -> Option<&'static str> {
         self.suppressed
-            .contains(&recipient)
+            .contains(&recipient.to_string().as_str())
             .then_some("hard_bounce")
     }
 }

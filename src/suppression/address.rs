@@ -10,11 +10,12 @@
 //! What it does not do: no validation of the address beyond its length (a string that is not
 //! an address is simply never sent to), no storage.
 //!
-//! Invariants: [`Keyer::key`] allocates nothing (it feeds the hasher from a stack buffer) and
+//! Invariants: [`Keyer::key`] and [`Keyer::key_of`] allocate nothing (it feeds the hasher from a stack buffer) and
 //! gives the same key for every spelling that [`normalise`] maps to the same string; keys are
 //! only meaningful within one process (the list is re-keyed from its log at each start).
 
 use std::collections::hash_map::RandomState;
+use std::fmt::{self, Write};
 use std::hash::{BuildHasher, Hasher};
 
 /// The longest address kept, in octets (RFC 5321 4.5.3.1.3: a path is at most 256 octets).
@@ -61,34 +62,62 @@ impl Keyer {
 
     /// The key of `address` in the list of `tenant` (`""` = the global list).
     pub fn key(&self, tenant: &str, address: &str) -> u64 {
+        let mut h = self.hasher(tenant);
+        feed_lower(&mut h, bare(address));
+        h.finish()
+    }
+
+    /// The key of the address `bare` writes (no blanks or angle brackets around it: a
+    /// `Mailbox`), formatted straight into the hasher: no allocation.
+    pub fn key_of(&self, tenant: &str, bare: &dyn fmt::Display) -> u64 {
+        let mut h = self.hasher(tenant);
+        let _ = write!(Feed(&mut h), "{bare}");
+        h.finish()
+    }
+
+    fn hasher(&self, tenant: &str) -> impl Hasher + use<> {
         let mut h = self.state.build_hasher();
         h.write(tenant.as_bytes());
         // Never part of UTF-8: the tenant and the address cannot run into each other.
         h.write_u8(0xff);
-        let a = bare(address);
-        let mut buf = [0u8; 64];
-        if a.is_ascii() {
-            // The common case, a byte at a time (the same bytes as the general case below).
-            for chunk in a.as_bytes().chunks(buf.len()) {
-                for (d, s) in buf.iter_mut().zip(chunk) {
-                    *d = s.to_ascii_lowercase();
-                }
-                h.write(&buf[..chunk.len()]);
+        h
+    }
+}
+
+/// Feeds `s`, lower-cased, to `h`. The hasher sees one stream of bytes however `s` is cut into
+/// calls, so that pieces of an address give the key of the whole.
+fn feed_lower(h: &mut impl Hasher, s: &str) {
+    let mut buf = [0u8; 64];
+    if s.is_ascii() {
+        // The common case, a byte at a time (the same bytes as the general case below).
+        for chunk in s.as_bytes().chunks(buf.len()) {
+            for (d, c) in buf.iter_mut().zip(chunk) {
+                *d = c.to_ascii_lowercase();
             }
-            return h.finish();
+            h.write(&buf[..chunk.len()]);
         }
-        let mut n = 0;
-        for c in a.chars() {
-            for l in c.to_lowercase() {
-                if n + 4 > buf.len() {
-                    h.write(&buf[..n]);
-                    n = 0;
-                }
-                n += l.encode_utf8(&mut buf[n..]).len();
+        return;
+    }
+    let mut n = 0;
+    for c in s.chars() {
+        for l in c.to_lowercase() {
+            if n + 4 > buf.len() {
+                h.write(&buf[..n]);
+                n = 0;
             }
+            n += l.encode_utf8(&mut buf[n..]).len();
         }
-        h.write(&buf[..n]);
-        h.finish()
+    }
+    h.write(&buf[..n]);
+}
+
+/// A formatter's output, lower-cased into a hasher.
+struct Feed<'a, H: Hasher>(&'a mut H);
+
+impl<H: Hasher> fmt::Write for Feed<'_, H> {
+    fn write_str(&mut self, s: &str) -> fmt::Result {
+        feed_lower(self.0, s);
+        Ok(())
     }
 }
 
@@ -115,6 +144,9 @@ mod tests {
             format!("k{}@example.com", "x".repeat(100))
         );
         assert_eq!(k.key("", &kelvin), k.key("", &normalise(&kelvin)));
+        // Formatted in pieces, as a mailbox writes itself.
+        let pieces = format_args!("{}@{}", "\u{212a}Ä", "Example.COM");
+        assert_eq!(k.key_of("", &pieces), k.key("", "kä@example.com"));
     }
 
     #[test]

@@ -136,10 +136,20 @@ impl Suppression {
     /// Why `address` is not to be sent to for `tenant` (`""`: only the global list counts),
     /// or None when it may be.
     pub fn check(&self, tenant: &str, address: &str) -> Option<Kind> {
+        self.check_key(tenant, |t| self.keyer.key(t, address))
+    }
+
+    /// [`Suppression::check`] of the address `bare` writes (a `Mailbox`: no brackets), without
+    /// making a string of it.
+    pub fn check_of(&self, tenant: &str, bare: &dyn std::fmt::Display) -> Option<Kind> {
+        self.check_key(tenant, |t| self.keyer.key_of(t, bare))
+    }
+
+    fn check_key(&self, tenant: &str, key: impl Fn(&str) -> u64) -> Option<Kind> {
         let now = now_secs();
         let listed = |t: &str| {
             self.table
-                .get(self.keyer.key(t, address))
+                .get(key(t))
                 .filter(|m| !m.expired(now))
                 .and_then(|m| Kind::from_u8(m.kind()))
         };
