@@ -1,5 +1,5 @@
-//! The event log: one JSON line per reception, rejection, delivery and operator event, per
-//! shard.
+//! The event log: one JSON line per reception, rejection, delivery, operator event and change
+//! to the suppression list, per shard.
 //!
 //! What it does: formats records into an in-memory buffer and appends it to
 //! `<log.dir>/delivery-<shard>.jsonl` when it passes 64 KiB or when `flush` is called (the shard
@@ -107,6 +107,24 @@ pub struct Operator<'a> {
     pub messages: usize,
     /// Their recipients not yet final.
     pub recipients: usize,
+}
+
+/// A change to the suppression list (`Suppression`).
+pub struct Suppression<'a> {
+    /// `add` or `remove`.
+    pub action: &'a str,
+    /// The address (normalised).
+    pub recipient: &'a str,
+    /// The tenant whose list it is, empty for the global list.
+    pub tenant: &'a str,
+    /// `manual`, `hard_bounce` or `complaint`.
+    pub kind: &'a str,
+    /// The reason given.
+    pub reason: &'a str,
+    /// Who: the operator as in `Operator` events, or `delivery` for a bounce.
+    pub by: &'a str,
+    /// When the entry stops counting (unix seconds), 0 = never.
+    pub expires: u64,
 }
 
 /// A shard's event log.
@@ -247,6 +265,23 @@ impl EventLog {
             ",\"messages\":{},\"recipients\":{}",
             o.messages, o.recipients
         );
+        self.end(b);
+    }
+
+    /// Appends a `Suppression` event.
+    pub fn suppression(&self, s: &Suppression<'_>) {
+        let mut b = self.begin("Suppression");
+        for (key, value) in [
+            ("action", s.action),
+            ("recipient", s.recipient),
+            ("tenant", s.tenant),
+            ("kind", s.kind),
+            ("reason", s.reason),
+            ("by", s.by),
+        ] {
+            field(&mut b, key, value);
+        }
+        let _ = write!(b, ",\"expires_unix\":{}", s.expires);
         self.end(b);
     }
 

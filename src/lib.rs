@@ -16,6 +16,7 @@
 //! - [`shaping`]: per-provider traffic shaping, adaptive backoff rules, bounce classes (pure).
 //! - [`tls`]: rustls configurations and the stream that STARTTLS upgrades.
 //! - [`dkim`]: DKIM signing of outgoing messages (RSA-SHA256, Ed25519-SHA256).
+//! - [`suppression`]: the host's suppression list (addresses never sent to again), durable.
 //! - [`config`]: the TOML configuration and its defaults.
 //! - [`shutdown`]: signals and the per-shard stop notice.
 //! - [`crash`]: the process-wide panic policy (a panic anywhere exits the process).
@@ -55,5 +56,6 @@ pub mod shutdown;
 pub mod smtp;
 pub mod sockets;
 pub mod spool;
+pub mod suppression;
 pub mod timers;
 pub mod tls;

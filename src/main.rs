@@ -10,10 +10,12 @@ use mta::config::Config;
 
 mod admin_cli;
 mod queue_cli;
+mod suppression_cli;
 mod trace_cli;
 use admin_cli::ApiArgs;
 use mta::shutdown::SignalWatch;
 use queue_cli::{DeliveryCmd, QueueCmd};
+use suppression_cli::SuppressionCmd;
 
 #[derive(Parser)]
 #[command(
@@ -76,6 +78,12 @@ enum Cmd {
         /// Configuration file (TOML): its log.dir is read.
         #[arg(long, short)]
         config: Option<PathBuf>,
+    },
+    /// Look at and change the suppression list: addresses never sent to again (through the
+    /// admin endpoint).
+    Suppression {
+        #[command(subcommand)]
+        what: SuppressionCmd,
     },
     /// Print the running MTA's metrics (Prometheus text).
     Metrics {
@@ -168,6 +176,7 @@ fn main() -> ExitCode {
         Cmd::Queue { what } => what.config(),
         Cmd::Trace { config, .. } => config.clone(),
         Cmd::Delivery { what } => what.config(),
+        Cmd::Suppression { what } => what.config(),
         Cmd::Dest { what } => match what {
             DestCmd::Show { api, .. }
             | DestCmd::Suspend { api, .. }
@@ -224,6 +233,7 @@ fn main() -> ExitCode {
             query, since, json, ..
         } => trace_cli::trace(&config, &query, since.as_deref(), json),
         Cmd::Delivery { what } => queue_cli::delivery(&config, what),
+        Cmd::Suppression { what } => suppression_cli::suppression(&config, what),
         Cmd::Dest { what } => match what {
             DestCmd::Show { destination, api } => admin_cli::simple(
                 &config,

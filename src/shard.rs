@@ -14,8 +14,9 @@
 //! (certificates, users, DKIM keys: read-only), the AUTH failure throttle (one mutex, touched
 //! only by AUTH commands, so that the limit holds for the host), the delivery limits'
 //! host-wide state (`queue::HostLimits`: atomics per destination, so that connection and rate
-//! limits hold for the host), the admin endpoint's links to the shards, the stop request (one
-//! atomic) and the start-up channel.
+//! limits hold for the host), the suppression list (a table of atomics that every shard reads
+//! without a lock, changed only by its writer thread), the admin endpoint's links to the
+//! shards, the stop request (one atomic) and the start-up channel.
 
 use std::cell::RefCell;
 use std::net::SocketAddr;
@@ -47,6 +48,7 @@ use crate::shaping::Shaping;
 use crate::shutdown::{Shutdown, SignalWatch};
 use crate::sockets::{bind_when_free, resolve_listeners, socket};
 use crate::spool::{self, QueueIdGenerator, Spool, SpoolConfig};
+use crate::suppression::Suppression;
 use crate::tls::ServerTls;
 
 /// Why the MTA could not run.
@@ -75,6 +77,9 @@ pub enum ShardError {
     /// The users file could not be loaded.
     #[error("auth: {0}")]
     Auth(#[from] crate::auth::AuthError),
+    /// The suppression list could not be loaded.
+    #[error(transparent)]
+    Suppression(#[from] crate::suppression::SuppressionError),
     /// A shard failed.
     #[error("shard {shard}: {message}")]
     Shard {
@@ -128,6 +133,11 @@ pub fn run(
         Some(path) => Some(Arc::new(Shaping::load(path)?)),
         None => None,
     };
+    // One list for the host, loaded before any shard takes mail.
+    let suppression = match config.suppression.enabled {
+        true => Some(Suppression::open(&config.suppression, &config.spool.path)?),
+        false => None,
+    };
     let (links, inboxes): (Vec<ShardLink>, Vec<ShardInbox>) =
         (0..shards).map(|_| control::link()).unzip();
     let inboxes = Arc::new(Mutex::new(
@@ -144,6 +154,7 @@ pub fn run(
     };
     let shard_addrs = addrs.clone();
     let shard_signals = signals.clone();
+    let shard_suppression = suppression.clone();
     // Taken before any shard starts: a SIGHUP that lands while the shards start up (after the
     // configuration was read) is still seen as a reload by every shard.
     let start_generation = signals.reload_generation();
@@ -174,6 +185,7 @@ pub fn run(
                     _ => None,
                 },
                 dkim: dkim.clone(),
+                suppression: shard_suppression.clone(),
             };
             let signals = (signals, start_generation);
             async move { shard_main(index, config, addrs, inbound, signals, ready).await }
@@ -200,6 +212,10 @@ pub fn run(
     let mut summary = RunSummary::default();
     let mut failure = None;
     let joined = handles.join_all();
+    // Every shard has stopped: the changes they handed to the list are written before exit.
+    if let Some(list) = &suppression {
+        list.close();
+    }
     // The shards are done: the cluster agent gives this node's leases back.
     if let Some(cluster) = cluster {
         cluster.stop();
@@ -323,6 +339,7 @@ async fn shard_main(
         shaping: inbound.shaping.clone(),
         listeners: addrs.to_vec(),
         host_limits: inbound.host_limits.clone(),
+        suppression: inbound.suppression.clone(),
     };
     let (mut queue, queue_handle, queue_rx) =
         match crate::delivery::start::build(config.clone(), index, resolver, parts) {
@@ -357,6 +374,7 @@ async fn shard_main(
             log: log.clone(),
         },
     );
+    ctx.suppression = inbound.suppression.clone();
     ctx.dkim = inbound
         .dkim
         .map(|signer| crate::server::dkim::Signing::new(signer, &config.dkim, metrics.clone()));
@@ -379,8 +397,11 @@ async fn shard_main(
             token: config.admin.token.clone(),
         });
         admin_access = Some(access.clone());
-        let api =
-            Rc::new(Api::new(links, access).with_cluster(inbound.host_limits.cluster().cloned()));
+        let api = Rc::new(
+            Api::new(links, access)
+                .with_cluster(inbound.host_limits.cluster().cloned())
+                .with_suppression(inbound.suppression.clone(), log.clone()),
+        );
         let stop = shutdown.clone();
         glommio::spawn_local(crate::admin::serve(listener, api, async move {
             stop.wait().await
@@ -484,6 +505,8 @@ struct Inbound {
     /// Shard 0 only: the admin endpoint's socket and every shard's command link.
     admin: Option<(socket2::Socket, Vec<ShardLink>)>,
     dkim: Option<Arc<crate::dkim::Signer>>,
+    /// The host's suppression list.
+    suppression: Option<Arc<Suppression>>,
 }
 
 /// Binds the admin endpoint. A failure is logged and the MTA runs without it: mail matters

@@ -7,7 +7,8 @@
 //! `POST /queue/flush` (`?destination=<domain or key>` for one), `POST /queue/<id>/delete`,
 //! `POST /delivery/pause|resume`, `POST /destinations/<d>/suspend` (`?duration=1h`),
 //! `POST /destinations/<d>/resume`, `GET /destinations/<d>` and `GET /health`, by asking every
-//! shard (with who asks, for the event log) and merging the answers.
+//! shard (with who asks, for the event log) and merging the answers; `/suppression...` goes to
+//! the suppression routes (`suppression`), which use the host's list directly.
 //!
 //! What it does not do: no state of its own; no execution (each shard acts on its own queue).
 //!
@@ -38,6 +39,7 @@ pub struct Api {
     links: Vec<ShardLink>,
     access: LiveAccess,
     cluster: Option<std::sync::Arc<crate::queue::ClusterLink>>,
+    suppression: Option<super::suppression::Routes>,
 }
 
 impl Api {
@@ -48,12 +50,24 @@ impl Api {
             links,
             access,
             cluster: None,
+            suppression: None,
         }
     }
 
     /// Adds the node's cluster state to the metrics.
     pub fn with_cluster(self, cluster: Option<std::sync::Arc<crate::queue::ClusterLink>>) -> Api {
         Api { cluster, ..self }
+    }
+
+    /// The same, with the suppression routes over `list` (None: they answer that the list is
+    /// off), logging changes to `log`.
+    pub fn with_suppression(
+        mut self,
+        list: Option<std::sync::Arc<crate::suppression::Suppression>>,
+        log: std::rc::Rc<crate::eventlog::EventLog>,
+    ) -> Api {
+        self.suppression = list.map(|list| super::suppression::Routes { list, log });
+        self
     }
 
     async fn route(&self, req: Request) -> Response {
@@ -74,6 +88,17 @@ impl Api {
             Method::POST => "POST",
             _ => "OTHER",
         };
+        if segments.first() == Some(&"suppression") {
+            let by = self.actor(&req).0;
+            let answer = match &self.suppression {
+                Some(routes) => routes.route(&req, &segments, &by).await,
+                None => Some(Response::json(
+                    404,
+                    &json!({"error": "the suppression list is off (suppression.enabled)"}),
+                )),
+            };
+            return answer.unwrap_or_else(Response::not_found);
+        }
         match (method, segments.as_slice()) {
             ("GET", ["health"]) => {
                 Response::json(200, &json!({"status": "ok", "shards": self.links.len()}))

@@ -21,6 +21,7 @@ pub mod http;
 pub mod query;
 mod rt;
 pub mod service;
+pub mod suppression;
 
 pub use access::{AccessPolicy, LiveAccess};
 pub use http::{Handler, Head, Request, Response, serve};

@@ -32,6 +32,11 @@ pub const RESTART_ONLY: &[&str] = &[
     "admin.listen",
     "dkim.enabled",
     "cluster",
+    "suppression.enabled",
+    "suppression.path",
+    "suppression.hard_bounce_classes",
+    "suppression.hard_bounce_expiry",
+    "suppression.compact_size",
 ];
 
 /// The dotted keys whose values differ between `old` and `new`, in alphabetical order of

@@ -133,6 +133,8 @@ pub struct Config {
     pub dkim: crate::dkim::DkimSection,
     /// The Redis shared with other nodes, so that limits hold across them.
     pub cluster: ClusterSection,
+    /// The suppression list.
+    pub suppression: crate::suppression::SuppressionSection,
 }
 
 /// `[log]`.
@@ -212,6 +214,7 @@ impl Default for Config {
             secrets: Secrets::default(),
             dkim: crate::dkim::DkimSection::default(),
             cluster: ClusterSection::default(),
+            suppression: crate::suppression::SuppressionSection::default(),
         }
     }
 }
@@ -387,6 +390,9 @@ impl Config {
             return invalid("shutdown.grace", "at most 1h");
         }
         self.validate_dkim()?;
+        self.suppression
+            .check()
+            .map_err(|(key, problem)| ConfigError::Invalid { key, problem })?;
         let keyed = |(key, problem): (String, String)| ConfigError::Invalid { key, problem };
         self.delivery.validate().map_err(keyed)?;
         for (i, route) in self.routes.iter().enumerate() {

@@ -13,7 +13,8 @@
 //! scheduler), no protocol (connection tasks).
 //!
 //! Invariants: a recipient leaves memory only when a final state was appended for it; every
-//! job handed to a connection comes back as exactly one result; with `delivery.hold` no
+//! job handed to a connection comes back as exactly one result; no suppressed recipient is in a
+//! job handed to a connection; with `delivery.hold` no
 //! destination is routed or connected to, and the queue still answers operators.
 
 use std::collections::{HashMap, HashSet};
@@ -443,6 +444,10 @@ impl ShardQueue {
         }
         let now = Instant::now();
         while let Some(job) = self.sched.next_job(dest, now) {
+            // Suppressed recipients end here, before anything is sent.
+            let Some(job) = self.unsuppressed(job, &dest.0) else {
+                continue;
+            };
             // A message deleted by an operator leaves jobs behind: they are dropped here.
             if let Some(e) = self.messages.get(job.message) {
                 return Next::Job(Delivery {
@@ -527,6 +532,7 @@ impl ShardQueue {
         let id = msg.record.queue_id();
         self.sinks.states(id, r.states);
         self.sinks.lines(msg, &r.lines, dest, peer);
+        self.sinks.suppress_bounced(msg, &r.lines);
         self.sinks.count(msg, &r.classes, r.counts.delivered);
         let c = &mut self.counters;
         c.delivered += r.counts.delivered;
@@ -575,4 +581,6 @@ mod admin;
 mod ops;
 #[path = "queue_shaping.rs"]
 mod shaping;
+#[path = "queue_suppress.rs"]
+mod suppress;
 pub use ops::MAX_LIST;

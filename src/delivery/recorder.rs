@@ -1,7 +1,7 @@
 //! The recorder: what a job's result means for its message, as values.
 //!
-//! What it does: turns what a connection reported about a job ([`JobResult`]), or an
-//! operator's deletion, into everything that follows from it: the recipients' new spool
+//! What it does: turns what a connection reported about a job ([`JobResult`]), an
+//! operator's deletion, or recipients dropped because they are suppressed, into everything that follows from it: the recipients' new spool
 //! states, the event-log lines, the retry or expiry of deferred recipients, the DSN the sender
 //! asked for (RFC 3461 NOTIFY and RET), a `421` suspension, the failure replies for the shaping
 //! rules, and the counters. The caller carries these out (appends, writes, queues the DSN).
@@ -374,37 +374,77 @@ pub const DELETED: &str = "deleted by an administrator";
 /// What an operator's deletion means for `q`: every recipient not yet final is bounced (with
 /// a DSN to the sender, if it asked for failures, in [`DeleteMode::Bounce`]).
 pub fn deleted(q: &Message, p: &mut Progress, mode: DeleteMode, wall: SystemTime) -> Records {
+    let recipients: Vec<(u32, &str)> = p
+        .pending_recipients()
+        .into_iter()
+        .map(|i| (i, ""))
+        .collect();
+    let end = End {
+        kind: "AdminAction",
+        reason: DELETED,
+        status: EnhancedStatus::new(5, 0, 0),
+        dsn: mode == DeleteMode::Bounce,
+    };
+    ended(q, p, &recipients, &end, wall)
+}
+
+/// The reason a recipient dropped at delivery gets (event log and DSN).
+pub const SUPPRESSED: &str = "recipient is on the suppression list";
+
+/// How recipients ended without an attempt are recorded.
+pub struct End<'a> {
+    /// The event-log type: `AdminAction`, `Suppressed`.
+    pub kind: &'static str,
+    /// The reason logged (and reported).
+    pub reason: &'a str,
+    /// Their status.
+    pub status: EnhancedStatus,
+    /// The sender gets a DSN (if it asked for failure reports).
+    pub dsn: bool,
+}
+
+/// What ending `recipients` of `q` without an attempt means (each with the `class` its line
+/// carries): each not yet final is bounced as `end` says.
+pub fn ended(
+    q: &Message,
+    p: &mut Progress,
+    recipients: &[(u32, &'static str)],
+    end: &End<'_>,
+    wall: SystemTime,
+) -> Records {
     let now_ms = wall
         .duration_since(SystemTime::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64);
     let mut r = Records::default();
     let mut reports = Vec::new();
-    let status = EnhancedStatus::new(5, 0, 0);
-    for i in p.pending_recipients() {
+    for &(i, class) in recipients {
+        if p.done.get(i as usize) != Some(&false) {
+            continue;
+        }
         p.done[i as usize] = true;
+        p.pending = p.pending.saturating_sub(1);
         r.counts.bounced += 1;
         r.states
             .push((i, RecipientState::Bounced { at_unix_ms: now_ms }));
         r.lines.push(Line {
-            kind: "AdminAction",
+            kind: end.kind,
             recipient: i,
-            reply: DELETED.to_owned(),
-            class: "",
-            status,
+            reply: end.reason.to_owned(),
+            class,
+            status: end.status,
             attempt: p.attempts[i as usize],
             duration_ms: 0,
         });
-        if mode == DeleteMode::Bounce && wants(DsnAction::Failed, q.rcpt(i).notify) {
+        if end.dsn && wants(DsnAction::Failed, q.rcpt(i).notify) {
             reports.push(Report {
                 recipient: i,
-                status,
-                diagnostic: DELETED.to_owned(),
+                status: end.status,
+                diagnostic: end.reason.to_owned(),
                 action: DsnAction::Failed,
             });
         }
     }
-    p.pending = 0;
-    r.finished = true;
+    r.finished = p.pending == 0;
     r.dsn = dsn_request(q, reports, "", wall);
     r
 }

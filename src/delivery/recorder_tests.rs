@@ -500,3 +500,41 @@ fn requiretls_mail_returns_only_its_header() {
     q.mail_params.requiretls = true;
     assert_eq!(returned(&q), crate::delivery::dsn::Return::Headers);
 }
+
+#[test]
+fn suppressed_recipients_end_as_bounced_with_a_dsn_only_when_asked() {
+    let (q, mut p) = message("s@a.test", &[("u@b.test", None), ("v@b.test", None)], true);
+    let end = |dsn| End {
+        kind: "Suppressed",
+        reason: SUPPRESSED,
+        status: EnhancedStatus::new(5, 7, 1),
+        dsn,
+    };
+    let r = ended(
+        &q,
+        &mut p,
+        &[(0, "hard_bounce")],
+        &end(false),
+        SystemTime::now(),
+    );
+    assert_eq!((r.counts.bounced, r.finished, p.pending), (1, false, 1));
+    assert!(r.dsn.is_none());
+    assert_eq!(
+        (r.lines[0].kind, r.lines[0].class),
+        ("Suppressed", "hard_bounce")
+    );
+    assert!(matches!(
+        r.states[..],
+        [(0, RecipientState::Bounced { .. })]
+    ));
+    // Already final: nothing again. The last one ends the message, with a DSN when asked.
+    let r = ended(
+        &q,
+        &mut p,
+        &[(0, "manual"), (1, "manual")],
+        &end(true),
+        SystemTime::now(),
+    );
+    assert_eq!((r.counts.bounced, r.finished), (1, true));
+    assert_eq!(actions(&r).len(), 1);
+}

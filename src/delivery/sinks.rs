@@ -1,7 +1,8 @@
 //! Where the recorder's records go: the spool, the event log, the metrics, and new DSNs.
 //!
 //! What it does: appends recipient states to the spool (detached: the group commit makes them
-//! durable), writes one event-log line per recipient event, counts bounce classes and delivery
+//! durable), writes one event-log line per recipient event, adds hard-bounced recipients to the
+//! suppression list, counts bounce classes and delivery
 //! latency, and queues a DSN (RFC 3464) in a task of its own: it reads the original back from
 //! the spool when the queue does not hold it, builds the report, appends it to the spool and
 //! hands it to the queue like any new message, with the null reverse path; at most
@@ -29,6 +30,7 @@ use crate::shaping::BounceClass;
 use crate::spool::{
     MessageRecord, QueueId, QueueIdGenerator, Recipient, RecipientState, Spool, StateRecord,
 };
+use crate::suppression::Suppression;
 
 /// See the module header.
 pub struct Sinks {
@@ -43,6 +45,8 @@ pub struct Sinks {
     /// DSNs being built at once ([`DSNS_AT_ONCE`]): a bulk bounce of a large queue reads its
     /// originals back from the spool a few at a time, not all together.
     pub dsn_slots: Rc<glommio::sync::Semaphore>,
+    /// The host's suppression list; None = `suppression.enabled` is off.
+    pub suppression: Option<Arc<Suppression>>,
 }
 
 /// The most DSNs a shard builds at once (each may read its original back from the spool).
@@ -88,6 +92,31 @@ impl Sinks {
                 duration_ms: line.duration_ms,
                 size: msg.size,
             });
+        }
+    }
+
+    /// Adds the recipients of `msg` whose bounce (in `lines`) is of a hard-bounce class to the
+    /// suppression list, with a `Suppression` event each.
+    pub fn suppress_bounced(&self, msg: &Message, lines: &[Line]) {
+        let Some(list) = &self.suppression else {
+            return;
+        };
+        for line in lines.iter().filter(|l| l.kind == "Bounce") {
+            let Some(class) = BounceClass::from_name(line.class) else {
+                continue;
+            };
+            let address = &msg.recipient(line.recipient).address;
+            if let Some(e) = list.bounced(address, class, &line.reply) {
+                self.log.suppression(&crate::eventlog::Suppression {
+                    action: "add",
+                    recipient: &e.address,
+                    tenant: &e.tenant,
+                    kind: e.kind.as_str(),
+                    reason: &e.reason,
+                    by: &e.by,
+                    expires: e.expires,
+                });
+            }
         }
     }
 

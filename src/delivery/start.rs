@@ -50,6 +50,8 @@ pub struct StageParts {
     pub shaping: Option<Arc<Shaping>>,
     /// The bound SMTP listening addresses (so that no next hop is one of them).
     pub listeners: Vec<SocketAddr>,
+    /// The host's suppression list; None = off.
+    pub suppression: Option<Arc<crate::suppression::Suppression>>,
     /// The delivery limits every shard shares.
     pub host_limits: Arc<HostLimits>,
 }
@@ -70,6 +72,7 @@ pub fn build(
         shaping,
         listeners,
         host_limits,
+        suppression,
     } = parts;
     let budget = config.delivery.memory_budget.0 / config.effective_shards() as u64;
     let seed = SystemTime::now()
@@ -97,6 +100,7 @@ pub fn build(
             metrics,
             ids,
             dsn_slots: Rc::new(glommio::sync::Semaphore::new(super::sinks::DSNS_AT_ONCE)),
+            suppression,
         },
     };
     Ok(ShardQueue::new(config, shaping, parts))

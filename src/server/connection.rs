@@ -28,7 +28,7 @@ use super::session::{Action, AuthOutcome, Phase, Session, SessionConfig, Session
 use super::{ServerContext, Timeouts};
 use crate::eventlog::{Reception, Rejection};
 use crate::metrics::{BackpressureReason, SessionOutcome};
-use crate::smtp::Reply;
+use crate::smtp::{ForwardPath, Reply};
 use crate::spool::QueueId;
 use crate::tls::Stream;
 
@@ -69,6 +69,14 @@ impl SessionEnv for Env<'_> {
             reply: text.trim_end(),
             client: &self.client,
         });
+    }
+
+    fn suppressed(&self, recipient: &ForwardPath) -> Option<&'static str> {
+        let ForwardPath::Mailbox(m) = recipient else {
+            return None;
+        };
+        let kind = self.ctx.suppression.as_ref()?.check_of("", m)?;
+        Some(kind.as_str())
     }
 
     fn storage_available(&self) -> u64 {

@@ -92,6 +92,8 @@ pub struct ServerContext {
     pub log: Rc<crate::eventlog::EventLog>,
     /// Read buffers, reused from one connection to the next.
     pub buffers: buffers::BufferPool,
+    /// The host's suppression list; None = `suppression.enabled` is off.
+    pub suppression: Option<Arc<crate::suppression::Suppression>>,
 }
 
 /// What a shard's server shares with the rest of the shard (and, for the AUTH throttle, with
@@ -147,6 +149,7 @@ impl ServerContext {
             metrics,
             gauge,
             dkim: None,
+            suppression: None,
             log,
             buffers: buffers::BufferPool::new(connection::read_buffer_size(config)),
         }

@@ -154,6 +154,15 @@ pub fn relay_denied(rcpt: &str) -> Reply {
     Reply::new(554, st(5, 7, 1), format!("{rcpt}: Relay access denied"))
 }
 
+/// `550 5.7.1 <rcpt>: on the suppression list (<kind>)`.
+pub fn suppressed(rcpt: &str, kind: &str) -> Reply {
+    Reply::new(
+        550,
+        st(5, 7, 1),
+        format!("{rcpt}: Recipient is on the suppression list ({kind})"),
+    )
+}
+
 /// `550 5.6.0` for message data containing a bare CR or LF (anti-smuggling policy).
 pub fn bare_line_ending_data() -> Reply {
     Reply::new(

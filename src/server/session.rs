@@ -49,6 +49,10 @@ pub trait SessionEnv {
     fn storage_available(&self) -> u64;
     /// A recipient (`rcpt`) or a message (`data`) was refused with `reply` (for the event log).
     fn rejected(&mut self, _stage: &str, _sender: &str, _recipient: &str, _reply: &Reply) {}
+    /// Why `recipient` is on the suppression list (its kind), None if it is not.
+    fn suppressed(&self, _recipient: &ForwardPath) -> Option<&'static str> {
+        None
+    }
 }
 
 /// Replies pending for the client past which the session stops parsing pipelined commands
@@ -453,6 +457,22 @@ impl Session {
                 &reply,
             );
             return self.error(reply, out);
+        }
+        // Only the mail of trusted or authenticated submitters is refused here: they can act
+        // on the reply; the rest is dropped at delivery (docs/SUPPRESSION.md).
+        if self.cfg.suppress_at_rcpt
+            && (self.trusted || self.user.is_some())
+            && let Some(kind) = env.suppressed(&path)
+        {
+            self.refused.0 += 1;
+            let reply = replies::suppressed(&path.to_string(), kind);
+            env.rejected(
+                "rcpt",
+                &tx.reverse_path.to_string(),
+                &path.to_string(),
+                &reply,
+            );
+            return self.reply(reply, out);
         }
         tx.recipients.push((path, params));
         out.extend_from_slice(replies::RECIPIENT_OK);

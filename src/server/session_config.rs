@@ -40,6 +40,8 @@ pub struct SessionConfig {
     pub auth: bool,
     /// AUTH is offered before TLS too.
     pub auth_plaintext: bool,
+    /// Suppressed recipients of trusted or authenticated clients are refused at RCPT.
+    pub suppress_at_rcpt: bool,
 }
 
 impl SessionConfig {
@@ -69,6 +71,8 @@ impl SessionConfig {
             starttls: false,
             auth: false,
             auth_plaintext: false,
+            suppress_at_rcpt: config.suppression.enabled
+                && config.suppression.mode == crate::suppression::Mode::Rcpt,
         }
     }
 }

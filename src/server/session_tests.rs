@@ -8,6 +8,8 @@ use std::time::{Duration, UNIX_EPOCH};
 struct FakeEnv {
     next: u64,
     storage: u64,
+    /// Suppressed recipients, as RCPT gives them (`<...>`).
+    suppressed: Vec<&'static str>,
 }
 
 impl SessionEnv for FakeEnv {
@@ -20,6 +22,11 @@ impl SessionEnv for FakeEnv {
     }
     fn storage_available(&self) -> u64 {
         self.storage
+    }
+    fn suppressed(&self, recipient: &ForwardPath) -> Option<&'static str> {
+        self.suppressed
+            .contains(&recipient.to_string().as_str())
+            .then_some("hard_bounce")
     }
 }
 
@@ -58,6 +65,7 @@ impl Harness {
             env: FakeEnv {
                 next: 0,
                 storage: u64::MAX,
+                suppressed: vec!["<gone@elsewhere.test>", "<gone@local.test>"],
             },
             queued: Vec::new(),
             out,
@@ -236,6 +244,33 @@ fn relay_policy_at_rcpt() {
         trusted
             .send("RCPT TO:<u@elsewhere.test>\r\n")
             .starts_with("250 2.1.5")
+    );
+}
+
+#[test]
+fn suppressed_recipients_of_trusted_clients_are_refused_at_rcpt() {
+    let mut trusted = Harness::new("10.9.9.9:1");
+    trusted.send("EHLO c\r\nMAIL FROM:<a@b.test>\r\n");
+    let r = trusted.send("RCPT TO:<gone@elsewhere.test>\r\nRCPT TO:<ok@elsewhere.test>\r\n");
+    assert_eq!(codes(&r), vec!["550", "250"], "{r}");
+    assert!(r.contains(
+        "5.7.1 <gone@elsewhere.test>: Recipient is on the suppression list (hard_bounce)"
+    ));
+    // Others are not told (delivery drops it), and in delivery mode nobody is.
+    let mut other = Harness::new("192.0.2.1:1");
+    other.send("EHLO c\r\nMAIL FROM:<a@b.test>\r\n");
+    assert!(
+        other
+            .send("RCPT TO:<gone@local.test>\r\n")
+            .starts_with("250")
+    );
+    let cfg = config(|c| c.suppression.mode = crate::suppression::Mode::Delivery);
+    let mut later = Harness::with("10.9.9.9:1", cfg);
+    later.send("EHLO c\r\nMAIL FROM:<a@b.test>\r\n");
+    assert!(
+        later
+            .send("RCPT TO:<gone@elsewhere.test>\r\n")
+            .starts_with("250")
     );
 }
 

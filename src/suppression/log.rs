@@ -1,0 +1,260 @@
+//! The suppression log: the durable list, as an append-only file of checksummed records.
+//!
+//! What it does: opens `<dir>/suppression.log` and replays it into the [`Table`] (cutting a
+//! torn or corrupt tail off, as the spool's recovery does), appends batches of records with one
+//! `fdatasync` each, reads pages of the live entries back (for `list` and `export`), and
+//! compacts: the live entries are copied to a new file, which is synced and renamed over the
+//! old one.
+//!
+//! What it does not do: no threads or channels (the writer runs it), no policy about when to
+//! compact.
+//!
+//! Invariants: the file starts with a 16-byte header and every record is 16-aligned, so a
+//! record's offset fits a table [`Meta`]; an append has returned only after its `fdatasync`;
+//! a failed append leaves the file as it was before (cut back); an entry is live when the
+//! table holds its key with this record's offset and it has not expired; replay and reads hold
+//! one buffer of [`READ_CHUNK`] whatever the file's size.
+
+use std::fs::{File, OpenOptions};
+use std::io::{self, Write};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+
+use super::address::Keyer;
+use super::record::{self, Decoded, Entry, Op};
+use super::table::{Meta, Table};
+
+const MAGIC: &[u8; 16] = b"MTA-SUPPRESS-v1\n";
+/// Bytes read from the file at a time.
+pub const READ_CHUNK: usize = 1 << 20;
+const FILE: &str = "suppression.log";
+
+/// What a start found in the log.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Loaded {
+    /// Records read.
+    pub records: u64,
+    /// Bytes of a torn or corrupt tail cut off.
+    pub truncated: u64,
+}
+
+/// One page of the live entries, in log order.
+#[derive(Debug, Default)]
+pub struct Page {
+    /// The entries.
+    pub entries: Vec<Entry>,
+    /// Where the next page starts; None at the end.
+    pub next: Option<u64>,
+}
+
+/// See the module header.
+pub struct Log {
+    dir: PathBuf,
+    path: PathBuf,
+    file: File,
+    len: u64,
+    /// Counts compactions since start (offsets of one generation mean nothing in another).
+    pub generation: u64,
+    /// The file's size after the last compaction (or at start).
+    pub compacted_len: u64,
+}
+
+/// The table key and meta of an add record at `offset`.
+fn meta_of(keyer: &Keyer, e: &Entry, offset: u64) -> (u64, Meta) {
+    (
+        keyer.key(&e.tenant, &e.address),
+        Meta::new(e.kind as u8, e.expires, offset),
+    )
+}
+
+/// Whether the add record `e` at `offset` is the live entry of its key at `now`.
+pub fn is_live(table: &Table, keyer: &Keyer, e: &Entry, offset: u64, now: u64) -> bool {
+    e.op == Op::Add
+        && table
+            .get(keyer.key(&e.tenant, &e.address))
+            .is_some_and(|m| m.offset() == offset && !m.expired(now))
+}
+
+/// Calls `f(offset, entry)` for each good record from `from` on while it returns true; the
+/// offset where good records end (the file's end, or the first bad or torn record).
+fn scan(file: &File, from: u64, mut f: impl FnMut(u64, Entry) -> bool) -> io::Result<u64> {
+    let mut buf = vec![0u8; READ_CHUNK];
+    let (mut have, mut pos) = (0usize, from);
+    let mut eof = false;
+    loop {
+        let mut at = 0;
+        loop {
+            match record::decode(&buf[at..have]) {
+                Decoded::Record(e, n) => {
+                    if !f(pos, e) {
+                        return Ok(pos + n as u64);
+                    }
+                    pos += n as u64;
+                    at += n;
+                }
+                Decoded::Short if !eof => break,
+                Decoded::Short | Decoded::Corrupt => return Ok(pos),
+            }
+        }
+        buf.copy_within(at..have, 0);
+        have -= at;
+        let n = file.read_at(&mut buf[have..], pos + have as u64)?;
+        eof = n == 0;
+        have += n;
+    }
+}
+
+/// Syncs a directory, so that a rename or a new file in it is durable.
+fn sync_dir(dir: &Path) -> io::Result<()> {
+    File::open(dir)?.sync_all()
+}
+
+impl Log {
+    /// Opens (or creates) the log in `dir` and replays it into `table`, as of `now` (unix
+    /// seconds: entries expired by then are left out).
+    pub fn open(dir: &Path, table: &Table, keyer: &Keyer, now: u64) -> io::Result<(Log, Loaded)> {
+        std::fs::create_dir_all(dir)?;
+        let path = dir.join(FILE);
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&path)?;
+        let size = file.metadata()?.len();
+        if size < MAGIC.len() as u64 {
+            file.set_len(0)?;
+            file.write_all_at(MAGIC, 0)?;
+            file.sync_all()?;
+            sync_dir(dir)?;
+        } else {
+            let mut head = [0u8; 16];
+            file.read_exact_at(&mut head, 0)?;
+            if &head != MAGIC {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!("{} is not a suppression log", path.display()),
+                ));
+            }
+        }
+        let mut loaded = Loaded::default();
+        let end = scan(&file, MAGIC.len() as u64, |offset, e| {
+            loaded.records += 1;
+            let (key, meta) = meta_of(keyer, &e, offset);
+            match e.op {
+                Op::Add if !meta.expired(now) => {
+                    table.insert(key, meta);
+                }
+                Op::Add | Op::Remove => {
+                    table.remove(key);
+                }
+            }
+            true
+        })?;
+        let size = file.metadata()?.len().max(MAGIC.len() as u64);
+        if end < size {
+            loaded.truncated = size - end;
+            file.set_len(end)?;
+            file.sync_all()?;
+        }
+        let log = Log {
+            dir: dir.to_owned(),
+            path,
+            file,
+            len: end,
+            generation: 0,
+            compacted_len: end,
+        };
+        Ok((log, loaded))
+    }
+
+    /// The file's size.
+    pub fn len(&self) -> u64 {
+        self.len
+    }
+
+    /// Whether the log holds no record.
+    pub fn is_empty(&self) -> bool {
+        self.len <= MAGIC.len() as u64
+    }
+
+    /// Appends encoded records and syncs them; the offset of the first. On failure the file
+    /// is cut back to where it was.
+    pub fn append(&mut self, records: &[u8]) -> io::Result<u64> {
+        let at = self.len;
+        let written = self
+            .file
+            .write_all_at(records, at)
+            .and_then(|()| self.file.sync_data());
+        if let Err(e) = written {
+            let _ = self.file.set_len(at);
+            return Err(e);
+        }
+        self.len += records.len() as u64;
+        Ok(at)
+    }
+
+    /// Up to `limit` live entries (those `keep` accepts) from offset `from` (0 = the start).
+    pub fn page(
+        &self,
+        (table, keyer): (&Table, &Keyer),
+        from: u64,
+        limit: usize,
+        now: u64,
+        mut keep: impl FnMut(&Entry) -> bool,
+    ) -> io::Result<Page> {
+        let mut page = Page::default();
+        let from = from.max(MAGIC.len() as u64);
+        let end = scan(&self.file, from, |offset, e| {
+            if is_live(table, keyer, &e, offset, now) && keep(&e) {
+                page.entries.push(e);
+            }
+            page.entries.len() < limit
+        })?;
+        page.next = (end < self.len).then_some(end);
+        Ok(page)
+    }
+
+    /// Rewrites the log with its live entries only (as of `now`) and points the table at
+    /// their new offsets.
+    pub fn compact(&mut self, table: &Table, keyer: &Keyer, now: u64) -> io::Result<()> {
+        let tmp = self.dir.join(format!("{FILE}.new"));
+        let copied = (|| {
+            let mut out = io::BufWriter::with_capacity(READ_CHUNK, File::create(&tmp)?);
+            out.write_all(MAGIC)?;
+            let mut buf = Vec::with_capacity(record::MAX_RECORD);
+            let mut failed = Ok(());
+            scan(&self.file, MAGIC.len() as u64, |offset, e| {
+                if is_live(table, keyer, &e, offset, now) {
+                    buf.clear();
+                    record::encode(&e, &mut buf);
+                    failed = out.write_all(&buf);
+                }
+                failed.is_ok()
+            })?;
+            failed?;
+            out.into_inner().map_err(|e| e.into_error())?.sync_all()
+        })();
+        if let Err(e) = copied {
+            let _ = std::fs::remove_file(&tmp);
+            return Err(e);
+        }
+        std::fs::rename(&tmp, &self.path)?;
+        sync_dir(&self.dir)?;
+        let file = OpenOptions::new().read(true).write(true).open(&self.path)?;
+        let end = scan(&file, MAGIC.len() as u64, |offset, e| {
+            let (key, meta) = meta_of(keyer, &e, offset);
+            table.update(key, meta);
+            true
+        })?;
+        self.file = file;
+        self.len = end;
+        self.compacted_len = end;
+        self.generation += 1;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+#[path = "log_tests.rs"]
+mod tests;

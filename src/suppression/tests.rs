@@ -1,0 +1,103 @@
+//! Tests of the list as the shards use it: changes, checks, bounces, pages and restarts.
+
+use futures_lite::future::block_on;
+
+use super::*;
+
+fn manual(address: &str, op: Op) -> Entry {
+    Entry {
+        op,
+        kind: Kind::Manual,
+        tenant: String::new(),
+        address: normalise(address),
+        reason: "asked to".into(),
+        by: "127.0.0.1 network".into(),
+        at: now_secs(),
+        expires: 0,
+    }
+}
+
+#[test]
+fn changes_are_checked_and_survive_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let section = SuppressionSection::default();
+    let list = Suppression::open(&section, dir.path()).unwrap();
+    assert_eq!(list.check("", "a@example.com"), None);
+    let was = block_on(list.write(vec![
+        manual("A@Example.com", Op::Add),
+        manual("b@example.com", Op::Add),
+        manual("b@example.com", Op::Remove),
+        manual("c@example.com", Op::Remove),
+    ]))
+    .unwrap();
+    assert_eq!(was, vec![false, false, true, false]);
+    assert_eq!(list.check("", "<a@EXAMPLE.com>"), Some(Kind::Manual));
+    assert_eq!(list.check("tenant1", "a@example.com"), Some(Kind::Manual));
+    assert_eq!(list.check("", "b@example.com"), None);
+    // A hard bounce of a configured class adds; another class does not.
+    assert!(
+        list.bounced("d@example.com", BounceClass::Quota, "452 full")
+            .is_none()
+    );
+    let e = list
+        .bounced("D@example.com", BounceClass::BadMailbox, "550 5.1.1 no")
+        .unwrap();
+    assert_eq!(
+        (e.address.as_str(), e.kind),
+        ("d@example.com", Kind::HardBounce)
+    );
+    // A page waits for the changes sent before it.
+    let (page, next) = block_on(list.page(None, 10, "")).unwrap();
+    assert!(next.is_none());
+    let addresses: Vec<&str> = page.entries.iter().map(|e| e.address.as_str()).collect();
+    assert_eq!(addresses, vec!["a@example.com", "d@example.com"]);
+    assert_eq!(list.check("", "d@example.com"), Some(Kind::HardBounce));
+    list.close();
+    drop(list);
+
+    let list = Suppression::open(&section, dir.path()).unwrap();
+    assert_eq!(list.len(), 2);
+    assert_eq!(list.check("", "a@example.com"), Some(Kind::Manual));
+    assert_eq!(list.check("", "d@example.com"), Some(Kind::HardBounce));
+    assert_eq!(list.check("", "b@example.com"), None);
+    list.close();
+}
+
+#[test]
+fn tenant_entries_count_for_their_tenant_only_and_expired_ones_not_at_all() {
+    let dir = tempfile::tempdir().unwrap();
+    let list = Suppression::open(&SuppressionSection::default(), dir.path()).unwrap();
+    let mut t = manual("x@example.com", Op::Add);
+    t.tenant = "acme".into();
+    let mut old = manual("y@example.com", Op::Add);
+    old.expires = now_secs() - 1;
+    block_on(list.write(vec![t, old])).unwrap();
+    assert_eq!(list.check("acme", "x@example.com"), Some(Kind::Manual));
+    assert_eq!(list.check("other", "x@example.com"), None);
+    assert_eq!(list.check("", "x@example.com"), None);
+    assert_eq!(list.check("", "y@example.com"), None);
+    list.close();
+}
+
+#[test]
+fn cursors_page_through_and_bad_ones_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let list = Suppression::open(&SuppressionSection::default(), dir.path()).unwrap();
+    let entries = (0..7)
+        .map(|i| manual(&format!("u{i}@example.com"), Op::Add))
+        .collect();
+    block_on(list.write(entries)).unwrap();
+    let (mut cursor, mut n) = (None, 0);
+    loop {
+        let (page, next) = block_on(list.page(cursor.as_deref(), 3, "example")).unwrap();
+        n += page.entries.len();
+        match next {
+            Some(c) => cursor = Some(c),
+            None => break,
+        }
+    }
+    assert_eq!(n, 7);
+    assert!(block_on(list.page(Some("nonsense"), 3, "")).is_err());
+    assert!(block_on(list.page(Some("7-16"), 3, "")).is_err());
+    list.close();
+}
