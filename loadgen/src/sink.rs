@@ -53,8 +53,10 @@ pub use stats::SinkStats;
 pub struct Control {
     /// Set to stop.
     pub stop: AtomicBool,
-    /// Messages so far.
+    /// Messages (transactions) so far.
     pub messages: AtomicU64,
+    /// Recipients of those messages.
+    pub recipients: AtomicU64,
     /// Bound port (set once listening).
     pub port: AtomicUsize,
     /// Threads listening.
@@ -67,6 +69,7 @@ impl Control {
         Arc::new(Control {
             stop: AtomicBool::new(false),
             messages: AtomicU64::new(0),
+            recipients: AtomicU64::new(0),
             port: AtomicUsize::new(0),
             listening: AtomicUsize::new(0),
         })
