@@ -432,10 +432,13 @@ impl ShardQueue {
         while let Some(job) = self.sched.next_job(dest, now) {
             // A message deleted by an operator leaves jobs behind: they are dropped here.
             if let Some(e) = self.messages.get(job.message) {
+                // The message's other recipients for this destination share the transaction.
+                let more = self.sched.take_siblings(dest, &job);
+                let jobs = std::iter::once(job).chain(more).collect();
                 return Next::Job(Delivery {
                     msg: e.msg.clone(),
                     body: e.body.clone(),
-                    job,
+                    jobs,
                 });
             }
         }
