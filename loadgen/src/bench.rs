@@ -86,6 +86,7 @@ fn start_sink(
         chunking: true,
         size: true,
         stop_after: 0,
+        stop_after_recipients: 0,
         idle: Duration::ZERO,
         tls,
     };

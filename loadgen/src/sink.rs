@@ -76,7 +76,8 @@ impl Control {
     }
 }
 
-/// Runs the sink until `control.stop`, `stop_after` messages, or the idle limit; returns the
+/// Runs the sink until `control.stop`, `stop_after` messages or `stop_after_recipients`
+/// recipients, or the idle limit; returns the
 /// merged counts. `on_listening` gets the bound address once every thread listens.
 pub fn run(
     opts: SinkOptions,
@@ -132,7 +133,9 @@ pub fn run(
             last_count = n;
             last_change = Instant::now();
         }
+        let recipients = control.recipients.load(Ordering::SeqCst);
         if (opts.stop_after > 0 && n >= opts.stop_after)
+            || (opts.stop_after_recipients > 0 && recipients >= opts.stop_after_recipients)
             || (!opts.idle.is_zero() && n > 0 && last_change.elapsed() >= opts.idle)
         {
             control.stop.store(true, Ordering::SeqCst);
