@@ -86,6 +86,7 @@ fn start_sink(
         chunking: true,
         size: true,
         stop_after: 0,
+        stop_after_recipients: 0,
         idle: Duration::ZERO,
         tls,
     };
@@ -107,6 +108,9 @@ fn start_sink(
 impl RunningSink {
     fn count(&self) -> u64 {
         self.control.messages.load(Ordering::SeqCst)
+    }
+    fn recipients(&self) -> u64 {
+        self.control.recipients.load(Ordering::SeqCst)
     }
     fn stop(self) -> anyhow::Result<SinkStats> {
         self.control.stop.store(true, Ordering::SeqCst);
@@ -290,14 +294,21 @@ pub fn run(opts: BenchOptions) -> anyhow::Result<serde_json::Value> {
     }
     let through: anyhow::Result<Report> = send::run(o, opts.progress);
     let accepted = through.as_ref().map_or(0, Report::ok);
+    // One accepted message may reach the sink in several transactions (one per next hop and
+    // recipient batch): delivery is complete when every recipient has arrived.
+    let expected = accepted * opts.send.recipients as u64;
     let deadline = started + opts.deadline;
     let mut shown = started.elapsed().as_secs();
-    while sink.count() < accepted && Instant::now() < deadline {
+    while sink.recipients() < expected && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(20));
         let now = started.elapsed().as_secs();
         if opts.progress && now > shown {
             shown = now;
-            eprintln!("[{now:>4}s] delivered={}/{accepted}", sink.count());
+            eprintln!(
+                "[{now:>4}s] delivered recipients={}/{expected} transactions={}",
+                sink.recipients(),
+                sink.count()
+            );
         }
     }
     let delivered_in = started.elapsed();
@@ -318,6 +329,7 @@ pub fn run(opts: BenchOptions) -> anyhow::Result<serde_json::Value> {
     let stats = sink.stop()?;
     let report = through?;
     let delivered = stats.messages;
+    let secs = delivered_in.as_secs_f64().max(1e-9);
     let e2e = |q: f64| stats.latency.value_at_quantile(q);
     Ok(json!({
         "tool": "loadgen bench",
@@ -335,9 +347,12 @@ pub fn run(opts: BenchOptions) -> anyhow::Result<serde_json::Value> {
         "messages": n,
         "accepted": accepted,
         "delivered": delivered,
-        "complete": delivered >= accepted && accepted == n,
+        "complete": stats.recipients >= expected && accepted == n,
+        "recipients_expected": expected,
+        "recipients_delivered": stats.recipients,
         "accepted_per_s": report.rate(),
-        "delivered_per_s": delivered as f64 / delivered_in.as_secs_f64().max(1e-9),
+        "delivered_per_s": delivered as f64 / secs,
+        "delivered_recipients_per_s": stats.recipients as f64 / secs,
         "accept_latency": report.json()["reply_latency"],
         "end_to_end_latency_us": {"p50": e2e(0.5), "p90": e2e(0.9), "p99": e2e(0.99), "max": stats.latency.max()},
         "mta_cpu_s_per_1000": if pid.is_some() && delivered > 0 { json!((cpu1 - cpu0) * 1000.0 / delivered as f64) } else { json!(null) },
@@ -353,7 +368,8 @@ pub fn run(opts: BenchOptions) -> anyhow::Result<serde_json::Value> {
 pub fn text(card: &serde_json::Value) -> String {
     let f = |k: &str| card[k].as_f64().unwrap_or(0.0);
     format!(
-        "loadgen bench\n  machine:    {}\n  mta:        {}\n  load:       {}\n  messages:   {} accepted {} delivered {} (complete: {})\n  \
+        "loadgen bench\n  machine:    {}\n  mta:        {}\n  load:       {}\n  messages:   {} accepted {} delivered {} (transactions; complete: {})\n  \
+         recipients: {} delivered of {}: {:.1} recipients/s\n  \
          accepted:   {:.1} msg/s   delivered: {:.1} msg/s   wire limit (send -> sink): {:.1} msg/s\n  \
          accept latency: {}\n  end-to-end latency (us): {}\n  mta cpu per 1000 msgs: {}s   peak rss: {} KiB\n  \
          integrity: corrupt {} duplicates {}\n  tls: {} (sink TLS sessions {}, load {})\n",
@@ -364,6 +380,9 @@ pub fn text(card: &serde_json::Value) -> String {
         card["accepted"],
         card["delivered"],
         card["complete"],
+        card["recipients_delivered"],
+        card["recipients_expected"],
+        f("delivered_recipients_per_s"),
         f("accepted_per_s"),
         f("delivered_per_s"),
         f("baseline_wire_per_s"),

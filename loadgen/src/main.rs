@@ -208,6 +208,9 @@ struct SinkArgs {
     /// Stop after this many messages.
     #[arg(long, default_value_t = 0)]
     count: u64,
+    /// Stop after this many recipients (however many transactions carried them).
+    #[arg(long, default_value_t = 0)]
+    count_recipients: u64,
     /// Stop after this long without a message (once one arrived), e.g. "5s".
     #[arg(long, value_parser = humantime::parse_duration)]
     idle: Option<Duration>,
@@ -381,6 +384,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 chunking: !a.no_chunking,
                 size: !a.no_size,
                 stop_after: a.count,
+                stop_after_recipients: a.count_recipients,
                 idle: a.idle.unwrap_or(Duration::ZERO),
                 tls: if a.tls || a.tls_cert.is_some() {
                     Some(tls::server_config(a.tls_cert.zip(a.tls_key))?)

@@ -53,8 +53,10 @@ pub use stats::SinkStats;
 pub struct Control {
     /// Set to stop.
     pub stop: AtomicBool,
-    /// Messages so far.
+    /// Messages (transactions) so far.
     pub messages: AtomicU64,
+    /// Recipients of those messages.
+    pub recipients: AtomicU64,
     /// Bound port (set once listening).
     pub port: AtomicUsize,
     /// Threads listening.
@@ -67,13 +69,15 @@ impl Control {
         Arc::new(Control {
             stop: AtomicBool::new(false),
             messages: AtomicU64::new(0),
+            recipients: AtomicU64::new(0),
             port: AtomicUsize::new(0),
             listening: AtomicUsize::new(0),
         })
     }
 }
 
-/// Runs the sink until `control.stop`, `stop_after` messages, or the idle limit; returns the
+/// Runs the sink until `control.stop`, `stop_after` messages or `stop_after_recipients`
+/// recipients, or the idle limit; returns the
 /// merged counts. `on_listening` gets the bound address once every thread listens.
 pub fn run(
     opts: SinkOptions,
@@ -129,7 +133,9 @@ pub fn run(
             last_count = n;
             last_change = Instant::now();
         }
+        let recipients = control.recipients.load(Ordering::SeqCst);
         if (opts.stop_after > 0 && n >= opts.stop_after)
+            || (opts.stop_after_recipients > 0 && recipients >= opts.stop_after_recipients)
             || (!opts.idle.is_zero() && n > 0 && last_change.elapsed() >= opts.idle)
         {
             control.stop.store(true, Ordering::SeqCst);

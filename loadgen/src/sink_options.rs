@@ -85,6 +85,8 @@ pub struct SinkOptions {
     pub size: bool,
     /// Stop after this many messages (0 = never).
     pub stop_after: u64,
+    /// Stop after this many recipients (0 = never).
+    pub stop_after_recipients: u64,
     /// Stop after this long without a message once one arrived (zero = never).
     pub idle: Duration,
     /// Offer STARTTLS with this configuration.

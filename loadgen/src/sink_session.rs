@@ -245,6 +245,9 @@ pub(super) async fn finish(sh: &Shard, rcpts: &[String], body: &[u8], out: &mut 
             let _ = st.latency.record(lat.max(1) as u64);
         }
     }
+    sh.control
+        .recipients
+        .fetch_add(rcpts.len() as u64, Ordering::SeqCst);
     sh.control.messages.fetch_add(1, Ordering::SeqCst);
     out.extend_from_slice(b"250 2.0.0 ok: counted\r\n");
 }

@@ -114,6 +114,27 @@ fn send_into_sink_with_integrity_check() {
 }
 
 #[test]
+fn sink_stops_after_a_count_of_recipients() {
+    let dir = tempfile::tempdir().unwrap();
+    let sink_json = dir.path().join("sink.json");
+    let sink = Sink::start(&[
+        "--count-recipients",
+        "1000",
+        "--json",
+        sink_json.to_str().unwrap(),
+    ]);
+    // 10,000 recipients offered: the sink stops once it has 1,000, and the rest fail.
+    let _ = send(
+        &sink.addr,
+        &["-c", "2", "-n", "5000", "--recipients", "2"],
+        &dir.path().join("send.json"),
+    );
+    let counts = sink.finish(&sink_json);
+    let recipients = counts["recipients"].as_u64().unwrap();
+    assert!((1000..10_000).contains(&recipients), "{counts}");
+}
+
+#[test]
 fn bdat_and_lockstep_modes() {
     let dir = tempfile::tempdir().unwrap();
     let sink_json = dir.path().join("sink.json");

@@ -5,18 +5,20 @@
 //! when it has AUTH credentials; an opportunistic handshake that
 //! fails is retried at once in plaintext and the queue is told, so that the host gets
 //! plaintext for `delivery.tls_fallback`; with credentials, it authenticates), then asks the queue
-//! for the destination's next job until none comes for `idle_timeout`, the connection has
+//! for the destination's next transaction (the jobs of one message that wait for this
+//! destination, whatever their domains: see `batch`) until none comes for `idle_timeout`, the connection has
 //! carried `max_messages_per_connection` transactions, or it fails. An idle connection asks
 //! every 10 ms for 100 ms, then less and less often (up to every 160 ms; see `timers`). When
 //! the server pipelines, each message's content goes out in one write with the next message's
 //! envelope (RFC 2920 3.1), so a busy connection spends one round trip per message. What
-//! became of each job goes back to the queue as a [`JobResult`]. A REQUIRETLS message (RFC
-//! 8689) goes only over a connection whose certificate its policy authenticated, to a server
-//! that offers REQUIRETLS; otherwise it is bounced (5.7.10, 5.7.30) before anything is sent.
+//! became of each job goes back to the queue as a [`JobResult`] of its own, with the replies
+//! to its own recipients. A REQUIRETLS message (RFC 8689) goes only over a connection whose
+//! certificate its policy authenticated, to a server that offers REQUIRETLS; otherwise it is
+//! bounced (5.7.10, 5.7.30) before anything is sent.
 //!
 //! What it does not do: no protocol details (the client), no decisions about outcomes (the
 //! recorder, in the queue task), no decision on how many connections a destination gets (the
-//! scheduler). It holds no reference into the queue's state: it gets values (a job, the
+//! scheduler). It holds no reference into the queue's state: it gets values (jobs, the
 //! message's immutable envelope, its body) and sends values back.
 //!
 //! Invariants: the queue hears `Opened` or `OpenFailed` exactly once, then a result for every
@@ -27,6 +29,7 @@ use std::net::SocketAddr;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
+use super::batch;
 use super::classify::{Attempt, Outcome, Reuse, open_failed_status};
 use super::client::{
     Chained, ClientError, ClientTimeouts, Connection, Envelope, Started, TlsRequest,
@@ -74,9 +77,10 @@ pub struct Plan {
     pub queue: QueueHandle,
 }
 
-/// A job ready to go out: its message and body.
+/// A transaction ready to go out: its jobs (one message's), the message and its body.
 struct Outgoing {
-    job: Job,
+    /// At least one; their recipients are sent in this order.
+    jobs: Vec<Job>,
     msg: Rc<Message>,
     body: Rc<Vec<u8>>,
     /// The body was read back from the spool (the queue may hold it again).
@@ -91,9 +95,9 @@ impl Outgoing {
         Envelope {
             reverse_path: &m.record.reverse_path,
             recipients: self
-                .job
-                .recipients
+                .jobs
                 .iter()
+                .flat_map(|j| &j.recipients)
                 .map(|&i| (m.recipient(i).address.as_str(), m.rcpt(i)))
                 .collect(),
             mail_params: &m.mail_params,
@@ -389,27 +393,30 @@ async fn next_outgoing(conn: &Connection, link: &Link) -> (Option<Outgoing>, boo
 async fn prepare(d: Delivery, ext: &Extensions, link: &Link, reuse: Reuse) -> Option<Outgoing> {
     let host = &link.peer.host;
     let started = Instant::now();
-    let Delivery { job, msg, body } = d;
-    let decided = |job: Job, o: Outcome| {
-        let result = JobResult {
-            peer: link.peer.clone(),
-            ..JobResult::decided(job, o)
-        };
-        link.plan.queue.conn(ConnEvent::Finished {
-            dest: link.plan.dest.clone(),
-            result,
-            read_back: None,
-        });
+    let Delivery { jobs, msg, body } = d;
+    let id = QueueId(msg.record.id);
+    let decided = |jobs: Vec<Job>, o: Outcome| {
+        for job in jobs {
+            let result = JobResult {
+                peer: link.peer.clone(),
+                ..JobResult::decided(job, o.clone())
+            };
+            link.plan.queue.conn(ConnEvent::Finished {
+                dest: link.plan.dest.clone(),
+                result,
+                read_back: None,
+            });
+        }
     };
     let (body, read_back) = match body {
         Some(b) => (b, false),
-        None => match link.plan.spool.read_message(QueueId(job.message)).await {
+        None => match link.plan.spool.read_message(id).await {
             Ok(record) => (Rc::new(record.body), true),
             Err(e) => {
                 // Unreadable spool: nothing can be sent; retry later (and say why).
-                tracing::error!(queue_id = %QueueId(job.message), error = %e, "cannot read the message back from the spool");
+                tracing::error!(queue_id = %id, error = %e, "cannot read the message back from the spool");
                 let o = Outcome::defer(EnhancedStatus::new(4, 3, 0), format!("spool read: {e}"));
-                decided(job, o);
+                decided(jobs, o);
                 return None;
             }
         },
@@ -424,7 +431,7 @@ async fn prepare(d: Delivery, ext: &Extensions, link: &Link, reuse: Reuse) -> Op
                 msg.size
             ),
         );
-        decided(job, o);
+        decided(jobs, o);
         return None;
     }
     if msg.smtputf8() && !ext.smtputf8 {
@@ -432,15 +439,15 @@ async fn prepare(d: Delivery, ext: &Extensions, link: &Link, reuse: Reuse) -> Op
             EnhancedStatus::new(5, 6, 7),
             format!("{host} does not support SMTPUTF8, which this message needs"),
         );
-        decided(job, o);
+        decided(jobs, o);
         return None;
     }
     if let Some(o) = requiretls_refusal(&msg, ext, link) {
-        decided(job, o);
+        decided(jobs, o);
         return None;
     }
     Some(Outgoing {
-        job,
+        jobs,
         msg,
         body,
         read_back,
@@ -484,18 +491,25 @@ fn complete(out: Outgoing, result: Result<TransactionReplies, ClientError>, link
     report(link, out, attempt);
 }
 
+/// Reports the transaction's attempt to the queue, each job with its share of it (the body
+/// read back from the spool goes with the first).
 fn report(link: &Link, out: Outgoing, attempt: Attempt) {
-    let result = JobResult {
-        duration_ms: out.started.elapsed().as_millis() as u64,
-        job: out.job,
-        attempt,
-        reuse: out.reuse,
-        peer: link.peer.clone(),
-        next_hop_dsn: link.dsn,
-    };
-    link.plan.queue.conn(ConnEvent::Finished {
-        dest: link.plan.dest.clone(),
-        result,
-        read_back: out.read_back.then_some(out.body),
-    });
+    let duration_ms = out.started.elapsed().as_millis() as u64;
+    let sizes: Vec<usize> = out.jobs.iter().map(|j| j.recipients.len()).collect();
+    let mut read_back = out.read_back.then_some(out.body);
+    for (job, attempt) in out.jobs.into_iter().zip(batch::split(attempt, &sizes)) {
+        let result = JobResult {
+            duration_ms,
+            job,
+            attempt,
+            reuse: out.reuse,
+            peer: link.peer.clone(),
+            next_hop_dsn: link.dsn,
+        };
+        link.plan.queue.conn(ConnEvent::Finished {
+            dest: link.plan.dest.clone(),
+            result,
+            read_back: read_back.take(),
+        });
+    }
 }

@@ -10,13 +10,15 @@
 //! The parts, each owning its data: `queue_task` (the one owner of the shard's queue, fed by
 //! `queue_msg`), `intake` (a message into jobs), `messages` (the message table under the
 //! memory budget), `routes` (domain → destination, pools, shaping), `connection` (one
-//! outbound connection's task), `client` (its protocol), `classify` (a report → outcomes),
+//! outbound connection's task), `batch` (one message's jobs for one destination in one
+//! transaction, and each job's share of the replies), `client` (its protocol), `classify` (a report → outcomes),
 //! `recorder` (outcomes → records, pure), `sinks` (records → spool, log, DSNs), `views` (what
 //! operators ask, typed), `suspensions` (what operators suspended, for queues made later),
 //! `policy` (the configuration's policies), `security` (DANE, MTA-STS and the configured TLS
 //! policy of each hop), `start` (wiring).
 //! Leaves: `route`, `myself`, `dsn`, `memory`, `message`, `phase`.
 
+pub mod batch;
 pub mod classify;
 pub mod client;
 pub mod connection;

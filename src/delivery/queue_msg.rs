@@ -34,11 +34,13 @@ pub fn channel() -> (QueueHandle, LocalReceiver<QueueMsg>) {
     (QueueHandle(Rc::new(tx)), rx)
 }
 
-/// A job handed to a connection: the recipients, the message's envelope and, when the queue
-/// holds it, the body.
+/// Work handed to a connection: one transaction's jobs (one message's recipients for one
+/// destination, maybe of several domains), the message's envelope and, when the queue holds
+/// it, the body.
 pub struct Delivery {
-    /// The job.
-    pub job: Job,
+    /// The jobs, at least one, all of `msg`: their recipients go in one transaction, in this
+    /// order, and each job's result is reported on its own.
+    pub jobs: Vec<Job>,
     /// The message's envelope.
     pub msg: Rc<Message>,
     /// The body, if held (else the connection reads it from the spool).

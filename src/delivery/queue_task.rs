@@ -449,11 +449,22 @@ impl ShardQueue {
                 continue;
             };
             // A message deleted by an operator leaves jobs behind: they are dropped here.
+            if self.messages.get(job.message).is_none() {
+                continue;
+            }
+            // The message's other recipients for this destination share the transaction
+            // (the suppressed among them end here too).
+            let more: Vec<_> = self.sched.take_siblings(dest, &job);
+            let more: Vec<_> = more
+                .into_iter()
+                .filter_map(|j| self.unsuppressed(j, &dest.0))
+                .collect();
             if let Some(e) = self.messages.get(job.message) {
+                let jobs = std::iter::once(job).chain(more).collect();
                 return Next::Job(Delivery {
                     msg: e.msg.clone(),
                     body: e.body.clone(),
-                    job,
+                    jobs,
                 });
             }
         }

@@ -6,8 +6,8 @@
 //!
 //! This module signs only: it does not verify signatures, publish or look up
 //! DNS records, or modify the message; the caller prepends the returned
-//! fields. Signing is synchronous and CPU-bound (about half a millisecond per
-//! RSA-2048 signature), so it belongs where the message is already in memory.
+//! fields. Signing is synchronous and CPU-bound (about 0.3 ms per RSA-2048
+//! signature), so it belongs where the message is already in memory.
 //!
 //! Invariants: canonicalization is relaxed/relaxed; the key is chosen by the
 //! RFC5322.From domain (exact, then parent domains, then the default domain);

@@ -4,6 +4,9 @@
 //! caller does) and never changes the message: [`Signer::sign`] returns the
 //! `DKIM-Signature` fields to prepend. It does no I/O after construction.
 //!
+//! RSA signatures are made with aws-lc-rs and Ed25519 ones with ring: both constant-time;
+//! on x86-64 aws-lc-rs signs RSA-2048 about twice as fast as ring (`docs/DKIM.md`).
+//!
 //! Invariants: keys are parsed once in [`Signer::from_config`]; every key of
 //! the selected domain signs (e.g. RSA and Ed25519 side by side); From is
 //! always signed; the signed field list holds only fields present in the
@@ -13,11 +16,12 @@
 use super::DkimError;
 use super::config::{Algorithm, DkimSection};
 use super::header;
+use aws_lc_rs::rand::SystemRandom;
+use aws_lc_rs::signature::{RSA_PKCS1_SHA256, RsaKeyPair};
 use mail_auth::common::crypto::{Algorithm as AuthAlgorithm, CryptoError, Sha256, SigningKey};
 use mail_auth::common::headers::{HeaderWriter, Writable};
 use mail_auth::dkim::{Canonicalization, DkimSigner};
-use ring::rand::SystemRandom;
-use ring::signature::{Ed25519KeyPair, RSA_PKCS1_SHA256, RsaKeyPair};
+use ring::signature::Ed25519KeyPair;
 use rustls_pki_types::PrivateKeyDer;
 use rustls_pki_types::pem::PemObject;
 use std::collections::HashMap;
@@ -200,7 +204,7 @@ impl SigningKey for KeyRef<'_> {
             KeyPair::Rsa(pair) => {
                 let mut data = Vec::with_capacity(1024);
                 input.write(&mut data);
-                let mut signature = vec![0; pair.public().modulus_len()];
+                let mut signature = vec![0; pair.public_modulus_len()];
                 pair.sign(&RSA_PKCS1_SHA256, self.rng, &data, &mut signature)
                     .map_err(|_| {
                         mail_auth::Error::Crypto(CryptoError::Library("RSA signing failed".into()))

@@ -40,7 +40,8 @@ fn rsa_pems() -> &'static (String, String) {
 }
 
 fn ed25519_pem() -> String {
-    let pkcs8 = Ed25519KeyPair::generate_pkcs8(&SystemRandom::new()).expect("Ed25519 key");
+    let pkcs8 =
+        Ed25519KeyPair::generate_pkcs8(&ring::rand::SystemRandom::new()).expect("Ed25519 key");
     let pair = Ed25519KeyPair::from_pkcs8(pkcs8.as_ref()).expect("parses");
     assert_eq!(pair.public_key().as_ref().len(), 32);
     pem("PRIVATE KEY", pkcs8.as_ref())

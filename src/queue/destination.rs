@@ -35,6 +35,11 @@ pub(super) struct Destination {
 /// How long an empty destination is kept (its failure backoff survives that long).
 const KEEP_IDLE: Duration = Duration::from_secs(300);
 
+/// How many ready jobs [`Destination::take_siblings`] looks at. A message's jobs are queued
+/// one after the other when it arrives (and when its retries come due together), so its
+/// siblings are at the front; the bound keeps a look cheap when a message has none.
+const SIBLING_WINDOW: usize = 64;
+
 /// How soon a destination at its host-wide connection limit looks again (another shard's
 /// connection may have closed).
 pub(super) const LEASE_RETRY: Duration = Duration::from_millis(100);
@@ -145,6 +150,33 @@ impl Destination {
         }?;
         self.last_active = Some(now);
         Some(job)
+    }
+
+    /// Takes the ready jobs of `first`'s message that can share its transaction: from the
+    /// queue `first` came from, among the first [`SIBLING_WINDOW`] jobs, while the recipients
+    /// stay within `max_recipients_per_transaction`. No rate token is taken: the transaction
+    /// is one message.
+    pub(super) fn take_siblings(&mut self, first: &Job) -> Vec<Job> {
+        let max = self.limits.max_recipients_per_transaction.max(1);
+        let mut room = max.saturating_sub(first.recipients.len());
+        let queue = if first.attempts == 0 {
+            &mut self.new
+        } else {
+            &mut self.retry
+        };
+        let mut out = Vec::new();
+        let (mut i, mut looked) = (0, 0);
+        while room > 0 && i < queue.len() && looked < SIBLING_WINDOW {
+            looked += 1;
+            let job = &queue[i];
+            if job.message == first.message && job.recipients.len() <= room {
+                room -= job.recipients.len();
+                out.extend(queue.remove(i));
+            } else {
+                i += 1;
+            }
+        }
+        out
     }
 
     pub(super) fn is_idle(&self, now: Instant) -> bool {

@@ -367,6 +367,14 @@ impl Scheduler {
         self.dests.get_mut(dest)?.next_job(now)
     }
 
+    /// The ready jobs of `first`'s message (just taken with [`Scheduler::next_job`]) that go
+    /// in the same transaction: together at most `max_recipients_per_transaction` recipients.
+    pub fn take_siblings(&mut self, dest: &DestinationKey, first: &Job) -> Vec<Job> {
+        self.dests
+            .get_mut(dest)
+            .map_or_else(Vec::new, |d| d.take_siblings(first))
+    }
+
     /// A connection asked for by `poll` was opened.
     pub fn connection_opened(&mut self, dest: &DestinationKey) {
         let d = self.dest(dest);

@@ -382,3 +382,41 @@ fn two_schedulers_sharing_a_host_share_its_connection_limit() {
     assert_eq!(b.poll(now).open, vec![d.clone()]);
     assert_eq!(b.explain(&d, now).unwrap().host_connections, 2);
 }
+
+#[test]
+fn siblings_of_a_message_join_its_transaction_up_to_the_recipient_limit() {
+    let mut s = Scheduler::new(policy(), 1);
+    let t0 = Instant::now();
+    let d = key("route:*.news.test");
+    s.set_limits(
+        &d,
+        Limits {
+            max_recipients_per_transaction: 5,
+            ..Limits::default()
+        },
+    );
+    // Message 1: jobs of 2, 2 and 2 recipients (three domains); message 2 between them.
+    s.submit(&d, job(1, 2, 0, t0), t0);
+    s.submit(&d, job(2, 1, 0, t0), t0);
+    s.submit(&d, job(1, 2, 0, t0), t0);
+    s.submit(&d, job(1, 2, 0, t0), t0);
+    let first = s.next_job(&d, t0).expect("a job");
+    assert_eq!(first.message, 1);
+    let more = s.take_siblings(&d, &first);
+    // 2 + 2 fit in 5; the third job of 2 would make 6 and waits.
+    assert_eq!(more.len(), 1);
+    assert!(more.iter().all(|j| j.message == 1));
+    let next = s.next_job(&d, t0).expect("a job");
+    assert_eq!(next.message, 2);
+    assert!(s.take_siblings(&d, &next).is_empty());
+    let last = s.next_job(&d, t0).expect("a job");
+    assert_eq!((last.message, last.recipients.len()), (1, 2));
+    assert!(s.take_siblings(&d, &last).is_empty());
+    assert_eq!(s.ready_len(), 0);
+    // Retries and new mail are not mixed, and an unknown destination has none.
+    s.submit(&d, job(3, 1, 0, t0), t0);
+    s.submit(&d, job(3, 1, 1, t0), t0);
+    let new = s.next_job(&d, t0).expect("a job");
+    assert!(s.take_siblings(&d, &new).is_empty());
+    assert!(s.take_siblings(&key("route:none"), &new).is_empty());
+}

@@ -227,7 +227,7 @@ impl fmt::Display for Reply {
 }
 
 /// Why a reply could not be parsed.
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[derive(Clone, Debug, thiserror::Error, PartialEq, Eq)]
 pub enum ReplyError {
     /// A line does not start with three digits followed by space, '-' or the line end.
     #[error("malformed reply line")]
