@@ -3,10 +3,10 @@
 //!
 //! What it does: [`next_ask`] turns what the shards did (a refused lease, leases held, the
 //! cap in force) into the total this node asks for: twice what it holds (at least 1) while
-//! shards are refused under the destination's limit, the leases held when the rest went unused for a second (or
-//! another node waits), the same again when the grant is due for renewal. An ask for more that
-//! Redis refused is not repeated for half a second. [`degraded_cap`]
-//! is the cap while Redis cannot be reached: the grant while its lease is still valid, then
+//! shards are refused under the destination's limit, the leases in use once no shard was
+//! refused for five seconds (at once when another node needs one), the same again when the
+//! grant is due for renewal. An ask for more that Redis refused is not repeated for half a
+//! second. [`degraded_cap`] is the cap while Redis cannot be reached: the grant while its lease is still valid, then
 //! no more than the local share, then the local share once every node's leases have expired.
 //!
 //! What it does not do: no I/O; the agent sends the asks and sets the caps.
@@ -24,7 +24,7 @@ use crate::queue::SharedDest;
 /// How recently a refused lease means "wants more".
 const WANTS_WITHIN: Duration = Duration::from_millis(250);
 /// How long leases go unused before the surplus is given back.
-const UNUSED_FOR: Duration = Duration::from_secs(1);
+const UNUSED_FOR: Duration = Duration::from_secs(5);
 /// The least time between two asks for more of one destination.
 const ASK_EVERY: Duration = Duration::from_millis(50);
 /// How long after a refused ask for more the next one waits.
@@ -138,7 +138,7 @@ mod tests {
         assert_eq!(next_ask(&d, &t, later), Some(2));
         d.set_cluster_cap(2);
         t.asked = 2;
-        // Unused for a second: the surplus goes back, after the cap is lowered.
+        // No refusal for five seconds: the surplus goes back, after the cap is lowered.
         let idle = later + UNUSED_FOR + Duration::from_millis(1);
         assert_eq!(next_ask(&d, &t, idle), Some(1));
         assert_eq!(d.cluster_cap(), Some(1));
