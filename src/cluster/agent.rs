@@ -271,7 +271,7 @@ impl Agent {
             let Some(shared) = d.shared.upgrade() else {
                 continue;
             };
-            if let Some(ask) = leases::next_ask(&shared, &d.leases, now) {
+            if let Some(ask) = leases::next_ask(&shared, &d.leases, now, self.link.nodes()) {
                 let more = ask > shared.cluster_cap().unwrap_or(0);
                 if more {
                     d.leases.last_more = Some(now);

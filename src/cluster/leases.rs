@@ -2,8 +2,9 @@
 //! keeps when the cluster state is degraded.
 //!
 //! What it does: [`next_ask`] turns what the shards did (a refused lease, leases held, the
-//! cap in force) into the total this node asks for: twice what it holds (at least 1) while
-//! shards are refused under the destination's limit, the leases in use once no shard was
+//! cap in force, the nodes in the cluster) into the total this node asks for: twice what it
+//! holds, and at least its fair share (`max_connections / nodes`), while shards are refused
+//! under the destination's limit, the leases in use once no shard was
 //! refused for five seconds (at once when another node needs one), the same again when the
 //! grant is due for renewal. An ask for more that Redis refused is not repeated for half a
 //! second. [`degraded_cap`] is the cap while Redis cannot be reached: the grant while its lease is still valid, then
@@ -49,7 +50,7 @@ pub struct Track {
 }
 
 /// The total to ask for now, if anything is to be asked.
-pub fn next_ask(d: &SharedDest, t: &Track, now: Instant) -> Option<usize> {
+pub fn next_ask(d: &SharedDest, t: &Track, now: Instant, nodes: usize) -> Option<usize> {
     let max = d.max_seen();
     let cap = d.cluster_cap()?;
     if max == 0 {
@@ -62,8 +63,9 @@ pub fn next_ask(d: &SharedDest, t: &Track, now: Instant) -> Option<usize> {
             .last_more
             .is_none_or(|at| now.saturating_duration_since(at) >= ASK_EVERY)
             && t.more_refused_until.is_none_or(|until| now >= until);
-        // Doubling, as slow start does: 1, 2, 4, ... up to the limit.
-        return due.then(|| (cap.max(held) * 2).clamp(1, max));
+        // At once this node's fair share of the limit, then doubling, as slow start does.
+        let fair = max.div_ceil(nodes.max(1));
+        return due.then(|| (cap.max(held) * 2).max(fair).clamp(1, max));
     }
     if cap > held && (t.others_waiting || !refused(UNUSED_FOR)) {
         return Some(d.lower_cluster_cap(held));
@@ -123,38 +125,43 @@ mod tests {
         let d = host.entry("route:a");
         let t0 = Instant::now();
         let mut t = Track::default();
-        assert_eq!(next_ask(&d, &t, t0), None, "no shard asked yet");
+        assert_eq!(next_ask(&d, &t, t0, 3), None, "no shard asked yet");
         assert!(!d.try_lease(3), "no lease of the cluster's yet");
         d.refused(t0);
-        assert_eq!(next_ask(&d, &t, t0), Some(1));
+        assert_eq!(
+            next_ask(&d, &t, t0, 1),
+            Some(3),
+            "alone: the whole limit at once"
+        );
+        assert_eq!(next_ask(&d, &t, t0, 3), Some(1));
         t.last_more = Some(t0);
         t.asked = 1;
-        assert_eq!(next_ask(&d, &t, t0), None, "not again so soon");
+        assert_eq!(next_ask(&d, &t, t0, 3), None, "not again so soon");
         d.set_cluster_cap(1);
         assert!(d.try_lease(3));
         assert!(!d.try_lease(3), "the cap holds");
         let later = t0 + ASK_EVERY;
         d.refused(later);
-        assert_eq!(next_ask(&d, &t, later), Some(2));
+        assert_eq!(next_ask(&d, &t, later, 3), Some(2));
         d.set_cluster_cap(2);
         t.asked = 2;
         // No refusal for five seconds: the surplus goes back, after the cap is lowered.
         let idle = later + UNUSED_FOR + Duration::from_millis(1);
-        assert_eq!(next_ask(&d, &t, idle), Some(1));
+        assert_eq!(next_ask(&d, &t, idle, 3), Some(1));
         assert_eq!(d.cluster_cap(), Some(1));
         // Asks for more double what is held.
         t.asked = 1;
         // Renewal when due.
-        assert_eq!(next_ask(&d, &t, idle), None);
+        assert_eq!(next_ask(&d, &t, idle, 3), None);
         t.renew_at = Some(idle);
-        assert_eq!(next_ask(&d, &t, idle), Some(1));
+        assert_eq!(next_ask(&d, &t, idle, 3), Some(1));
         // The limit caps the ask.
         d.set_cluster_cap(3);
         assert!(d.try_lease(3) && d.try_lease(3));
         (t.asked, t.renew_at) = (3, Some(idle + Duration::from_secs(1)));
         d.refused(idle);
         assert_eq!(
-            next_ask(&d, &t, idle),
+            next_ask(&d, &t, idle, 3),
             None,
             "at the limit: nothing more to ask"
         );
