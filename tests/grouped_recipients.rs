@@ -10,33 +10,13 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use common::receiver::{Received, Scripted};
-use common::{Client, Mta, event_log, queue_counts, tempdir, write_config};
+use common::{Mta, event_log, queue_counts, submit, tempdir, write_config};
 
 /// `n` recipients spread over `d0.news.test` .. `d4.news.test`, in turn.
 fn recipients(n: usize) -> Vec<String> {
     (0..n)
         .map(|i| format!("user{i}@d{}.news.test", i % 5))
         .collect()
-}
-
-/// Submits one message to `rcpts` from `sender@src.test` and waits for its `250`.
-fn submit(mta: &Mta, rcpts: &[String]) {
-    let mut c = Client::connect(mta.addr);
-    c.codes(1);
-    c.send(b"EHLO c.test\r\n");
-    c.reply();
-    let mut cmd = String::from("MAIL FROM:<sender@src.test>\r\n");
-    for r in rcpts {
-        cmd.push_str(&format!("RCPT TO:<{r}>\r\n"));
-    }
-    cmd.push_str("DATA\r\n");
-    c.send(cmd.as_bytes());
-    let mut want = vec![250; rcpts.len() + 1];
-    want.push(354);
-    assert_eq!(c.codes(rcpts.len() + 2), want);
-    c.send(b"Subject: news\r\n\r\nhello\r\n.\r\n");
-    let r = c.reply().unwrap();
-    assert!(r.starts_with("250"), "{r}");
 }
 
 fn domains(m: &Received) -> BTreeSet<String> {
@@ -63,7 +43,8 @@ fn fifty_recipients_in_five_domains_under_one_route_share_a_transaction() {
     let mut rcpts = recipients(48);
     rcpts.insert(7, "bad1@d2.news.test".into());
     rcpts.insert(30, "slow1@d4.news.test".into());
-    submit(&mta, &rcpts);
+    let rcpt_refs: Vec<&str> = rcpts.iter().map(String::as_str).collect();
+    submit(&mta, &rcpt_refs, "news");
     // The transaction with 48 accepted recipients, the DSN for bad1, the retry of slow1.
     let got = receiver.wait_for(3, Duration::from_secs(30));
     assert_eq!(got.len(), 3, "{got:?}");
@@ -117,7 +98,8 @@ fn relay_host_transactions_split_at_the_recipient_limit() {
     );
     let mut mta = Mta::start(dir.path(), &cfg);
     let rcpts = recipients(50);
-    submit(&mta, &rcpts);
+    let rcpt_refs: Vec<&str> = rcpts.iter().map(String::as_str).collect();
+    submit(&mta, &rcpt_refs, "news");
     // Jobs of 10 (one per domain) join while they fit: 20, 20 and 10.
     let got = receiver.wait_for(3, Duration::from_secs(30));
     std::thread::sleep(Duration::from_millis(300));

@@ -33,8 +33,6 @@ use std::time::Duration;
 use crate::config::ClusterSection;
 use crate::queue::{ClusterLink, HostLimits};
 
-pub use agent::batch;
-
 /// The cluster settings the threads use.
 #[derive(Clone, Debug)]
 pub struct Settings {

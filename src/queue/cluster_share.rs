@@ -248,12 +248,6 @@ impl Bucket {
     pub fn refused_until(&self, at: u64) {
         self.not_before.store(at, Ordering::Release);
     }
-
-    /// Drops every token (the cluster state was lost: tokens are no longer backed).
-    pub fn clear(&self) {
-        self.tokens.store(0, Ordering::Release);
-        self.valid_until.store(0, Ordering::Release);
-    }
 }
 
 #[cfg(test)]
@@ -286,8 +280,6 @@ mod tests {
         assert!(!b.may_ask(2_000));
         b.take(2_000, R).unwrap();
         assert_eq!(b.take(2_001, R), Err(9_000_000_000));
-        b.clear();
-        assert_eq!(b.available(2_001), 0.0);
     }
 
     #[test]

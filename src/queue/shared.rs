@@ -31,7 +31,7 @@ use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
 use super::Rate;
-pub use super::cluster_share::{Bucket, ClusterLink, Note};
+use super::cluster_share::{Bucket, ClusterLink, Note};
 use super::cluster_share::{instant_of_ms, unix_ms};
 use super::gcra::Gcra;
 pub use super::gcra::Reduction;
