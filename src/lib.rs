@@ -40,6 +40,7 @@ pub mod disk;
 pub mod dkim;
 pub mod dns;
 pub mod eventlog;
+pub mod feedback;
 pub mod gauge;
 pub mod headers;
 pub mod memlock;
