@@ -2,9 +2,13 @@
 //! checker, and dot-stuffing for the client (RFC 5321 4.1.1.4, 4.5.2; RFC 3030; SMTP smuggling
 //! CVE-2023-51764/51765/51766).
 //!
-//! What it does: scans with memchr for CR and LF only, copies the runs between them with one
-//! `extend_from_slice` each, and keeps a few bits of state so that the result is the same for
-//! every split of the input into reads.
+//! What it does: copies well-formed text in long spans (up to 64 KiB): it walks the LFs with
+//! memchr up to the next line that starts with a dot, checking that each LF follows a CR and
+//! that the span has as many CRs as LFs (so no CR is bare), and appends the span with one
+//! `extend_from_slice`. Anything else (a bare CR or LF, a read that ends inside a line end,
+//! the dot line itself) goes through a byte-exact state machine that scans with memchr for CR
+//! and LF. A few bits of state make the result the same for every split of the input into
+//! reads.
 //!
 //! What it does not do: no allocation or copy per line beyond appending to the caller's body
 //! buffer; no MIME or header processing.
@@ -88,7 +92,15 @@ pub struct DataDecoder {
     line_start: bool,
     pending: Pending,
     bare: bool,
+    /// Input before this offset of the current `decode` call goes through the state machine
+    /// (a span that failed the fast check is not checked again).
+    slow_until: usize,
+    /// Whether spans are copied whole (false only for comparison with the state machine).
+    fast: bool,
 }
+
+/// The most bytes one fast span covers, so that a failed check costs little.
+const SPAN: usize = 64 * 1024;
 
 impl DataDecoder {
     /// A decoder storing at most `max_size` octets, with the given bare CR/LF policy.
@@ -103,7 +115,48 @@ impl DataDecoder {
             line_start: true,
             pending: Pending::None,
             bare: false,
+            slow_until: 0,
+            fast: true,
         }
+    }
+
+    /// A decoder that never copies spans whole: the reference the tests and the benchmark
+    /// compare the fast path with.
+    #[doc(hidden)]
+    pub fn state_machine_only(max_size: u64, policy: BareLineEnding) -> Self {
+        DataDecoder {
+            fast: false,
+            ..DataDecoder::new(max_size, policy)
+        }
+    }
+
+    /// The length of the well-formed span at the start of `rest`, which is inside a line
+    /// (not at its start) with nothing pending: it ends with the CRLF before the next line
+    /// that starts with a dot, or before a CR that ends `rest`, and has only CRLF pairs. 0 when
+    /// there is none.
+    fn clean_span(rest: &[u8]) -> Result<usize, usize> {
+        let window = &rest[..rest.len().min(SPAN)];
+        let mut end = window.len();
+        let mut lfs = 0;
+        for p in memchr::memchr_iter(b'\n', window) {
+            if p == 0 || window[p - 1] != b'\r' {
+                // A bare LF: the state machine takes the input up to it.
+                return Err(p + 1);
+            }
+            lfs += 1;
+            if window.get(p + 1) == Some(&b'.') {
+                end = p + 1;
+                break;
+            }
+        }
+        if end == window.len() && window.last() == Some(&b'\r') {
+            end -= 1;
+        }
+        // Every LF follows a CR; as many CRs as LFs means no CR is bare.
+        if memchr::memchr_iter(b'\r', &window[..end]).count() != lfs {
+            return Err(end);
+        }
+        Ok(end)
     }
 
     /// True if the message exceeded `max_size` (the stored body is truncated).
@@ -132,6 +185,7 @@ impl DataDecoder {
     /// Decodes `input`, appending the unstuffed message to `body`.
     pub fn decode(&mut self, input: &[u8], body: &mut Vec<u8>) -> DataEvent {
         let mut i = 0;
+        self.slow_until = 0;
         loop {
             match self.pending {
                 Pending::None => {}
@@ -187,6 +241,18 @@ impl DataDecoder {
                 }
             }
             let rest = &input[i..];
+            if self.fast && i >= self.slow_until {
+                match Self::clean_span(rest) {
+                    Ok(0) => {}
+                    Ok(n) => {
+                        self.store.put(&rest[..n], body);
+                        i += n;
+                        self.line_start = rest[..n].ends_with(b"\r\n");
+                        continue;
+                    }
+                    Err(n) => self.slow_until = i + n,
+                }
+            }
             match memchr::memchr2(b'\r', b'\n', rest) {
                 None => {
                     self.store.put(rest, body);

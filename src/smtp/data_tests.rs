@@ -204,3 +204,82 @@ proptest! {
         }
     }
 }
+
+/// Decodes `input` in `pieces` with the state machine alone (the reference for the fast path).
+fn reference(
+    input: &[u8],
+    cuts: &[usize],
+    policy: BareLineEnding,
+    max: u64,
+) -> (Vec<u8>, Option<usize>, bool, u64) {
+    run(DataDecoder::state_machine_only(max, policy), input, cuts)
+}
+
+fn fast(
+    input: &[u8],
+    cuts: &[usize],
+    policy: BareLineEnding,
+    max: u64,
+) -> (Vec<u8>, Option<usize>, bool, u64) {
+    run(DataDecoder::new(max, policy), input, cuts)
+}
+
+fn run(mut d: DataDecoder, input: &[u8], cuts: &[usize]) -> (Vec<u8>, Option<usize>, bool, u64) {
+    let mut body = Vec::new();
+    let mut at = 0;
+    let mut bounds: Vec<usize> = cuts.iter().map(|c| c % (input.len() + 1)).collect();
+    bounds.sort_unstable();
+    bounds.push(input.len());
+    for end in bounds {
+        if let DataEvent::End { consumed } = d.decode(&input[at..end], &mut body) {
+            return (
+                body,
+                Some(at + consumed),
+                d.bare_line_ending_seen(),
+                d.total_octets(),
+            );
+        }
+        at = end;
+    }
+    (body, None, d.bare_line_ending_seen(), d.total_octets())
+}
+
+/// Long lines of text with, now and then, a dot line start, a bare CR or LF, or the end.
+fn long_input() -> impl Strategy<Value = Vec<u8>> {
+    proptest::collection::vec(
+        prop_oneof![
+            20 => Just(&b"The quick brown fox jumps over the lazy dog\r\n"[..]),
+            4 => Just(&b"..stuffed\r\n"[..]),
+            1 => Just(&b"bare\nLF"[..]),
+            1 => Just(&b"bare\rCR"[..]),
+            1 => Just(&b"\r\n.\r\n"[..]),
+            1 => Just(&b"\n.\n"[..]),
+            1 => Just(&[b'x'; 40_000][..]),
+        ],
+        0..200,
+    )
+    .prop_map(|parts| parts.concat())
+}
+
+proptest! {
+    #[test]
+    fn fast_spans_equal_the_state_machine(
+        input in long_input(),
+        cuts in proptest::collection::vec(any::<usize>(), 0..4),
+        max in prop_oneof![Just(u64::MAX), 0u64..100_000],
+    ) {
+        for policy in [BareLineEnding::Reject, BareLineEnding::Normalize] {
+            prop_assert_eq!(fast(&input, &cuts, policy, max), reference(&input, &cuts, policy, max));
+        }
+    }
+
+    #[test]
+    fn fast_spans_equal_the_state_machine_on_small_alphabets(
+        input in proptest::collection::vec(prop_oneof![Just(b'\r'), Just(b'\n'), Just(b'.'), Just(b'a')], 0..200),
+        cuts in proptest::collection::vec(any::<usize>(), 0..4),
+    ) {
+        for policy in [BareLineEnding::Reject, BareLineEnding::Normalize] {
+            prop_assert_eq!(fast(&input, &cuts, policy, u64::MAX), reference(&input, &cuts, policy, u64::MAX));
+        }
+    }
+}
