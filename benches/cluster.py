@@ -10,6 +10,7 @@ Redis commands per delivered message (from Redis's own `INFO commandstats`).
 
 Usage: benches/cluster.py [--messages 20000] [--runs 3] [--connections 25]
                           [--max-connections 8] [--rate 20000/s] [--bin target/release]
+                          [--split-limit]
 Everything it starts is stopped by PID; all traffic stays on 127.0.0.1.
 """
 
@@ -76,7 +77,29 @@ def redis_calls(port):
     return total
 
 
+def sink_connections(port):
+    """Established connections to the sink's port on 127.0.0.1 (from /proc/net/tcp; a line
+    the kernel repeats across its read chunks is counted once)."""
+    want = f":{port:04X}"
+    try:
+        with open("/proc/net/tcp") as f:
+            lines = f.read().splitlines()[1:]
+    except OSError:
+        return 0
+    seen = set()
+    for line in lines:
+        cols = line.split()
+        if len(cols) > 3 and cols[2].endswith(want) and cols[3] == "01":
+            seen.add((cols[1], cols[2]))
+    return len(seen)
+
+
 def node_config(dirname, name, port, sink, args, redis_port):
+    # Without cluster mode, --split-limit gives each node half of the limit, as an operator
+    # would have to for the limit to hold across both nodes.
+    limit = args.max_connections
+    if args.split_limit and not redis_port:
+        limit = max(1, limit // 2)
     cluster = ""
     if redis_port:
         cluster = (
@@ -93,11 +116,11 @@ dir = "{dirname}/log"
 [admin]
 listen = ""
 {cluster}[delivery]
-max_connections = {args.max_connections}
+max_connections = {limit}
 [[routes]]
 domain = "example.net"
 hosts = ["127.0.0.1:{sink}"]
-max_connections = {args.max_connections}
+max_connections = {limit}
 rate = "{args.rate}"
 """
     os.makedirs(dirname, exist_ok=True)
@@ -145,12 +168,16 @@ def run_once(args, tmp, clustered, redis_port, index):
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         for p, n in zip(ports, (half, args.messages - half))
     ]
-    try:
-        sink.wait(args.deadline)
-        elapsed = time.time() - start
-        done = True
-    except subprocess.TimeoutExpired:
-        elapsed, done = args.deadline, False
+    peak, done = 0, False
+    while time.time() - start < args.deadline:
+        peak = max(peak, sink_connections(sink_port))
+        try:
+            sink.wait(0.05)
+            done = True
+            break
+        except subprocess.TimeoutExpired:
+            pass
+    elapsed = time.time() - start if done else args.deadline
     calls = redis_calls(redis_port)
     for p in loads + nodes:
         stop(p)
@@ -158,7 +185,7 @@ def run_once(args, tmp, clustered, redis_port, index):
     shutil.rmtree(base, ignore_errors=True)
     if not done:
         raise SystemExit(f"run {index}: the sink did not get {args.messages} in time")
-    return args.messages / elapsed, calls
+    return args.messages / elapsed, calls, peak
 
 
 def main():
@@ -170,6 +197,8 @@ def main():
     ap.add_argument("--rate", default="20000/s")
     ap.add_argument("--bin", default="target/release")
     ap.add_argument("--deadline", type=float, default=300)
+    ap.add_argument("--split-limit", action="store_true",
+                    help="without cluster mode, give each node half of --max-connections")
     args = ap.parse_args()
     args.mta = os.path.join(args.bin, "mta")
     args.loadgen = os.path.join(args.bin, "loadgen")
@@ -186,14 +215,16 @@ def main():
         wait_port(redis_port)
         rates = {False: [], True: []}
         calls_per_msg = []
+        split = " (no cluster: half on each node)" if args.split_limit else ""
         print(f"two nodes x 1 shard, {args.messages} messages of 4 KiB, "
               f"{args.connections} client connections, route limit "
-              f"{args.max_connections} connections and {args.rate}")
+              f"{args.max_connections} connections{split} and {args.rate}")
         for i in range(2 * args.runs):
             clustered = i % 2 == 1
-            rate, calls = run_once(args, tmp, clustered, redis_port, i)
+            rate, calls, peak = run_once(args, tmp, clustered, redis_port, i)
             rates[clustered].append(rate)
-            line = f"run {i // 2 + 1} {'cluster' if clustered else 'local  '}: {rate:8.0f} msg/s"
+            line = (f"run {i // 2 + 1} {'cluster' if clustered else 'local  '}: {rate:8.0f} msg/s,"
+                    f" at most {peak} connections to the sink")
             if clustered:
                 calls_per_msg.append(calls / args.messages)
                 line += f", {calls} Redis commands ({calls / args.messages:.4f} per message)"
