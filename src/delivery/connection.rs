@@ -14,7 +14,9 @@
 //! became of each job goes back to the queue as a [`JobResult`] of its own, with the replies
 //! to its own recipients. A REQUIRETLS message (RFC 8689) goes only over a connection whose
 //! certificate its policy authenticated, to a server that offers REQUIRETLS; otherwise it is
-//! bounced (5.7.10, 5.7.30) before anything is sent.
+//! bounced (5.7.10, 5.7.30) before anything is sent. With TLS reporting on, each attempt to
+//! open a connection to a hop of a destination with a policy (DANE, MTA-STS) is counted as one
+//! session, successful or failed with the RFC 8460 result type (`tls_rpt`).
 //!
 //! What it does not do: no protocol details (the client), no decisions about outcomes (the
 //! recorder, in the queue task), no decision on how many connections a destination gets (the
@@ -46,6 +48,7 @@ use crate::smtp::ehlo::Extensions;
 use crate::spool::{QueueId, Spool};
 use crate::timers::{IDLE_FIRST_LOOK, IDLE_QUICK_LOOKS, IDLE_RECHECK};
 use crate::tls::{ClientTls, TlsPolicy};
+use crate::tls_rpt::{Outcome as ReportOutcome, ResultType, classify};
 
 /// What every outbound connection of a shard uses (rebuilt on reload).
 pub struct Settings {
@@ -136,7 +139,7 @@ pub async fn run(plan: Plan) {
     for (name, addr) in &plan.target.hops {
         match open(&plan, name, *addr).await {
             Ok((c, hop)) => {
-                conn = Some((c, format!("{name}[{}]", addr.ip()), hop, name));
+                conn = Some((c, format!("{name}[{}]", addr.ip()), hop, name, *addr));
                 break;
             }
             Err(e) => {
@@ -154,7 +157,7 @@ pub async fn run(plan: Plan) {
             }
         }
     }
-    let Some((mut conn, host, hop, name)) = conn else {
+    let Some((mut conn, host, hop, name, addr)) = conn else {
         plan.queue.conn(ConnEvent::OpenFailed {
             dest: plan.dest.clone(),
             error: last_error,
@@ -176,6 +179,8 @@ pub async fn run(plan: Plan) {
         dest: plan.dest.clone(),
         tls: format!("{host}: {described}"),
     });
+    let failure = opened_failure(&hop, tls_verified, &plan.target, name);
+    count_session(&plan.target, name, addr, failure);
     if let Applied::MtaStsTesting(_) = hop.applied
         && tls_verified != "yes"
     {
@@ -201,6 +206,43 @@ pub async fn run(plan: Plan) {
     link.plan.queue.conn(ConnEvent::Closed {
         dest: link.plan.dest.clone(),
     });
+}
+
+/// Counts one session with a hop of a destination that has a policy, for TLS reports.
+fn count_session(target: &Target, host: &str, addr: SocketAddr, failure: Option<ResultType>) {
+    let Some(policy) = &target.security.report else {
+        return;
+    };
+    let outcome = match failure {
+        None => ReportOutcome::Success,
+        Some(result) => ReportOutcome::Failure {
+            result,
+            sending_ip: target.source,
+            mx: host,
+            receiving_ip: Some(addr.ip()),
+        },
+    };
+    crate::tls_rpt::recorder::record(&target.domain, policy, outcome);
+}
+
+/// What a TLS report says of a connection that opened: DANE and MTA-STS `enforce` were met
+/// (else it would not have opened); in MTA-STS `testing` mode it failed when the host is not
+/// named by the policy or the certificate was not authenticated.
+fn opened_failure(hop: &HopTls, verified: &str, target: &Target, host: &str) -> Option<ResultType> {
+    if !matches!(hop.applied, Applied::MtaStsTesting(_)) {
+        return None;
+    }
+    let named = target
+        .security
+        .sts
+        .as_ref()
+        .is_none_or(|c| c.policy.matches_mx(host));
+    match verified {
+        _ if !named => Some(ResultType::ValidationFailure),
+        "" => Some(ResultType::StarttlsNotSupported),
+        "yes" => None,
+        _ => Some(ResultType::ValidationFailure),
+    }
 }
 
 /// "yes" when the connection's certificate was authenticated (the policy required it, or it
@@ -234,6 +276,13 @@ async fn open(
     };
     let mut hop = security::for_hop(&target.security, configured, name);
     if let Some(reason) = hop.refuse.take() {
+        let result = match hop.applied {
+            // The TLSA lookup failed in a signed zone.
+            Applied::Dane => ResultType::DnssecInvalid,
+            // An MX host the enforced MTA-STS policy does not name.
+            _ => ResultType::ValidationFailure,
+        };
+        count_session(target, name, addr, Some(result));
         return Err(ClientError::Policy {
             status: EnhancedStatus::new(4, 7, 5),
             reason,
@@ -254,11 +303,15 @@ async fn open(
     let opened = Connection::open(addr, source, helo, timeouts, request(policy), auth).await;
     let opened = match (opened, hop.applied) {
         (
-            Err(ClientError::Tls { reason, .. }),
+            Err(ClientError::Tls { reason, handshake }),
             applied @ (Applied::Dane | Applied::DaneEncryptOnly | Applied::MtaSts),
-        ) => Err(ClientError::Policy {
-            status: EnhancedStatus::new(4, 7, 5),
-            reason: format!("{applied} policy: TLS: {reason}"),
+        ) => Err({
+            let dane = applied == Applied::Dane;
+            count_session(target, name, addr, Some(classify(&reason, handshake, dane)));
+            ClientError::Policy {
+                status: EnhancedStatus::new(4, 7, 5),
+                reason: format!("{applied} policy: TLS: {reason}"),
+            }
         }),
         (other, _) => other,
     };
