@@ -78,7 +78,11 @@ fn counts(reports: &[Value], domain: &str) -> Counts {
 }
 
 fn policy(mx: &str) -> String {
-    format!("version: STSv1\r\nmode: enforce\r\nmx: {mx}\r\nmax_age: 86400\r\n")
+    policy_in("enforce", mx)
+}
+
+fn policy_in(mode: &str, mx: &str) -> String {
+    format!("version: STSv1\r\nmode: {mode}\r\nmx: {mx}\r\nmax_age: 86400\r\n")
 }
 
 /// The sending MTA's configuration: one connection per destination at a time, so that each
@@ -133,13 +137,13 @@ fn wait_until<T>(limit: Duration, what: &str, mut f: impl FnMut() -> Option<T>) 
 #[test]
 fn reports_count_sessions_and_go_by_mail_and_https() {
     let certs_dir = tempdir();
-    let domains = ["ok.test", "nomatch.test", "badcert.test"];
+    let domains = ["ok.test", "nomatch.test", "badcert.test", "testing.test"];
     let mut web: Vec<String> = domains.iter().map(|d| format!("mta-sts.{d}")).collect();
     web.push("reports.test".into());
     let web: Vec<&str> = web.iter().map(String::as_str).collect();
     let certs = make_certs(
         certs_dir.path(),
-        &[&["mx.ok.test", "mx.nomatch.test"], &web],
+        &[&["mx.ok.test", "mx.nomatch.test", "mx.testing.test"], &web],
     );
 
     // The receiving MTA: its certificate is valid for mx.ok.test, not for mx.badcert.test.
@@ -148,7 +152,7 @@ fn reports_count_sessions_and_go_by_mail_and_https() {
         recv_dir.path(),
         "",
         &format!(
-            "[relay]\nlocal_domains = [\"ok.test\", \"nomatch.test\", \"badcert.test\"]\n\
+            "[relay]\nlocal_domains = [\"ok.test\", \"nomatch.test\", \"badcert.test\", \"testing.test\"]\n\
              [delivery]\nhold = true\nrelay_host = \"127.0.0.1:9\"\n[tls]\n\
              [[tls.certificates]]\ncert_file = \"{}\"\nkey_file = \"{}\"\n",
             certs.leaves[0].0.display(),
@@ -163,6 +167,11 @@ fn reports_count_sessions_and_go_by_mail_and_https() {
         policy("mx.elsewhere.example"),
     );
     policies.insert("mta-sts.badcert.test".to_owned(), policy("mx.badcert.test"));
+    // testing: mail goes, the host not named by the policy is reported.
+    policies.insert(
+        "mta-sts.testing.test".to_owned(),
+        policy_in("testing", "mx.elsewhere.example"),
+    );
     let https = common::https::start(&certs.leaves[1].0, &certs.leaves[1].1, policies);
     let reports_mx = Scripted::start(false, 0);
     let dns = FakeDns::start(zone(&domains, https.port)).unwrap();
@@ -179,7 +188,12 @@ fn reports_count_sessions_and_go_by_mail_and_https() {
     let sender = Mta::start(dir.path(), &config);
     submit(
         &sender,
-        &["u@ok.test", "u@nomatch.test", "u@badcert.test"],
+        &[
+            "u@ok.test",
+            "u@nomatch.test",
+            "u@badcert.test",
+            "u@testing.test",
+        ],
         "counted",
     );
 
@@ -189,9 +203,19 @@ fn reports_count_sessions_and_go_by_mail_and_https() {
         let ok = counts(reports, "ok.test");
         let nomatch = counts(reports, "nomatch.test");
         let badcert = counts(reports, "badcert.test");
-        (ok.0 >= 1 && nomatch.1 >= 1 && badcert.1 >= 1).then_some((ok, nomatch, badcert))
+        let testing = counts(reports, "testing.test");
+        (ok.0 >= 1 && nomatch.1 >= 1 && badcert.1 >= 1 && testing.1 >= 1)
+            .then_some((ok, nomatch, badcert, testing))
     };
-    let check = |(ok, nomatch, badcert): (Counts, Counts, Counts)| {
+    let check = |(ok, nomatch, badcert, testing): (Counts, Counts, Counts, Counts)| {
+        assert_eq!(
+            testing,
+            (
+                0,
+                1,
+                vec![("validation-failure".into(), "mx.testing.test".into(), 1)]
+            )
+        );
         assert_eq!((ok.0, ok.1), (1, 0), "{ok:?}");
         assert_eq!(
             nomatch,
@@ -252,6 +276,12 @@ fn reports_count_sessions_and_go_by_mail_and_https() {
     // Each report is an event; the report mail itself is not counted (reports.test has no
     // policy).
     let events = event_log(dir.path());
+    assert!(
+        events.iter().any(|e| e["recipient"] == "u@testing.test"
+            && e["type"] == "Delivery"
+            && e["tls_policy"] == "mta-sts-testing/opportunistic"),
+        "{events:?}"
+    );
     let sent: Vec<&Value> = events.iter().filter(|e| e["type"] == "TlsReport").collect();
     assert!(
         sent.iter()

@@ -138,8 +138,14 @@ pub async fn run(plan: Plan) {
     let mut status = EnhancedStatus::new(4, 4, 1);
     for (name, addr) in &plan.target.hops {
         match open(&plan, name, *addr).await {
-            Ok((c, hop)) => {
-                conn = Some((c, format!("{name}[{}]", addr.ip()), hop, name, *addr));
+            Ok((c, hop, counted)) => {
+                conn = Some((
+                    c,
+                    format!("{name}[{}]", addr.ip()),
+                    hop,
+                    name,
+                    (*addr, counted),
+                ));
                 break;
             }
             Err(e) => {
@@ -157,7 +163,7 @@ pub async fn run(plan: Plan) {
             }
         }
     }
-    let Some((mut conn, host, hop, name, addr)) = conn else {
+    let Some((mut conn, host, hop, name, (addr, counted))) = conn else {
         plan.queue.conn(ConnEvent::OpenFailed {
             dest: plan.dest.clone(),
             error: last_error,
@@ -179,8 +185,12 @@ pub async fn run(plan: Plan) {
         dest: plan.dest.clone(),
         tls: format!("{host}: {described}"),
     });
-    let failure = opened_failure(&hop, tls_verified, &plan.target, name);
-    count_session(&plan.target, name, addr, failure);
+    // Sessions under the configured policy alone (a host without DANE in a destination where
+    // others have it) are not the receiver's policy: not counted.
+    if !counted && !matches!(hop.applied, Applied::Configured(_)) {
+        let failure = opened_failure(&hop, tls_verified, &plan.target, name);
+        count_session(&plan.target, name, addr, failure);
+    }
     if let Applied::MtaStsTesting(_) = hop.applied
         && tls_verified != "yes"
     {
@@ -227,7 +237,8 @@ fn count_session(target: &Target, host: &str, addr: SocketAddr, failure: Option<
 
 /// What a TLS report says of a connection that opened: DANE and MTA-STS `enforce` were met
 /// (else it would not have opened); in MTA-STS `testing` mode it failed when the host is not
-/// named by the policy or the certificate was not authenticated.
+/// named by the policy or the certificate was not authenticated (`validation-failure`), or
+/// when the server offered no STARTTLS.
 fn opened_failure(hop: &HopTls, verified: &str, target: &Target, host: &str) -> Option<ResultType> {
     if !matches!(hop.applied, Applied::MtaStsTesting(_)) {
         return None;
@@ -266,7 +277,7 @@ async fn open(
     plan: &Plan,
     name: &str,
     addr: SocketAddr,
-) -> Result<(Connection, HopTls), ClientError> {
+) -> Result<(Connection, HopTls, bool), ClientError> {
     let target = &plan.target;
     let settings = &plan.settings;
     let auth = target.auth.as_deref();
@@ -301,6 +312,8 @@ async fn open(
     let helo = target.helo.as_ref().unwrap_or(&settings.helo);
     let (source, timeouts) = (target.source, settings.timeouts);
     let opened = Connection::open(addr, source, helo, timeouts, request(policy), auth).await;
+    // Whether the session is already counted for TLS reports.
+    let mut counted = false;
     let opened = match (opened, hop.applied) {
         (
             Err(ClientError::Tls { reason, handshake }),
@@ -321,6 +334,11 @@ async fn open(
             handshake: true,
         }) if policy == TlsPolicy::Opportunistic => {
             tracing::warn!(host = name, %addr, %reason, "TLS failed; falling back to plaintext");
+            if let Applied::MtaStsTesting(_) = hop.applied {
+                // The report says why TLS failed, not that the fallback was plaintext.
+                count_session(target, name, addr, Some(classify(&reason, true, false)));
+                counted = true;
+            }
             plan.queue.conn(ConnEvent::TlsFallback {
                 addr,
                 until: Instant::now() + settings.tls_fallback,
@@ -330,7 +348,7 @@ async fn open(
         }
         other => other,
     };
-    opened.map(|c| (c, hop))
+    opened.map(|c| (c, hop, counted))
 }
 
 /// Carries jobs over an open connection until it idles out, is used up or fails.
