@@ -16,7 +16,9 @@
 //! host-wide state (`queue::HostLimits`: atomics per destination, so that connection and rate
 //! limits hold for the host), the suppression list (a table of atomics that every shard reads
 //! without a lock, changed only by its writer thread), the admin endpoint's links to the
-//! shards, the stop request (one atomic) and the start-up channel.
+//! shards, the TLS reporter's channels (every shard sends its session counts every few
+//! seconds; shard 0 receives the periods due for reporting), the stop request (one atomic)
+//! and the start-up channel.
 
 use std::cell::RefCell;
 use std::net::SocketAddr;
