@@ -314,6 +314,19 @@ async fn open(
     let opened = Connection::open(addr, source, helo, timeouts, request(policy), auth).await;
     // Whether the session is already counted for TLS reports.
     let mut counted = false;
+    // MTA-STS testing under `required` or `verify`: the failure is the configured policy's,
+    // reported all the same (an opportunistic handshake failure is counted at its fallback).
+    if let (Err(ClientError::Tls { reason, handshake }), Applied::MtaStsTesting(_)) =
+        (&opened, hop.applied)
+        && !(*handshake && policy == TlsPolicy::Opportunistic)
+    {
+        count_session(
+            target,
+            name,
+            addr,
+            Some(classify(reason, *handshake, false)),
+        );
+    }
     let opened = match (opened, hop.applied) {
         (
             Err(ClientError::Tls { reason, handshake }),
