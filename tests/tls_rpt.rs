@@ -1,7 +1,8 @@
 //! TLS reporting (RFC 8460) through real sockets on loopback: sessions with receivers that
-//! publish an MTA-STS policy succeed or fail, and the reports arrive at the addresses the
-//! fake DNS publishes in `_smtp._tls` records: by mail (through the MTA's own queue, to a
-//! scripted receiver) and by HTTPS POST (a local server). Also: the counts survive a restart.
+//! publish an MTA-STS policy or DANE records succeed or fail, and the reports arrive at the
+//! addresses the fake DNS publishes in `_smtp._tls` records: by mail (through the MTA's own
+//! queue, to a scripted receiver) and by HTTPS POST (a local server). Also: the counts survive
+//! a restart.
 
 mod common;
 
@@ -366,5 +367,121 @@ fn counts_survive_a_restart() {
             1,
             vec![("validation-failure".into(), "mx.nomatch.test".into(), 1)]
         )
+    );
+}
+
+fn sha256(data: &[u8]) -> Vec<u8> {
+    ring::digest::digest(&ring::digest::SHA256, data)
+        .as_ref()
+        .to_vec()
+}
+
+fn spki_of_first_cert(path: &Path) -> Vec<u8> {
+    use rustls::pki_types::CertificateDer;
+    use rustls::pki_types::pem::PemObject;
+    let cert = CertificateDer::pem_file_iter(path)
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap();
+    let ee = webpki::EndEntityCert::try_from(&cert).unwrap();
+    ee.subject_public_key_info().as_ref().to_vec()
+}
+
+#[test]
+fn dane_sessions_are_reported_under_tlsa_policies() {
+    let certs_dir = tempdir();
+    let certs = make_certs(
+        certs_dir.path(),
+        &[&["mx.dane-ok.test", "mx.dane-bad.test"], &["reports.test"]],
+    );
+    let recv_dir = tempdir();
+    let recv_config = write_config(
+        recv_dir.path(),
+        "",
+        &format!(
+            "[relay]\nlocal_domains = [\"dane-ok.test\", \"dane-bad.test\"]\n\
+             [delivery]\nhold = true\nrelay_host = \"127.0.0.1:9\"\n[tls]\n\
+             [[tls.certificates]]\ncert_file = \"{}\"\nkey_file = \"{}\"\n",
+            certs.leaves[0].0.display(),
+            certs.leaves[0].1.display()
+        ),
+    );
+    let recv = Mta::start(recv_dir.path(), &recv_config);
+    let port = recv.addr.port();
+    let https = common::https::start(&certs.leaves[1].0, &certs.leaves[1].1, HashMap::new());
+    let good = sha256(&spki_of_first_cert(&certs.leaves[0].0));
+    let mut zone = FakeZone::default().a("reports.test", Ipv4Addr::LOCALHOST);
+    for (d, digest) in [
+        ("dane-ok.test", good.clone()),
+        ("dane-bad.test", vec![0u8; 32]),
+    ] {
+        let mx = format!("mx.{d}");
+        zone = zone
+            .mx(d, 10, &mx)
+            .a(&mx, Ipv4Addr::LOCALHOST)
+            .tlsa(&format!("_{port}._tcp.{mx}"), 3, 1, 1, &digest)
+            .signed(d)
+            .txt(
+                &format!("_smtp._tls.{d}"),
+                &format!("v=TLSRPTv1; rua=https://reports.test:{}/dane", https.port),
+            );
+    }
+    let dns = FakeDns::start(zone).unwrap();
+    let dir = tempdir();
+    let config = write_config(
+        dir.path(),
+        "",
+        &format!(
+            "[delivery]\nidle_timeout = \"30s\"\nmx_allow_loopback = true\nmax_connections = 1\n\
+             mx_port = {port}\n[delivery.retry]\nfirst = \"1h\"\n\
+             [delivery.tls_policy]\ndane = true\n\
+             [delivery.tls_policy.tls_rpt]\nenabled = true\nreport_interval = \"2s\"\n\
+             [dns]\nservers = [\"{}\"]\n[tls]\nca_file = \"{}\"\n",
+            dns.addr(),
+            certs.ca.display(),
+        ),
+    );
+    let sender = Mta::start(dir.path(), &config);
+    submit(&sender, &["u@dane-ok.test", "u@dane-bad.test"], "dane");
+    let reports = wait_until(Duration::from_secs(60), "DANE reports", || {
+        let reports: Vec<Value> = https
+            .posts
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|p| gunzip(&p.body))
+            .collect();
+        let ok = counts(&reports, "dane-ok.test");
+        let bad = counts(&reports, "dane-bad.test");
+        (ok.0 >= 1 && bad.1 >= 1).then_some(reports)
+    });
+    assert_eq!(counts(&reports, "dane-ok.test"), (1, 0, vec![]));
+    assert_eq!(
+        counts(&reports, "dane-bad.test"),
+        (
+            0,
+            1,
+            vec![("tlsa-invalid".into(), "mx.dane-bad.test".into(), 1)]
+        )
+    );
+    let policy = reports
+        .iter()
+        .flat_map(|r| r["policies"].as_array().unwrap())
+        .map(|p| &p["policy"])
+        .find(|p| p["policy-domain"] == "dane-ok.test")
+        .unwrap();
+    assert_eq!(policy["policy-type"], "tlsa", "{policy}");
+    assert_eq!(policy["mx-host"][0], "mx.dane-ok.test", "{policy}");
+    let record = format!(
+        "3 1 1 {}",
+        good.iter().map(|b| format!("{b:02x}")).collect::<String>()
+    );
+    assert_eq!(
+        policy["policy-string"][0]
+            .as_str()
+            .unwrap()
+            .to_ascii_lowercase(),
+        record
     );
 }
