@@ -127,6 +127,26 @@ pub struct Suppression<'a> {
     pub expires: u64,
 }
 
+/// A TLS report (RFC 8460) sent or given up (`TlsReport`).
+pub struct TlsReport<'a> {
+    /// The policy domain reported on.
+    pub domain: &'a str,
+    /// The report's `report-id`.
+    pub report_id: &'a str,
+    /// Where it went: a `mailto:` or `https:` address.
+    pub rua: &'a str,
+    /// `queued` (by mail), `sent` (uploaded) or `failed`.
+    pub outcome: &'a str,
+    /// Why it failed; empty otherwise.
+    pub error: &'a str,
+    /// The queue id of the report message; empty for uploads.
+    pub queue_id: &'a str,
+    /// Successful and failed sessions in the report.
+    pub sessions: (u64, u64),
+    /// Bytes of the gzipped report.
+    pub size: usize,
+}
+
 /// A shard's event log.
 pub struct EventLog {
     dir: PathBuf,
@@ -282,6 +302,27 @@ impl EventLog {
             field(&mut b, key, value);
         }
         let _ = write!(b, ",\"expires_unix\":{}", s.expires);
+        self.end(b);
+    }
+
+    /// Appends a `TlsReport` event.
+    pub fn tls_report(&self, r: &TlsReport<'_>) {
+        let mut b = self.begin("TlsReport");
+        for (key, value) in [
+            ("domain", r.domain),
+            ("report_id", r.report_id),
+            ("rua", r.rua),
+            ("outcome", r.outcome),
+            ("error", r.error),
+            ("queue_id", r.queue_id),
+        ] {
+            field(&mut b, key, value);
+        }
+        let _ = write!(
+            b,
+            ",\"successful_sessions\":{},\"failed_sessions\":{},\"size\":{}",
+            r.sessions.0, r.sessions.1, r.size
+        );
         self.end(b);
     }
 

@@ -10,6 +10,7 @@
 //! - [`dns`]: the per-shard DNS client (MX and address lookups, cache; TLSA and TXT).
 //! - [`mta_sts`]: MTA-STS policies (RFC 8461): parsing, HTTPS fetch, durable cache.
 //! - [`delivery`]: outbound connections, outcome classification, records, DSNs.
+//! - [`tls_rpt`]: TLS reporting (RFC 8460): session counts per policy domain, daily reports.
 //! - [`gauge`]: the shard's memory gauge, one budget for mail received and mail queued.
 //! - [`headers`]: fields of a stored message's header section (`Message-ID`, pool headers).
 //! - [`eventlog`]: the per-shard JSON-lines log of receptions, rejections and deliveries.
@@ -60,3 +61,4 @@ pub mod spool;
 pub mod suppression;
 pub mod timers;
 pub mod tls;
+pub mod tls_rpt;

@@ -16,7 +16,9 @@
 //! host-wide state (`queue::HostLimits`: atomics per destination, so that connection and rate
 //! limits hold for the host), the suppression list (a table of atomics that every shard reads
 //! without a lock, changed only by its writer thread), the admin endpoint's links to the
-//! shards, the stop request (one atomic) and the start-up channel.
+//! shards, the TLS reporter's channels (every shard sends its session counts every few
+//! seconds; shard 0 receives the periods due for reporting), the stop request (one atomic)
+//! and the start-up channel.
 
 use std::cell::RefCell;
 use std::net::SocketAddr;
@@ -80,6 +82,9 @@ pub enum ShardError {
     /// The suppression list could not be loaded.
     #[error(transparent)]
     Suppression(#[from] crate::suppression::SuppressionError),
+    /// The TLS reporter could not start (its directory under the spool).
+    #[error("TLS reports: {0}")]
+    TlsRpt(std::io::Error),
     /// A shard failed.
     #[error("shard {shard}: {message}")]
     Shard {
@@ -138,6 +143,9 @@ pub fn run(
         true => Some(Suppression::open(&config.suppression, &config.spool.path)?),
         false => None,
     };
+    // The TLS reporter thread, with every shard's link to it (None: reporting is off).
+    let reporter = crate::tls_rpt::link::Reporter::start(&config).map_err(ShardError::TlsRpt)?;
+    let rpt_link = reporter.as_ref().map(|r| (r.link(), r.jobs()));
     let (links, inboxes): (Vec<ShardLink>, Vec<ShardInbox>) =
         (0..shards).map(|_| control::link()).unzip();
     let inboxes = Arc::new(Mutex::new(
@@ -186,6 +194,13 @@ pub fn run(
                 },
                 dkim: dkim.clone(),
                 suppression: shard_suppression.clone(),
+                tls_rpt: rpt_link.as_ref().map(|(link, jobs)| {
+                    let jobs = match index {
+                        0 => crate::tls_rpt::link::take_jobs(jobs),
+                        _ => None,
+                    };
+                    (link.clone(), jobs)
+                }),
             };
             let signals = (signals, start_generation);
             async move { shard_main(index, config, addrs, inbound, signals, ready).await }
@@ -215,6 +230,10 @@ pub fn run(
     // Every shard has stopped: the changes they handed to the list are written before exit.
     if let Some(list) = &suppression {
         list.close();
+    }
+    // Every shard has handed its last TLS session counts over: the reporter saves them.
+    if let Some(r) = reporter {
+        r.stop();
     }
     // The shards are done: the cluster agent gives this node's leases back.
     if let Some(cluster) = cluster {
@@ -305,6 +324,14 @@ async fn shard_main(
         }
     };
     spool.attach_metrics(metrics.clone());
+    // TLS reporting: counting starts before any routing.
+    let (tls_rpt, report_jobs) = match inbound.tls_rpt {
+        Some((link, jobs)) => (Some(link), jobs),
+        None => (None, None),
+    };
+    if let Some(link) = &tls_rpt {
+        link.install();
+    }
     let ids = Rc::new(RefCell::new(QueueIdGenerator::resume(
         index as u16,
         spool.last_id(),
@@ -341,6 +368,7 @@ async fn shard_main(
         host_limits: inbound.host_limits.clone(),
         suppression: inbound.suppression.clone(),
     };
+    let report_resolver = resolver.clone();
     let (mut queue, queue_handle, queue_rx) =
         match crate::delivery::start::build(config.clone(), index, resolver, parts) {
             Ok(q) => q,
@@ -379,6 +407,12 @@ async fn shard_main(
         .dkim
         .map(|signer| crate::server::dkim::Signing::new(signer, &config.dkim, metrics.clone()));
     let ctx = Rc::new(ctx);
+    if let Some(jobs) = report_jobs {
+        crate::tls_rpt::sender::spawn(&config, report_resolver, &ctx, &queue_handle, jobs);
+    }
+    let tls_rpt_flush = tls_rpt
+        .as_ref()
+        .map(|link| glommio::spawn_local(link.clone().flush_loop(metrics.clone())));
     if let Some(inbox) = inbound.inbox {
         let (spool, metrics) = (spool.clone(), metrics.clone());
         glommio::spawn_local(service::serve(
@@ -474,6 +508,10 @@ async fn shard_main(
     // after the restart.
     queue_handle.send(QueueMsg::Stop);
     delivering.await;
+    drop(tls_rpt_flush);
+    if let Some(link) = &tls_rpt {
+        link.finish(&metrics);
+    }
     spool
         .close()
         .await
@@ -507,6 +545,11 @@ struct Inbound {
     dkim: Option<Arc<crate::dkim::Signer>>,
     /// The host's suppression list.
     suppression: Option<Arc<Suppression>>,
+    /// The link to the TLS reporter, and (shard 0) the channel of due report periods.
+    tls_rpt: Option<(
+        crate::tls_rpt::link::ShardLink,
+        Option<crate::tls_rpt::link::Jobs>,
+    )>,
 }
 
 /// Binds the admin endpoint. A failure is logged and the MTA runs without it: mail matters

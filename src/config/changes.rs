@@ -37,6 +37,7 @@ pub const RESTART_ONLY: &[&str] = &[
     "suppression.hard_bounce_classes",
     "suppression.hard_bounce_expiry",
     "suppression.compact_size",
+    "delivery.tls_policy.tls_rpt",
 ];
 
 /// The dotted keys whose values differ between `old` and `new`, in alphabetical order of
@@ -189,6 +190,8 @@ mod tests {
             "admin.listen",
             "delivery.memory_budget",
             "dkim.enabled",
+            "delivery.tls_policy.tls_rpt.enabled",
+            "delivery.tls_policy.tls_rpt.report_interval",
         ] {
             assert!(needs_restart(key), "{key}");
         }

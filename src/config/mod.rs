@@ -22,6 +22,7 @@ mod pools;
 mod secrets;
 mod smtp;
 mod tls_policy;
+mod tls_rpt;
 mod units;
 
 use std::net::SocketAddr;
@@ -39,6 +40,7 @@ pub use pools::{PoolConfig, PoolMember, PoolSelection, SenderPool, SourceConfig}
 pub use secrets::Secrets;
 pub use smtp::{RelaySection, SmtpSection, TimeoutsSection};
 pub use tls_policy::TlsPolicySection;
+pub use tls_rpt::TlsRptSection;
 pub use units::{ByteSize, HumanDuration};
 
 /// Why a configuration was refused.

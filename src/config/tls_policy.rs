@@ -33,6 +33,8 @@ pub struct TlsPolicySection {
     pub mta_sts_max_size: ByteSize,
     /// Port of the policy host's HTTPS server (443; another port only for tests).
     pub mta_sts_port: u16,
+    /// TLS reporting (RFC 8460).
+    pub tls_rpt: super::tls_rpt::TlsRptSection,
 }
 
 impl Default for TlsPolicySection {
@@ -44,6 +46,7 @@ impl Default for TlsPolicySection {
             mta_sts_fetch_timeout: HumanDuration::secs(10),
             mta_sts_max_size: ByteSize::kib(64),
             mta_sts_port: 443,
+            tls_rpt: Default::default(),
         }
     }
 }
@@ -71,6 +74,6 @@ impl TlsPolicySection {
                 "must not be 0".into(),
             ));
         }
-        Ok(())
+        self.tls_rpt.validate()
     }
 }

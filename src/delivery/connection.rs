@@ -14,7 +14,9 @@
 //! became of each job goes back to the queue as a [`JobResult`] of its own, with the replies
 //! to its own recipients. A REQUIRETLS message (RFC 8689) goes only over a connection whose
 //! certificate its policy authenticated, to a server that offers REQUIRETLS; otherwise it is
-//! bounced (5.7.10, 5.7.30) before anything is sent.
+//! bounced (5.7.10, 5.7.30) before anything is sent. With TLS reporting on, each attempt to
+//! open a connection to a hop of a destination with a policy (DANE, MTA-STS) is counted as one
+//! session, successful or failed with the RFC 8460 result type (`tls_rpt`).
 //!
 //! What it does not do: no protocol details (the client), no decisions about outcomes (the
 //! recorder, in the queue task), no decision on how many connections a destination gets (the
@@ -46,6 +48,7 @@ use crate::smtp::ehlo::Extensions;
 use crate::spool::{QueueId, Spool};
 use crate::timers::{IDLE_FIRST_LOOK, IDLE_QUICK_LOOKS, IDLE_RECHECK};
 use crate::tls::{ClientTls, TlsPolicy};
+use crate::tls_rpt::{Outcome as ReportOutcome, ResultType, classify};
 
 /// What every outbound connection of a shard uses (rebuilt on reload).
 pub struct Settings {
@@ -135,8 +138,14 @@ pub async fn run(plan: Plan) {
     let mut status = EnhancedStatus::new(4, 4, 1);
     for (name, addr) in &plan.target.hops {
         match open(&plan, name, *addr).await {
-            Ok((c, hop)) => {
-                conn = Some((c, format!("{name}[{}]", addr.ip()), hop, name));
+            Ok((c, hop, counted)) => {
+                conn = Some((
+                    c,
+                    format!("{name}[{}]", addr.ip()),
+                    hop,
+                    name,
+                    (*addr, counted),
+                ));
                 break;
             }
             Err(e) => {
@@ -154,7 +163,7 @@ pub async fn run(plan: Plan) {
             }
         }
     }
-    let Some((mut conn, host, hop, name)) = conn else {
+    let Some((mut conn, host, hop, name, (addr, counted))) = conn else {
         plan.queue.conn(ConnEvent::OpenFailed {
             dest: plan.dest.clone(),
             error: last_error,
@@ -176,6 +185,12 @@ pub async fn run(plan: Plan) {
         dest: plan.dest.clone(),
         tls: format!("{host}: {described}"),
     });
+    // Sessions under the configured policy alone (a host without DANE in a destination where
+    // others have it) are not the receiver's policy: not counted.
+    if !counted && !matches!(hop.applied, Applied::Configured(_)) {
+        let failure = opened_failure(&hop, tls_verified, &plan.target, name);
+        count_session(&plan.target, name, addr, failure);
+    }
     if let Applied::MtaStsTesting(_) = hop.applied
         && tls_verified != "yes"
     {
@@ -203,6 +218,44 @@ pub async fn run(plan: Plan) {
     });
 }
 
+/// Counts one session with a hop of a destination that has a policy, for TLS reports.
+fn count_session(target: &Target, host: &str, addr: SocketAddr, failure: Option<ResultType>) {
+    let Some(policy) = &target.security.report else {
+        return;
+    };
+    let outcome = match failure {
+        None => ReportOutcome::Success,
+        Some(result) => ReportOutcome::Failure {
+            result,
+            sending_ip: target.source,
+            mx: host,
+            receiving_ip: Some(addr.ip()),
+        },
+    };
+    crate::tls_rpt::recorder::record(&target.domain, policy, outcome);
+}
+
+/// What a TLS report says of a connection that opened: DANE and MTA-STS `enforce` were met
+/// (else it would not have opened); in MTA-STS `testing` mode it failed when the host is not
+/// named by the policy or the certificate was not authenticated (`validation-failure`), or
+/// when the server offered no STARTTLS.
+fn opened_failure(hop: &HopTls, verified: &str, target: &Target, host: &str) -> Option<ResultType> {
+    if !matches!(hop.applied, Applied::MtaStsTesting(_)) {
+        return None;
+    }
+    let named = target
+        .security
+        .sts
+        .as_ref()
+        .is_none_or(|c| c.policy.matches_mx(host));
+    match verified {
+        _ if !named => Some(ResultType::ValidationFailure),
+        "" => Some(ResultType::StarttlsNotSupported),
+        "yes" => None,
+        _ => Some(ResultType::ValidationFailure),
+    }
+}
+
 /// "yes" when the connection's certificate was authenticated (the policy required it, or it
 /// passes `verify`'s check), "no" when not, "" without TLS.
 fn verified(conn: &Connection, hop: &HopTls, settings: &Settings, name: &str) -> &'static str {
@@ -224,7 +277,7 @@ async fn open(
     plan: &Plan,
     name: &str,
     addr: SocketAddr,
-) -> Result<(Connection, HopTls), ClientError> {
+) -> Result<(Connection, HopTls, bool), ClientError> {
     let target = &plan.target;
     let settings = &plan.settings;
     let auth = target.auth.as_deref();
@@ -234,6 +287,13 @@ async fn open(
     };
     let mut hop = security::for_hop(&target.security, configured, name);
     if let Some(reason) = hop.refuse.take() {
+        let result = match hop.applied {
+            // The TLSA lookup failed in a signed zone.
+            Applied::Dane => ResultType::DnssecInvalid,
+            // An MX host the enforced MTA-STS policy does not name.
+            _ => ResultType::ValidationFailure,
+        };
+        count_session(target, name, addr, Some(result));
         return Err(ClientError::Policy {
             status: EnhancedStatus::new(4, 7, 5),
             reason,
@@ -252,13 +312,32 @@ async fn open(
     let helo = target.helo.as_ref().unwrap_or(&settings.helo);
     let (source, timeouts) = (target.source, settings.timeouts);
     let opened = Connection::open(addr, source, helo, timeouts, request(policy), auth).await;
+    // Whether the session is already counted for TLS reports.
+    let mut counted = false;
+    // MTA-STS testing under `required` or `verify`: the failure is the configured policy's,
+    // reported all the same (an opportunistic handshake failure is counted at its fallback).
+    if let (Err(ClientError::Tls { reason, handshake }), Applied::MtaStsTesting(_)) =
+        (&opened, hop.applied)
+        && !(*handshake && policy == TlsPolicy::Opportunistic)
+    {
+        count_session(
+            target,
+            name,
+            addr,
+            Some(classify(reason, *handshake, false)),
+        );
+    }
     let opened = match (opened, hop.applied) {
         (
-            Err(ClientError::Tls { reason, .. }),
+            Err(ClientError::Tls { reason, handshake }),
             applied @ (Applied::Dane | Applied::DaneEncryptOnly | Applied::MtaSts),
-        ) => Err(ClientError::Policy {
-            status: EnhancedStatus::new(4, 7, 5),
-            reason: format!("{applied} policy: TLS: {reason}"),
+        ) => Err({
+            let dane = applied == Applied::Dane;
+            count_session(target, name, addr, Some(classify(&reason, handshake, dane)));
+            ClientError::Policy {
+                status: EnhancedStatus::new(4, 7, 5),
+                reason: format!("{applied} policy: TLS: {reason}"),
+            }
         }),
         (other, _) => other,
     };
@@ -268,6 +347,11 @@ async fn open(
             handshake: true,
         }) if policy == TlsPolicy::Opportunistic => {
             tracing::warn!(host = name, %addr, %reason, "TLS failed; falling back to plaintext");
+            if let Applied::MtaStsTesting(_) = hop.applied {
+                // The report says why TLS failed, not that the fallback was plaintext.
+                count_session(target, name, addr, Some(classify(&reason, true, false)));
+                counted = true;
+            }
             plan.queue.conn(ConnEvent::TlsFallback {
                 addr,
                 until: Instant::now() + settings.tls_fallback,
@@ -277,7 +361,7 @@ async fn open(
         }
         other => other,
     };
-    opened.map(|c| (c, hop))
+    opened.map(|c| (c, hop, counted))
 }
 
 /// Carries jobs over an open connection until it idles out, is used up or fails.

@@ -16,8 +16,11 @@
 //! (`verify`); in `testing` mode the configured policy applies and failures are only
 //! logged. Otherwise the configured policy (`delivery.tls`, a route's `tls`) applies.
 //!
+//! When TLS reporting is on, [`resolve`] also describes the policy as RFC 8460 reports it
+//! ([`Security::report`]), once per routing, so that counting a session allocates nothing.
+//!
 //! What it does not do: no lookups for configured routes and the smarthost (their `tls` is
-//! what the operator chose), no TLS-RPT.
+//! what the operator chose), no counting (the connection does, `tls_rpt`).
 //!
 //! Invariants: a hop with usable DANE records is never sent to without a matching
 //! certificate; an MX host that an `enforce` policy does not name is never connected to.
@@ -29,6 +32,7 @@ use crate::config::Config;
 use crate::dns::{MxHost, Resolver, TlsaLookup};
 use crate::mta_sts::{Cached, Mode, MtaSts};
 use crate::tls::{TlsPolicy, dane_config, usable_tlsa};
+use crate::tls_rpt::{PolicyDesc, PolicyKind};
 
 /// What DANE says of one host.
 #[derive(Clone, Debug)]
@@ -50,6 +54,8 @@ pub struct Security {
     pub dane: Vec<(String, Dane)>,
     /// The MTA-STS policy applied to the recipient domain.
     pub sts: Option<Cached>,
+    /// The policy as TLS reports describe it (None: no policy, or reporting is off).
+    pub report: Option<Rc<PolicyDesc>>,
 }
 
 impl Security {
@@ -196,9 +202,15 @@ pub fn for_hop(security: &Security, configured: TlsPolicy, host: &str) -> HopTls
     }
 }
 
-/// The DANE state of each host (`delivery.tls_policy.dane`).
-async fn dane(resolver: &Resolver, hosts: &[MxHost], port: u16) -> Vec<(String, Dane)> {
+/// The DANE state of each host (`delivery.tls_policy.dane`), and the validated TLSA records
+/// in presentation form.
+async fn dane(
+    resolver: &Resolver,
+    hosts: &[MxHost],
+    port: u16,
+) -> (Vec<(String, Dane)>, Vec<String>) {
     let mut out = Vec::new();
+    let mut texts = Vec::new();
     for h in hosts {
         if out.iter().any(|(n, _): &(String, Dane)| *n == h.name) {
             continue;
@@ -206,6 +218,7 @@ async fn dane(resolver: &Resolver, hosts: &[MxHost], port: u16) -> Vec<(String, 
         let d = match resolver.tlsa(&h.name, port).await {
             Ok(TlsaLookup::NotApplicable(why)) => Dane::NotApplicable(why),
             Ok(TlsaLookup::Records(records)) => {
+                texts.extend(records.iter().map(|r| r.to_string()));
                 if records.iter().any(usable_tlsa) {
                     match dane_config(records) {
                         Ok(c) => Dane::Verify(c),
@@ -219,7 +232,36 @@ async fn dane(resolver: &Resolver, hosts: &[MxHost], port: u16) -> Vec<(String, 
         };
         out.push((h.name.clone(), d));
     }
-    out
+    (out, texts)
+}
+
+/// The policy of `security` as a TLS report describes it (RFC 8460 4.4), if it has one.
+fn report(security: &Security, tlsa: Vec<String>) -> Option<PolicyDesc> {
+    if security.has_dane() {
+        let mx = security
+            .dane
+            .iter()
+            .filter(|(_, d)| !matches!(d, Dane::NotApplicable(_)))
+            .map(|(h, _)| h.clone())
+            .collect();
+        return Some(PolicyDesc {
+            kind: PolicyKind::Tlsa,
+            strings: tlsa,
+            mx,
+        });
+    }
+    let c = security.sts.as_ref()?;
+    let mut strings = vec![
+        "version: STSv1".to_owned(),
+        format!("mode: {}", c.policy.mode.as_str()),
+    ];
+    strings.extend(c.policy.mx.iter().map(|m| format!("mx: {m}")));
+    strings.push(format!("max_age: {}", c.policy.max_age));
+    Some(PolicyDesc {
+        kind: PolicyKind::Sts,
+        strings,
+        mx: c.policy.mx.clone(),
+    })
 }
 
 /// The security of MX-routed mail for `domain` through `hosts` (module header).
@@ -232,8 +274,9 @@ pub async fn resolve(
 ) -> Rc<Security> {
     let p = &config.delivery.tls_policy;
     let mut security = Security::default();
+    let mut tlsa = Vec::new();
     if p.dane {
-        security.dane = dane(resolver, hosts, config.delivery.mx_port).await;
+        (security.dane, tlsa) = dane(resolver, hosts, config.delivery.mx_port).await;
     }
     if !security.has_dane()
         && let Some(sts) = sts
@@ -242,6 +285,9 @@ pub async fn resolve(
             .policy(resolver, domain)
             .await
             .filter(|c| c.policy.mode != Mode::None);
+    }
+    if crate::tls_rpt::recorder::enabled() {
+        security.report = report(&security, tlsa).map(Rc::new);
     }
     Rc::new(security)
 }
@@ -264,12 +310,45 @@ mod tests {
     }
 
     #[test]
+    fn reports_describe_the_policy() {
+        let mut s = Security {
+            dane: vec![],
+            sts: sts(Mode::Enforce),
+            report: None,
+        };
+        let p = report(&s, vec![]).unwrap();
+        assert_eq!(p.kind, PolicyKind::Sts);
+        assert_eq!(
+            p.strings,
+            [
+                "version: STSv1",
+                "mode: enforce",
+                "mx: *.a.test",
+                "max_age: 60"
+            ]
+        );
+        assert_eq!(p.mx, ["*.a.test"]);
+        s.dane = vec![
+            ("mx.a.test".into(), Dane::EncryptOnly),
+            ("mx.b.test".into(), Dane::NotApplicable("unsigned")),
+        ];
+        let p = report(&s, vec!["3 1 1 ab".into()]).unwrap();
+        assert_eq!(p.kind, PolicyKind::Tlsa);
+        assert_eq!(
+            (p.strings, p.mx),
+            (vec!["3 1 1 ab".into()], vec!["mx.a.test".into()])
+        );
+        assert!(report(&Security::default(), vec![]).is_none());
+    }
+
+    #[test]
     fn what_each_hop_gets() {
         use TlsPolicy as P;
         let dane_config = dane_config(vec![]).unwrap();
         let with = |dane: Vec<(&str, Dane)>, sts| Security {
             dane: dane.into_iter().map(|(h, d)| (h.to_owned(), d)).collect(),
             sts,
+            report: None,
         };
         let cases: Vec<(Security, TlsPolicy, &str, TlsPolicy, &str, bool)> = vec![
             (

@@ -103,6 +103,21 @@ const COUNTERS: &[(&str, &str, Field)] = &[
         "Signed bulk messages without one-click unsubscription (RFC 8058).",
         |s| s.bulk_without_unsubscribe,
     ),
+    (
+        "tls_reports_sent",
+        "TLS reports (RFC 8460) queued for mail or uploaded.",
+        |s| s.tls_reports_sent,
+    ),
+    (
+        "tls_reports_failed",
+        "TLS reports that could not be queued or uploaded.",
+        |s| s.tls_reports_failed,
+    ),
+    (
+        "tls_rpt_dropped",
+        "TLS sessions not counted for reports because a cap was reached.",
+        |s| s.tls_rpt_dropped,
+    ),
 ];
 
 const GAUGES: &[(&str, &str, Field)] = &[
@@ -129,6 +144,11 @@ const GAUGES: &[(&str, &str, Field)] = &[
         "delivery_paused",
         "1 while delivery is paused (mta delivery pause, delivery.hold).",
         |s| s.delivery_paused,
+    ),
+    (
+        "tls_rpt_domains",
+        "Policy domains in the last TLS reporting period.",
+        |s| s.tls_rpt_domains,
     ),
 ];
 

@@ -63,6 +63,14 @@ pub struct ShardMetrics {
     pub dkim_no_key: Counter,
     /// DKIM: messages whose signing failed.
     pub dkim_failed: Counter,
+    /// TLS-RPT: reports queued or uploaded.
+    pub tls_reports_sent: Counter,
+    /// TLS-RPT: reports that could not be queued or uploaded.
+    pub tls_reports_failed: Counter,
+    /// TLS-RPT: sessions not counted because a cap was reached.
+    pub tls_rpt_dropped: Counter,
+    /// TLS-RPT: policy domains in the last reported period.
+    pub tls_rpt_domains: Gauge,
     /// DKIM: signed bulk messages without one-click unsubscription.
     pub bulk_without_unsubscribe: Counter,
     /// Work refused by backpressure, by reason.
@@ -111,6 +119,10 @@ impl ShardMetrics {
             dkim_signed: Counter::default(),
             dkim_no_key: Counter::default(),
             dkim_failed: Counter::default(),
+            tls_reports_sent: Counter::default(),
+            tls_reports_failed: Counter::default(),
+            tls_rpt_dropped: Counter::default(),
+            tls_rpt_domains: Gauge::default(),
             bulk_without_unsubscribe: Counter::default(),
             backpressure_refusals_by_reason: Default::default(),
             failures_by_class: Default::default(),
@@ -166,6 +178,10 @@ impl ShardMetrics {
             dkim_signed: self.dkim_signed.get(),
             dkim_no_key: self.dkim_no_key.get(),
             dkim_failed: self.dkim_failed.get(),
+            tls_reports_sent: self.tls_reports_sent.get(),
+            tls_reports_failed: self.tls_reports_failed.get(),
+            tls_rpt_dropped: self.tls_rpt_dropped.get(),
+            tls_rpt_domains: self.tls_rpt_domains.get(),
             bulk_without_unsubscribe: self.bulk_without_unsubscribe.get(),
             backpressure_refusals_by_reason: self
                 .backpressure_refusals_by_reason
@@ -206,6 +222,10 @@ pub struct Snapshot {
     pub dkim_signed: u64,
     pub dkim_no_key: u64,
     pub dkim_failed: u64,
+    pub tls_reports_sent: u64,
+    pub tls_reports_failed: u64,
+    pub tls_rpt_dropped: u64,
+    pub tls_rpt_domains: u64,
     pub bulk_without_unsubscribe: u64,
     pub backpressure_refusals_by_reason: [u64; 2],
     pub failures_by_class: [u64; 9],
@@ -258,6 +278,10 @@ impl Snapshot {
         add(&mut self.dkim_signed, other.dkim_signed);
         add(&mut self.dkim_no_key, other.dkim_no_key);
         add(&mut self.dkim_failed, other.dkim_failed);
+        add(&mut self.tls_reports_sent, other.tls_reports_sent);
+        add(&mut self.tls_reports_failed, other.tls_reports_failed);
+        add(&mut self.tls_rpt_dropped, other.tls_rpt_dropped);
+        add(&mut self.tls_rpt_domains, other.tls_rpt_domains);
         add(
             &mut self.bulk_without_unsubscribe,
             other.bulk_without_unsubscribe,

@@ -14,7 +14,8 @@
 //! up for the fetch timeout).
 //!
 //! What it does not do: no refresh ahead of expiry, no sharing between shards in memory (each
-//! shard fetches on its own first use, then reads the file the others wrote), no reporting.
+//! shard fetches on its own first use, then reads the file the others wrote), no reporting
+//! (a failed fetch is only counted for TLS reports, `tls_rpt::recorder`).
 //!
 //! Invariants: the caller (a routing task of its own) is the only one that waits for a fetch,
 //! and never longer than the fetch deadline; no `RefCell` borrow is held across an `.await`;
@@ -30,7 +31,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use futures_channel::oneshot;
 use serde::{Deserialize, Serialize};
 
-use super::fetch::{FetchSettings, fetch};
+use super::fetch::{FetchError, FetchSettings, fetch};
 use super::policy::{Policy, record_id};
 use crate::dns::Resolver;
 
@@ -197,6 +198,7 @@ impl MtaSts {
             }
             Err(e) => {
                 tracing::warn!(%domain, error = %e, "MTA-STS policy fetch failed; the cached policy (if any) applies");
+                count_fetch_failure(domain, &e);
                 let mut failed = self.0.failed.borrow_mut();
                 if failed.len() >= MAX_DOMAINS {
                     failed.clear();
@@ -210,6 +212,32 @@ impl MtaSts {
         }
         fetched
     }
+}
+
+/// Counts a failed policy fetch for TLS reports (RFC 8460 4.3.2.2), under no policy.
+fn count_fetch_failure(domain: &str, e: &FetchError) {
+    use crate::tls_rpt::{Outcome, PolicyDesc, PolicyKind, ResultType, recorder};
+    if !recorder::enabled() {
+        return;
+    }
+    let result = match e {
+        FetchError::Policy(_) => ResultType::StsPolicyInvalid,
+        FetchError::Io(m) if m.starts_with("TLS with") => ResultType::StsWebpkiInvalid,
+        _ => ResultType::StsPolicyFetchError,
+    };
+    let policy = PolicyDesc {
+        kind: PolicyKind::NoPolicyFound,
+        strings: Vec::new(),
+        mx: Vec::new(),
+    };
+    let host = format!("mta-sts.{domain}");
+    let outcome = Outcome::Failure {
+        result,
+        sending_ip: None,
+        mx: &host,
+        receiving_ip: None,
+    };
+    recorder::record(domain, &policy, outcome);
 }
 
 /// Removes the in-flight entry of a domain when the fetching lookup ends or is dropped.

@@ -7,7 +7,7 @@
 //!
 //! What it does not do: no decision about a connection (delivery applies the policy: MX
 //! hosts that do not match are left out in `enforce` mode, and the certificate must verify),
-//! no TLS-RPT reports.
+//! no TLS-RPT reports (a failed fetch is counted for them, `tls_rpt`).
 //!
 //! Invariants: a fetch happens only in a routing task, bounded in time and size; a domain
 //! whose policy cannot be had and is not cached is treated as having none (RFC 8461 5.1).
