@@ -55,6 +55,10 @@ pub struct Event<'a> {
     pub duration_ms: u64,
     /// Message size.
     pub size: usize,
+    /// The message's campaign, empty without one (then not written).
+    pub campaign: &'a str,
+    /// The message's tenant, empty without one (then not written).
+    pub tenant: &'a str,
 }
 
 /// A message accepted (`Reception`).
@@ -77,6 +81,10 @@ pub struct Reception<'a> {
     pub auth: &'a str,
     /// The message's `Message-ID` (`<...>`), empty if it has none.
     pub message_id: &'a str,
+    /// The message's campaign, empty without one (then not written).
+    pub campaign: &'a str,
+    /// The message's tenant, empty without one (then not written).
+    pub tenant: &'a str,
 }
 
 /// A recipient or message refused by the server (`Rejection`).
@@ -211,6 +219,7 @@ impl EventLog {
             ",\"attempt\":{},\"duration_ms\":{},\"size\":{}",
             e.attempt, e.duration_ms, e.size
         );
+        labels(&mut b, e.campaign, e.tenant);
         self.end(b);
     }
 
@@ -236,6 +245,7 @@ impl EventLog {
         ] {
             field(&mut b, key, value);
         }
+        labels(&mut b, r.campaign, r.tenant);
         self.end(b);
     }
 
@@ -358,6 +368,15 @@ impl EventLog {
 }
 
 /// Appends `,"key":"value"` (the key is a literal that needs no escaping).
+/// Appends `campaign` and `tenant`, each only when not empty.
+fn labels(out: &mut Vec<u8>, campaign: &str, tenant: &str) {
+    for (key, value) in [("campaign", campaign), ("tenant", tenant)] {
+        if !value.is_empty() {
+            field(out, key, value);
+        }
+    }
+}
+
 fn field(out: &mut Vec<u8>, key: &str, value: &str) {
     out.extend_from_slice(b",\"");
     out.extend_from_slice(key.as_bytes());
@@ -424,6 +443,8 @@ mod tests {
                 tls: "",
                 auth: "",
                 message_id: "<m@x>",
+                campaign: "",
+                tenant: "",
             });
             log.rejection(&Rejection {
                 stage: "rcpt",

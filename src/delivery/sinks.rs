@@ -91,6 +91,8 @@ impl Sinks {
                 attempt: line.attempt,
                 duration_ms: line.duration_ms,
                 size: msg.size,
+                campaign: msg.record.campaign.as_deref().unwrap_or(""),
+                tenant: msg.record.tenant.as_deref().unwrap_or(""),
             });
         }
     }
@@ -106,7 +108,8 @@ impl Sinks {
                 continue;
             };
             let address = &msg.recipient(line.recipient).address;
-            if let Some(e) = list.bounced(address, class, &line.reply) {
+            let tenant = msg.record.tenant.as_deref().unwrap_or("");
+            if let Some(e) = list.bounced(tenant, address, class, &line.reply) {
                 self.log.suppression(&crate::eventlog::Suppression {
                     action: "add",
                     recipient: &e.address,
@@ -194,6 +197,8 @@ impl Sinks {
                 helo: config.hostname.clone(),
                 tls: None,
                 auth: None,
+                campaign: None,
+                tenant: None,
                 body,
             };
             match spool.append_message(&record).await {
