@@ -1,5 +1,5 @@
-//! The event log: one JSON line per reception, rejection, delivery, operator event and change
-//! to the suppression list, per shard.
+//! The event log: one JSON line per reception, rejection, delivery, operator event, change
+//! to the suppression list and campaign pause or resume, per shard.
 //!
 //! What it does: formats records into an in-memory buffer and appends it to
 //! `<log.dir>/delivery-<shard>.jsonl` when it passes 64 KiB or when `flush` is called (the shard
@@ -275,6 +275,24 @@ impl EventLog {
             ",\"messages\":{},\"recipients\":{}",
             o.messages, o.recipients
         );
+        self.end(b);
+    }
+
+    /// Appends a `CampaignPaused` or `CampaignResumed` event (`paused`) about campaign or
+    /// tenant (`kind`) `name`, with why and by whom.
+    pub fn campaign(&self, paused: bool, kind: &str, name: &str, reason: &str, by: &str) {
+        let mut b = self.begin(match paused {
+            true => "CampaignPaused",
+            false => "CampaignResumed",
+        });
+        for (key, value) in [
+            ("kind", kind),
+            ("name", name),
+            ("reason", reason),
+            ("by", by),
+        ] {
+            field(&mut b, key, value);
+        }
         self.end(b);
     }
 

@@ -15,7 +15,9 @@
 //! only by AUTH commands, so that the limit holds for the host), the delivery limits'
 //! host-wide state (`queue::HostLimits`: atomics per destination, so that connection and rate
 //! limits hold for the host), the suppression list (a table of atomics that every shard reads
-//! without a lock, changed only by its writer thread), the admin endpoint's links to the
+//! without a lock, changed only by its writer thread), the campaign statistics and pauses (a
+//! mutex each shard takes once a second, and a generation number read per job), the admin
+//! endpoint's links to the
 //! shards, the stop request (one atomic) and the start-up channel.
 
 use std::cell::RefCell;
@@ -80,6 +82,9 @@ pub enum ShardError {
     /// The suppression list could not be loaded.
     #[error(transparent)]
     Suppression(#[from] crate::suppression::SuppressionError),
+    /// The paused campaigns could not be read.
+    #[error(transparent)]
+    Campaigns(#[from] crate::campaigns::PauseError),
     /// A shard failed.
     #[error("shard {shard}: {message}")]
     Shard {
@@ -138,6 +143,15 @@ pub fn run(
         true => Some(Suppression::open(&config.suppression, &config.spool.path)?),
         false => None,
     };
+    // One campaign state for the host: statistics, thresholds and the paused set.
+    let campaigns = Arc::new(crate::campaigns::Campaigns::open(
+        config.campaigns.top,
+        &config.spool.path,
+        shaping
+            .as_ref()
+            .map(|s| s.thresholds().clone())
+            .unwrap_or_default(),
+    )?);
     let (links, inboxes): (Vec<ShardLink>, Vec<ShardInbox>) =
         (0..shards).map(|_| control::link()).unzip();
     let inboxes = Arc::new(Mutex::new(
@@ -186,6 +200,7 @@ pub fn run(
                 },
                 dkim: dkim.clone(),
                 suppression: shard_suppression.clone(),
+                campaigns: campaigns.clone(),
             };
             let signals = (signals, start_generation);
             async move { shard_main(index, config, addrs, inbound, signals, ready).await }
@@ -340,6 +355,7 @@ async fn shard_main(
         listeners: addrs.to_vec(),
         host_limits: inbound.host_limits.clone(),
         suppression: inbound.suppression.clone(),
+        campaigns: inbound.campaigns.clone(),
     };
     let (mut queue, queue_handle, queue_rx) =
         match crate::delivery::start::build(config.clone(), index, resolver, parts) {
@@ -400,7 +416,8 @@ async fn shard_main(
         let api = Rc::new(
             Api::new(links, access)
                 .with_cluster(inbound.host_limits.cluster().cloned())
-                .with_suppression(inbound.suppression.clone(), log.clone()),
+                .with_suppression(inbound.suppression.clone(), log.clone())
+                .with_campaigns(inbound.campaigns.clone(), log.clone()),
         );
         let stop = shutdown.clone();
         glommio::spawn_local(crate::admin::serve(listener, api, async move {
@@ -507,6 +524,8 @@ struct Inbound {
     dkim: Option<Arc<crate::dkim::Signer>>,
     /// The host's suppression list.
     suppression: Option<Arc<Suppression>>,
+    /// The host's campaign statistics and pauses.
+    campaigns: Arc<crate::campaigns::Campaigns>,
 }
 
 /// Binds the admin endpoint. A failure is logged and the MTA runs without it: mail matters

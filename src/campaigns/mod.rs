@@ -3,7 +3,8 @@
 //! What it does: defines the `[campaigns]` configuration section (which header fields name a
 //! message's campaign and tenant, whether they are removed before delivery, which clients may
 //! set them, how many distinct names the statistics keep), and gathers the modules that read
-//! the labels at reception ([`labels`]).
+//! the labels at reception ([`labels`]), count by them ([`counts`], [`tally`] per shard,
+//! [`table`] and [`host`] for the host) and pause what crosses a threshold ([`pauses`]).
 //!
 //! What it does not do: no I/O, no protocol; the server applies the labels, delivery carries
 //! them into events and suppression checks.
@@ -11,11 +12,20 @@
 //! Invariants: a label is 1 to [`labels::MAX_LABEL`] octets of `[A-Za-z0-9._:@+=/-]`; a
 //! message carries at most one campaign and one tenant, fixed at reception.
 
+pub mod counts;
+pub mod host;
 pub mod labels;
+pub mod pauses;
+pub mod table;
+pub mod tally;
 
 use serde::{Deserialize, Serialize};
 
+pub use counts::{Counts, Dim};
+pub use host::Campaigns;
 pub use labels::Labeling;
+pub use pauses::{Pause, PauseError};
+pub use tally::Tally;
 
 /// Which clients may name a campaign or tenant.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]

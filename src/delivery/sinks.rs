@@ -47,6 +47,8 @@ pub struct Sinks {
     pub dsn_slots: Rc<glommio::sync::Semaphore>,
     /// The host's suppression list; None = `suppression.enabled` is off.
     pub suppression: Option<Arc<Suppression>>,
+    /// The shard's counts by campaign, tenant, provider and source.
+    pub tally: Rc<crate::campaigns::Tally>,
 }
 
 /// The most DSNs a shard builds at once (each may read its original back from the spool).
