@@ -104,7 +104,7 @@ pub fn stats(config: &Config, by: &str, since: Option<&str>, api: &ApiArgs) -> a
     }
     let v = admin_cli::json(&body)?;
     println!(
-        "{:<24} {:>9} {:>9} {:>9} {:>9} {:>8} {:>10} {:>10} {:>9} {:>8} {:>10}",
+        "{:<24} {:>9} {:>9} {:>9} {:>9} {:>8} {:>10} {:>10} {:>12} {:>9} {:>8} {:>10}",
         by,
         "accepted",
         "delivered",
@@ -113,6 +113,7 @@ pub fn stats(config: &Config, by: &str, since: Option<&str>, api: &ApiArgs) -> a
         "expired",
         "complained",
         "suppressed",
+        "no_one_click",
         "delivery",
         "bounce",
         "complaint"
@@ -123,7 +124,7 @@ pub fn stats(config: &Config, by: &str, since: Option<&str>, api: &ApiArgs) -> a
             name.push_str(" (paused)");
         }
         println!(
-            "{:<24} {:>9} {:>9} {:>9} {:>9} {:>8} {:>10} {:>10} {:>9} {:>8} {:>10}",
+            "{:<24} {:>9} {:>9} {:>9} {:>9} {:>8} {:>10} {:>10} {:>12} {:>9} {:>8} {:>10}",
             name,
             n(&r["accepted"]),
             n(&r["delivered"]),
@@ -132,6 +133,7 @@ pub fn stats(config: &Config, by: &str, since: Option<&str>, api: &ApiArgs) -> a
             n(&r["expired"]),
             n(&r["complained"]),
             n(&r["suppressed"]),
+            n(&r["no_one_click"]),
             pct(&r["delivery_rate"]),
             pct(&r["bounce_rate"]),
             pct(&r["complaint_rate"]),

@@ -296,6 +296,25 @@ impl EventLog {
         self.end(b);
     }
 
+    /// Appends a `BulkWithoutUnsubscribe` event: message `queue_id` (from `from_domain`, of
+    /// `campaign` and `tenant`, to `recipients` recipients) is signed and looks like bulk mail
+    /// but offers no RFC 8058 one-click unsubscription.
+    pub fn bulk_without_unsubscribe(
+        &self,
+        queue_id: &str,
+        from_domain: &str,
+        recipients: usize,
+        campaign: &str,
+        tenant: &str,
+    ) {
+        let mut b = self.begin("BulkWithoutUnsubscribe");
+        field(&mut b, "queue_id", queue_id);
+        field(&mut b, "from_domain", from_domain);
+        let _ = write!(b, ",\"recipients\":{recipients}");
+        labels(&mut b, campaign, tenant);
+        self.end(b);
+    }
+
     /// Appends a `Suppression` event.
     pub fn suppression(&self, s: &Suppression<'_>) {
         let mut b = self.begin("Suppression");

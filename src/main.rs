@@ -86,11 +86,11 @@ enum Cmd {
         #[command(subcommand)]
         what: SuppressionCmd,
     },
-    /// Recipients accepted, delivered, deferred, bounced (by class), expired, complained and
-    /// suppressed, with rates, per campaign, tenant, provider or source (through the admin
-    /// endpoint).
+    /// Recipients accepted, delivered, deferred, bounced (by class), expired, complained,
+    /// suppressed and sent without one-click unsubscription, with rates, per campaign, tenant,
+    /// provider, source or From domain (through the admin endpoint).
     Stats {
-        /// campaign, tenant, provider or source.
+        /// campaign, tenant, provider, source or from_domain.
         #[arg(long, default_value = "campaign")]
         by: String,
         /// Only the last period, e.g. `15m`, `1h`, `24h` (at most a day; default: since start).

@@ -32,6 +32,18 @@ fn config_with(dir: &Path, port: u16, delivery: &str, extra: &str) -> PathBuf {
 /// Sends one message from loopback (a trusted network) with the given labels; panics unless
 /// it is accepted.
 fn send(mta: &Mta, campaign: Option<&str>, tenant: Option<&str>, rcpts: &[&str]) {
+    let mut head = String::from("Subject: news\r\n");
+    if let Some(x) = campaign {
+        head.push_str(&format!("X-Campaign: {x}\r\n"));
+    }
+    if let Some(x) = tenant {
+        head.push_str(&format!("X-Tenant: {x}\r\n"));
+    }
+    send_message(mta, rcpts, &format!("{head}\r\nhello\r\n"));
+}
+
+/// Sends `message` (CRLF lines, not dot-stuffed) from loopback; panics unless it is accepted.
+fn send_message(mta: &Mta, rcpts: &[&str], message: &str) {
     let mut c = Client::connect(mta.addr);
     c.codes(1);
     c.send(b"EHLO c.test\r\n");
@@ -45,15 +57,7 @@ fn send(mta: &Mta, campaign: Option<&str>, tenant: Option<&str>, rcpts: &[&str])
     let mut want = vec![250; rcpts.len() + 1];
     want.push(354);
     assert_eq!(c.codes(rcpts.len() + 2), want);
-    let mut msg = String::from("Subject: news\r\n");
-    if let Some(x) = campaign {
-        msg.push_str(&format!("X-Campaign: {x}\r\n"));
-    }
-    if let Some(x) = tenant {
-        msg.push_str(&format!("X-Tenant: {x}\r\n"));
-    }
-    msg.push_str("\r\nhello\r\n.\r\n");
-    c.send(msg.as_bytes());
+    c.send(format!("{message}.\r\n").as_bytes());
     let r = c.reply().unwrap();
     assert!(r.starts_with("250"), "{r}");
 }
@@ -413,6 +417,73 @@ fn a_campaign_past_its_bounce_threshold_is_paused_until_resumed() {
     let (ok, metrics, _) = mta_cli(admin, &cfg, &["metrics"]);
     assert!(
         ok && metrics.contains("mta_campaign_paused{kind=\"campaign\",name=\"news\"} 1"),
+        "{metrics}"
+    );
+    mta.stop();
+}
+
+#[test]
+fn signed_campaign_mail_without_one_click_unsubscribe_is_counted_and_reported() {
+    let dir = tempdir();
+    let sink = Scripted::start(false, 0);
+    let keys = common::dkim::make_keys(dir.path());
+    let dkim = format!(
+        "[dkim]\nenabled = true\n[[dkim.keys]]\ndomain = \"example.com\"\nselector = \"rsa\"\n\
+         key_file = \"{}\"\n",
+        keys.rsa_file.display()
+    );
+    let cfg = config(dir.path(), sink.port, &dkim);
+    let mut mta = Mta::start(dir.path(), &cfg);
+    let head = "From: News <news@example.com>\r\nSubject: s\r\n";
+    // A campaign without one-click unsubscription: reported.
+    send_message(
+        &mta,
+        &["p0@dest.test", "p1@dest.test"],
+        &format!("{head}X-Campaign: promo\r\n\r\nhi\r\n"),
+    );
+    // With it: not reported.
+    send_message(
+        &mta,
+        &["p2@dest.test"],
+        &format!(
+            "{head}X-Campaign: promo\r\nList-Unsubscribe: <https://example.com/u/1>\r\n\
+             List-Unsubscribe-Post: List-Unsubscribe=One-Click\r\n\r\nhi\r\n"
+        ),
+    );
+    // One recipient and no campaign: not bulk-looking.
+    send_message(
+        &mta,
+        &["t0@dest.test"],
+        &format!("{head}\r\nyour receipt\r\n"),
+    );
+    let v = wait_cli(&mta, &["stats", "--by", "campaign"], |v| {
+        row(v, "promo")["accepted"] == 3
+    });
+    assert_eq!(row(&v, "promo")["no_one_click"], 2, "{v:#}");
+    let f = wait_cli(
+        &mta,
+        &["stats", "--by", "from_domain", "--since", "10m"],
+        |v| row(v, "example.com")["accepted"] == 4,
+    );
+    assert_eq!(row(&f, "example.com")["no_one_click"], 2, "{f:#}");
+    let log = wait_log(dir.path(), "BulkWithoutUnsubscribe", |l| {
+        !events(l, "BulkWithoutUnsubscribe", "").is_empty()
+    });
+    let e = events(&log, "BulkWithoutUnsubscribe", "");
+    assert_eq!(e.len(), 1, "{e:?}");
+    assert_eq!(
+        (
+            e[0]["from_domain"].as_str(),
+            e[0]["campaign"].as_str(),
+            e[0]["recipients"].as_u64()
+        ),
+        (Some("example.com"), Some("promo"), Some(2))
+    );
+    let (ok, metrics, _) = mta_cli(mta.admin.unwrap(), &cfg, &["metrics"]);
+    assert!(
+        ok && metrics.contains(
+            "mta_from_domain_messages_total{from_domain=\"example.com\",event=\"no_one_click\"} 2"
+        ),
         "{metrics}"
     );
     mta.stop();

@@ -133,7 +133,7 @@ impl Routes {
         let by = req.query_param("by").unwrap_or("campaign");
         let Some(dim) = Dim::parse(by) else {
             return bad(format!(
-                "by: {by:?} is campaign, tenant, provider or source"
+                "by: {by:?} is campaign, tenant, provider, source or from_domain"
             ));
         };
         let window = match window(req) {

@@ -21,19 +21,31 @@ pub enum Dim {
     Provider,
     /// The local address delivery connected from (`default`: the system's choice).
     Source,
+    /// The domain of the message's `From:` field (counted at acceptance only).
+    FromDomain,
 }
+
+/// Kinds of row.
+pub const KINDS: usize = 5;
 
 impl Dim {
     /// Every kind, in table order.
-    pub const ALL: [Dim; 4] = [Dim::Campaign, Dim::Tenant, Dim::Provider, Dim::Source];
+    pub const ALL: [Dim; KINDS] = [
+        Dim::Campaign,
+        Dim::Tenant,
+        Dim::Provider,
+        Dim::Source,
+        Dim::FromDomain,
+    ];
 
-    /// `campaign`, `tenant`, `provider` or `source`.
+    /// `campaign`, `tenant`, `provider`, `source` or `from_domain`.
     pub const fn as_str(self) -> &'static str {
         match self {
             Dim::Campaign => "campaign",
             Dim::Tenant => "tenant",
             Dim::Provider => "provider",
             Dim::Source => "source",
+            Dim::FromDomain => "from_domain",
         }
     }
 
@@ -48,8 +60,8 @@ impl Dim {
     }
 }
 
-/// Recipients accepted (counted per campaign and tenant only: provider and source are known
-/// only once a destination is routed).
+/// Recipients accepted (counted per campaign, tenant and From domain only: provider and source
+/// are known only once a destination is routed).
 pub const ACCEPTED: usize = 0;
 /// Recipients the next hop accepted.
 pub const DELIVERED: usize = 1;
@@ -63,8 +75,11 @@ pub const EXPIRED: usize = 4;
 pub const COMPLAINED: usize = 5;
 /// Recipients dropped at delivery because they are on the suppression list.
 pub const SUPPRESSED: usize = 6;
+/// Recipients of DKIM-signed, bulk-looking mail (with a campaign, or more recipients than
+/// `dkim.bulk_warning_recipients`) without RFC 8058 one-click unsubscription.
+pub const NO_ONE_CLICK: usize = 7;
 /// The first per-class bounce counter; class `c` is at `CLASSES + c.index()`.
-pub const CLASSES: usize = 7;
+pub const CLASSES: usize = 8;
 /// Counters per row.
 pub const LEN: usize = CLASSES + BounceClass::ALL.len();
 
@@ -77,6 +92,7 @@ pub const NAMES: [&str; CLASSES] = [
     "expired",
     "complained",
     "suppressed",
+    "no_one_click",
 ];
 
 /// The counters of one row.

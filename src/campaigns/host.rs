@@ -20,13 +20,13 @@ use std::path::Path;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use super::counts::{self, Counts, Dim};
+use super::counts::{self, Counts, Dim, KINDS};
 use super::pauses::{Pause, PauseError, Pauses};
 use super::table::Table;
 use crate::shaping::Thresholds;
 
 /// A shard's counts since its last merge, per kind and name.
-pub type Delta = [HashMap<String, Counts>; 4];
+pub type Delta = [HashMap<String, Counts>; KINDS];
 
 /// See the module header.
 #[derive(Debug)]
@@ -145,17 +145,15 @@ impl Campaigns {
         paused
     }
 
-    /// Records `n` complaints about mail of `campaign` and `tenant` (either may be absent), sent
-    /// from `source` to a destination of `provider` when known; returns what a threshold paused
-    /// because of them. For the complaint intake (feedback loop reports).
-    pub fn complained(&self, labels: [Option<&str>; 4], n: u64, now: SystemTime) -> Vec<Pause> {
+    /// Records `n` complaints about mail of the rows in `labels` (its campaign, tenant,
+    /// provider, source or From domain, as far as they are known); returns what a threshold
+    /// paused because of them. For the complaint intake (feedback loop reports).
+    pub fn complained(&self, labels: &[(Dim, &str)], n: u64, now: SystemTime) -> Vec<Pause> {
         let mut delta: Delta = Default::default();
-        for (dim, name) in Dim::ALL.into_iter().zip(labels) {
-            if let Some(name) = name {
-                let mut c = Counts::default();
-                c.0[counts::COMPLAINED] = n;
-                delta[dim.index()].insert(name.to_owned(), c);
-            }
+        for &(dim, name) in labels {
+            let mut c = Counts::default();
+            c.0[counts::COMPLAINED] = n;
+            delta[dim.index()].insert(name.to_owned(), c);
         }
         self.merge(&mut delta, now)
     }
@@ -221,8 +219,8 @@ impl Campaigns {
             .copied()
     }
 
-    /// The Prometheus text: recipients per campaign, tenant, provider and source and event
-    /// (`campaigns.top` names plus `other`), and the paused campaigns and tenants.
+    /// The Prometheus text: recipients per campaign, tenant, provider, source and From domain,
+    /// and event (`campaigns.top` names plus `other`), and the paused campaigns and tenants.
     pub fn metrics(&self) -> String {
         let mut out = String::new();
         let table = self.table.lock().expect("table lock");
@@ -317,7 +315,7 @@ mod tests {
         assert!(c.resume(Dim::Campaign, "spring").unwrap().is_some());
         assert!(send(10, 0).is_empty());
         // A complaint rate of 1/10 crosses 1%.
-        let paused = c.complained([Some("spring"), None, None, None], 1, now);
+        let paused = c.complained(&[(Dim::Campaign, "spring")], 1, now);
         assert_eq!(paused.len(), 1);
         assert!(
             paused[0].reason.starts_with("complaint rate"),

@@ -17,7 +17,7 @@
 
 use std::collections::HashMap;
 
-use super::counts::{Counts, Dim};
+use super::counts::{Counts, Dim, KINDS};
 
 /// Minute buckets kept (the last hour).
 const MINUTES: usize = 60;
@@ -107,7 +107,7 @@ struct Rows {
 #[derive(Debug)]
 pub struct Table {
     top: usize,
-    rows: [Rows; 4],
+    rows: [Rows; KINDS],
 }
 
 impl Table {
@@ -120,7 +120,7 @@ impl Table {
         };
         Table {
             top,
-            rows: [rows(), rows(), rows(), rows()],
+            rows: std::array::from_fn(|_| rows()),
         }
     }
 

@@ -1,8 +1,8 @@
 //! A shard's counts since it last handed them to the host ([`Tally`]).
 //!
-//! What it does: counts recipients by campaign, tenant, provider and source as the shard's
-//! queue takes and ends them, in a table of its own (no lock, no atomic), and hands it to the
-//! host's [`Campaigns`] once a second ([`Tally::flush`]).
+//! What it does: counts recipients by campaign, tenant, provider, source and From domain as
+//! the shard's queue takes and ends them, in a table of its own (no lock, no atomic), and hands
+//! it to the host's [`Campaigns`] once a second ([`Tally::flush`]).
 //!
 //! What it does not do: no windows, no thresholds (the host's), no event log.
 //!

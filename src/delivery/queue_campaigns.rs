@@ -1,8 +1,10 @@
 //! The queue task's side of campaigns and tenants: counting, and parking the jobs of what is
 //! paused.
 //!
-//! What it does: counts accepted recipients and every recipient event by campaign, tenant,
-//! provider and source into the shard's tally, hands the tally to the host once a second
+//! What it does: counts accepted recipients (by campaign, tenant and From domain, with those
+//! of signed bulk-looking mail without RFC 8058 one-click unsubscription, which also get a
+//! `BulkWithoutUnsubscribe` event) and every recipient event (by campaign, tenant, provider
+//! and source) into the shard's tally, hands the tally to the host once a second
 //! (logging a `CampaignPaused` event for what a threshold paused), parks each job of a paused
 //! campaign or tenant when it would join a destination's queue (once routed) or be handed to
 //! a connection, and routes the parked jobs again once their campaign and tenant are resumed.
@@ -19,7 +21,9 @@ use std::collections::{HashMap, HashSet};
 use std::time::SystemTime;
 
 use super::ShardQueue;
-use crate::campaigns::counts::{ACCEPTED, BOUNCED, DEFERRED, DELIVERED, EXPIRED, SUPPRESSED};
+use crate::campaigns::counts::{
+    ACCEPTED, BOUNCED, DEFERRED, DELIVERED, EXPIRED, NO_ONE_CLICK, SUPPRESSED,
+};
 use crate::campaigns::{Counts, Dim};
 use crate::delivery::message::Message;
 use crate::delivery::recorder::Line;
@@ -64,17 +68,49 @@ impl Parking {
 const DEFAULT: &str = "default";
 
 impl ShardQueue {
-    /// Counts the recipients of a message just accepted.
+    /// Counts the recipients of a message just accepted, by campaign, tenant and From domain,
+    /// and reports it when it is signed, bulk-looking mail without one-click unsubscription.
     pub(super) fn count_accepted(&self, record: &MessageRecord) {
         let n = record.recipients.len() as u64;
-        for (dim, name) in [
-            (Dim::Campaign, &record.campaign),
-            (Dim::Tenant, &record.tenant),
-        ] {
+        let from = crate::dkim::from_domain(&record.body);
+        let missing = self.lacks_one_click(record);
+        let rows = [
+            (Dim::Campaign, record.campaign.as_deref()),
+            (Dim::Tenant, record.tenant.as_deref()),
+            (Dim::FromDomain, from.as_deref()),
+        ];
+        for (dim, name) in rows {
             if let Some(name) = name {
-                self.sinks.tally.count(dim, name, |c| c.0[ACCEPTED] += n);
+                self.sinks.tally.count(dim, name, |c| {
+                    c.0[ACCEPTED] += n;
+                    if missing {
+                        c.0[NO_ONE_CLICK] += n;
+                    }
+                });
             }
         }
+        if missing {
+            self.sinks.log.bulk_without_unsubscribe(
+                &record.queue_id().to_string(),
+                from.as_deref().unwrap_or(""),
+                record.recipients.len(),
+                record.campaign.as_deref().unwrap_or(""),
+                record.tenant.as_deref().unwrap_or(""),
+            );
+        }
+    }
+
+    /// Whether `record` is DKIM-signed (the signer puts its fields first), looks like bulk mail
+    /// (it has a campaign, or more recipients than `dkim.bulk_warning_recipients`) and lacks
+    /// `List-Unsubscribe` with `List-Unsubscribe-Post: List-Unsubscribe=One-Click` (RFC 8058).
+    fn lacks_one_click(&self, record: &MessageRecord) -> bool {
+        let over = self.config.dkim.bulk_warning_recipients;
+        let bulk = record.campaign.is_some() || (over > 0 && record.recipients.len() > over);
+        let signed = record
+            .body
+            .get(..15)
+            .is_some_and(|h| h.eq_ignore_ascii_case(b"DKIM-Signature:"));
+        bulk && signed && !crate::dkim::has_one_click_unsubscribe(&record.body)
     }
 
     /// Counts the recipient events in `lines` of `msg`, which went through `dest`.
