@@ -28,6 +28,8 @@ fn record(id: u64) -> MessageRecord {
         helo: "app.sender.example".into(),
         tls: None,
         auth: None,
+        campaign: None,
+        tenant: None,
         body: vec![b'x'; 4096],
     }
 }

@@ -1,5 +1,5 @@
-//! The event log: one JSON line per reception, rejection, delivery, operator event and change
-//! to the suppression list, per shard.
+//! The event log: one JSON line per reception, rejection, delivery, operator event, change
+//! to the suppression list and campaign pause or resume, per shard.
 //!
 //! What it does: formats records into an in-memory buffer and appends it to
 //! `<log.dir>/delivery-<shard>.jsonl` when it passes 64 KiB or when `flush` is called (the shard
@@ -55,6 +55,10 @@ pub struct Event<'a> {
     pub duration_ms: u64,
     /// Message size.
     pub size: usize,
+    /// The message's campaign, empty without one (then not written).
+    pub campaign: &'a str,
+    /// The message's tenant, empty without one (then not written).
+    pub tenant: &'a str,
 }
 
 /// A message accepted (`Reception`).
@@ -77,6 +81,10 @@ pub struct Reception<'a> {
     pub auth: &'a str,
     /// The message's `Message-ID` (`<...>`), empty if it has none.
     pub message_id: &'a str,
+    /// The message's campaign, empty without one (then not written).
+    pub campaign: &'a str,
+    /// The message's tenant, empty without one (then not written).
+    pub tenant: &'a str,
 }
 
 /// A recipient or message refused by the server (`Rejection`).
@@ -231,6 +239,7 @@ impl EventLog {
             ",\"attempt\":{},\"duration_ms\":{},\"size\":{}",
             e.attempt, e.duration_ms, e.size
         );
+        labels(&mut b, e.campaign, e.tenant);
         self.end(b);
     }
 
@@ -256,6 +265,7 @@ impl EventLog {
         ] {
             field(&mut b, key, value);
         }
+        labels(&mut b, r.campaign, r.tenant);
         self.end(b);
     }
 
@@ -285,6 +295,43 @@ impl EventLog {
             ",\"messages\":{},\"recipients\":{}",
             o.messages, o.recipients
         );
+        self.end(b);
+    }
+
+    /// Appends a `CampaignPaused` or `CampaignResumed` event (`paused`) about campaign or
+    /// tenant (`kind`) `name`, with why and by whom.
+    pub fn campaign(&self, paused: bool, kind: &str, name: &str, reason: &str, by: &str) {
+        let mut b = self.begin(match paused {
+            true => "CampaignPaused",
+            false => "CampaignResumed",
+        });
+        for (key, value) in [
+            ("kind", kind),
+            ("name", name),
+            ("reason", reason),
+            ("by", by),
+        ] {
+            field(&mut b, key, value);
+        }
+        self.end(b);
+    }
+
+    /// Appends a `BulkWithoutUnsubscribe` event: message `queue_id` (from `from_domain`, of
+    /// `campaign` and `tenant`, to `recipients` recipients) is signed and looks like bulk mail
+    /// but offers no RFC 8058 one-click unsubscription.
+    pub fn bulk_without_unsubscribe(
+        &self,
+        queue_id: &str,
+        from_domain: &str,
+        recipients: usize,
+        campaign: &str,
+        tenant: &str,
+    ) {
+        let mut b = self.begin("BulkWithoutUnsubscribe");
+        field(&mut b, "queue_id", queue_id);
+        field(&mut b, "from_domain", from_domain);
+        let _ = write!(b, ",\"recipients\":{recipients}");
+        labels(&mut b, campaign, tenant);
         self.end(b);
     }
 
@@ -399,6 +446,15 @@ impl EventLog {
 }
 
 /// Appends `,"key":"value"` (the key is a literal that needs no escaping).
+/// Appends `campaign` and `tenant`, each only when not empty.
+fn labels(out: &mut Vec<u8>, campaign: &str, tenant: &str) {
+    for (key, value) in [("campaign", campaign), ("tenant", tenant)] {
+        if !value.is_empty() {
+            field(out, key, value);
+        }
+    }
+}
+
 fn field(out: &mut Vec<u8>, key: &str, value: &str) {
     out.extend_from_slice(b",\"");
     out.extend_from_slice(key.as_bytes());
@@ -465,6 +521,8 @@ mod tests {
                 tls: "",
                 auth: "",
                 message_id: "<m@x>",
+                campaign: "",
+                tenant: "",
             });
             log.rejection(&Rejection {
                 stage: "rcpt",

@@ -33,6 +33,7 @@
 
 pub mod admin;
 pub mod auth;
+pub mod campaigns;
 pub mod cluster;
 pub mod config;
 pub mod crash;

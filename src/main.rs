@@ -9,6 +9,7 @@ use clap::{Parser, Subcommand};
 use mta::config::Config;
 
 mod admin_cli;
+mod campaign_cli;
 mod queue_cli;
 mod suppression_cli;
 mod trace_cli;
@@ -84,6 +85,24 @@ enum Cmd {
     Suppression {
         #[command(subcommand)]
         what: SuppressionCmd,
+    },
+    /// Recipients accepted, delivered, deferred, bounced (by class), expired, complained,
+    /// suppressed and sent without one-click unsubscription, with rates, per campaign, tenant,
+    /// provider, source or From domain (through the admin endpoint).
+    Stats {
+        /// campaign, tenant, provider, source or from_domain.
+        #[arg(long, default_value = "campaign")]
+        by: String,
+        /// Only the last period, e.g. `15m`, `1h`, `24h` (at most a day; default: since start).
+        #[arg(long)]
+        since: Option<String>,
+        #[command(flatten)]
+        api: ApiArgs,
+    },
+    /// Look at, pause and resume campaigns and tenants (through the admin endpoint).
+    Campaign {
+        #[command(subcommand)]
+        what: campaign_cli::CampaignCmd,
     },
     /// Print the running MTA's metrics (Prometheus text).
     Metrics {
@@ -172,7 +191,8 @@ fn main() -> ExitCode {
     let config_path = match &cli.command {
         Cmd::Passwd { .. } => None,
         Cmd::Run { config } | Cmd::CheckConfig { config } => config.clone(),
-        Cmd::Metrics { api } => api.config.clone(),
+        Cmd::Metrics { api } | Cmd::Stats { api, .. } => api.config.clone(),
+        Cmd::Campaign { what } => what.config(),
         Cmd::Queue { what } => what.config(),
         Cmd::Trace { config, .. } => config.clone(),
         Cmd::Delivery { what } => what.config(),
@@ -228,6 +248,8 @@ fn main() -> ExitCode {
             }
         },
         Cmd::Metrics { api } => admin_cli::simple(&config, &api, false, "/metrics"),
+        Cmd::Stats { by, since, api } => campaign_cli::stats(&config, &by, since.as_deref(), &api),
+        Cmd::Campaign { what } => campaign_cli::campaign(&config, what),
         Cmd::Queue { what } => queue_cli::queue(&config, what),
         Cmd::Trace {
             query, since, json, ..

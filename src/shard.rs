@@ -15,10 +15,11 @@
 //! only by AUTH commands, so that the limit holds for the host), the delivery limits'
 //! host-wide state (`queue::HostLimits`: atomics per destination, so that connection and rate
 //! limits hold for the host), the suppression list (a table of atomics that every shard reads
-//! without a lock, changed only by its writer thread), the admin endpoint's links to the
-//! shards, the TLS reporter's channels (every shard sends its session counts every few
-//! seconds; shard 0 receives the periods due for reporting), the stop request (one atomic)
-//! and the start-up channel.
+//! without a lock, changed only by its writer thread), the campaign statistics and pauses (a
+//! mutex each shard takes once a second, and a generation number read per job), the admin
+//! endpoint's links to the shards, the TLS reporter's channels (every shard sends its session
+//! counts every few seconds; shard 0 receives the periods due for reporting), the stop request
+//! (one atomic) and the start-up channel.
 
 use std::cell::RefCell;
 use std::net::SocketAddr;
@@ -85,6 +86,9 @@ pub enum ShardError {
     /// The TLS reporter could not start (its directory under the spool).
     #[error("TLS reports: {0}")]
     TlsRpt(std::io::Error),
+    /// The paused campaigns could not be read.
+    #[error(transparent)]
+    Campaigns(#[from] crate::campaigns::PauseError),
     /// A shard failed.
     #[error("shard {shard}: {message}")]
     Shard {
@@ -146,6 +150,15 @@ pub fn run(
     // The TLS reporter thread, with every shard's link to it (None: reporting is off).
     let reporter = crate::tls_rpt::link::Reporter::start(&config).map_err(ShardError::TlsRpt)?;
     let rpt_link = reporter.as_ref().map(|r| (r.link(), r.jobs()));
+    // One campaign state for the host: statistics, thresholds and the paused set.
+    let campaigns = Arc::new(crate::campaigns::Campaigns::open(
+        config.campaigns.top,
+        &config.spool.path,
+        shaping
+            .as_ref()
+            .map(|s| s.thresholds().clone())
+            .unwrap_or_default(),
+    )?);
     let (links, inboxes): (Vec<ShardLink>, Vec<ShardInbox>) =
         (0..shards).map(|_| control::link()).unzip();
     let inboxes = Arc::new(Mutex::new(
@@ -201,6 +214,7 @@ pub fn run(
                     };
                     (link.clone(), jobs)
                 }),
+                campaigns: campaigns.clone(),
             };
             let signals = (signals, start_generation);
             async move { shard_main(index, config, addrs, inbound, signals, ready).await }
@@ -367,6 +381,7 @@ async fn shard_main(
         listeners: addrs.to_vec(),
         host_limits: inbound.host_limits.clone(),
         suppression: inbound.suppression.clone(),
+        campaigns: inbound.campaigns.clone(),
     };
     let report_resolver = resolver.clone();
     let (mut queue, queue_handle, queue_rx) =
@@ -434,7 +449,8 @@ async fn shard_main(
         let api = Rc::new(
             Api::new(links, access)
                 .with_cluster(inbound.host_limits.cluster().cloned())
-                .with_suppression(inbound.suppression.clone(), log.clone()),
+                .with_suppression(inbound.suppression.clone(), log.clone())
+                .with_campaigns(inbound.campaigns.clone(), log.clone()),
         );
         let stop = shutdown.clone();
         glommio::spawn_local(crate::admin::serve(listener, api, async move {
@@ -550,6 +566,8 @@ struct Inbound {
         crate::tls_rpt::link::ShardLink,
         Option<crate::tls_rpt::link::Jobs>,
     )>,
+    /// The host's campaign statistics and pauses.
+    campaigns: Arc<crate::campaigns::Campaigns>,
 }
 
 /// Binds the admin endpoint. A failure is logged and the MTA runs without it: mail matters

@@ -29,6 +29,8 @@ fn message(id: u64, recipients: usize) -> MessageRecord {
         helo: "c.test".into(),
         tls: None,
         auth: None,
+        campaign: None,
+        tenant: None,
         body: b"Subject: x\r\n\r\nbody\r\n".to_vec(),
     }
 }

@@ -8,7 +8,8 @@
 //! `POST /delivery/pause|resume`, `POST /destinations/<d>/suspend` (`?duration=1h`),
 //! `POST /destinations/<d>/resume`, `GET /destinations/<d>` and `GET /health`, by asking every
 //! shard (with who asks, for the event log) and merging the answers; `/suppression...` goes to
-//! the suppression routes (`suppression`), which use the host's list directly.
+//! the suppression routes (`suppression`), which use the host's list directly, and `/stats` and
+//! `/campaigns...` to the campaign routes (`campaigns`), which use the host's campaign state.
 //!
 //! What it does not do: no state of its own; no execution (each shard acts on its own queue).
 //!
@@ -40,6 +41,7 @@ pub struct Api {
     access: LiveAccess,
     cluster: Option<std::sync::Arc<crate::queue::ClusterLink>>,
     suppression: Option<super::suppression::Routes>,
+    campaigns: Option<super::campaigns::Routes>,
 }
 
 impl Api {
@@ -51,6 +53,7 @@ impl Api {
             access,
             cluster: None,
             suppression: None,
+            campaigns: None,
         }
     }
 
@@ -67,6 +70,17 @@ impl Api {
         log: std::rc::Rc<crate::eventlog::EventLog>,
     ) -> Api {
         self.suppression = list.map(|list| super::suppression::Routes { list, log });
+        self
+    }
+
+    /// The same, with the campaign routes (`/stats`, `/campaigns...`) over `campaigns`,
+    /// logging changes to `log`.
+    pub fn with_campaigns(
+        mut self,
+        campaigns: std::sync::Arc<crate::campaigns::Campaigns>,
+        log: std::rc::Rc<crate::eventlog::EventLog>,
+    ) -> Api {
+        self.campaigns = Some(super::campaigns::Routes { campaigns, log });
         self
     }
 
@@ -98,6 +112,12 @@ impl Api {
                 )),
             };
             return answer.unwrap_or_else(Response::not_found);
+        }
+        if matches!(segments.first(), Some(&("stats" | "campaigns")))
+            && let Some(routes) = &self.campaigns
+            && let Some(answer) = routes.route(&req, method, &segments, &self.actor(&req).0)
+        {
+            return answer;
         }
         match (method, segments.as_slice()) {
             ("GET", ["health"]) => {
@@ -209,6 +229,9 @@ impl Api {
                 let mut text = crate::metrics::encode(&snapshots);
                 if let Some(link) = &self.cluster {
                     text.push_str(&crate::metrics::encode_cluster(link));
+                }
+                if let Some(c) = &self.campaigns {
+                    text.push_str(&c.campaigns.metrics());
                 }
                 text.into_bytes()
             },

@@ -172,6 +172,7 @@ fn destination(v: &DestinationView) -> Value {
             "last_tls": v.last_tls,
             "why": v.why,
             "sources": sources,
+            "parked_paused": v.parked,
         });
     };
     let suspended = s
@@ -184,6 +185,7 @@ fn destination(v: &DestinationView) -> Value {
         "source_address": v.source_address,
         "known": true,
         "why": v.why,
+        "parked_paused": v.parked,
         "ready_new": s.ready_new,
         "ready_retry": s.ready_retry,
         "connections": s.connections,

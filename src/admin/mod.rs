@@ -14,6 +14,7 @@
 
 pub mod access;
 pub mod api;
+pub mod campaigns;
 pub mod client;
 pub mod control;
 pub mod encode;

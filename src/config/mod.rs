@@ -137,6 +137,8 @@ pub struct Config {
     pub cluster: ClusterSection,
     /// The suppression list.
     pub suppression: crate::suppression::SuppressionSection,
+    /// Campaign and tenant labels.
+    pub campaigns: crate::campaigns::CampaignsSection,
 }
 
 /// `[log]`.
@@ -217,6 +219,7 @@ impl Default for Config {
             dkim: crate::dkim::DkimSection::default(),
             cluster: ClusterSection::default(),
             suppression: crate::suppression::SuppressionSection::default(),
+            campaigns: crate::campaigns::CampaignsSection::default(),
         }
     }
 }
@@ -392,6 +395,9 @@ impl Config {
             return invalid("shutdown.grace", "at most 1h");
         }
         self.validate_dkim()?;
+        if let Some((key, problem)) = self.campaigns.problem() {
+            return invalid(key, &problem);
+        }
         self.suppression
             .check()
             .map_err(|(key, problem)| ConfigError::Invalid { key, problem })?;

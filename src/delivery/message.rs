@@ -243,6 +243,8 @@ mod tests {
             helo: "c".into(),
             tls: None,
             auth: None,
+            campaign: None,
+            tenant: None,
             body: Vec::new(),
         };
         r.recipients[1].params = vec![

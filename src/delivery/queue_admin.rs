@@ -105,6 +105,17 @@ impl ShardQueue {
                 if view.state.is_none() && !view.sources.is_empty() {
                     view.why = "its mail is queued per source of its pool (see sources)".to_owned();
                 }
+                view.parked = self.parking.for_destination(&view.key);
+                let idle = view
+                    .state
+                    .as_ref()
+                    .is_none_or(|s| s.ready_new + s.ready_retry == 0);
+                if view.parked > 0 && idle && view.sources.is_empty() {
+                    view.why = format!(
+                        "paused: {} recipients wait for a paused campaign or tenant (mta campaign list)",
+                        view.parked
+                    );
+                }
                 Answer::Explained(Ok(Box::new(view)))
             }
         };

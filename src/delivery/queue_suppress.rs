@@ -1,7 +1,8 @@
 //! The queue task's side of the suppression list: suppressed recipients are taken out of a job
 //! just before it goes to a connection.
 //!
-//! What it does: checks each recipient of a job against the host's list; those listed are
+//! What it does: checks each recipient of a job against the host's list (the message's
+//! tenant's entries, then the global ones); those listed are
 //! ended there, as the recorder's [`recorder::ended`] says: a `Suppressed` event with the
 //! entry's kind as its class, counted as bounced (so the accounting still balances), and a
 //! DSN to the sender only with `suppression.dsn`.
@@ -30,8 +31,11 @@ impl ShardQueue {
         };
         let e = self.messages.get_mut(job.message)?;
         let mut dropped = Vec::new();
+        // The message's tenant's list, then the global one.
+        let m = e.msg.clone();
+        let tenant = m.record.tenant.as_deref().unwrap_or("");
         job.recipients
-            .retain(|&i| match list.check("", &e.msg.recipient(i).address) {
+            .retain(|&i| match list.check(tenant, &m.recipient(i).address) {
                 Some(kind) => {
                     dropped.push((i, kind.as_str()));
                     false

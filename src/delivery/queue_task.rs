@@ -84,6 +84,8 @@ pub struct ShardQueue {
     /// Something changed what the scheduler would say.
     dirty: bool,
     tx: QueueHandle,
+    /// Jobs of paused campaigns and tenants.
+    pub(super) parking: campaigns::Parking,
 }
 
 impl ShardQueue {
@@ -115,6 +117,7 @@ impl ShardQueue {
             stopping: false,
             dirty: true,
             tx: tx.clone(),
+            parking: campaigns::Parking::default(),
         };
         (queue, tx, rx)
     }
@@ -241,7 +244,11 @@ impl ShardQueue {
         if let Some(file) = &shaping {
             let rules = file.as_ref().map(|s| s.rule_engine().rules().to_vec());
             self.rules.reload(rules.unwrap_or_default());
+            let thresholds = file.as_ref().map(|s| s.thresholds().clone());
+            let host = self.sinks.tally.host();
+            host.set_thresholds(thresholds.unwrap_or_default());
         }
+        self.sinks.tally.host().set_top(config.campaigns.top);
         let shaping = shaping.unwrap_or_else(|| self.routes.shaping().cloned());
         self.routes.reload(config.clone(), shaping);
         let now = Instant::now();
@@ -267,6 +274,7 @@ impl ShardQueue {
     }
 
     fn accepted(&mut self, record: MessageRecord) {
+        self.count_accepted(&record);
         let size = record.body.len();
         let eight_bit = !record.body.is_ascii();
         self.take(Arrival {
@@ -361,6 +369,9 @@ impl ShardQueue {
     /// Queues a routed job on its destination, with the destination's limits in force; a new
     /// queue that an operator's suspension covers starts suspended.
     fn submit(&mut self, target: &Target, job: Job) {
+        let Some(job) = self.unpaused(job, &target.key) else {
+            return;
+        };
         let now = Instant::now();
         if !self.sched.knows(&target.key)
             && let Some(until) = self.suspensions.for_new_queue(&target.key.0, now)
@@ -444,6 +455,9 @@ impl ShardQueue {
         }
         let now = Instant::now();
         while let Some(job) = self.sched.next_job(dest, now) {
+            let Some(job) = self.unpaused(job, dest) else {
+                continue;
+            };
             // Suppressed recipients end here, before anything is sent.
             let Some(job) = self.unsuppressed(job, &dest.0) else {
                 continue;
@@ -543,6 +557,7 @@ impl ShardQueue {
         let id = msg.record.queue_id();
         self.sinks.states(id, r.states);
         self.sinks.lines(msg, &r.lines, dest, peer);
+        self.count_lines(msg, &r.lines, dest);
         self.sinks.suppress_bounced(msg, &r.lines);
         self.sinks.count(msg, &r.classes, r.counts.delivered);
         let c = &mut self.counters;
@@ -582,12 +597,15 @@ impl ShardQueue {
         }
         self.tls_fallback.retain(|_, until| *until > now);
         self.sched.host().prune(now);
+        self.campaign_chores();
         self.sinks.log.flush();
     }
 }
 
 #[path = "queue_admin.rs"]
 mod admin;
+#[path = "queue_campaigns.rs"]
+mod campaigns;
 #[path = "queue_ops.rs"]
 mod ops;
 #[path = "queue_shaping.rs"]

@@ -44,6 +44,8 @@ fn message(sender: &str, rcpts: &[(&str, Option<&str>)], trusted: bool) -> (Mess
         helo: "c.test".into(),
         tls: None,
         auth: None,
+        campaign: None,
+        tenant: None,
         body: Vec::new(),
     };
     let progress = Progress::new(&vec![None; rcpts.len()]);

@@ -59,6 +59,8 @@ pub struct Target {
     /// What the receiver requires of TLS through DNS (DANE, MTA-STS); empty for routes and
     /// the smarthost.
     pub security: Rc<Security>,
+    /// The shaping file's provider section that matched (for the statistics), if any.
+    pub provider: Option<String>,
 }
 
 /// The result of routing a domain.
@@ -195,6 +197,7 @@ fn routed(
         auth,
         domain: domain.to_owned(),
         security,
+        provider: None,
     }))
 }
 

@@ -142,6 +142,7 @@ impl Routes {
             auth,
             domain: target.domain.clone(),
             security: target.security.clone(),
+            provider: None,
         });
         self.shape(plain)
     }
@@ -212,6 +213,7 @@ impl Routes {
             auth: target.auth.clone(),
             domain: target.domain.clone(),
             security: Rc::default(),
+            provider: target.provider.clone(),
         });
         self.targets.insert(key, relaxed.clone());
         relaxed
@@ -310,6 +312,7 @@ impl Routes {
             auth: target.auth.clone(),
             domain: target.domain.clone(),
             security: target.security.clone(),
+            provider: shape.provider.clone(),
         })
     }
 
@@ -358,6 +361,7 @@ impl Routes {
             auth: target.auth.clone(),
             domain: target.domain.clone(),
             security: target.security.clone(),
+            provider: target.provider.clone(),
         })
     }
 }

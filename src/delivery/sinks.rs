@@ -47,6 +47,8 @@ pub struct Sinks {
     pub dsn_slots: Rc<glommio::sync::Semaphore>,
     /// The host's suppression list; None = `suppression.enabled` is off.
     pub suppression: Option<Arc<Suppression>>,
+    /// The shard's counts by campaign, tenant, provider and source.
+    pub tally: Rc<crate::campaigns::Tally>,
 }
 
 /// The most DSNs a shard builds at once (each may read its original back from the spool).
@@ -91,6 +93,8 @@ impl Sinks {
                 attempt: line.attempt,
                 duration_ms: line.duration_ms,
                 size: msg.size,
+                campaign: msg.record.campaign.as_deref().unwrap_or(""),
+                tenant: msg.record.tenant.as_deref().unwrap_or(""),
             });
         }
     }
@@ -106,7 +110,8 @@ impl Sinks {
                 continue;
             };
             let address = &msg.recipient(line.recipient).address;
-            if let Some(e) = list.bounced(address, class, &line.reply) {
+            let tenant = msg.record.tenant.as_deref().unwrap_or("");
+            if let Some(e) = list.bounced(tenant, address, class, &line.reply) {
                 self.log.suppression(&crate::eventlog::Suppression {
                     action: "add",
                     recipient: &e.address,
@@ -194,6 +199,8 @@ impl Sinks {
                 helo: config.hostname.clone(),
                 tls: None,
                 auth: None,
+                campaign: None,
+                tenant: None,
                 body,
             };
             match spool.append_message(&record).await {

@@ -54,6 +54,8 @@ pub struct StageParts {
     pub suppression: Option<Arc<crate::suppression::Suppression>>,
     /// The delivery limits every shard shares.
     pub host_limits: Arc<HostLimits>,
+    /// The host's campaign statistics and pauses.
+    pub campaigns: Arc<crate::campaigns::Campaigns>,
 }
 
 /// The queue of shard `shard`, its handle and its channel's receiving end.
@@ -73,6 +75,7 @@ pub fn build(
         listeners,
         host_limits,
         suppression,
+        campaigns,
     } = parts;
     let budget = config.delivery.memory_budget.0 / config.effective_shards() as u64;
     let seed = SystemTime::now()
@@ -101,6 +104,7 @@ pub fn build(
             ids,
             dsn_slots: Rc::new(glommio::sync::Semaphore::new(super::sinks::DSNS_AT_ONCE)),
             suppression,
+            tally: Rc::new(crate::campaigns::Tally::new(campaigns)),
         },
     };
     Ok(ShardQueue::new(config, shaping, parts))

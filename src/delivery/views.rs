@@ -275,6 +275,8 @@ pub struct DestinationView {
     /// The queues of its pool's sources on this shard, each explained (empty for a source's
     /// own queue).
     pub sources: Vec<DestinationView>,
+    /// Recipients for it on this shard that wait for a paused campaign or tenant.
+    pub parked: usize,
 }
 
 /// A destination's scheduler state.
@@ -462,6 +464,7 @@ pub fn explain(
             tls_policy,
             last_tls,
             sources: Vec::new(),
+            parked: 0,
         };
     };
     let queued = s.ready_new + s.ready_retry;
@@ -510,6 +513,7 @@ pub fn explain(
         tls_policy,
         last_tls,
         sources: Vec::new(),
+        parked: 0,
     }
 }
 

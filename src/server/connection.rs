@@ -299,10 +299,15 @@ async fn run(
                 Action::Flush => write(slot, &mut out).await?,
                 Action::Queue(mut record) => {
                     let id = QueueId(record.id);
+                    // Mail we originate: an authenticated client or a trusted network.
+                    let originated =
+                        record.auth.is_some() || session_config.relay.is_trusted(peer.ip());
+                    // Labels are read (and stripped) before signing: DKIM signs what is sent.
+                    let found = session_config.labeling.apply(&mut record, originated);
+                    if found.ignored > 0 {
+                        tracing::debug!(%peer, queue_id = %id, ignored = found.ignored, "campaign or tenant field ignored (invalid, or the client may not set it)");
+                    }
                     if let Some(dkim) = &ctx.dkim {
-                        // Mail we originate: an authenticated client or a trusted network.
-                        let originated =
-                            record.auth.is_some() || session_config.relay.is_trusted(peer.ip());
                         dkim.sign(&mut record, originated).await;
                     }
                     let started = Instant::now();
@@ -338,6 +343,8 @@ async fn run(
                             tls: record.tls.as_deref().unwrap_or(""),
                             auth: record.auth.as_deref().unwrap_or(""),
                             message_id: crate::headers::message_id(&record.body).unwrap_or(""),
+                            campaign: record.campaign.as_deref().unwrap_or(""),
+                            tenant: record.tenant.as_deref().unwrap_or(""),
                         });
                     }
                     session.queued(id, result.map_err(drop), &mut out);

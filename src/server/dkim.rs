@@ -97,8 +97,9 @@ impl Signing {
             Ok(true) => {
                 self.metrics.dkim_signed.inc();
                 let bulk = self.bulk_recipients.get();
-                if bulk > 0
-                    && record.recipients.len() > bulk
+                // Campaign mail is bulk mail, whatever its number of recipients.
+                let many = bulk > 0 && record.recipients.len() > bulk;
+                if (many || record.campaign.is_some())
                     && !crate::dkim::has_one_click_unsubscribe(&record.body)
                 {
                     self.metrics.bulk_without_unsubscribe.inc();

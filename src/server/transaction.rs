@@ -96,6 +96,8 @@ impl Transaction {
             helo: helo.to_owned(),
             tls: None,
             auth: None,
+            campaign: None,
+            tenant: None,
             body: self.body,
         }
     }

@@ -1,7 +1,8 @@
 //! The shaping file: per-destination limits at four levels, and their resolution.
 //!
 //! What it does: parses the TOML shaping file (`[default]`, `[provider.<name>]` with
-//! `mx_suffixes`, `[domain."<name>"]`, `[source."<ip or net>"]`, `[[rule]]`, `[[bounce_class]]`)
+//! `mx_suffixes`, `[domain."<name>"]`, `[source."<ip or net>"]`, `[[rule]]`, `[[bounce_class]]`,
+//! and the thresholds `[campaign."<name>"]` and `[tenant."<name>"]`)
 //! into a validated [`Shaping`], and merges the levels that apply to one delivery into a
 //! [`Shape`]: default < provider < domain < source, later wins per field.
 //!
@@ -26,6 +27,7 @@ use serde::de::{self, Deserializer, MapAccess, Visitor};
 use super::bounce_class::{BounceClassifier, RawBounceClass};
 use super::rule::{RawRule, Rule};
 use super::rules::RuleEngine;
+use super::thresholds::{self, RawThreshold, Thresholds};
 use super::values::{ShapingError, parse_rate};
 use crate::config::HumanDuration;
 use crate::queue::{Limits, Rate, RetryPolicy};
@@ -73,6 +75,10 @@ struct RawFile {
     rule: Vec<RawRule>,
     #[serde(default)]
     bounce_class: Vec<RawBounceClass>,
+    #[serde(default)]
+    campaign: HashMap<String, RawThreshold>,
+    #[serde(default)]
+    tenant: HashMap<String, RawThreshold>,
 }
 
 /// A TOML table kept in document order (provider order decides which provider matches).
@@ -207,6 +213,7 @@ pub struct Shaping {
     sources: Vec<(IpNet, Shape)>,
     rules: Vec<Rule>,
     bounce: BounceClassifier,
+    thresholds: Thresholds,
 }
 
 /// Lower case, without a trailing dot.
@@ -323,6 +330,10 @@ impl Shaping {
             .map(|(i, r)| r.build(i))
             .collect::<Result<Vec<_>, _>>()?;
         let bounce = BounceClassifier::from_raw(raw.bounce_class)?;
+        let thresholds = Thresholds {
+            campaign: thresholds::build("campaign", raw.campaign)?,
+            tenant: thresholds::build("tenant", raw.tenant)?,
+        };
         Ok(Shaping {
             default,
             providers,
@@ -330,7 +341,13 @@ impl Shaping {
             sources,
             rules,
             bounce,
+            thresholds,
         })
+    }
+
+    /// The thresholds per campaign and tenant (`[campaign."<name>"]`, `[tenant."<name>"]`).
+    pub fn thresholds(&self) -> &Thresholds {
+        &self.thresholds
     }
 
     /// The shape of a delivery to `domain` via `mx_hosts` from `source`: default < provider

@@ -19,6 +19,7 @@ mod bounce_class;
 mod config;
 mod rule;
 mod rules;
+mod thresholds;
 mod values;
 
 #[cfg(test)]
@@ -34,4 +35,5 @@ pub use rules::{
     Action, ActionKind, Adjustment, EnhancedPattern, MIN_FACTOR, Rule, RuleAction, RuleEngine,
     Trigger,
 };
+pub use thresholds::{Threshold, Thresholds};
 pub use values::{ShapingError, parse_rate};

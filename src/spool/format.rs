@@ -17,14 +17,17 @@ use rkyv::rancor;
 use rkyv::util::AlignedVec;
 
 use super::SpoolError;
+use super::legacy::{ArchivedMessageRecordV4, MessageRecordV4};
 use super::model::{ArchivedMessageRecord, HoldRecord, MessageRecord, RetireRecord, StateRecord};
 
 /// Segment file magic.
 pub const MAGIC: &[u8; 8] = b"MTASPOOL";
 /// Current format version (header field). Version 4: a [`MessageRecord`]'s MAIL parameters
 /// may hold `REQUIRETLS` (RFC 8689), which older builds would drop and so deliver the message
-/// without the TLS it demands; they refuse version-4 segments instead.
-pub const FORMAT_VERSION: u32 = 4;
+/// without the TLS it demands; they refuse version-4 segments instead. Version 5: messages are
+/// kinds 6 and 7, whose [`MessageRecord`] carries the campaign and tenant; kinds 1 and 4 (the
+/// version-4 layout) are still read.
+pub const FORMAT_VERSION: u32 = 5;
 /// The oldest format version this build reads (version 1 has no move records).
 pub const OLDEST_READABLE_VERSION: u32 = 1;
 /// Segment header length.
@@ -33,15 +36,28 @@ pub const HEADER_LEN: usize = 32;
 pub const FRAME_HEADER_LEN: usize = 12;
 /// Largest payload accepted on write and on read (256 MiB).
 pub const MAX_RECORD_LEN: usize = 256 << 20;
-/// Record kind of a [`MessageRecord`].
-pub const KIND_MESSAGE: u8 = 1;
+/// Record kind of a [`MessageRecord`] (format version 5; with campaign and tenant).
+pub const KIND_MESSAGE: u8 = 6;
+/// Record kind of a message in the version-4 layout ([`MessageRecordV4`]), read only.
+pub const KIND_MESSAGE_V4: u8 = 1;
 /// Record kind of a [`StateRecord`].
 pub const KIND_STATE: u8 = 2;
 /// Record kind of a [`RetireRecord`].
 pub const KIND_RETIRE: u8 = 3;
 /// Record kind of a moved message: the same payload as [`KIND_MESSAGE`], copied forward from
 /// an older segment (format version 2). It re-homes a message already counted as accepted.
-pub const KIND_MOVE: u8 = 4;
+pub const KIND_MOVE: u8 = 7;
+/// Record kind of a moved message in the version-4 layout (format versions 2 to 4): copy-forward
+/// still writes it for such a payload, which it copies unchanged.
+pub const KIND_MOVE_V4: u8 = 4;
+
+/// The kind of a move record for a payload copied from a frame of `kind` (the layout stays).
+pub fn move_kind(kind: u8) -> u8 {
+    match kind {
+        KIND_MESSAGE_V4 | KIND_MOVE_V4 => KIND_MOVE_V4,
+        _ => KIND_MOVE,
+    }
+}
 /// Record kind of a [`HoldRecord`] (format version 3).
 pub const KIND_HOLD: u8 = 5;
 
@@ -283,13 +299,24 @@ impl<'a> RecordIter<'a> {
         self.scratch.clear();
         self.scratch.extend_from_slice(payload);
         let rec = match kind {
-            KIND_MESSAGE | KIND_MOVE => {
-                let m = rkyv::access::<ArchivedMessageRecord, rancor::Error>(&self.scratch)
-                    .map_err(|_| Stop::Invalid("message fails validation"))?;
-                let recipients = u32::try_from(m.recipients.len())
-                    .map_err(|_| Stop::Invalid("too many recipients"))?;
-                let id = m.id.to_native();
-                if kind == KIND_MOVE {
+            KIND_MESSAGE | KIND_MOVE | KIND_MESSAGE_V4 | KIND_MOVE_V4 => {
+                let invalid = |_| Stop::Invalid("message fails validation");
+                let (id, count) = match kind {
+                    KIND_MESSAGE | KIND_MOVE => {
+                        let m = rkyv::access::<ArchivedMessageRecord, rancor::Error>(&self.scratch)
+                            .map_err(invalid)?;
+                        (m.id.to_native(), m.recipients.len())
+                    }
+                    _ => {
+                        let m =
+                            rkyv::access::<ArchivedMessageRecordV4, rancor::Error>(&self.scratch)
+                                .map_err(invalid)?;
+                        (m.id.to_native(), m.recipients.len())
+                    }
+                };
+                let recipients =
+                    u32::try_from(count).map_err(|_| Stop::Invalid("too many recipients"))?;
+                if kind == KIND_MOVE || kind == KIND_MOVE_V4 {
                     Record::Move {
                         offset,
                         id,
@@ -347,9 +374,15 @@ pub fn decode_message_at(bytes: &[u8], offset: u64) -> Result<MessageRecord, Str
     let off = usize::try_from(offset).map_err(|_| "offset out of range".to_string())?;
     let mut it = RecordIter::piece(bytes, off, 0);
     match it.step() {
-        Ok(Some(Record::Message { .. } | Record::Move { .. })) => {
-            rkyv::from_bytes::<MessageRecord, rancor::Error>(&it.scratch).map_err(|e| e.to_string())
-        }
+        Ok(Some(Record::Message { .. } | Record::Move { .. })) => match bytes[off + 8] {
+            KIND_MESSAGE | KIND_MOVE => {
+                rkyv::from_bytes::<MessageRecord, rancor::Error>(&it.scratch)
+                    .map_err(|e| e.to_string())
+            }
+            _ => rkyv::from_bytes::<MessageRecordV4, rancor::Error>(&it.scratch)
+                .map(MessageRecord::from)
+                .map_err(|e| e.to_string()),
+        },
         Ok(_) => Err(format!("no message record at offset {offset}")),
         Err(stop) => Err(format!("invalid record at offset {offset}: {stop:?}")),
     }
@@ -373,6 +406,8 @@ mod tests {
             helo: "client.example.com".into(),
             tls: Some("TLSv1.3 TLS_AES_128_GCM_SHA256".into()),
             auth: None,
+            campaign: None,
+            tenant: None,
             body: (0..body).map(|i| b'a' + (i % 26) as u8).collect(),
         }
     }
@@ -558,5 +593,35 @@ mod tests {
             Err(SpoolError::RecordTooLarge)
         ));
         assert!(b.is_empty());
+    }
+
+    #[test]
+    fn version_4_messages_are_read_without_labels() {
+        let mut m = msg(9, 2, 10);
+        let old = MessageRecordV4 {
+            id: m.id,
+            reverse_path: m.reverse_path.clone(),
+            mail_params: m.mail_params.clone(),
+            recipients: m.recipients.clone(),
+            arrival_unix_ms: m.arrival_unix_ms,
+            client_addr: m.client_addr.clone(),
+            helo: m.helo.clone(),
+            tls: m.tls.clone(),
+            auth: m.auth.clone(),
+            body: m.body.clone(),
+        };
+        let payload = rkyv::to_bytes::<rancor::Error>(&old).unwrap();
+        for kind in [KIND_MESSAGE_V4, KIND_MOVE_V4] {
+            let mut b = Vec::new();
+            push_frame(&mut b, kind, &payload).unwrap();
+            assert_eq!(decode_message_at(&b, 0).unwrap(), m);
+            assert_eq!(move_kind(kind), KIND_MOVE_V4);
+        }
+        m.campaign = Some("spring".into());
+        m.tenant = Some("acme".into());
+        let mut b = Vec::new();
+        push_frame(&mut b, KIND_MESSAGE, &encode_message(&m).unwrap()).unwrap();
+        assert_eq!(decode_message_at(&b, 0).unwrap(), m);
+        assert_eq!(move_kind(KIND_MESSAGE), KIND_MOVE);
     }
 }

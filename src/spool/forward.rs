@@ -2,7 +2,7 @@
 //!
 //! What it does: when a batch is about to open a new segment, finds older segments whose
 //! still-open messages are few, copies each of those messages' frames to the front of the batch
-//! as a move record (same payload, kind `KIND_MOVE`), followed by a state record for every
+//! as a move record (same payload, kind `KIND_MOVE`, or `KIND_MOVE_V4` for a version-4 payload), followed by a state record for every
 //! recipient already final and the latest deferral of the others (so attempt counts and retry
 //! times survive), and a hold record if an operator holds the message; once the batch is
 //! durable the ledger re-homes the messages, and the old segments (and the segments their
@@ -22,9 +22,7 @@ use glommio::io::BufferedFile;
 use tracing::{debug, warn};
 
 use super::{Batch, Committer, io_err};
-use crate::spool::format::{
-    self, FRAME_HEADER_LEN, KIND_HOLD, KIND_MOVE, KIND_STATE, MAX_RECORD_LEN,
-};
+use crate::spool::format::{self, FRAME_HEADER_LEN, KIND_HOLD, KIND_STATE, MAX_RECORD_LEN};
 use crate::spool::ledger::Forward;
 use crate::spool::model::{HoldRecord, StateRecord};
 use crate::spool::recovery::segment_file_name;
@@ -85,7 +83,9 @@ impl Committer {
                         let payload = &frame[FRAME_HEADER_LEN..];
                         let len = u32::from_le_bytes([frame[0], frame[1], frame[2], frame[3]]);
                         let payload = &payload[..len as usize];
-                        if format::push_frame(&mut front, KIND_MOVE, payload).is_err() {
+                        if format::push_frame(&mut front, format::move_kind(frame[8]), payload)
+                            .is_err()
+                        {
                             front.truncate(at as usize);
                             continue;
                         }

@@ -26,6 +26,7 @@
 mod config;
 pub mod format;
 mod ledger;
+mod legacy;
 pub mod model;
 mod reader;
 mod recovery;

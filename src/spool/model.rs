@@ -216,6 +216,12 @@ pub struct MessageRecord {
     pub tls: Option<String>,
     /// Authenticated user.
     pub auth: Option<String>,
+    /// The campaign the message's header named (`campaigns.campaign_header`), checked at
+    /// reception (format version 5).
+    pub campaign: Option<String>,
+    /// The tenant the message's header named (`campaigns.tenant_header`), checked at
+    /// reception (format version 5).
+    pub tenant: Option<String>,
     /// `Received:` header + message, CRLF line endings.
     pub body: Vec<u8>,
 }
@@ -516,6 +522,8 @@ mod tests {
             helo: "x".into(),
             tls: None,
             auth: None,
+            campaign: None,
+            tenant: None,
             body: b"x\r\n".to_vec(),
         };
         assert!(m.is_null_sender());

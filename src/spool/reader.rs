@@ -122,6 +122,8 @@ mod tests {
             helo: "h".into(),
             tls: None,
             auth: None,
+            campaign: None,
+            tenant: None,
             body: vec![b'x'; body_len],
         };
         format::encode_message(&m).unwrap().to_vec()

@@ -429,6 +429,8 @@ mod tests {
             helo: "client.example".into(),
             tls: None,
             auth: None,
+            campaign: None,
+            tenant: None,
             body: body.as_bytes().to_vec(),
         }
     }

@@ -34,6 +34,8 @@ pub(super) fn msg(id: u64, rcpts: usize) -> MessageRecord {
         helo: "client.example".into(),
         tls: None,
         auth: Some("user".into()),
+        campaign: None,
+        tenant: None,
         body: format!("Subject: {id}\r\n\r\nhello\r\n").into_bytes(),
     }
 }

@@ -189,9 +189,16 @@ impl Suppression {
         }
     }
 
-    /// The entry a bounce of `class` to `address` adds, if that class is a hard bounce: it is
-    /// handed to the writer (nobody waits for it) and returned for the event log.
-    pub fn bounced(&self, address: &str, class: BounceClass, reply: &str) -> Option<Entry> {
+    /// The entry a bounce of `class` to `address` adds to `tenant`'s list (`""`: the global
+    /// one), if that class is a hard bounce: it is handed to the writer (nobody waits for it)
+    /// and returned for the event log.
+    pub fn bounced(
+        &self,
+        tenant: &str,
+        address: &str,
+        class: BounceClass,
+        reply: &str,
+    ) -> Option<Entry> {
         if !self.classes.contains(&class) || !address::valid(address) {
             return None;
         }
@@ -199,7 +206,7 @@ impl Suppression {
         let entry = Entry {
             op: Op::Add,
             kind: Kind::HardBounce,
-            tenant: String::new(),
+            tenant: tenant.to_owned(),
             address: normalise(address),
             reason: format!("{class}: {reply}"),
             by: "delivery".to_owned(),

@@ -36,11 +36,11 @@ fn changes_are_checked_and_survive_a_restart() {
     assert_eq!(list.check("", "b@example.com"), None);
     // A hard bounce of a configured class adds; another class does not.
     assert!(
-        list.bounced("d@example.com", BounceClass::Quota, "452 full")
+        list.bounced("", "d@example.com", BounceClass::Quota, "452 full")
             .is_none()
     );
     let e = list
-        .bounced("D@example.com", BounceClass::BadMailbox, "550 5.1.1 no")
+        .bounced("", "D@example.com", BounceClass::BadMailbox, "550 5.1.1 no")
         .unwrap();
     assert_eq!(
         (e.address.as_str(), e.kind),
@@ -52,11 +52,25 @@ fn changes_are_checked_and_survive_a_restart() {
     let addresses: Vec<&str> = page.entries.iter().map(|e| e.address.as_str()).collect();
     assert_eq!(addresses, vec!["a@example.com", "d@example.com"]);
     assert_eq!(list.check("", "d@example.com"), Some(Kind::HardBounce));
+    // A tenant's hard bounce lists the address for that tenant only.
+    let e = list
+        .bounced(
+            "acme",
+            "e@example.com",
+            BounceClass::BadMailbox,
+            "550 5.1.1 no",
+        )
+        .unwrap();
+    assert_eq!(e.tenant, "acme");
+    block_on(list.page(None, 10, "")).unwrap();
+    assert_eq!(list.check("acme", "e@example.com"), Some(Kind::HardBounce));
+    assert_eq!(list.check("", "e@example.com"), None);
+    assert_eq!(list.check("other", "e@example.com"), None);
     list.close();
     drop(list);
 
     let list = Suppression::open(&section, dir.path()).unwrap();
-    assert_eq!(list.len(), 2);
+    assert_eq!(list.len(), 3);
     assert_eq!(list.check("", "a@example.com"), Some(Kind::Manual));
     assert_eq!(list.check("", "d@example.com"), Some(Kind::HardBounce));
     assert_eq!(list.check("", "b@example.com"), None);

@@ -231,6 +231,8 @@ impl ReportSender {
             tls: None,
             auth: None,
             body,
+            campaign: None,
+            tenant: None,
         };
         if let Some(dkim) = &self.ctx.dkim {
             // A report is mail this host originates.
