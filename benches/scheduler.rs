@@ -5,6 +5,7 @@ use std::hint::black_box;
 use std::time::{Duration, Instant};
 
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
+use mta::priority::Class;
 use mta::queue::{DestinationKey, Job, Limits, RetryPolicy, Scheduler};
 
 fn policy() -> RetryPolicy {
@@ -24,6 +25,7 @@ fn job(m: u64, now: Instant) -> Job {
         domain: "d.test".into(),
         attempts: 0,
         arrival: now,
+        priority: Class::Normal,
     }
 }
 

@@ -29,6 +29,7 @@ fn record(id: u64) -> MessageRecord {
         tls: None,
         auth: None,
         body: vec![b'x'; 4096],
+        priority: 0,
     }
 }
 

@@ -55,6 +55,8 @@ pub struct Event<'a> {
     pub duration_ms: u64,
     /// Message size.
     pub size: usize,
+    /// The priority class the attempt was made in; empty for recipients ended without one.
+    pub priority: &'a str,
 }
 
 /// A message accepted (`Reception`).
@@ -77,6 +79,8 @@ pub struct Reception<'a> {
     pub auth: &'a str,
     /// The message's `Message-ID` (`<...>`), empty if it has none.
     pub message_id: &'a str,
+    /// The priority class a rule chose at reception; empty when none did.
+    pub priority: &'a str,
 }
 
 /// A recipient or message refused by the server (`Rejection`).
@@ -203,6 +207,7 @@ impl EventLog {
             ("reply", e.reply),
             ("status", e.status),
             ("class", e.class),
+            ("priority", e.priority),
         ] {
             field(&mut b, key, value);
         }
@@ -233,6 +238,7 @@ impl EventLog {
             ("tls", r.tls),
             ("auth", r.auth),
             ("message_id", r.message_id),
+            ("priority", r.priority),
         ] {
             field(&mut b, key, value);
         }
@@ -424,6 +430,7 @@ mod tests {
                 tls: "",
                 auth: "",
                 message_id: "<m@x>",
+                priority: "bulk",
             });
             log.rejection(&Rejection {
                 stage: "rcpt",

@@ -30,6 +30,7 @@ fn message(id: u64, recipients: usize) -> MessageRecord {
         tls: None,
         auth: None,
         body: b"Subject: x\r\n\r\nbody\r\n".to_vec(),
+        priority: 0,
     }
 }
 

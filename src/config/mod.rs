@@ -135,6 +135,8 @@ pub struct Config {
     pub cluster: ClusterSection,
     /// The suppression list.
     pub suppression: crate::suppression::SuppressionSection,
+    /// Priority classes (`transactional`, `normal`, `bulk`) and how mail is placed in them.
+    pub priority: crate::priority::PrioritySection,
 }
 
 /// `[log]`.
@@ -215,6 +217,7 @@ impl Default for Config {
             dkim: crate::dkim::DkimSection::default(),
             cluster: ClusterSection::default(),
             suppression: crate::suppression::SuppressionSection::default(),
+            priority: crate::priority::PrioritySection::default(),
         }
     }
 }
@@ -394,6 +397,7 @@ impl Config {
             .check()
             .map_err(|(key, problem)| ConfigError::Invalid { key, problem })?;
         let keyed = |(key, problem): (String, String)| ConfigError::Invalid { key, problem };
+        self.priority.check(&self.pools).map_err(keyed)?;
         self.delivery.validate().map_err(keyed)?;
         for (i, route) in self.routes.iter().enumerate() {
             route.validate(i).map_err(keyed)?;

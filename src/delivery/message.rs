@@ -244,6 +244,7 @@ mod tests {
             tls: None,
             auth: None,
             body: Vec::new(),
+            priority: 0,
         };
         r.recipients[1].params = vec![
             ("NOTIFY".into(), Some("SUCCESS,DELAY".into())),

@@ -45,6 +45,7 @@ fn message(sender: &str, rcpts: &[(&str, Option<&str>)], trusted: bool) -> (Mess
         tls: None,
         auth: None,
         body: Vec::new(),
+        priority: 0,
     };
     let progress = Progress::new(&vec![None; rcpts.len()]);
     let facts = Facts {
@@ -66,6 +67,7 @@ fn job(q: &Message, recipients: &[u32]) -> Job {
         domain: "b.test".into(),
         attempts: 0,
         arrival: q.arrival,
+        priority: crate::priority::Class::Normal,
     }
 }
 

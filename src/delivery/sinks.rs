@@ -91,6 +91,7 @@ impl Sinks {
                 attempt: line.attempt,
                 duration_ms: line.duration_ms,
                 size: msg.size,
+                priority: line.priority.map_or("", crate::priority::Class::name),
             });
         }
     }
@@ -195,6 +196,7 @@ impl Sinks {
                 tls: None,
                 auth: None,
                 body,
+                priority: 0,
             };
             match spool.append_message(&record).await {
                 Ok(()) => queue.send(QueueMsg::Dsn(record)),

@@ -338,6 +338,10 @@ async fn run(
                             tls: record.tls.as_deref().unwrap_or(""),
                             auth: record.auth.as_deref().unwrap_or(""),
                             message_id: crate::headers::message_id(&record.body).unwrap_or(""),
+                            priority: crate::priority::Class::from_code(record.priority)
+                                .ok()
+                                .flatten()
+                                .map_or("", crate::priority::Class::name),
                         });
                     }
                     session.queued(id, result.map_err(drop), &mut out);

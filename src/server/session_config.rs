@@ -42,6 +42,8 @@ pub struct SessionConfig {
     pub auth_plaintext: bool,
     /// Suppressed recipients of trusted or authenticated clients are refused at RCPT.
     pub suppress_at_rcpt: bool,
+    /// How a message's priority class is chosen.
+    pub priority: crate::priority::Chooser,
 }
 
 impl SessionConfig {
@@ -73,6 +75,7 @@ impl SessionConfig {
             auth_plaintext: false,
             suppress_at_rcpt: config.suppression.enabled
                 && config.suppression.mode == crate::suppression::Mode::Rcpt,
+            priority: crate::priority::Chooser::new(config),
         }
     }
 }

@@ -97,6 +97,7 @@ impl Transaction {
             tls: None,
             auth: None,
             body: self.body,
+            priority: 0,
         }
     }
 }

@@ -123,6 +123,7 @@ mod tests {
             tls: None,
             auth: None,
             body: vec![b'x'; body_len],
+            priority: 0,
         };
         format::encode_message(&m).unwrap().to_vec()
     }

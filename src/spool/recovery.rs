@@ -430,6 +430,7 @@ mod tests {
             tls: None,
             auth: None,
             body: body.as_bytes().to_vec(),
+            priority: 0,
         }
     }
 

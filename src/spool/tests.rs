@@ -35,6 +35,7 @@ pub(super) fn msg(id: u64, rcpts: usize) -> MessageRecord {
         tls: None,
         auth: Some("user".into()),
         body: format!("Subject: {id}\r\n\r\nhello\r\n").into_bytes(),
+        priority: 0,
     }
 }
 
