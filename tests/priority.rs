@@ -1,6 +1,7 @@
 //! Priority classes through real sockets: a transactional message overtakes a bulk backlog of
 //! 100,000 recipients queued for one destination limited to 1 connection and 200 messages a
-//! second, and the class is in the event log.
+//! second, and the class is in the event log; a restart keeps the classes; the class header of
+//! an untrusted client is ignored.
 //!
 //! The backlog is 1,000 messages of 100 recipients, sent 10 recipients a transaction: 10,000
 //! transactions, about 50 s at 200/s, so it is still far from drained when the transactional
@@ -163,4 +164,31 @@ fn a_transactional_message_overtakes_a_bulk_backlog() {
         .find(|e| e["type"] == "Delivery" && e["sender"] == "list@news.test")
         .expect("a bulk delivery");
     assert_eq!(bulk["priority"], "bulk");
+}
+
+#[test]
+fn the_class_header_of_an_untrusted_client_is_ignored() {
+    let dir = tempdir();
+    // Delivery held; the client (loopback) is not in a trusted network and does not log in.
+    let cfg = write_config(
+        dir.path(),
+        "",
+        "[relay]\nrelay_domains = [\"h.test\"]\ntrusted_networks = []\n\
+         [delivery]\nhold = true\n[[routes]]\ndomain = \"h.test\"\nhosts = [\"127.0.0.1:9\"]\n\
+         [priority]\nheader = \"X-Priority-Class\"\n\
+         senders = [{ domain = \"news.test\", class = \"bulk\" }]\n",
+    );
+    let mut mta = Mta::start(dir.path(), &cfg);
+    submit_reset(&mta);
+    assert!(mta.stop().success());
+    let events = event_log(dir.path());
+    let reception = events
+        .iter()
+        .find(|e| e["type"] == "Reception")
+        .expect("a reception");
+    assert_eq!(reception["sender"], "reset@app.test");
+    assert_eq!(
+        reception["priority"], "",
+        "the header was honoured: {reception}"
+    );
 }
