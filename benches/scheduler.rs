@@ -1,10 +1,12 @@
-//! Micro-benchmarks of the delivery scheduler: submit + next_job over many destinations, and
-//! defer + poll with a large timer heap.
+//! Micro-benchmarks of the delivery scheduler: submit + next_job over many destinations,
+//! defer + poll with a large timer heap, and one pick from a destination with a backlog of
+//! 100,000 bulk jobs, alone or with transactional and normal jobs waiting too.
 
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
+use mta::priority::Class;
 use mta::queue::{DestinationKey, Job, Limits, RetryPolicy, Scheduler};
 
 fn policy() -> RetryPolicy {
@@ -24,6 +26,7 @@ fn job(m: u64, now: Instant) -> Job {
         domain: "d.test".into(),
         attempts: 0,
         arrival: now,
+        priority: Class::Normal,
     }
 }
 
@@ -90,5 +93,46 @@ fn defer_and_poll(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, submit_and_take, defer_and_poll);
+/// One pick (and the job queued again, so the backlog stays) from one destination holding
+/// 100,000 bulk jobs, with `others` transactional and normal jobs waiting too.
+fn pick_from_backlog(c: &mut Criterion) {
+    let now = Instant::now();
+    let key = DestinationKey("mx:big".into());
+    let mut g = c.benchmark_group("scheduler");
+    g.throughput(Throughput::Elements(1));
+    for (name, others) in [("bulk_only", 0u64), ("three_classes", 1000)] {
+        let mut s = Scheduler::new(policy(), 11);
+        s.set_limits(&key, Limits::default());
+        for m in 0..100_000u64 {
+            s.submit(
+                &key,
+                Job {
+                    priority: Class::Bulk,
+                    ..job(m, now)
+                },
+                now,
+            );
+        }
+        for m in 0..others {
+            let class = [Class::Transactional, Class::Normal][(m % 2) as usize];
+            s.submit(
+                &key,
+                Job {
+                    priority: class,
+                    ..job(m, now)
+                },
+                now,
+            );
+        }
+        g.bench_function(format!("pick_from_100k_backlog_{name}"), |b| {
+            b.iter(|| {
+                let j = s.next_job(&key, now).expect("a job");
+                s.submit(&key, black_box(j), now);
+            })
+        });
+    }
+    g.finish();
+}
+
+criterion_group!(benches, submit_and_take, defer_and_poll, pick_from_backlog);
 criterion_main!(benches);

@@ -31,6 +31,7 @@ fn record(id: u64) -> MessageRecord {
         campaign: None,
         tenant: None,
         body: vec![b'x'; 4096],
+        priority: 0,
     }
 }
 

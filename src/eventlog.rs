@@ -59,6 +59,8 @@ pub struct Event<'a> {
     pub campaign: &'a str,
     /// The message's tenant, empty without one (then not written).
     pub tenant: &'a str,
+    /// The priority class the attempt was made in; empty for recipients ended without one.
+    pub priority: &'a str,
 }
 
 /// A message accepted (`Reception`).
@@ -85,6 +87,8 @@ pub struct Reception<'a> {
     pub campaign: &'a str,
     /// The message's tenant, empty without one (then not written).
     pub tenant: &'a str,
+    /// The priority class a rule chose at reception; empty when none did.
+    pub priority: &'a str,
 }
 
 /// A recipient or message refused by the server (`Rejection`).
@@ -231,6 +235,7 @@ impl EventLog {
             ("reply", e.reply),
             ("status", e.status),
             ("class", e.class),
+            ("priority", e.priority),
         ] {
             field(&mut b, key, value);
         }
@@ -262,6 +267,7 @@ impl EventLog {
             ("tls", r.tls),
             ("auth", r.auth),
             ("message_id", r.message_id),
+            ("priority", r.priority),
         ] {
             field(&mut b, key, value);
         }
@@ -523,6 +529,7 @@ mod tests {
                 message_id: "<m@x>",
                 campaign: "",
                 tenant: "",
+                priority: "bulk",
             });
             log.rejection(&Rejection {
                 stage: "rcpt",

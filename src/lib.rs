@@ -6,6 +6,7 @@
 //! - [`auth`]: SMTP AUTH, sans-IO (SASL PLAIN/LOGIN, users file, failure throttle).
 //! - [`server`]: inbound sessions of one shard (accept, parse, hand to the spool).
 //! - [`spool`]: the per-shard append-only store with group commit, and its recovery.
+//! - [`priority`]: priority classes and how a message is placed in one (pure).
 //! - [`queue`]: the delivery scheduler (pure: destinations, retries, limits).
 //! - [`dns`]: the per-shard DNS client (MX and address lookups, cache; TLSA and TXT).
 //! - [`mta_sts`]: MTA-STS policies (RFC 8461): parsing, HTTPS fetch, durable cache.
@@ -48,6 +49,7 @@ pub mod headers;
 pub mod memlock;
 pub mod metrics;
 pub mod mta_sts;
+pub mod priority;
 pub mod proxy;
 pub mod queue;
 pub mod read_buffer;

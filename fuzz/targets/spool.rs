@@ -32,6 +32,7 @@ fn message(id: u64, recipients: usize) -> MessageRecord {
         campaign: None,
         tenant: None,
         body: b"Subject: x\r\n\r\nbody\r\n".to_vec(),
+        priority: 0,
     }
 }
 

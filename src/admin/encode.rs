@@ -188,6 +188,10 @@ fn destination(v: &DestinationView) -> Value {
         "parked_paused": v.parked,
         "ready_new": s.ready_new,
         "ready_retry": s.ready_retry,
+        "ready_by_class": crate::priority::Class::ALL
+            .iter()
+            .map(|c| (c.name().to_owned(), json!(s.ready_by_class[c.index()])))
+            .collect::<serde_json::Map<String, serde_json::Value>>(),
         "connections": s.connections,
         "pending_opens": s.pending_opens,
         "host_connections": s.host_connections,

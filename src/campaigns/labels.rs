@@ -206,6 +206,7 @@ mod tests {
             auth: None,
             campaign: None,
             tenant: None,
+            priority: 0,
             body: body.as_bytes().to_vec(),
         }
     }

@@ -139,6 +139,8 @@ pub struct Config {
     pub suppression: crate::suppression::SuppressionSection,
     /// Campaign and tenant labels.
     pub campaigns: crate::campaigns::CampaignsSection,
+    /// Priority classes (`transactional`, `normal`, `bulk`) and how mail is placed in them.
+    pub priority: crate::priority::PrioritySection,
 }
 
 /// `[log]`.
@@ -220,6 +222,7 @@ impl Default for Config {
             cluster: ClusterSection::default(),
             suppression: crate::suppression::SuppressionSection::default(),
             campaigns: crate::campaigns::CampaignsSection::default(),
+            priority: crate::priority::PrioritySection::default(),
         }
     }
 }
@@ -402,6 +405,7 @@ impl Config {
             .check()
             .map_err(|(key, problem)| ConfigError::Invalid { key, problem })?;
         let keyed = |(key, problem): (String, String)| ConfigError::Invalid { key, problem };
+        self.priority.check(&self.pools).map_err(keyed)?;
         self.delivery.validate().map_err(keyed)?;
         for (i, route) in self.routes.iter().enumerate() {
             route.validate(i).map_err(keyed)?;

@@ -79,6 +79,31 @@ pub struct PoolSelection {
     pub default: Option<String>,
 }
 
+impl PoolSelection {
+    /// The pool a message asks for: the header's value when it names one of `pools`, else
+    /// the pool of the sender's domain (`reverse_path`); `body` starts with the header
+    /// section; `known` says whether a pool exists. The default and a route's pool are not
+    /// considered.
+    pub fn requested(
+        &self,
+        known: impl Fn(&str) -> bool,
+        reverse_path: &str,
+        body: &[u8],
+    ) -> Option<String> {
+        if let Some(h) = &self.header
+            && let Some(v) = crate::headers::value(body, h)
+            && known(&v)
+        {
+            return Some(v);
+        }
+        let domain = reverse_path.rsplit_once('@').map(|(_, d)| d)?;
+        self.senders
+            .iter()
+            .find(|s| s.domain.eq_ignore_ascii_case(domain))
+            .map(|s| s.pool.clone())
+    }
+}
+
 /// Checks names and references (`routes` pools are passed in).
 pub(super) fn check<'a>(
     sources: &[SourceConfig],

@@ -100,6 +100,9 @@ pub fn take(
         // Only DANE and MTA-STS can hold mail back: without them the header is not looked for.
         tls_required_no: receiver_policies(config) && crate::headers::tls_required_no(&body),
     };
+    // Validated by the spool walk (recovered) or written by the session (new).
+    let stored = crate::priority::Class::from_code(a.record.priority).unwrap_or(None);
+    let class = |domain: &str| config.priority.for_destination(domain, stored);
     let msg = Message::new(a.record, facts);
     let id = msg.record.id;
     let hostname = &config.hostname;
@@ -114,12 +117,14 @@ pub fn take(
     let max_hops = config.smtp.max_received_headers;
     if hops > max_hops {
         let pending = intake.progress.pending_recipients();
+        let domain = pending
+            .first()
+            .map(|&i| domain_of(&intake.msg.recipient(i).address, hostname))
+            .unwrap_or_default();
         let job = Job {
             message: id,
-            domain: pending
-                .first()
-                .map(|&i| domain_of(&intake.msg.recipient(i).address, hostname))
-                .unwrap_or_default(),
+            priority: class(&domain),
+            domain,
             recipients: pending,
             attempts: 0,
             arrival,
@@ -144,10 +149,12 @@ pub fn take(
                 // Checked: a spool record's time never makes the arithmetic panic.
                 let wait = Duration::from_millis(next_attempt_unix_ms - now_ms);
                 let at = crate::queue::later(now, wait.min(MAX_SPOOLED_WAIT));
+                let domain = domain_of(&r.address, hostname);
                 let job = Job {
                     message: id,
                     recipients: vec![i as u32],
-                    domain: domain_of(&r.address, hostname),
+                    priority: class(&domain),
+                    domain,
                     attempts: *attempts,
                     arrival,
                 };
@@ -168,6 +175,7 @@ pub fn take(
         intake.now.push(Job {
             message: id,
             recipients,
+            priority: class(&domain),
             domain,
             attempts,
             arrival,

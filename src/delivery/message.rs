@@ -246,6 +246,7 @@ mod tests {
             campaign: None,
             tenant: None,
             body: Vec::new(),
+            priority: 0,
         };
         r.recipients[1].params = vec![
             ("NOTIFY".into(), Some("SUCCESS,DELAY".into())),

@@ -266,6 +266,7 @@ impl ShardQueue {
             .set_retry_policy(super::policy::retry_policy(&config));
         self.sched
             .set_failure_policy(super::policy::failure_policy(&config));
+        self.sched.set_priority_share(config.priority.share);
         if config.delivery.hold != self.config.delivery.hold {
             self.pause(config.delivery.hold);
         }

@@ -127,6 +127,8 @@ pub struct Line {
     pub attempt: u32,
     /// How long the attempt took.
     pub duration_ms: u64,
+    /// The priority class of the job attempted; None for recipients ended without one.
+    pub priority: Option<crate::priority::Class>,
 }
 
 /// A DSN to queue to the sender (RFC 3464).
@@ -298,6 +300,7 @@ pub fn attempt(
             status,
             attempt,
             duration_ms,
+            priority: Some(job.priority),
         });
     }
     if !retry.is_empty() {
@@ -307,6 +310,7 @@ pub fn attempt(
             domain: job.domain.clone(),
             attempts: job.attempts + 1,
             arrival: q.arrival,
+            priority: job.priority,
         };
         let via = (!cx.destination.is_empty()).then(|| DestinationKey(cx.destination.to_owned()));
         let decided = sched.defer_from(again, via, cx.now, cx.retry);
@@ -348,6 +352,7 @@ pub fn attempt(
                         status: EnhancedStatus::new(4, 4, 7),
                         attempt: p.attempts[i as usize],
                         duration_ms: 0,
+                        priority: Some(job.priority),
                     });
                 }
             }
@@ -434,6 +439,7 @@ pub fn ended(
             status: end.status,
             attempt: p.attempts[i as usize],
             duration_ms: 0,
+            priority: None,
         });
         if end.dsn && wants(DsnAction::Failed, q.rcpt(i).notify) {
             reports.push(Report {

@@ -47,6 +47,7 @@ fn message(sender: &str, rcpts: &[(&str, Option<&str>)], trusted: bool) -> (Mess
         campaign: None,
         tenant: None,
         body: Vec::new(),
+        priority: 0,
     };
     let progress = Progress::new(&vec![None; rcpts.len()]);
     let facts = Facts {
@@ -68,6 +69,7 @@ fn job(q: &Message, recipients: &[u32]) -> Job {
         domain: "b.test".into(),
         attempts: 0,
         arrival: q.arrival,
+        priority: crate::priority::Class::Normal,
     }
 }
 

@@ -277,18 +277,10 @@ impl Routes {
     /// The pool a message asks for at intake: its header, else its sender's domain.
     pub fn pool_of(&self, record: &MessageRecord, body: &[u8]) -> Option<String> {
         let config = &self.config;
-        let sel = &config.pool_selection;
-        if let Some(h) = &sel.header
-            && let Some(v) = crate::headers::value(body, h)
-            && config.pools.iter().any(|p| p.name == v)
-        {
-            return Some(v);
-        }
-        let domain = record.reverse_path.rsplit_once('@').map(|(_, d)| d)?;
-        sel.senders
-            .iter()
-            .find(|s| s.domain.eq_ignore_ascii_case(domain))
-            .map(|s| s.pool.clone())
+        let known = |name: &str| config.pools.iter().any(|p| p.name == name);
+        config
+            .pool_selection
+            .requested(known, &record.reverse_path, body)
     }
 
     /// The destination as the shaping file wants it (the target unchanged without a file).

@@ -95,6 +95,7 @@ impl Sinks {
                 size: msg.size,
                 campaign: msg.record.campaign.as_deref().unwrap_or(""),
                 tenant: msg.record.tenant.as_deref().unwrap_or(""),
+                priority: line.priority.map_or("", crate::priority::Class::name),
             });
         }
     }
@@ -202,6 +203,7 @@ impl Sinks {
                 campaign: None,
                 tenant: None,
                 body,
+                priority: 0,
             };
             match spool.append_message(&record).await {
                 Ok(()) => queue.send(QueueMsg::Dsn(record)),

@@ -85,6 +85,7 @@ pub fn build(
     let retry = retry_policy(&config);
     let mut sched = Scheduler::with_host(retry.clone(), seed, host_limits);
     sched.set_failure_policy(failure_policy(&config));
+    sched.set_priority_share(config.priority.share);
     let parts = QueueParts {
         settings: Rc::new(settings(&config)?),
         routes: Routes::new(

@@ -286,6 +286,8 @@ pub struct DestinationState {
     pub ready_new: usize,
     /// Retries waiting.
     pub ready_retry: usize,
+    /// Jobs waiting per priority class, highest first (`Class::ALL` order).
+    pub ready_by_class: [usize; crate::priority::Class::COUNT],
     /// Connections open.
     pub connections: usize,
     /// Connections asked for.
@@ -495,6 +497,7 @@ pub fn explain(
         state: Some(DestinationState {
             ready_new: s.ready_new,
             ready_retry: s.ready_retry,
+            ready_by_class: s.ready_by_class,
             connections: s.connections,
             pending_opens: s.pending_opens,
             host_connections: s.host_connections,

@@ -1,15 +1,19 @@
-//! One destination's queue inside the scheduler: ready jobs (new and retried), connection
-//! counts, slow start and failure backoff, over the host-wide state of the destination
-//! (leases, rates, suspension) that every shard shares.
+//! One destination's queue inside the scheduler: ready jobs (per priority class, new and
+//! retried), connection counts, slow start and failure backoff, over the host-wide state of
+//! the destination (leases, rates, suspension) that every shard shares.
 //!
-//! What it does: the per-destination half of the scheduler's rules.
+//! What it does: the per-destination half of the scheduler's rules. Jobs wait in one lane per
+//! priority class; each pick serves the highest class waiting, except that in every round of
+//! `share` picks one slot is kept for each lower class ([`Lanes::pick`]).
 //!
 //! What it does not do: no timers of its own (the scheduler's heap), no I/O.
 //!
 //! Invariants: `open + pending_opens` counts this shard's share of the destination's leases
 //! (one taken for each yes of `wants_connection`, given back when that connection closes or
 //! fails to open), so the host never holds more than `limits.max_connections`; a job is
-//! handed out only with a message token of the host-wide rate.
+//! handed out only with a message token of the host-wide rate, whatever its class (classes
+//! change the order, never the limits); a lower class that has jobs waiting through any
+//! `share` consecutive picks is served at least once in them.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -17,12 +21,85 @@ use std::time::{Duration, Instant};
 
 use super::shared::SharedDest;
 use super::{DestinationState, Job, Limits};
+use crate::priority::Class;
 
-pub(super) struct Destination {
-    pub(super) limits: Limits,
+/// One class's ready jobs: new mail and retries, taken in turn so neither starves the other.
+#[derive(Default)]
+struct Lane {
     new: VecDeque<Job>,
     retry: VecDeque<Job>,
     retry_turn: bool,
+}
+
+impl Lane {
+    fn len(&self) -> usize {
+        self.new.len() + self.retry.len()
+    }
+
+    fn take(&mut self) -> Option<Job> {
+        let take_retry = (self.retry_turn && !self.retry.is_empty()) || self.new.is_empty();
+        self.retry_turn = !self.retry_turn;
+        match take_retry {
+            true => self.retry.pop_front(),
+            false => self.new.pop_front(),
+        }
+    }
+}
+
+/// The ready jobs of every class, and where the round of picks is.
+#[derive(Default)]
+pub(super) struct Lanes {
+    lanes: [Lane; Class::COUNT],
+    /// Picks made so far in the current round of `share`.
+    turn: u32,
+}
+
+impl Lanes {
+    /// The class the next pick serves, if any job waits: slot `share - k` of each round is
+    /// kept for the `k`-th class from the bottom (bulk last, then normal, ...) when it has
+    /// jobs; every other slot, or a kept slot whose class has none, goes to the highest class
+    /// waiting. O(number of classes).
+    pub(super) fn pick(&mut self, share: u32) -> Option<Class> {
+        let share = share.max(Class::COUNT as u32);
+        let slot = self.turn;
+        self.turn = (self.turn + 1) % share;
+        let kept = (share - slot) as usize;
+        let reserved = (kept < Class::COUNT).then(|| Class::ALL[Class::COUNT - kept]);
+        reserved
+            .filter(|c| self.lanes[c.index()].len() > 0)
+            .or_else(|| {
+                Class::ALL
+                    .into_iter()
+                    .find(|c| self.lanes[c.index()].len() > 0)
+            })
+    }
+
+    fn take(&mut self, share: u32) -> Option<Job> {
+        let class = self.pick(share)?;
+        self.lanes[class.index()].take()
+    }
+
+    fn queue(&mut self, class: Class, retry: bool) -> &mut VecDeque<Job> {
+        let lane = &mut self.lanes[class.index()];
+        match retry {
+            true => &mut lane.retry,
+            false => &mut lane.new,
+        }
+    }
+
+    /// Ready jobs of each class, highest first.
+    pub(super) fn by_class(&self) -> [usize; Class::COUNT] {
+        std::array::from_fn(|i| self.lanes[i].len())
+    }
+
+    fn len(&self) -> usize {
+        self.lanes.iter().map(Lane::len).sum()
+    }
+}
+
+pub(super) struct Destination {
+    pub(super) limits: Limits,
+    pub(super) lanes: Lanes,
     pub(super) open: usize,
     pub(super) pending_opens: usize,
     /// The host-wide state: leases, rates, suspension.
@@ -48,9 +125,7 @@ impl Destination {
     pub(super) fn new(shared: Arc<SharedDest>) -> Destination {
         Destination {
             limits: Limits::default(),
-            new: VecDeque::new(),
-            retry: VecDeque::new(),
-            retry_turn: false,
+            lanes: Lanes::default(),
             open: 0,
             pending_opens: 0,
             shared,
@@ -67,11 +142,7 @@ impl Destination {
     pub(super) fn submit(&mut self, job: Job, now: Instant) {
         self.last_active = Some(now);
         let max = self.limits.max_recipients_per_transaction.max(1);
-        let queue = if job.attempts == 0 {
-            &mut self.new
-        } else {
-            &mut self.retry
-        };
+        let queue = self.lanes.queue(job.priority, job.attempts > 0);
         if job.recipients.len() <= max {
             queue.push_back(job);
             return;
@@ -88,14 +159,17 @@ impl Destination {
         self.shared.suspended_until(now)
     }
 
-    /// Takes one waiting job, new or retried, ignoring limits (for an operator or a rule that
-    /// empties the queue).
+    /// Takes one waiting job, new or retried, of any class, ignoring limits (for an operator
+    /// or a rule that empties the queue).
     pub(super) fn take_any(&mut self) -> Option<Job> {
-        self.new.pop_front().or_else(|| self.retry.pop_front())
+        self.lanes
+            .lanes
+            .iter_mut()
+            .find_map(|l| l.new.pop_front().or_else(|| l.retry.pop_front()))
     }
 
     pub(super) fn ready_len(&self) -> usize {
-        self.new.len() + self.retry.len()
+        self.lanes.len()
     }
 
     /// Ok if one more connection should be opened (a host-wide lease is then held for it);
@@ -132,7 +206,7 @@ impl Destination {
         Ok(())
     }
 
-    pub(super) fn next_job(&mut self, now: Instant) -> Option<Job> {
+    pub(super) fn next_job(&mut self, now: Instant, share: u32) -> Option<Job> {
         if self.suspended_until(now).is_some() || self.ready_len() == 0 {
             return None;
         }
@@ -141,29 +215,19 @@ impl Destination {
         {
             return None;
         }
-        let take_retry = (self.retry_turn && !self.retry.is_empty()) || self.new.is_empty();
-        self.retry_turn = !self.retry_turn;
-        let job = if take_retry {
-            self.retry.pop_front()
-        } else {
-            self.new.pop_front()
-        }?;
+        let job = self.lanes.take(share)?;
         self.last_active = Some(now);
         Some(job)
     }
 
     /// Takes the ready jobs of `first`'s message that can share its transaction: from the
-    /// queue `first` came from, among the first [`SIBLING_WINDOW`] jobs, while the recipients
+    /// queue `first` came from (its class, new or retried), among the first [`SIBLING_WINDOW`] jobs, while the recipients
     /// stay within `max_recipients_per_transaction`. No rate token is taken: the transaction
     /// is one message.
     pub(super) fn take_siblings(&mut self, first: &Job) -> Vec<Job> {
         let max = self.limits.max_recipients_per_transaction.max(1);
         let mut room = max.saturating_sub(first.recipients.len());
-        let queue = if first.attempts == 0 {
-            &mut self.new
-        } else {
-            &mut self.retry
-        };
+        let queue = self.lanes.queue(first.priority, first.attempts > 0);
         let mut out = Vec::new();
         let (mut i, mut looked) = (0, 0);
         while room > 0 && i < queue.len() && looked < SIBLING_WINDOW {
@@ -191,7 +255,8 @@ impl Destination {
 
     pub(super) fn remove_where(&mut self, pick: &impl Fn(&Job) -> bool) -> Vec<Job> {
         let mut out = Vec::new();
-        for q in [&mut self.new, &mut self.retry] {
+        let queues = self.lanes.lanes.iter_mut();
+        for q in queues.flat_map(|l| [&mut l.new, &mut l.retry]) {
             if !q.iter().any(pick) {
                 continue;
             }
@@ -204,8 +269,9 @@ impl Destination {
 
     pub(super) fn explain(&self, now: Instant) -> DestinationState {
         DestinationState {
-            ready_new: self.new.len(),
-            ready_retry: self.retry.len(),
+            ready_new: self.lanes.lanes.iter().map(|l| l.new.len()).sum(),
+            ready_retry: self.lanes.lanes.iter().map(|l| l.retry.len()).sum(),
+            ready_by_class: self.lanes.by_class(),
             connections: self.open,
             pending_opens: self.pending_opens,
             host_connections: self.shared.leases(),

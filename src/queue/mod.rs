@@ -1,7 +1,8 @@
 //! The delivery scheduler of one shard: pure scheduling, no I/O, no clock (time is a parameter).
 //!
-//! What it does: keeps one ready queue per destination (new mail and retries in two queues taken
-//! in turn, so neither starves the other), a timer heap of deferred jobs (each with the
+//! What it does: keeps one ready queue per destination and priority class (new mail and
+//! retries in two queues taken in turn, so neither starves the other; higher classes first,
+//! with a kept share for lower ones: `destination.rs`), a timer heap of deferred jobs (each with the
 //! destination its last attempt went through, for an operator's flush), per-destination limits
 //! (connections, message and connection rates) and suspensions (after a `421` or repeated
 //! connection failures, with doubling backoff) that hold for the whole host (`shared.rs`: every
@@ -30,6 +31,7 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::priority::Class;
 pub use cluster_share::{Bucket, ClusterLink, Note, instant_of_ms, unix_ms};
 use destination::Destination;
 pub use shared::{HostLimits, Reduction, SharedDest};
@@ -64,6 +66,8 @@ pub struct Job {
     pub attempts: u32,
     /// When the message was accepted (for the lifetime).
     pub arrival: Instant,
+    /// The priority class its destination serves it in (kept through retries).
+    pub priority: Class,
 }
 
 /// A message rate: `messages` per `per`, with a burst of `messages` (GCRA).
@@ -147,6 +151,8 @@ pub struct DestinationState {
     pub ready_new: usize,
     /// Retried jobs waiting.
     pub ready_retry: usize,
+    /// Jobs waiting per priority class, highest first (`Class::ALL` order).
+    pub ready_by_class: [usize; Class::COUNT],
     /// Connections open.
     pub connections: usize,
     /// Connections asked for and not yet reported.
@@ -195,6 +201,8 @@ pub struct Scheduler {
     deferred: HashMap<u64, (Job, Option<DestinationKey>)>,
     next_timer: u64,
     host: Arc<HostLimits>,
+    /// `priority.share`: picks per round, one kept for each lower class waiting.
+    share: u32,
 }
 
 impl Scheduler {
@@ -215,7 +223,14 @@ impl Scheduler {
             timers: BinaryHeap::new(),
             deferred: HashMap::new(),
             next_timer: 0,
+            share: crate::priority::PrioritySection::default().share,
         }
+    }
+
+    /// Sets `priority.share`: of every `share` jobs a destination hands out, one slot is kept
+    /// for each lower class that has jobs waiting (at least the number of classes).
+    pub fn set_priority_share(&mut self, share: u32) {
+        self.share = share.max(Class::COUNT as u32);
     }
 
     /// Replaces the retry policy (a reload): jobs already deferred keep their time.
@@ -362,9 +377,11 @@ impl Scheduler {
         self.dests.get(dest).is_some_and(|d| d.shared.over_cap())
     }
 
-    /// The next job for a connection to `dest`, if not suspended and the rate allows.
+    /// The next job for a connection to `dest`, if not suspended and the rate allows: of the
+    /// highest priority class waiting, except in the slots kept for lower classes.
     pub fn next_job(&mut self, dest: &DestinationKey, now: Instant) -> Option<Job> {
-        self.dests.get_mut(dest)?.next_job(now)
+        let share = self.share;
+        self.dests.get_mut(dest)?.next_job(now, share)
     }
 
     /// The ready jobs of `first`'s message (just taken with [`Scheduler::next_job`]) that go
@@ -598,3 +615,7 @@ pub fn secs_f64(secs: f64) -> Duration {
 #[cfg(test)]
 #[path = "tests.rs"]
 mod tests;
+
+#[cfg(test)]
+#[path = "priority_tests.rs"]
+mod priority_tests;

@@ -23,6 +23,7 @@ fn job(message: u64, n: u32, attempts: u32, arrival: Instant) -> Job {
         domain: "d.test".into(),
         attempts,
         arrival,
+        priority: Class::Normal,
     }
 }
 

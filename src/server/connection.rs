@@ -345,6 +345,10 @@ async fn run(
                             message_id: crate::headers::message_id(&record.body).unwrap_or(""),
                             campaign: record.campaign.as_deref().unwrap_or(""),
                             tenant: record.tenant.as_deref().unwrap_or(""),
+                            priority: crate::priority::Class::from_code(record.priority)
+                                .ok()
+                                .flatten()
+                                .map_or("", crate::priority::Class::name),
                         });
                     }
                     session.queued(id, result.map_err(drop), &mut out);

@@ -44,6 +44,8 @@ pub struct SessionConfig {
     pub suppress_at_rcpt: bool,
     /// How accepted messages get their campaign and tenant (`[campaigns]`).
     pub labeling: crate::campaigns::Labeling,
+    /// How a message's priority class is chosen.
+    pub priority: crate::priority::Chooser,
 }
 
 impl SessionConfig {
@@ -76,6 +78,7 @@ impl SessionConfig {
             suppress_at_rcpt: config.suppression.enabled
                 && config.suppression.mode == crate::suppression::Mode::Rcpt,
             labeling: crate::campaigns::Labeling::new(&config.campaigns),
+            priority: crate::priority::Chooser::new(config),
         }
     }
 }

@@ -99,6 +99,7 @@ impl Transaction {
             campaign: None,
             tenant: None,
             body: self.body,
+            priority: 0,
         }
     }
 }

@@ -25,14 +25,17 @@ pub const MAGIC: &[u8; 8] = b"MTASPOOL";
 /// Current format version (header field). Version 4: a [`MessageRecord`]'s MAIL parameters
 /// may hold `REQUIRETLS` (RFC 8689), which older builds would drop and so deliver the message
 /// without the TLS it demands; they refuse version-4 segments instead. Version 5: messages are
-/// kinds 6 and 7, whose [`MessageRecord`] carries the campaign and tenant; kinds 1 and 4 (the
-/// version-4 layout) are still read.
+/// kinds 6 and 7, whose [`MessageRecord`] carries the campaign and tenant (kinds 1 and 4, the
+/// version-4 layout, are still read), and the first reserved byte of a message or move frame
+/// holds the message's priority class ([`MessageRecord::priority`]); older segments have 0
+/// there, "no class chosen".
 pub const FORMAT_VERSION: u32 = 5;
 /// The oldest format version this build reads (version 1 has no move records).
 pub const OLDEST_READABLE_VERSION: u32 = 1;
 /// Segment header length.
 pub const HEADER_LEN: usize = 32;
-/// Frame header length (`len: u32`, `crc: u32`, `kind: u8`, 3 reserved zero bytes).
+/// Frame header length (`len: u32`, `crc: u32`, `kind: u8`, `class: u8` (message and move
+/// frames; zero in others), 2 reserved zero bytes).
 pub const FRAME_HEADER_LEN: usize = 12;
 /// Largest payload accepted on write and on read (256 MiB).
 pub const MAX_RECORD_LEN: usize = 256 << 20;
@@ -117,20 +120,36 @@ pub fn frame_len(payload_len: usize) -> usize {
     (FRAME_HEADER_LEN + payload_len).next_multiple_of(8)
 }
 
-fn frame_crc(kind: u8, payload: &[u8]) -> u32 {
-    crc32c::crc32c_append(crc32c::crc32c(&[kind, 0, 0, 0]), payload)
+fn frame_crc(kind: u8, class: u8, payload: &[u8]) -> u32 {
+    crc32c::crc32c_append(crc32c::crc32c(&[kind, class, 0, 0]), payload)
 }
 
 /// Appends one frame (header, payload, zero padding) to `buf`.
 pub fn push_frame(buf: &mut Vec<u8>, kind: u8, payload: &[u8]) -> Result<(), SpoolError> {
+    push_frame_class(buf, kind, 0, payload)
+}
+
+/// Appends one frame whose class byte is `class` (a message's priority class, format
+/// version 5; 0 for other kinds).
+pub fn push_frame_class(
+    buf: &mut Vec<u8>,
+    kind: u8,
+    class: u8,
+    payload: &[u8],
+) -> Result<(), SpoolError> {
     if payload.len() > MAX_RECORD_LEN {
         return Err(SpoolError::RecordTooLarge);
+    }
+    if class > crate::priority::MAX_CODE
+        || (class != 0 && !matches!(kind, KIND_MESSAGE | KIND_MOVE))
+    {
+        return Err(SpoolError::InvalidRecord("bad class byte"));
     }
     let total = frame_len(payload.len());
     buf.reserve(total);
     buf.extend_from_slice(&(payload.len() as u32).to_le_bytes());
-    buf.extend_from_slice(&frame_crc(kind, payload).to_le_bytes());
-    buf.extend_from_slice(&[kind, 0, 0, 0]);
+    buf.extend_from_slice(&frame_crc(kind, class, payload).to_le_bytes());
+    buf.extend_from_slice(&[kind, class, 0, 0]);
     buf.extend_from_slice(payload);
     buf.resize(buf.len() + total - FRAME_HEADER_LEN - payload.len(), 0);
     Ok(())
@@ -277,8 +296,13 @@ impl<'a> RecordIter<'a> {
         let len = u32::from_le_bytes(rest[0..4].try_into().unwrap()) as usize;
         let crc = u32::from_le_bytes(rest[4..8].try_into().unwrap());
         let kind = rest[8];
-        if rest[9..12] != [0, 0, 0] {
+        let class = rest[9];
+        if rest[10..12] != [0, 0] {
             return Err(Stop::Invalid("reserved frame bytes are not zero"));
+        }
+        let may_class = matches!(kind, KIND_MESSAGE | KIND_MOVE);
+        if class > crate::priority::MAX_CODE || (class != 0 && !may_class) {
+            return Err(Stop::Invalid("bad class byte"));
         }
         if len == 0 || len > MAX_RECORD_LEN {
             return Err(Stop::Invalid("bad length"));
@@ -288,7 +312,7 @@ impl<'a> RecordIter<'a> {
             return Err(Stop::Torn);
         }
         let payload = &rest[FRAME_HEADER_LEN..FRAME_HEADER_LEN + len];
-        if frame_crc(kind, payload) != crc {
+        if frame_crc(kind, class, payload) != crc {
             return Err(Stop::Invalid("crc mismatch"));
         }
         if rest.len() < total {
@@ -369,20 +393,26 @@ impl Iterator for RecordIter<'_> {
 }
 
 /// Decodes (validates and deserializes) the message record whose frame starts at `offset` in
-/// `bytes` (a segment's bytes). Used to load queued messages after the walk.
+/// `bytes` (a segment's bytes), with its priority class from the frame. Used to load queued
+/// messages after the walk.
 pub fn decode_message_at(bytes: &[u8], offset: u64) -> Result<MessageRecord, String> {
     let off = usize::try_from(offset).map_err(|_| "offset out of range".to_string())?;
     let mut it = RecordIter::piece(bytes, off, 0);
     match it.step() {
-        Ok(Some(Record::Message { .. } | Record::Move { .. })) => match bytes[off + 8] {
-            KIND_MESSAGE | KIND_MOVE => {
-                rkyv::from_bytes::<MessageRecord, rancor::Error>(&it.scratch)
-                    .map_err(|e| e.to_string())
-            }
-            _ => rkyv::from_bytes::<MessageRecordV4, rancor::Error>(&it.scratch)
-                .map(MessageRecord::from)
-                .map_err(|e| e.to_string()),
-        },
+        Ok(Some(Record::Message { .. } | Record::Move { .. })) => {
+            let mut m = match bytes[off + 8] {
+                KIND_MESSAGE | KIND_MOVE => {
+                    rkyv::from_bytes::<MessageRecord, rancor::Error>(&it.scratch)
+                        .map_err(|e| e.to_string())?
+                }
+                _ => rkyv::from_bytes::<MessageRecordV4, rancor::Error>(&it.scratch)
+                    .map(MessageRecord::from)
+                    .map_err(|e| e.to_string())?,
+            };
+            // The walk checked the frame, so its class byte is there and valid.
+            m.priority = bytes[off + 9];
+            Ok(m)
+        }
         Ok(_) => Err(format!("no message record at offset {offset}")),
         Err(stop) => Err(format!("invalid record at offset {offset}: {stop:?}")),
     }
@@ -409,6 +439,7 @@ mod tests {
             campaign: None,
             tenant: None,
             body: (0..body).map(|i| b'a' + (i % 26) as u8).collect(),
+            priority: 0,
         }
     }
 
@@ -625,3 +656,7 @@ mod tests {
         assert_eq!(move_kind(KIND_MESSAGE), KIND_MOVE);
     }
 }
+
+#[cfg(test)]
+#[path = "class_tests.rs"]
+mod class_tests;

@@ -83,8 +83,14 @@ impl Committer {
                         let payload = &frame[FRAME_HEADER_LEN..];
                         let len = u32::from_le_bytes([frame[0], frame[1], frame[2], frame[3]]);
                         let payload = &payload[..len as usize];
-                        if format::push_frame(&mut front, format::move_kind(frame[8]), payload)
-                            .is_err()
+                        // The class byte moves with the message (format version 5).
+                        if format::push_frame_class(
+                            &mut front,
+                            format::move_kind(frame[8]),
+                            frame[9],
+                            payload,
+                        )
+                        .is_err()
                         {
                             front.truncate(at as usize);
                             continue;

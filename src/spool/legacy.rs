@@ -53,6 +53,7 @@ impl From<MessageRecordV4> for MessageRecord {
             auth: m.auth,
             campaign: None,
             tenant: None,
+            priority: 0,
             body: m.body,
         }
     }

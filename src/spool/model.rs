@@ -224,6 +224,11 @@ pub struct MessageRecord {
     pub tenant: Option<String>,
     /// `Received:` header + message, CRLF line endings.
     pub body: Vec<u8>,
+    /// The priority class chosen at reception ([`crate::priority::Class::code`]; 0 = none
+    /// chosen). Not in the archive: the message frame's class byte carries it (format
+    /// version 5), so the archived layout is the one of versions 1 to 4.
+    #[rkyv(with = rkyv::with::Skip)]
+    pub priority: u8,
 }
 
 impl MessageRecord {
@@ -525,6 +530,7 @@ mod tests {
             campaign: None,
             tenant: None,
             body: b"x\r\n".to_vec(),
+            priority: 0,
         };
         assert!(m.is_null_sender());
         assert_eq!(m.mail_param("size"), Some(Some("10")));

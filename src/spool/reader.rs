@@ -125,6 +125,7 @@ mod tests {
             campaign: None,
             tenant: None,
             body: vec![b'x'; body_len],
+            priority: 0,
         };
         format::encode_message(&m).unwrap().to_vec()
     }

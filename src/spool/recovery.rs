@@ -432,6 +432,7 @@ mod tests {
             campaign: None,
             tenant: None,
             body: body.as_bytes().to_vec(),
+            priority: 0,
         }
     }
 

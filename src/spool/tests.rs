@@ -37,6 +37,7 @@ pub(super) fn msg(id: u64, rcpts: usize) -> MessageRecord {
         campaign: None,
         tenant: None,
         body: format!("Subject: {id}\r\n\r\nhello\r\n").into_bytes(),
+        priority: 0,
     }
 }
 

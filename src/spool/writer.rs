@@ -246,7 +246,9 @@ impl Spool {
             id: msg.id,
             recipients,
         };
-        self.submit(KIND_MESSAGE, &payload, effect).await
+        let (tx, rx) = oneshot::channel();
+        self.push((KIND_MESSAGE, msg.priority), &payload, effect, Some(tx))?;
+        rx.await.unwrap_or(Err(SpoolError::Closed))
     }
 
     /// Same for a state record (used by delivery). Errors without writing anything if the
@@ -280,7 +282,7 @@ impl Spool {
     /// once, never lost).
     pub fn append_state_detached(&self, rec: &StateRecord) -> Result<(), SpoolError> {
         let payload = self.state_payload(rec)?;
-        self.push(KIND_STATE, &payload, Effect::State(rec.clone()), None)
+        self.push((KIND_STATE, 0), &payload, Effect::State(rec.clone()), None)
     }
 
     /// Holds (`held`) or releases messages, and resolves once that is durable (a group commit
@@ -298,7 +300,7 @@ impl Spool {
                 let rec = HoldRecord { id: id.0, held };
                 let payload = format::encode_hold(&rec)?;
                 let (tx, rx) = oneshot::channel();
-                self.push(KIND_HOLD, &payload, Effect::Hold(rec), Some(tx))?;
+                self.push((KIND_HOLD, 0), &payload, Effect::Hold(rec), Some(tx))?;
                 waits.push(rx);
             }
             for rx in waits {
@@ -317,14 +319,14 @@ impl Spool {
 
     async fn submit(&self, kind: u8, payload: &[u8], effect: Effect) -> Result<(), SpoolError> {
         let (tx, rx) = oneshot::channel();
-        self.push(kind, payload, effect, Some(tx))?;
+        self.push((kind, 0), payload, effect, Some(tx))?;
         rx.await.unwrap_or(Err(SpoolError::Closed))
     }
 
-    /// Adds a record to the open batch and wakes the committer.
+    /// Adds a record of `(kind, class byte)` to the open batch and wakes the committer.
     fn push(
         &self,
-        kind: u8,
+        (kind, class): (u8, u8),
         payload: &[u8],
         effect: Effect,
         tx: Option<oneshot::Sender<Result<(), SpoolError>>>,
@@ -349,7 +351,7 @@ impl Spool {
             }
             let b = st.batches.back_mut().expect("a batch was just ensured");
             let offset = b.buf.len() as u64;
-            format::push_frame(&mut b.buf, kind, payload)?;
+            format::push_frame_class(&mut b.buf, kind, class, payload)?;
             b.waiters.push(Waiter { tx, effect, offset });
         }
         self.0.wake();

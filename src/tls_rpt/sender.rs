@@ -233,6 +233,7 @@ impl ReportSender {
             body,
             campaign: None,
             tenant: None,
+            priority: 0,
         };
         if let Some(dkim) = &self.ctx.dkim {
             // A report is mail this host originates.
