@@ -15,7 +15,8 @@
 //! only by AUTH commands, so that the limit holds for the host), the delivery limits'
 //! host-wide state (`queue::HostLimits`: atomics per destination, so that connection and rate
 //! limits hold for the host), the suppression list (a table of atomics that every shard reads
-//! without a lock, changed only by its writer thread), the admin endpoint's links to the
+//! without a lock, changed only by its writer thread), the webhooks' state (a mutex per hook,
+//! asked by the event log only when it rotates), the admin endpoint's links to the
 //! shards, the stop request (one atomic) and the start-up channel.
 
 use std::cell::RefCell;
@@ -80,6 +81,9 @@ pub enum ShardError {
     /// The suppression list could not be loaded.
     #[error(transparent)]
     Suppression(#[from] crate::suppression::SuppressionError),
+    /// A webhook could not start.
+    #[error(transparent)]
+    Webhook(#[from] crate::webhook::WebhookError),
     /// A shard failed.
     #[error("shard {shard}: {message}")]
     Shard {
@@ -138,6 +142,13 @@ pub fn run(
         true => Some(Suppression::open(&config.suppression, &config.spool.path)?),
         false => None,
     };
+    // Each hook reads the shards' event logs on a thread of its own.
+    let hooks = crate::webhook::Hooks::start(
+        &config.webhooks,
+        &config.log.dir,
+        shards,
+        config.tls.ca_file.as_deref(),
+    )?;
     let (links, inboxes): (Vec<ShardLink>, Vec<ShardInbox>) =
         (0..shards).map(|_| control::link()).unzip();
     let inboxes = Arc::new(Mutex::new(
@@ -155,6 +166,7 @@ pub fn run(
     let shard_addrs = addrs.clone();
     let shard_signals = signals.clone();
     let shard_suppression = suppression.clone();
+    let shard_hooks = hooks.clone();
     // Taken before any shard starts: a SIGHUP that lands while the shards start up (after the
     // configuration was read) is still seen as a reload by every shard.
     let start_generation = signals.reload_generation();
@@ -186,6 +198,7 @@ pub fn run(
                 },
                 dkim: dkim.clone(),
                 suppression: shard_suppression.clone(),
+                hooks: shard_hooks.clone(),
             };
             let signals = (signals, start_generation);
             async move { shard_main(index, config, addrs, inbound, signals, ready).await }
@@ -215,6 +228,10 @@ pub fn run(
     // Every shard has stopped: the changes they handed to the list are written before exit.
     if let Some(list) = &suppression {
         list.close();
+    }
+    // What the hooks did not send yet, they send after the next start.
+    if let Some(hooks) = &hooks {
+        hooks.stop();
     }
     // The shards are done: the cluster agent gives this node's leases back.
     if let Some(cluster) = cluster {
@@ -305,6 +322,14 @@ async fn shard_main(
         }
     };
     spool.attach_metrics(metrics.clone());
+    {
+        // The lines about the records of a batch are in the log file before the batch.
+        let log = log.clone();
+        spool.before_write(Rc::new(move || log.flush()));
+    }
+    if let Some(hooks) = inbound.hooks.clone() {
+        log.set_retention_guard(Box::new(move |path| hooks.releases(index, path)));
+    }
     let ids = Rc::new(RefCell::new(QueueIdGenerator::resume(
         index as u16,
         spool.last_id(),
@@ -400,7 +425,8 @@ async fn shard_main(
         let api = Rc::new(
             Api::new(links, access)
                 .with_cluster(inbound.host_limits.cluster().cloned())
-                .with_suppression(inbound.suppression.clone(), log.clone()),
+                .with_suppression(inbound.suppression.clone(), log.clone())
+                .with_webhooks(inbound.hooks.clone()),
         );
         let stop = shutdown.clone();
         glommio::spawn_local(crate::admin::serve(listener, api, async move {
@@ -507,6 +533,8 @@ struct Inbound {
     dkim: Option<Arc<crate::dkim::Signer>>,
     /// The host's suppression list.
     suppression: Option<Arc<Suppression>>,
+    /// The running webhooks (retention of the event log, admin view).
+    hooks: Option<Arc<crate::webhook::Hooks>>,
 }
 
 /// Binds the admin endpoint. A failure is logged and the MTA runs without it: mail matters

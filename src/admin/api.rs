@@ -6,7 +6,8 @@
 //! `POST /queue/hold|release|requeue|delete` (a selection; `?mode=bounce|silent`),
 //! `POST /queue/flush` (`?destination=<domain or key>` for one), `POST /queue/<id>/delete`,
 //! `POST /delivery/pause|resume`, `POST /destinations/<d>/suspend` (`?duration=1h`),
-//! `POST /destinations/<d>/resume`, `GET /destinations/<d>` and `GET /health`, by asking every
+//! `POST /destinations/<d>/resume`, `GET /destinations/<d>`, `GET /webhooks` (each hook's
+//! cursor, lag and errors, from the hooks' shared state) and `GET /health`, by asking every
 //! shard (with who asks, for the event log) and merging the answers; `/suppression...` goes to
 //! the suppression routes (`suppression`), which use the host's list directly.
 //!
@@ -40,6 +41,7 @@ pub struct Api {
     access: LiveAccess,
     cluster: Option<std::sync::Arc<crate::queue::ClusterLink>>,
     suppression: Option<super::suppression::Routes>,
+    webhooks: Option<std::sync::Arc<crate::webhook::Hooks>>,
 }
 
 impl Api {
@@ -51,6 +53,7 @@ impl Api {
             access,
             cluster: None,
             suppression: None,
+            webhooks: None,
         }
     }
 
@@ -68,6 +71,11 @@ impl Api {
     ) -> Api {
         self.suppression = list.map(|list| super::suppression::Routes { list, log });
         self
+    }
+
+    /// The same, with `GET /webhooks` and the webhooks' metrics.
+    pub fn with_webhooks(self, webhooks: Option<std::sync::Arc<crate::webhook::Hooks>>) -> Api {
+        Api { webhooks, ..self }
     }
 
     async fn route(&self, req: Request) -> Response {
@@ -104,6 +112,15 @@ impl Api {
                 Response::json(200, &json!({"status": "ok", "shards": self.links.len()}))
             }
             ("GET", ["metrics"]) => self.metrics().await,
+            ("GET", ["webhooks"]) => {
+                let hooks: Vec<Value> = self
+                    .webhooks
+                    .iter()
+                    .flat_map(|h| h.statuses())
+                    .map(|s| s.json())
+                    .collect();
+                Response::json(200, &json!({"webhooks": hooks}))
+            }
             ("GET", ["queue"]) => {
                 let by = match req.query_param("by") {
                     None | Some("recipient") => SummaryBy::Recipient,
@@ -209,6 +226,9 @@ impl Api {
                 let mut text = crate::metrics::encode(&snapshots);
                 if let Some(link) = &self.cluster {
                     text.push_str(&crate::metrics::encode_cluster(link));
+                }
+                if let Some(hooks) = &self.webhooks {
+                    text.push_str(&hooks.metrics());
                 }
                 text.into_bytes()
             },

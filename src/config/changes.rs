@@ -37,6 +37,8 @@ pub const RESTART_ONLY: &[&str] = &[
     "suppression.hard_bounce_classes",
     "suppression.hard_bounce_expiry",
     "suppression.compact_size",
+    "webhooks",
+    "webhooks[]",
 ];
 
 /// The dotted keys whose values differ between `old` and `new`, in alphabetical order of
@@ -189,6 +191,8 @@ mod tests {
             "admin.listen",
             "delivery.memory_budget",
             "dkim.enabled",
+            "webhooks",
+            "webhooks[0].url",
         ] {
             assert!(needs_restart(key), "{key}");
         }

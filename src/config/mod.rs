@@ -135,6 +135,8 @@ pub struct Config {
     pub cluster: ClusterSection,
     /// The suppression list.
     pub suppression: crate::suppression::SuppressionSection,
+    /// Endpoints the event log is POSTed to (`[[webhooks]]`).
+    pub webhooks: Vec<crate::webhook::WebhookConfig>,
 }
 
 /// `[log]`.
@@ -215,6 +217,7 @@ impl Default for Config {
             dkim: crate::dkim::DkimSection::default(),
             cluster: ClusterSection::default(),
             suppression: crate::suppression::SuppressionSection::default(),
+            webhooks: Vec::new(),
         }
     }
 }
@@ -394,6 +397,7 @@ impl Config {
             .check()
             .map_err(|(key, problem)| ConfigError::Invalid { key, problem })?;
         let keyed = |(key, problem): (String, String)| ConfigError::Invalid { key, problem };
+        crate::webhook::WebhookConfig::check(&self.webhooks).map_err(keyed)?;
         self.delivery.validate().map_err(keyed)?;
         for (i, route) in self.routes.iter().enumerate() {
             route.validate(i).map_err(keyed)?;

@@ -339,6 +339,9 @@ async fn run(
                             auth: record.auth.as_deref().unwrap_or(""),
                             message_id: crate::headers::message_id(&record.body).unwrap_or(""),
                         });
+                        // The line is in the file before the 250: one write for all the
+                        // sessions of this group commit.
+                        ctx.log.written().await;
                     }
                     session.queued(id, result.map_err(drop), &mut out);
                     if ok && let Some(hand_on) = &ctx.accepted {
