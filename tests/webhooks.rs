@@ -9,7 +9,7 @@ mod common;
 
 use std::collections::{BTreeSet, HashSet};
 use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpListener};
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -39,6 +39,11 @@ struct Receiver {
 
 impl Receiver {
     fn start(port: u16) -> Receiver {
+        Receiver::start_tls(port, None)
+    }
+
+    /// The same, over TLS with `tls` when given.
+    fn start_tls(port: u16, tls: Option<Arc<rustls::ServerConfig>>) -> Receiver {
         let listener = TcpListener::bind(("127.0.0.1", port)).expect("bind the receiver");
         let seen: Arc<Mutex<Seen>> = Arc::default();
         let failing = Arc::new(AtomicBool::new(false));
@@ -46,8 +51,15 @@ impl Receiver {
         std::thread::spawn(move || {
             for stream in listener.incoming() {
                 let Ok(stream) = stream else { break };
-                let (s, f) = (s.clone(), f.clone());
-                std::thread::spawn(move || serve(stream, &s, &f));
+                let _ = stream.set_read_timeout(Some(Duration::from_secs(30)));
+                let (s, f, tls) = (s.clone(), f.clone(), tls.clone());
+                std::thread::spawn(move || match tls {
+                    Some(config) => {
+                        let conn = rustls::ServerConnection::new(config).unwrap();
+                        serve(rustls::StreamOwned::new(conn, stream), &s, &f)
+                    }
+                    None => serve(stream, &s, &f),
+                });
             }
         });
         Receiver { seen, failing }
@@ -70,9 +82,7 @@ impl Receiver {
     }
 }
 
-fn serve(stream: TcpStream, seen: &Mutex<Seen>, failing: &AtomicBool) {
-    let _ = stream.set_read_timeout(Some(Duration::from_secs(30)));
-    let mut out = stream.try_clone().unwrap();
+fn serve(stream: impl Read + Write, seen: &Mutex<Seen>, failing: &AtomicBool) {
     let mut r = BufReader::new(stream);
     loop {
         let mut head = Vec::new();
@@ -125,7 +135,12 @@ fn serve(stream: TcpStream, seen: &Mutex<Seen>, failing: &AtomicBool) {
             "200 OK"
         };
         let answer = format!("HTTP/1.1 {status}\r\nContent-Length: 0\r\n\r\n");
-        if out.write_all(answer.as_bytes()).is_err() {
+        let out = r.get_mut();
+        if out
+            .write_all(answer.as_bytes())
+            .and_then(|()| out.flush())
+            .is_err()
+        {
             return;
         }
     }
@@ -366,5 +381,45 @@ fn sigkill_in_the_middle_and_a_restart_lose_no_event() {
     assert!(missing.is_empty(), "receptions lost: {missing:?}");
     assert_eq!(seen.bad_signatures, 0);
     drop(seen);
+    assert!(mta.stop().success());
+}
+
+#[test]
+fn an_https_endpoint_verified_against_tls_ca_file_gets_the_events() {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let dir = tempdir();
+    let certs = common::certs::make_certs(dir.path(), &[&["127.0.0.1"]]);
+    let (cert, key) = &certs.leaves[0];
+    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
+        .unwrap()
+        .map(|c| c.unwrap())
+        .collect();
+    let tls = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_no_client_auth()
+    .with_single_cert(chain, PrivateKeyDer::from_pem_file(key).unwrap())
+    .unwrap();
+    let port = closed_port();
+    let receiver = Receiver::start_tls(port, Some(Arc::new(tls)));
+    let hooks = format!(
+        "[[webhooks]]\nname = \"tls\"\nurl = \"https://127.0.0.1:{port}/events\"\n\
+         secret = \"{SECRET}\"\nbatch_wait = \"100ms\"\nretry_min = \"50ms\"\n\
+         [tls]\nca_file = \"{}\"\n",
+        certs.ca.display()
+    );
+    let cfg = write_config(dir.path(), "", &hooks);
+    let mut mta = Mta::start(dir.path(), &cfg);
+    let id = send(mta.addr, &["u@dest.test".to_owned()]).expect("accepted");
+    wait_until("the reception over https", Duration::from_secs(30), || {
+        let seen = receiver.seen.lock().unwrap();
+        seen.events
+            .iter()
+            .any(|(h, e)| h == "tls" && e["type"] == "Reception" && e["queue_id"] == id.as_str())
+    });
+    assert_eq!(receiver.seen.lock().unwrap().bad_signatures, 0);
     assert!(mta.stop().success());
 }
