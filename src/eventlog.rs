@@ -154,7 +154,13 @@ pub struct EventLog {
     waiters: RefCell<Vec<Waker>>,
     /// Says whether a rotated file past the retention may be deleted (None: always).
     guard: RefCell<Option<RetentionGuard>>,
+    /// The live file, open for appending, and when it was opened.
+    file: RefCell<Option<(std::fs::File, Instant)>>,
 }
+
+/// How long the live file is written through one open handle before it is opened by name
+/// again.
+const REOPEN: Duration = Duration::from_secs(1);
 
 /// Says whether the rotated file at the path may be deleted.
 pub type RetentionGuard = Box<dyn Fn(&Path) -> bool>;
@@ -192,6 +198,7 @@ impl EventLog {
             flush_queued: Cell::new(false),
             waiters: RefCell::new(Vec::new()),
             guard: RefCell::new(None),
+            file: RefCell::new(None),
         })
     }
 
@@ -376,22 +383,42 @@ impl EventLog {
         {
             self.rotate();
         }
-        let r = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&self.path)
-            .and_then(|mut f| f.write_all(&data));
+        // The file stays open between writes (they come at every group commit), and is
+        // opened again by name at most a second later, as a write used to.
+        let mut file = self.file.borrow_mut();
+        if file.as_ref().is_some_and(|(_, at)| at.elapsed() >= REOPEN) {
+            *file = None;
+        }
+        if file.is_none() {
+            match std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&self.path)
+            {
+                Ok(f) => *file = Some((f, Instant::now())),
+                Err(e) => {
+                    tracing::warn!(path = %self.path.display(), error = %e, "event log write failed");
+                    data.clear();
+                    return;
+                }
+            }
+        }
+        let r = file.as_mut().map(|(f, _)| f.write_all(&data));
         match r {
-            Ok(()) => self.size.set(self.size.get() + data.len() as u64),
-            Err(e) => {
+            Some(Ok(())) => self.size.set(self.size.get() + data.len() as u64),
+            Some(Err(e)) => {
+                *file = None;
                 tracing::warn!(path = %self.path.display(), error = %e, "event log write failed")
             }
+            None => {}
         }
         data.clear();
     }
 
     /// Renames the current file aside and deletes rotated files past the retention.
     fn rotate(&self) {
+        // Whatever happens, the next write opens the file by name.
+        *self.file.borrow_mut() = None;
         let secs = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_secs());
