@@ -3,20 +3,25 @@
 //!
 //! What it does: formats records into an in-memory buffer and appends it to
 //! `<log.dir>/delivery-<shard>.jsonl` when it passes 64 KiB or when `flush` is called (the shard
-//! flushes every second and at shutdown); rotates the file by size and age (the old file is
-//! renamed `delivery-<shard>.<unix seconds>.jsonl`, with `-<n>` added for a second rotation
-//! within the same second) and deletes rotated files older than the
-//! retention. No sync per line: the log is a record for operators, the spool is the source of
-//! truth. The schema is in `docs/LOG_SCHEMA.md`.
+//! flushes every second and at shutdown, the spool before each group commit writes, and
+//! [`EventLog::written`] once for all the lines buffered before it); rotates the file by size
+//! and age (the old file is renamed `delivery-<shard>.<unix seconds>.jsonl`, with `-<n>` added
+//! for a second rotation within the same second) and deletes rotated files older than the
+//! retention that the retention guard (the webhooks) releases. No sync: the log is a record for
+//! operators, the spool is the source of truth. The schema is in `docs/LOG_SCHEMA.md`.
 //!
-//! What it does not do: no reading, no compression, no shipping elsewhere.
+//! What it does not do: no reading, no compression, no shipping elsewhere (`webhook`).
 //!
-//! Invariants: each line is one JSON object terminated by `\n`, with `type` and `time` (unix
-//! ms) first; a line is never split across two files.
+//! Invariants: each line is one JSON object terminated by `\n`, with `type`, `time` (unix
+//! ms), `id` (`<shard>-<start ms>-<n>`, unique on the host) and `v` (the schema version)
+//! first; a line is never split across two files; a file left ending mid-line by a crash gets
+//! a line end before the next line.
 
 use std::cell::{Cell, RefCell};
 use std::io::Write;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::rc::Rc;
+use std::task::{Poll, Waker};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crate::config::LogSection;
@@ -170,7 +175,30 @@ pub struct EventLog {
     rotate_size: Cell<u64>,
     rotate_interval: Cell<Duration>,
     keep: Cell<Duration>,
+    /// `<shard>-<start ms>-`, the fixed part of every line's `id`.
+    id_prefix: String,
+    /// Lines formatted so far (the last part of the `id`).
+    seq: Cell<u64>,
+    /// Calls of `flush`, for [`EventLog::written`].
+    flushes: Cell<u64>,
+    /// A flush for the waiters of `written` is on its way.
+    flush_queued: Cell<bool>,
+    waiters: RefCell<Vec<Waker>>,
+    /// Says whether a rotated file past the retention may be deleted (None: always).
+    guard: RefCell<Option<RetentionGuard>>,
+    /// The live file, open for appending, and when it was opened.
+    file: RefCell<Option<(std::fs::File, Instant)>>,
 }
+
+/// How long the live file is written through one open handle before it is opened by name
+/// again.
+const REOPEN: Duration = Duration::from_secs(1);
+
+/// Says whether the rotated file at the path may be deleted.
+pub type RetentionGuard = Box<dyn Fn(&Path) -> bool>;
+
+/// The event schema's version, the `v` of every line (`docs/LOG_SCHEMA.md`, "Versions").
+pub const SCHEMA_VERSION: u32 = 1;
 
 impl EventLog {
     /// The log of `shard` per `[log]` (the directory is created if needed).
@@ -178,16 +206,56 @@ impl EventLog {
         std::fs::create_dir_all(&cfg.dir)?;
         let path = cfg.dir.join(format!("delivery-{shard}.jsonl"));
         let size = std::fs::metadata(&path).map_or(0, |m| m.len());
+        let mut buf = Vec::with_capacity(64 * 1024);
+        if size > 0 && !ends_with_newline(&path, size) {
+            // A crash in the middle of a write: the torn line stays alone on its line.
+            buf.push(b'\n');
+        }
+        let start = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis());
         Ok(EventLog {
             dir: cfg.dir.clone(),
             shard,
             path,
-            buf: RefCell::new(Vec::with_capacity(64 * 1024)),
+            buf: RefCell::new(buf),
             size: Cell::new(size),
             opened: Cell::new(Instant::now()),
             rotate_size: Cell::new(cfg.rotate_size.0),
             rotate_interval: Cell::new(cfg.rotate_interval.0),
             keep: Cell::new(cfg.keep.0),
+            id_prefix: format!("{shard}-{start}-"),
+            seq: Cell::new(0),
+            flushes: Cell::new(0),
+            flush_queued: Cell::new(false),
+            waiters: RefCell::new(Vec::new()),
+            guard: RefCell::new(None),
+            file: RefCell::new(None),
+        })
+    }
+
+    /// Keeps rotated files past the retention unless `guard` releases them.
+    pub fn set_retention_guard(&self, guard: RetentionGuard) {
+        *self.guard.borrow_mut() = Some(guard);
+    }
+
+    /// Resolves once every line buffered before the call is written to the file (or its write
+    /// failed: the log never stops mail). The callers of one executor turn share one write: the
+    /// first queues a task that flushes after the tasks already woken have run. Only inside
+    /// the shard's executor.
+    pub fn written(self: &Rc<Self>) -> impl std::future::Future<Output = ()> + use<> {
+        let target = self.flushes.get() + 1;
+        if !self.flush_queued.replace(true) {
+            let log = self.clone();
+            glommio::spawn_local(async move { log.flush() }).detach();
+        }
+        let log = self.clone();
+        std::future::poll_fn(move |cx| {
+            if log.flushes.get() >= target {
+                return Poll::Ready(());
+            }
+            log.waiters.borrow_mut().push(cx.waker().clone());
+            Poll::Pending
         })
     }
 
@@ -203,10 +271,16 @@ impl EventLog {
         let time = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_millis());
+        let seq = self.seq.get() + 1;
+        self.seq.set(seq);
         let mut b = self.buf.borrow_mut();
         b.extend_from_slice(b"{\"type\":");
         json(&mut b, kind);
-        let _ = write!(b, ",\"time\":{time}");
+        let _ = write!(
+            b,
+            ",\"time\":{time},\"id\":\"{}{seq}\",\"v\":{SCHEMA_VERSION}",
+            self.id_prefix
+        );
         b
     }
 
@@ -382,6 +456,15 @@ impl EventLog {
     /// Writes what is buffered, rotating first when the file is due (errors are reported and
     /// the lines dropped: the log must never stop mail).
     pub fn flush(&self) {
+        self.write_buffer();
+        self.flushes.set(self.flushes.get() + 1);
+        self.flush_queued.set(false);
+        for w in self.waiters.borrow_mut().drain(..) {
+            w.wake();
+        }
+    }
+
+    fn write_buffer(&self) {
         // The buffer keeps its capacity: it is cleared, not replaced.
         let mut data = self.buf.borrow_mut();
         if data.is_empty() {
@@ -394,22 +477,42 @@ impl EventLog {
         {
             self.rotate();
         }
-        let r = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&self.path)
-            .and_then(|mut f| f.write_all(&data));
+        // The file stays open between writes (they come at every group commit), and is
+        // opened again by name at most a second later, as a write used to.
+        let mut file = self.file.borrow_mut();
+        if file.as_ref().is_some_and(|(_, at)| at.elapsed() >= REOPEN) {
+            *file = None;
+        }
+        if file.is_none() {
+            match std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&self.path)
+            {
+                Ok(f) => *file = Some((f, Instant::now())),
+                Err(e) => {
+                    tracing::warn!(path = %self.path.display(), error = %e, "event log write failed");
+                    data.clear();
+                    return;
+                }
+            }
+        }
+        let r = file.as_mut().map(|(f, _)| f.write_all(&data));
         match r {
-            Ok(()) => self.size.set(self.size.get() + data.len() as u64),
-            Err(e) => {
+            Some(Ok(())) => self.size.set(self.size.get() + data.len() as u64),
+            Some(Err(e)) => {
+                *file = None;
                 tracing::warn!(path = %self.path.display(), error = %e, "event log write failed")
             }
+            None => {}
         }
         data.clear();
     }
 
     /// Renames the current file aside and deletes rotated files past the retention.
     fn rotate(&self) {
+        // Whatever happens, the next write opens the file by name.
+        *self.file.borrow_mut() = None;
         let secs = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_secs());
@@ -434,6 +537,8 @@ impl EventLog {
         let Ok(entries) = std::fs::read_dir(&self.dir) else {
             return;
         };
+        let guard = self.guard.borrow();
+        let mut kept = 0;
         for entry in entries.filter_map(Result::ok) {
             let name = entry.file_name();
             let name = name.to_string_lossy();
@@ -444,11 +549,30 @@ impl EventLog {
                 .metadata()
                 .and_then(|m| m.modified())
                 .is_ok_and(|t| t.elapsed().is_ok_and(|age| age > self.keep.get()));
-            if old {
+            if old && guard.as_ref().is_some_and(|g| !g(&entry.path())) {
+                kept += 1;
+            } else if old {
                 let _ = std::fs::remove_file(entry.path());
             }
         }
+        if kept > 0 {
+            tracing::info!(
+                shard = self.shard,
+                files = kept,
+                "rotated event-log files kept past log.keep: a webhook has not read them yet"
+            );
+        }
     }
+}
+
+/// True when the last octet of the `size`-octet file at `path` is a line end (or it cannot be
+/// read: then nothing is added).
+fn ends_with_newline(path: &Path, size: u64) -> bool {
+    use std::os::unix::fs::FileExt;
+    let mut last = [0u8; 1];
+    std::fs::File::open(path)
+        .and_then(|f| f.read_exact_at(&mut last, size - 1))
+        .map_or(true, |()| last[0] == b'\n')
 }
 
 /// Appends `,"key":"value"` (the key is a literal that needs no escaping).
@@ -558,5 +682,45 @@ mod tests {
             }
         }
         assert_eq!(lines, 6, "nothing lost across rotations");
+    }
+
+    #[test]
+    fn every_line_has_an_id_and_the_version_and_a_torn_line_stays_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = LogSection {
+            dir: dir.path().to_owned(),
+            rotate_size: ByteSize::mib(1),
+            rotate_interval: HumanDuration::secs(3600),
+            keep: HumanDuration::secs(3600),
+        };
+        std::fs::write(dir.path().join("delivery-1.jsonl"), "{\"type\":\"Recep").unwrap();
+        let log = EventLog::new(&cfg, 1).unwrap();
+        for _ in 0..2 {
+            log.rejection(&Rejection {
+                stage: "data",
+                sender: "",
+                recipient: "",
+                reply: "550",
+                client: "192.0.2.1",
+            });
+        }
+        log.flush();
+        let text = std::fs::read_to_string(dir.path().join("delivery-1.jsonl")).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 3, "{text}");
+        assert_eq!(lines[0], "{\"type\":\"Recep");
+        let ids: Vec<String> = lines[1..]
+            .iter()
+            .map(|l| {
+                let v: serde_json::Value = serde_json::from_str(l).unwrap();
+                assert_eq!(v["v"], SCHEMA_VERSION);
+                v["id"].as_str().unwrap().to_owned()
+            })
+            .collect();
+        assert!(
+            ids[0].starts_with("1-") && ids[0].ends_with("-1"),
+            "{ids:?}"
+        );
+        assert_ne!(ids[0], ids[1]);
     }
 }

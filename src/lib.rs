@@ -31,6 +31,7 @@
 //! - [`shard`]: the one place that wires a shard together and runs them all.
 //! - [`metrics`]: per-shard counters and histograms, and their Prometheus text.
 //! - [`admin`]: the admin HTTP endpoint's server, access policy and CLI client.
+//! - [`webhook`]: event-log lines POSTed to HTTP(S) endpoints, at least once.
 
 pub mod admin;
 pub mod auth;
@@ -65,3 +66,4 @@ pub mod suppression;
 pub mod timers;
 pub mod tls;
 pub mod tls_rpt;
+pub mod webhook;

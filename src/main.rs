@@ -109,6 +109,12 @@ enum Cmd {
         #[command(flatten)]
         api: ApiArgs,
     },
+    /// Each webhook's committed cursor, lag, last error and last success (through the admin
+    /// endpoint).
+    Webhooks {
+        #[command(flatten)]
+        api: ApiArgs,
+    },
 }
 
 #[derive(Subcommand)]
@@ -191,7 +197,7 @@ fn main() -> ExitCode {
     let config_path = match &cli.command {
         Cmd::Passwd { .. } => None,
         Cmd::Run { config } | Cmd::CheckConfig { config } => config.clone(),
-        Cmd::Metrics { api } | Cmd::Stats { api, .. } => api.config.clone(),
+        Cmd::Metrics { api } | Cmd::Stats { api, .. } | Cmd::Webhooks { api } => api.config.clone(),
         Cmd::Campaign { what } => what.config(),
         Cmd::Queue { what } => what.config(),
         Cmd::Trace { config, .. } => config.clone(),
@@ -250,6 +256,7 @@ fn main() -> ExitCode {
         Cmd::Metrics { api } => admin_cli::simple(&config, &api, false, "/metrics"),
         Cmd::Stats { by, since, api } => campaign_cli::stats(&config, &by, since.as_deref(), &api),
         Cmd::Campaign { what } => campaign_cli::campaign(&config, what),
+        Cmd::Webhooks { api } => admin_cli::simple(&config, &api, false, "/webhooks"),
         Cmd::Queue { what } => queue_cli::queue(&config, what),
         Cmd::Trace {
             query, since, json, ..
@@ -296,7 +303,8 @@ fn main() -> ExitCode {
 
 /// Reads every file the configuration names, as `mta run` would: certificates and keys, the
 /// outbound trust roots, the users file, DKIM keys and the shaping file (the outbound AUTH
-/// credential files were read with the configuration, by `Config::load`).
+/// credential files were read with the configuration, by `Config::load`) and the webhooks'
+/// secret files.
 fn check_files(config: &Config) -> Result<(), String> {
     if !config.tls.certificates.is_empty() {
         mta::tls::ServerTls::load(&config.tls.certificates).map_err(|e| e.to_string())?;
@@ -308,6 +316,9 @@ fn check_files(config: &Config) -> Result<(), String> {
     mta::dkim::Signer::from_config(&config.dkim).map_err(|e| e.to_string())?;
     if let Some(path) = &config.delivery.shaping_file {
         mta::shaping::Shaping::load(path).map_err(|e| e.to_string())?;
+    }
+    for hook in &config.webhooks {
+        mta::webhook::post::check_secret(hook).map_err(|e| e.to_string())?;
     }
     Ok(())
 }

@@ -16,7 +16,8 @@
 //! host-wide state (`queue::HostLimits`: atomics per destination, so that connection and rate
 //! limits hold for the host), the suppression list (a table of atomics that every shard reads
 //! without a lock, changed only by its writer thread), the campaign statistics and pauses (a
-//! mutex each shard takes once a second, and a generation number read per job), the admin
+//! mutex each shard takes once a second, and a generation number read per job), the
+//! webhooks' state (a mutex per hook, asked by the event log only when it rotates), the admin
 //! endpoint's links to the shards, the TLS reporter's channels (every shard sends its session
 //! counts every few seconds; shard 0 receives the periods due for reporting), the stop request
 //! (one atomic) and the start-up channel.
@@ -89,6 +90,9 @@ pub enum ShardError {
     /// The paused campaigns could not be read.
     #[error(transparent)]
     Campaigns(#[from] crate::campaigns::PauseError),
+    /// A webhook could not start.
+    #[error(transparent)]
+    Webhook(#[from] crate::webhook::WebhookError),
     /// A shard failed.
     #[error("shard {shard}: {message}")]
     Shard {
@@ -159,6 +163,13 @@ pub fn run(
             .map(|s| s.thresholds().clone())
             .unwrap_or_default(),
     )?);
+    // Each hook reads the shards' event logs on a thread of its own.
+    let hooks = crate::webhook::Hooks::start(
+        &config.webhooks,
+        &config.log.dir,
+        shards,
+        config.tls.ca_file.as_deref(),
+    )?;
     let (links, inboxes): (Vec<ShardLink>, Vec<ShardInbox>) =
         (0..shards).map(|_| control::link()).unzip();
     let inboxes = Arc::new(Mutex::new(
@@ -176,6 +187,7 @@ pub fn run(
     let shard_addrs = addrs.clone();
     let shard_signals = signals.clone();
     let shard_suppression = suppression.clone();
+    let shard_hooks = hooks.clone();
     // Taken before any shard starts: a SIGHUP that lands while the shards start up (after the
     // configuration was read) is still seen as a reload by every shard.
     let start_generation = signals.reload_generation();
@@ -215,6 +227,7 @@ pub fn run(
                     (link.clone(), jobs)
                 }),
                 campaigns: campaigns.clone(),
+                hooks: shard_hooks.clone(),
             };
             let signals = (signals, start_generation);
             async move { shard_main(index, config, addrs, inbound, signals, ready).await }
@@ -248,6 +261,10 @@ pub fn run(
     // Every shard has handed its last TLS session counts over: the reporter saves them.
     if let Some(r) = reporter {
         r.stop();
+    }
+    // What the hooks did not send yet, they send after the next start.
+    if let Some(hooks) = &hooks {
+        hooks.stop();
     }
     // The shards are done: the cluster agent gives this node's leases back.
     if let Some(cluster) = cluster {
@@ -345,6 +362,14 @@ async fn shard_main(
     };
     if let Some(link) = &tls_rpt {
         link.install();
+    }
+    {
+        // The lines about the records of a batch are in the log file before the batch.
+        let log = log.clone();
+        spool.before_write(Rc::new(move || log.flush()));
+    }
+    if let Some(hooks) = inbound.hooks.clone() {
+        log.set_retention_guard(Box::new(move |path| hooks.releases(index, path)));
     }
     let ids = Rc::new(RefCell::new(QueueIdGenerator::resume(
         index as u16,
@@ -450,7 +475,8 @@ async fn shard_main(
             Api::new(links, access)
                 .with_cluster(inbound.host_limits.cluster().cloned())
                 .with_suppression(inbound.suppression.clone(), log.clone())
-                .with_campaigns(inbound.campaigns.clone(), log.clone()),
+                .with_campaigns(inbound.campaigns.clone(), log.clone())
+                .with_webhooks(inbound.hooks.clone()),
         );
         let stop = shutdown.clone();
         glommio::spawn_local(crate::admin::serve(listener, api, async move {
@@ -568,6 +594,8 @@ struct Inbound {
     )>,
     /// The host's campaign statistics and pauses.
     campaigns: Arc<crate::campaigns::Campaigns>,
+    /// The running webhooks (retention of the event log, admin view).
+    hooks: Option<Arc<crate::webhook::Hooks>>,
 }
 
 /// Binds the admin endpoint. A failure is logged and the MTA runs without it: mail matters

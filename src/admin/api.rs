@@ -6,7 +6,8 @@
 //! `POST /queue/hold|release|requeue|delete` (a selection; `?mode=bounce|silent`),
 //! `POST /queue/flush` (`?destination=<domain or key>` for one), `POST /queue/<id>/delete`,
 //! `POST /delivery/pause|resume`, `POST /destinations/<d>/suspend` (`?duration=1h`),
-//! `POST /destinations/<d>/resume`, `GET /destinations/<d>` and `GET /health`, by asking every
+//! `POST /destinations/<d>/resume`, `GET /destinations/<d>`, `GET /webhooks` (each hook's
+//! cursor, lag and errors, from the hooks' shared state) and `GET /health`, by asking every
 //! shard (with who asks, for the event log) and merging the answers; `/suppression...` goes to
 //! the suppression routes (`suppression`), which use the host's list directly, and `/stats` and
 //! `/campaigns...` to the campaign routes (`campaigns`), which use the host's campaign state.
@@ -42,6 +43,7 @@ pub struct Api {
     cluster: Option<std::sync::Arc<crate::queue::ClusterLink>>,
     suppression: Option<super::suppression::Routes>,
     campaigns: Option<super::campaigns::Routes>,
+    webhooks: Option<std::sync::Arc<crate::webhook::Hooks>>,
 }
 
 impl Api {
@@ -54,6 +56,7 @@ impl Api {
             cluster: None,
             suppression: None,
             campaigns: None,
+            webhooks: None,
         }
     }
 
@@ -82,6 +85,11 @@ impl Api {
     ) -> Api {
         self.campaigns = Some(super::campaigns::Routes { campaigns, log });
         self
+    }
+
+    /// The same, with `GET /webhooks` and the webhooks' metrics.
+    pub fn with_webhooks(self, webhooks: Option<std::sync::Arc<crate::webhook::Hooks>>) -> Api {
+        Api { webhooks, ..self }
     }
 
     async fn route(&self, req: Request) -> Response {
@@ -124,6 +132,15 @@ impl Api {
                 Response::json(200, &json!({"status": "ok", "shards": self.links.len()}))
             }
             ("GET", ["metrics"]) => self.metrics().await,
+            ("GET", ["webhooks"]) => {
+                let hooks: Vec<Value> = self
+                    .webhooks
+                    .iter()
+                    .flat_map(|h| h.statuses())
+                    .map(|s| s.json())
+                    .collect();
+                Response::json(200, &json!({"webhooks": hooks}))
+            }
             ("GET", ["queue"]) => {
                 let by = match req.query_param("by") {
                     None | Some("recipient") => SummaryBy::Recipient,
@@ -232,6 +249,9 @@ impl Api {
                 }
                 if let Some(c) = &self.campaigns {
                     text.push_str(&c.campaigns.metrics());
+                }
+                if let Some(hooks) = &self.webhooks {
+                    text.push_str(&hooks.metrics());
                 }
                 text.into_bytes()
             },

@@ -163,6 +163,7 @@ impl Routes {
         match self.list.write(vec![entry.clone()]).await {
             Ok(was) => {
                 self.logged("add", &entry);
+                self.log.written().await;
                 let mut v = entry_json(&entry);
                 v["was_listed"] = json!(was.first().copied().unwrap_or(false));
                 Response::json(200, &v)
@@ -191,6 +192,7 @@ impl Routes {
                 let removed = was.first().copied().unwrap_or(false);
                 if removed {
                     self.logged("remove", &entry);
+                    self.log.written().await;
                 }
                 Response::json(200, &json!({"address": entry.address, "removed": removed}))
             }
@@ -229,6 +231,7 @@ impl Routes {
                     messages: 0,
                     recipients: 0,
                 });
+                self.log.written().await;
                 Response::json(200, &json!({"imported": total, "new": new}))
             }
             Err(e) => failed(e),

@@ -38,6 +38,8 @@ pub const RESTART_ONLY: &[&str] = &[
     "suppression.hard_bounce_expiry",
     "suppression.compact_size",
     "delivery.tls_policy.tls_rpt",
+    "webhooks",
+    "webhooks[]",
 ];
 
 /// The dotted keys whose values differ between `old` and `new`, in alphabetical order of
@@ -192,6 +194,8 @@ mod tests {
             "dkim.enabled",
             "delivery.tls_policy.tls_rpt.enabled",
             "delivery.tls_policy.tls_rpt.report_interval",
+            "webhooks",
+            "webhooks[0].url",
         ] {
             assert!(needs_restart(key), "{key}");
         }

@@ -141,6 +141,8 @@ pub struct Config {
     pub campaigns: crate::campaigns::CampaignsSection,
     /// Priority classes (`transactional`, `normal`, `bulk`) and how mail is placed in them.
     pub priority: crate::priority::PrioritySection,
+    /// Endpoints the event log is POSTed to (`[[webhooks]]`).
+    pub webhooks: Vec<crate::webhook::WebhookConfig>,
 }
 
 /// `[log]`.
@@ -223,6 +225,7 @@ impl Default for Config {
             suppression: crate::suppression::SuppressionSection::default(),
             campaigns: crate::campaigns::CampaignsSection::default(),
             priority: crate::priority::PrioritySection::default(),
+            webhooks: Vec::new(),
         }
     }
 }
@@ -406,6 +409,7 @@ impl Config {
             .map_err(|(key, problem)| ConfigError::Invalid { key, problem })?;
         let keyed = |(key, problem): (String, String)| ConfigError::Invalid { key, problem };
         self.priority.check(&self.pools).map_err(keyed)?;
+        crate::webhook::WebhookConfig::check(&self.webhooks).map_err(keyed)?;
         self.delivery.validate().map_err(keyed)?;
         for (i, route) in self.routes.iter().enumerate() {
             route.validate(i).map_err(keyed)?;

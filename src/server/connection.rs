@@ -350,6 +350,9 @@ async fn run(
                                 .flatten()
                                 .map_or("", crate::priority::Class::name),
                         });
+                        // The line is in the file before the 250: one write for all the
+                        // sessions of this group commit.
+                        ctx.log.written().await;
                     }
                     session.queued(id, result.map_err(drop), &mut out);
                     if ok && let Some(hand_on) = &ctx.accepted {

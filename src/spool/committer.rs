@@ -1,7 +1,8 @@
 //! The committer task of one shard's spool: group commit, segments, retirement.
 //!
 //! What it does: pops the front batch of the spool's pending queue, writes it at the segment's
-//! tail with one `write_at` (short writes continued), `fdatasync`s, applies the batch to the
+//! tail with one `write_at` (short writes continued) after calling the `before_write` hook (the
+//! event log writes its buffer), `fdatasync`s, applies the batch to the
 //! ledger and completes every waiter; rolls to a new segment past the segment size; retires
 //! segments whose recipients are all final (retire record first, then unlink and directory
 //! sync).
@@ -122,6 +123,10 @@ impl Committer {
         }
         let forwarding = self.add_forwarding(&mut batch).await;
         let n_records = batch.waiters.len() as u64 + u64::from(!retiring.listed.is_empty());
+        let before = self.inner.before_write.borrow().clone();
+        if let Some(f) = before {
+            f();
+        }
         let result = self.write_batch(&batch.buf).await;
         match result {
             Ok((segment, base)) => {

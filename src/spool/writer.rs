@@ -105,6 +105,8 @@ struct Inner {
     waker: Cell<Option<Waker>>,
     done: RefCell<Option<oneshot::Receiver<Result<(), SpoolError>>>>,
     metrics: RefCell<Option<Rc<ShardMetrics>>>,
+    /// Called before each batch is written (the event log writes its buffer).
+    before_write: RefCell<Option<Rc<dyn Fn()>>>,
     #[cfg(test)]
     fail_syncs: Cell<u32>,
 }
@@ -203,6 +205,7 @@ impl Spool {
             waker: Cell::new(None),
             done: RefCell::new(Some(done_rx)),
             metrics: RefCell::new(None),
+            before_write: RefCell::new(None),
             cfg,
             #[cfg(test)]
             fail_syncs: Cell::new(0),
@@ -387,6 +390,13 @@ impl Spool {
             .map_err(io_err);
         let _ = file.close().await;
         format::decode_message_at(&frame?, 0).map_err(corrupt)
+    }
+
+    /// Calls `f` before each batch is written, from now on: what it writes first (the event
+    /// log's lines about the records in the batch) is on disk before the batch is, even if
+    /// the process is killed between the two.
+    pub fn before_write(&self, f: Rc<dyn Fn()>) {
+        *self.0.before_write.borrow_mut() = Some(f);
     }
 
     /// Records group-commit batch sizes and `fdatasync` latency in `metrics` from now on.
