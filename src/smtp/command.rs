@@ -149,8 +149,17 @@ pub fn parse_command(line: &[u8], mail_smtputf8: bool) -> Result<Command, Comman
         None => (line, &b""[..]),
     };
     let text = |a: &[u8]| String::from_utf8_lossy(a).trim().to_owned();
-    let verb = verb.to_ascii_uppercase();
-    match verb.as_slice() {
+    // Upper-cased on the stack: no verb we know is longer than STARTTLS.
+    let mut upper = [0u8; 8];
+    let verb = match upper.get_mut(..verb.len()) {
+        Some(dst) => {
+            dst.copy_from_slice(verb);
+            dst.make_ascii_uppercase();
+            &*dst
+        }
+        None => return Err(CommandError::Unrecognized),
+    };
+    match verb {
         b"EHLO" | b"HELO" => {
             let name = arg
                 .split(|&b| b == b' ')
