@@ -300,7 +300,6 @@ fn a_campaign_past_its_bounce_threshold_is_paused_until_resumed() {
     let delivery = format!("shaping_file = \"{}\"", shaping.display());
     let cfg = config_with(dir.path(), sink.port, &delivery, "");
     let mut mta = Mta::start(dir.path(), &cfg);
-    let admin = mta.admin.unwrap();
     // Half of the first four bounce: 50% is over 20%.
     send(
         &mta,

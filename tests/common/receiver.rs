@@ -50,8 +50,12 @@ impl Scripted {
                 m.fetch_max(now_open, Ordering::SeqCst);
                 let (g, d, o) = (g.clone(), deferred.clone(), open.clone());
                 std::thread::spawn(move || {
-                    serve(stream, &g, &d, chunking, defer_times);
-                    o.fetch_sub(1, Ordering::SeqCst);
+                    // A session that ends with QUIT stops counting before its 221 is sent (the
+                    // client may count it closed once it has the 221); any other end, when
+                    // this thread notices it.
+                    if !serve(stream, &g, &d, chunking, defer_times, &o) {
+                        o.fetch_sub(1, Ordering::SeqCst);
+                    }
                 });
             }
         });
@@ -81,7 +85,8 @@ fn serve(
     deferred: &AtomicUsize,
     chunking: bool,
     defer_times: usize,
-) {
+    open: &AtomicUsize,
+) -> bool {
     stream
         .set_read_timeout(Some(Duration::from_secs(30)))
         .unwrap();
@@ -95,7 +100,7 @@ fn serve(
     loop {
         let mut line = String::new();
         if r.read_line(&mut line).unwrap_or(0) == 0 {
-            return;
+            return false;
         }
         let upper = line.to_ascii_uppercase();
         let reply: String = if upper.starts_with("EHLO") {
@@ -130,7 +135,7 @@ fn serve(
                 loop {
                     let mut l = Vec::new();
                     if r.read_until(b'\n', &mut l).unwrap_or(0) == 0 {
-                        return;
+                        return false;
                     }
                     if l == b".\r\n" {
                         break;
@@ -172,13 +177,14 @@ fn serve(
         } else if upper.starts_with("RSET") || upper.starts_with("NOOP") {
             "250 2.0.0 ok\r\n".into()
         } else if upper.starts_with("QUIT") {
+            open.fetch_sub(1, Ordering::SeqCst);
             let _ = w.write_all(b"221 2.0.0 bye\r\n");
-            return;
+            return true;
         } else {
             "500 5.5.1 what\r\n".into()
         };
         if w.write_all(reply.as_bytes()).is_err() {
-            return;
+            return false;
         }
     }
 }
