@@ -94,6 +94,16 @@ pub struct SenderClass {
     pub class: Class,
 }
 
+/// One campaign rule: mail labelled with `campaign` (`[campaigns]`) goes in `class`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CampaignClass {
+    /// The campaign name (exact).
+    pub campaign: String,
+    /// Its class.
+    pub class: Class,
+}
+
 /// One pool rule: mail that asks for `pool` goes in `class`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -147,6 +157,8 @@ pub struct PrioritySection {
     /// Of every `share` messages a destination sends, one slot is kept for each lower class
     /// that has mail waiting (the rest go to the highest class waiting).
     pub share: u32,
+    /// Classes by campaign label (read at reception: `docs/CAMPAIGNS.md`).
+    pub campaigns: Vec<CampaignClass>,
     /// Classes by source pool (the pool a message asks for at reception).
     pub pools: Vec<PoolClass>,
     /// Classes by sender domain.
@@ -161,6 +173,7 @@ impl Default for PrioritySection {
             default: Class::Normal,
             header: None,
             share: 10,
+            campaigns: Vec::new(),
             pools: Vec::new(),
             senders: Vec::new(),
             destinations: Vec::new(),
@@ -239,11 +252,11 @@ impl Chooser {
         }
     }
 
-    /// The class of `record` (body = our trace header + message), first match: the header
-    /// (only when `trusted`: the client authenticated or is in a trusted network), the pool
-    /// the message asks for, the sender's domain. `None`: no rule chose one (the destination's
-    /// or the global default applies when it is queued). A campaign rule, when there is one,
-    /// belongs after the header.
+    /// The class of `record` (body = our trace header + message, labels already read), first
+    /// match: the header (only when `trusted`: the client authenticated or is in a trusted
+    /// network), the campaign label, the pool the message asks for, the sender's domain.
+    /// `None`: no rule chose one (the destination's or the global default applies when it is
+    /// queued).
     pub fn choose(&self, record: &MessageRecord, trusted: bool) -> Option<Class> {
         let s = &self.section;
         if trusted
@@ -252,6 +265,11 @@ impl Chooser {
                 crate::headers::value(&record.body, h).and_then(|v| Class::parse(&v))
         {
             return Some(class);
+        }
+        if let Some(c) = &record.campaign
+            && let Some(r) = s.campaigns.iter().find(|r| r.campaign == *c)
+        {
+            return Some(r.class);
         }
         if !s.pools.is_empty() {
             let pool = self
@@ -335,6 +353,30 @@ mod tests {
             body: body.as_bytes().to_vec(),
             priority: 0,
         }
+    }
+
+    #[test]
+    fn a_campaign_rule_comes_after_the_header_and_before_the_sender() {
+        let mut config = crate::config::Config::default();
+        config.priority.header = Some("X-Priority-Class".into());
+        config.priority.campaigns = vec![CampaignClass {
+            campaign: "password-reset".into(),
+            class: Class::Transactional,
+        }];
+        config.priority.senders = vec![SenderClass {
+            domain: "news.test".into(),
+            class: Class::Bulk,
+        }];
+        let c = Chooser::new(&config);
+        let mut m = record("a@news.test", "Subject: x\r\n\r\nhi\r\n");
+        assert_eq!(c.choose(&m, false), Some(Class::Bulk));
+        m.campaign = Some("password-reset".into());
+        assert_eq!(c.choose(&m, false), Some(Class::Transactional));
+        m.campaign = Some("spring-sale".into());
+        assert_eq!(c.choose(&m, false), Some(Class::Bulk));
+        let mut m = record("a@news.test", "X-Priority-Class: bulk\r\n\r\nhi\r\n");
+        m.campaign = Some("password-reset".into());
+        assert_eq!(c.choose(&m, true), Some(Class::Bulk), "the header first");
     }
 
     #[test]

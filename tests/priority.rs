@@ -1,7 +1,7 @@
 //! Priority classes through real sockets: a transactional message overtakes a bulk backlog of
 //! 100,000 recipients queued for one destination limited to 1 connection and 200 messages a
 //! second, and the class is in the event log; a restart keeps the classes; the class header of
-//! an untrusted client is ignored.
+//! an untrusted client is ignored; a campaign label chooses a class.
 //!
 //! The backlog is 1,000 messages of 100 recipients, sent 10 recipients a transaction: 10,000
 //! transactions, about 50 s at 200/s, so it is still far from drained when the transactional
@@ -190,5 +190,44 @@ fn the_class_header_of_an_untrusted_client_is_ignored() {
     assert_eq!(
         reception["priority"], "",
         "the header was honoured: {reception}"
+    );
+}
+
+#[test]
+fn a_campaign_label_chooses_the_class() {
+    let dir = tempdir();
+    // Delivery held; the label is read from a trusted client (loopback) and names the class.
+    let cfg = write_config(
+        dir.path(),
+        "",
+        "[delivery]\nhold = true\n[[routes]]\ndomain = \"h.test\"\nhosts = [\"127.0.0.1:9\"]\n\
+         [campaigns]\ncampaign_header = \"X-Campaign\"\n\
+         [priority]\ncampaigns = [{ campaign = \"password-reset\", class = \"transactional\" }]\n\
+         senders = [{ domain = \"app.test\", class = \"bulk\" }]\n",
+    );
+    let mut mta = Mta::start(dir.path(), &cfg);
+    for campaign in ["password-reset", "spring-sale"] {
+        let mut c = Client::connect(mta.addr);
+        c.codes(1);
+        c.send(b"EHLO app.test\r\nMAIL FROM:<news@app.test>\r\nRCPT TO:<user@h.test>\r\nDATA\r\n");
+        assert_eq!(c.codes(4), [250, 250, 250, 354]);
+        c.send(format!("X-Campaign: {campaign}\r\nSubject: s\r\n\r\nbody\r\n.\r\n").as_bytes());
+        let r = c.reply().unwrap();
+        assert!(r.starts_with("250"), "{r}");
+    }
+    assert!(mta.stop().success());
+    let events = event_log(dir.path());
+    let class_of = |campaign: &str| {
+        events
+            .iter()
+            .find(|e| e["type"] == "Reception" && e["campaign"] == campaign)
+            .map(|e| e["priority"].clone())
+            .unwrap_or_else(|| panic!("no reception of {campaign}: {events:?}"))
+    };
+    assert_eq!(class_of("password-reset"), "transactional");
+    assert_eq!(
+        class_of("spring-sale"),
+        "bulk",
+        "the sender rule after the label"
     );
 }

@@ -307,6 +307,10 @@ async fn run(
                     if found.ignored > 0 {
                         tracing::debug!(%peer, queue_id = %id, ignored = found.ignored, "campaign or tenant field ignored (invalid, or the client may not set it)");
                     }
+                    // The class, once the labels are known (a campaign may choose it).
+                    record.priority = crate::priority::Class::code(
+                        session_config.priority.choose(&record, originated),
+                    );
                     if let Some(dkim) = &ctx.dkim {
                         dkim.sign(&mut record, originated).await;
                     }

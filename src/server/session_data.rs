@@ -118,8 +118,6 @@ impl Session {
             .as_ref()
             .map(|t| format!("{} {}", t.version, t.cipher));
         record.auth = self.user.clone();
-        let trusted = self.trusted || self.user.is_some();
-        record.priority = crate::priority::Class::code(self.cfg.priority.choose(&record, trusted));
         Some(Action::Queue(Box::new(record)))
     }
 }
