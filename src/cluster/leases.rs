@@ -2,13 +2,18 @@
 //! keeps when the cluster state is degraded.
 //!
 //! What it does: [`next_ask`] turns what the shards did (a refused lease, leases held, the
-//! cap in force, the nodes in the cluster) into the total this node asks for: twice what it
-//! holds, and at least its fair share (`max_connections / nodes`), while shards are refused
-//! under the destination's limit, the leases in use once no shard was
-//! refused for five seconds (at once when another node needs one), the same again when the
-//! grant is due for renewal. An ask for more that Redis refused is not repeated for half a
-//! second. [`degraded_cap`] is the cap while Redis cannot be reached: the grant while its lease is still valid, then
-//! no more than the local share, then the local share once every node's leases have expired.
+//! cap in force, the nodes in the cluster) into the total this node asks for:
+//! - while shards are refused under the destination's limit, twice what it holds, and at least
+//!   its fair share (`max_connections / nodes`, rounded up); an ask for more that Redis refused
+//!   is not repeated for half a second;
+//! - once no shard was refused for five seconds, the leases in use;
+//! - when another node waits for a lease, the leases in use or the fair share, whichever is
+//!   more (a node never gives away the share it may need itself);
+//! - the same again when the grant is due for renewal.
+//!
+//! [`degraded_cap`] is the cap while Redis cannot be reached: the grant while its lease is still
+//! valid, then no more than the local share, then the local share once every node's leases have
+//! expired.
 //!
 //! What it does not do: no I/O; the agent sends the asks and sets the caps.
 //!
@@ -67,8 +72,14 @@ pub fn next_ask(d: &SharedDest, t: &Track, now: Instant, nodes: usize) -> Option
         let fair = max.div_ceil(nodes.max(1));
         return due.then(|| (cap.max(held) * 2).max(fair).clamp(1, max));
     }
-    if cap > held && (t.others_waiting || !refused(UNUSED_FOR)) {
+    // Leases unused for a while go back; another node waiting gets what this node holds
+    // beyond its fair share, not the share itself (both nodes would fall below it).
+    if cap > held && !refused(UNUSED_FOR) {
         return Some(d.lower_cluster_cap(held));
+    }
+    let fair = max.div_ceil(nodes.max(1));
+    if t.others_waiting && cap > held.max(fair) {
+        return Some(d.lower_cluster_cap(held.max(fair)));
     }
     if t.asked > cap && !refused(UNUSED_FOR) {
         return Some(cap);
@@ -164,6 +175,57 @@ mod tests {
             next_ask(&d, &t, idle, 3),
             None,
             "at the limit: nothing more to ask"
+        );
+    }
+
+    #[test]
+    fn a_waiting_node_gets_the_surplus_above_the_fair_share_only() {
+        let (host, _rx) = clustered();
+        let d = host.entry("route:c");
+        assert!(!d.try_lease(10));
+        let t0 = Instant::now();
+        d.refused(t0);
+        d.set_cluster_cap(8);
+        for _ in 0..3 {
+            assert!(d.try_lease(10));
+        }
+        // This node was refused a moment ago (it still ramps up), so it keeps asking.
+        let waiting = Track {
+            asked: 8,
+            others_waiting: true,
+            last_more: Some(t0),
+            ..Track::default()
+        };
+        let soon = t0 + WANTS_WITHIN + Duration::from_millis(1);
+        // Another node waits: 8 granted, 3 held, fair share 5 of 10: 3 go back, not 5.
+        assert_eq!(next_ask(&d, &waiting, soon, 2), Some(5));
+        assert_eq!(d.cluster_cap(), Some(5));
+        // At the fair share nothing more goes back while this node may need it.
+        assert_eq!(
+            next_ask(
+                &d,
+                &Track {
+                    asked: 5,
+                    ..waiting.clone()
+                },
+                soon,
+                2
+            ),
+            None
+        );
+        // Idle for five seconds: down to what is held.
+        let idle = t0 + UNUSED_FOR + Duration::from_millis(1);
+        assert_eq!(
+            next_ask(
+                &d,
+                &Track {
+                    asked: 5,
+                    ..waiting
+                },
+                idle,
+                2
+            ),
+            Some(3)
         );
     }
 
