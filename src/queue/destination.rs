@@ -107,6 +107,8 @@ pub(super) struct Destination {
     pub(super) failures: u32,
     pub(super) backoff: Option<Duration>,
     last_active: Option<Instant>,
+    /// The mark of this shard's last refused lease (`SharedDest::refused`), 0 = none.
+    pub(super) own_refusal: u64,
 }
 
 /// How long an empty destination is kept (its failure backoff survives that long).
@@ -132,6 +134,7 @@ impl Destination {
             failures: 0,
             backoff: None,
             last_active: None,
+            own_refusal: 0,
         }
     }
 
@@ -194,7 +197,7 @@ impl Destination {
             return Err(None);
         }
         if !self.shared.try_lease(self.limits.max_connections) {
-            self.shared.refused(now);
+            self.own_refusal = self.shared.refused(now);
             return Err(Some(super::later(now, LEASE_RETRY)));
         }
         if let Some(rate) = self.limits.connection_rate

@@ -363,11 +363,14 @@ impl Scheduler {
     }
 
     /// Whether `dest` has nothing ready on this shard while another shard wants one of its
-    /// connection leases (was refused one lately): an idle connection of this shard should
-    /// then close and give its lease back.
+    /// connection leases (was refused one lately), or another node does and this host holds
+    /// more than its share: an idle connection of this shard should then close and give its
+    /// lease back.
     pub fn yield_lease(&self, dest: &DestinationKey, now: Instant) -> bool {
         self.dests.get(dest).is_some_and(|d| {
-            d.ready_len() == 0 && d.shared.contended(now, 2 * destination::LEASE_RETRY)
+            d.ready_len() == 0
+                && d.shared
+                    .contended(now, 2 * destination::LEASE_RETRY, d.own_refusal)
         })
     }
 

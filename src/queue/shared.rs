@@ -230,10 +230,12 @@ impl SharedDest {
             .is_ok()
     }
 
-    /// Notes that a shard wanted a lease at `now` and found none.
-    pub fn refused(&self, now: Instant) {
+    /// Notes that a shard wanted a lease at `now` and found none; returns the mark it left,
+    /// by which that shard knows a refusal of its own from another shard's ([`Self::contended`]).
+    pub fn refused(&self, now: Instant) -> u64 {
         let n = Self::ns(self.epoch, now).max(1);
         self.refused_at.store(n, Ordering::Release);
+        n
     }
 
     /// Notes that another node waits for one of this destination's leases.
@@ -253,10 +255,25 @@ impl SharedDest {
         self.within(&self.refused_at, now, within)
     }
 
-    /// Whether a shard (or another node) was refused a lease within `within` of `now`: an
-    /// idle connection then gives its lease back rather than wait for mail of its own shard.
-    pub fn contended(&self, now: Instant, within: Duration) -> bool {
-        self.refused_within(now, within) || self.within(&self.elsewhere_at, now, within)
+    /// Whether another shard of this host was refused a lease within `within` of `now` (the
+    /// last refusal is not `own`, the mark of the asking shard's last refusal), or another node
+    /// waits while this host holds more than its fair share of the cluster's limit: an idle
+    /// connection then gives its lease back rather than wait for mail of its own shard. A
+    /// shard's own refusal does not count (it would close a connection only to open one), nor
+    /// does another node's wait within this host's fair share (the agent keeps that share, so
+    /// the lease would not reach the other node).
+    pub fn contended(&self, now: Instant, within: Duration, own: u64) -> bool {
+        let at = self.refused_at.load(Ordering::Acquire);
+        let other_shard = at != own && self.within(&self.refused_at, now, within);
+        other_shard || (self.within(&self.elsewhere_at, now, within) && self.above_fair_share())
+    }
+
+    /// Whether this host holds more leases than its fair share of the cluster's limit
+    /// (`max_connections / nodes`, rounded up); false when not clustered.
+    fn above_fair_share(&self) -> bool {
+        self.cluster
+            .as_ref()
+            .is_some_and(|link| self.leases() > self.max_seen().div_ceil(link.nodes().max(1)))
     }
 
     /// Gives a lease back.

@@ -163,3 +163,32 @@ fn unused_destinations_are_forgotten_once_nothing_is_in_force() {
     host.prune(t0 + Duration::from_secs(3601));
     assert!(host.is_empty());
 }
+
+#[test]
+fn an_idle_connection_yields_to_another_shard_or_to_a_node_below_its_share_only() {
+    let within = Duration::from_millis(200);
+    let t0 = Instant::now();
+    // One host: a shard's own refusal is not contention; another shard's is.
+    let host = HostLimits::new();
+    let d = host.entry("mx:a");
+    assert!(d.try_lease(1));
+    let mine = d.refused(t0);
+    assert!(!d.contended(t0, within, mine), "its own refusal");
+    assert!(d.contended(t0, within, 0), "another shard's refusal");
+    let theirs = d.refused(t0 + Duration::from_millis(1));
+    assert!(d.contended(t0 + Duration::from_millis(1), within, mine));
+    assert!(!d.contended(t0 + Duration::from_secs(1), within, theirs - 1), "too long ago");
+    // A cluster of two, limit 4: another node's wait counts only above the fair share of 2.
+    let (tx, _rx) = std::sync::mpsc::channel();
+    let link = Arc::new(crate::queue::ClusterLink::new(tx));
+    link.set_nodes(2);
+    let host = HostLimits::with_cluster(link);
+    let d = host.entry("mx:b");
+    assert!(!d.try_lease(4));
+    d.set_cluster_cap(4);
+    assert!(d.try_lease(4) && d.try_lease(4));
+    d.wanted_elsewhere(t0);
+    assert!(!d.contended(t0, within, 0), "2 held: the share");
+    assert!(d.try_lease(4));
+    assert!(d.contended(t0, within, 0), "3 held: above the share");
+}
