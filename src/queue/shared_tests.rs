@@ -177,7 +177,10 @@ fn an_idle_connection_yields_to_another_shard_or_to_a_node_below_its_share_only(
     assert!(d.contended(t0, within, 0), "another shard's refusal");
     let theirs = d.refused(t0 + Duration::from_millis(1));
     assert!(d.contended(t0 + Duration::from_millis(1), within, mine));
-    assert!(!d.contended(t0 + Duration::from_secs(1), within, theirs - 1), "too long ago");
+    assert!(
+        !d.contended(t0 + Duration::from_secs(1), within, theirs - 1),
+        "too long ago"
+    );
     // A cluster of two, limit 4: another node's wait counts only above the fair share of 2.
     let (tx, _rx) = std::sync::mpsc::channel();
     let link = Arc::new(crate::queue::ClusterLink::new(tx));
