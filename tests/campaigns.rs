@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use common::receiver::Scripted;
-use common::{Client, Mta, event_log, mta_cli, mta_cli_json, tempdir, write_config};
+use common::{Mta, event_log, mta_cli, mta_cli_json, tempdir, wait_log, write_config};
 use serde_json::Value;
 
 fn config(dir: &Path, port: u16, extra: &str) -> PathBuf {
@@ -44,38 +44,7 @@ fn send(mta: &Mta, campaign: Option<&str>, tenant: Option<&str>, rcpts: &[&str])
 
 /// Sends `message` (CRLF lines, not dot-stuffed) from loopback; panics unless it is accepted.
 fn send_message(mta: &Mta, rcpts: &[&str], message: &str) {
-    let mut c = Client::connect(mta.addr);
-    c.codes(1);
-    c.send(b"EHLO c.test\r\n");
-    c.reply();
-    let mut cmd = String::from("MAIL FROM:<news@src.test>\r\n");
-    for r in rcpts {
-        cmd.push_str(&format!("RCPT TO:<{r}>\r\n"));
-    }
-    cmd.push_str("DATA\r\n");
-    c.send(cmd.as_bytes());
-    let mut want = vec![250; rcpts.len() + 1];
-    want.push(354);
-    assert_eq!(c.codes(rcpts.len() + 2), want);
-    c.send(format!("{message}.\r\n").as_bytes());
-    let r = c.reply().unwrap();
-    assert!(r.starts_with("250"), "{r}");
-}
-
-/// Waits until `pred` holds of the event log (it is flushed every second).
-fn wait_log(dir: &Path, what: &str, pred: impl Fn(&[Value]) -> bool) -> Vec<Value> {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let log = event_log(dir);
-        if pred(&log) {
-            return log;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "no {what} in the event log: {log:#?}"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    common::submit_message(mta, "news@src.test", rcpts, message);
 }
 
 fn events<'a>(log: &'a [Value], kind: &str, rcpt: &str) -> Vec<&'a Value> {

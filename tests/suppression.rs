@@ -8,7 +8,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use common::receiver::Scripted;
-use common::{Client, Mta, event_log, mta_cli, mta_cli_json, queue_counts, tempdir, write_config};
+use common::{Client, Mta, mta_cli, mta_cli_json, queue_counts, tempdir, wait_log, write_config};
 use serde_json::Value;
 
 fn config(dir: &Path, port: u16, extra: &str) -> std::path::PathBuf {
@@ -44,22 +44,6 @@ fn transaction(mta: &Mta, rcpts: &[&str]) -> (Vec<String>, Option<String>) {
     assert!(c.reply().unwrap().starts_with("354"));
     c.send(b"Subject: news\r\n\r\nhello\r\n.\r\n");
     (replies, c.reply())
-}
-
-/// Waits until `pred` holds of the event log (it is flushed every second).
-fn wait_log(dir: &Path, what: &str, pred: impl Fn(&[Value]) -> bool) -> Vec<Value> {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let log = event_log(dir);
-        if pred(&log) {
-            return log;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "no {what} in the event log: {log:#?}"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
 }
 
 fn of_type<'a>(log: &'a [Value], t: &str) -> Vec<&'a Value> {

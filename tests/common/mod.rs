@@ -303,11 +303,22 @@ pub fn event_log(dir: &Path) -> Vec<serde_json::Value> {
 /// Sends one message from `a@src.test` to `rcpts` (pipelined, on a fresh connection) and
 /// returns its queue id; panics unless every reply is positive.
 pub fn submit(mta: &Mta, rcpts: &[&str], subject: &str) -> String {
+    submit_message(
+        mta,
+        "a@src.test",
+        rcpts,
+        &format!("Subject: {subject}\r\n\r\nhello\r\n"),
+    )
+}
+
+/// Sends `message` (CRLF lines, not dot-stuffed) from `from` to `rcpts` (pipelined, on a
+/// fresh connection) and returns its queue id; panics unless every reply is positive.
+pub fn submit_message(mta: &Mta, from: &str, rcpts: &[&str], message: &str) -> String {
     let mut c = Client::connect(mta.addr);
     c.codes(1);
     c.send(b"EHLO c.test\r\n");
     c.reply();
-    let mut cmd = String::from("MAIL FROM:<a@src.test>\r\n");
+    let mut cmd = format!("MAIL FROM:<{from}>\r\n");
     for r in rcpts {
         cmd.push_str(&format!("RCPT TO:<{r}>\r\n"));
     }
@@ -316,10 +327,30 @@ pub fn submit(mta: &Mta, rcpts: &[&str], subject: &str) -> String {
     let mut want = vec![250; rcpts.len() + 1];
     want.push(354);
     assert_eq!(c.codes(rcpts.len() + 2), want);
-    c.send(format!("Subject: {subject}\r\n\r\nhello\r\n.\r\n").as_bytes());
+    c.send(format!("{message}.\r\n").as_bytes());
     let r = c.reply().unwrap();
     assert!(r.starts_with("250"), "{r}");
     r.split_whitespace().last().unwrap().to_owned()
+}
+
+/// Waits (up to 30 s) until `pred` holds of the event log; returns the log.
+pub fn wait_log(
+    dir: &Path,
+    what: &str,
+    pred: impl Fn(&[serde_json::Value]) -> bool,
+) -> Vec<serde_json::Value> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let log = event_log(dir);
+        if pred(&log) {
+            return log;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no {what} in the event log: {log:#?}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
 }
 
 /// Runs `mta <args> --config <config> --url http://<admin>`; returns (success, stdout, stderr).
