@@ -1,4 +1,4 @@
-//! Reading the header section of a message: field iteration, counting and the
+//! Reading the header section of a message: field iteration and the
 //! RFC5322.From domain.
 //!
 //! This module does not canonicalize, sign or validate header syntax beyond
@@ -39,13 +39,6 @@ pub(crate) fn fields(message: &[u8]) -> impl Iterator<Item = (&[u8], &[u8])> {
             }
         }
     })
-}
-
-/// How many header fields of `message` are named `name` (case-insensitive).
-pub(crate) fn count(message: &[u8], name: &str) -> usize {
-    fields(message)
-        .filter(|(n, _)| n.eq_ignore_ascii_case(name.as_bytes()))
-        .count()
 }
 
 /// The lowercased domain of the first address in the first From: field.
@@ -186,6 +179,13 @@ mod tests {
         assert_eq!(domain("From: nobody\r\n\r\n"), None);
         assert_eq!(domain("From: a@\r\n\r\n"), None);
         assert_eq!(domain(""), None);
+    }
+
+    /// How many header fields of `message` are named `name` (case-insensitive).
+    fn count(message: &[u8], name: &str) -> usize {
+        fields(message)
+            .filter(|(n, _)| n.eq_ignore_ascii_case(name.as_bytes()))
+            .count()
     }
 
     #[test]

@@ -40,6 +40,8 @@ fn rsa_pems() -> &'static (String, String) {
 }
 
 fn ed25519_pem() -> String {
+    // Made by another library than the one that signs.
+    use ring::signature::Ed25519KeyPair;
     let pkcs8 =
         Ed25519KeyPair::generate_pkcs8(&ring::rand::SystemRandom::new()).expect("Ed25519 key");
     let pair = Ed25519KeyPair::from_pkcs8(pkcs8.as_ref()).expect("parses");
