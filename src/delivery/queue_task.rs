@@ -25,11 +25,10 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use glommio::channels::local_channel::LocalReceiver;
 
-use super::classify::Outcome;
 use super::connection::{self, Plan, Settings};
 use super::intake::{self, Arrival};
 use super::messages::Messages;
-use super::queue_msg::{ConnEvent, Delivery, Next, QueueHandle, QueueMsg};
+use super::queue_msg::{QueueHandle, QueueMsg};
 use super::recorder::{self, JobResult, Peer, Records};
 use super::route::{Routed, Target};
 use super::routes::Routes;
@@ -39,7 +38,6 @@ use super::views::Counters;
 use crate::config::Config;
 use crate::queue::{DestinationKey, Job, Scheduler};
 use crate::shaping::{RuleEngine, Shaping};
-use crate::smtp::EnhancedStatus;
 use crate::spool::{MessageRecord, RecoveredMessage};
 use crate::timers::QUEUE_CHORES;
 
@@ -421,106 +419,6 @@ impl ShardQueue {
         glommio::spawn_local(connection::run(plan)).detach();
     }
 
-    fn conn(&mut self, event: ConnEvent) {
-        match event {
-            ConnEvent::Refused { dest, reply } => self.observe(&dest, &reply),
-            ConnEvent::TlsFallback { addr, until } => {
-                self.tls_fallback.insert(addr, until);
-            }
-            ConnEvent::OpenFailed {
-                dest,
-                error,
-                status,
-            } => self.no_connection(dest, error, status),
-            ConnEvent::Opened { dest, tls } => {
-                self.routes.connected_with(&dest, tls);
-                self.sched.connection_opened(&dest);
-                self.sched.connect_succeeded(&dest);
-                self.counters.connections += 1;
-            }
-            ConnEvent::Next { dest, reply } => {
-                let _ = reply.send(self.next_job(&dest));
-            }
-            ConnEvent::Finished {
-                dest,
-                result,
-                read_back,
-            } => {
-                if let Some(body) = read_back {
-                    self.messages.read_back(result.job.message, body);
-                }
-                self.finish(result, &dest.0);
-            }
-            ConnEvent::Closed { dest } => {
-                self.live = self.live.saturating_sub(1);
-                self.sched.connection_closed(&dest);
-                self.dirty = true;
-            }
-        }
-    }
-
-    /// The next job of `dest` for a connection, with its envelope and held body.
-    fn next_job(&mut self, dest: &DestinationKey) -> Next {
-        // Stopping, held, or over the cluster's lowered cap on this host's connections.
-        if self.stopping || self.hold || self.sched.over_cap(dest) {
-            return Next::Stop;
-        }
-        let now = Instant::now();
-        while let Some(job) = self.sched.next_job(dest, now) {
-            let Some(job) = self.unpaused(job, dest) else {
-                continue;
-            };
-            // Suppressed recipients end here, before anything is sent.
-            let Some(job) = self.unsuppressed(job, &dest.0) else {
-                continue;
-            };
-            // A message deleted by an operator leaves jobs behind: they are dropped here.
-            if self.messages.get(job.message).is_none() {
-                continue;
-            }
-            // The message's other recipients for this destination share the transaction
-            // (the suppressed among them end here too); a VERP message's do not (each
-            // recipient has an envelope sender of its own).
-            let verp = self.messages.get(job.message).is_some_and(|e| e.msg.verp);
-            let more: Vec<_> = match verp {
-                true => Vec::new(),
-                false => self.sched.take_siblings(dest, &job),
-            };
-            let more: Vec<_> = more
-                .into_iter()
-                .filter_map(|j| self.unsuppressed(j, &dest.0))
-                .collect();
-            if let Some(e) = self.messages.get(job.message) {
-                let jobs = std::iter::once(job).chain(more).collect();
-                return Next::Job(Delivery {
-                    msg: e.msg.clone(),
-                    body: e.body.clone(),
-                    jobs,
-                });
-            }
-        }
-        // Another shard waits for this destination's host-wide lease: let it go.
-        if self.sched.yield_lease(dest, now) {
-            return Next::Stop;
-        }
-        Next::Idle
-    }
-
-    /// No hop answered (or none could be authenticated with): every waiting job of the
-    /// destination is deferred with `status`.
-    fn no_connection(&mut self, dest: DestinationKey, error: String, status: EnhancedStatus) {
-        self.live = self.live.saturating_sub(1);
-        let now = Instant::now();
-        self.sched.connection_open_failed(&dest);
-        self.sched.connect_failed(&dest, now);
-        let outcome = Outcome::defer(status, error.clone());
-        self.last_error.insert(dest.clone(), error);
-        while let Some(job) = self.sched.next_job(&dest, Instant::now()) {
-            self.finish(JobResult::decided(job, outcome.clone()), &dest.0);
-        }
-        self.dirty = true;
-    }
-
     /// Records a job's result: states, log, counters, retries, DSNs, suspensions.
     fn finish(&mut self, result: JobResult, dest: &str) {
         let Some(e) = self.messages.get_mut(result.job.message) else {
@@ -623,6 +521,8 @@ impl ShardQueue {
 mod admin;
 #[path = "queue_campaigns.rs"]
 mod campaigns;
+#[path = "queue_conns.rs"]
+mod conns;
 #[path = "queue_ops.rs"]
 mod ops;
 #[path = "queue_shaping.rs"]
