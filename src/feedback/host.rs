@@ -270,13 +270,29 @@ impl Shard {
             .encode(queue_id, labels, recipient, SystemTime::now())
     }
 
-    /// Remembers an accepted message's Message-ID (empty: none) for the reports that quote it.
-    pub fn accepted(&self, message_id: &str, queue_id: u64, (campaign, tenant): (&str, &str)) {
+    /// Remembers an accepted message's Message-ID (empty: none) for the reports that quote it,
+    /// with its labels and its recipients (their addresses).
+    pub fn accepted<'a>(
+        &self,
+        message_id: &str,
+        queue_id: u64,
+        (campaign, tenant): (&str, &str),
+        mut recipients: impl ExactSizeIterator<Item = &'a str>,
+    ) {
         if message_id.is_empty() || self.host.index.is_off() {
             return;
         }
+        let recipient = match (recipients.len(), recipients.next()) {
+            (1, Some(r)) => super::index::recipient_hash(r),
+            _ => 0,
+        };
         let labels = self.labels.number(campaign, tenant);
-        self.index.add(message_id, queue_id, labels);
+        let sent = super::index::Sent {
+            queue_id,
+            labels,
+            recipient,
+        };
+        self.index.add(message_id, sent);
     }
 
     /// Hands the gathered Message-IDs to the host (once a second).

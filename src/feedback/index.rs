@@ -1,16 +1,17 @@
 //! The Message-ID index: which queued message (and label pair) carried a `Message-ID`, for
 //! reports that come back without a VERP address (a feedback loop that quotes the message).
 //!
-//! What it does: [`SentIndex`] maps a hash of a Message-ID to the queue id and label pair of
-//! the last message accepted with it, for the last `max` messages (the oldest is forgotten
-//! first). Each shard adds through its own [`ShardIndex`], which gathers entries and hands
+//! What it does: [`SentIndex`] maps a hash of a Message-ID to the queue id, label pair and
+//! (for a message with one recipient) a hash of the recipient of the last message accepted
+//! with it, for the last `max` messages (the oldest is forgotten first), so that a report
+//! naming another recipient than the message had is not taken for it. Each shard adds through its own [`ShardIndex`], which gathers entries and hands
 //! them over [`BATCH`] at a time (or at the shard's next chore, once a second), so that the
 //! host's mutex is taken once per batch, never per message.
 //!
 //! What it does not do: no persistence (after a restart only VERP addresses match the mail
 //! sent before it), no parsing of messages.
 //!
-//! Invariants: memory is bounded by `max` entries (about 40 bytes each); a Message-ID is
+//! Invariants: memory is bounded by `max` entries (about 44 bytes each); a Message-ID is
 //! compared without its angle brackets and surrounding space, case-sensitively as RFC 5322
 //! leaves it.
 
@@ -32,12 +33,45 @@ pub struct SentIndex {
 
 #[derive(Default)]
 struct Inner {
-    map: HashMap<u64, (u64, u32)>,
+    map: HashMap<u64, Sent>,
     order: VecDeque<u64>,
 }
 
-/// One entry: the Message-ID's hash, the queue id, the label pair.
-type Entry = (u64, u64, u32);
+/// What the index knows of a message.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Sent {
+    /// Its queue id.
+    pub queue_id: u64,
+    /// Its label pair (0: none).
+    pub labels: u32,
+    /// [`recipient_hash`] of its one recipient; 0 when it had several.
+    pub recipient: u32,
+}
+
+impl Sent {
+    /// Whether `address` may be a recipient of the message.
+    pub fn had(&self, address: &str) -> bool {
+        self.recipient == 0 || self.recipient == recipient_hash(address)
+    }
+}
+
+/// A hash of a recipient address (compared without case), never 0.
+pub fn recipient_hash(address: &str) -> u32 {
+    let mut h: u32 = 0x811c_9dc5;
+    for b in address
+        .trim()
+        .trim_start_matches('<')
+        .trim_end_matches('>')
+        .bytes()
+    {
+        h ^= u32::from(b.to_ascii_lowercase());
+        h = h.wrapping_mul(0x0100_0193);
+    }
+    h | 1
+}
+
+/// One entry: the Message-ID's hash and what is known of the message.
+type Entry = (u64, Sent);
 
 impl SentIndex {
     /// An index of at most `max` messages.
@@ -64,8 +98,8 @@ impl SentIndex {
             return;
         }
         let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
-        for (key, id, labels) in batch.drain(..) {
-            if inner.map.insert(key, (id, labels)).is_none() {
+        for (key, sent) in batch.drain(..) {
+            if inner.map.insert(key, sent).is_none() {
                 inner.order.push_back(key);
             }
             while inner.order.len() > self.max {
@@ -76,8 +110,8 @@ impl SentIndex {
         }
     }
 
-    /// The queue id and label pair of the message with `message_id`, if it is remembered.
-    pub fn get(&self, message_id: &str) -> Option<(u64, u32)> {
+    /// What is known of the message with `message_id`, if it is remembered.
+    pub fn get(&self, message_id: &str) -> Option<Sent> {
         let key = self.key(message_id);
         let inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
         inner.map.get(&key).copied()
@@ -119,14 +153,14 @@ impl ShardIndex {
         &self.host
     }
 
-    /// Remembers that message `queue_id` (labels `labels`) carried `message_id`.
-    pub fn add(&self, message_id: &str, queue_id: u64, labels: u32) {
+    /// Remembers that message `sent` carried `message_id`.
+    pub fn add(&self, message_id: &str, sent: Sent) {
         if self.host.max == 0 || message_id.is_empty() {
             return;
         }
         let key = self.host.key(message_id);
         let mut pending = self.pending.borrow_mut();
-        pending.push((key, queue_id, labels));
+        pending.push((key, sent));
         if pending.len() >= BATCH {
             self.host.add(&mut pending);
         }
@@ -145,26 +179,45 @@ impl ShardIndex {
 mod tests {
     use super::*;
 
+    fn sent(queue_id: u64, labels: u32) -> Sent {
+        Sent {
+            queue_id,
+            labels,
+            recipient: 0,
+        }
+    }
+
     #[test]
     fn remembers_the_last_max_messages() {
         let host = Arc::new(SentIndex::new(2));
         let shard = ShardIndex::new(host.clone());
-        shard.add("<a@x>", 1, 0);
+        shard.add("<a@x>", sent(1, 0));
         assert_eq!(host.get("a@x"), None, "not handed over yet");
         shard.flush();
-        assert_eq!(host.get(" <a@x> "), Some((1, 0)));
-        shard.add("b@x", 2, 5);
-        shard.add("c@x", 3, 0);
+        assert_eq!(host.get(" <a@x> "), Some(sent(1, 0)));
+        shard.add("b@x", sent(2, 5));
+        shard.add("c@x", sent(3, 0));
         shard.flush();
         assert_eq!(host.get("a@x"), None);
-        assert_eq!(host.get("<b@x>"), Some((2, 5)));
-        assert_eq!(host.get("c@x"), Some((3, 0)));
+        assert_eq!(host.get("<b@x>"), Some(sent(2, 5)));
+        assert_eq!(host.get("c@x"), Some(sent(3, 0)));
         assert_eq!(host.len(), 2);
         for i in 0..BATCH as u64 {
-            shard.add(&format!("m{i}@x"), 10 + i, 0);
+            shard.add(&format!("m{i}@x"), sent(10 + i, 0));
         }
         assert_eq!(host.len(), 2, "a full batch is handed over at once");
         let off = SentIndex::new(0);
-        ShardIndex::new(Arc::new(off)).add("a@x", 1, 0);
+        ShardIndex::new(Arc::new(off)).add("a@x", sent(1, 0));
+    }
+
+    #[test]
+    fn a_sole_recipient_is_checked_without_case() {
+        let one = Sent {
+            recipient: recipient_hash("Ann@Example.org"),
+            ..sent(1, 0)
+        };
+        assert!(one.had("<ann@example.org>"));
+        assert!(!one.had("bob@example.org"));
+        assert!(sent(1, 0).had("anyone@example.org"));
     }
 }

@@ -9,7 +9,8 @@
 //! 2. a VERP address quoted in it: the complaint's `Original-Mail-From`, or the returned
 //!    message's `Return-Path`;
 //! 3. the returned message's `Message-ID` (through the caller's index) with the recipient the
-//!    report names (`Final-Recipient`, `Original-Rcpt-To` or the returned `To`).
+//!    report names (`Final-Recipient`, `Original-Rcpt-To` or the returned `To`), when the
+//!    message could have had it (a message with one recipient had only that one).
 //!
 //! What it does not do: no I/O, no parsing (see `report`), no VERP arithmetic (the caller's
 //! `decode`), no decisions about suppression or counters.
@@ -17,6 +18,7 @@
 //! Invariants: pure; a bounce is only a recipient whose `Action` is `failed`; every report
 //! gives at least one finding.
 
+use super::index::Sent;
 use super::report::{DsnRecipient, Kind, Report};
 use super::verp::VerpTarget;
 use crate::smtp::EnhancedStatus;
@@ -93,7 +95,7 @@ pub fn findings(
     report: &Report,
     verp: &[VerpTarget],
     decode: &dyn Fn(&str) -> Option<VerpTarget>,
-    lookup: &dyn Fn(&str) -> Option<(u64, u32)>,
+    lookup: &dyn Fn(&str) -> Option<Sent>,
 ) -> Vec<Finding> {
     let quoted = |a: Option<&str>| a.map(strip).and_then(decode);
     let mut targets: Vec<Target> = verp.iter().map(|t| target(t, How::Verp)).collect();
@@ -153,7 +155,7 @@ fn bounce(target: Target, block: &DsnRecipient) -> Finding {
     }
 }
 
-fn dsn(report: &Report, targets: Vec<Target>, by_id: Option<(u64, u32)>) -> Vec<Finding> {
+fn dsn(report: &Report, targets: Vec<Target>, by_id: Option<Sent>) -> Vec<Finding> {
     let failed: Vec<&DsnRecipient> = report
         .recipients
         .iter()
@@ -181,7 +183,7 @@ fn dsn(report: &Report, targets: Vec<Target>, by_id: Option<(u64, u32)>) -> Vec<
             })
             .collect();
     }
-    let Some((queue_id, labels)) = by_id else {
+    let Some(sent) = by_id else {
         return vec![Finding::Unmatched {
             reason: match report.original_message_id {
                 None => "a bounce without a VERP address or a returned Message-ID".into(),
@@ -191,19 +193,22 @@ fn dsn(report: &Report, targets: Vec<Target>, by_id: Option<(u64, u32)>) -> Vec<
     };
     failed
         .iter()
-        .map(|b| {
-            let t = Target {
-                queue_id,
-                labels,
-                recipient: strip(&b.final_recipient).to_owned(),
-                how: How::MessageId,
-            };
-            bounce(t, b)
+        .map(|b| match sent.had(&b.final_recipient) {
+            true => {
+                let t = Target {
+                    queue_id: sent.queue_id,
+                    labels: sent.labels,
+                    recipient: strip(&b.final_recipient).to_owned(),
+                    how: How::MessageId,
+                };
+                bounce(t, b)
+            }
+            false => not_its_recipient(),
         })
         .collect()
 }
 
-fn complaint(report: &Report, targets: Vec<Target>, by_id: Option<(u64, u32)>) -> Vec<Finding> {
+fn complaint(report: &Report, targets: Vec<Target>, by_id: Option<Sent>) -> Vec<Finding> {
     let kind = report.feedback_type.as_deref().unwrap_or("abuse");
     if !matches!(kind, "abuse" | "fraud" | "other") {
         return vec![Finding::Ignored {
@@ -221,15 +226,16 @@ fn complaint(report: &Report, targets: Vec<Target>, by_id: Option<(u64, u32)>) -
             .collect();
     }
     match (by_id, report.original_rcpt.as_deref()) {
-        (Some((queue_id, labels)), Some(rcpt)) => vec![Finding::Complaint {
+        (Some(sent), Some(rcpt)) if sent.had(rcpt) => vec![Finding::Complaint {
             target: Target {
-                queue_id,
-                labels,
+                queue_id: sent.queue_id,
+                labels: sent.labels,
                 recipient: strip(rcpt).to_owned(),
                 how: How::MessageId,
             },
             feedback_type,
         }],
+        (Some(_), Some(_)) => vec![not_its_recipient()],
         (None, _) => vec![Finding::Unmatched {
             reason: match report.original_message_id {
                 None => "a complaint without a VERP address or a returned Message-ID".into(),
@@ -239,6 +245,12 @@ fn complaint(report: &Report, targets: Vec<Target>, by_id: Option<(u64, u32)>) -
         (Some(_), None) => vec![Finding::Unmatched {
             reason: "a complaint that does not name its recipient".into(),
         }],
+    }
+}
+
+fn not_its_recipient() -> Finding {
+    Finding::Unmatched {
+        reason: "the report names a recipient the message with its Message-ID did not have".into(),
     }
 }
 

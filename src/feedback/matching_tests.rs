@@ -1,4 +1,13 @@
 use super::*;
+use crate::feedback::index::recipient_hash;
+
+fn sent(queue_id: u64, labels: u32) -> Sent {
+    Sent {
+        queue_id,
+        labels,
+        recipient: 0,
+    }
+}
 
 fn report(kind: Kind) -> Report {
     Report {
@@ -34,7 +43,7 @@ fn none(_: &str) -> Option<VerpTarget> {
     None
 }
 
-fn nothing(_: &str) -> Option<(u64, u32)> {
+fn nothing(_: &str) -> Option<Sent> {
     None
 }
 
@@ -81,7 +90,7 @@ fn a_bounce_without_verp_is_matched_by_message_id_or_not_at_all() {
         Finding::Unmatched { .. }
     ));
     r.original_message_id = Some("m1@sender".into());
-    let lookup = |id: &str| (id == "m1@sender").then_some((42, 3));
+    let lookup = |id: &str| (id == "m1@sender").then_some(sent(42, 3));
     let f = findings(&r, &[], &none, &lookup);
     let Finding::Bounce { target, .. } = &f[0] else {
         panic!("{f:?}")
@@ -106,7 +115,7 @@ fn a_complaint_is_matched_by_its_quoted_verp_address_before_its_message_id() {
     r.original_rcpt = Some("c@z.example".into());
     let decode =
         |a: &str| (a == "bounce+tok=c=z.example@b.example").then(|| verp(5, "c@z.example"));
-    let lookup = |_: &str| Some((6, 0));
+    let lookup = |_: &str| Some(sent(6, 0));
     let f = findings(&r, &[], &decode, &lookup);
     let Finding::Complaint {
         target,
@@ -145,6 +154,34 @@ fn a_complaint_is_matched_by_its_quoted_verp_address_before_its_message_id() {
     r.original_rcpt = None;
     assert!(matches!(
         findings(&r, &[], &none, &lookup)[0],
+        Finding::Unmatched { .. }
+    ));
+}
+
+#[test]
+fn a_report_about_another_recipient_of_a_one_recipient_message_is_not_matched() {
+    let mut r = report(Kind::Complaint);
+    r.original_message_id = Some("m3@sender".into());
+    r.original_rcpt = Some("victim@z.example".into());
+    let one = Sent {
+        recipient: recipient_hash("sender-of-it@z.example"),
+        ..sent(8, 0)
+    };
+    let lookup = |_: &str| Some(one);
+    assert!(matches!(
+        findings(&r, &[], &none, &lookup)[0],
+        Finding::Unmatched { .. }
+    ));
+    r.original_rcpt = Some("Sender-Of-It@z.example".into());
+    assert!(matches!(
+        findings(&r, &[], &none, &lookup)[0],
+        Finding::Complaint { .. }
+    ));
+    let mut d = report(Kind::Dsn);
+    d.original_message_id = Some("m3@sender".into());
+    d.recipients = vec![block("victim@z.example", "failed", "5.1.1")];
+    assert!(matches!(
+        findings(&d, &[], &none, &lookup)[0],
         Finding::Unmatched { .. }
     ));
 }

@@ -362,7 +362,8 @@ async fn run(
                             record.campaign.as_deref().unwrap_or(""),
                             record.tenant.as_deref().unwrap_or(""),
                         );
-                        fb.accepted(message_id, record.id, labels);
+                        let rcpts = record.recipients.iter().map(|r| r.address.as_str());
+                        fb.accepted(message_id, record.id, labels, rcpts);
                     }
                     if ok {
                         let recipients: Vec<&str> = record
