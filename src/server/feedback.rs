@@ -162,6 +162,11 @@ pub async fn consume(
         }
     }
     if forward {
+        // Alone, the forwarded report goes with the null sender: if it cannot be delivered,
+        // no DSN goes back to whoever sent the report (no reflection).
+        if record.recipients.is_empty() {
+            record.reverse_path.clear();
+        }
         record.recipients.push(Recipient::new(host.unmatched_to()));
     }
     durable.then_some(()).ok_or(())
