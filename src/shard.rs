@@ -168,6 +168,9 @@ pub fn run(
             .map(|s| s.thresholds().clone())
             .unwrap_or_default(),
     )?);
+    // The figures are saved once a minute and at shutdown, and read back at the next start.
+    let stats_saver = crate::campaigns::saver::Saver::start(campaigns.clone())
+        .map_err(|e| ShardError::Executor(format!("campaign figures thread: {e}")))?;
     // Each hook reads the shards' event logs on a thread of its own.
     let hooks = crate::webhook::Hooks::start(
         &config.webhooks,
@@ -268,6 +271,8 @@ pub fn run(
     if let Some(r) = reporter {
         r.stop();
     }
+    // Every shard has handed its figures over: they are saved for the next start.
+    stats_saver.stop();
     // What the hooks did not send yet, they send after the next start.
     if let Some(hooks) = &hooks {
         hooks.stop();

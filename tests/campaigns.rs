@@ -459,3 +459,45 @@ fn signed_campaign_mail_without_one_click_unsubscribe_is_counted_and_reported() 
     );
     mta.stop();
 }
+
+#[test]
+fn figures_survive_a_restart() {
+    let dir = tempdir();
+    let sink = Scripted::start(false, 0);
+    let cfg = config(dir.path(), sink.port, "");
+    let mut mta = Mta::start(dir.path(), &cfg);
+    send(
+        &mta,
+        Some("gamma"),
+        Some("initech"),
+        &["g0@dest.test", "g1@dest.test"],
+    );
+    wait_cli(&mta, &["stats", "--by", "campaign"], |v| {
+        row(v, "gamma")["delivered"] == 2
+    });
+    mta.stop();
+    // Saved at shutdown, read at start: the figures are there before anything new happens.
+    let mut mta = Mta::start(dir.path(), &cfg);
+    for window in [
+        &["stats", "--by", "campaign"][..],
+        &["stats", "--by", "campaign", "--since", "1h"],
+    ] {
+        let v = mta_cli_json(mta.admin.unwrap(), &cfg, window);
+        assert_eq!(
+            (
+                row(&v, "gamma")["accepted"].as_u64(),
+                row(&v, "gamma")["delivered"].as_u64()
+            ),
+            (Some(2), Some(2)),
+            "{v:#}"
+        );
+    }
+    let t = mta_cli_json(mta.admin.unwrap(), &cfg, &["stats", "--by", "tenant"]);
+    assert_eq!(row(&t, "initech")["delivered"], 2, "{t:#}");
+    // And they go on from there.
+    send(&mta, Some("gamma"), None, &["g2@dest.test"]);
+    wait_cli(&mta, &["stats", "--by", "campaign"], |v| {
+        row(v, "gamma")["delivered"] == 3
+    });
+    mta.stop();
+}

@@ -28,12 +28,17 @@ use crate::shaping::Thresholds;
 /// A shard's counts since its last merge, per kind and name.
 pub type Delta = [HashMap<String, Counts>; KINDS];
 
+/// The file the statistics table is saved in, in the spool directory.
+pub const STATS_FILE: &str = "campaigns-stats.json";
+
 /// See the module header.
 #[derive(Debug)]
 pub struct Campaigns {
     table: Mutex<Table>,
     pauses: Pauses,
     thresholds: RwLock<Arc<Thresholds>>,
+    /// Where the table is saved.
+    stats_path: std::path::PathBuf,
 }
 
 /// Minutes since the Unix epoch.
@@ -47,17 +52,51 @@ fn unix(now: SystemTime) -> u64 {
 }
 
 impl Campaigns {
-    /// The host's state with `top` rows per kind, its pauses kept in `spool_dir`.
+    /// The host's state with `top` rows per kind, its pauses and its saved figures kept in
+    /// `spool_dir` (a saved table that cannot be read is logged and left aside: the figures
+    /// start from zero, mail is not held up for them).
     pub fn open(
         top: usize,
         spool_dir: &Path,
         thresholds: Thresholds,
     ) -> Result<Campaigns, PauseError> {
+        let stats_path = spool_dir.join(STATS_FILE);
+        let mut table = Table::new(top);
+        match std::fs::read(&stats_path) {
+            Ok(bytes) => match serde_json::from_slice::<super::table::SavedTable>(&bytes) {
+                Ok(saved) => {
+                    let rows = table.restore(&saved);
+                    tracing::info!(rows, path = %stats_path.display(), "campaign figures restored");
+                }
+                Err(e) => {
+                    tracing::warn!(path = %stats_path.display(), error = %e, "saved campaign figures unreadable: starting from zero")
+                }
+            },
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => {
+                tracing::warn!(path = %stats_path.display(), error = %e, "saved campaign figures unreadable: starting from zero")
+            }
+        }
         Ok(Campaigns {
-            table: Mutex::new(Table::new(top)),
+            table: Mutex::new(table),
             pauses: Pauses::open(spool_dir)?,
             thresholds: RwLock::new(Arc::new(thresholds)),
+            stats_path,
         })
+    }
+
+    /// Saves the statistics table (a temporary file, synced, renamed over the last one).
+    pub fn save(&self) -> std::io::Result<()> {
+        let saved = self.table.lock().expect("table lock").to_saved();
+        let bytes = serde_json::to_vec(&saved).map_err(std::io::Error::other)?;
+        let tmp = self.stats_path.with_extension("tmp");
+        {
+            use std::io::Write;
+            let mut f = std::fs::File::create(&tmp)?;
+            f.write_all(&bytes)?;
+            f.sync_data()?;
+        }
+        std::fs::rename(&tmp, &self.stats_path)
     }
 
     /// Takes new thresholds (a reloaded shaping file).

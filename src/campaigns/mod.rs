@@ -16,6 +16,7 @@ pub mod counts;
 pub mod host;
 pub mod labels;
 pub mod pauses;
+pub mod saver;
 pub mod table;
 pub mod tally;
 

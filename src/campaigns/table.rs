@@ -230,6 +230,10 @@ impl Rows {
     }
 }
 
+#[path = "table_saved.rs"]
+mod saved;
+pub use saved::SavedTable;
+
 #[cfg(test)]
 mod tests {
     use super::*;
