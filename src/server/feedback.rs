@@ -77,7 +77,8 @@ pub async fn consume(
         tenant: "",
     };
     let mut forward = false;
-    let mut durable = true;
+    // Written together once every finding is known: one sync for the whole report.
+    let mut entries: Vec<crate::suppression::Entry> = Vec::new();
     for f in findings {
         match f {
             Finding::Bounce {
@@ -104,7 +105,7 @@ pub async fn consume(
                 if let Some(list) = &ctx.suppression {
                     let entry =
                         list.reported_bounce(&tenant, &target.recipient, class, &diagnostic);
-                    durable &= suppress(ctx, entry).await;
+                    entries.extend(entry);
                 }
                 let rows = rows(&campaign, &tenant);
                 let paused = fb.campaigns().bounced_later(&rows, class, now);
@@ -132,8 +133,7 @@ pub async fn consume(
                 {
                     let reason =
                         format!("complaint ({feedback_type}) from {}", record.reverse_path);
-                    durable &=
-                        suppress(ctx, list.complaint(&tenant, &target.recipient, &reason)).await;
+                    entries.extend(list.complaint(&tenant, &target.recipient, &reason));
                 }
                 let rows = rows(&campaign, &tenant);
                 let paused = fb.campaigns().complained(&rows, 1, now);
@@ -169,7 +169,7 @@ pub async fn consume(
         }
         record.recipients.push(Recipient::new(host.unmatched_to()));
     }
-    durable.then_some(()).ok_or(())
+    suppress(ctx, entries).await.then_some(()).ok_or(())
 }
 
 fn queue_id(t: &Target) -> String {
@@ -191,27 +191,32 @@ fn rows<'a>(campaign: &'a str, tenant: &'a str) -> Vec<(Dim, &'a str)> {
         .collect()
 }
 
-/// Writes `entry` to the suppression list (synced when this returns) and logs it; false when
-/// the list refused it.
-async fn suppress(ctx: &ServerContext, entry: Option<crate::suppression::Entry>) -> bool {
-    let (Some(list), Some(e)) = (&ctx.suppression, entry) else {
+/// Writes `entries` to the suppression list (synced when this returns) and logs them; false
+/// when the list refused them.
+async fn suppress(ctx: &ServerContext, entries: Vec<crate::suppression::Entry>) -> bool {
+    let Some(list) = &ctx.suppression else {
         return true;
     };
-    match list.write(vec![e.clone()]).await {
+    if entries.is_empty() {
+        return true;
+    }
+    match list.write(entries.clone()).await {
         Ok(_) => {
-            ctx.log.suppression(&crate::eventlog::Suppression {
-                action: "add",
-                recipient: &e.address,
-                tenant: &e.tenant,
-                kind: e.kind.as_str(),
-                reason: &e.reason,
-                by: &e.by,
-                expires: e.expires,
-            });
+            for e in &entries {
+                ctx.log.suppression(&crate::eventlog::Suppression {
+                    action: "add",
+                    recipient: &e.address,
+                    tenant: &e.tenant,
+                    kind: e.kind.as_str(),
+                    reason: &e.reason,
+                    by: &e.by,
+                    expires: e.expires,
+                });
+            }
             true
         }
         Err(err) => {
-            tracing::warn!(recipient = %e.address, error = %err, "reported recipient not added to the suppression list: the report is refused for now");
+            tracing::warn!(entries = entries.len(), error = %err, "reported recipients not added to the suppression list: the report is refused for now");
             false
         }
     }
