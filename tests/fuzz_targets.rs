@@ -17,6 +17,8 @@ mod dns_answer;
 mod proxy;
 #[path = "../fuzz/targets/reply.rs"]
 mod reply;
+#[path = "../fuzz/targets/report.rs"]
+mod report;
 #[path = "../fuzz/targets/shaping.rs"]
 mod shaping;
 #[path = "../fuzz/targets/smtp_command.rs"]
@@ -237,6 +239,11 @@ fn fuzz_data_decoder() {
 #[test]
 fn fuzz_reply() {
     drive("reply", reply::run);
+}
+
+#[test]
+fn fuzz_report() {
+    drive("report", report::run);
 }
 
 #[test]
