@@ -176,6 +176,15 @@ fn an_asynchronous_bounce_suppresses_the_recipient_and_the_next_message_is_not_s
         "Subject: x\r\n\r\nx\r\n",
     );
     assert_eq!(r["rcpt"][0], 550, "{r}");
+    // Its postmaster takes mail (RFC 5321 4.5.1), read as a report like the rest.
+    let r = report(
+        &mta,
+        dir.path(),
+        "someone@else.test",
+        "Postmaster@bounces.src.test",
+        "Subject: hello\r\n\r\nfor the postmaster\r\n",
+    );
+    assert_eq!(r["data"][0], 250, "{r}");
     // The DSN comes back later, from a client that is not trusted for relaying either.
     let r = report(
         &mta,
@@ -188,6 +197,7 @@ fn an_asynchronous_bounce_suppresses_the_recipient_and_the_next_message_is_not_s
     let log = wait_log(dir.path(), "asynchronous bounce", |l| {
         !events(l, "Bounce", "bob@dest.test").is_empty()
             && !events(l, "Suppression", "bob@dest.test").is_empty()
+            && !events(l, "FeedbackReport", "").is_empty()
     });
     let b = events(&log, "Bounce", "bob@dest.test")[0];
     assert_eq!(b["async"], true, "{b}");
@@ -213,7 +223,13 @@ fn an_asynchronous_bounce_suppresses_the_recipient_and_the_next_message_is_not_s
         (s["tenant"].as_str(), s["by"].as_str()),
         (Some("acme"), Some("report"))
     );
-    // The report itself went nowhere: the sink still has the two copies only.
+    assert!(
+        events(&log, "FeedbackReport", "")
+            .iter()
+            .any(|e| e["outcome"] == "unmatched" && e["reporter"] == "someone@else.test"),
+        "the postmaster's mail is logged as an unmatched report"
+    );
+    // The reports themselves went nowhere: the sink still has the two copies only.
     assert_eq!(sink.got.lock().unwrap().len(), 2);
     let check = mta_cli_json(
         mta.admin.unwrap(),

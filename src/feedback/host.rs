@@ -134,6 +134,11 @@ impl Feedback {
         if !self.in_bounce_domain(address) {
             return Rcpt::Other;
         }
+        // RFC 5321 4.5.1 and RFC 2142: postmaster (and abuse) of every domain we take mail for.
+        let local = address.rsplit_once('@').map_or(address, |(l, _)| l);
+        if local.eq_ignore_ascii_case("postmaster") || local.eq_ignore_ascii_case("abuse") {
+            return Rcpt::Report;
+        }
         match self.verp.as_ref().map(|v| v.decode(address, now)) {
             Some(Ok(_)) => Rcpt::Report,
             Some(Err(VerpError::Expired)) => Rcpt::Refused("this bounce address has expired"),
