@@ -11,21 +11,27 @@ use std::net::{SocketAddr, TcpStream};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+use common::receiver::Scripted;
 use common::redis::Redis;
-use common::{Client, Mta, mta_cli, mta_cli_json, tempdir, write_config};
+use common::{Client, Mta, mta_cli, mta_cli_json, submit, tempdir, write_config};
 
-/// A node of the cluster `redis` (delivery on hold: only RCPT and the list matter here).
-fn node(dir: &Path, redis: &Redis, name: &str) -> Mta {
+/// A node of the cluster `redis` (delivery on hold unless `extra` has a `[delivery]`
+/// section).
+fn node_with(dir: &Path, redis: &Redis, name: &str, extra: &str) -> Mta {
     std::fs::create_dir_all(dir).unwrap();
     let config = write_config(
         dir,
         "",
         &format!(
-            "[cluster]\nredis = \"{}\"\nnode = \"{name}\"\ntimeout = \"300ms\"\n",
+            "[cluster]\nredis = \"{}\"\nnode = \"{name}\"\ntimeout = \"300ms\"\n{extra}",
             redis.url()
         ),
     );
     Mta::start(dir, &config)
+}
+
+fn node(dir: &Path, redis: &Redis, name: &str) -> Mta {
+    node_with(dir, redis, name, "")
 }
 
 fn cli(mta: &Mta, args: &[&str]) -> String {
@@ -137,6 +143,35 @@ fn an_address_listed_on_one_node_is_refused_on_the_other_and_a_removal_follows()
     assert_eq!(figure(&a, "mta_suppression_cluster_degraded"), Some(0));
     // Each node's own changes come back from the stream and change nothing there.
     assert_eq!(figure(&a, "mta_suppression_cluster_applied_total"), Some(1));
+}
+
+#[test]
+fn a_hard_bounce_on_one_node_suppresses_the_address_on_the_other() {
+    let dir = tempdir();
+    let Some(redis) = Redis::start(&dir.path().join("redis")) else {
+        return;
+    };
+    // The scripted receiver refuses `bad...` with 550 5.1.1: a bad_mailbox bounce.
+    let sink = Scripted::start(false, 0);
+    let route = format!(
+        "[delivery]\n[[routes]]\ndomain = \"dest.test\"\nhosts = [\"127.0.0.1:{0}\"]\n\
+         [[routes]]\ndomain = \"src.test\"\nhosts = [\"127.0.0.1:{0}\"]\n",
+        sink.port
+    );
+    let a = node_with(&dir.path().join("a"), &redis, "a", &route);
+    let b = node(&dir.path().join("b"), &redis, "b");
+    submit(&a, &["bad1@dest.test"], "news");
+    assert!(
+        wait_until(Duration::from_secs(30), || listed(&b, "bad1@dest.test")),
+        "the hard bounce on node a never listed the address on node b"
+    );
+    let check = mta_cli_json(
+        b.admin.unwrap(),
+        &b.config,
+        &["suppression", "check", "bad1@dest.test"],
+    );
+    assert_eq!(check["kind"], "hard_bounce");
+    assert!(rcpt(&b, "bad1@dest.test").starts_with("550 5.7.1"));
 }
 
 #[test]

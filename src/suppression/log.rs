@@ -307,14 +307,17 @@ impl Log {
         Ok((out, end.min(self.len)))
     }
 
-    /// The record at `offset`, if a good one starts there.
+    /// The record at `offset`, if a good one starts there (one read of at most
+    /// [`record::MAX_RECORD`] bytes).
     pub fn entry_at(&self, offset: u64) -> io::Result<Option<Entry>> {
-        let mut found = None;
-        scan(&self.file, offset.max(MAGIC.len() as u64), |_, e, _| {
-            found = Some(e);
-            false
-        })?;
-        Ok(found)
+        let offset = offset.max(MAGIC.len() as u64);
+        let want = (self.len.saturating_sub(offset) as usize).min(record::MAX_RECORD);
+        let mut buf = vec![0u8; want];
+        self.file.read_exact_at(&mut buf, offset)?;
+        Ok(match record::decode(&buf) {
+            Decoded::Record(e, _) => Some(e),
+            Decoded::Short | Decoded::Corrupt => None,
+        })
     }
 }
 

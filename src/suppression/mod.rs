@@ -150,6 +150,7 @@ impl Suppression {
             keyer: keyer.clone(),
             compact_size: section.compact_size.0,
             outbox,
+            removals: Default::default(),
         };
         let thread = std::thread::Builder::new()
             .name("suppression".into())

@@ -150,12 +150,26 @@ fn changes_from_other_nodes_apply_when_newer_and_are_marked_as_theirs() {
     assert_eq!(n, 2);
     assert_eq!(list.check("", "x@example.com"), None);
     assert_eq!(list.check("", "y@example.com"), Some(Kind::Manual));
+    // An add older than the removal here does not list it again; a newer one does.
+    assert_eq!(apply(&list, vec![at("x@example.com", Op::Add, 150)]), 0);
+    assert_eq!(list.check("", "x@example.com"), None);
+    // Within one batch each change sees the ones before it: added, then removed.
+    let n = apply(
+        &list,
+        vec![
+            at("w@example.com", Op::Add, 300),
+            at("w@example.com", Op::Remove, 300),
+            at("w@example.com", Op::Add, 290),
+        ],
+    );
+    assert_eq!(n, 2);
+    assert_eq!(list.check("", "w@example.com"), None);
     list.close();
     // Only the change made here is one to publish.
     let table = Table::new();
     let (log, _) =
         log::Log::open(&section.dir(dir.path()), &table, &Keyer::new(), now_secs()).unwrap();
     let (local, _) = log.local_since(0, 100).unwrap();
-    assert_eq!(local.len(), 1);
+    assert_eq!(local.len(), 1, "{local:?}");
     assert_eq!(local[0].address, "x@example.com");
 }

@@ -18,6 +18,7 @@
 //! gets the error; a [`Request::Stop`] is answered after everything sent before it; a change
 //! from another node replaces the entry here only if that entry is not newer.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -32,6 +33,8 @@ use super::table::{Meta, Table};
 
 /// The most requests written with one `fdatasync`.
 pub const BATCH: usize = 1024;
+/// The most removal times kept (past that they are forgotten, all at once).
+pub const MAX_REMOVALS: usize = 1 << 16;
 /// How often expired entries leave the table.
 pub const PURGE_EVERY: Duration = Duration::from_secs(60);
 
@@ -95,6 +98,8 @@ pub struct Backlog {
     pub generation: u64,
     /// The offset after the last record read.
     pub end: u64,
+    /// Records follow `end` (the read stopped at its bound).
+    pub more: bool,
 }
 
 /// Who waits for a write.
@@ -134,6 +139,19 @@ pub struct Writer {
     pub compact_size: u64,
     /// In a cluster: how far this host's changes are published.
     pub outbox: Option<Outbox>,
+    /// When recently removed addresses were removed (by key), so that an older change from
+    /// another node of a cluster does not list them again.
+    pub removals: HashMap<u64, u64>,
+}
+
+/// What the list here holds for an address.
+enum Here {
+    /// This entry.
+    Listed(Entry),
+    /// Nothing: it was removed at this time.
+    Removed(u64),
+    /// Nothing, removed at a time not known (before the start, or forgotten).
+    Unknown,
 }
 
 /// Whether two versions of an entry say the same.
@@ -272,9 +290,16 @@ impl Writer {
                 let listed = match e.op {
                     Op::Add => {
                         let meta = Meta::new(e.kind as u8, e.expires, offset);
+                        self.removals.remove(&key);
                         !self.table.insert(key, meta)
                     }
-                    Op::Remove => self.table.remove(key).is_some(),
+                    Op::Remove => {
+                        if self.removals.len() >= MAX_REMOVALS {
+                            self.removals.clear();
+                        }
+                        self.removals.insert(key, e.at);
+                        self.table.remove(key).is_some()
+                    }
                 };
                 was.push(listed);
             }
@@ -291,26 +316,48 @@ impl Writer {
         }
     }
 
-    /// The changes of `entries` (from other nodes) that the list here does not already have
-    /// in the same or a newer version.
+    /// The changes of `entries` (from the cluster, in its order) that the list here does
+    /// not already have in the same or a newer version, each judged against the list as the
+    /// changes before it in the batch leave it.
     fn newer(&self, entries: Vec<Entry>) -> Result<Vec<Entry>, String> {
         let now = now_secs();
-        let mut out = Vec::with_capacity(entries.len());
+        let mut batch: HashMap<u64, usize> = HashMap::new();
+        let mut out: Vec<Entry> = Vec::with_capacity(entries.len());
         for e in entries {
             let key = self.keyer.key(&e.tenant, &e.address);
-            let take = match (self.table.get(key), e.op) {
-                (None, Op::Remove) => false,
-                (None, Op::Add) => e.expires == 0 || e.expires > now,
-                (Some(m), _) => match self.log.entry_at(m.offset()).map_err(|e| e.to_string())? {
-                    Some(here) => here.at < e.at || (here.at == e.at && !same(&here, &e)),
-                    None => true,
+            let here = match batch.get(&key) {
+                Some(&i) => match out[i].op {
+                    Op::Add => Here::Listed(out[i].clone()),
+                    Op::Remove => Here::Removed(out[i].at),
                 },
+                None => self.here(key)?,
+            };
+            let take = match (here, e.op) {
+                (Here::Listed(h), _) => h.at < e.at || (h.at == e.at && !same(&h, &e)),
+                (Here::Removed(_) | Here::Unknown, Op::Remove) => false,
+                (Here::Removed(at), Op::Add) if at > e.at => false,
+                (Here::Removed(_) | Here::Unknown, Op::Add) => e.expires == 0 || e.expires > now,
             };
             if take {
+                batch.insert(key, out.len());
                 out.push(e);
             }
         }
         Ok(out)
+    }
+
+    /// What the list here holds for `key`.
+    fn here(&self, key: u64) -> Result<Here, String> {
+        Ok(match self.table.get(key) {
+            Some(m) => match self.log.entry_at(m.offset()).map_err(|e| e.to_string())? {
+                Some(here) => Here::Listed(here),
+                None => Here::Unknown,
+            },
+            None => self
+                .removals
+                .get(&key)
+                .map_or(Here::Unknown, |&at| Here::Removed(at)),
+        })
     }
 
     /// This host's changes after the publish point.
@@ -332,6 +379,7 @@ impl Writer {
             entries,
             generation,
             end,
+            more: end < self.log.len(),
         })
     }
 

@@ -7,8 +7,9 @@
 //! here. With nothing to publish it waits to be woken by the writer (or a second). When
 //! Redis cannot be reached, the changes stay in the log, the thread retries with a backoff
 //! from 100 ms doubling to 5 s, and the whole backlog goes out when Redis is back. On each
-//! connection it checks that Redis still has the list; if not (Redis lost its data), the
-//! writer is told to publish this host's changes again from the start of its log.
+//! connection, and every [`CHECK_EVERY`] while idle, it checks that Redis still has the list;
+//! if not (Redis lost its data), the writer is told to publish this host's changes again
+//! from the start of its log.
 //!
 //! What it does not do: no reading of the stream (the subscriber does).
 //!
@@ -17,22 +18,29 @@
 
 use std::sync::atomic::Ordering;
 use std::sync::mpsc::Receiver;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use redis::{Connection, Script};
 
 use super::{BATCH, Ctx, Health, wire};
 use crate::suppression::writer::{Backlog, Request};
 
+/// How often an idle publisher checks that Redis still has the list.
+const CHECK_EVERY: Duration = Duration::from_secs(10);
+
 /// Publishes until stopped.
 pub(super) fn run(ctx: &Ctx, wake: &Receiver<()>) {
     let script = Script::new(wire::PUBLISH);
     let mut health = Health::new(&ctx.stats.publisher_down, "publishing to the cluster");
     let mut conn: Option<Connection> = None;
+    let mut checked = Instant::now();
     while !ctx.stopped() {
         if conn.is_none() {
             match open(ctx) {
-                Ok(c) => conn = Some(c),
+                Ok(c) => {
+                    conn = Some(c);
+                    checked = Instant::now();
+                }
                 Err(e) => {
                     let wait = health.failed(&e);
                     ctx.pause(wait);
@@ -50,7 +58,21 @@ pub(super) fn run(ctx: &Ctx, wake: &Receiver<()>) {
             None => return,
         };
         if backlog.entries.is_empty() {
-            let _ = wake.recv_timeout(Duration::from_secs(1));
+            if !backlog.more {
+                let _ = wake.recv_timeout(Duration::from_secs(1));
+            }
+            // Idle: look now and then whether Redis still has the list (it may have restarted
+            // empty without this connection noticing).
+            if checked.elapsed() >= CHECK_EVERY
+                && let Some(c) = conn.as_mut()
+            {
+                checked = Instant::now();
+                if let Err(e) = check(ctx, c) {
+                    conn = None;
+                    let wait = health.failed(&e);
+                    ctx.pause(wait);
+                }
+            }
             continue;
         }
         let Some(c) = conn.as_mut() else { continue };
@@ -73,15 +95,21 @@ pub(super) fn run(ctx: &Ctx, wake: &Receiver<()>) {
     }
 }
 
-/// A connection; if Redis has no copy of the list, the writer publishes everything again.
+/// A connection, checked.
 fn open(ctx: &Ctx) -> redis::RedisResult<Connection> {
     let mut conn = ctx.connect(ctx.settings.timeout)?;
-    let exists: i64 = redis::cmd("EXISTS").arg(&ctx.keys.state).query(&mut conn)?;
+    check(ctx, &mut conn)?;
+    Ok(conn)
+}
+
+/// If Redis has no copy of the list, the writer publishes everything again.
+fn check(ctx: &Ctx, conn: &mut Connection) -> redis::RedisResult<()> {
+    let exists: i64 = redis::cmd("EXISTS").arg(&ctx.keys.state).query(conn)?;
     ctx.stats.commands.fetch_add(1, Ordering::Relaxed);
     if exists == 0 {
         ctx.tell(Request::Republish);
     }
-    Ok(conn)
+    Ok(())
 }
 
 /// Publishes a backlog in one call; the newer changes Redis held for those that lost.
