@@ -2,9 +2,10 @@
 //!
 //! What it does: opens `<dir>/suppression.log` and replays it into the [`Table`] (cutting a
 //! torn or corrupt tail off, as the spool's recovery does), appends batches of records with one
-//! `fdatasync` each, reads pages of the live entries back (for `list` and `export`), and
-//! compacts: the live entries are copied to a new file, which is synced and renamed over the
-//! old one.
+//! `fdatasync` each, reads pages of the live entries back (for `list` and `export`) and, in a
+//! cluster, the changes made on this host after an offset (for the publisher), and compacts:
+//! the live entries (and every record after the publish point, if one is given) are copied
+//! to a new file, which is synced and renamed over the old one.
 //!
 //! What it does not do: no threads or channels (the writer runs it), no policy about when to
 //! compact.

@@ -118,6 +118,7 @@ fn cursors_page_through_and_bad_ones_are_refused() {
 
 /// Applies changes from other nodes as the subscriber does; how many were written.
 fn apply(list: &Suppression, entries: Vec<Entry>) -> usize {
+    let entries = entries.into_iter().map(|e| (e, false)).collect();
     let (done, answer) = mpsc::channel();
     list.send(Request::Apply { entries, done }).unwrap();
     answer.recv().unwrap().unwrap()
@@ -138,6 +139,11 @@ fn changes_from_other_nodes_apply_when_newer_and_are_marked_as_theirs() {
     assert_eq!(list.check("", "x@example.com"), Some(Kind::Manual));
     // The same change again (its own change read back from the cluster): nothing either.
     assert_eq!(apply(&list, vec![at("x@example.com", Op::Add, 100)]), 0);
+    // Read back as this node's own, it is decided without reading the log.
+    let (done, answer) = mpsc::channel();
+    let own = vec![(at("x@example.com", Op::Add, 100), true)];
+    list.send(Request::Apply { entries: own, done }).unwrap();
+    assert_eq!(answer.recv().unwrap().unwrap(), 0);
     // Newer: applied, in order; removing what is not listed writes nothing.
     let n = apply(
         &list,

@@ -64,8 +64,9 @@ pub enum Request {
     /// Apply changes other nodes made (last writer wins by `at`); the answer is how many
     /// changed the list here.
     Apply {
-        /// The changes, in the cluster's order.
-        entries: Vec<Entry>,
+        /// The changes, in the cluster's order, each with whether this node made it (its own
+        /// change read back).
+        entries: Vec<(Entry, bool)>,
         /// Where the answer goes.
         done: Sender<Result<usize, String>>,
     },
@@ -319,12 +320,17 @@ impl Writer {
     /// The changes of `entries` (from the cluster, in its order) that the list here does
     /// not already have in the same or a newer version, each judged against the list as the
     /// changes before it in the batch leave it.
-    fn newer(&self, entries: Vec<Entry>) -> Result<Vec<Entry>, String> {
+    fn newer(&self, entries: Vec<(Entry, bool)>) -> Result<Vec<Entry>, String> {
         let now = now_secs();
         let mut batch: HashMap<u64, usize> = HashMap::new();
         let mut out: Vec<Entry> = Vec::with_capacity(entries.len());
-        for e in entries {
+        for (e, own) in entries {
             let key = self.keyer.key(&e.tenant, &e.address);
+            // This node's own change, still in force here: nothing to read or write (the
+            // common case, decided without reading the record back).
+            if own && !batch.contains_key(&key) && self.in_force(key, &e) {
+                continue;
+            }
             let here = match batch.get(&key) {
                 Some(&i) => match out[i].op {
                     Op::Add => Here::Listed(out[i].clone()),
@@ -344,6 +350,16 @@ impl Writer {
             }
         }
         Ok(out)
+    }
+
+    /// Whether the table already says what `e` says of `key` (listed with its kind and
+    /// expiry, or not listed).
+    fn in_force(&self, key: u64, e: &Entry) -> bool {
+        match (self.table.get(key), e.op) {
+            (Some(m), Op::Add) => m.kind() == e.kind as u8 && m.expires() == e.expires,
+            (None, Op::Remove) => true,
+            _ => false,
+        }
     }
 
     /// What the list here holds for `key`.

@@ -110,8 +110,9 @@ impl Ctx {
         }
     }
 
-    /// Applies changes from the cluster; false when they were not written (retry later).
-    fn apply(&self, entries: Vec<super::Entry>) -> bool {
+    /// Applies changes from the cluster (each with whether this node made it); false when
+    /// they were not written (retry later).
+    fn apply(&self, entries: Vec<(super::Entry, bool)>) -> bool {
         if entries.is_empty() {
             return true;
         }

@@ -118,7 +118,7 @@ fn publish(
     script: &Script,
     conn: &mut Connection,
     backlog: &Backlog,
-) -> redis::RedisResult<Vec<crate::suppression::Entry>> {
+) -> redis::RedisResult<Vec<(crate::suppression::Entry, bool)>> {
     let mut call = script.prepare_invoke();
     call.key(&ctx.keys.stream)
         .key(&ctx.keys.state)
@@ -134,6 +134,7 @@ fn publish(
     ctx.stats.published.fetch_add(won as u64, Ordering::Relaxed);
     Ok(answers
         .iter()
-        .filter_map(|a| wire::decode(a).map(|(_, e)| e))
+        .filter_map(|a| wire::decode(a))
+        .map(|(node, e)| (e, node == ctx.settings.node))
         .collect())
 }

@@ -87,7 +87,8 @@ fn follow(
         let last = last.clone();
         let changes = entries
             .iter()
-            .filter_map(|(_, v)| wire::decode(v).map(|(_, e)| e))
+            .filter_map(|(_, v)| wire::decode(v))
+            .map(|(node, e)| (e, node == ctx.settings.node))
             .collect();
         if !ctx.apply(changes) {
             ctx.pause(Duration::from_secs(1));
@@ -155,7 +156,8 @@ fn resync(ctx: &Ctx, conn: &mut Connection) -> redis::RedisResult<Option<String>
         read += values.len();
         let changes = values
             .iter()
-            .filter_map(|v| wire::decode(v).map(|(_, e)| e))
+            .filter_map(|v| wire::decode(v))
+            .map(|(node, e)| (e, node == ctx.settings.node))
             .collect();
         if !ctx.apply(changes) {
             return Ok(None);
