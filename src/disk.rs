@@ -3,7 +3,7 @@
 //! What it does: every second, reads the free space of the spool's file system (`statvfs`),
 //! publishes what is left above the floor (`spool.min_free_space` or `spool.min_free_percent`,
 //! whichever is larger, as the server context holds them: a reload changes them) to the server, which answers new transactions `452 4.3.1` at zero, and
-//! flushes the shard's event log.
+//! flushes the shard's event log and hands the Message-IDs it gathered to the feedback index.
 //!
 //! What it does not do: no cleanup, no accounting of what the spool itself holds.
 //!
@@ -34,6 +34,9 @@ pub(crate) async fn storage_monitor(ctx: Rc<ServerContext>, config: Arc<Config>)
         }
         ctx.storage_available.set(available);
         ctx.log.flush();
+        if let Some(fb) = &ctx.feedback {
+            fb.chore();
+        }
         glommio::timer::sleep(crate::timers::STORAGE_CHECK).await;
     }
 }

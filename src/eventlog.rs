@@ -618,3 +618,7 @@ fn json(out: &mut Vec<u8>, s: &str) {
 #[cfg(test)]
 #[path = "eventlog_tests.rs"]
 mod tests;
+
+#[path = "eventlog_feedback.rs"]
+mod feedback;
+pub use feedback::Feedback;

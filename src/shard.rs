@@ -90,6 +90,9 @@ pub enum ShardError {
     /// The paused campaigns could not be read.
     #[error(transparent)]
     Campaigns(#[from] crate::campaigns::PauseError),
+    /// `[feedback]` could not be set up (its secret file, its label book).
+    #[error("{0}")]
+    Feedback(#[from] crate::feedback::FeedbackError),
     /// A webhook could not start.
     #[error(transparent)]
     Webhook(#[from] crate::webhook::WebhookError),
@@ -158,6 +161,8 @@ pub fn run(
         )?),
         false => None,
     };
+    // Report addresses, VERP and the label book (None: no reports are read).
+    let feedback = crate::feedback::Feedback::open(&config.feedback, &config.spool.path)?;
     // The TLS reporter thread, with every shard's link to it (None: reporting is off).
     let reporter = crate::tls_rpt::link::Reporter::start(&config).map_err(ShardError::TlsRpt)?;
     let rpt_link = reporter.as_ref().map(|r| (r.link(), r.jobs()));
@@ -235,6 +240,7 @@ pub fn run(
                 }),
                 campaigns: campaigns.clone(),
                 hooks: shard_hooks.clone(),
+                feedback: feedback.clone(),
             };
             let signals = (signals, start_generation);
             async move { shard_main(index, config, addrs, inbound, signals, ready).await }
@@ -403,7 +409,16 @@ async fn shard_main(
             return Err(fail(message));
         }
     };
+    let feedback = inbound.feedback.clone().map(|host| {
+        let c = inbound.campaigns.clone();
+        Rc::new(crate::feedback::Shard::new(
+            host,
+            inbound.shaping.clone(),
+            c,
+        ))
+    });
     let parts = StageParts {
+        feedback: feedback.clone(),
         spool: spool.clone(),
         ids: ids.clone(),
         metrics: metrics.clone(),
@@ -450,6 +465,7 @@ async fn shard_main(
         },
     );
     ctx.suppression = inbound.suppression.clone();
+    ctx.feedback = feedback;
     ctx.dkim = inbound
         .dkim
         .map(|signer| crate::server::dkim::Signing::new(signer, &config.dkim, metrics.clone()));
@@ -603,6 +619,8 @@ struct Inbound {
     campaigns: Arc<crate::campaigns::Campaigns>,
     /// The running webhooks (retention of the event log, admin view).
     hooks: Option<Arc<crate::webhook::Hooks>>,
+    /// Report addresses and VERP (`[feedback]`).
+    feedback: Option<Arc<crate::feedback::Feedback>>,
 }
 
 /// Binds the admin endpoint. A failure is logged and the MTA runs without it: mail matters

@@ -158,6 +158,23 @@ impl Campaigns {
         self.merge(&mut delta, now)
     }
 
+    /// Records a bounce of `class` reported after delivery (a DSN that came back) about mail
+    /// of the rows in `labels`; returns what a threshold paused because of it.
+    pub fn bounced_later(
+        &self,
+        labels: &[(Dim, &str)],
+        class: crate::shaping::BounceClass,
+        now: SystemTime,
+    ) -> Vec<Pause> {
+        let mut delta: Delta = Default::default();
+        for &(dim, name) in labels {
+            let mut c = Counts::default();
+            c.bounce(class, 1);
+            delta[dim.index()].insert(name.to_owned(), c);
+        }
+        self.merge(&mut delta, now)
+    }
+
     /// The rows of kind `dim` over the last `window` minutes (None: since start).
     pub fn report(&self, dim: Dim, window: Option<u64>, now: SystemTime) -> Vec<(String, Counts)> {
         self.table

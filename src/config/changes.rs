@@ -40,6 +40,7 @@ pub const RESTART_ONLY: &[&str] = &[
     "delivery.tls_policy.tls_rpt",
     "webhooks",
     "webhooks[]",
+    "feedback",
 ];
 
 /// The dotted keys whose values differ between `old` and `new`, in alphabetical order of

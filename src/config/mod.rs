@@ -143,6 +143,8 @@ pub struct Config {
     pub priority: crate::priority::PrioritySection,
     /// Endpoints the event log is POSTed to (`[[webhooks]]`).
     pub webhooks: Vec<crate::webhook::WebhookConfig>,
+    /// Bounces and complaints coming back (`[feedback]`).
+    pub feedback: crate::feedback::FeedbackSection,
 }
 
 /// `[log]`.
@@ -226,6 +228,7 @@ impl Default for Config {
             campaigns: crate::campaigns::CampaignsSection::default(),
             priority: crate::priority::PrioritySection::default(),
             webhooks: Vec::new(),
+            feedback: Default::default(),
         }
     }
 }
@@ -410,6 +413,7 @@ impl Config {
         let keyed = |(key, problem): (String, String)| ConfigError::Invalid { key, problem };
         self.priority.check(&self.pools).map_err(keyed)?;
         crate::webhook::WebhookConfig::check(&self.webhooks).map_err(keyed)?;
+        self.feedback.check().map_err(keyed)?;
         self.delivery.validate().map_err(keyed)?;
         for (i, route) in self.routes.iter().enumerate() {
             route.validate(i).map_err(keyed)?;

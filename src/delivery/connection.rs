@@ -62,6 +62,8 @@ pub struct Settings {
     pub tls_fallback: Duration,
     /// How long an idle connection stays open.
     pub idle: Duration,
+    /// VERP envelope senders (`[feedback]`, kept across reloads); None = off.
+    pub feedback: Option<Rc<crate::feedback::Shard>>,
 }
 
 /// What a connection task is given.
@@ -90,13 +92,15 @@ struct Outgoing {
     read_back: bool,
     started: Instant,
     reuse: Reuse,
+    /// The VERP envelope sender of this transaction's one recipient, if the message has one.
+    verp: Option<String>,
 }
 
 impl Outgoing {
     fn envelope(&self) -> Envelope<'_> {
         let m = &self.msg;
         Envelope {
-            reverse_path: &m.record.reverse_path,
+            reverse_path: self.verp.as_deref().unwrap_or(&m.record.reverse_path),
             recipients: self
                 .jobs
                 .iter()
@@ -530,6 +534,21 @@ async fn prepare(d: Delivery, ext: &Extensions, link: &Link, reuse: Reuse) -> Op
         decided(jobs, o);
         return None;
     }
+    // A VERP message goes one recipient a transaction (the queue never groups its jobs).
+    let verp = match (&link.plan.settings.feedback, msg.verp) {
+        (Some(fb), true) => jobs
+            .first()
+            .and_then(|j| j.recipients.first())
+            .and_then(|&i| {
+                let r = &msg.record;
+                let labels = (
+                    r.campaign.as_deref().unwrap_or(""),
+                    r.tenant.as_deref().unwrap_or(""),
+                );
+                fb.verp(r.id, labels, &msg.recipient(i).address)
+            }),
+        _ => None,
+    };
     Some(Outgoing {
         jobs,
         msg,
@@ -537,6 +556,7 @@ async fn prepare(d: Delivery, ext: &Extensions, link: &Link, reuse: Reuse) -> Op
         read_back,
         started,
         reuse,
+        verp,
     })
 }
 

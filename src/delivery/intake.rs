@@ -59,11 +59,14 @@ pub struct Intake {
 }
 
 /// What the queue does with `a`, at `now` (`now_ms` on the wall clock); `pool` decides the
-/// message's source pool from its record and header section. None when nothing is pending.
+/// message's source pool from its record and header section, `verp` whether mail of that
+/// sender and pool goes with a VERP envelope sender (then each recipient is a job of its own).
+/// None when nothing is pending.
 pub fn take(
     mut a: Arrival,
     config: &Config,
     pool: impl FnOnce(&MessageRecord, &[u8]) -> Option<String>,
+    verp: impl FnOnce(&str, Option<&str>) -> bool,
     (now, now_ms): (Instant, u64),
 ) -> Option<Intake> {
     let n = a.record.recipients.len();
@@ -91,9 +94,11 @@ pub fn take(
             .saturating_sub(usize::from(a.record.client_addr != "local")),
         false => 0,
     };
+    let pool = pool(&a.record, &body);
     let facts = Facts {
+        verp: verp(&a.record.reverse_path, pool.as_deref()),
         size: a.size,
-        pool: pool(&a.record, &body),
+        pool,
         arrival,
         eight_bit: a.eight_bit,
         trusted: trusted(&a.record, &config.relay.trusted_networks),
@@ -166,20 +171,27 @@ pub fn take(
                 .push(i as u32),
         }
     }
+    let alone = intake.msg.verp;
     for (domain, recipients) in by_domain {
-        let attempts = recipients
-            .iter()
-            .map(|&i| intake.progress.attempts[i as usize])
-            .max()
-            .unwrap_or(0);
-        intake.now.push(Job {
-            message: id,
-            recipients,
-            priority: class(&domain),
-            domain,
-            attempts,
-            arrival,
-        });
+        let groups: Vec<Vec<u32>> = match alone {
+            true => recipients.into_iter().map(|i| vec![i]).collect(),
+            false => vec![recipients],
+        };
+        for recipients in groups {
+            let attempts = recipients
+                .iter()
+                .map(|&i| intake.progress.attempts[i as usize])
+                .max()
+                .unwrap_or(0);
+            intake.now.push(Job {
+                message: id,
+                recipients,
+                priority: class(&domain),
+                domain: domain.clone(),
+                attempts,
+                arrival,
+            });
+        }
     }
     Some(intake)
 }

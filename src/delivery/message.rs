@@ -115,6 +115,8 @@ pub struct Message {
     /// `TLS-Required: No` without the REQUIRETLS parameter (RFC 8689 5): DANE and MTA-STS are
     /// not applied to it.
     pub tls_optional: bool,
+    /// Sent with a VERP envelope sender, one recipient a transaction (`[feedback]`).
+    pub verp: bool,
 }
 
 /// Parameters of no recipient.
@@ -156,6 +158,7 @@ impl Message {
             arrival: facts.arrival,
             eight_bit: facts.eight_bit,
             trusted: facts.trusted,
+            verp: facts.verp,
         }
     }
 
@@ -189,6 +192,8 @@ pub struct Facts {
     pub trusted: bool,
     /// The header says `TLS-Required: No` (see [`Message::tls_optional`]).
     pub tls_required_no: bool,
+    /// Sent with a VERP envelope sender (see [`Message::verp`]).
+    pub verp: bool,
 }
 
 /// Parameters in wire form again (`K=V K2`), as the session's parser reads them.
@@ -263,6 +268,7 @@ mod tests {
             eight_bit: false,
             trusted: true,
             tls_required_no: false,
+            verp: false,
         }
     }
 

@@ -55,5 +55,6 @@ pub fn settings(config: &Config) -> std::io::Result<Settings> {
         tls: ClientTls::new(config.tls.ca_file.as_deref()).map_err(std::io::Error::other)?,
         tls_fallback: d.tls_fallback.0,
         idle: d.idle_timeout.0,
+        feedback: None,
     })
 }

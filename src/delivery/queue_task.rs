@@ -257,7 +257,12 @@ impl ShardQueue {
             self.apply_limits(&t, now);
         }
         match super::policy::settings(&config) {
-            Ok(s) => self.settings = Rc::new(s),
+            Ok(s) => {
+                self.settings = Rc::new(super::connection::Settings {
+                    feedback: self.settings.feedback.clone(),
+                    ..s
+                })
+            }
             Err(e) => {
                 tracing::error!(error = %e, "outbound TLS roots (tls.ca_file) reload failed; keeping the old ones")
             }
@@ -292,10 +297,16 @@ impl ShardQueue {
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_millis() as u64);
         let routes = &self.routes;
+        let feedback = &self.settings.feedback;
         let Some(i) = intake::take(
             arrival,
             &self.config,
             |r, b| routes.pool_of(r, b),
+            |sender, pool| {
+                feedback
+                    .as_ref()
+                    .is_some_and(|f| f.host().verp_applies(sender, pool))
+            },
             (Instant::now(), now_ms),
         ) else {
             return;
@@ -468,8 +479,13 @@ impl ShardQueue {
                 continue;
             }
             // The message's other recipients for this destination share the transaction
-            // (the suppressed among them end here too).
-            let more: Vec<_> = self.sched.take_siblings(dest, &job);
+            // (the suppressed among them end here too); a VERP message's do not (each
+            // recipient has an envelope sender of its own).
+            let verp = self.messages.get(job.message).is_some_and(|e| e.msg.verp);
+            let more: Vec<_> = match verp {
+                true => Vec::new(),
+                false => self.sched.take_siblings(dest, &job),
+            };
             let more: Vec<_> = more
                 .into_iter()
                 .filter_map(|j| self.unsuppressed(j, &dest.0))

@@ -57,6 +57,7 @@ fn message(sender: &str, rcpts: &[(&str, Option<&str>)], trusted: bool) -> (Mess
         eight_bit: false,
         trusted,
         tls_required_no: false,
+        verp: false,
     };
     let q = Message::new(record, facts);
     (q, progress)

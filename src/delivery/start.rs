@@ -56,6 +56,8 @@ pub struct StageParts {
     pub host_limits: Arc<HostLimits>,
     /// The host's campaign statistics and pauses.
     pub campaigns: Arc<crate::campaigns::Campaigns>,
+    /// VERP envelope senders (`[feedback]`); None = off.
+    pub feedback: Option<Rc<crate::feedback::Shard>>,
 }
 
 /// The queue of shard `shard`, its handle and its channel's receiving end.
@@ -76,6 +78,7 @@ pub fn build(
         host_limits,
         suppression,
         campaigns,
+        feedback,
     } = parts;
     let budget = config.delivery.memory_budget.0 / config.effective_shards() as u64;
     let seed = SystemTime::now()
@@ -87,7 +90,10 @@ pub fn build(
     sched.set_failure_policy(failure_policy(&config));
     sched.set_priority_share(config.priority.share);
     let parts = QueueParts {
-        settings: Rc::new(settings(&config)?),
+        settings: Rc::new(super::connection::Settings {
+            feedback,
+            ..settings(&config)?
+        }),
         routes: Routes::new(
             config.clone(),
             resolver,

@@ -3,10 +3,12 @@
 //!
 //! What it does: [`Verp::encode`] turns a queue id, a recipient and the time into
 //! `<local>+<token>=<recipient local part>=<recipient domain>@<bounce domain>`, where the
-//! token is 26 lower-case base32 characters of: the queue id (8 bytes), the day the address
-//! expires (2 bytes, days since 1970) and the first 6 bytes of an HMAC-SHA256, under the
-//! operator's secret, of the queue id, the day and the lower-cased recipient.
-//! [`Verp::decode`] checks an address of that shape and gives the queue id and recipient back.
+//! token is 32 lower-case base32 characters of: the queue id (8 bytes), the day the address
+//! expires (2 bytes, days since 1970), the message's label pair (4 bytes: its number in the
+//! host's `LabelBook`, 0 for none) and the first 6 bytes of an HMAC-SHA256, under the
+//! operator's secret, of the queue id, the day, the label pair and the lower-cased recipient.
+//! [`Verp::decode`] checks an address of that shape and gives the queue id, the label pair and
+//! the recipient back.
 //!
 //! What it does not do: no configuration (the caller picks the local part, the domain and
 //! the secret), no lookup of the message, no I/O.
@@ -21,10 +23,10 @@ use ring::hmac;
 
 /// Base32 (RFC 4648) in lower case, without padding.
 const ALPHABET: &[u8; 32] = b"abcdefghijklmnopqrstuvwxyz234567";
-/// Bytes in a token: queue id, expiry day, MAC.
-const TOKEN_BYTES: usize = 16;
+/// Bytes in a token: queue id, expiry day, label pair, MAC.
+const TOKEN_BYTES: usize = 20;
 /// Characters in an encoded token.
-pub const TOKEN_CHARS: usize = 26;
+pub const TOKEN_CHARS: usize = 32;
 const MAC_BYTES: usize = 6;
 
 /// Why an address is not a valid VERP address.
@@ -46,6 +48,8 @@ pub enum VerpError {
 pub struct VerpTarget {
     /// The queue id of the message the bounce is about.
     pub queue_id: u64,
+    /// The message's campaign and tenant: their number in the host's label book (0: none).
+    pub labels: u32,
     /// The recipient that failed, as it was encoded.
     pub recipient: String,
 }
@@ -65,13 +69,14 @@ impl Verp {
         }
     }
 
-    /// The VERP form of `local@domain` for `recipient` of message `queue_id`, at `now`.
-    /// A recipient without `@` is encoded with an empty domain part.
+    /// The VERP form of `local@domain` for `recipient` of message `queue_id` (whose labels
+    /// are pair `labels` of the label book), at `now`. A recipient without `@` is encoded with
+    /// an empty domain part.
     pub fn encode(
         &self,
-        local: &str,
-        domain: &str,
+        (local, domain): (&str, &str),
         queue_id: u64,
+        labels: u32,
         recipient: &str,
         now: SystemTime,
     ) -> String {
@@ -79,8 +84,9 @@ impl Verp {
         let mut raw = [0u8; TOKEN_BYTES];
         raw[..8].copy_from_slice(&queue_id.to_be_bytes());
         raw[8..10].copy_from_slice(&expires.to_be_bytes());
-        let mac = self.mac(queue_id, expires, recipient);
-        raw[10..].copy_from_slice(&mac);
+        raw[10..14].copy_from_slice(&labels.to_be_bytes());
+        let mac = self.mac(queue_id, expires, labels, recipient);
+        raw[14..].copy_from_slice(&mac);
         let (user, rdomain) = recipient.rsplit_once('@').unwrap_or((recipient, ""));
         let mut out = String::with_capacity(local.len() + domain.len() + recipient.len() + 32);
         out.push_str(local);
@@ -105,15 +111,16 @@ impl Verp {
         let raw = unbase32(token).ok_or(VerpError::Shape)?;
         let queue_id = u64::from_be_bytes(raw[..8].try_into().map_err(|_| VerpError::Shape)?);
         let expires = u16::from_be_bytes([raw[8], raw[9]]);
+        let labels = u32::from_be_bytes([raw[10], raw[11], raw[12], raw[13]]);
         let recipient = match rdomain {
             "" => user.to_string(),
             d => format!("{user}@{d}"),
         };
-        let mac = self.mac(queue_id, expires, &recipient);
+        let mac = self.mac(queue_id, expires, labels, &recipient);
         // Compared without an early exit, so that timing says nothing of the right MAC.
         let diff = mac
             .iter()
-            .zip(&raw[10..])
+            .zip(&raw[14..])
             .fold(0u8, |d, (a, b)| d | (a ^ b));
         if diff != 0 {
             return Err(VerpError::Forged);
@@ -123,14 +130,16 @@ impl Verp {
         }
         Ok(VerpTarget {
             queue_id,
+            labels,
             recipient,
         })
     }
 
-    fn mac(&self, queue_id: u64, expires: u16, recipient: &str) -> [u8; MAC_BYTES] {
+    fn mac(&self, queue_id: u64, expires: u16, labels: u32, recipient: &str) -> [u8; MAC_BYTES] {
         let mut ctx = hmac::Context::with_key(&self.key);
         ctx.update(&queue_id.to_be_bytes());
         ctx.update(&expires.to_be_bytes());
+        ctx.update(&labels.to_be_bytes());
         ctx.update(recipient.to_ascii_lowercase().as_bytes());
         let tag = ctx.sign();
         let mut out = [0u8; MAC_BYTES];
@@ -201,9 +210,9 @@ mod tests {
     fn round_trip_and_shape() {
         let v = Verp::new(b"secret", 30);
         let a = v.encode(
-            "b",
-            "bounces.example.com",
+            ("b", "bounces.example.com"),
             0x0123_4567_89ab_cdef,
+            42,
             "Jo.Doe+x=y@Example.org",
             at(20_000),
         );
@@ -214,6 +223,7 @@ mod tests {
         );
         let t = v.decode(&a, at(20_010)).unwrap();
         assert_eq!(t.queue_id, 0x0123_4567_89ab_cdef);
+        assert_eq!(t.labels, 42);
         assert_eq!(t.recipient, "Jo.Doe+x=y@Example.org");
         // A relay that lower-cases the local part does not break it.
         assert_eq!(
@@ -227,7 +237,13 @@ mod tests {
     #[test]
     fn forged_expired_and_malformed_addresses_are_refused() {
         let v = Verp::new(b"secret", 30);
-        let a = v.encode("b", "bounces.example.com", 7, "a@example.org", at(20_000));
+        let a = v.encode(
+            ("b", "bounces.example.com"),
+            7,
+            3,
+            "a@example.org",
+            at(20_000),
+        );
         assert_eq!(v.decode(&a, at(20_031)), Err(VerpError::Expired));
         let other = Verp::new(b"other secret", 30);
         assert_eq!(other.decode(&a, at(20_001)), Err(VerpError::Forged));
@@ -239,7 +255,8 @@ mod tests {
             "b+zz=a=b@x",
             "b+=a@x",
             "no-at-sign",
-            "b+0000000000000000000000000!=a=b@x",
+            "b+0000000000000000000000000000000!=a=b@x",
+            "b+aaaaaaaaaaaaaaaaaaaaaaaaaa=a=b@x",
         ] {
             assert_eq!(v.decode(bad, at(20_001)), Err(VerpError::Shape), "{bad}");
         }

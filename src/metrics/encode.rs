@@ -226,6 +226,23 @@ impl Collector for Shards {
         }
         {
             let mut metric = encoder.encode_descriptor(
+                "feedback_reports",
+                "Findings of reports that came back (bounces, complaints), by outcome.",
+                None,
+                MetricType::Counter,
+            )?;
+            for (shard, s) in &self.0 {
+                for (i, outcome) in super::shard::FEEDBACK_OUTCOMES.iter().enumerate() {
+                    let labels = [("shard", shard.to_string()), ("outcome", (*outcome).into())];
+                    let v = s.feedback_reports[i];
+                    metric
+                        .encode_family(&labels)?
+                        .encode_counter::<NoLabelSet, u64, u64>(&v, None)?;
+                }
+            }
+        }
+        {
+            let mut metric = encoder.encode_descriptor(
                 "delivery_failures",
                 "Recipient deferrals and bounces, by bounce class.",
                 None,

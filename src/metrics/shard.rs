@@ -16,6 +16,10 @@ use super::histogram::{
     Histogram, HistogramSnapshot, REPLY_LATENCY_SECONDS_BUCKETS,
 };
 
+/// The `outcome` labels of `mta_feedback_reports_total`, in the order of
+/// [`ShardMetrics::feedback_reports`].
+pub const FEEDBACK_OUTCOMES: [&str; 4] = ["bounce", "complaint", "ignored", "unmatched"];
+
 /// The live metrics of one shard; cheap to bump, not `Sync`.
 #[derive(Debug)]
 pub struct ShardMetrics {
@@ -75,6 +79,8 @@ pub struct ShardMetrics {
     pub bulk_without_unsubscribe: Counter,
     /// Work refused by backpressure, by reason.
     pub backpressure_refusals_by_reason: [Counter; 2],
+    /// Reports that came back, by what they were (indexed like [`FEEDBACK_OUTCOMES`]).
+    pub feedback_reports: [Counter; 4],
     /// Deferrals and bounces by bounce class (indexed like `shaping::BounceClass::ALL`).
     pub failures_by_class: [Counter; 9],
     /// Records per `fdatasync` in a group commit.
@@ -125,6 +131,7 @@ impl ShardMetrics {
             tls_rpt_domains: Gauge::default(),
             bulk_without_unsubscribe: Counter::default(),
             backpressure_refusals_by_reason: Default::default(),
+            feedback_reports: Default::default(),
             failures_by_class: Default::default(),
             group_commit_batch: Histogram::new(GROUP_COMMIT_BATCH_BUCKETS),
             fdatasync_seconds: Histogram::new(FDATASYNC_SECONDS_BUCKETS),
@@ -187,6 +194,7 @@ impl ShardMetrics {
                 .backpressure_refusals_by_reason
                 .each_ref()
                 .map(Counter::get),
+            feedback_reports: self.feedback_reports.each_ref().map(Counter::get),
             failures_by_class: self.failures_by_class.each_ref().map(Counter::get),
             group_commit_batch: self.group_commit_batch.snapshot(),
             fdatasync_seconds: self.fdatasync_seconds.snapshot(),
@@ -228,6 +236,7 @@ pub struct Snapshot {
     pub tls_rpt_domains: u64,
     pub bulk_without_unsubscribe: u64,
     pub backpressure_refusals_by_reason: [u64; 2],
+    pub feedback_reports: [u64; 4],
     pub failures_by_class: [u64; 9],
     pub group_commit_batch: HistogramSnapshot,
     pub fdatasync_seconds: HistogramSnapshot,
@@ -286,6 +295,9 @@ impl Snapshot {
             &mut self.bulk_without_unsubscribe,
             other.bulk_without_unsubscribe,
         );
+        for (a, b) in self.feedback_reports.iter_mut().zip(other.feedback_reports) {
+            add(a, b);
+        }
         for (a, b) in self
             .backpressure_refusals_by_reason
             .iter_mut()

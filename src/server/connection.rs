@@ -79,6 +79,21 @@ impl SessionEnv for Env<'_> {
         Some(kind.as_str())
     }
 
+    fn report_rcpt(&self, recipient: &ForwardPath) -> Option<Result<(), Reply>> {
+        let ForwardPath::Mailbox(m) = recipient else {
+            return None;
+        };
+        let fb = self.ctx.feedback.as_ref()?;
+        match fb.host().rcpt(&m.to_string(), SystemTime::now()) {
+            crate::feedback::Rcpt::Other => None,
+            crate::feedback::Rcpt::Report => Some(Ok(())),
+            crate::feedback::Rcpt::Refused(why) => Some(Err(replies::bad_report_address(
+                &recipient.to_string(),
+                why,
+            ))),
+        }
+    }
+
     fn storage_available(&self) -> u64 {
         // Called when a transaction starts; 0 refuses it with 452 4.3.1.
         let metrics = &self.ctx.metrics;
@@ -299,6 +314,16 @@ async fn run(
                 Action::Flush => write(slot, &mut out).await?,
                 Action::Queue(mut record) => {
                     let id = QueueId(record.id);
+                    // Reports (bounces, complaints) are read and applied here, not relayed.
+                    if let Some(fb) = &ctx.feedback {
+                        let applied =
+                            super::feedback::consume(ctx, fb, &mut record, &env.client).await;
+                        if applied.is_err() || record.recipients.is_empty() {
+                            ctx.log.written().await;
+                            session.queued(id, applied, &mut out);
+                            continue;
+                        }
+                    }
                     // Mail we originate: an authenticated client or a trusted network.
                     let originated =
                         record.auth.is_some() || session_config.relay.is_trusted(peer.ip());
@@ -331,6 +356,14 @@ async fn run(
                         }
                     }
                     let ok = result.is_ok();
+                    let message_id = crate::headers::message_id(&record.body).unwrap_or("");
+                    if ok && let Some(fb) = &ctx.feedback {
+                        let labels = (
+                            record.campaign.as_deref().unwrap_or(""),
+                            record.tenant.as_deref().unwrap_or(""),
+                        );
+                        fb.accepted(message_id, record.id, labels);
+                    }
                     if ok {
                         let recipients: Vec<&str> = record
                             .recipients
@@ -346,7 +379,7 @@ async fn run(
                             helo: &record.helo,
                             tls: record.tls.as_deref().unwrap_or(""),
                             auth: record.auth.as_deref().unwrap_or(""),
-                            message_id: crate::headers::message_id(&record.body).unwrap_or(""),
+                            message_id,
                             campaign: record.campaign.as_deref().unwrap_or(""),
                             tenant: record.tenant.as_deref().unwrap_or(""),
                             priority: crate::priority::Class::from_code(record.priority)

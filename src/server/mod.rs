@@ -15,6 +15,7 @@ pub mod admission;
 pub mod buffers;
 pub mod connection;
 pub mod dkim;
+pub mod feedback;
 pub mod listener;
 pub mod login;
 pub mod proxy_header;
@@ -94,6 +95,8 @@ pub struct ServerContext {
     pub buffers: buffers::BufferPool,
     /// The host's suppression list; None = `suppression.enabled` is off.
     pub suppression: Option<Arc<crate::suppression::Suppression>>,
+    /// Reports coming back (`[feedback]`); None = no report addresses.
+    pub feedback: Option<Rc<crate::feedback::Shard>>,
 }
 
 /// What a shard's server shares with the rest of the shard (and, for the AUTH throttle, with
@@ -150,6 +153,7 @@ impl ServerContext {
             gauge,
             dkim: None,
             suppression: None,
+            feedback: None,
             log,
             buffers: buffers::BufferPool::new(connection::read_buffer_size(config)),
         }

@@ -154,6 +154,12 @@ pub fn relay_denied(rcpt: &str) -> Reply {
     Reply::new(554, st(5, 7, 1), format!("{rcpt}: Relay access denied"))
 }
 
+/// `550 5.1.1 <rcpt>: <why>` for an address of the bounce domain that is not a valid VERP
+/// address.
+pub fn bad_report_address(rcpt: &str, why: &str) -> Reply {
+    Reply::new(550, st(5, 1, 1), format!("{rcpt}: {why}"))
+}
+
 /// `550 5.7.1 <rcpt>: on the suppression list (<kind>)`.
 pub fn suppressed(rcpt: &str, kind: &str) -> Reply {
     Reply::new(

@@ -53,6 +53,11 @@ pub trait SessionEnv {
     fn suppressed(&self, _recipient: &ForwardPath) -> Option<&'static str> {
         None
     }
+    /// Whether `recipient` is a report address (bounces, complaints): `Some(Ok)` accepts it
+    /// from anyone, `Some(Err(reply))` refuses it, None leaves it to the relay policy.
+    fn report_rcpt(&self, _recipient: &ForwardPath) -> Option<Result<(), Reply>> {
+        None
+    }
 }
 
 /// Replies pending for the client past which the session stops parsing pipelined commands
@@ -442,6 +447,24 @@ impl Session {
                 &reply,
             );
             return self.reply(reply, out);
+        }
+        match env.report_rcpt(&path) {
+            Some(Ok(())) => {
+                tx.recipients.push((path, params));
+                out.extend_from_slice(replies::RECIPIENT_OK);
+                return;
+            }
+            Some(Err(reply)) => {
+                self.refused.0 += 1;
+                env.rejected(
+                    "rcpt",
+                    &tx.reverse_path.to_string(),
+                    &path.to_string(),
+                    &reply,
+                );
+                return self.error(reply, out);
+            }
+            None => {}
         }
         if !self
             .cfg

@@ -274,6 +274,52 @@ impl Suppression {
         }
     }
 
+    /// The entry a bounce reported later (a DSN that came back) of `class` to `address`
+    /// adds to `tenant`'s list, if that class is a hard bounce; the caller writes it.
+    pub fn reported_bounce(
+        &self,
+        tenant: &str,
+        address: &str,
+        class: BounceClass,
+        reply: &str,
+    ) -> Option<Entry> {
+        if !self.classes.contains(&class) || !address::valid(address) {
+            return None;
+        }
+        let at = now_secs();
+        Some(Entry {
+            op: Op::Add,
+            kind: Kind::HardBounce,
+            tenant: tenant.to_owned(),
+            address: normalise(address),
+            reason: format!("{class}: {reply}"),
+            by: "report".to_owned(),
+            at,
+            expires: match self.bounce_expiry {
+                0 => 0,
+                d => at + d,
+            },
+        })
+    }
+
+    /// The entry a complaint about mail to `address` adds to `tenant`'s list (it does not
+    /// expire); the caller writes it.
+    pub fn complaint(&self, tenant: &str, address: &str, reason: &str) -> Option<Entry> {
+        if !address::valid(address) {
+            return None;
+        }
+        Some(Entry {
+            op: Op::Add,
+            kind: Kind::Complaint,
+            tenant: tenant.to_owned(),
+            address: normalise(address),
+            reason: reason.to_owned(),
+            by: "report".to_owned(),
+            at: now_secs(),
+            expires: 0,
+        })
+    }
+
     /// Up to `limit` live entries whose address contains `contains`, from `cursor` (a
     /// previous page's `next`); the page and the cursor of the next one.
     pub async fn page(
