@@ -1,8 +1,10 @@
 //! One suppression list across a cluster, through real components: a private `redis-server`
 //! and two `mta` processes (two nodes, each with its own spool) that name it. An address
-//! listed on one node is refused at RCPT on the other, a removal follows, a change made while
-//! Redis is down arrives once it is back, and a node that joins later (or whose place in the
-//! stream was trimmed) gets the list by reading it whole.
+//! listed on one node (by an operator or a hard bounce) is refused at RCPT on the other, a
+//! removal follows, a change made while Redis is down arrives once it is back (also when its
+//! node was killed meanwhile), a node that joins later (or whose place in the stream was
+//! trimmed) gets the list by reading it whole, and after Redis lost its data every node's
+//! entries are in it again.
 
 mod common;
 
@@ -276,4 +278,61 @@ fn a_node_that_joins_later_or_falls_behind_reads_the_whole_list() {
         b.drain_log()
     );
     assert_eq!(count(&b), Some(299));
+}
+
+#[test]
+fn changes_waiting_for_redis_survive_a_kill_and_redis_losing_its_data() {
+    let dir = tempdir();
+    let Some(mut redis) = Redis::start(&dir.path().join("redis")) else {
+        return;
+    };
+    let da = dir.path().join("a");
+    let mut a = node(&da, &redis, "a");
+    let b = node(&dir.path().join("b"), &redis, "b");
+    cli(&a, &["suppression", "add", "first@dest.test"]);
+    assert!(wait_until(Duration::from_secs(20), || listed(
+        &b,
+        "first@dest.test"
+    )));
+
+    // Redis takes no writes for a while: a's change waits in its log, then a is killed.
+    let paused = redis.command("CLIENT PAUSE 30000 WRITE").unwrap();
+    assert!(paused.starts_with("+OK"), "{paused}");
+    cli(&a, &["suppression", "add", "waiting@dest.test"]);
+    assert!(
+        wait_until(Duration::from_secs(20), || figure(
+            &a,
+            "mta_suppression_cluster_degraded"
+        ) == Some(1)),
+        "node a never failed to publish"
+    );
+    a.kill();
+    let unpaused = redis.command("CLIENT UNPAUSE").unwrap();
+    assert!(unpaused.starts_with("+OK"), "{unpaused}");
+    assert!(!listed(&b, "waiting@dest.test"));
+    // Restarted, a publishes what waited from where its publish point says.
+    let mut a = Mta::start(&da, &da.join("mta.toml"));
+    assert!(
+        wait_until(Duration::from_secs(30), || listed(&b, "waiting@dest.test")),
+        "the change that waited when node a was killed never reached node b"
+    );
+
+    // Redis loses everything while a is stopped; b, still running, lists one more address
+    // (and publishes its own changes again); a connects after that and does the same.
+    assert!(a.stop().success());
+    redis.kill();
+    redis.restart();
+    cli(&b, &["suppression", "add", "from-b@dest.test"]);
+    let a = Mta::start(&da, &da.join("mta.toml"));
+    // A node that joins now gets every node's entries from Redis.
+    let c = node(&dir.path().join("c"), &redis, "c");
+    assert!(
+        wait_until(Duration::from_secs(30), || {
+            ["first@dest.test", "waiting@dest.test", "from-b@dest.test"]
+                .iter()
+                .all(|x| listed(&c, x))
+        }),
+        "node c did not get the whole list after Redis lost its data"
+    );
+    assert!(listed(&a, "from-b@dest.test"));
 }

@@ -84,8 +84,9 @@ pub enum Request {
         /// Its end.
         end: u64,
     },
-    /// Redis lost the cluster's copy of the list: publish everything again from the start.
-    Republish,
+    /// Redis does not know this host's changes (it lost its data): publish everything again
+    /// from the start; answered once the publish point is saved there.
+    Republish(Sender<()>),
     /// Answer when everything before has been done; then stop.
     Stop(Sender<()>),
 }
@@ -215,7 +216,10 @@ impl Writer {
                         let _ = done.send(self.backlog(limit));
                     }
                     Request::Published { generation, end } => self.published(generation, end),
-                    Request::Republish => self.republish(),
+                    Request::Republish(done) => {
+                        self.republish();
+                        let _ = done.send(());
+                    }
                     Request::Page {
                         cursor,
                         limit,
@@ -406,7 +410,7 @@ impl Writer {
         {
             tracing::info!(
                 bytes = len - start,
-                "suppression list: the cluster's copy is empty; publishing this host's changes again"
+                "suppression list: Redis does not know this node's changes; publishing them again"
             );
             let _ = outbox.wake.try_send(());
         }

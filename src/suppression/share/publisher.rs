@@ -7,9 +7,10 @@
 //! here. With nothing to publish it waits to be woken by the writer (or a second). When
 //! Redis cannot be reached, the changes stay in the log, the thread retries with a backoff
 //! from 100 ms doubling to 5 s, and the whole backlog goes out when Redis is back. On each
-//! connection, and every [`CHECK_EVERY`] while idle, it checks that Redis still has the list;
-//! if not (Redis lost its data), the writer is told to publish this host's changes again
-//! from the start of its log.
+//! connection, and every [`CHECK_EVERY`] while idle, it checks that Redis knows this node
+//! (`<prefix>suppression:nodes`); if not (Redis lost its data, or the node is new), the writer
+//! is told to publish this host's changes again from the start of its log, and the node is
+//! recorded.
 //!
 //! What it does not do: no reading of the stream (the subscriber does).
 //!
@@ -25,7 +26,7 @@ use redis::{Connection, Script};
 use super::{BATCH, Ctx, Health, wire};
 use crate::suppression::writer::{Backlog, Request};
 
-/// How often an idle publisher checks that Redis still has the list.
+/// How often an idle publisher checks that Redis still knows this node.
 const CHECK_EVERY: Duration = Duration::from_secs(10);
 
 /// Publishes until stopped.
@@ -61,8 +62,8 @@ pub(super) fn run(ctx: &Ctx, wake: &Receiver<()>) {
             if !backlog.more {
                 let _ = wake.recv_timeout(Duration::from_secs(1));
             }
-            // Idle: look now and then whether Redis still has the list (it may have restarted
-            // empty without this connection noticing).
+            // Idle: look now and then whether Redis still knows this node (it may have
+            // restarted empty without this connection noticing).
             if checked.elapsed() >= CHECK_EVERY
                 && let Some(c) = conn.as_mut()
             {
@@ -102,12 +103,22 @@ fn open(ctx: &Ctx) -> redis::RedisResult<Connection> {
     Ok(conn)
 }
 
-/// If Redis has no copy of the list, the writer publishes everything again.
+/// If Redis does not know this node (no field in the node hash: the node never published, or
+/// Redis lost its data), the writer publishes all of this node's changes again; the node is
+/// then recorded.
 fn check(ctx: &Ctx, conn: &mut Connection) -> redis::RedisResult<()> {
-    let exists: i64 = redis::cmd("EXISTS").arg(&ctx.keys.state).query(conn)?;
+    let known: i64 = redis::cmd("HEXISTS")
+        .arg(&ctx.keys.nodes)
+        .arg(&ctx.settings.node)
+        .query(conn)?;
     ctx.stats.commands.fetch_add(1, Ordering::Relaxed);
-    if exists == 0 {
-        ctx.tell(Request::Republish);
+    if known == 0 && ctx.ask(Request::Republish).is_some() {
+        redis::cmd("HSET")
+            .arg(&ctx.keys.nodes)
+            .arg(&ctx.settings.node)
+            .arg(crate::suppression::now_secs())
+            .exec(conn)?;
+        ctx.stats.commands.fetch_add(1, Ordering::Relaxed);
     }
     Ok(())
 }

@@ -1,7 +1,8 @@
 //! What a shared list keeps in Redis, and the script that publishes a batch of changes.
 //!
-//! What it does: names the keys (`<prefix>suppression`, a stream of changes, and
-//! `<prefix>suppression:state`, a hash of each address's latest change, removals included);
+//! What it does: names the keys (`<prefix>suppression`, a stream of changes,
+//! `<prefix>suppression:state`, a hash of each address's latest change, removals included, and
+//! `<prefix>suppression:nodes`, the nodes whose changes it has);
 //! encodes a change as `<at> <node> <record>` (the unix time, the node that made it, and the
 //! log record of `record.rs`, checksummed) and decodes one; reads stream ids and the replies
 //! of `XREAD` and `HSCAN`. [`PUBLISH`] is the script: per change, if the hash holds a newer
@@ -50,6 +51,8 @@ pub struct Keys {
     pub stream: String,
     /// The hash of each address's latest change.
     pub state: String,
+    /// The hash of the nodes whose changes Redis has (node → when it was first recorded).
+    pub nodes: String,
 }
 
 impl Keys {
@@ -58,6 +61,7 @@ impl Keys {
         Keys {
             stream: format!("{prefix}suppression"),
             state: format!("{prefix}suppression:state"),
+            nodes: format!("{prefix}suppression:nodes"),
         }
     }
 }
