@@ -151,7 +151,14 @@ pub fn run(
     };
     // One list for the host, loaded before any shard takes mail.
     let suppression = match config.suppression.enabled {
-        true => Some(Suppression::open(&config.suppression, &config.spool.path)?),
+        true => Some(Suppression::open_shared(
+            &config.suppression,
+            &config.spool.path,
+            config
+                .cluster
+                .enabled()
+                .then(|| crate::cluster::Settings::from_config(&config.cluster, &config.hostname)),
+        )?),
         false => None,
     };
     // Report addresses, VERP and the label book (None: no reports are read).

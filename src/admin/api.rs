@@ -247,6 +247,9 @@ impl Api {
                 if let Some(link) = &self.cluster {
                     text.push_str(&crate::metrics::encode_cluster(link));
                 }
+                if let Some(s) = &self.suppression {
+                    text.push_str(&s.list.metrics());
+                }
                 if let Some(c) = &self.campaigns {
                     text.push_str(&c.campaigns.metrics());
                 }

@@ -2,9 +2,10 @@
 //!
 //! What it does: opens `<dir>/suppression.log` and replays it into the [`Table`] (cutting a
 //! torn or corrupt tail off, as the spool's recovery does), appends batches of records with one
-//! `fdatasync` each, reads pages of the live entries back (for `list` and `export`), and
-//! compacts: the live entries are copied to a new file, which is synced and renamed over the
-//! old one.
+//! `fdatasync` each, reads pages of the live entries back (for `list` and `export`) and, in a
+//! cluster, the changes made on this host after an offset (for the publisher), and compacts:
+//! the live entries (and every record after the publish point, if one is given) are copied
+//! to a new file, which is synced and renamed over the old one.
 //!
 //! What it does not do: no threads or channels (the writer runs it), no policy about when to
 //! compact.
@@ -75,9 +76,9 @@ pub fn is_live(table: &Table, keyer: &Keyer, e: &Entry, offset: u64, now: u64) -
             .is_some_and(|m| m.offset() == offset && !m.expired(now))
 }
 
-/// Calls `f(offset, entry)` for each good record from `from` on while it returns true; the
-/// offset where good records end (the file's end, or the first bad or torn record).
-fn scan(file: &File, from: u64, mut f: impl FnMut(u64, Entry) -> bool) -> io::Result<u64> {
+/// Calls `f(offset, entry, replicated)` for each good record from `from` on while it returns
+/// true; the offset where good records end (the file's end, or the first bad or torn record).
+fn scan(file: &File, from: u64, mut f: impl FnMut(u64, Entry, bool) -> bool) -> io::Result<u64> {
     let mut buf = vec![0u8; READ_CHUNK];
     let (mut have, mut pos) = (0usize, from);
     let mut eof = false;
@@ -86,7 +87,7 @@ fn scan(file: &File, from: u64, mut f: impl FnMut(u64, Entry) -> bool) -> io::Re
         loop {
             match record::decode(&buf[at..have]) {
                 Decoded::Record(e, n) => {
-                    if !f(pos, e) {
+                    if !f(pos, e, record::replicated(&buf[at..have])) {
                         return Ok(pos + n as u64);
                     }
                     pos += n as u64;
@@ -138,7 +139,7 @@ impl Log {
             }
         }
         let mut loaded = Loaded::default();
-        let end = scan(&file, MAGIC.len() as u64, |offset, e| {
+        let end = scan(&file, MAGIC.len() as u64, |offset, e, _| {
             loaded.records += 1;
             let (key, meta) = meta_of(keyer, &e, offset);
             match e.op {
@@ -173,6 +174,11 @@ impl Log {
         self.len
     }
 
+    /// Where the first record starts (after the header).
+    pub fn start(&self) -> u64 {
+        MAGIC.len() as u64
+    }
+
     /// Whether the log holds no record.
     pub fn is_empty(&self) -> bool {
         self.len <= MAGIC.len() as u64
@@ -205,7 +211,7 @@ impl Log {
     ) -> io::Result<Page> {
         let mut page = Page::default();
         let from = from.max(MAGIC.len() as u64);
-        let end = scan(&self.file, from, |offset, e| {
+        let end = scan(&self.file, from, |offset, e, _| {
             if is_live(table, keyer, &e, offset, now) && keep(&e) {
                 page.entries.push(e);
             }
@@ -216,23 +222,41 @@ impl Log {
     }
 
     /// Rewrites the log with its live entries only (as of `now`) and points the table at
-    /// their new offsets.
-    pub fn compact(&mut self, table: &Table, keyer: &Keyer, now: u64) -> io::Result<()> {
+    /// their new offsets. With `keep_from`, every record from that offset on (the changes not
+    /// yet published to a cluster) is kept as it is, after the live entries before it; the
+    /// answer is then where those kept records start in the new file.
+    pub fn compact(
+        &mut self,
+        table: &Table,
+        keyer: &Keyer,
+        now: u64,
+        keep_from: Option<u64>,
+    ) -> io::Result<Option<u64>> {
         let tmp = self.dir.join(format!("{FILE}.new"));
+        let keep_from = keep_from.map(|k| k.clamp(MAGIC.len() as u64, self.len));
+        let mut kept_at = None;
         let copied = (|| {
             let mut out = io::BufWriter::with_capacity(READ_CHUNK, File::create(&tmp)?);
             out.write_all(MAGIC)?;
+            let mut written = MAGIC.len() as u64;
             let mut buf = Vec::with_capacity(record::MAX_RECORD);
             let mut failed = Ok(());
-            scan(&self.file, MAGIC.len() as u64, |offset, e| {
-                if is_live(table, keyer, &e, offset, now) {
+            scan(&self.file, MAGIC.len() as u64, |offset, e, replicated| {
+                let kept = keep_from.is_some_and(|k| offset >= k);
+                if kept && kept_at.is_none() {
+                    kept_at = Some(written);
+                }
+                if kept || is_live(table, keyer, &e, offset, now) {
                     buf.clear();
-                    record::encode(&e, &mut buf);
+                    // Encoding is deterministic: a kept record is copied byte for byte.
+                    record::encode_as(&e, replicated, &mut buf);
                     failed = out.write_all(&buf);
+                    written += buf.len() as u64;
                 }
                 failed.is_ok()
             })?;
             failed?;
+            kept_at = keep_from.map(|_| kept_at.unwrap_or(written));
             out.into_inner().map_err(|e| e.into_error())?.sync_all()
         })();
         if let Err(e) = copied {
@@ -242,16 +266,59 @@ impl Log {
         std::fs::rename(&tmp, &self.path)?;
         sync_dir(&self.dir)?;
         let file = OpenOptions::new().read(true).write(true).open(&self.path)?;
-        let end = scan(&file, MAGIC.len() as u64, |offset, e| {
+        let end = scan(&file, MAGIC.len() as u64, |offset, e, _| {
             let (key, meta) = meta_of(keyer, &e, offset);
-            table.update(key, meta);
+            match (kept_at, keep_from) {
+                // A kept record is the live entry if the table points at its old offset.
+                (Some(new), Some(old)) if offset >= new => {
+                    let was = offset - new + old;
+                    if e.op == Op::Add && table.get(key).is_some_and(|m| m.offset() == was) {
+                        table.update(key, meta);
+                    }
+                }
+                _ => table.update(key, meta),
+            }
             true
         })?;
         self.file = file;
         self.len = end;
         self.compacted_len = end;
         self.generation += 1;
-        Ok(())
+        Ok(kept_at)
+    }
+
+    /// The file's inode: names this file across restarts (a compaction makes a new one).
+    pub fn inode(&self) -> io::Result<u64> {
+        use std::os::unix::fs::MetadataExt;
+        Ok(self.file.metadata()?.ino())
+    }
+
+    /// The changes made on this host (records not marked replicated) from offset `from` on:
+    /// at most `limit` of them, reading at most [`READ_CHUNK`] bytes of records; and the
+    /// offset after the last record read.
+    pub fn local_since(&self, from: u64, limit: usize) -> io::Result<(Vec<Entry>, u64)> {
+        let from = from.clamp(MAGIC.len() as u64, self.len);
+        let mut out = Vec::new();
+        let end = scan(&self.file, from, |offset, e, replicated| {
+            if !replicated {
+                out.push(e);
+            }
+            out.len() < limit && offset - from < READ_CHUNK as u64
+        })?;
+        Ok((out, end.min(self.len)))
+    }
+
+    /// The record at `offset`, if a good one starts there (one read of at most
+    /// [`record::MAX_RECORD`] bytes).
+    pub fn entry_at(&self, offset: u64) -> io::Result<Option<Entry>> {
+        let offset = offset.max(MAGIC.len() as u64);
+        let want = (self.len.saturating_sub(offset) as usize).min(record::MAX_RECORD);
+        let mut buf = vec![0u8; want];
+        self.file.read_exact_at(&mut buf, offset)?;
+        Ok(match record::decode(&buf) {
+            Decoded::Record(e, _) => Some(e),
+            Decoded::Short | Decoded::Corrupt => None,
+        })
     }
 }
 

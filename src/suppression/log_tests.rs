@@ -141,7 +141,7 @@ fn compaction_keeps_the_live_entries_only() {
     }
     let before = listed(&log, &table, &keyer, 0);
     let size = log.len();
-    log.compact(&table, &keyer, 0).unwrap();
+    log.compact(&table, &keyer, 0, None).unwrap();
     assert!(log.len() < size / 5, "{} of {size}", log.len());
     assert_eq!(log.generation, 1);
     assert_eq!(listed(&log, &table, &keyer, 0), before);
@@ -153,4 +153,53 @@ fn compaction_keeps_the_live_entries_only() {
     let (log2, loaded) = Log::open(dir.path(), &t2, &keyer, 0).unwrap();
     assert_eq!(loaded.truncated, 0);
     assert_eq!(listed(&log2, &t2, &keyer, 0), after);
+}
+
+#[test]
+fn compaction_keeps_every_record_after_the_publish_point() {
+    let dir = tempfile::tempdir().unwrap();
+    let keyer = Keyer::new();
+    let table = Table::new();
+    let (mut log, _) = Log::open(dir.path(), &table, &keyer, 0).unwrap();
+    write(&mut log, &table, &keyer, &[add("a@x", 0), remove("a@x")]);
+    write(&mut log, &table, &keyer, &[add("b@x", 0)]);
+    let point = log.len();
+    // After the point: a removal, an entry replaced, and one from another node.
+    write(
+        &mut log,
+        &table,
+        &keyer,
+        &[remove("b@x"), add("c@x", 0), add("c@x", 5)],
+    );
+    let mut buf = Vec::new();
+    let from_elsewhere = add("d@x", 0);
+    record::encode_as(&from_elsewhere, true, &mut buf);
+    let base = log.append(&buf).unwrap();
+    let (key, meta) = meta_of(&keyer, &from_elsewhere, base);
+    table.insert(key, meta);
+    let before = listed(&log, &table, &keyer, 0);
+    let (local, end) = log.local_since(point, 100).unwrap();
+    assert_eq!(local.len(), 3, "{local:?}");
+    assert_eq!(end, log.len());
+
+    let kept_at = log
+        .compact(&table, &keyer, 0, Some(point))
+        .unwrap()
+        .unwrap();
+    // Nothing was live before the point but b, which the tail removes: the tail comes first.
+    assert_eq!(kept_at, log.start());
+    assert_eq!(listed(&log, &table, &keyer, 0), before);
+    let (again, _) = log.local_since(kept_at, 100).unwrap();
+    assert_eq!(
+        again, local,
+        "the unpublished changes, removal included, are kept"
+    );
+    // The expiry of the latest c is the one the table holds.
+    let c = table.get(keyer.key("", "c@x")).unwrap();
+    assert_eq!(c.expires(), 5);
+    assert_eq!(log.entry_at(c.offset()).unwrap().unwrap().expires, 5);
+    // A restart replays the same list.
+    let t2 = Table::new();
+    let (log2, _) = Log::open(dir.path(), &t2, &keyer, 0).unwrap();
+    assert_eq!(listed(&log2, &t2, &keyer, 0), before);
 }

@@ -9,10 +9,12 @@
 //! an append-only log (`log`) written by one thread (`writer`) with group commit, and the log
 //! is replayed at start.
 //!
+//! In cluster mode ([`Suppression::open_shared`]) the list is one across the nodes: every
+//! change the writer makes here is published to the cluster's Redis and every other node's
+//! change is applied here (`share`, `outbox`).
+//!
 //! What it does not do: no SMTP replies and no delivery decisions (the server refuses at RCPT,
-//! the delivery queue drops; both ask [`Suppression::check`]); no sharing between hosts: a
-//! cluster shares the list by giving each host the same changes (a change is one [`Entry`],
-//! applied with [`Suppression::write`]), which is where a shared store plugs in.
+//! the delivery queue drops; both ask [`Suppression::check`]).
 //!
 //! Invariants: memory is the table only (16 bytes a slot, 21 to 32 bytes an entry): reasons and
 //! addresses stay on disk; an operator's change is answered only once it is on stable storage;
@@ -22,7 +24,9 @@
 pub mod address;
 pub mod config;
 pub mod log;
+mod outbox;
 pub mod record;
+mod share;
 pub mod table;
 mod writer;
 
@@ -37,7 +41,9 @@ use futures_channel::oneshot;
 pub use address::{Keyer, normalise};
 pub use config::{Mode, SuppressionSection};
 pub use log::Page;
+use outbox::{Outbox, ShareStats};
 pub use record::{Entry, Kind, Op};
+use share::Share;
 use table::Table;
 use writer::{Request, Writer};
 
@@ -77,6 +83,8 @@ pub struct Suppression {
     classes: Vec<BounceClass>,
     bounce_expiry: u64,
     thread: Mutex<Option<JoinHandle<()>>>,
+    share: Mutex<Option<Share>>,
+    stats: Option<Arc<ShareStats>>,
 }
 
 /// Now in unix seconds.
@@ -92,6 +100,16 @@ impl Suppression {
     pub fn open(
         section: &SuppressionSection,
         spool_dir: &Path,
+    ) -> Result<Arc<Suppression>, SuppressionError> {
+        Suppression::open_shared(section, spool_dir, None)
+    }
+
+    /// [`Suppression::open`], shared with the other nodes of the cluster `cluster` names
+    /// (None: this host's list only).
+    pub fn open_shared(
+        section: &SuppressionSection,
+        spool_dir: &Path,
+        cluster: Option<crate::cluster::Settings>,
     ) -> Result<Arc<Suppression>, SuppressionError> {
         let dir = section.dir(spool_dir);
         let table = Arc::new(Table::new());
@@ -109,20 +127,45 @@ impl Suppression {
             dir = %dir.display(),
             "suppression list loaded"
         );
+        let failed = |source| SuppressionError::Open {
+            dir: dir.display().to_string(),
+            source,
+        };
         let (tx, rx) = mpsc::sync_channel(QUEUE);
+        let (wake_tx, wake) = mpsc::sync_channel(1);
+        let stats = cluster.as_ref().map(|_| Arc::new(ShareStats::default()));
+        let outbox = match &stats {
+            Some(stats) => Some(Outbox::load(
+                &dir,
+                log.inode().map_err(failed)?,
+                (log.start(), log.len()),
+                wake_tx,
+                stats.clone(),
+            )),
+            None => None,
+        };
         let writer = Writer {
             log,
             table: table.clone(),
             keyer: keyer.clone(),
             compact_size: section.compact_size.0,
+            outbox,
+            removals: Default::default(),
         };
         let thread = std::thread::Builder::new()
             .name("suppression".into())
             .spawn(move || writer.run(rx))
-            .map_err(|source| SuppressionError::Open {
-                dir: dir.display().to_string(),
-                source,
-            })?;
+            .map_err(failed)?;
+        let share = match (cluster, &stats) {
+            (Some(settings), Some(stats)) => {
+                tracing::info!(node = %settings.node, "suppression list shared through the cluster's Redis");
+                Some(
+                    Share::start(settings, dir.clone(), tx.clone(), wake, stats.clone())
+                        .map_err(failed)?,
+                )
+            }
+            _ => None,
+        };
         Ok(Arc::new(Suppression {
             table,
             keyer,
@@ -130,6 +173,8 @@ impl Suppression {
             classes: section.classes().unwrap_or_default(),
             bounce_expiry: section.hard_bounce_expiry.0.as_secs(),
             thread: Mutex::new(Some(thread)),
+            share: Mutex::new(share),
+            stats,
         }))
     }
 
@@ -313,9 +358,23 @@ impl Suppression {
         })
     }
 
+    /// In cluster mode, the Prometheus text of the list's sharing (published, applied,
+    /// waiting, degraded); empty otherwise.
+    pub fn metrics(&self) -> String {
+        self.stats
+            .as_ref()
+            .map(|s| share::encode_metrics(s))
+            .unwrap_or_default()
+    }
+
     /// Waits until every change handed to the writer is written, then stops it (blocking:
-    /// called once the shards have stopped).
+    /// called once the shards have stopped). In cluster mode the sharing threads stop first:
+    /// what is not yet published is published after the next start.
     pub fn close(&self) {
+        let share = self.share.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some(share) = share {
+            share.stop();
+        }
         let (ack, done) = mpsc::channel();
         if self.tx.send(Request::Stop(ack)).is_ok() {
             let _ = done.recv();

@@ -10,13 +10,17 @@
 //! the CRC-32C covers everything after the first 8 bytes, padding included; every length in
 //! a header is bounded before it is used, so garbage is [`Decoded::Corrupt`], never a panic.
 //!
-//! Layout (little-endian): `len u32` (the whole record), `crc u32`, `op u8` (1 add, 2 remove),
+//! Layout (little-endian): `len u32` (the whole record), `crc u32`, `op u8` (1 add, 2 remove;
+//! plus [`REPLICATED`] when the change came from another node of a cluster),
 //! `kind u8`, `tenant_len u8`, `by_len u8`, `address_len u16`, `reason_len u16`, `at u64`
 //! (unix seconds), `expires u64` (unix seconds, 0 = never), then tenant, address, reason and
 //! by, then zeros to the next multiple of 16.
 
 use super::address::{MAX_ADDRESS, MAX_TENANT};
 
+/// The bit of the `op` byte that marks a change another node made (applied here from the
+/// cluster, never published again).
+pub const REPLICATED: u8 = 0x80;
 /// Bytes before the strings.
 pub const HEADER: usize = 32;
 /// The longest reason kept, in octets (longer ones are cut at a character boundary).
@@ -118,6 +122,11 @@ fn cut(s: &str, max: usize) -> &str {
 
 /// Appends the record of `e` to `out` (strings over their bounds are cut).
 pub fn encode(e: &Entry, out: &mut Vec<u8>) {
+    encode_as(e, false, out);
+}
+
+/// [`encode`], marked [`REPLICATED`] when `replicated`.
+pub fn encode_as(e: &Entry, replicated: bool, out: &mut Vec<u8>) {
     let tenant = cut(&e.tenant, MAX_TENANT);
     let address = cut(&e.address, MAX_ADDRESS);
     let reason = cut(&e.reason, MAX_REASON);
@@ -127,7 +136,8 @@ pub fn encode(e: &Entry, out: &mut Vec<u8>) {
     let start = out.len();
     out.extend_from_slice(&(len as u32).to_le_bytes());
     out.extend_from_slice(&[0; 4]);
-    out.extend_from_slice(&[e.op as u8, e.kind as u8, tenant.len() as u8, by.len() as u8]);
+    let op = e.op as u8 | if replicated { REPLICATED } else { 0 };
+    out.extend_from_slice(&[op, e.kind as u8, tenant.len() as u8, by.len() as u8]);
     out.extend_from_slice(&(address.len() as u16).to_le_bytes());
     out.extend_from_slice(&(reason.len() as u16).to_le_bytes());
     out.extend_from_slice(&e.at.to_le_bytes());
@@ -162,7 +172,7 @@ pub fn decode(buf: &[u8]) -> Decoded {
     if crc32c::crc32c(&buf[8..len]) != crc {
         return Decoded::Corrupt;
     }
-    let op = match buf[8] {
+    let op = match buf[8] & !REPLICATED {
         1 => Op::Add,
         2 => Op::Remove,
         _ => return Decoded::Corrupt,
@@ -201,6 +211,11 @@ pub fn decode(buf: &[u8]) -> Decoded {
     Decoded::Record(entry, len)
 }
 
+/// Whether the good record at the start of `buf` is marked [`REPLICATED`].
+pub fn replicated(buf: &[u8]) -> bool {
+    buf.get(8).is_some_and(|op| op & REPLICATED != 0)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -224,6 +239,11 @@ mod tests {
         encode(&entry(), &mut out);
         assert_eq!(out.len() % 16, 0);
         assert_eq!(decode(&out), Decoded::Record(entry(), out.len()));
+        assert!(!replicated(&out));
+        let mut marked = vec![];
+        encode_as(&entry(), true, &mut marked);
+        assert_eq!(decode(&marked), Decoded::Record(entry(), out.len()));
+        assert!(replicated(&marked));
     }
 
     #[test]

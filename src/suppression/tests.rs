@@ -115,3 +115,67 @@ fn cursors_page_through_and_bad_ones_are_refused() {
     assert!(block_on(list.page(Some("7-16"), 3, "")).is_err());
     list.close();
 }
+
+/// Applies changes from other nodes as the subscriber does; how many were written.
+fn apply(list: &Suppression, entries: Vec<Entry>) -> usize {
+    let entries = entries.into_iter().map(|e| (e, false)).collect();
+    let (done, answer) = mpsc::channel();
+    list.send(Request::Apply { entries, done }).unwrap();
+    answer.recv().unwrap().unwrap()
+}
+
+#[test]
+fn changes_from_other_nodes_apply_when_newer_and_are_marked_as_theirs() {
+    let dir = tempfile::tempdir().unwrap();
+    let section = SuppressionSection::default();
+    let list = Suppression::open(&section, dir.path()).unwrap();
+    let at = |address: &str, op, at| Entry {
+        at,
+        ..manual(address, op)
+    };
+    block_on(list.write(vec![at("x@example.com", Op::Add, 100)])).unwrap();
+    // Older than the entry here: nothing changes.
+    assert_eq!(apply(&list, vec![at("x@example.com", Op::Remove, 50)]), 0);
+    assert_eq!(list.check("", "x@example.com"), Some(Kind::Manual));
+    // The same change again (its own change read back from the cluster): nothing either.
+    assert_eq!(apply(&list, vec![at("x@example.com", Op::Add, 100)]), 0);
+    // Read back as this node's own, it is decided without reading the log.
+    let (done, answer) = mpsc::channel();
+    let own = vec![(at("x@example.com", Op::Add, 100), true)];
+    list.send(Request::Apply { entries: own, done }).unwrap();
+    assert_eq!(answer.recv().unwrap().unwrap(), 0);
+    // Newer: applied, in order; removing what is not listed writes nothing.
+    let n = apply(
+        &list,
+        vec![
+            at("x@example.com", Op::Remove, 200),
+            at("y@example.com", Op::Add, 150),
+            at("z@example.com", Op::Remove, 150),
+        ],
+    );
+    assert_eq!(n, 2);
+    assert_eq!(list.check("", "x@example.com"), None);
+    assert_eq!(list.check("", "y@example.com"), Some(Kind::Manual));
+    // An add older than the removal here does not list it again; a newer one does.
+    assert_eq!(apply(&list, vec![at("x@example.com", Op::Add, 150)]), 0);
+    assert_eq!(list.check("", "x@example.com"), None);
+    // Within one batch each change sees the ones before it: added, then removed.
+    let n = apply(
+        &list,
+        vec![
+            at("w@example.com", Op::Add, 300),
+            at("w@example.com", Op::Remove, 300),
+            at("w@example.com", Op::Add, 290),
+        ],
+    );
+    assert_eq!(n, 2);
+    assert_eq!(list.check("", "w@example.com"), None);
+    list.close();
+    // Only the change made here is one to publish.
+    let table = Table::new();
+    let (log, _) =
+        log::Log::open(&section.dir(dir.path()), &table, &Keyer::new(), now_secs()).unwrap();
+    let (local, _) = log.local_since(0, 100).unwrap();
+    assert_eq!(local.len(), 1, "{local:?}");
+    assert_eq!(local[0].address, "x@example.com");
+}
