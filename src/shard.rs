@@ -296,5 +296,5 @@ pub fn run(
 }
 
 #[path = "shard_main.rs"]
-mod shard_loop;
-use shard_loop::{Inbound, bind_admin, shard_main};
+mod shard_main;
+use shard_main::{Inbound, bind_admin, shard_main};
