@@ -10,7 +10,7 @@
 #   on a new connection without pipelining. MTA binaries default to target/release/mta.
 # Prints one line per run: binary, accepted msg/s, reply p50/p99/p99.9/max (ms), the MTA's
 # fdatasync calls, their mean time and the mean time a message waited for the spool (the
-# MTA's own metrics); then the medians per binary.
+# MTA's own metrics), the MTA's CPU (user + system) per message; then the medians per binary.
 # Loopback only; stops only the processes it started.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -70,30 +70,34 @@ EOT
   addr=$(grep -o 'listening on [0-9.:]*' "$WORK/mta.log" | head -1 | awk '{print $3}')
   "$LOADGEN" send --target "$addr" -c "$CONNS" -n "$N" -s 4096 --threads 1 --rate "$RATE" \
     "${SEND_EXTRA[@]}" -q --json "$WORK/send.json" > /dev/null
-  local metrics
+  local metrics cpu_ticks
   metrics=$("$bin" metrics --config "$WORK/mta.toml" 2>/dev/null || true)
+  # utime + stime of the whole process (clock ticks).
+  cpu_ticks=$(awk '{print $14 + $15}' "/proc/$MTA/stat")
   kill "$MTA"; wait "$MTA" 2>/dev/null || true
   [ -z "${SHOW_LOG:-}" ] || grep -h "$SHOW_LOG" "$WORK/mta.log" >&2 || true
   kill "$SINK"; wait "$SINK" 2>/dev/null || true
   MTA= SINK=
-  python3 - "$bin" "$WORK/send.json" "$metrics" <<'EOF' | tee -a "$WORK/results"
+  python3 - "$bin" "$WORK/send.json" "$metrics" "$cpu_ticks" "$(getconf CLK_TCK)" <<'EOF' | tee -a "$WORK/results"
 import json, re, sys
 bin_, path, metrics = sys.argv[1], sys.argv[2], sys.argv[3]
+cpu_s = float(sys.argv[4]) / float(sys.argv[5])
 r = json.load(open(path))
 rep = r["reply_latency"]
 def m(name):
     return sum(float(v) for v in re.findall(r"^mta_%s(?:\{[^}]*\})? (\S+)$" % name, metrics, re.M))
 syncs = m("fdatasync_seconds_count")
-print("%s\t%.0f\t%.2f\t%.2f\t%.2f\t%.2f\t%.0f\t%.3f\t%.3f" % (
+print("%s\t%.0f\t%.2f\t%.2f\t%.2f\t%.2f\t%.0f\t%.3f\t%.3f\t%.0f" % (
     bin_, r["ok"] / r["elapsed_s"], rep["p50_us"] / 1e3, rep["p99_us"] / 1e3,
     rep["p99.9_us"] / 1e3, rep["max_us"] / 1e3, syncs,
     1e3 * m("fdatasync_seconds_sum") / max(syncs, 1),
-    1e3 * m("reply_latency_seconds_sum") / max(m("reply_latency_seconds_count"), 1)))
+    1e3 * m("reply_latency_seconds_sum") / max(m("reply_latency_seconds_count"), 1),
+    1e6 * cpu_s / max(r["ok"], 1)))
 EOF
 }
 
 echo "rate=$RATE n=$N shards=$SHARDS connections=$CONNS mode=$MODE"
-printf 'binary\tmsg/s\tp50\tp99\tp99.9\tmax (ms)\tfdatasyncs\tmean fdatasync\tmean spool wait (ms)\n'
+printf 'binary\tmsg/s\tp50\tp99\tp99.9\tmax (ms)\tfdatasyncs\tmean fdatasync\tmean spool wait (ms)\tCPU/msg (us)\n'
 for _ in $(seq "$RUNS"); do
   for b in "${BINS[@]}"; do run_once "$b"; done
 done
@@ -106,5 +110,5 @@ for line in open(sys.argv[1]):
     rows.setdefault(f[0], []).append([float(x) for x in f[1:]])
 for b, rs in rows.items():
     med = [statistics.median(c) for c in zip(*rs)]
-    print("%s\t%.0f\t%.2f\t%.2f\t%.2f\t%.2f\t%.0f\t%.3f\t%.3f" % (b, *med))
+    print("%s\t%.0f\t%.2f\t%.2f\t%.2f\t%.2f\t%.0f\t%.3f\t%.3f\t%.0f" % (b, *med))
 EOF
