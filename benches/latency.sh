@@ -42,12 +42,15 @@ run_once() {
   rm -rf "$WORK/spool" "$WORK/log"
   "$LOADGEN" sink --listen 127.0.0.1:0 --threads 1 > "$WORK/sink.log" 2>&1 &
   SINK=$!
-  for _ in $(seq 100); do grep -q listening "$WORK/sink.log" && break; sleep 0.1; done
+  for _ in $(seq 100); do grep -qs listening "$WORK/sink.log" && break; sleep 0.1; done
   local sink_addr
-  # The metrics command needs the admin port in the configuration: a free one, picked now.
-  ADMIN_PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
   sink_addr=$(grep -o 'listening on [0-9.:]*' "$WORK/sink.log" | awk '{print $3}')
-  cat > "$WORK/mta.toml" <<EOT
+  local addr= try
+  for try in 1 2 3; do
+    # The metrics command needs the admin port in the configuration: a free one, picked now
+    # (picked again if the MTA could not bind it).
+    ADMIN_PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+    cat > "$WORK/mta.toml" <<EOT
 hostname = "latency.test"
 shards = $SHARDS
 [[listeners]]
@@ -63,13 +66,25 @@ dir = "$WORK/log"
 [admin]
 listen = "127.0.0.1:$ADMIN_PORT"
 EOT
-  "$bin" run --config "$WORK/mta.toml" 2> "$WORK/mta.log" &
-  MTA=$!
-  for _ in $(seq 100); do grep -q ready "$WORK/mta.log" && break; sleep 0.1; done
-  local addr
-  addr=$(grep -o 'listening on [0-9.:]*' "$WORK/mta.log" | head -1 | awk '{print $3}')
+    "$bin" run --config "$WORK/mta.toml" 2> "$WORK/mta.log" &
+    MTA=$!
+    for _ in $(seq 100); do
+      grep -qs 'listening on' "$WORK/mta.log" && grep -qs ready "$WORK/mta.log" && break
+      kill -0 "$MTA" 2>/dev/null || break
+      sleep 0.1
+    done
+    addr=$(grep -o 'listening on [0-9.:]*' "$WORK/mta.log" | head -1 | awk '{print $3}' || true)
+    if [ -n "$addr" ] && kill -0 "$MTA" 2>/dev/null; then break; fi
+    echo "mta did not start (try $try):" >&2
+    tail -3 "$WORK/mta.log" >&2
+    kill "$MTA" 2>/dev/null || true
+    wait "$MTA" 2>/dev/null || true
+    addr=
+    rm -rf "$WORK/spool" "$WORK/log"
+  done
+  [ -n "$addr" ] || { echo "mta did not start" >&2; exit 1; }
   "$LOADGEN" send --target "$addr" -c "$CONNS" -n "$N" -s 4096 --threads 1 --rate "$RATE" \
-    "${SEND_EXTRA[@]}" -q --json "$WORK/send.json" > /dev/null
+    "${SEND_EXTRA[@]}" --max-error-rate 1 -q --json "$WORK/send.json" > /dev/null
   local metrics cpu_ticks
   metrics=$("$bin" metrics --config "$WORK/mta.toml" 2>/dev/null || true)
   # utime + stime of the whole process (clock ticks).
