@@ -482,7 +482,10 @@ impl Spool {
     /// Waits until the unlinking of retired segments in progress (if any) has ended; until
     /// then a retired segment's file may still be on disk.
     pub async fn deletions_settled(&self) {
-        committer::settle_deletions(&self.0).await;
+        // A commit that runs meanwhile may start the next deletion: until none runs.
+        while self.0.deleting.borrow().is_some() {
+            committer::settle_deletions(&self.0).await;
+        }
     }
 
     /// Test hook: the next `n` syncs fail (after their write) as if the disk returned EIO.
