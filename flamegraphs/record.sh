@@ -8,12 +8,20 @@
 #   relay    mta (1 shard, sync on, benches/relay.toml's shape) relaying N pipelined 4 KiB
 #            messages from `loadgen send` (50 connections) to `loadgen sink --no-chunking`
 #            (PIPELINING without CHUNKING, like Postfix's smtp-sink)    default N=60000
+#   lockstep mta as in `accept` receiving N 4 KiB messages from `loadgen send` (50 connections)
+#            without PIPELINING and on a new connection per message: every command waits for
+#            its reply, every message pays a connect, greeting, EHLO and QUIT  default N=30000
 # Output: flamegraphs/<scenario>.svg ; perf data stays in /tmp (never committed).
 # Needs: perf (Debian package linux-perf), inferno (`cargo install inferno`), a release build.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-SCENARIO=${1:?scenario (accept|relay)}
-N=${2:-60000}
+SCENARIO=${1:?scenario (accept|relay|lockstep)}
+DEFAULT_N=60000
+[ "$SCENARIO" = lockstep ] && DEFAULT_N=30000
+N=${2:-$DEFAULT_N}
+# Extra `loadgen send` options of the scenario.
+SEND_EXTRA=()
+[ "$SCENARIO" = lockstep ] && SEND_EXTRA=(--no-pipelining --per-connection 1)
 command -v perf >/dev/null || { echo "need perf (apt-get install linux-perf)"; exit 2; }
 command -v inferno-flamegraph >/dev/null || cargo install inferno --version 0.12.3
 cargo build --release --workspace -q
@@ -29,10 +37,10 @@ start_mta_and_send() {
   perf record -e cpu-clock -F 999 -g -p "$MTA" -o "$WORK/perf.data" -- sleep 600 > /dev/null 2>&1 &
   PERF=$!
   sleep 0.5
-  target/release/loadgen send --target "$ADDR" -c 50 -n "$N" -s 4096 --threads 1 -q
+  target/release/loadgen send --target "$ADDR" -c 50 -n "$N" -s 4096 --threads 1 -q "${SEND_EXTRA[@]}"
 }
 case $SCENARIO in
-  accept)
+  accept|lockstep)
     cat > "$WORK/mta.toml" <<EOT
 hostname = "flame.test"
 shards = 2

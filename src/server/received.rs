@@ -11,7 +11,7 @@
 //! SMTPUTF8 transaction), never a bare CR or LF; the EHLO name has been validated by the
 //! command parser (no control characters, no spaces).
 
-use std::fmt::Write;
+use std::io::Write;
 use std::net::IpAddr;
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -40,40 +40,47 @@ pub struct Trace<'a> {
 }
 
 impl Trace<'_> {
-    /// Appends the header, CRLF-terminated, to `out`.
+    /// Appends the header, CRLF-terminated, to `out` (written in place: no intermediate
+    /// strings, one header per message).
     pub fn write_to(&self, out: &mut Vec<u8>) {
-        let mut h = String::with_capacity(192);
-        let ip = match self.client_ip {
-            IpAddr::V4(a) => format!("[{a}]"),
-            IpAddr::V6(a) => format!("[IPv6:{a}]"),
+        // Writing into a Vec cannot fail.
+        let _ = write!(out, "Received: from {} (", self.helo);
+        let _ = match self.client_ip {
+            IpAddr::V4(a) => write!(out, "[{a}])"),
+            IpAddr::V6(a) => write!(out, "[IPv6:{a}])"),
         };
-        let _ = write!(h, "Received: from {} ({})", self.helo, ip);
         if let Some(tls) = self.tls {
             let _ = write!(
-                h,
+                out,
                 "\r\n\t(using {} with cipher {})",
                 tls.version, tls.cipher
             );
         }
         if let Some(user) = self.user {
-            let _ = write!(h, "\r\n\t(authenticated sender: {user})");
+            let _ = write!(out, "\r\n\t(authenticated sender: {user})");
         }
         let _ = write!(
-            h,
+            out,
             "\r\n\tby {} with {} id {}",
             self.hostname, self.protocol, self.id
         );
         if let Some(rcpt) = self.single_recipient {
-            let _ = write!(h, "\r\n\tfor {rcpt}");
+            let _ = write!(out, "\r\n\tfor {rcpt}");
         }
-        let _ = write!(h, ";\r\n\t{}\r\n", rfc5322_date(self.date));
-        out.extend_from_slice(h.as_bytes());
+        with_rfc5322_date(self.date, |date| {
+            let _ = write!(out, ";\r\n\t{date}\r\n");
+        });
     }
 }
 
 /// `Sat, 28 Nov 2026 06:41:38 +0000` (RFC 5322 3.3), in UTC.
 /// The text of the last second formatted is kept per thread: most calls are in the same second.
 pub fn rfc5322_date(t: SystemTime) -> String {
+    with_rfc5322_date(t, str::to_owned)
+}
+
+/// Calls `f` with [`rfc5322_date`]'s text, without copying it.
+fn with_rfc5322_date<R>(t: SystemTime, f: impl FnOnce(&str) -> R) -> R {
     thread_local! {
         static LAST: std::cell::RefCell<(u64, String)> = const {
             std::cell::RefCell::new((u64::MAX, String::new()))
@@ -85,7 +92,7 @@ pub fn rfc5322_date(t: SystemTime) -> String {
             *text = format_date(secs);
             *at = secs;
         }
-        text.clone()
+        f(text)
     })
 }
 

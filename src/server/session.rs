@@ -20,6 +20,7 @@
 //! - A message with a bare CR or LF is refused or normalised per policy; end of data is only
 //!   `<CRLF>.<CRLF>` (anti-smuggling, RFC 5321 4.1.1.4).
 
+use std::io::Write;
 use std::net::SocketAddr;
 use std::rc::Rc;
 use std::time::SystemTime;
@@ -175,9 +176,12 @@ impl Session {
         self.refused
     }
 
-    /// Writes the `220` greeting.
+    /// Writes the `220` greeting (the text of [`replies::greeting`], written in place: a
+    /// lock-step client opens a connection per message).
     pub fn greeting(&self, out: &mut Vec<u8>) {
-        replies::greeting(&self.cfg.hostname).write_to(out);
+        out.extend_from_slice(b"220 ");
+        out.extend_from_slice(self.cfg.hostname.as_bytes());
+        out.extend_from_slice(b" ESMTP ready\r\n");
     }
 
     /// Which timeout applies now.
@@ -353,30 +357,39 @@ impl Session {
     fn hello(&mut self, name: String, extended: bool, out: &mut Vec<u8>) {
         self.tx = None;
         let host = &self.cfg.hostname;
+        // Written in place, line by line (no strings: a lock-step client says EHLO on every
+        // connection); the last line's separator becomes a space at the end.
         if extended {
-            let mut lines = vec![
-                format!("{host} Hello {name} [{}]", self.client.ip()),
-                "PIPELINING".to_owned(),
-                format!("SIZE {}", self.cfg.max_message_size),
-                "8BITMIME".to_owned(),
-                "SMTPUTF8".to_owned(),
-                "ENHANCEDSTATUSCODES".to_owned(),
-                "DSN".to_owned(),
-                "CHUNKING".to_owned(),
-            ];
+            let mut last = out.len();
+            let _ = writeln!(out, "250-{host} Hello {name} [{}]\r", self.client.ip());
+            let mut line = |out: &mut Vec<u8>, text: std::fmt::Arguments<'_>| {
+                last = out.len();
+                let _ = writeln!(out, "250-{text}\r");
+            };
+            line(out, format_args!("PIPELINING"));
+            line(out, format_args!("SIZE {}", self.cfg.max_message_size));
+            for keyword in [
+                "8BITMIME",
+                "SMTPUTF8",
+                "ENHANCEDSTATUSCODES",
+                "DSN",
+                "CHUNKING",
+            ] {
+                line(out, format_args!("{keyword}"));
+            }
             if self.cfg.starttls && self.tls.is_none() {
-                lines.push("STARTTLS".to_owned());
+                line(out, format_args!("STARTTLS"));
             }
             // RFC 8689 4.1: only where the parameter can be accepted, inside TLS.
             if self.tls.is_some() {
-                lines.push("REQUIRETLS".to_owned());
+                line(out, format_args!("REQUIRETLS"));
             }
             if self.auth_offered() {
-                lines.push("AUTH PLAIN LOGIN".to_owned());
+                line(out, format_args!("AUTH PLAIN LOGIN"));
             }
-            Reply::multiline(250, None, lines).write_to(out);
+            out[last + 3] = b' ';
         } else {
-            Reply::multiline(250, None, vec![format!("{host} Hello {name}")]).write_to(out);
+            let _ = writeln!(out, "250 {host} Hello {name}\r");
         }
         self.helo = Some(Helo { name, extended });
     }
@@ -558,19 +571,19 @@ impl Session {
         let now = env.now();
         let helo = self.helo.as_ref().expect("a transaction follows EHLO/HELO");
         let tx = self.tx.as_mut().expect("body of an open transaction");
-        let protocol = match (helo.extended, tx.params.smtputf8) {
-            (false, _) => "SMTP",
-            (true, false) => "ESMTP",
-            (true, true) => "UTF8SMTP",
+        // RFC 3848 / RFC 6531: S for TLS, A for an authenticated client (after EHLO only).
+        let extended = (helo.extended, tx.params.smtputf8);
+        let protocol = match (extended, self.tls.is_some(), self.user.is_some()) {
+            ((false, _), _, _) => "SMTP",
+            ((true, false), false, false) => "ESMTP",
+            ((true, false), true, false) => "ESMTPS",
+            ((true, false), false, true) => "ESMTPA",
+            ((true, false), true, true) => "ESMTPSA",
+            ((true, true), false, false) => "UTF8SMTP",
+            ((true, true), true, false) => "UTF8SMTPS",
+            ((true, true), false, true) => "UTF8SMTPA",
+            ((true, true), true, true) => "UTF8SMTPSA",
         };
-        // RFC 3848 / RFC 6531: S for TLS, A for an authenticated client.
-        let suffix = match (self.tls.is_some(), self.user.is_some()) {
-            (false, false) => "",
-            (true, false) => "S",
-            (false, true) => "A",
-            (true, true) => "SA",
-        };
-        let protocol = format!("{protocol}{}", if helo.extended { suffix } else { "" });
         let single = match tx.recipients.as_slice() {
             [(path, _)] => Some(path.to_string()),
             _ => None,
@@ -580,7 +593,7 @@ impl Session {
             helo: &helo.name,
             client_ip: self.client.ip(),
             hostname: &self.cfg.hostname,
-            protocol: &protocol,
+            protocol,
             tls: self.tls.as_ref(),
             user: self.user.as_deref(),
             id: &id_text,

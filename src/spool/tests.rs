@@ -542,6 +542,8 @@ fn disk_bytes_are_what_the_segment_files_hold() {
         for i in 1..40u64 {
             spool.append_message(&msg(i, 1)).await.unwrap();
             spool.append_state(&state(i, 0, DELIVERED)).await.unwrap();
+            // Retired segments are unlinked beside the commits.
+            spool.deletions_settled().await;
             assert_eq!(spool.disk_bytes(), on_disk(&c.dir), "after message {i}");
         }
         assert!(spool.stats().segments_deleted > 0, "segments were retired");

@@ -2,10 +2,11 @@
 //!
 //! What it does: `append_*` frames a record into the back batch of the pending queue, registers
 //! a oneshot waiter and wakes the committer. The committer pops the front batch (new appends go
-//! to the next one meanwhile), writes it at the segment's tail with one `write_at` (short
-//! writes continued), `fdatasync`s, applies the batch to the [`Ledger`], and completes every
-//! waiter. Segments whose recipients are all final (and not pinned) are retired: a
-//! [`RetireRecord`] is committed first, then the files are unlinked and the directory synced.
+//! to the next one meanwhile), writes it at the segment's tail with one `write_at`, `fdatasync`s,
+//! applies the batch to the [`Ledger`], and completes every waiter. Segments whose recipients
+//! are all final (and not pinned) are retired: a [`RetireRecord`] is committed first, then the
+//! files are unlinked and the directory synced by a task beside the committer (so the next
+//! commits do not wait for it).
 //!
 //! What it does not do: no reading of message bodies after recovery, no scheduling, no retry of
 //! a failed batch (the callers decide). The committer task itself is in `committer.rs`, the
@@ -107,6 +108,8 @@ struct Inner {
     metrics: RefCell<Option<Rc<ShardMetrics>>>,
     /// Called before each batch is written (the event log writes its buffer).
     before_write: RefCell<Option<Rc<dyn Fn()>>>,
+    /// The unlinking of retired segments in progress (one at a time, beside the commits).
+    deleting: RefCell<Option<glommio::Task<()>>>,
     #[cfg(test)]
     fail_syncs: Cell<u32>,
 }
@@ -206,11 +209,12 @@ impl Spool {
             done: RefCell::new(Some(done_rx)),
             metrics: RefCell::new(None),
             before_write: RefCell::new(None),
+            deleting: RefCell::new(None),
             cfg,
             #[cfg(test)]
             fail_syncs: Cell::new(0),
         });
-        let dir = Directory::open(&inner.cfg.dir).await?;
+        let dir = Rc::new(Directory::open(&inner.cfg.dir).await?);
         let mut c = Committer {
             inner: inner.clone(),
             dir,
@@ -221,6 +225,7 @@ impl Spool {
         // recovery found fully final, so the deletion happens within `open`.
         c.create_segment().await?;
         c.commit(Batch::default()).await;
+        committer::settle_deletions(&inner).await;
         glommio::spawn_local(async move {
             let r = c.run().await;
             let _ = done_tx.send(r);
@@ -471,6 +476,15 @@ impl Spool {
         match rx {
             Some(rx) => rx.await.unwrap_or(Err(SpoolError::Closed)),
             None => Ok(()),
+        }
+    }
+
+    /// Waits until the unlinking of retired segments in progress (if any) has ended; until
+    /// then a retired segment's file may still be on disk.
+    pub async fn deletions_settled(&self) {
+        // A commit that runs meanwhile may start the next deletion: until none runs.
+        while self.0.deleting.borrow().is_some() {
+            committer::settle_deletions(&self.0).await;
         }
     }
 
