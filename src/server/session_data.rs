@@ -1,7 +1,8 @@
-//! The end of a message's transfer: the checks made once the whole body is in, and the
-//! memory valve while it arrives.
+//! A message's transfer: DATA and BDAT, the start of the body (its `Received:` field), the
+//! checks made once the whole body is in, and the memory valve while it arrives.
 //!
-//! What it does: at the end of DATA or of the last BDAT chunk, refuses the message (size, bare
+//! What it does: starts the transfer (`354`, or the first chunk) once the transaction has a
+//! recipient; at the end of DATA or of the last BDAT chunk, refuses the message (size, bare
 //! line endings, a transfer shed for memory, too many `Received:` fields: RFC 5321 6.3) or
 //! hands it to the spool; lets the connection shed a transfer when the shard's memory budget
 //! is reached (the rest is read and dropped, and the message gets `452 4.3.1`).
@@ -15,6 +16,98 @@
 use super::*;
 
 impl Session {
+    pub(super) fn data(&mut self, env: &mut dyn SessionEnv, out: &mut Vec<u8>) -> Option<Action> {
+        let Some(tx) = &self.tx else {
+            self.error(replies::bad_sequence("need MAIL command"), out);
+            return None;
+        };
+        if tx.body_begun() {
+            self.error(replies::bad_sequence("DATA after BDAT"), out);
+            return None;
+        }
+        if tx.recipients.is_empty() {
+            self.error(replies::no_valid_recipients(), out);
+            return None;
+        }
+        self.begin_body(env);
+        self.mode = Mode::Data(DataDecoder::new(
+            self.cfg.max_message_size,
+            self.cfg.bare_line_ending,
+        ));
+        out.extend_from_slice(replies::START_DATA);
+        Some(Action::Flush)
+    }
+
+    /// BDAT (RFC 3030): the chunk is always read; whether it is accepted is decided here.
+    pub(super) fn bdat(&mut self, size: u64, last: bool, env: &mut dyn SessionEnv) {
+        let refusal = match &self.tx {
+            None => Some(replies::bad_sequence("need MAIL command")),
+            Some(tx) if tx.recipients.is_empty() => Some(replies::no_valid_recipients()),
+            Some(tx) if tx.body_begun() && tx.chunks.is_none() => {
+                Some(replies::bad_sequence("BDAT after DATA"))
+            }
+            Some(tx) if tx.message_octets().saturating_add(size) > self.cfg.max_message_size => {
+                Some(replies::too_large(self.cfg.max_message_size))
+            }
+            Some(_) => None,
+        };
+        if refusal.is_none() && !self.tx.as_ref().is_some_and(Transaction::body_begun) {
+            self.begin_body(env);
+            let tx = self.tx.as_mut().expect("checked above");
+            tx.chunks = Some(ChunkChecker::new(self.cfg.bare_line_ending));
+            // The announced size is the client's word: room for the first piece only; the
+            // buffer grows with the bytes that really arrive.
+            tx.body.reserve(size.min(BDAT_FIRST_RESERVE) as usize);
+        }
+        self.mode = Mode::Chunk(Chunk {
+            size,
+            remaining: size,
+            last,
+            refusal,
+        });
+    }
+
+    /// Assigns the queue id and writes our trace header at the start of the body.
+    fn begin_body(&mut self, env: &mut dyn SessionEnv) {
+        let id = env.next_queue_id();
+        let now = env.now();
+        let helo = self.helo.as_ref().expect("a transaction follows EHLO/HELO");
+        let tx = self.tx.as_mut().expect("body of an open transaction");
+        // RFC 3848 / RFC 6531: S for TLS, A for an authenticated client (after EHLO only).
+        let extended = (helo.extended, tx.params.smtputf8);
+        let protocol = match (extended, self.tls.is_some(), self.user.is_some()) {
+            ((false, _), _, _) => "SMTP",
+            ((true, false), false, false) => "ESMTP",
+            ((true, false), true, false) => "ESMTPS",
+            ((true, false), false, true) => "ESMTPA",
+            ((true, false), true, true) => "ESMTPSA",
+            ((true, true), false, false) => "UTF8SMTP",
+            ((true, true), true, false) => "UTF8SMTPS",
+            ((true, true), false, true) => "UTF8SMTPA",
+            ((true, true), true, true) => "UTF8SMTPSA",
+        };
+        let single = match tx.recipients.as_slice() {
+            [(path, _)] => Some(path.to_string()),
+            _ => None,
+        };
+        let id_text = id.to_string();
+        Trace {
+            helo: &helo.name,
+            client_ip: self.client.ip(),
+            hostname: &self.cfg.hostname,
+            protocol,
+            tls: self.tls.as_ref(),
+            user: self.user.as_deref(),
+            id: &id_text,
+            single_recipient: single.as_deref(),
+            date: now,
+        }
+        .write_to(&mut tx.body);
+        tx.header_len = tx.body.len();
+        tx.id = Some(id);
+        tx.arrival = now;
+    }
+
     /// Bytes of the message being received so far, 0 outside a transfer.
     pub fn receiving_bytes(&self) -> u64 {
         self.tx.as_ref().map_or(0, |tx| tx.body.len() as u64)
