@@ -167,7 +167,9 @@ impl Feedback {
     }
 
     /// The VERP envelope sender for `recipient` of message `queue_id` with label pair
-    /// `labels` (None without a bounce domain).
+    /// `labels`; None without a bounce domain, or when the recipient cannot be carried in a
+    /// local part (a quoted local part, an address literal: the message then keeps its own
+    /// envelope sender).
     pub fn encode(
         &self,
         queue_id: u64,
@@ -176,6 +178,9 @@ impl Feedback {
         now: SystemTime,
     ) -> Option<String> {
         let v = self.verp.as_ref()?;
+        if !carried(recipient) {
+            return None;
+        }
         Some(v.encode(
             (&self.local, &self.bounce_domain),
             queue_id,
@@ -204,6 +209,23 @@ impl Feedback {
     pub fn index(&self) -> &Arc<SentIndex> {
         &self.index
     }
+}
+
+/// Whether `recipient` fits in a VERP local part as `user=domain`: a dot-atom local part
+/// (RFC 5321 atext and dots, or UTF-8) and a domain name, at most 200 octets in all.
+fn carried(recipient: &str) -> bool {
+    let Some((user, domain)) = recipient.rsplit_once('@') else {
+        return false;
+    };
+    let atext =
+        |b: u8| b.is_ascii_alphanumeric() || b"!#$%&'*+-/=?^_`{|}~.".contains(&b) || b >= 0x80;
+    recipient.len() <= 200
+        && !user.is_empty()
+        && user.bytes().all(atext)
+        && !domain.is_empty()
+        && domain
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.' || b >= 0x80)
 }
 
 /// The key: `secret`, or the first line of `secret_file`.
@@ -317,5 +339,20 @@ impl Shard {
                 .classify(code, Some(status), diagnostic),
             None => crate::shaping::classify(code, Some(status), diagnostic),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_plain_addresses_are_carried_in_a_verp_sender() {
+        assert!(carried("jo.doe+x=y@example.org"));
+        assert!(carried("ü@exämple.org"));
+        assert!(!carried("\"jo doe\"@example.org"));
+        assert!(!carried("jo@[192.0.2.1]"));
+        assert!(!carried("no-domain"));
+        assert!(!carried(&format!("{}@example.org", "a".repeat(200))));
     }
 }
