@@ -426,5 +426,24 @@ fn a_complaint_is_matched_by_message_id_and_pauses_its_campaign() {
             .iter()
             .all(|r| r != "fbl@src.test")
     }));
+    // The index of Message-IDs survives a restart: a complaint about the other message, sent
+    // before it, still matches.
+    mta.stop();
+    let mut mta = Mta::start(dir.path(), &cfg);
+    let r = report(
+        &mta,
+        dir.path(),
+        "fbl@isp.test",
+        "fbl@src.test",
+        &arf("dan@dest.test", "m1@src.test"),
+    );
+    assert_eq!(r["data"][0], 250, "{r}");
+    let log = wait_log(dir.path(), "complaint after the restart", |l| {
+        !events(l, "Complaint", "dan@dest.test").is_empty()
+    });
+    assert_eq!(
+        events(&log, "Complaint", "dan@dest.test")[0]["matched_by"],
+        "message_id"
+    );
     mta.stop();
 }

@@ -48,8 +48,8 @@ pub struct FeedbackSection {
     pub unmatched_to: String,
     /// A complaint adds its recipient to the suppression list.
     pub suppress_complaints: bool,
-    /// Sent messages remembered by their Message-ID, for reports without a VERP address
-    /// (0: none).
+    /// Accepted messages remembered by their Message-ID (in memory and on disk), for reports
+    /// without a VERP address (0: none).
     pub message_id_index: usize,
     /// Distinct campaign and tenant pairs the label book numbers.
     pub max_label_pairs: usize,

@@ -108,7 +108,7 @@ impl Feedback {
             unmatched_to: cfg.unmatched_to.clone(),
             suppress_complaints: cfg.suppress_complaints,
             labels: Arc::new(labels),
-            index: Arc::new(SentIndex::new(cfg.message_id_index)),
+            index: Arc::new(SentIndex::open(&dir, cfg.message_id_index)),
         })))
     }
 

@@ -8,8 +8,12 @@
 //! them over [`BATCH`] at a time (or at the shard's next chore, once a second), so that the
 //! host's mutex is taken once per batch, never per message.
 //!
-//! What it does not do: no persistence (after a restart only VERP addresses match the mail
-//! sent before it), no parsing of messages.
+//! Opened with a directory ([`SentIndex::open`]), it keeps its entries on disk too
+//! (`index_file`) and reads them back at start, so that reports about mail sent before a
+//! restart still match; the Message-ID's hash is seeded with a seed kept in those files.
+//!
+//! What it does not do: no parsing of messages, no sync of its files (a crash loses at most
+//! the last second of entries).
 //!
 //! Invariants: memory is bounded by `max` entries (about 44 bytes each); a Message-ID is
 //! compared without its angle brackets and surrounding space, case-sensitively as RFC 5322
@@ -19,7 +23,10 @@ use std::cell::RefCell;
 use std::collections::hash_map::RandomState;
 use std::collections::{HashMap, VecDeque};
 use std::hash::BuildHasher;
+use std::path::Path;
 use std::sync::{Arc, Mutex};
+
+use super::index_file::IndexFiles;
 
 /// Entries a shard gathers before it hands them to the host.
 pub const BATCH: usize = 128;
@@ -27,7 +34,7 @@ pub const BATCH: usize = 128;
 /// See the module header.
 pub struct SentIndex {
     inner: Mutex<Inner>,
-    hasher: RandomState,
+    seed: u64,
     max: usize,
 }
 
@@ -35,6 +42,20 @@ pub struct SentIndex {
 struct Inner {
     map: HashMap<u64, Sent>,
     order: VecDeque<u64>,
+    files: Option<IndexFiles>,
+}
+
+impl Inner {
+    fn insert(&mut self, key: u64, sent: Sent, max: usize) {
+        if self.map.insert(key, sent).is_none() {
+            self.order.push_back(key);
+        }
+        while self.order.len() > max {
+            if let Some(old) = self.order.pop_front() {
+                self.map.remove(&old);
+            }
+        }
+    }
 }
 
 /// What the index knows of a message.
@@ -74,13 +95,37 @@ pub fn recipient_hash(address: &str) -> u32 {
 type Entry = (u64, Sent);
 
 impl SentIndex {
-    /// An index of at most `max` messages.
+    /// An index of at most `max` messages, in memory only.
     pub fn new(max: usize) -> SentIndex {
         SentIndex {
             inner: Mutex::new(Inner::default()),
-            hasher: RandomState::new(),
+            seed: RandomState::new().hash_one(0u64),
             max,
         }
+    }
+
+    /// An index of at most `max` messages kept in `dir` too, with what it held before; in
+    /// memory only (and a warning) when its files cannot be opened.
+    pub fn open(dir: &Path, max: usize) -> SentIndex {
+        let mut index = SentIndex::new(max);
+        if max == 0 {
+            return index;
+        }
+        match IndexFiles::open(dir, max, index.seed) {
+            Ok((files, loaded)) => {
+                index.seed = files.seed();
+                let inner = index.inner.get_mut().unwrap_or_else(|e| e.into_inner());
+                for (key, sent) in loaded {
+                    inner.insert(key, sent, max);
+                }
+                tracing::info!(messages = inner.map.len(), dir = %dir.display(), "Message-ID index loaded");
+                inner.files = Some(files);
+            }
+            Err(e) => {
+                tracing::warn!(dir = %dir.display(), error = %e, "Message-ID index kept in memory only: its files cannot be opened")
+            }
+        }
+        index
     }
 
     /// The key of `message_id`.
@@ -89,7 +134,7 @@ impl SentIndex {
             .trim()
             .trim_start_matches('<')
             .trim_end_matches('>');
-        self.hasher.hash_one(id)
+        xxhash_rust::xxh3::xxh3_64_with_seed(id.as_bytes(), self.seed)
     }
 
     fn add(&self, batch: &mut Vec<Entry>) {
@@ -98,15 +143,14 @@ impl SentIndex {
             return;
         }
         let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(files) = &mut inner.files
+            && let Err(e) = files.append(batch)
+        {
+            tracing::warn!(error = %e, "Message-ID index: its files cannot be written; kept in memory only from now on");
+            inner.files = None;
+        }
         for (key, sent) in batch.drain(..) {
-            if inner.map.insert(key, sent).is_none() {
-                inner.order.push_back(key);
-            }
-            while inner.order.len() > self.max {
-                if let Some(old) = inner.order.pop_front() {
-                    inner.map.remove(&old);
-                }
-            }
+            inner.insert(key, sent, self.max);
         }
     }
 

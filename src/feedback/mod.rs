@@ -17,6 +17,7 @@ pub mod config;
 pub mod fields;
 pub mod host;
 pub mod index;
+mod index_file;
 pub mod labels;
 pub mod matching;
 pub mod report;
