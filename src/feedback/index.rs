@@ -111,13 +111,12 @@ impl SentIndex {
         if max == 0 {
             return index;
         }
-        match IndexFiles::open(dir, max, index.seed) {
-            Ok((files, loaded)) => {
+        let inner = index.inner.get_mut().unwrap_or_else(|e| e.into_inner());
+        let mut load = |key, sent| inner.insert(key, sent, max);
+        match IndexFiles::open(dir, max, index.seed, &mut load) {
+            Ok(files) => {
                 index.seed = files.seed();
                 let inner = index.inner.get_mut().unwrap_or_else(|e| e.into_inner());
-                for (key, sent) in loaded {
-                    inner.insert(key, sent, max);
-                }
                 tracing::info!(messages = inner.map.len(), dir = %dir.display(), "Message-ID index loaded");
                 inner.files = Some(files);
             }

@@ -6,7 +6,7 @@
 //! to the newer file, one write per batch the shards hand over (no sync: a crash loses at most
 //! the last second of entries, and only their matching by Message-ID); when it holds `max`
 //! records, the older file is emptied and becomes the newer one. [`IndexFiles::open`] reads
-//! both back, older first.
+//! both back, older first, handing each record over as it is read.
 //!
 //! What it does not do: no in-memory map (the index's), no compaction beyond the rotation.
 //!
@@ -37,13 +37,16 @@ pub struct IndexFiles {
     seed: u64,
 }
 
-/// What the files held at start, oldest first.
-pub type Loaded = Vec<(u64, Sent)>;
-
 impl IndexFiles {
     /// Opens (or makes) the files in `dir` for an index of `max` messages; `fresh_seed` is the
-    /// seed used when no file has one yet. Returns the files and the records they hold.
-    pub fn open(dir: &Path, max: usize, fresh_seed: u64) -> std::io::Result<(IndexFiles, Loaded)> {
+    /// seed used when no file has one yet. Each record they hold is given to `load`, oldest
+    /// first, as it is read (1 MiB at a time: nothing else is kept).
+    pub fn open(
+        dir: &Path,
+        max: usize,
+        fresh_seed: u64,
+        load: &mut dyn FnMut(u64, Sent),
+    ) -> std::io::Result<IndexFiles> {
         std::fs::create_dir_all(dir)?;
         let open = |i: usize| {
             OpenOptions::new()
@@ -68,11 +71,10 @@ impl IndexFiles {
             .collect();
         let mut order = [0usize, 1];
         order.sort_by_key(|&i| gens[i].unwrap_or(0));
-        let mut loaded = Vec::new();
         let mut sizes = [0usize; 2];
         for &i in &order {
             if gens[i].is_some() {
-                sizes[i] = read_records(&mut files[i], &mut loaded)?;
+                sizes[i] = read_records(&mut files[i], load)?;
             }
         }
         // The newer file (or a fresh one) takes new records.
@@ -94,7 +96,7 @@ impl IndexFiles {
             f.files[current].set_len(end)?;
             f.files[current].seek(SeekFrom::Start(end))?;
         }
-        Ok((f, loaded))
+        Ok(f)
     }
 
     /// The seed Message-IDs are hashed with.
@@ -158,26 +160,37 @@ fn header(f: &mut File) -> Option<(u64, u32)> {
     Some((seed, generation))
 }
 
-/// Reads the whole records after the header into `out`; returns how many.
-fn read_records(f: &mut File, out: &mut Loaded) -> std::io::Result<usize> {
+/// Reads the whole records after the header into `out`, 1 MiB at a time; returns how many.
+fn read_records(f: &mut File, load: &mut dyn FnMut(u64, Sent)) -> std::io::Result<usize> {
     f.seek(SeekFrom::Start(HEADER as u64))?;
-    let mut bytes = Vec::new();
-    f.read_to_end(&mut bytes)?;
+    let mut chunk = vec![0u8; (1 << 20) / RECORD * RECORD];
     let mut n = 0;
-    for r in bytes.chunks_exact(RECORD) {
-        let u64_at = |i: usize| u64::from_le_bytes(r[i..i + 8].try_into().unwrap_or([0; 8]));
-        let u32_at = |i: usize| u32::from_le_bytes(r[i..i + 4].try_into().unwrap_or([0; 4]));
-        out.push((
-            u64_at(0),
-            Sent {
-                queue_id: u64_at(8),
-                labels: u32_at(16),
-                recipient: u32_at(20),
-            },
-        ));
-        n += 1;
+    loop {
+        // Fill the chunk (or reach the end), so that records never straddle two reads.
+        let mut filled = 0;
+        while filled < chunk.len() {
+            match f.read(&mut chunk[filled..])? {
+                0 => break,
+                got => filled += got,
+            }
+        }
+        for r in chunk[..filled].chunks_exact(RECORD) {
+            let u64_at = |i: usize| u64::from_le_bytes(r[i..i + 8].try_into().unwrap_or([0; 8]));
+            let u32_at = |i: usize| u32::from_le_bytes(r[i..i + 4].try_into().unwrap_or([0; 4]));
+            load(
+                u64_at(0),
+                Sent {
+                    queue_id: u64_at(8),
+                    labels: u32_at(16),
+                    recipient: u32_at(20),
+                },
+            );
+            n += 1;
+        }
+        if filled < chunk.len() {
+            return Ok(n);
+        }
     }
-    Ok(n)
 }
 
 #[cfg(test)]
@@ -195,7 +208,8 @@ mod tests {
     #[test]
     fn records_come_back_in_order_across_rotations_and_a_torn_tail() {
         let dir = tempfile::tempdir().unwrap();
-        let (mut f, loaded) = IndexFiles::open(dir.path(), 3, 42).unwrap();
+        let mut loaded = Vec::new();
+        let mut f = IndexFiles::open(dir.path(), 3, 42, &mut |k, s| loaded.push((k, s))).unwrap();
         assert!(loaded.is_empty());
         assert_eq!(f.seed(), 42);
         let batch: Vec<_> = (1..=5).map(|i| (i, sent(i))).collect();
@@ -207,7 +221,8 @@ mod tests {
             .open(dir.path().join("sent-1.idx"))
             .unwrap();
         torn.write_all(&[9; 10]).unwrap();
-        let (mut f, loaded) = IndexFiles::open(dir.path(), 3, 7).unwrap();
+        let mut loaded = Vec::new();
+        let mut f = IndexFiles::open(dir.path(), 3, 7, &mut |k, s| loaded.push((k, s))).unwrap();
         assert_eq!(f.seed(), 42, "the seed of the files, not a new one");
         let keys: Vec<u64> = loaded.iter().map(|(k, _)| *k).collect();
         assert_eq!(keys, [1, 2, 3, 4, 5]);
@@ -215,8 +230,8 @@ mod tests {
         // Two more: the older file (1, 2, 3) is emptied for the sixth... after the newer holds 3.
         f.append(&[(6, sent(6)), (7, sent(7))]).unwrap();
         drop(f);
-        let (_, loaded) = IndexFiles::open(dir.path(), 3, 7).unwrap();
-        let keys: Vec<u64> = loaded.iter().map(|(k, _)| *k).collect();
+        let mut keys = Vec::new();
+        IndexFiles::open(dir.path(), 3, 7, &mut |k, _| keys.push(k)).unwrap();
         assert_eq!(keys, [4, 5, 6, 7]);
     }
 
@@ -228,11 +243,13 @@ mod tests {
             b"not an index at all, really",
         )
         .unwrap();
-        let (mut f, loaded) = IndexFiles::open(dir.path(), 3, 5).unwrap();
-        assert!(loaded.is_empty());
+        let mut loaded = 0;
+        let mut f = IndexFiles::open(dir.path(), 3, 5, &mut |_, _| loaded += 1).unwrap();
+        assert_eq!(loaded, 0);
         f.append(&[(1, sent(1))]).unwrap();
         drop(f);
-        let (_, loaded) = IndexFiles::open(dir.path(), 3, 6).unwrap();
-        assert_eq!(loaded.len(), 1);
+        let mut loaded = 0;
+        IndexFiles::open(dir.path(), 3, 6, &mut |_, _| loaded += 1).unwrap();
+        assert_eq!(loaded, 1);
     }
 }
