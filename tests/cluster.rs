@@ -5,15 +5,15 @@
 
 mod common;
 
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
 use std::path::Path;
 use std::sync::atomic::Ordering;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::receiver::Scripted;
 use common::redis::Redis;
-use common::{Mta, event_log, mta_cli, submit, tempdir, write_config};
+use common::{
+    Mta, event_log, metric, metrics_text, mta_cli, submit, tempdir, wait_until, write_config,
+};
 
 /// A node's configuration: the cluster section and one route to the receiver.
 fn node(dir: &Path, redis: &Redis, name: &str, route: &str) -> Mta {
@@ -36,33 +36,6 @@ fn delivered(dir: &Path) -> usize {
         .iter()
         .filter(|e| e["type"] == "Delivery")
         .count()
-}
-
-fn metrics(admin: SocketAddr) -> String {
-    let mut s = TcpStream::connect(admin).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    s.write_all(b"GET /metrics HTTP/1.0\r\nHost: x\r\n\r\n")
-        .unwrap();
-    let mut out = String::new();
-    let _ = s.read_to_string(&mut out);
-    out
-}
-
-fn gauge(text: &str, name: &str) -> Option<u64> {
-    text.lines()
-        .find(|l| l.starts_with(name) && l[name.len()..].starts_with(' '))
-        .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
-}
-
-fn wait_until(limit: Duration, mut done: impl FnMut() -> bool) -> bool {
-    let deadline = Instant::now() + limit;
-    while Instant::now() < deadline {
-        if done() {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    done()
 }
 
 #[test]
@@ -206,15 +179,15 @@ fn losing_redis_keeps_mail_flowing_at_the_local_share_and_recovers() {
         assert_eq!(got, *sent, "wave {tag} did not arrive");
     };
     wave(&a, &b, "one", &mut sent);
-    let text = metrics(admin_a);
-    assert_eq!(gauge(&text, "mta_cluster_degraded"), Some(0));
-    assert_eq!(gauge(&text, "mta_cluster_nodes"), Some(2));
-    assert!(gauge(&text, "mta_cluster_redis_commands_total").is_some_and(|n| n > 0));
+    let text = metrics_text(admin_a);
+    assert_eq!(metric(&text, "mta_cluster_degraded"), Some(0));
+    assert_eq!(metric(&text, "mta_cluster_nodes"), Some(2));
+    assert!(metric(&text, "mta_cluster_redis_commands_total").is_some_and(|n| n > 0));
 
     redis.kill();
     let degraded = wait_until(Duration::from_secs(5), || {
-        gauge(&metrics(admin_a), "mta_cluster_degraded") == Some(1)
-            && gauge(&metrics(admin_b), "mta_cluster_degraded") == Some(1)
+        metric(&metrics_text(admin_a), "mta_cluster_degraded") == Some(1)
+            && metric(&metrics_text(admin_b), "mta_cluster_degraded") == Some(1)
     });
     assert!(
         degraded,
@@ -225,8 +198,8 @@ fn losing_redis_keeps_mail_flowing_at_the_local_share_and_recovers() {
 
     redis.restart();
     let restored = wait_until(Duration::from_secs(15), || {
-        gauge(&metrics(admin_a), "mta_cluster_degraded") == Some(0)
-            && gauge(&metrics(admin_b), "mta_cluster_degraded") == Some(0)
+        metric(&metrics_text(admin_a), "mta_cluster_degraded") == Some(0)
+            && metric(&metrics_text(admin_b), "mta_cluster_degraded") == Some(0)
     });
     assert!(restored, "the nodes do not recover when Redis comes back");
     wave(&a, &b, "three", &mut sent);

@@ -8,14 +8,15 @@
 
 mod common;
 
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
 use std::path::Path;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::receiver::Scripted;
 use common::redis::Redis;
-use common::{Client, Mta, mta_cli, mta_cli_json, submit, tempdir, write_config};
+use common::{
+    Client, Mta, metric, metrics_text, mta_cli, mta_cli_json, submit, tempdir, wait_until,
+    write_config,
+};
 
 /// A node of the cluster `redis` (delivery on hold unless `extra` has a `[delivery]`
 /// section).
@@ -63,33 +64,8 @@ fn rcpt(mta: &Mta, rcpt: &str) -> String {
     c.reply().unwrap()
 }
 
-fn metrics(admin: SocketAddr) -> String {
-    let mut s = TcpStream::connect(admin).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    s.write_all(b"GET /metrics HTTP/1.0\r\nHost: x\r\n\r\n")
-        .unwrap();
-    let mut out = String::new();
-    let _ = s.read_to_string(&mut out);
-    out
-}
-
 fn figure(mta: &Mta, name: &str) -> Option<u64> {
-    let text = metrics(mta.admin.unwrap());
-    text.lines()
-        .find(|l| l.starts_with(name) && l[name.len()..].starts_with(' '))
-        .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
-}
-
-/// Waits (at most `limit`) until `done` holds; whether it did.
-fn wait_until(limit: Duration, mut done: impl FnMut() -> bool) -> bool {
-    let deadline = Instant::now() + limit;
-    while Instant::now() < deadline {
-        if done() {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    done()
+    metric(&metrics_text(mta.admin.unwrap()), name)
 }
 
 #[test]

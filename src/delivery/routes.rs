@@ -262,16 +262,8 @@ impl Routes {
 
     /// The bounce class of a failure, from its reply text (which starts with the code).
     pub fn classify(&self, status: EnhancedStatus, diagnostic: &str) -> BounceClass {
-        let code = diagnostic
-            .get(..3)
-            .and_then(|c| c.parse::<u16>().ok())
-            .unwrap_or(if status.class == 5 { 550 } else { 450 });
-        match &self.shaping {
-            Some(s) => s
-                .bounce_classifier()
-                .classify(code, Some(status), diagnostic),
-            None => crate::shaping::classify(code, Some(status), diagnostic),
-        }
+        let patterns = self.shaping.as_deref().map(Shaping::bounce_classifier);
+        crate::shaping::classify_failure(patterns, status, diagnostic)
     }
 
     /// The pool a message asks for at intake: its header, else its sender's domain.

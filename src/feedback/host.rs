@@ -126,20 +126,27 @@ impl Feedback {
             || self.reports.iter().any(|a| a.eq_ignore_ascii_case(address))
     }
 
-    /// What `address` is at RCPT, at `now`.
-    pub fn rcpt(&self, address: &str, now: SystemTime) -> Rcpt {
-        if self.reports.iter().any(|a| a.eq_ignore_ascii_case(address)) {
+    /// What `local@domain` is at RCPT, at `now` (an address is put together only for the
+    /// bounce domain: other recipients cost no allocation).
+    pub fn rcpt(&self, local: &str, domain: &str, now: SystemTime) -> Rcpt {
+        let named = |a: &String| {
+            a.rsplit_once('@').is_some_and(|(l, d)| {
+                l.eq_ignore_ascii_case(local) && d.eq_ignore_ascii_case(domain)
+            })
+        };
+        if self.reports.iter().any(named) {
             return Rcpt::Report;
         }
-        if !self.in_bounce_domain(address) {
+        let bounce = domain.trim_end_matches('.');
+        if self.bounce_domain.is_empty() || !bounce.eq_ignore_ascii_case(&self.bounce_domain) {
             return Rcpt::Other;
         }
         // RFC 5321 4.5.1 and RFC 2142: postmaster (and abuse) of every domain we take mail for.
-        let local = address.rsplit_once('@').map_or(address, |(l, _)| l);
         if local.eq_ignore_ascii_case("postmaster") || local.eq_ignore_ascii_case("abuse") {
             return Rcpt::Report;
         }
-        match self.verp.as_ref().map(|v| v.decode(address, now)) {
+        let address = format!("{local}@{domain}");
+        match self.verp.as_ref().map(|v| v.decode(&address, now)) {
             Some(Ok(_)) => Rcpt::Report,
             Some(Err(VerpError::Expired)) => Rcpt::Refused("this bounce address has expired"),
             _ => Rcpt::Refused("no such mailbox"),
@@ -329,16 +336,8 @@ impl Shard {
 
     /// The bounce class of a reported failure.
     pub fn classify(&self, status: EnhancedStatus, diagnostic: &str) -> BounceClass {
-        let code = diagnostic
-            .get(..3)
-            .and_then(|c| c.parse::<u16>().ok())
-            .unwrap_or(if status.class == 5 { 550 } else { 450 });
-        match &self.shaping {
-            Some(s) => s
-                .bounce_classifier()
-                .classify(code, Some(status), diagnostic),
-            None => crate::shaping::classify(code, Some(status), diagnostic),
-        }
+        let patterns = self.shaping.as_deref().map(Shaping::bounce_classifier);
+        crate::shaping::classify_failure(patterns, status, diagnostic)
     }
 }
 

@@ -15,9 +15,9 @@
 //! What it does not do: no parsing of messages, no sync of its files (a crash loses at most
 //! the last second of entries).
 //!
-//! Invariants: memory is bounded by `max` entries (about 44 bytes each); a Message-ID is
-//! compared without its angle brackets and surrounding space, case-sensitively as RFC 5322
-//! leaves it.
+//! Invariants: memory is bounded by `max` entries (32 bytes each in the map and the order
+//! list, plus the hash table's spare room); a Message-ID is compared without its angle
+//! brackets and surrounding space, case-sensitively as RFC 5322 leaves it.
 
 use std::cell::RefCell;
 use std::collections::hash_map::RandomState;

@@ -80,11 +80,14 @@ impl SessionEnv for Env<'_> {
     }
 
     fn report_rcpt(&self, recipient: &ForwardPath) -> Option<Result<(), Reply>> {
+        let fb = self.ctx.feedback.as_ref()?;
         let ForwardPath::Mailbox(m) = recipient else {
             return None;
         };
-        let fb = self.ctx.feedback.as_ref()?;
-        match fb.host().rcpt(&m.to_string(), SystemTime::now()) {
+        let crate::smtp::Domain::Name(domain) = &m.domain else {
+            return None;
+        };
+        match fb.host().rcpt(&m.local_part, domain, SystemTime::now()) {
             crate::feedback::Rcpt::Other => None,
             crate::feedback::Rcpt::Report => Some(Ok(())),
             crate::feedback::Rcpt::Refused(why) => Some(Err(replies::bad_report_address(

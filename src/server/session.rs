@@ -450,65 +450,40 @@ impl Session {
         if tx.body_begun() {
             return self.error(replies::bad_sequence("RCPT after BDAT"), out);
         }
-        if tx.recipients.len() >= self.cfg.max_recipients {
-            self.refused.0 += 1;
-            let reply = replies::too_many_recipients();
-            env.rejected(
-                "rcpt",
-                &tx.reverse_path.to_string(),
-                &path.to_string(),
-                &reply,
-            );
-            return self.reply(reply, out);
-        }
-        match env.report_rcpt(&path) {
-            Some(Ok(())) => {
-                tx.recipients.push((path, params));
-                out.extend_from_slice(replies::RECIPIENT_OK);
-                return;
+        let trusted = self.trusted || self.user.is_some();
+        // Why the recipient is refused, and whether the refusal counts toward `max_errors`.
+        let refusal = if tx.recipients.len() >= self.cfg.max_recipients {
+            Some((replies::too_many_recipients(), false))
+        } else {
+            match env.report_rcpt(&path) {
+                // A report address: accepted from anyone, never suppressed.
+                Some(Ok(())) => None,
+                Some(Err(reply)) => Some((reply, true)),
+                None if !self.cfg.relay.allows(trusted, &path) => {
+                    Some((replies::relay_denied(&path.to_string()), true))
+                }
+                // Only the mail of trusted or authenticated submitters is refused here: they
+                // can act on the reply; the rest is dropped at delivery (docs/SUPPRESSION.md).
+                None => match self.cfg.suppress_at_rcpt && trusted {
+                    true => env
+                        .suppressed(&path)
+                        .map(|kind| (replies::suppressed(&path.to_string(), kind), false)),
+                    false => None,
+                },
             }
-            Some(Err(reply)) => {
-                self.refused.0 += 1;
-                env.rejected(
-                    "rcpt",
-                    &tx.reverse_path.to_string(),
-                    &path.to_string(),
-                    &reply,
-                );
-                return self.error(reply, out);
-            }
-            None => {}
-        }
-        if !self
-            .cfg
-            .relay
-            .allows(self.trusted || self.user.is_some(), &path)
-        {
+        };
+        if let Some((reply, counts)) = refusal {
             self.refused.0 += 1;
-            let reply = replies::relay_denied(&path.to_string());
             env.rejected(
                 "rcpt",
                 &tx.reverse_path.to_string(),
                 &path.to_string(),
                 &reply,
             );
-            return self.error(reply, out);
-        }
-        // Only the mail of trusted or authenticated submitters is refused here: they can act
-        // on the reply; the rest is dropped at delivery (docs/SUPPRESSION.md).
-        if self.cfg.suppress_at_rcpt
-            && (self.trusted || self.user.is_some())
-            && let Some(kind) = env.suppressed(&path)
-        {
-            self.refused.0 += 1;
-            let reply = replies::suppressed(&path.to_string(), kind);
-            env.rejected(
-                "rcpt",
-                &tx.reverse_path.to_string(),
-                &path.to_string(),
-                &reply,
-            );
-            return self.reply(reply, out);
+            return match counts {
+                true => self.error(reply, out),
+                false => self.reply(reply, out),
+            };
         }
         tx.recipients.push((path, params));
         out.extend_from_slice(replies::RECIPIENT_OK);

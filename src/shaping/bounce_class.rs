@@ -186,6 +186,24 @@ const ROUTING_WORDS: &[&str] = &[
     "too many hops",
 ];
 
+/// The class of a failure with `status` whose reply or diagnostic text is `diagnostic`
+/// (starting with the reply code when it has one): the configured patterns of `classifier`
+/// first when there is one, else [`classify`].
+pub fn classify_failure(
+    classifier: Option<&BounceClassifier>,
+    status: EnhancedStatus,
+    diagnostic: &str,
+) -> BounceClass {
+    let code = diagnostic
+        .get(..3)
+        .and_then(|c| c.parse::<u16>().ok())
+        .unwrap_or(if status.class == 5 { 550 } else { 450 });
+    match classifier {
+        Some(c) => c.classify(code, Some(status), diagnostic),
+        None => classify(code, Some(status), diagnostic),
+    }
+}
+
 /// Classifies a failure reply: its enhanced status (or one at the start of `text` when there
 /// is none), then words of `text`, then the bare reply code.
 pub fn classify(reply_code: u16, status: Option<EnhancedStatus>, text: &str) -> BounceClass {

@@ -29,7 +29,7 @@ mod config_tests;
 #[cfg(test)]
 mod rules_tests;
 
-pub use bounce_class::{BounceClass, BounceClassifier, classify};
+pub use bounce_class::{BounceClass, BounceClassifier, classify, classify_failure};
 pub use config::{Shape, Shaping};
 pub use rules::{
     Action, ActionKind, Adjustment, EnhancedPattern, MIN_FACTOR, Rule, RuleAction, RuleEngine,

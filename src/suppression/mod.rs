@@ -244,23 +244,7 @@ impl Suppression {
         class: BounceClass,
         reply: &str,
     ) -> Option<Entry> {
-        if !self.classes.contains(&class) || !address::valid(address) {
-            return None;
-        }
-        let at = now_secs();
-        let entry = Entry {
-            op: Op::Add,
-            kind: Kind::HardBounce,
-            tenant: tenant.to_owned(),
-            address: normalise(address),
-            reason: format!("{class}: {reply}"),
-            by: "delivery".to_owned(),
-            at,
-            expires: match self.bounce_expiry {
-                0 => 0,
-                d => at + d,
-            },
-        };
+        let entry = self.bounce_entry(tenant, address, class, reply, "delivery")?;
         let request = Request::Write {
             entries: vec![entry.clone()],
             done: None,
@@ -283,6 +267,18 @@ impl Suppression {
         class: BounceClass,
         reply: &str,
     ) -> Option<Entry> {
+        self.bounce_entry(tenant, address, class, reply, "report")
+    }
+
+    /// The entry of a hard bounce of `class` (None for another class), added `by`.
+    fn bounce_entry(
+        &self,
+        tenant: &str,
+        address: &str,
+        class: BounceClass,
+        reply: &str,
+        by: &str,
+    ) -> Option<Entry> {
         if !self.classes.contains(&class) || !address::valid(address) {
             return None;
         }
@@ -293,7 +289,7 @@ impl Suppression {
             tenant: tenant.to_owned(),
             address: normalise(address),
             reason: format!("{class}: {reply}"),
-            by: "report".to_owned(),
+            by: by.to_owned(),
             at,
             expires: match self.bounce_expiry {
                 0 => 0,

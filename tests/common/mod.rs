@@ -414,3 +414,33 @@ pub fn users_file(dir: &std::path::Path, name: &str, password: &str) -> std::pat
     std::fs::write(&path, format!("# test users\n{line}")).unwrap();
     path
 }
+
+/// The text `GET /metrics` answers on `admin` (status line and headers included).
+pub fn metrics_text(admin: SocketAddr) -> String {
+    let mut s = TcpStream::connect(admin).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s.write_all(b"GET /metrics HTTP/1.0\r\nHost: x\r\n\r\n")
+        .unwrap();
+    let mut out = String::new();
+    let _ = s.read_to_string(&mut out);
+    out
+}
+
+/// The value of the unlabelled series `name` in a metrics text.
+pub fn metric(text: &str, name: &str) -> Option<u64> {
+    text.lines()
+        .find(|l| l.starts_with(name) && l[name.len()..].starts_with(' '))
+        .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+}
+
+/// Waits (at most `limit`, looking every 50 ms) until `done` holds; whether it did.
+pub fn wait_until(limit: Duration, mut done: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + limit;
+    while Instant::now() < deadline {
+        if done() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    done()
+}
