@@ -8,8 +8,10 @@
 //! tokens. Replies set the caps and fill the buckets in the host registry. When Redis fails
 //! or is slower than `timeout`, the state is degraded: rates run on the local share, caps
 //! follow `leases::degraded_cap`, notes wait (up to 4,096) to be sent, and the agent
-//! reconnects with a doubling backoff (100 ms to 5 s). At stop it gives every lease back and
-//! leaves the node registry.
+//! reconnects with a doubling backoff (100 ms to 5 s). Once reconnected, for 6 seconds it asks
+//! for no more than the larger of its cap and the local share (computed with the node count
+//! from before), because Redis may have lost what the other nodes hold and they have not all
+//! re-registered yet. At stop it gives every lease back and leaves the node registry.
 //!
 //! What it does not do: no listening to other nodes (`subscriber.rs`), no limits of its own
 //! (the shards pass theirs).
@@ -37,6 +39,13 @@ const TICK: Duration = Duration::from_millis(10);
 const HEARTBEAT_EVERY: Duration = Duration::from_secs(1);
 const TOKEN_VALIDITY: Duration = Duration::from_millis(500);
 const MAX_PENDING_NOTES: usize = 4096;
+/// The longest wait between two attempts to reach Redis.
+const MAX_BACKOFF: Duration = Duration::from_secs(5);
+/// After Redis is reached again, how long asks stay within the local share: Redis may have
+/// lost what every node holds (a restart, or grants expired while it was away), and every other
+/// node that can reach it again has re-registered its leases by then (its next attempt comes
+/// within `MAX_BACKOFF`, its first pipeline renews every lease, its heartbeat follows).
+const REJOIN_GRACE: Duration = Duration::from_secs(6);
 
 /// What one reply of a pipeline is for.
 enum Pending {
@@ -78,6 +87,13 @@ pub struct Agent {
     dests: HashMap<String, Dest>,
     /// The current degraded period was logged (the first one starts with the process).
     announced: bool,
+    /// Redis was reached once: a later connection is a rejoin.
+    was_connected: bool,
+    /// Until when asks stay within the local share after a rejoin (see [`REJOIN_GRACE`]).
+    rejoin_until: Option<Instant>,
+    /// The node count the local share is computed with while rejoining (the count before Redis
+    /// was lost: a Redis that lost its state first reports this node alone).
+    rejoin_nodes: usize,
 }
 
 /// How many tokens one refill asks for: a fifth of a second of the rate, at least 1, at most
@@ -114,6 +130,9 @@ impl Agent {
             pending: VecDeque::new(),
             dests: HashMap::new(),
             announced: false,
+            was_connected: false,
+            rejoin_until: None,
+            rejoin_nodes: 1,
         }
     }
 
@@ -151,6 +170,11 @@ impl Agent {
             Ok(conn) => {
                 self.conn = Some(conn);
                 self.backoff = Duration::from_millis(100);
+                if self.was_connected {
+                    self.rejoin_until = Some(now + REJOIN_GRACE);
+                    self.rejoin_nodes = self.link.nodes();
+                }
+                self.was_connected = true;
                 self.next_heartbeat = now;
                 for d in self.dests.values_mut() {
                     d.leases.renew_at = Some(now);
@@ -181,7 +205,7 @@ impl Agent {
     fn failed(&mut self, now: Instant, e: &redis::RedisError) {
         self.conn = None;
         self.retry_at = now + self.backoff;
-        self.backoff = (self.backoff * 2).min(Duration::from_secs(5));
+        self.backoff = (self.backoff * 2).min(MAX_BACKOFF);
         let was_degraded = self.link.set_degraded(true);
         if !was_degraded || !self.announced {
             if !was_degraded {
@@ -267,12 +291,21 @@ impl Agent {
             }
         }
         let now_ns = self.host.ns_at(now);
+        let rejoining = self.rejoining(now);
         for (key, d) in &mut self.dests {
             let Some(shared) = d.shared.upgrade() else {
                 continue;
             };
-            if let Some(ask) = leases::next_ask(&shared, &d.leases, now, self.link.nodes()) {
-                let more = ask > shared.cluster_cap().unwrap_or(0);
+            if let Some(mut ask) = leases::next_ask(&shared, &d.leases, now, self.link.nodes()) {
+                let cap = shared.cluster_cap().unwrap_or(0);
+                if let Some(nodes) = rejoining {
+                    let within = cap.max(shared.max_seen() / nodes.max(1));
+                    if ask > within {
+                        ask = within;
+                        d.leases.last_more = Some(now);
+                    }
+                }
+                let more = ask > cap;
                 if more {
                     d.leases.last_more = Some(now);
                 }
@@ -346,7 +379,9 @@ impl Agent {
             Pending::Ignore => {}
             Pending::Heartbeat => {
                 let seen = usize::try_from(scripts::int(v)).unwrap_or(1);
-                self.link.set_nodes(seen.max(self.settings.assume_nodes));
+                let rejoin = self.rejoining(now).unwrap_or(0);
+                self.link
+                    .set_nodes(seen.max(self.settings.assume_nodes).max(rejoin));
             }
             Pending::Lease {
                 key,
@@ -391,6 +426,13 @@ impl Agent {
                 }
             }
         }
+    }
+
+    /// While rejoining (see [`REJOIN_GRACE`]), the node count of the local share.
+    fn rejoining(&self, now: Instant) -> Option<usize> {
+        self.rejoin_until
+            .is_some_and(|until| now < until)
+            .then_some(self.rejoin_nodes)
     }
 
     fn degraded_caps(&mut self, now: Instant) {
