@@ -9,7 +9,8 @@
 //! final states and holds pinned) become deletable.
 //!
 //! What it does not do: no decisions about delivery; no moving of a segment that still holds
-//! many open messages (copying it would cost more than keeping it).
+//! many open messages (copying it would cost more than keeping it); no moves in a batch that
+//! carries no records of its own (a retire record alone).
 //!
 //! Invariants: move records come first in their batch, so any state record of the same batch
 //! applies to the message in its new home, at runtime and in recovery alike; a move is applied
@@ -42,7 +43,10 @@ impl Committer {
     /// If this batch opens a new segment, puts the move records of old, nearly empty segments
     /// at its front (shifting the batch's own frames).
     pub(super) async fn add_forwarding(&mut self, batch: &mut Batch) -> Forwarding {
-        if self.seg.is_some() {
+        // A batch with no records of its own (a retire record alone) moves nothing: moves that
+        // filled the new segment would seal it, retire the old ones and so call for another
+        // retire-only batch and another new segment, without end and without any mail.
+        if self.seg.is_some() || batch.waiters.is_empty() {
             return Forwarding::default();
         }
         let plan = {

@@ -3,7 +3,7 @@
 //! What it does: each shard owns one [`Spool`] over its own directory
 //! (`<spool_dir>/shard-<n>/<16 hex>.seg`). Sessions append [`MessageRecord`]s and delivery
 //! appends [`StateRecord`]s; a committer task writes whatever has accumulated with one
-//! `write_at` and one `fdatasync` (group commit) and only then resolves the appends. At
+//! write and one `fdatasync` (group commit) and only then resolves the appends. At
 //! start-up [`Spool::open`] recovers the queue; [`read_offline`] does the same read-only for
 //! `mta queue list|count`. Segments whose recipients are all final are deleted.
 //!

@@ -2,8 +2,9 @@
 //!
 //! What it does: `append_*` frames a record into the back batch of the pending queue, registers
 //! a oneshot waiter and wakes the committer. The committer pops the front batch (new appends go
-//! to the next one meanwhile), writes it at the segment's tail with one `write_at`, `fdatasync`s,
-//! applies the batch to the [`Ledger`], and completes every waiter. Segments whose recipients
+//! to the next one meanwhile), writes it at the segment's tail with one write, `fdatasync`s,
+//! applies the batch to the [`Ledger`], and completes every waiter; the next batch of the same
+//! segment is written and synced while a sync runs (two in flight at most). Segments whose recipients
 //! are all final (and not pinned) are retired: a [`RetireRecord`] is committed first, then the
 //! files are unlinked and the directory synced by a task beside the committer (so the next
 //! commits do not wait for it).
@@ -31,7 +32,7 @@ use std::rc::Rc;
 use std::task::{Poll, Waker};
 
 use futures_channel::oneshot;
-use glommio::io::{BufferedFile, Directory, OpenOptions};
+use glommio::io::{BufferedFile, Directory};
 use tracing::{error, warn};
 
 use super::SpoolError;
@@ -46,6 +47,10 @@ use crate::metrics::ShardMetrics;
 mod committer;
 #[path = "forward.rs"]
 mod forward;
+#[path = "in_flight.rs"]
+mod in_flight;
+#[path = "new_segment.rs"]
+mod new_segment;
 
 use committer::{Committer, io_err};
 
@@ -112,6 +117,9 @@ struct Inner {
     deleting: RefCell<Option<glommio::Task<()>>>,
     #[cfg(test)]
     fail_syncs: Cell<u32>,
+    /// Test hook: the next `fdatasync` returns 50 ms late, failing if true.
+    #[cfg(test)]
+    late_sync: Cell<Option<bool>>,
 }
 
 impl Inner {
@@ -119,6 +127,10 @@ impl Inner {
         if let Some(w) = self.waker.take() {
             w.wake();
         }
+    }
+    #[cfg(test)]
+    fn take_late_sync(&self) -> Option<bool> {
+        self.late_sync.take()
     }
     fn bump(&self, f: impl FnOnce(&mut SpoolStats)) {
         let mut s = self.stats.get();
@@ -213,12 +225,15 @@ impl Spool {
             cfg,
             #[cfg(test)]
             fail_syncs: Cell::new(0),
+            #[cfg(test)]
+            late_sync: Cell::new(None),
         });
         let dir = Rc::new(Directory::open(&inner.cfg.dir).await?);
         let mut c = Committer {
             inner: inner.clone(),
             dir,
             seg: None,
+            ahead: None,
             next,
         };
         // The fresh segment must exist (and be durable) before we serve; then retire what
@@ -492,6 +507,13 @@ impl Spool {
     #[cfg(test)]
     pub(crate) fn fail_next_syncs(&self, n: u32) {
         self.0.fail_syncs.set(n);
+    }
+
+    /// Test hook: the next `fdatasync` returns 50 ms late (so that the next batch is written
+    /// and synced meanwhile), and fails if `fails`.
+    #[cfg(test)]
+    pub(crate) fn next_sync_late(&self, fails: bool) {
+        self.0.late_sync.set(Some(fails));
     }
 }
 
