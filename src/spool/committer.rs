@@ -8,7 +8,8 @@
 //! completes every waiter. While one batch's `fdatasync` runs, the next batch of the same
 //! segment is written and its own `fdatasync` started (two in flight at most), so a record
 //! waits for one sync that covers it, not for the one before it too. Rolls to a new segment
-//! past the segment size; retires segments whose recipients are all final (retire record first,
+//! past the segment size (made ahead by `new_segment` once the current one is three quarters
+//! full); retires segments whose recipients are all final (retire record first,
 //! then unlink and directory sync in a task beside the commits, one deletion at a time).
 //!
 //! What it does not do: no framing of records (the handle in `writer.rs` does), no
