@@ -89,6 +89,21 @@ pub struct Suppression<'a> {
     pub expires: u64,
 }
 
+impl<'a> Suppression<'a> {
+    /// The line for `action` (`add` or `remove`) on list entry `e`.
+    pub fn of(action: &'a str, e: &'a crate::suppression::Entry) -> Self {
+        Suppression {
+            action,
+            recipient: &e.address,
+            tenant: &e.tenant,
+            kind: e.kind.as_str(),
+            reason: &e.reason,
+            by: &e.by,
+            expires: e.expires,
+        }
+    }
+}
+
 /// A TLS report (RFC 8460) sent or given up (`TlsReport`).
 pub struct TlsReport<'a> {
     /// The policy domain reported on.

@@ -239,15 +239,7 @@ impl Routes {
     }
 
     fn logged(&self, action: &str, e: &Entry) {
-        self.log.suppression(&Event {
-            action,
-            recipient: &e.address,
-            tenant: &e.tenant,
-            kind: e.kind.as_str(),
-            reason: &e.reason,
-            by: &e.by,
-            expires: e.expires,
-        });
+        self.log.suppression(&Event::of(action, e));
     }
 }
 

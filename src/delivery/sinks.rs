@@ -113,15 +113,8 @@ impl Sinks {
             let address = &msg.recipient(line.recipient).address;
             let tenant = msg.record.tenant.as_deref().unwrap_or("");
             if let Some(e) = list.bounced(tenant, address, class, &line.reply) {
-                self.log.suppression(&crate::eventlog::Suppression {
-                    action: "add",
-                    recipient: &e.address,
-                    tenant: &e.tenant,
-                    kind: e.kind.as_str(),
-                    reason: &e.reason,
-                    by: &e.by,
-                    expires: e.expires,
-                });
+                self.log
+                    .suppression(&crate::eventlog::Suppression::of("add", &e));
             }
         }
     }

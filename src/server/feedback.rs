@@ -203,15 +203,8 @@ async fn suppress(ctx: &ServerContext, entries: Vec<crate::suppression::Entry>) 
     match list.write(entries.clone()).await {
         Ok(_) => {
             for e in &entries {
-                ctx.log.suppression(&crate::eventlog::Suppression {
-                    action: "add",
-                    recipient: &e.address,
-                    tenant: &e.tenant,
-                    kind: e.kind.as_str(),
-                    reason: &e.reason,
-                    by: &e.by,
-                    expires: e.expires,
-                });
+                ctx.log
+                    .suppression(&crate::eventlog::Suppression::of("add", e));
             }
             true
         }
