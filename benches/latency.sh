@@ -11,6 +11,8 @@
 # Prints one line per run: binary, accepted msg/s, reply p50/p99/p99.9/max (ms), the MTA's
 # fdatasync calls, their mean time and the mean time a message waited for the spool (the
 # MTA's own metrics), the MTA's CPU (user + system) per message; then the medians per binary.
+# KEEP_METRICS=FILE keeps the last run's metrics text (for the histograms behind the means);
+# LOADGEN=PATH runs another loadgen (a wrapper script, e.g. one that pins it with taskset).
 # Loopback only; stops only the processes it started.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -87,6 +89,7 @@ EOT
     "${SEND_EXTRA[@]}" --max-error-rate 1 -q --json "$WORK/send.json" > /dev/null
   local metrics cpu_ticks
   metrics=$("$bin" metrics --config "$WORK/mta.toml" 2>/dev/null || true)
+  [ -z "${KEEP_METRICS:-}" ] || printf "%s\n" "$metrics" > "$KEEP_METRICS"
   # utime + stime of the whole process (clock ticks).
   cpu_ticks=$(awk '{print $14 + $15}' "/proc/$MTA/stat")
   kill "$MTA"; wait "$MTA" 2>/dev/null || true

@@ -35,6 +35,8 @@ pub struct BenchOptions {
     pub send: SendOptions,
     /// Sink executors.
     pub sink_threads: usize,
+    /// Pin the sink's executors to cores (the load's are in `send.pin`).
+    pub pin: bool,
     /// The `mta` binary.
     pub mta: PathBuf,
     /// MTA shards (0 = one per core).
@@ -67,7 +69,7 @@ struct RunningSink {
 
 fn start_sink(
     listen: SocketAddr,
-    threads: usize,
+    (threads, pin): (usize, bool),
     tls: Option<Arc<rustls::ServerConfig>>,
 ) -> anyhow::Result<RunningSink> {
     let control = Control::new();
@@ -76,6 +78,7 @@ fn start_sink(
     let opts = SinkOptions {
         listen,
         threads,
+        pin,
         faults: Vec::new(),
         greeting_421: 0.0,
         delay: Duration::ZERO,
@@ -258,7 +261,11 @@ pub fn run(opts: BenchOptions) -> anyhow::Result<serde_json::Value> {
         None
     };
     // 1. The wire limit: send straight into a sink.
-    let base_sink = start_sink("127.0.0.1:0".parse()?, opts.sink_threads, tls.clone())?;
+    let base_sink = start_sink(
+        "127.0.0.1:0".parse()?,
+        (opts.sink_threads, opts.pin),
+        tls.clone(),
+    )?;
     let mut o = opts.send.clone();
     o.target = base_sink.addr;
     if opts.progress {
@@ -273,7 +280,7 @@ pub fn run(opts: BenchOptions) -> anyhow::Result<serde_json::Value> {
     } else {
         "127.0.0.1:0".parse()?
     };
-    let sink = start_sink(listen, opts.sink_threads, tls)?;
+    let sink = start_sink(listen, (opts.sink_threads, opts.pin), tls)?;
     let dir = tempfile::Builder::new()
         .prefix("loadgen-bench")
         .tempdir_in(&opts.spool_parent)?;

@@ -8,6 +8,7 @@ mod bench;
 mod conn;
 mod message;
 mod options;
+mod placement;
 mod report;
 mod send;
 mod sink;
@@ -64,6 +65,10 @@ struct BenchArgs {
     /// Sink executors.
     #[arg(long, default_value_t = 1)]
     sink_threads: usize,
+    /// Pin the load generator's and the sink's executors to cores (default: the kernel places
+    /// them, beside the MTA's pinned shards).
+    #[arg(long)]
+    pin: bool,
     /// The mta binary (default: next to this one).
     #[arg(long)]
     mta: Option<PathBuf>,
@@ -138,9 +143,12 @@ struct SendArgs {
     /// STARTTLS after EHLO (any certificate accepted); fail if the server does not offer it.
     #[arg(long)]
     starttls: bool,
-    /// Executors (threads), each pinned to a core. Default: one per core.
+    /// Executors (threads). Default: one per core.
     #[arg(long)]
     threads: Option<usize>,
+    /// Pin each executor to a core, spread over the cores (default: the kernel places them).
+    #[arg(long)]
+    pin: bool,
     /// Open loop: messages per second in total (latency from the intended send time).
     #[arg(long)]
     rate: Option<f64>,
@@ -169,6 +177,9 @@ struct SinkArgs {
     /// Executors (threads). Default: one per core.
     #[arg(long)]
     threads: Option<usize>,
+    /// Pin each executor to a core, spread over the cores (default: the kernel places them).
+    #[arg(long)]
+    pin: bool,
     /// Inject failures: [domain=]rcpt|data:CODE:PERCENT (repeatable), e.g. rcpt:451:10.
     #[arg(long)]
     fault: Vec<sink::Fault>,
@@ -288,6 +299,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 pipelining: !a.no_pipelining,
                 bdat: a.bdat,
                 threads: a.threads.unwrap_or_else(cores),
+                pin: a.pin,
                 rate: a.rate,
                 per_connection: a.per_connection,
                 from: a.from,
@@ -334,6 +346,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     pipelining: true,
                     bdat: false,
                     threads: a.threads.max(1),
+                    pin: a.pin,
                     rate: None,
                     per_connection: 0,
                     from: "loadgen@loadgen.test".into(),
@@ -341,6 +354,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     starttls: a.tls,
                 },
                 sink_threads: a.sink_threads.max(1),
+                pin: a.pin,
                 mta,
                 shards: a.shards,
                 sync: a.sync,
@@ -374,6 +388,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let opts = sink::SinkOptions {
                 listen: a.listen,
                 threads: a.threads.unwrap_or_else(cores),
+                pin: a.pin,
                 faults: a.fault,
                 greeting_421: a.greeting_421,
                 delay: a.delay,

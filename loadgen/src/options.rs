@@ -35,6 +35,8 @@ pub struct SendOptions {
     pub bdat: bool,
     /// Executors (threads).
     pub threads: usize,
+    /// Pin each executor to a core (see `placement`).
+    pub pin: bool,
     /// Open loop: total messages per second.
     pub rate: Option<f64>,
     /// Messages per connection before reconnecting (0 = unlimited).

@@ -138,6 +138,7 @@ impl Report {
                 "bdat": opts.bdat,
                 "starttls": opts.starttls,
                 "threads": opts.threads,
+                "pinned": opts.pin,
                 "rate": opts.rate,
                 "messages": opts.duration.is_none().then_some(opts.messages),
                 "duration_s": opts.duration.map(|d| d.as_secs_f64()),

@@ -24,7 +24,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use glommio::{LocalExecutorPoolBuilder, PoolPlacement};
+use glommio::LocalExecutorPoolBuilder;
 use hdrhistogram::Histogram;
 use mta::smtp::data::dot_stuff;
 use mta::smtp::ehlo::Extensions;
@@ -98,12 +98,7 @@ pub fn run(opts: SendOptions, progress: bool) -> anyhow::Result<Report> {
     let run_id = format!("{:x}", message::now_nanos() as u64);
     let started = Instant::now();
     let thread_index = Arc::new(AtomicU64::new(0));
-    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let placement = if threads <= cpus {
-        PoolPlacement::MaxSpread(threads, None)
-    } else {
-        PoolPlacement::Unbound(threads)
-    };
+    let placement = crate::placement::placement(threads, opts.pin);
     let handles = {
         let (opts, shared, run_id) = (opts.clone(), shared.clone(), run_id.clone());
         LocalExecutorPoolBuilder::new(placement)

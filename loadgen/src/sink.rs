@@ -28,8 +28,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use futures_lite::{AsyncReadExt, AsyncWriteExt};
+use glommio::LocalExecutorPoolBuilder;
 use glommio::net::{TcpListener, TcpStream};
-use glommio::{LocalExecutorPoolBuilder, PoolPlacement};
 use hdrhistogram::Histogram;
 use mta::smtp::command::parse_command;
 use mta::smtp::{BareLineEnding, Command, DataDecoder, DataEvent, ForwardPath, Line, LineReader};
@@ -95,12 +95,7 @@ pub fn run(
     if let Some(a) = placeholder.local_addr()?.as_socket() {
         listen.set_port(a.port());
     }
-    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let placement = if threads <= cpus {
-        PoolPlacement::MaxSpread(threads, None)
-    } else {
-        PoolPlacement::Unbound(threads)
-    };
+    let placement = crate::placement::placement(threads, opts.pin);
     let seed = Arc::new(AtomicU64::new(0x9e37_79b9_7f4a_7c15));
     let handles = {
         let (opts, control) = (opts.clone(), control.clone());

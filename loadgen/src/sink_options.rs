@@ -65,6 +65,8 @@ pub struct SinkOptions {
     pub listen: SocketAddr,
     /// Executors.
     pub threads: usize,
+    /// Pin each executor to a core (see `placement`).
+    pub pin: bool,
     /// Faults.
     pub faults: Vec<Fault>,
     /// Share of connections answered `421` at the greeting (percent).
