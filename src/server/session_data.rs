@@ -11,7 +11,7 @@
 //!
 //! Invariants: a refused message is never queued; a 5xx refusal counts toward
 //! `smtp.max_errors`, a `452` does not; a shed transfer keeps at most one read's worth of
-//! bytes.
+//! bytes; a queued body's buffer holds no more than its bytes.
 
 use super::*;
 
@@ -187,7 +187,7 @@ impl Session {
         env: &mut dyn SessionEnv,
         out: &mut Vec<u8>,
     ) -> Option<Action> {
-        let tx = self.tx.take().expect("a message ends an open transaction");
+        let mut tx = self.tx.take().expect("a message ends an open transaction");
         let refusal = refusal.or_else(|| tx.shed.then(replies::insufficient_storage));
         // RFC 5321 6.3: a message that has passed through too many hops is looping.
         let refusal = refusal.or_else(|| {
@@ -205,6 +205,9 @@ impl Session {
             return None;
         }
         let helo = self.helo.as_ref().map_or("", |h| h.name.as_str());
+        // The body grew by doubling while it arrived; a queued message keeps it for as long as
+        // it waits, and the queue's memory budget counts its length, so it keeps no more.
+        tx.body.shrink_to_fit();
         let mut record = tx.into_record(self.client, helo);
         record.tls = self
             .tls

@@ -159,6 +159,24 @@ fn greeting_and_ehlo() {
 }
 
 #[test]
+fn a_queued_body_keeps_no_room_beyond_its_bytes() {
+    // The body grows while it arrives; the queue keeps it as long as the message waits and
+    // counts its length in the memory budget, so its buffer must hold no more than that.
+    let mut h = Harness::new("192.0.2.1:1000");
+    h.send("");
+    let line = "x".repeat(70);
+    let body: String = (0..70).map(|_| format!("{line}\r\n")).collect();
+    let r = h.send_split(
+        format!("{TX}Subject: big\r\n\r\n{body}.\r\n").as_bytes(),
+        512,
+    );
+    assert_eq!(codes(&r), ["250", "250", "250", "354", "250"], "{r}");
+    let queued = &h.queued[0].body;
+    assert!(queued.len() > 5000, "{}", queued.len());
+    assert_eq!(queued.capacity(), queued.len());
+}
+
+#[test]
 fn pipelined_transaction_is_queued_with_envelope_and_trace() {
     let mut h = Harness::new("192.0.2.1:1000");
     h.send("");
