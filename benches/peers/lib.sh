@@ -1,0 +1,44 @@
+# Shared by the side-by-side scripts of this directory (sourced, not run): logging, ports,
+# process trees' CPU and memory, and the median with the range of a list of numbers.
+# Needs HZ (clock ticks per second) and MAX_RUN_S (the bound of every loop) set by the caller.
+
+log() { echo "[$(date +%H:%M:%S)] $*" >&2; }
+die() { log "error: $*"; exit 1; }
+now() { date +%s.%N; }
+listening() { ss -Hltn "sport = :$1" 2>/dev/null | grep -q LISTEN; }
+wait_port() { local i; for ((i = 0; i < $2 * 10; i++)); do listening "$1" && return 0; sleep 0.1; done; return 1; }
+descendants() {
+  ps -e -o pid=,ppid= | awk -v root="$1" '{ par[$1] = $2 } END {
+    want[root] = 1; changed = 1
+    while (changed) { changed = 0; for (p in par) if (!(p in want) && (par[p] in want)) { want[p] = 1; changed = 1 } }
+    for (p in want) print p }'
+}
+# CPU ticks of a process tree, children it already reaped included.
+tree_ticks() {
+  local p t=0 s
+  for p in $(descendants "$1"); do
+    s=$(cat "/proc/$p/stat" 2>/dev/null) || continue
+    s=${s##*) }
+    t=$((t + $(awk '{print $12 + $13 + $14 + $15}' <<<"$s")))
+  done
+  echo "$t"
+}
+tree_pss_kib() {
+  local p t=0 r
+  for p in $(descendants "$1"); do
+    r=$(awk '/^Pss:/{print $2}' "/proc/$p/smaps_rollup" 2>/dev/null) && t=$((t + ${r:-0}))
+  done
+  echo "$t"
+}
+# sample_pss ROOT OUT: keeps the peak in OUT until killed (bounded by MAX_RUN_S).
+sample_pss() {
+  local peak=0 r start=$SECONDS
+  while ((SECONDS - start < MAX_RUN_S)); do
+    r=$(tree_pss_kib "$1"); ((r > peak)) && peak=$r && echo "$peak" >"$2"
+    sleep 0.5
+  done
+}
+stats() { # "median min max" of the numbers on stdin
+  sort -g | awk '{a[NR] = $1} END { if (NR == 0) { print "NA NA NA"; exit }
+    m = (NR % 2) ? a[(NR + 1) / 2] : (a[NR / 2] + a[NR / 2 + 1]) / 2; printf "%.2f %.2f %.2f\n", m, a[1], a[NR] }'
+}
