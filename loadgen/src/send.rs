@@ -1,7 +1,7 @@
 //! `loadgen send`: drives SMTP load at a server and measures what comes back.
 //!
-//! What it does: runs connections spread over pinned glommio executors (one per core by
-//! default); each connection sends transactions (PIPELINING: MAIL, RCPTs and DATA or BDAT in one
+//! What it does: runs connections spread over glommio executors (one per core by default,
+//! pinned with `--pin`: see `placement`); each connection sends transactions (PIPELINING: MAIL, RCPTs and DATA or BDAT in one
 //! write) with generated messages that carry an id, a send time and a body digest. Closed loop
 //! (next message as soon as the reply came) or open loop (`--rate`: each message has an intended
 //! send time and latency is measured from it, so a stalled server cannot hide behind coordinated

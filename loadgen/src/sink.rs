@@ -1,8 +1,8 @@
 //! `loadgen sink`: a fast SMTP server that accepts mail for any domain and counts it, and can
 //! behave like a difficult mailbox provider.
 //!
-//! What it does: one pinned glommio executor per thread, each binding the listen address with
-//! SO_REUSEPORT; counts messages, recipients and octets per recipient domain; checks the body
+//! What it does: one glommio executor per thread (pinned with `--pin`: see `placement`), each
+//! binding the listen address with SO_REUSEPORT; counts messages, recipients and octets per recipient domain; checks the body
 //! digest of loadgen messages (corrupt and duplicate messages are counted) and records the
 //! end-to-end latency from their send time. Faults on request: a share of given replies at RCPT
 //! or at the end of data (per domain or for all), `421` at the greeting, fixed or random reply
