@@ -90,6 +90,9 @@ fn serve(
     stream
         .set_read_timeout(Some(Duration::from_secs(30)))
         .unwrap();
+    // Each reply goes out at once: with Nagle, a reply to a pipelined command would wait for
+    // the client's acknowledgement of the one before.
+    let _ = stream.set_nodelay(true);
     let client = stream
         .peer_addr()
         .map_or(String::new(), |a| a.ip().to_string());
