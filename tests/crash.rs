@@ -136,9 +136,10 @@ fn acknowledged_mail_survives_sigkill() {
 }
 
 /// SIGKILL while the MTA delivers what it accepts (its delivery states sharing the commits of
-/// new mail, two commits in flight), with 1 MiB segments so that segments roll and the next one
-/// is made ahead during the load: after a restart, every recipient of every message that got a
-/// `250` reaches the receiver (at least once), with the message's bytes.
+/// new mail, two commits in flight), with 1 MiB segments so that during the load segments roll,
+/// the next one is made ahead and delivered ones retire (seen: the first one or two of each
+/// shard gone at the kill): after a restart, every recipient of every message that got a `250`
+/// reaches the receiver (at least once), with the message's bytes.
 #[test]
 fn acknowledged_mail_is_delivered_after_sigkill_while_delivering() {
     let receiver = Scripted::start(false, 0);
