@@ -23,8 +23,9 @@ struct Sent {
 }
 
 /// Sends from [`CONNECTIONS`] connections until `kill_after` messages got their `250`, then
-/// SIGKILLs the MTA; returns what was acknowledged, by queue id.
-fn load_and_kill(mta: &mut Mta, kill_after: usize) -> HashMap<String, Sent> {
+/// SIGKILLs the MTA; returns what was acknowledged, by queue id. `run` tells the messages of
+/// one call from those of another (senders, recipients and the `X-Seq` header carry it).
+fn load_and_kill(mta: &mut Mta, kill_after: usize, run: usize) -> HashMap<String, Sent> {
     let acked: Arc<Mutex<HashMap<String, Sent>>> = Arc::default();
     let stop = Arc::new(AtomicBool::new(false));
     let count = Arc::new(AtomicUsize::new(0));
@@ -45,12 +46,12 @@ fn load_and_kill(mta: &mut Mta, kill_after: usize) -> HashMap<String, Sent> {
                     if stop.load(Ordering::SeqCst) || Instant::now() > deadline {
                         return;
                     }
-                    let sender = format!("s{t}.{i}@crash.test");
+                    let sender = format!("s{run}.{t}.{i}@crash.test");
                     let recipients: Vec<String> =
-                        (0..1 + i % 3).map(|r| format!("r{r}.{t}.{i}@dest.test")).collect();
+                        (0..1 + i % 3).map(|r| format!("r{r}.{run}.{t}.{i}@dest.test")).collect();
                     let filler = "abcdefghijklmnopqrstuvwxyz0123456789".repeat(1 + (i * 7 + t) % 60);
                     let body = format!(
-                        "Subject: crash {t} {i}\r\nX-Seq: {t}/{i}\r\n\r\n{filler}\r\n..dot\r\nend {t} {i}\r\n"
+                        "Subject: crash {t} {i}\r\nX-Seq: {run}/{t}/{i}\r\n\r\n{filler}\r\n..dot\r\nend {t} {i}\r\n"
                     );
                     let mut cmd = format!("MAIL FROM:<{sender}>\r\n");
                     for r in &recipients {
@@ -108,7 +109,7 @@ fn acknowledged_mail_survives_sigkill() {
     let dir = tempdir();
     let config = write_config(dir.path(), "", "");
     let mut mta = Mta::start(dir.path(), &config);
-    let acked = load_and_kill(&mut mta, 1500);
+    let acked = load_and_kill(&mut mta, 1500, 0);
 
     // Restart: recovery truncates torn tails and the server serves again.
     let mut again = Mta::start(dir.path(), &config);
@@ -142,6 +143,19 @@ fn acknowledged_mail_survives_sigkill() {
 /// reaches the receiver (at least once), with the message's bytes.
 #[test]
 fn acknowledged_mail_is_delivered_after_sigkill_while_delivering() {
+    deliver_across_kills(&[2500]);
+}
+
+/// The same, killed three times, each restart recovering what the crash before left (a segment
+/// made ahead and never used, torn tails, deliveries in flight) while taking new mail.
+#[test]
+fn acknowledged_mail_is_delivered_across_repeated_sigkills() {
+    deliver_across_kills(&[800, 800, 800]);
+}
+
+/// Runs one load per entry of `kills` (killing the MTA after that many `250`s), restarting the
+/// MTA after each, then checks that everything acknowledged reaches the receiver.
+fn deliver_across_kills(kills: &[usize]) {
     let receiver = Scripted::start(false, 0);
     let dir = tempdir();
     let config = write_config(
@@ -158,17 +172,21 @@ fn acknowledged_mail_is_delivered_after_sigkill_while_delivering() {
         1,
     );
     std::fs::write(&config, text).unwrap();
-    let mut mta = Mta::start(dir.path(), &config);
-    let acked = load_and_kill(&mut mta, 2500);
-    assert!(
-        !receiver.got.lock().unwrap().is_empty(),
-        "nothing was delivered before the kill"
-    );
+    // By message, not by queue id: what was acknowledged in every run.
+    let mut acked: Vec<Sent> = Vec::new();
+    for (run, &kill_after) in kills.iter().enumerate() {
+        let mut mta = Mta::start(dir.path(), &config);
+        acked.extend(load_and_kill(&mut mta, kill_after, run).into_values());
+        assert!(
+            !receiver.got.lock().unwrap().is_empty(),
+            "nothing was delivered before kill {run}"
+        );
+    }
 
     let mut again = Mta::start(dir.path(), &config);
     // Every acknowledged (message, recipient), by the message's X-Seq header.
     let want: HashSet<(String, String)> = acked
-        .values()
+        .iter()
         .flat_map(|s| {
             let text = String::from_utf8_lossy(&s.body);
             let seq = text
@@ -180,7 +198,7 @@ fn acknowledged_mail_is_delivered_after_sigkill_while_delivering() {
         })
         .collect();
     let bodies: HashMap<String, &Sent> = acked
-        .values()
+        .iter()
         .map(|s| {
             let text = String::from_utf8_lossy(&s.body);
             let seq = text
