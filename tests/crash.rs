@@ -23,9 +23,14 @@ struct Sent {
 }
 
 /// Sends from [`CONNECTIONS`] connections until `kill_after` messages got their `250`, then
-/// SIGKILLs the MTA; returns what was acknowledged, by queue id. `run` tells the messages of
-/// one call from those of another (senders, recipients and the `X-Seq` header carry it).
-fn load_and_kill(mta: &mut Mta, kill_after: usize, run: usize) -> HashMap<String, Sent> {
+/// SIGKILLs the MTA (once `ready` holds too); returns what was acknowledged, by queue id. `run`
+/// tells the messages of one call from those of another (senders, recipients and the `X-Seq`
+/// header carry it).
+fn load_and_kill(
+    mta: &mut Mta,
+    (kill_after, ready): (usize, &dyn Fn() -> bool),
+    run: usize,
+) -> HashMap<String, Sent> {
     let acked: Arc<Mutex<HashMap<String, Sent>>> = Arc::default();
     let stop = Arc::new(AtomicBool::new(false));
     let count = Arc::new(AtomicUsize::new(0));
@@ -86,7 +91,7 @@ fn load_and_kill(mta: &mut Mta, kill_after: usize, run: usize) -> HashMap<String
         .collect();
     // Kill in the middle of the load.
     let deadline = Instant::now() + Duration::from_secs(30);
-    while count.load(Ordering::SeqCst) < kill_after && Instant::now() < deadline {
+    while (count.load(Ordering::SeqCst) < kill_after || !ready()) && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(5));
     }
     mta.signal(libc::SIGKILL);
@@ -109,7 +114,7 @@ fn acknowledged_mail_survives_sigkill() {
     let dir = tempdir();
     let config = write_config(dir.path(), "", "");
     let mut mta = Mta::start(dir.path(), &config);
-    let acked = load_and_kill(&mut mta, 1500, 0);
+    let acked = load_and_kill(&mut mta, (1500, &|| true), 0);
 
     // Restart: recovery truncates torn tails and the server serves again.
     let mut again = Mta::start(dir.path(), &config);
@@ -176,11 +181,18 @@ fn deliver_across_kills(kills: &[usize]) {
     let mut acked: Vec<Sent> = Vec::new();
     for (run, &kill_after) in kills.iter().enumerate() {
         let mut mta = Mta::start(dir.path(), &config);
-        acked.extend(load_and_kill(&mut mta, kill_after, run).into_values());
-        assert!(
-            !receiver.got.lock().unwrap().is_empty(),
-            "nothing was delivered before kill {run}"
-        );
+        // Killed only once the receiver has something of this run: delivery was under way.
+        let delivering = || {
+            let tag = format!("X-Seq: {run}/");
+            receiver
+                .got
+                .lock()
+                .unwrap()
+                .iter()
+                .any(|m| m.body.contains(&tag))
+        };
+        acked.extend(load_and_kill(&mut mta, (kill_after, &delivering), run).into_values());
+        assert!(delivering(), "nothing was delivered before kill {run}");
     }
 
     let mut again = Mta::start(dir.path(), &config);
