@@ -63,6 +63,7 @@ pub(super) async fn shard_main(
             SyncMode::Never => spool::SyncMode::Never,
         },
         segment_size: config.spool.segment_size.0,
+        preallocate: config.spool.preallocate,
         max_batch_bytes: 8 << 20,
         // The bodies the delivery queue may hold (its share of the memory budget): recovery
         // reads no more than that into memory; the rest is read back when sent.

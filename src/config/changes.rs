@@ -26,6 +26,7 @@ pub const RESTART_ONLY: &[&str] = &[
     "spool.path",
     "spool.sync",
     "spool.segment_size",
+    "spool.preallocate",
     "delivery.memory_budget",
     "dns",
     "log.dir",

@@ -182,6 +182,10 @@ pub struct SpoolSection {
     pub sync: SyncMode,
     /// A segment file is closed and a new one started past this size.
     pub segment_size: ByteSize,
+    /// Fill each segment with zeros before it is used (with `sync = "always"`), so that a
+    /// commit's `fdatasync` overwrites blocks the file already has instead of also writing the
+    /// file's new size.
+    pub preallocate: bool,
     /// Below this much free space on the spool's file system new mail gets `452 4.3.1`.
     pub min_free_space: ByteSize,
     /// Below this share of free space (percent of the file system) new mail gets `452 4.3.1`.
@@ -239,6 +243,7 @@ impl Default for SpoolSection {
             path: PathBuf::from("./spool"),
             sync: SyncMode::Always,
             segment_size: ByteSize::mib(64),
+            preallocate: true,
             min_free_space: ByteSize::mib(256),
             min_free_percent: 1.0,
         }

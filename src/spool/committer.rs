@@ -26,7 +26,7 @@ use std::os::unix::fs::FileExt;
 use std::time::{Duration, Instant};
 
 use super::in_flight::{InFlight, Next, Retiring, SyncState, next_follower};
-use super::new_segment::{self, NewSegment};
+use super::new_segment::{self, Ahead};
 use super::*;
 
 /// Batches up to this size are written with a plain `pwrite` on the shard's thread: a copy
@@ -51,7 +51,7 @@ pub(super) struct Committer {
     pub(super) dir: Rc<Directory>,
     pub(super) seg: Option<OpenSegment>,
     /// The next segment, being made ahead of the roll (see `new_segment`).
-    pub(super) ahead: Option<glommio::Task<io::Result<NewSegment>>>,
+    pub(super) ahead: Option<Ahead>,
     pub(super) next: u64,
 }
 
@@ -102,8 +102,8 @@ impl Committer {
             }
         }
         settle_deletions(&self.inner).await;
-        if let Some(task) = self.ahead.take()
-            && let Ok(unused) = task.await
+        if let Some(ahead) = self.ahead.take()
+            && let Ok(unused) = ahead.take().await
         {
             new_segment::discard(&self.inner, unused).await;
         }
@@ -149,7 +149,7 @@ impl Committer {
     /// if it is still being made), else a new one made now.
     pub(super) async fn create_segment(&mut self) -> Result<(), io::Error> {
         let ahead = match self.ahead.take() {
-            Some(task) => task.await.map_err(|e| {
+            Some(ahead) => ahead.take().await.map_err(|e| {
                 warn!(error = %e, shard = self.inner.cfg.shard, "making the next spool segment failed");
             }).ok(),
             None => None,
@@ -179,20 +179,21 @@ impl Committer {
         Ok(())
     }
 
-    /// Starts making the next segment in a task of its own once the current one is three
-    /// quarters full (see `new_segment`).
+    /// Starts making the next segment in a task of its own once the current one is a quarter
+    /// full (three quarters when it gets no zeros: see `new_segment`).
     fn prepare_next_segment(&mut self) {
-        let size = self.inner.cfg.segment_size;
-        if self.ahead.is_some() || self.seg.as_ref().is_none_or(|s| s.tail < size - size / 4) {
+        let cfg = &self.inner.cfg;
+        let size = cfg.segment_size;
+        let at = match cfg.preallocate && cfg.sync == SyncMode::Always {
+            true => size / 4,
+            false => size - size / 4,
+        };
+        if self.ahead.is_some() || self.seg.as_ref().is_none_or(|s| s.tail < at) {
             return;
         }
         let number = self.next;
         self.next += 1;
-        self.ahead = Some(glommio::spawn_local(new_segment::make(
-            self.inner.clone(),
-            self.dir.clone(),
-            number,
-        )));
+        self.ahead = Some(Ahead::start(self.inner.clone(), self.dir.clone(), number));
     }
 
     /// Writes and syncs one batch (plus a retire record if segments await deletion), then
@@ -398,11 +399,11 @@ impl Committer {
             write_all(&seg.file, buf, base).await?;
         }
         seg.tail += buf.len() as u64;
-        self.inner
-            .st
-            .borrow_mut()
-            .seg_bytes
-            .insert(seg.number, seg.tail);
+        // A segment filled with zeros ahead of use is already longer than its tail.
+        let mut st = self.inner.st.borrow_mut();
+        let bytes = st.seg_bytes.entry(seg.number).or_insert(0);
+        *bytes = (*bytes).max(seg.tail);
+        drop(st);
         #[cfg(test)]
         if self.inner.fail_syncs.get() > 0 {
             self.inner.fail_syncs.set(self.inner.fail_syncs.get() - 1);

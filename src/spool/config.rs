@@ -32,6 +32,9 @@ pub struct SpoolConfig {
     pub sync: SyncMode,
     /// Roll to a new segment after this many bytes (default 64 MiB).
     pub segment_size: u64,
+    /// Fill a segment made ahead with zeros before it is used (only with [`SyncMode::Always`];
+    /// see `new_segment`). Default on.
+    pub preallocate: bool,
     /// Cap of one commit write (default 8 MiB); a single larger record is written alone.
     pub max_batch_bytes: usize,
     /// Recovery keeps whole message bodies up to this many bytes in all (default: no limit);
@@ -47,6 +50,7 @@ impl SpoolConfig {
             shard,
             sync: SyncMode::Always,
             segment_size: 64 << 20,
+            preallocate: true,
             max_batch_bytes: 8 << 20,
             recovery_body_budget: u64::MAX,
         }

@@ -38,6 +38,8 @@ mod forward_tests;
 mod hold_tests;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod zero_fill_tests;
 
 use std::path::PathBuf;
 

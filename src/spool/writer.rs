@@ -33,7 +33,7 @@ use std::task::{Poll, Waker};
 
 use futures_channel::oneshot;
 use glommio::io::{BufferedFile, Directory};
-use tracing::{error, warn};
+use tracing::{debug, error, warn};
 
 use super::SpoolError;
 use super::config::{SpoolConfig, SpoolCounts, SpoolStats, SyncMode};
@@ -531,8 +531,14 @@ fn cut_tail(cfg: &SpoolConfig, seg: &recovery::SegmentScan) -> Result<(), SpoolE
         );
         return Ok(());
     }
-    warn!(path = %seg.path.display(), valid_end = seg.valid_end, discarded = tail, stop = ?seg.stop,
-        "truncating torn spool segment tail");
+    if matches!(seg.stop, Stop::ZeroTail) {
+        // Zeros written ahead of use (`spool.preallocate`) or never overwritten: not damage.
+        debug!(path = %seg.path.display(), valid_end = seg.valid_end, zeros = tail,
+            "trimming the zero-filled end of a spool segment");
+    } else {
+        warn!(path = %seg.path.display(), valid_end = seg.valid_end, discarded = tail, stop = ?seg.stop,
+            "truncating torn spool segment tail");
+    }
     let f = std::fs::OpenOptions::new().write(true).open(&seg.path)?;
     f.set_len(seg.valid_end)?;
     if cfg.sync == SyncMode::Always {

@@ -1,0 +1,150 @@
+//! Segments made ahead and filled with zeros (`spool.preallocate`): records written over the
+//! zeros are read back, the zeros are never taken for records, a roll does not wait for them,
+//! and a zero-filled segment left by a crash holds nothing.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use super::recovery::segment_file_name;
+use super::tests::{cfg, msg, run};
+use super::*;
+
+/// A message with a body of `kib` KiB.
+fn big(id: u64, kib: usize) -> MessageRecord {
+    let mut m = msg(id, 1);
+    m.body = format!("Subject: {id}\r\n\r\n{}\r\n", "z".repeat(kib * 1024)).into_bytes();
+    m
+}
+
+/// Appends `m` and records its one recipient delivered: nothing stays to be copied forward.
+async fn append(spool: &Spool, m: &MessageRecord) {
+    spool.append_message(m).await.unwrap();
+    let delivered = RecipientState::Delivered { at_unix_ms: 1 };
+    let state = StateRecord {
+        id: m.id,
+        recipient: 0,
+        state: delivered,
+    };
+    spool.append_state(&state).await.unwrap();
+}
+
+fn lengths(dir: &Path) -> Vec<(u64, u64)> {
+    let mut v: Vec<(u64, u64)> = std::fs::read_dir(dir)
+        .unwrap()
+        .filter_map(|e| {
+            let e = e.unwrap();
+            let name = e.file_name().into_string().unwrap();
+            let n = u64::from_str_radix(name.strip_suffix(".seg")?, 16).ok()?;
+            Some((n, e.metadata().unwrap().len()))
+        })
+        .collect();
+    v.sort_unstable();
+    v
+}
+
+#[test]
+fn a_segment_made_ahead_is_filled_with_zeros_then_written_over() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut c = cfg(tmp.path());
+    c.segment_size = 3 << 20;
+    let mut kept = 0;
+    run(async {
+        let (spool, _) = Spool::open(c.clone()).await.unwrap();
+        let first = spool.segments();
+        // Past a quarter of the segment: the next one is made and filled with zeros.
+        let mut i = 1;
+        while lengths(&c.dir).len() == first.len() && i < 100 {
+            append(&spool, &big(i, 64)).await;
+            i += 1;
+        }
+        let ahead = lengths(&c.dir).last().unwrap().0;
+        assert!(ahead > *first.last().unwrap());
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while lengths(&c.dir).last().unwrap().1 < c.segment_size && Instant::now() < deadline {
+            glommio::timer::sleep(Duration::from_millis(20)).await;
+        }
+        assert_eq!(
+            lengths(&c.dir).last().unwrap(),
+            &(ahead, c.segment_size),
+            "the segment made ahead is as long as a segment"
+        );
+        let on_disk: u64 = lengths(&c.dir).iter().map(|(_, len)| len).sum();
+        assert_eq!(spool.disk_bytes(), on_disk);
+        // The roll writes over the zeros.
+        while !spool.segments().contains(&ahead) && i < 200 {
+            append(&spool, &big(i, 64)).await;
+            i += 1;
+        }
+        // One kept: read back after the restart from the records written over the zeros.
+        spool.append_message(&big(i, 1)).await.unwrap();
+        kept = i;
+        assert_eq!(
+            lengths(&c.dir).iter().find(|(n, _)| *n == ahead).unwrap().1,
+            c.segment_size,
+            "records went over the zeros: the file did not grow"
+        );
+        spool.close().await.unwrap();
+    });
+    run(async {
+        let (spool, rec) = Spool::open(c.clone()).await.unwrap();
+        let got: Vec<u64> = rec.messages.iter().map(|m| m.message.id).collect();
+        assert_eq!(
+            got,
+            vec![kept],
+            "the one kept, no record read from the zeros"
+        );
+        assert_eq!(rec.messages[0].message.body, big(kept, 1).body);
+        spool.close().await.unwrap();
+    });
+}
+
+#[test]
+fn a_roll_during_the_zeros_keeps_every_record() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut c = cfg(tmp.path());
+    // 32 pieces of zeros, a pause after each: the roll likely comes while they are written.
+    c.segment_size = 32 << 20;
+    let n = 40;
+    run(async {
+        let (spool, _) = Spool::open(c.clone()).await.unwrap();
+        let first = *spool.segments().last().unwrap();
+        for i in 1..=n {
+            append(&spool, &big(i, 1024)).await;
+        }
+        spool.append_message(&big(n + 1, 1)).await.unwrap();
+        assert!(
+            spool.segments().iter().any(|&s| s > first),
+            "rolled into the segment made ahead"
+        );
+        spool.close().await.unwrap();
+    });
+    run(async {
+        let (spool, rec) = Spool::open(c.clone()).await.unwrap();
+        assert_eq!(rec.messages.len(), 1);
+        assert_eq!(rec.messages[0].message.body, big(n + 1, 1).body);
+        spool.close().await.unwrap();
+    });
+}
+
+#[test]
+fn a_zero_filled_segment_left_by_a_crash_is_retired_at_open() {
+    let tmp = tempfile::tempdir().unwrap();
+    let c = cfg(tmp.path());
+    run(async {
+        let (spool, _) = Spool::open(c.clone()).await.unwrap();
+        spool.append_message(&msg(1, 1)).await.unwrap();
+        spool.close().await.unwrap();
+    });
+    // What a crash leaves when the next segment was made ahead and filled: a header, zeros.
+    let left = c.dir.join(segment_file_name(7));
+    let mut bytes = format::encode_header(0, 7).to_vec();
+    bytes.resize(1 << 20, 0);
+    std::fs::write(&left, bytes).unwrap();
+    run(async {
+        let (spool, rec) = Spool::open(c.clone()).await.unwrap();
+        assert_eq!(rec.messages.len(), 1);
+        assert!(!spool.segments().contains(&7));
+        spool.close().await.unwrap();
+    });
+    assert!(!left.exists(), "the empty segment was retired");
+}
