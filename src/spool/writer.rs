@@ -519,8 +519,12 @@ impl Spool {
 
 /// Cuts a torn tail found by recovery, unless it is too large to be one unsynced batch (then
 /// it is media damage: leave the bytes for inspection; the file is never appended to again).
+/// Zeros at the end of the file (a segment filled ahead of use) do not count as tail.
 fn cut_tail(cfg: &SpoolConfig, seg: &recovery::SegmentScan) -> Result<(), SpoolError> {
-    let tail = seg.file_len - seg.valid_end;
+    let mut tail = seg.file_len - seg.valid_end;
+    if tail > cfg.max_batch_bytes as u64 && !matches!(seg.stop, Stop::Torn | Stop::ZeroTail) {
+        tail = written_end(&seg.path, seg.valid_end)?.saturating_sub(seg.valid_end);
+    }
     if tail > cfg.max_batch_bytes as u64 && !matches!(seg.stop, Stop::Torn | Stop::ZeroTail) {
         error!(
             path = %seg.path.display(),
@@ -545,4 +549,24 @@ fn cut_tail(cfg: &SpoolConfig, seg: &recovery::SegmentScan) -> Result<(), SpoolE
         f.sync_data()?;
     }
     Ok(())
+}
+
+/// The end of the last non-zero byte of `path` at or after `from` (`from` when there is none),
+/// read 1 MiB at a time from the end of the file: what a torn batch left before the zeros
+/// that were there ahead of it.
+fn written_end(path: &Path, from: u64) -> std::io::Result<u64> {
+    use std::os::unix::fs::FileExt;
+    let f = std::fs::File::open(path)?;
+    let mut end = f.metadata()?.len();
+    let mut buf = vec![0u8; 1 << 20];
+    while end > from {
+        let start = end.saturating_sub(buf.len() as u64).max(from);
+        let piece = &mut buf[..(end - start) as usize];
+        f.read_exact_at(piece, start)?;
+        if let Some(i) = piece.iter().rposition(|&b| b != 0) {
+            return Ok(start + i as u64 + 1);
+        }
+        end = start;
+    }
+    Ok(from)
 }

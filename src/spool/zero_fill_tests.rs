@@ -5,6 +5,7 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+use super::format::KIND_MESSAGE;
 use super::recovery::segment_file_name;
 use super::tests::{cfg, msg, run};
 use super::*;
@@ -147,4 +148,36 @@ fn a_zero_filled_segment_left_by_a_crash_is_retired_at_open() {
         spool.close().await.unwrap();
     });
     assert!(!left.exists(), "the empty segment was retired");
+}
+
+#[test]
+fn a_batch_torn_over_zeros_is_cut_like_any_torn_tail() {
+    let tmp = tempfile::tempdir().unwrap();
+    let c = cfg(tmp.path());
+    run(async {
+        let (spool, _) = Spool::open(c.clone()).await.unwrap();
+        spool.append_message(&msg(1, 1)).await.unwrap();
+        spool.close().await.unwrap();
+    });
+    let path = c.dir.join(segment_file_name(1));
+    let good = std::fs::metadata(&path).unwrap().len();
+    // A crash in the middle of a batch written over zeros: a frame's start and part of its
+    // payload reached the disk, then the zeros that were there (far more than a batch).
+    let mut bytes = std::fs::read(&path).unwrap();
+    bytes.extend_from_slice(&200u32.to_le_bytes());
+    bytes.extend_from_slice(&0xdead_beefu32.to_le_bytes());
+    bytes.extend_from_slice(&[KIND_MESSAGE, 0, 0, 0]);
+    bytes.extend_from_slice(&[b'x'; 50]);
+    bytes.resize(2 * c.max_batch_bytes + (1 << 20), 0);
+    std::fs::write(&path, bytes).unwrap();
+    run(async {
+        let (spool, rec) = Spool::open(c.clone()).await.unwrap();
+        assert_eq!(rec.messages.len(), 1);
+        spool.close().await.unwrap();
+    });
+    assert_eq!(
+        std::fs::metadata(&path).unwrap().len(),
+        good,
+        "cut as a torn tail, not kept as damage"
+    );
 }
