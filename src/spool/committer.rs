@@ -8,9 +8,10 @@
 //! completes every waiter. While one batch's `fdatasync` runs, the next batch of the same
 //! segment is written and its own `fdatasync` started (two in flight at most), so a record
 //! waits for one sync that covers it, not for the one before it too. Rolls to a new segment
-//! past the segment size (made ahead by `new_segment` once the current one is three quarters
-//! full); retires segments whose recipients are all final (retire record first,
-//! then unlink and directory sync in a task beside the commits, one deletion at a time).
+//! past the segment size (made ahead by `new_segment` once the current one is a quarter full,
+//! and filled with zeros; three quarters without them); retires segments whose recipients are
+//! all final (retire record first, then unlink and directory sync in a task beside the commits,
+//! one deletion at a time).
 //!
 //! What it does not do: no framing of records (the handle in `writer.rs` does), no
 //! copy-forward decisions (`forward.rs`).
@@ -182,9 +183,8 @@ impl Committer {
     /// Starts making the next segment in a task of its own once the current one is a quarter
     /// full (three quarters when it gets no zeros: see `new_segment`).
     fn prepare_next_segment(&mut self) {
-        let cfg = &self.inner.cfg;
-        let size = cfg.segment_size;
-        let at = match cfg.preallocate && cfg.sync == SyncMode::Always {
+        let size = self.inner.cfg.segment_size;
+        let at = match self.inner.cfg.fills_with_zeros() {
             true => size / 4,
             false => size - size / 4,
         };

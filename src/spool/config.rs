@@ -55,6 +55,11 @@ impl SpoolConfig {
             recovery_body_budget: u64::MAX,
         }
     }
+    /// Whether segments made ahead are filled with zeros: with `preallocate` and
+    /// [`SyncMode::Always`] only (without syncs the zeros would buy nothing).
+    pub fn fills_with_zeros(&self) -> bool {
+        self.preallocate && self.sync == SyncMode::Always
+    }
     /// Defaults for shard `shard` under the spool root `spool_dir`.
     pub fn for_shard(spool_dir: &Path, shard: u16) -> Self {
         Self::new(shard_dir(spool_dir, shard), shard)

@@ -33,13 +33,15 @@ mod recovery;
 mod writer;
 
 #[cfg(test)]
+mod ahead_tests;
+#[cfg(test)]
 mod forward_tests;
 #[cfg(test)]
 mod hold_tests;
 #[cfg(test)]
-mod tests;
+mod in_flight_tests;
 #[cfg(test)]
-mod zero_fill_tests;
+mod tests;
 
 use std::path::PathBuf;
 

@@ -2,13 +2,13 @@
 //! glommio executor (group commit, restart, deletion, failures, accounting).
 //!
 //! What it does not test: the bytes-level framing (`format.rs` tests), ledger arithmetic
-//! (`ledger.rs` tests) and copy-forward (`forward_tests.rs`, which shares these helpers).
+//! (`ledger.rs` tests), copy-forward (`forward_tests.rs`), holds (`hold_tests.rs`), commits in
+//! flight (`in_flight_tests.rs`) and segments made ahead (`ahead_tests.rs`); those share these
+//! helpers.
 //! Every test works in its own temp dir.
 
-use std::cell::RefCell;
 use std::future::Future;
 use std::path::Path;
-use std::rc::Rc;
 
 use glommio::{LocalExecutorBuilder, Placement};
 
@@ -88,6 +88,24 @@ pub(super) fn s(id: u64, r: u32, st: RecipientState) -> (u8, Vec<u8>) {
 
 pub(super) fn queued_ids(msgs: &[RecoveredMessage]) -> Vec<u64> {
     msgs.iter().map(|m| m.message.id).collect()
+}
+
+/// Makes a spool under `c` that holds message 1, and closes it.
+pub(super) fn spool_with_one_message(c: &SpoolConfig) {
+    run(async {
+        let (spool, _) = Spool::open(c.clone()).await.unwrap();
+        spool.append_message(&msg(1, 1)).await.unwrap();
+        spool.close().await.unwrap();
+    });
+}
+
+/// Opens the spool under `c`, closes it, and returns what recovery found queued.
+pub(super) fn recovered(c: &SpoolConfig) -> Vec<RecoveredMessage> {
+    run(async {
+        let (spool, rec) = Spool::open(c.clone()).await.unwrap();
+        spool.close().await.unwrap();
+        rec.messages
+    })
 }
 
 #[test]
@@ -428,170 +446,6 @@ fn failed_sync_fails_the_batch_and_the_spool_continues() {
 }
 
 #[test]
-fn a_batch_synced_beside_a_failing_one_fails_with_it() {
-    let tmp = tempfile::tempdir().unwrap();
-    run(async {
-        let (spool, _) = Spool::open(cfg(tmp.path())).await.unwrap();
-        spool.append_message(&msg(1, 1)).await.unwrap();
-        let seg_before = spool.segments();
-        spool.next_sync_late(true);
-        let append = |i: u64| {
-            let sp = spool.clone();
-            glommio::spawn_local(async move { sp.append_message(&msg(i, 1)).await })
-        };
-        // Message 2's sync runs (and will fail) while 3..10 are written and synced beside it.
-        let first = append(2);
-        glommio::timer::sleep(std::time::Duration::from_millis(10)).await;
-        let followers: Vec<_> = (3..10u64).map(append).collect();
-        assert!(matches!(first.await, Err(SpoolError::Io(_))));
-        for t in followers {
-            assert!(matches!(t.await, Err(SpoolError::Io(_))));
-        }
-        assert_eq!(spool.stats().failed_batches, 2);
-        spool.append_message(&msg(100, 1)).await.unwrap();
-        assert_ne!(seg_before.last(), spool.segments().last());
-        spool.close().await.unwrap();
-    });
-    run(async {
-        let (spool, rec) = Spool::open(cfg(tmp.path())).await.unwrap();
-        let ids = queued_ids(&rec.messages);
-        assert!(ids.contains(&1) && ids.contains(&100), "{ids:?}");
-        spool.close().await.unwrap();
-    });
-}
-
-#[test]
-fn a_batch_synced_beside_a_slow_one_waits_for_it() {
-    let tmp = tempfile::tempdir().unwrap();
-    run(async {
-        let (spool, _) = Spool::open(cfg(tmp.path())).await.unwrap();
-        spool.next_sync_late(false);
-        let done = Rc::new(RefCell::new(Vec::new()));
-        let append = |i: u64| {
-            let (sp, done) = (spool.clone(), done.clone());
-            glommio::spawn_local(async move {
-                sp.append_message(&msg(i, 1)).await.unwrap();
-                done.borrow_mut().push(i);
-            })
-        };
-        let first = append(1);
-        glommio::timer::sleep(std::time::Duration::from_millis(10)).await;
-        let second = append(2);
-        second.await;
-        first.await;
-        // Written and synced while the first batch's sync ran, answered after it.
-        assert_eq!(*done.borrow(), vec![1, 2]);
-        assert_eq!(spool.stats().batches, 2);
-        spool.close().await.unwrap();
-    });
-    run(async {
-        let (spool, rec) = Spool::open(cfg(tmp.path())).await.unwrap();
-        assert_eq!(queued_ids(&rec.messages).len(), 2);
-        spool.close().await.unwrap();
-    });
-}
-
-#[test]
-fn the_next_segment_is_made_ahead_and_an_unused_one_goes_at_close() {
-    let tmp = tempfile::tempdir().unwrap();
-    let mut c = cfg(tmp.path());
-    c.segment_size = 2000;
-    let files = |dir: &Path| -> Vec<u64> {
-        let mut n: Vec<u64> = std::fs::read_dir(dir)
-            .unwrap()
-            .filter_map(|e| {
-                let name = e.unwrap().file_name().into_string().unwrap();
-                u64::from_str_radix(name.strip_suffix(".seg")?, 16).ok()
-            })
-            .collect();
-        n.sort_unstable();
-        n
-    };
-    run(async {
-        let (spool, _) = Spool::open(c.clone()).await.unwrap();
-        let first = spool.segments();
-        let mut i = 1;
-        // Past three quarters of the segment: the next file appears before any roll.
-        while files(&c.dir).len() == first.len() && i < 100 {
-            spool.append_message(&msg(i, 1)).await.unwrap();
-            glommio::timer::sleep(std::time::Duration::from_millis(5)).await;
-            i += 1;
-        }
-        assert_eq!(spool.segments(), first, "no roll yet");
-        let ahead = *files(&c.dir).last().unwrap();
-        assert!(ahead > *first.last().unwrap());
-        // The roll uses it.
-        while !spool.segments().contains(&ahead) && i < 200 {
-            spool.append_message(&msg(i, 1)).await.unwrap();
-            i += 1;
-        }
-        assert!(spool.segments().contains(&ahead));
-        assert_eq!(spool.disk_bytes(), {
-            let d = &c.dir;
-            std::fs::read_dir(d)
-                .unwrap()
-                .map(|e| e.unwrap().metadata().unwrap().len())
-                .sum::<u64>()
-        });
-        // Fill the current one past three quarters too: its successor is made, never used,
-        // and removed at close.
-        let (unused, in_use) = loop {
-            spool.append_message(&msg(i, 1)).await.unwrap();
-            glommio::timer::sleep(std::time::Duration::from_millis(5)).await;
-            i += 1;
-            let (on_disk, in_use) = (files(&c.dir), spool.segments());
-            let extra = on_disk.last().filter(|n| !in_use.contains(n)).copied();
-            if let Some(n) = extra.filter(|n| *n > ahead) {
-                break (n, in_use);
-            }
-            assert!(i < 400, "no segment made ahead: {on_disk:?} {in_use:?}");
-        };
-        spool.close().await.unwrap();
-        let after = files(&c.dir);
-        assert!(
-            !after.contains(&unused),
-            "the unused segment is gone: {after:?}"
-        );
-        assert!(
-            after.iter().all(|n| in_use.contains(n)),
-            "{after:?} {in_use:?}"
-        );
-    });
-    run(async {
-        let (spool, rec) = Spool::open(c.clone()).await.unwrap();
-        assert!(!rec.messages.is_empty());
-        spool.close().await.unwrap();
-    });
-}
-
-#[test]
-fn a_segment_made_ahead_and_left_by_a_crash_is_retired_at_open() {
-    let tmp = tempfile::tempdir().unwrap();
-    let c = cfg(tmp.path());
-    run(async {
-        let (spool, _) = Spool::open(c.clone()).await.unwrap();
-        spool.append_message(&msg(1, 1)).await.unwrap();
-        spool.close().await.unwrap();
-    });
-    // What a crash leaves when the next segment was made ahead: its header, nothing else.
-    let left = c.dir.join(segment_file_name(7));
-    std::fs::write(&left, format::encode_header(0, 7)).unwrap();
-    run(async {
-        let (spool, rec) = Spool::open(c.clone()).await.unwrap();
-        assert_eq!(queued_ids(&rec.messages), vec![1]);
-        assert!(!spool.segments().contains(&7));
-        spool.append_message(&msg(2, 1)).await.unwrap();
-        spool.close().await.unwrap();
-    });
-    assert!(!left.exists(), "the empty segment was retired");
-    run(async {
-        let (spool, rec) = Spool::open(c.clone()).await.unwrap();
-        assert_eq!(queued_ids(&rec.messages).len(), 2);
-        spool.close().await.unwrap();
-    });
-}
-
-#[test]
 fn torn_tail_is_cut_at_open() {
     let tmp = tempfile::tempdir().unwrap();
     run(async {
@@ -696,7 +550,7 @@ fn disk_bytes_are_what_the_segment_files_hold() {
     let tmp = tempfile::tempdir().unwrap();
     let mut c = cfg(tmp.path());
     c.segment_size = 700;
-    // Zeros written ahead would grow a file between two looks (`zero_fill_tests` has those).
+    // Zeros written ahead would grow a file between two looks (`ahead_tests` has those).
     c.preallocate = false;
     let on_disk = |dir: &Path| -> u64 {
         std::fs::read_dir(dir)

@@ -4,8 +4,8 @@
 //! a oneshot waiter and wakes the committer. The committer pops the front batch (new appends go
 //! to the next one meanwhile), writes it at the segment's tail with one write, `fdatasync`s,
 //! applies the batch to the [`Ledger`], and completes every waiter; the next batch of the same
-//! segment is written and synced while a sync runs (two in flight at most). Segments whose recipients
-//! are all final (and not pinned) are retired: a [`RetireRecord`] is committed first, then the
+//! segment is written and synced while a sync runs (two in flight at most). Segments whose
+//! recipients are all final (and not pinned) are retired: a [`RetireRecord`] is committed first, then the
 //! files are unlinked and the directory synced by a task beside the committer (so the next
 //! commits do not wait for it).
 //!
@@ -521,11 +521,12 @@ impl Spool {
 /// it is media damage: leave the bytes for inspection; the file is never appended to again).
 /// Zeros at the end of the file (a segment filled ahead of use) do not count as tail.
 fn cut_tail(cfg: &SpoolConfig, seg: &recovery::SegmentScan) -> Result<(), SpoolError> {
+    let interrupted = matches!(seg.stop, Stop::Torn | Stop::ZeroTail);
     let mut tail = seg.file_len - seg.valid_end;
-    if tail > cfg.max_batch_bytes as u64 && !matches!(seg.stop, Stop::Torn | Stop::ZeroTail) {
+    if !interrupted && tail > cfg.max_batch_bytes as u64 {
         tail = written_end(&seg.path, seg.valid_end)?.saturating_sub(seg.valid_end);
     }
-    if tail > cfg.max_batch_bytes as u64 && !matches!(seg.stop, Stop::Torn | Stop::ZeroTail) {
+    if !interrupted && tail > cfg.max_batch_bytes as u64 {
         error!(
             path = %seg.path.display(),
             valid_end = seg.valid_end,

@@ -1,13 +1,14 @@
-//! Segments made ahead and filled with zeros (`spool.preallocate`): records written over the
-//! zeros are read back, the zeros are never taken for records, a roll does not wait for them,
-//! and a zero-filled segment left by a crash holds nothing.
+//! Segments made ahead of the roll: the next file appears before the roll and an unused one goes
+//! at close; filled with zeros (`spool.preallocate`), records written over the zeros are read
+//! back, the zeros are never taken for records, a roll during them loses nothing; a segment made
+//! ahead and left by a crash (a header, with or without zeros) holds nothing and is retired.
 
 use std::path::Path;
 use std::time::{Duration, Instant};
 
 use super::format::KIND_MESSAGE;
 use super::recovery::segment_file_name;
-use super::tests::{cfg, msg, run};
+use super::tests::{cfg, msg, queued_ids, recovered, run, spool_with_one_message};
 use super::*;
 
 /// A message with a body of `kib` KiB.
@@ -86,17 +87,14 @@ fn a_segment_made_ahead_is_filled_with_zeros_then_written_over() {
         );
         spool.close().await.unwrap();
     });
-    run(async {
-        let (spool, rec) = Spool::open(c.clone()).await.unwrap();
-        let got: Vec<u64> = rec.messages.iter().map(|m| m.message.id).collect();
-        assert_eq!(
-            got,
-            vec![kept],
-            "the one kept, no record read from the zeros"
-        );
-        assert_eq!(rec.messages[0].message.body, big(kept, 1).body);
-        spool.close().await.unwrap();
-    });
+    let rec = recovered(&c);
+    let got: Vec<u64> = rec.iter().map(|m| m.message.id).collect();
+    assert_eq!(
+        got,
+        vec![kept],
+        "the one kept, no record read from the zeros"
+    );
+    assert_eq!(rec[0].message.body, big(kept, 1).body);
 }
 
 #[test]
@@ -119,23 +117,16 @@ fn a_roll_during_the_zeros_keeps_every_record() {
         );
         spool.close().await.unwrap();
     });
-    run(async {
-        let (spool, rec) = Spool::open(c.clone()).await.unwrap();
-        assert_eq!(rec.messages.len(), 1);
-        assert_eq!(rec.messages[0].message.body, big(n + 1, 1).body);
-        spool.close().await.unwrap();
-    });
+    let rec = recovered(&c);
+    assert_eq!(rec.len(), 1);
+    assert_eq!(rec[0].message.body, big(n + 1, 1).body);
 }
 
 #[test]
 fn a_zero_filled_segment_left_by_a_crash_is_retired_at_open() {
     let tmp = tempfile::tempdir().unwrap();
     let c = cfg(tmp.path());
-    run(async {
-        let (spool, _) = Spool::open(c.clone()).await.unwrap();
-        spool.append_message(&msg(1, 1)).await.unwrap();
-        spool.close().await.unwrap();
-    });
+    spool_with_one_message(&c);
     // What a crash leaves when the next segment was made ahead and filled: a header, zeros.
     let left = c.dir.join(segment_file_name(7));
     let mut bytes = format::encode_header(0, 7).to_vec();
@@ -154,11 +145,7 @@ fn a_zero_filled_segment_left_by_a_crash_is_retired_at_open() {
 fn a_batch_torn_over_zeros_is_cut_like_any_torn_tail() {
     let tmp = tempfile::tempdir().unwrap();
     let c = cfg(tmp.path());
-    run(async {
-        let (spool, _) = Spool::open(c.clone()).await.unwrap();
-        spool.append_message(&msg(1, 1)).await.unwrap();
-        spool.close().await.unwrap();
-    });
+    spool_with_one_message(&c);
     let path = c.dir.join(segment_file_name(1));
     let good = std::fs::metadata(&path).unwrap().len();
     // A crash in the middle of a batch written over zeros: a frame's start and part of its
@@ -170,14 +157,106 @@ fn a_batch_torn_over_zeros_is_cut_like_any_torn_tail() {
     bytes.extend_from_slice(&[b'x'; 50]);
     bytes.resize(2 * c.max_batch_bytes + (1 << 20), 0);
     std::fs::write(&path, bytes).unwrap();
-    run(async {
-        let (spool, rec) = Spool::open(c.clone()).await.unwrap();
-        assert_eq!(rec.messages.len(), 1);
-        spool.close().await.unwrap();
-    });
+    assert_eq!(recovered(&c).len(), 1);
     assert_eq!(
         std::fs::metadata(&path).unwrap().len(),
         good,
         "cut as a torn tail, not kept as damage"
     );
+}
+
+#[test]
+fn the_next_segment_is_made_ahead_and_an_unused_one_goes_at_close() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut c = cfg(tmp.path());
+    c.segment_size = 2000;
+    let files = |dir: &Path| -> Vec<u64> {
+        let mut n: Vec<u64> = std::fs::read_dir(dir)
+            .unwrap()
+            .filter_map(|e| {
+                let name = e.unwrap().file_name().into_string().unwrap();
+                u64::from_str_radix(name.strip_suffix(".seg")?, 16).ok()
+            })
+            .collect();
+        n.sort_unstable();
+        n
+    };
+    run(async {
+        let (spool, _) = Spool::open(c.clone()).await.unwrap();
+        let first = spool.segments();
+        let mut i = 1;
+        // Past a quarter of the segment (three quarters without zeros): the next file appears before any roll.
+        while files(&c.dir).len() == first.len() && i < 100 {
+            spool.append_message(&msg(i, 1)).await.unwrap();
+            glommio::timer::sleep(std::time::Duration::from_millis(5)).await;
+            i += 1;
+        }
+        assert_eq!(spool.segments(), first, "no roll yet");
+        let ahead = *files(&c.dir).last().unwrap();
+        assert!(ahead > *first.last().unwrap());
+        // The roll uses it.
+        while !spool.segments().contains(&ahead) && i < 200 {
+            spool.append_message(&msg(i, 1)).await.unwrap();
+            i += 1;
+        }
+        assert!(spool.segments().contains(&ahead));
+        assert_eq!(spool.disk_bytes(), {
+            let d = &c.dir;
+            std::fs::read_dir(d)
+                .unwrap()
+                .map(|e| e.unwrap().metadata().unwrap().len())
+                .sum::<u64>()
+        });
+        // Fill the current one past that point too: its successor is made, never used,
+        // and removed at close.
+        let (unused, in_use) = loop {
+            spool.append_message(&msg(i, 1)).await.unwrap();
+            glommio::timer::sleep(std::time::Duration::from_millis(5)).await;
+            i += 1;
+            let (on_disk, in_use) = (files(&c.dir), spool.segments());
+            let extra = on_disk.last().filter(|n| !in_use.contains(n)).copied();
+            if let Some(n) = extra.filter(|n| *n > ahead) {
+                break (n, in_use);
+            }
+            assert!(i < 400, "no segment made ahead: {on_disk:?} {in_use:?}");
+        };
+        spool.close().await.unwrap();
+        let after = files(&c.dir);
+        assert!(
+            !after.contains(&unused),
+            "the unused segment is gone: {after:?}"
+        );
+        assert!(
+            after.iter().all(|n| in_use.contains(n)),
+            "{after:?} {in_use:?}"
+        );
+    });
+    run(async {
+        let (spool, rec) = Spool::open(c.clone()).await.unwrap();
+        assert!(!rec.messages.is_empty());
+        spool.close().await.unwrap();
+    });
+}
+
+#[test]
+fn a_segment_made_ahead_and_left_by_a_crash_is_retired_at_open() {
+    let tmp = tempfile::tempdir().unwrap();
+    let c = cfg(tmp.path());
+    spool_with_one_message(&c);
+    // What a crash leaves when the next segment was made ahead: its header, nothing else.
+    let left = c.dir.join(segment_file_name(7));
+    std::fs::write(&left, format::encode_header(0, 7)).unwrap();
+    run(async {
+        let (spool, rec) = Spool::open(c.clone()).await.unwrap();
+        assert_eq!(queued_ids(&rec.messages), vec![1]);
+        assert!(!spool.segments().contains(&7));
+        spool.append_message(&msg(2, 1)).await.unwrap();
+        spool.close().await.unwrap();
+    });
+    assert!(!left.exists(), "the empty segment was retired");
+    run(async {
+        let (spool, rec) = Spool::open(c.clone()).await.unwrap();
+        assert_eq!(queued_ids(&rec.messages).len(), 2);
+        spool.close().await.unwrap();
+    });
 }
