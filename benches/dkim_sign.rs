@@ -53,6 +53,9 @@ fn sign(c: &mut Criterion) {
     g.bench_function("sha256_of_message", |b| {
         b.iter(|| ring::digest::digest(&ring::digest::SHA256, black_box(&msg)))
     });
+    g.bench_function("sha256_of_message_aws_lc", |b| {
+        b.iter(|| aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, black_box(&msg)))
+    });
     let hash = ring::digest::digest(&ring::digest::SHA256, &msg);
     g.bench_function("ed25519_sign_of_hash", |b| {
         b.iter(|| pair.sign(black_box(hash.as_ref())))

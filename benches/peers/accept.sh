@@ -23,6 +23,7 @@
 # Environment: PEER_DIR (default /var/tmp/mta-peers), SINK_PORT (2626), MTA_PORT (2627),
 # MTA_EXTRA (TOML appended to mta's configuration).
 set -uo pipefail
+ARGS="$*" STARTED=$(date -u '+%Y-%m-%d %H:%M')
 
 HERE=$(cd "$(dirname "$0")" && pwd)
 ROOT=$(cd "$HERE/../.." && pwd)
@@ -126,6 +127,8 @@ log "host: $(nproc) cores, $(awk -F': ' '/model name/{print $2; exit}' /proc/cpu
 log "smtp-sink on :$SINK_PORT, mta $("$MTA" --version 2>/dev/null | head -1) (shards $SHARDS) on :$MTA_PORT"
 
 echo "# $(date -u +%Y-%m-%dT%H:%MZ) n=$N conc=$CONC runs=$RUNS shards=$SHARDS; rate = messages accepted/s"
+ROWS=$W/rows.tsv
+: >"$ROWS"
 for sc in $SCENARIOS; do
   IFS=: read -r src size k <<<"$sc"
   ratios=() sink_rates=() mta_rates=()
@@ -134,6 +137,8 @@ for sc in $SCENARIOS; do
     read -r mt mt_cpu mt_rss mt_ok < <(one_run mta "$src" "$size" "$k" "$N")
     ratio=$(awk -v a="$mt" -v b="$sk" 'BEGIN { printf "%.2f", (b > 0 ? a / b : 0) }')
     ratios+=("$ratio") sink_rates+=("$sk") mta_rates+=("$mt")
+    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$sc" "$r" "$sk" "$sk_cpu" "$sk_rss" "$sk_ok" \
+      "$mt" "$mt_cpu" "$mt_rss" "$mt_ok" >>"$ROWS"
     echo "$src size=$size rcpts=$k run $r: smtp-sink $sk/s (${sk_cpu} us/msg, PSS ${sk_rss} MiB, complete=$sk_ok)  mta $mt/s (${mt_cpu} us/msg, PSS ${mt_rss} MiB, complete=$mt_ok)  ratio ${ratio}x"
   done
   read -r rm rlo rhi < <(printf '%s\n' "${ratios[@]}" | stats)
@@ -141,3 +146,8 @@ for sc in $SCENARIOS; do
   read -r mm _ _ < <(printf '%s\n' "${mta_rates[@]}" | stats)
   echo "== $src size=$size rcpts=$k conc=$CONC n=$N: smtp-sink $sm/s, mta $mm/s (medians): ratio ${rm}x (runs ${rlo}-${rhi}x)"
 done
+
+# The same runs as Markdown, one table per scenario (what docs/BENCHMARKS.md quotes).
+echo
+python3 "$HERE/report.py" smtp-sink "messages accepted" "$ROWS" \
+  "$STARTED-$(date -u +%H:%M) UTC; $(machine "$PEER_DIR"); $(build "$MTA"), $( ((SHARDS == 0)) && echo "$(nproc) shards (the default)" || echo "$SHARDS shard(s)"); smtp-sink; \`benches/peers/accept.sh $ARGS\`"

@@ -4,12 +4,13 @@
 # scenario, the ratio mta / Postfix of recipients delivered per second with its spread.
 #
 # usage: benches/peers/compare.sh [-m MTA] [-g LOADGEN] [-n N] [-c CONC] [-r RUNS] [-d DOMAINS]
-#                                 [-S "SCENARIOS"]
+#                                 [-s SHARDS] [-S "SCENARIOS"]
 #   SCENARIO = SOURCE:SIZE:RECIPIENTS, SOURCE one of
 #     pipelined    loadgen send, PIPELINING, connections reused
 #     lockstep     loadgen send --no-pipelining --per-connection 1 (a new connection per message)
 #     smtp-source  Postfix's smtp-source (lock-step, a new connection per message)
 #   defaults: -m target/release/mta -g target/release/loadgen -n 10000 -c 50 -r 3 -d 500
+#     -s 0 (mta's default: one shard per core)
 #     -S "pipelined:4096:1 lockstep:4096:1 smtp-source:4096:1 pipelined:102400:1 pipelined:4096:50"
 #
 # Postfix is a private, durable, tuned instance (benches/peers/postfix.sh: installed from Debian
@@ -24,15 +25,16 @@
 # Environment: PEER_DIR (default /var/tmp/mta-peers: Postfix's queue and mta's spool, on a disk),
 # PF_PORT (2625), SINK_PORT (2626), MTA_PORT (2627), MTA_EXTRA (TOML appended to mta's config).
 set -uo pipefail
+ARGS="$*" STARTED=$(date -u '+%Y-%m-%d %H:%M')
 
 HERE=$(cd "$(dirname "$0")" && pwd)
 ROOT=$(cd "$HERE/../.." && pwd)
 MTA=$ROOT/target/release/mta LOADGEN=$ROOT/target/release/loadgen
-N=10000 CONC=50 RUNS=3 DOMAINS=500
+N=10000 CONC=50 RUNS=3 DOMAINS=500 SHARDS=0
 SCENARIOS="pipelined:4096:1 lockstep:4096:1 smtp-source:4096:1 pipelined:102400:1 pipelined:4096:50"
-while getopts "m:g:n:c:r:d:S:" o; do
-  case $o in m) MTA=$OPTARG;; g) LOADGEN=$OPTARG;; n) N=$OPTARG;; c) CONC=$OPTARG;;
-             r) RUNS=$OPTARG;; d) DOMAINS=$OPTARG;; S) SCENARIOS=$OPTARG;; *) sed -n 2,26p "$0"; exit 2;; esac
+while getopts "m:g:n:c:r:d:s:S:" o; do
+  case $o in m) MTA=$OPTARG;; g) LOADGEN=$OPTARG;; n) N=$OPTARG;; c) CONC=$OPTARG;; r) RUNS=$OPTARG;;
+             d) DOMAINS=$OPTARG;; s) SHARDS=$OPTARG;; S) SCENARIOS=$OPTARG;; *) sed -n 2,27p "$0"; exit 2;; esac
 done
 export PEER_DIR=${PEER_DIR:-/var/tmp/mta-peers}
 export PF_PORT=${PF_PORT:-2625} SINK_PORT=${SINK_PORT:-2626}
@@ -62,6 +64,7 @@ trap 'exit 130' INT TERM
 rm -rf "$PEER_DIR/mta" && mkdir -p "$PEER_DIR/mta"
 cat >"$PEER_DIR/mta/mta.toml" <<CF
 hostname = "mta.peer.test"
+shards = $SHARDS
 [[listeners]]
 address = "127.0.0.1:$MTA_PORT"
 [spool]
@@ -130,6 +133,8 @@ for peer in postfix mta; do
 done
 
 echo "# $(date -u +%Y-%m-%dT%H:%MZ) n=$N conc=$CONC runs=$RUNS domains=$DOMAINS; rate = recipients delivered/s"
+ROWS=$W/rows.tsv
+: >"$ROWS"
 for sc in $SCENARIOS; do
   IFS=: read -r src size k <<<"$sc"
   ratios=() pf_rates=() mta_rates=()
@@ -138,6 +143,8 @@ for sc in $SCENARIOS; do
     read -r mt mt_cpu mt_rss mt_ok < <(one_run mta "$src" "$size" "$k" "$N")
     ratio=$(awk -v a="$mt" -v b="$pf" 'BEGIN { printf "%.2f", (b > 0 ? a / b : 0) }')
     ratios+=("$ratio") pf_rates+=("$pf") mta_rates+=("$mt")
+    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$sc" "$r" "$pf" "$pf_cpu" "$pf_rss" "$pf_ok" \
+      "$mt" "$mt_cpu" "$mt_rss" "$mt_ok" >>"$ROWS"
     echo "$src size=$size rcpts=$k run $r: postfix $pf/s (${pf_cpu} us/rcpt, PSS ${pf_rss} MiB, complete=$pf_ok)  mta $mt/s (${mt_cpu} us/rcpt, PSS ${mt_rss} MiB, complete=$mt_ok)  ratio ${ratio}x"
   done
   read -r rm rlo rhi < <(printf '%s\n' "${ratios[@]}" | stats)
@@ -145,3 +152,8 @@ for sc in $SCENARIOS; do
   read -r mm _ _ < <(printf '%s\n' "${mta_rates[@]}" | stats)
   echo "== $src size=$size rcpts=$k conc=$CONC n=$N: postfix $pm/s, mta $mm/s (medians): ratio ${rm}x (runs ${rlo}-${rhi}x)"
 done
+
+# The same runs as Markdown, one table per scenario (what docs/BENCHMARKS.md quotes).
+echo
+python3 "$HERE/report.py" Postfix "recipients delivered" "$ROWS" \
+  "$STARTED-$(date -u +%H:%M) UTC; $(machine "$PEER_DIR"); $(build "$MTA"), $( ((SHARDS == 0)) && echo "$(nproc) shards (the default)" || echo "$SHARDS shard(s)"); Postfix $(postconf -d -h mail_version); \`benches/peers/compare.sh $ARGS\`"

@@ -38,6 +38,17 @@ sample_pss() {
     sleep 0.5
   done
 }
+# machine DIR: the host in one line (cores, CPU, kernel, the file system DIR is on).
+machine() {
+  echo "$(nproc) cores, $(awk -F': ' '/model name/{print $2; exit}' /proc/cpuinfo), Linux $(uname -r), $(df -T "$1" | awk 'NR==2{print $2}')"
+}
+# build MTA: its version and, when this is a git checkout, the commit it was built from.
+build() {
+  local v c
+  v=$("$1" --version 2>/dev/null | head -1)
+  c=$(git -C "$ROOT" describe --always --dirty 2>/dev/null) && v="$v, tree $c"
+  echo "$v"
+}
 stats() { # "median min max" of the numbers on stdin
   sort -g | awk '{a[NR] = $1} END { if (NR == 0) { print "NA NA NA"; exit }
     m = (NR % 2) ? a[(NR + 1) / 2] : (a[NR / 2] + a[NR / 2 + 1]) / 2; printf "%.2f %.2f %.2f\n", m, a[1], a[NR] }'

@@ -7,8 +7,9 @@
 //! What it does not do: no writing or ledger work (`committer.rs` does both); no decision
 //! whether a batch may follow another (`Committer::can_follow`).
 //!
-//! Invariants: a sync's result is read once; the follower future never takes retire work or a
-//! batch of a closing spool, so those always wait for the sync in flight.
+//! Invariants: a sync's result is read once; the follower future never takes retire work, a
+//! batch of a closing spool or a batch nobody waits for, so those always wait for the sync in
+//! flight.
 
 use std::future::Future;
 use std::io;
@@ -70,15 +71,17 @@ pub(super) enum Next {
     Close,
 }
 
-/// The next batch, for writing beside the sync in flight: only a batch of records (no retire
-/// work waiting, not closing) and only when `follow` (see [`Committer::can_follow`]); otherwise
-/// never resolves, and the sync in flight decides.
+/// The next batch, for writing beside the sync in flight: only a batch of records that
+/// somebody waits for (no retire work waiting, not closing; detached delivery states alone
+/// wait for the sync in flight and go in the next commit) and only when `follow` (see
+/// [`Committer::can_follow`]); otherwise never resolves, and the sync in flight decides.
 pub(super) async fn next_follower(inner: &Inner, follow: bool) -> Next {
     futures_lite::future::poll_fn(|cx| {
         let mut st = inner.st.borrow_mut();
         if follow
             && st.retire_queue.is_empty()
             && !st.closing
+            && st.batches.front().is_some_and(|b| b.awaited)
             && let Some(b) = st.batches.pop_front()
         {
             return Poll::Ready(Next::Batch(b));

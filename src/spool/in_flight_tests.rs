@@ -1,10 +1,11 @@
 //! Two commits in flight: a batch written and synced while the sync before it runs is answered
-//! after it, and fails with it when that sync fails.
+//! after it, and fails with it when that sync fails. Delivery states alone linger for a record
+//! somebody awaits instead of costing a sync of their own.
 
 use std::cell::RefCell;
 use std::rc::Rc;
 
-use super::tests::{cfg, msg, queued_ids, recovered, run};
+use super::tests::{DEFERRED, cfg, msg, queued_ids, recovered, run, state};
 use super::*;
 
 #[test]
@@ -61,4 +62,40 @@ fn a_batch_synced_beside_a_slow_one_waits_for_it() {
         spool.close().await.unwrap();
     });
     assert_eq!(recovered(&cfg(tmp.path())).len(), 2);
+}
+
+#[test]
+fn delivery_states_alone_ride_with_the_next_awaited_record() {
+    let tmp = tempfile::tempdir().unwrap();
+    run(async {
+        let (spool, _) = Spool::open(cfg(tmp.path())).await.unwrap();
+        spool.append_message(&msg(1, 1)).await.unwrap();
+        let before = spool.stats().batches;
+        spool.append_state_detached(&state(1, 0, DEFERRED)).unwrap();
+        // The committer runs (and, without lingering, would write the state at once).
+        for _ in 0..3 {
+            futures_lite::future::yield_now().await;
+        }
+        spool.append_message(&msg(2, 1)).await.unwrap();
+        assert_eq!(
+            spool.stats().batches,
+            before + 1,
+            "the state rode with message 2"
+        );
+        // Alone, a state is still committed, after the linger.
+        let t = std::time::Instant::now();
+        spool.append_state_detached(&state(2, 0, DEFERRED)).unwrap();
+        while spool.stats().batches == before + 1 {
+            assert!(t.elapsed() < std::time::Duration::from_secs(10));
+            glommio::timer::sleep(std::time::Duration::from_millis(1)).await;
+        }
+        assert!(t.elapsed() >= writer::STATE_LINGER);
+        spool.close().await.unwrap();
+    });
+    let msgs = recovered(&cfg(tmp.path()));
+    assert_eq!(msgs.len(), 2);
+    assert!(
+        msgs.iter().all(|m| m.states[0] == Some(DEFERRED)),
+        "both states are durable"
+    );
 }

@@ -45,6 +45,8 @@ use crate::metrics::ShardMetrics;
 
 #[path = "committer.rs"]
 mod committer;
+#[cfg(test)]
+pub(super) use committer::STATE_LINGER;
 #[path = "forward.rs"]
 mod forward;
 #[path = "in_flight.rs"]
@@ -84,6 +86,9 @@ fn answer(tx: Option<oneshot::Sender<Result<(), SpoolError>>>, r: Result<(), Spo
 struct Batch {
     buf: Vec<u8>,
     waiters: Vec<Waiter>,
+    /// Whether a record of it has a waiter (not only detached delivery states): only such a
+    /// batch is written beside a sync in flight or committed without lingering.
+    awaited: bool,
 }
 
 struct State {
@@ -370,11 +375,13 @@ impl Spool {
                 st.batches.push_back(Batch {
                     buf,
                     waiters: Vec::new(),
+                    awaited: false,
                 });
             }
             let b = st.batches.back_mut().expect("a batch was just ensured");
             let offset = b.buf.len() as u64;
             format::push_frame_class(&mut b.buf, kind, class, payload)?;
+            b.awaited |= tx.is_some();
             b.waiters.push(Waiter { tx, effect, offset });
         }
         self.0.wake();
