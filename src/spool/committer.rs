@@ -60,7 +60,7 @@ pub(super) struct Committer {
 
 /// How long a batch of delivery states alone (records nobody waits for) waits for a record
 /// somebody awaits before it is committed on its own. Losing such a state in a crash costs one
-/// more delivery attempt, never a message; at half load, riding along saves a sixth of the
+/// more delivery attempt, never a message; at half load, riding along saves a fifth of the
 /// syncs (`docs/BENCHMARKS.md`).
 pub(in crate::spool) const STATE_LINGER: Duration = Duration::from_millis(2);
 
