@@ -2,8 +2,9 @@
 # Recovery benchmark (see docs/BENCHMARKS.md, "Recovery"): queue a newsletter-shaped load
 # (N messages x RCPTS recipients in DOMAINS domains, SIZE octets), every recipient deferred by a
 # sink that answers 451, then kill -9 the MTA and restart it on the same spool. Prints the
-# running RSS before the kill, the time from the restart to "ready", and the RSS (current and
-# peak) after recovery. Loopback only; every step is bounded in time.
+# idle RSS, the running RSS before the kill, the time from the restart to "ready", the RSS
+# (current and peak) after recovery, and what a queued recipient costs beyond the bodies and
+# the idle process. Loopback only; every step is bounded in time.
 # Env: N (20000), RCPTS (50), DOMAINS (500), SIZE (2048), SHARDS (2), BUDGET (1GiB, the default),
 #      MTA and LOADGEN (release binaries of this tree), DIR (/tmp/recovery-bench).
 set -eu
@@ -41,7 +42,11 @@ start_mta() {
   echo "mta did not start"; cat "$DIR/mta.log"; exit 1
 }
 rss() { awk -v k="$2" '$1==k":" {print int($2/1024)}' "/proc/$1/status"; }
+rss_kib() { awk '$1=="VmRSS:" {print $2}' "/proc/$1/status"; }
 start_mta
+sleep 1
+idle_kib=$(rss_kib $M)
+echo "idle: rss_mib=$((idle_kib / 1024))"
 timeout 600 "$LOADGEN" send --target 127.0.0.1:$SMTP_PORT -c 50 -n "$N" -s "$SIZE" \
   --recipients "$RCPTS" --generated-domains "$DOMAINS" --threads 1 -q
 # Let every recipient get its first (deferred) attempt, bounded.
@@ -57,5 +62,9 @@ kill -9 $M; wait $M 2>/dev/null || true
 t0=$(date +%s.%N); start_mta; t1=$(date +%s.%N)
 sleep 2
 echo "restart: ready_s=$(awk -v a="$t0" -v b="$t1" "BEGIN{printf \"%.2f\", b-a}") rss_mib=$(rss $M VmRSS) peak_mib=$(rss $M VmHWM)"
+# What a queued recipient costs beyond the bodies (N x SIZE, all within the budget here) and
+# the idle process.
+awk -v r="$(rss_kib $M)" -v i="$idle_kib" -v n="$N" -v s="$SIZE" -v k="$RCPTS" \
+  'BEGIN { printf "per queued recipient, beyond the bodies and the idle process: %.0f bytes\n", (r - i) * 1024 / (n * k) - s / k }'
 "$MTA" queue count --config "$DIR/mta.toml" | tr '\n' ' '; echo
 kill -TERM $M; wait $M 2>/dev/null || true
