@@ -114,11 +114,16 @@ def main():
             for v, extra in variants:
                 cmd = [a.g, "bench", "-n", str(a.n), "--mta", a.m, "--quiet", "--json", card,
                        *extra, *a.bench]
+                if os.path.exists(card):
+                    os.remove(card)
                 ok = subprocess.run(cmd, stdout=subprocess.DEVNULL).returncode == 0
+                if not os.path.exists(card):
+                    sys.exit(f"round {rnd} {v}: loadgen bench wrote no card: {shlex.join(cmd)}")
                 with open(card) as f:
                     c = json.load(f)
-                run = (c["delivered_per_s"], c["mta_cpu_s_per_1000"] * 1000.0,
-                       c["mta_peak_rss_kib"] / 1024.0, ok and c["complete"])
+                # CPU is null on the card when nothing was delivered.
+                run = (c["delivered_per_s"], (c["mta_cpu_s_per_1000"] or 0.0) * 1000.0,
+                       (c["mta_peak_rss_kib"] or 0) / 1024.0, ok and c["complete"])
                 runs[v].append(run)
                 print(f"round {rnd} {v}: {run[0]:,.0f} delivered msg/s, {run[1]:.0f} µs of CPU "
                       f"per message, peak RSS {run[2]:.0f} MiB, complete={run[3]}", flush=True)

@@ -23,7 +23,8 @@
 # Environment: PEER_DIR (default /var/tmp/mta-peers), SINK_PORT (2626), MTA_PORT (2627),
 # MTA_EXTRA (TOML appended to mta's configuration).
 set -uo pipefail
-ARGS="$*" STARTED=$(date -u '+%Y-%m-%d %H:%M')
+ARGS=$( (($#)) && printf '%q ' "$@") STARTED=$(date -u '+%Y-%m-%d %H:%M')
+ARGS=${ARGS% }
 
 HERE=$(cd "$(dirname "$0")" && pwd)
 ROOT=$(cd "$HERE/../.." && pwd)
@@ -127,27 +128,5 @@ log "host: $(nproc) cores, $(awk -F': ' '/model name/{print $2; exit}' /proc/cpu
 log "smtp-sink on :$SINK_PORT, mta $("$MTA" --version 2>/dev/null | head -1) (shards $SHARDS) on :$MTA_PORT"
 
 echo "# $(date -u +%Y-%m-%dT%H:%MZ) n=$N conc=$CONC runs=$RUNS shards=$SHARDS; rate = messages accepted/s"
-ROWS=$W/rows.tsv
-: >"$ROWS"
-for sc in $SCENARIOS; do
-  IFS=: read -r src size k <<<"$sc"
-  ratios=() sink_rates=() mta_rates=()
-  for ((r = 1; r <= RUNS; r++)); do
-    read -r sk sk_cpu sk_rss sk_ok < <(one_run smtp-sink "$src" "$size" "$k" "$N")
-    read -r mt mt_cpu mt_rss mt_ok < <(one_run mta "$src" "$size" "$k" "$N")
-    ratio=$(awk -v a="$mt" -v b="$sk" 'BEGIN { printf "%.2f", (b > 0 ? a / b : 0) }')
-    ratios+=("$ratio") sink_rates+=("$sk") mta_rates+=("$mt")
-    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$sc" "$r" "$sk" "$sk_cpu" "$sk_rss" "$sk_ok" \
-      "$mt" "$mt_cpu" "$mt_rss" "$mt_ok" >>"$ROWS"
-    echo "$src size=$size rcpts=$k run $r: smtp-sink $sk/s (${sk_cpu} us/msg, PSS ${sk_rss} MiB, complete=$sk_ok)  mta $mt/s (${mt_cpu} us/msg, PSS ${mt_rss} MiB, complete=$mt_ok)  ratio ${ratio}x"
-  done
-  read -r rm rlo rhi < <(printf '%s\n' "${ratios[@]}" | stats)
-  read -r sm _ _ < <(printf '%s\n' "${sink_rates[@]}" | stats)
-  read -r mm _ _ < <(printf '%s\n' "${mta_rates[@]}" | stats)
-  echo "== $src size=$size rcpts=$k conc=$CONC n=$N: smtp-sink $sm/s, mta $mm/s (medians): ratio ${rm}x (runs ${rlo}-${rhi}x)"
-done
-
-# The same runs as Markdown, one table per scenario (what docs/BENCHMARKS.md quotes).
-echo
-python3 "$HERE/report.py" smtp-sink "messages accepted" "$ROWS" \
-  "$STARTED-$(date -u +%H:%M) UTC; $(machine "$PEER_DIR"); $(build "$MTA"), $( ((SHARDS == 0)) && echo "$(nproc) shards (the default)" || echo "$SHARDS shard(s)"); smtp-sink; \`benches/peers/accept.sh $ARGS\`"
+run_scenarios smtp-sink msg
+report smtp-sink "messages accepted" "smtp-sink" accept.sh

@@ -25,7 +25,8 @@
 # Environment: PEER_DIR (default /var/tmp/mta-peers: Postfix's queue and mta's spool, on a disk),
 # PF_PORT (2625), SINK_PORT (2626), MTA_PORT (2627), MTA_EXTRA (TOML appended to mta's config).
 set -uo pipefail
-ARGS="$*" STARTED=$(date -u '+%Y-%m-%d %H:%M')
+ARGS=$( (($#)) && printf '%q ' "$@") STARTED=$(date -u '+%Y-%m-%d %H:%M')
+ARGS=${ARGS% }
 
 HERE=$(cd "$(dirname "$0")" && pwd)
 ROOT=$(cd "$HERE/../.." && pwd)
@@ -133,27 +134,5 @@ for peer in postfix mta; do
 done
 
 echo "# $(date -u +%Y-%m-%dT%H:%MZ) n=$N conc=$CONC runs=$RUNS domains=$DOMAINS; rate = recipients delivered/s"
-ROWS=$W/rows.tsv
-: >"$ROWS"
-for sc in $SCENARIOS; do
-  IFS=: read -r src size k <<<"$sc"
-  ratios=() pf_rates=() mta_rates=()
-  for ((r = 1; r <= RUNS; r++)); do
-    read -r pf pf_cpu pf_rss pf_ok < <(one_run postfix "$src" "$size" "$k" "$N")
-    read -r mt mt_cpu mt_rss mt_ok < <(one_run mta "$src" "$size" "$k" "$N")
-    ratio=$(awk -v a="$mt" -v b="$pf" 'BEGIN { printf "%.2f", (b > 0 ? a / b : 0) }')
-    ratios+=("$ratio") pf_rates+=("$pf") mta_rates+=("$mt")
-    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$sc" "$r" "$pf" "$pf_cpu" "$pf_rss" "$pf_ok" \
-      "$mt" "$mt_cpu" "$mt_rss" "$mt_ok" >>"$ROWS"
-    echo "$src size=$size rcpts=$k run $r: postfix $pf/s (${pf_cpu} us/rcpt, PSS ${pf_rss} MiB, complete=$pf_ok)  mta $mt/s (${mt_cpu} us/rcpt, PSS ${mt_rss} MiB, complete=$mt_ok)  ratio ${ratio}x"
-  done
-  read -r rm rlo rhi < <(printf '%s\n' "${ratios[@]}" | stats)
-  read -r pm _ _ < <(printf '%s\n' "${pf_rates[@]}" | stats)
-  read -r mm _ _ < <(printf '%s\n' "${mta_rates[@]}" | stats)
-  echo "== $src size=$size rcpts=$k conc=$CONC n=$N: postfix $pm/s, mta $mm/s (medians): ratio ${rm}x (runs ${rlo}-${rhi}x)"
-done
-
-# The same runs as Markdown, one table per scenario (what docs/BENCHMARKS.md quotes).
-echo
-python3 "$HERE/report.py" Postfix "recipients delivered" "$ROWS" \
-  "$STARTED-$(date -u +%H:%M) UTC; $(machine "$PEER_DIR"); $(build "$MTA"), $( ((SHARDS == 0)) && echo "$(nproc) shards (the default)" || echo "$SHARDS shard(s)"); Postfix $(postconf -d -h mail_version); \`benches/peers/compare.sh $ARGS\`"
+run_scenarios postfix rcpt
+report Postfix "recipients delivered" "Postfix $(postconf -d -h mail_version)" compare.sh

@@ -1,16 +1,14 @@
 //! The committer task of one shard's spool: group commit, segments, retirement.
 //!
-//! What it does: pops the front batch of the spool's pending queue as soon as there is one (no
-//! timer: an idle committer starts at once; only a batch of delivery states alone, which
-//! nobody waits for, lingers up to [`STATE_LINGER`] for a record to ride with), writes it at the segment's tail with one write
-//! (a `pwrite` on the shard's thread up to 128 KiB, a ring `write_at` beyond, short writes
-//! continued) after calling the `before_write` hook (the event log writes its buffer), starts
-//! its `fdatasync`, and once that returned applies the batch to the ledger and
-//! completes every waiter. While one batch's `fdatasync` runs, the next batch of the same
-//! segment is written and its own `fdatasync` started (two in flight at most, and only for a
-//! batch somebody waits for), so a record waits for one sync that covers it, not for the one
-//! before it too. Rolls to a new segment
-//! past the segment size (made ahead by `new_segment` once the current one is a quarter full,
+//! What it does: takes the next batch of the spool's pending queue (which one, and when:
+//! `pending.rs`), writes it at the segment's tail with one write (a `pwrite` on the shard's
+//! thread up to 128 KiB, a ring `write_at` beyond, short writes continued) after calling the
+//! `before_write` hook (the event log writes its buffer), starts its `fdatasync`, and once that
+//! returned applies the batch to the ledger and completes every waiter. While one batch's
+//! `fdatasync` runs, the next batch of the same segment is written and its own `fdatasync`
+//! started (two in flight at most, and only for a batch somebody waits for), so a record waits
+//! for one sync that covers it, not for the one before it too. Rolls to a new segment past the
+//! segment size (made ahead by `new_segment` once the current one is a quarter full,
 //! and filled with zeros; three quarters without them); retires segments whose recipients are
 //! all final (retire record first, then unlink and directory sync in a task beside the commits,
 //! one deletion at a time).
@@ -28,8 +26,9 @@
 use std::os::unix::fs::FileExt;
 use std::time::{Duration, Instant};
 
-use super::in_flight::{InFlight, Next, Retiring, SyncState, next_follower};
+use super::in_flight::{InFlight, Next, Retiring, SyncState};
 use super::new_segment::{self, Ahead};
+use super::pending::{next_follower, next_work};
 use super::*;
 
 /// Batches up to this size are written with a plain `pwrite` on the shard's thread: a copy
@@ -58,20 +57,6 @@ pub(super) struct Committer {
     pub(super) next: u64,
 }
 
-/// How long a batch of delivery states alone (records nobody waits for) waits for a record
-/// somebody awaits before it is committed on its own. Losing such a state in a crash costs one
-/// more delivery attempt, never a message; at half load, riding along saves a fifth of the
-/// syncs (`docs/BENCHMARKS.md`).
-pub(in crate::spool) const STATE_LINGER: Duration = Duration::from_millis(2);
-
-/// Whether the only work is one batch nobody waits for (see [`STATE_LINGER`]).
-fn lingers(st: &State) -> bool {
-    st.batches.len() == 1
-        && st.batches.front().is_some_and(|b| !b.awaited)
-        && st.retire_queue.is_empty()
-        && !st.closing
-}
-
 pub(super) fn io_err(e: glommio::GlommioError<()>) -> io::Error {
     e.into()
 }
@@ -81,7 +66,9 @@ impl Committer {
         let mut flight: Option<InFlight> = None;
         loop {
             let next = match flight.as_mut() {
-                None => self.next_work().await.map_or(Next::Close, Next::Batch),
+                None => next_work(&self.inner)
+                    .await
+                    .map_or(Next::Close, Next::Batch),
                 Some(f) => {
                     let follow = self.can_follow(f);
                     let inner = &self.inner;
@@ -128,49 +115,6 @@ impl Committer {
             close_file(seg.file).await?;
         }
         Ok(())
-    }
-
-    /// The next batch (a retire-only one when segments await deletion), or None when the spool
-    /// closes with nothing left to write. A batch nobody waits for (delivery states alone)
-    /// lingers up to [`STATE_LINGER`] for a record somebody awaits, so that it rides in that
-    /// record's commit instead of costing a sync of its own.
-    async fn next_work(&self) -> Option<Batch> {
-        let mut lingered = false;
-        loop {
-            let work = futures_lite::future::poll_fn(|cx| {
-                let mut st = self.inner.st.borrow_mut();
-                if !lingered && lingers(&st) {
-                    return Poll::Ready(None);
-                }
-                if let Some(b) = st.batches.pop_front() {
-                    return Poll::Ready(Some(Some(b)));
-                }
-                if !st.retire_queue.is_empty() && !st.retire_blocked {
-                    return Poll::Ready(Some(Some(Batch::default())));
-                }
-                if st.closing {
-                    return Poll::Ready(Some(None));
-                }
-                self.inner.waker.set(Some(cx.waker().clone()));
-                Poll::Pending
-            })
-            .await;
-            match work {
-                Some(work) => return work,
-                None => {
-                    let inner = &self.inner;
-                    let joined = futures_lite::future::poll_fn(|cx| {
-                        if !lingers(&inner.st.borrow()) {
-                            return Poll::Ready(());
-                        }
-                        inner.waker.set(Some(cx.waker().clone()));
-                        Poll::Pending
-                    });
-                    futures_lite::future::or(glommio::timer::sleep(STATE_LINGER), joined).await;
-                    lingered = true;
-                }
-            }
-        }
     }
 
     /// Whether a batch may be written and synced while `first`'s sync runs: same open segment,

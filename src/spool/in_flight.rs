@@ -1,15 +1,12 @@
 //! A batch of the spool between its write and the end of its `fdatasync`.
 //!
 //! What it does: holds what the committer needs to finish a written batch (its records, its
-//! retire record and moves, where it went) and the `fdatasync` task running for it; offers the
-//! committer the next batch to write beside a running sync.
+//! retire record and moves, where it went) and the `fdatasync` task running for it.
 //!
-//! What it does not do: no writing or ledger work (`committer.rs` does both); no decision
-//! whether a batch may follow another (`Committer::can_follow`).
+//! What it does not do: no writing or ledger work (`committer.rs` does both); no choice of the
+//! next batch (`pending.rs`).
 //!
-//! Invariants: a sync's result is read once; the follower future never takes retire work, a
-//! batch of a closing spool or a batch nobody waits for, so those always wait for the sync in
-//! flight.
+//! Invariants: a sync's result is read once.
 
 use std::future::Future;
 use std::io;
@@ -17,8 +14,8 @@ use std::pin::Pin;
 use std::task::Poll;
 use std::time::Duration;
 
+use super::Batch;
 use super::forward::Forwarding;
-use super::{Batch, Inner};
 
 /// The segments a batch's retire record names.
 #[derive(Default)]
@@ -69,25 +66,4 @@ pub(super) enum Next {
     Batch(Batch),
     Synced,
     Close,
-}
-
-/// The next batch, for writing beside the sync in flight: only a batch of records that
-/// somebody waits for (no retire work waiting, not closing; detached delivery states alone
-/// wait for the sync in flight and go in the next commit) and only when `follow` (see
-/// [`Committer::can_follow`]); otherwise never resolves, and the sync in flight decides.
-pub(super) async fn next_follower(inner: &Inner, follow: bool) -> Next {
-    futures_lite::future::poll_fn(|cx| {
-        let mut st = inner.st.borrow_mut();
-        if follow
-            && st.retire_queue.is_empty()
-            && !st.closing
-            && st.batches.front().is_some_and(|b| b.awaited)
-            && let Some(b) = st.batches.pop_front()
-        {
-            return Poll::Ready(Next::Batch(b));
-        }
-        inner.waker.set(Some(cx.waker().clone()));
-        Poll::Pending
-    })
-    .await
 }

@@ -29,7 +29,7 @@ use std::collections::{BTreeMap, VecDeque};
 use std::io;
 use std::path::Path;
 use std::rc::Rc;
-use std::task::{Poll, Waker};
+use std::task::Waker;
 
 use futures_channel::oneshot;
 use glommio::io::{BufferedFile, Directory};
@@ -45,14 +45,16 @@ use crate::metrics::ShardMetrics;
 
 #[path = "committer.rs"]
 mod committer;
-#[cfg(test)]
-pub(super) use committer::STATE_LINGER;
 #[path = "forward.rs"]
 mod forward;
 #[path = "in_flight.rs"]
 mod in_flight;
 #[path = "new_segment.rs"]
 mod new_segment;
+#[path = "pending.rs"]
+mod pending;
+#[cfg(test)]
+pub(super) use pending::STATE_LINGER;
 
 use committer::{Committer, io_err};
 
