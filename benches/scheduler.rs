@@ -22,7 +22,7 @@ fn policy() -> RetryPolicy {
 fn job(m: u64, now: Instant) -> Job {
     Job {
         message: m,
-        recipients: vec![0],
+        recipients: [0].as_slice().into(),
         domain: "d.test".into(),
         attempts: 0,
         arrival: now,

@@ -20,7 +20,7 @@ use super::classify::Outcome;
 use super::message::{Facts, Message, Progress};
 use super::views::domain_of;
 use crate::config::Config;
-use crate::queue::Job;
+use crate::queue::{DomainNames, Job, Recipients};
 use crate::smtp::EnhancedStatus;
 use crate::spool::{MessageRecord, RecipientState};
 
@@ -61,10 +61,11 @@ pub struct Intake {
 /// What the queue does with `a`, at `now` (`now_ms` on the wall clock); `pool` decides the
 /// message's source pool from its record and header section, `verp` whether mail of that
 /// sender and pool goes with a VERP envelope sender (then each recipient is a job of its own).
-/// None when nothing is pending.
+/// Jobs take their domain names from `names`. None when nothing is pending.
 pub fn take(
     mut a: Arrival,
     config: &Config,
+    names: &mut DomainNames,
     pool: impl FnOnce(&MessageRecord, &[u8]) -> Option<String>,
     verp: impl FnOnce(&str, Option<&str>) -> bool,
     (now, now_ms): (Instant, u64),
@@ -129,8 +130,8 @@ pub fn take(
         let job = Job {
             message: id,
             priority: class(&domain),
-            domain,
-            recipients: pending,
+            domain: names.get(&domain),
+            recipients: pending.into(),
             attempts: 0,
             arrival,
         };
@@ -142,7 +143,7 @@ pub fn take(
         return Some(intake);
     }
     // Group the pending recipients by domain and by "ready now" vs "deferred until".
-    let mut by_domain: HashMap<String, Vec<u32>> = HashMap::new();
+    let mut by_domain: HashMap<String, Recipients> = HashMap::new();
     for (i, (r, s)) in intake.msg.record.recipients.iter().zip(&states).enumerate() {
         match s {
             Some(s) if s.is_final() => {}
@@ -157,9 +158,9 @@ pub fn take(
                 let domain = domain_of(&r.address, hostname);
                 let job = Job {
                     message: id,
-                    recipients: vec![i as u32],
+                    recipients: Recipients::from_slice(&[i as u32]),
                     priority: class(&domain),
-                    domain,
+                    domain: names.get(&domain),
                     attempts: *attempts,
                     arrival,
                 };
@@ -173,8 +174,12 @@ pub fn take(
     }
     let alone = intake.msg.verp;
     for (domain, recipients) in by_domain {
-        let groups: Vec<Vec<u32>> = match alone {
-            true => recipients.into_iter().map(|i| vec![i]).collect(),
+        let name = names.get(&domain);
+        let groups: Vec<Recipients> = match alone {
+            true => recipients
+                .into_iter()
+                .map(|i| Recipients::from_slice(&[i]))
+                .collect(),
             false => vec![recipients],
         };
         for recipients in groups {
@@ -187,7 +192,7 @@ pub fn take(
                 message: id,
                 recipients,
                 priority: class(&domain),
-                domain: domain.clone(),
+                domain: name.clone(),
                 attempts,
                 arrival,
             });

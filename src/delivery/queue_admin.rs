@@ -223,7 +223,7 @@ impl ShardQueue {
                 }
                 self.suspensions.resume(&t);
                 self.sched.flush_matching(now, |job, via| {
-                    job.domain == t || via.is_some_and(|k| covers(&t, &k.0))
+                    *job.domain == *t || via.is_some_and(|k| covers(&t, &k.0))
                 })
             }
         }

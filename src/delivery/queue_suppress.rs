@@ -35,7 +35,7 @@ impl ShardQueue {
         let m = e.msg.clone();
         let tenant = m.record.tenant.as_deref().unwrap_or("");
         job.recipients
-            .retain(|&i| match list.check(tenant, &m.recipient(i).address) {
+            .retain(|&mut i| match list.check(tenant, &m.recipient(i).address) {
                 Some(kind) => {
                     dropped.push((i, kind.as_str()));
                     false

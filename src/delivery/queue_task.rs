@@ -36,7 +36,7 @@ use super::sinks::Sinks;
 use super::suspensions::{self, Suspensions};
 use super::views::Counters;
 use crate::config::Config;
-use crate::queue::{DestinationKey, Job, Scheduler};
+use crate::queue::{DestinationKey, DomainNames, Job, Scheduler};
 use crate::shaping::{RuleEngine, Shaping};
 use crate::spool::{MessageRecord, RecoveredMessage};
 use crate::timers::QUEUE_CHORES;
@@ -76,6 +76,8 @@ pub struct ShardQueue {
     held: Vec<Job>,
     /// Messages an operator holds, with their jobs taken out of the scheduler.
     holds: HashMap<u64, Vec<Job>>,
+    /// The jobs' domain names, one copy each.
+    domain_names: DomainNames,
     /// Connection tasks started and not yet ended.
     live: usize,
     stopping: bool,
@@ -111,6 +113,7 @@ impl ShardQueue {
             tls_fallback: HashMap::new(),
             held: Vec::new(),
             holds: HashMap::new(),
+            domain_names: DomainNames::default(),
             live: 0,
             stopping: false,
             dirty: true,
@@ -301,6 +304,7 @@ impl ShardQueue {
         let Some(i) = intake::take(
             arrival,
             &self.config,
+            &mut self.domain_names,
             |r, b| routes.pool_of(r, b),
             |sender, pool| {
                 feedback
@@ -345,7 +349,7 @@ impl ShardQueue {
             self.submit(&target, job);
             return;
         }
-        let lookup = self.routes.lookup(job.domain.clone());
+        let lookup = self.routes.lookup(job.domain.to_string());
         let tx = self.tx.clone();
         glommio::spawn_local(async move {
             let routed = lookup.await;

@@ -66,7 +66,7 @@ fn message(sender: &str, rcpts: &[(&str, Option<&str>)], trusted: bool) -> (Mess
 fn job(q: &Message, recipients: &[u32]) -> Job {
     Job {
         message: q.record.id,
-        recipients: recipients.to_vec(),
+        recipients: recipients.into(),
         domain: "b.test".into(),
         attempts: 0,
         arrival: q.arrival,
@@ -431,7 +431,7 @@ fn a_reused_connection_lost_before_mail_gives_the_job_back() {
     );
     assert_eq!(
         r.requeue.as_ref().map(|j| j.recipients.clone()),
-        Some(vec![0])
+        Some([0].as_slice().into())
     );
     assert!(r.states.is_empty() && r.lines.is_empty());
     assert_eq!(p, before, "no attempt counted");

@@ -152,7 +152,7 @@ impl Destination {
         }
         for chunk in job.recipients.chunks(max) {
             queue.push_back(Job {
-                recipients: chunk.to_vec(),
+                recipients: chunk.into(),
                 ..job.clone()
             });
         }

@@ -21,23 +21,26 @@
 //! arithmetic saturates ([`later`], [`secs_f64`]): no wait, however large, panics.
 
 mod cluster_share;
+mod deferred;
 mod destination;
+mod domains;
 mod gcra;
 mod shared;
 mod types;
 
-use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap};
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::priority::Class;
 pub use cluster_share::{Bucket, ClusterLink, Note, instant_of_ms, unix_ms};
+use deferred::Deferred;
 use destination::Destination;
+pub use domains::DomainNames;
 pub use shared::{HostLimits, Reduction, SharedDest};
 pub use types::{
     DeferOutcome, DestinationKey, DestinationState, FailurePolicy, Job, Limits, Poll, Rate,
-    RetryPolicy,
+    Recipients, RetryPolicy,
 };
 
 /// The scheduler.
@@ -46,10 +49,8 @@ pub struct Scheduler {
     failures: FailurePolicy,
     rng: u64,
     dests: HashMap<DestinationKey, Destination>,
-    timers: BinaryHeap<Reverse<(Instant, u64)>>,
     /// Each deferred job, with the destination its last attempt went through, if known.
-    deferred: HashMap<u64, (Job, Option<DestinationKey>)>,
-    next_timer: u64,
+    deferred: Deferred,
     host: Arc<HostLimits>,
     /// `priority.share`: picks per round, one kept for each lower class waiting.
     share: u32,
@@ -70,9 +71,7 @@ impl Scheduler {
             failures: FailurePolicy::default(),
             rng: seed | 1,
             dests: HashMap::new(),
-            timers: BinaryHeap::new(),
-            deferred: HashMap::new(),
-            next_timer: 0,
+            deferred: Deferred::default(),
             share: crate::priority::PrioritySection::default().share,
         }
     }
@@ -172,25 +171,16 @@ impl Scheduler {
     }
 
     fn defer_until_from(&mut self, job: Job, via: Option<DestinationKey>, at: Instant) {
-        let id = self.next_timer;
-        self.next_timer += 1;
-        self.deferred.insert(id, (job, via));
-        self.timers.push(Reverse((at, id)));
+        self.deferred.push(job, via, at);
     }
 
     /// What to do now and when to look again.
     pub fn poll(&mut self, now: Instant) -> Poll {
         let mut poll = Poll::default();
-        while let Some(Reverse((at, id))) = self.timers.peek().copied() {
-            if at > now {
-                poll.next_wakeup = Some(at);
-                break;
-            }
-            self.timers.pop();
-            if let Some((job, _)) = self.deferred.remove(&id) {
-                poll.due.push(job);
-            }
+        while let Some(job) = self.deferred.pop_due(now) {
+            poll.due.push(job);
         }
+        poll.next_wakeup = self.deferred.next_due();
         let mut idle = Vec::new();
         for (key, d) in &mut self.dests {
             match d.wants_connection(now) {
@@ -329,15 +319,7 @@ impl Scheduler {
         for d in self.dests.values_mut() {
             out.extend(d.remove_where(&pick));
         }
-        let ids: Vec<u64> = self
-            .deferred
-            .iter()
-            .filter(|(_, (j, _))| pick(j))
-            .map(|(id, _)| *id)
-            .collect();
-        for id in ids {
-            out.extend(self.deferred.remove(&id).map(|(job, _)| job));
-        }
+        out.extend(self.deferred.remove_where(pick));
         out
     }
 
@@ -352,24 +334,16 @@ impl Scheduler {
     /// When each message's earliest deferred job is due.
     pub fn next_attempts(&self) -> HashMap<u64, Instant> {
         let mut out: HashMap<u64, Instant> = HashMap::new();
-        for Reverse((at, id)) in &self.timers {
-            if let Some((job, _)) = self.deferred.get(id) {
-                let e = out.entry(job.message).or_insert(*at);
-                *e = (*e).min(*at);
-            }
+        for (job, at) in self.deferred.iter() {
+            let e = out.entry(job.message).or_insert(at);
+            *e = (*e).min(at);
         }
         out
     }
 
     /// Makes every deferred job due now; returns how many.
     pub fn flush(&mut self, now: Instant) -> usize {
-        let jobs: Vec<(u64, (Job, Option<DestinationKey>))> = self.deferred.drain().collect();
-        self.timers.clear();
-        let n = jobs.len();
-        for (_, (job, via)) in jobs {
-            self.defer_until_from(job, via, now);
-        }
-        n
+        self.deferred.make_due(now, |_, _| true)
     }
 
     /// Makes the deferred jobs that `matches` selects due now; returns how many. `matches` is
@@ -379,18 +353,7 @@ impl Scheduler {
         now: Instant,
         matches: impl Fn(&Job, Option<&DestinationKey>) -> bool,
     ) -> usize {
-        let ids: Vec<u64> = self
-            .deferred
-            .iter()
-            .filter(|(_, (j, via))| matches(j, via.as_ref()))
-            .map(|(id, _)| *id)
-            .collect();
-        for id in &ids {
-            if let Some((job, via)) = self.deferred.remove(id) {
-                self.defer_until_from(job, via, now);
-            }
-        }
-        ids.len()
+        self.deferred.make_due(now, matches)
     }
 
     /// A destination's state.

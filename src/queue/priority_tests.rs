@@ -18,7 +18,7 @@ fn policy() -> RetryPolicy {
 fn job(message: u64, class: Class, now: Instant) -> Job {
     Job {
         message,
-        recipients: vec![0],
+        recipients: [0].as_slice().into(),
         domain: "d.test".into(),
         attempts: 0,
         arrival: now,

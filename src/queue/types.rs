@@ -6,6 +6,7 @@
 //! Invariants: plain values, cheap to copy or clone; defaults are the documented ones.
 
 use std::fmt;
+use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use crate::priority::Class;
@@ -27,15 +28,18 @@ impl fmt::Display for DestinationKey {
     }
 }
 
+/// A job's recipient indices: up to four inline, more on the heap.
+pub type Recipients = smallvec::SmallVec<[u32; 4]>;
+
 /// Some recipients of one message going to one destination.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Job {
     /// The message's queue id.
     pub message: u64,
     /// Indices into the message's recipient list.
-    pub recipients: Vec<u32>,
-    /// The recipients' domain.
-    pub domain: String,
+    pub recipients: Recipients,
+    /// The recipients' domain (one shared copy per name: [`super::DomainNames`]).
+    pub domain: Rc<str>,
     /// Attempts already made.
     pub attempts: u32,
     /// When the message was accepted (for the lifetime).
