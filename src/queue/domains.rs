@@ -10,8 +10,8 @@
 //!
 //! Invariants: single-threaded (`Rc`); bounded: when the table reaches its sweep mark, names
 //! that no job holds any more are dropped, and the mark becomes twice what is left (at least
-//! [`MIN_SWEEP`]), so the table holds at most about twice the names in use and the sweeps cost
-//! O(1) per name handed out.
+//! [`MIN_SWEEP`]), so the table never holds more than twice the names in use at its last sweep
+//! (or [`MIN_SWEEP`]), and the sweeps cost O(1) per name handed out.
 
 use std::collections::HashSet;
 use std::rc::Rc;
@@ -51,13 +51,9 @@ impl DomainNames {
     }
 
     /// Names in the table (some may no longer be in use).
-    pub fn len(&self) -> usize {
+    #[cfg(test)]
+    fn len(&self) -> usize {
         self.names.len()
-    }
-
-    /// True when the table is empty.
-    pub fn is_empty(&self) -> bool {
-        self.names.is_empty()
     }
 }
 
